@@ -1,0 +1,70 @@
+// Command herd measures the node-side clients of a Kubernetes control plane
+// and calms them when they stampede. See README.md and SPEC.md.
+//
+// This file only parses flags and wires parts together; the logic lives in
+// exporter/ and responder/.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/version"
+)
+
+func main() {
+	if version.Version == "" {
+		version.Version = "devel" // built without the Makefile's -ldflags
+	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// errNotBuilt marks a subcommand whose issue has not landed yet.
+var errNotBuilt = errors.New("not built yet")
+
+// run is main with its inputs made explicit, so tests can drive it.
+func run(args []string, stdout, stderr io.Writer) int {
+	app := kingpin.New("herd", "Measures and calms the node-side clients of a Kubernetes control plane.")
+	app.UsageWriter(stdout)
+	app.ErrorWriter(stderr)
+	exited := -1 // --help and --version end parsing through Terminate
+	app.Terminate(func(code int) {
+		if exited < 0 {
+			exited = code
+		}
+	})
+	app.HelpFlag.Short('h')
+
+	exporterCmd := app.Command("exporter", "Serve Prometheus metrics about node-side clients, fed by kube-apiserver audit events.")
+	responderCmd := app.Command("responder", "Serve the Alertmanager webhook that triages and runs guarded remediations.")
+	analyzeCmd := app.Command("analyze", "Report relisting, stuck and ghost clients from audit log files, offline.")
+	analyzeCmd.Arg("file", "Audit log files (JSON lines, EventList JSON, .gz, - for stdin).").Strings()
+	auditPolicyCmd := app.Command("audit-policy", "Print the minimal audit Policy herd needs.")
+	versionCmd := app.Command("version", "Print version, commit and Go version.")
+
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "herd: command not specified (try herd --help)")
+		return 2
+	}
+	cmd, err := app.Parse(args)
+	if exited >= 0 {
+		return exited
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "herd: %v\n", err)
+		return 2
+	}
+	switch cmd {
+	case versionCmd.FullCommand():
+		fmt.Fprintln(stdout, version.Print("herd"))
+		return 0
+	case exporterCmd.FullCommand(), responderCmd.FullCommand(), analyzeCmd.FullCommand(), auditPolicyCmd.FullCommand():
+		fmt.Fprintf(stderr, "herd %s: %v\n", cmd, errNotBuilt)
+		return 2
+	}
+	fmt.Fprintf(stderr, "herd: unknown command %q\n", cmd)
+	return 2
+}

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"bytes"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/common/version"
+)
+
+func TestRun(t *testing.T) {
+	version.Version, version.Revision = "1.2.3", "abc1234"
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantStdout []string
+		wantStderr string
+	}{
+		{name: "version", args: []string{"version"}, wantStdout: []string{"herd, version 1.2.3", "revision: abc1234", runtime.Version()}},
+		{name: "help", args: []string{"--help"}, wantStdout: []string{"exporter", "responder", "analyze", "audit-policy", "version"}},
+		{name: "no command", args: nil, wantCode: 2, wantStderr: "herd: command not specified (try herd --help)\n"},
+		{name: "unknown command", args: []string{"bogus"}, wantCode: 2, wantStderr: "herd: expected command but got \"bogus\"\n"},
+		{name: "subcommand not built", args: []string{"responder"}, wantCode: 2, wantStderr: "herd responder: not built yet\n"},
+		{name: "unknown flag", args: []string{"version", "--bogus"}, wantCode: 2, wantStderr: "herd: unknown long flag '--bogus'\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(tc.args, &stdout, &stderr)
+			if code != tc.wantCode {
+				t.Errorf("exit code = %d, want %d (stderr %q)", code, tc.wantCode, stderr.String())
+			}
+			for _, want := range tc.wantStdout {
+				if !strings.Contains(stdout.String(), want) {
+					t.Errorf("stdout lacks %q:\n%s", want, stdout.String())
+				}
+			}
+			if tc.wantStderr != "" && stderr.String() != tc.wantStderr {
+				t.Errorf("stderr = %q, want %q", stderr.String(), tc.wantStderr)
+			}
+		})
+	}
+}

@@ -1,0 +1,250 @@
+package controlplane_test
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	auditv1 "k8s.io/apiserver/pkg/apis/audit/v1"
+	"k8s.io/client-go/rest"
+
+	"github.com/herd-k8s/herd/test/controlplane"
+	"github.com/herd-k8s/herd/test/proc"
+)
+
+const kubeletUA = "kubelet/v1.36.3 (linux/amd64) kubernetes/herdtest"
+
+// auditSink is an audit webhook backend that keeps every event it receives.
+type auditSink struct {
+	mu     sync.Mutex
+	events []auditv1.Event
+	token  string
+}
+
+func (s *auditSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") != "Bearer "+s.token {
+		http.Error(w, "unauthenticated", http.StatusUnauthorized)
+		return
+	}
+	var list auditv1.EventList
+	if err := json.NewDecoder(r.Body).Decode(&list); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	s.mu.Lock()
+	s.events = append(s.events, list.Items...)
+	s.mu.Unlock()
+}
+
+// find returns the ResponseComplete event of the request whose URI is uri.
+func (s *auditSink) find(user, uri string) (auditv1.Event, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.events {
+		if e.User.Username == user && e.RequestURI == uri && e.Stage == auditv1.StageResponseComplete {
+			return e, true
+		}
+	}
+	return auditv1.Event{}, false
+}
+
+func startWithAudit(t *testing.T) (*controlplane.ControlPlane, *auditSink, string) {
+	t.Helper()
+	sink := &auditSink{token: "audit-token"}
+	srv := httptest.NewTLSServer(sink)
+	t.Cleanup(srv.Close)
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	logPath := filepath.Join(t.TempDir(), "audit.log")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cp, err := controlplane.Start(ctx, controlplane.Options{
+		AuditWebhookURL:   srv.URL,
+		AuditWebhookToken: sink.token,
+		AuditWebhookCA:    ca,
+		AuditLogPath:      logPath,
+		Log:               testWriter{t},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cp.Stop)
+	return cp, sink, logPath
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// TestKubeletRequestsAndAudit is the incident-000 ground truth: what the Node
+// authorizer lets a kubelet read, the 504 a too-large resourceVersion gets,
+// and the audit events the apiserver sends for each.
+func TestKubeletRequestsAndAudit(t *testing.T) {
+	cp, sink, logPath := startWithAudit(t)
+
+	cfg := cp.Config(controlplane.KubeletIdentity("node-1"))
+	cfg.UserAgent = kubeletUA
+	client, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requests := []struct {
+		uri      string
+		wantCode int
+		wantBody string
+		resource string
+		group    string
+	}{
+		{uri: "/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-1&resourceVersion=0", wantCode: 200, resource: "pods"},
+		{uri: "/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-2&resourceVersion=0", wantCode: 403, resource: "pods"},
+		{uri: "/apis/node.k8s.io/v1/runtimeclasses?resourceVersion=191700552", wantCode: 504, wantBody: "Too large resource version", resource: "runtimeclasses", group: "node.k8s.io"},
+	}
+	for _, r := range requests {
+		start := time.Now()
+		req, _ := http.NewRequest(http.MethodGet, cp.URL+r.uri, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", r.uri, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		t.Logf("GET %s -> %d in %v", r.uri, resp.StatusCode, time.Since(start).Round(time.Millisecond))
+		if resp.StatusCode != r.wantCode {
+			t.Errorf("GET %s = %d, want %d: %s", r.uri, resp.StatusCode, r.wantCode, body)
+		}
+		if !strings.Contains(string(body), r.wantBody) {
+			t.Errorf("GET %s body lacks %q: %s", r.uri, r.wantBody, body)
+		}
+	}
+
+	user := cp.User(controlplane.KubeletIdentity("node-1"))
+	if user != "system:node:node-1" {
+		t.Fatalf("kubelet user = %q", user)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, r := range requests {
+		var ev auditv1.Event
+		var ok bool
+		for ; !ok && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			ev, ok = sink.find(user, r.uri)
+		}
+		if !ok {
+			sink.mu.Lock()
+			for _, e := range sink.events {
+				if e.User.Username == user {
+					t.Logf("have: %s %s %s", e.Stage, e.Verb, e.RequestURI)
+				}
+			}
+			t.Logf("total events: %d", len(sink.events))
+			sink.mu.Unlock()
+			t.Fatalf("no ResponseComplete audit event for %s reached the webhook", r.uri)
+		}
+		if ev.Verb != "list" || ev.UserAgent != kubeletUA || ev.ObjectRef == nil ||
+			ev.ObjectRef.Resource != r.resource || ev.ObjectRef.APIGroup != r.group ||
+			ev.ResponseStatus == nil || int(ev.ResponseStatus.Code) != r.wantCode {
+			got, _ := json.Marshal(ev)
+			t.Errorf("audit event for %s: want verb=list ua=%q resource=%s group=%q code=%d; got %s", r.uri, kubeletUA, r.resource, r.group, r.wantCode, got)
+		}
+		if r.wantCode == 504 && !strings.Contains(ev.ResponseStatus.Message, "Too large resource version") {
+			t.Errorf("504 audit event message = %q, want it to say Too large resource version", ev.ResponseStatus.Message)
+		}
+		if len(ev.SourceIPs) == 0 || ev.SourceIPs[0] != "127.0.0.1" {
+			t.Errorf("audit event for %s: sourceIPs = %v, want [127.0.0.1 ...]", r.uri, ev.SourceIPs)
+		}
+	}
+
+	// The same requests reach the log backend, one JSON event per line.
+	logged, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inLog := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(string(logged)), "\n") {
+		var ev auditv1.Event
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("audit log line is not an Event: %v: %s", err, line)
+		}
+		if ev.User.Username == user && ev.Stage == auditv1.StageResponseComplete {
+			inLog[ev.RequestURI] = true
+		}
+	}
+	for _, r := range requests {
+		if !inLog[r.uri] {
+			t.Errorf("audit log lacks %s", r.uri)
+		}
+	}
+}
+
+// TestRestartKeepsData restarts kube-apiserver on the same etcd: objects
+// survive and the same clients work again.
+func TestRestartKeepsData(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cp, err := controlplane.Start(ctx, controlplane.Options{Log: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cp.Stop)
+	admin := cp.Client(controlplane.Admin)
+	if _, err := admin.CoreV1().Namespaces().Create(ctx, namespace("survivor"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	oldPid := cp.APIServerPid()
+	if err := cp.RestartAPIServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if cp.APIServerPid() == oldPid {
+		t.Fatal("apiserver pid unchanged after restart")
+	}
+	if _, err := admin.CoreV1().Namespaces().Get(ctx, "survivor", metav1.GetOptions{}); err != nil {
+		t.Fatalf("namespace lost across restart: %v", err)
+	}
+}
+
+// TestNoProcessSurvives proves Stop leaves nothing behind: not etcd, not
+// kube-apiserver, not anything they forked.
+func TestNoProcessSurvives(t *testing.T) {
+	before, err := proc.Children(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cp, err := controlplane.Start(ctx, controlplane.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	during, _ := proc.Children(os.Getpid())
+	if len(during)-len(before) != 2 {
+		t.Errorf("while running: %d children, want 2 more than the %d before (etcd, kube-apiserver)", len(during), len(before))
+	}
+	dir := cp.Dir
+	cp.Stop()
+	after, err := proc.Children(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(before) {
+		t.Errorf("after Stop: children %v, want %v", after, before)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("control-plane dir %s left behind (err %v)", dir, err)
+	}
+}
+
+func namespace(name string) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+}

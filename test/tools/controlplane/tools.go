@@ -1,0 +1,10 @@
+//go:build tools
+
+// Package tools pins the control-plane binaries the tests build: kube-apiserver
+// from k8s.io/kubernetes and etcd (./etcd). Nothing here is imported by herd.
+package tools
+
+import (
+	_ "go.etcd.io/etcd/server/v3/etcdmain"
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+)
