@@ -105,6 +105,8 @@ type ControlPlane struct {
 	identities map[string]Identity
 	apiArgs    []string
 	caData     []byte
+	// frontProxyCA is the requestheader CA (see frontproxy.go).
+	frontProxyCA []byte
 
 	mu        sync.Mutex
 	etcd      *proc.Process
@@ -194,6 +196,9 @@ func (cp *ControlPlane) writeFiles() error {
 	}
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
 	if err := os.WriteFile(cp.path("sa.key"), keyPEM, 0o600); err != nil {
+		return err
+	}
+	if err := cp.writeFrontProxyCerts(); err != nil {
 		return err
 	}
 	if cp.opts.AuditWebhookURL != "" || cp.opts.AuditLogPath != "" {
@@ -306,7 +311,7 @@ func (cp *ControlPlane) startEtcd(ctx context.Context) error {
 			cp.apiArgs = append(cp.apiArgs, "--etcd-servers="+client)
 			return nil
 		}
-		p.Stop(5 * time.Second)
+		_, _ = p.Stop(5 * time.Second) // the start error below says why
 		lastErr = fmt.Errorf("start etcd: %w\n%s", err, p.Tail(30))
 	}
 	return lastErr
@@ -337,6 +342,7 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context) error {
 		"--shutdown-delay-duration=0s",
 		"--v=1",
 	)
+	args = append(args, cp.frontProxyArgs()...)
 	if cp.opts.AuditWebhookURL != "" || cp.opts.AuditLogPath != "" {
 		args = append(args, "--audit-policy-file="+cp.path("audit-policy.yaml"))
 	}
@@ -396,7 +402,10 @@ func (cp *ControlPlane) RestartAPIServer(ctx context.Context) error {
 	p := cp.apiserver
 	cp.mu.Unlock()
 	if p != nil {
-		p.Stop(15 * time.Second)
+		// An apiserver that outlives SIGKILL holds the port for good.
+		if _, err := p.Stop(15 * time.Second); err != nil {
+			return fmt.Errorf("restart kube-apiserver: %w", err)
+		}
 	}
 	var err error
 	for attempt := 0; attempt < 20; attempt++ {
@@ -432,10 +441,10 @@ func (cp *ControlPlane) Stop() {
 	api, etcd := cp.apiserver, cp.etcd
 	cp.mu.Unlock()
 	if api != nil {
-		api.Stop(10 * time.Second)
+		_, _ = api.Stop(10 * time.Second)
 	}
 	if etcd != nil {
-		etcd.Stop(10 * time.Second)
+		_, _ = etcd.Stop(10 * time.Second)
 	}
 	if cp.ownDir && os.Getenv("HERD_KEEP_CONTROLPLANE_DIR") == "" {
 		os.RemoveAll(cp.Dir)

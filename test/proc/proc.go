@@ -13,10 +13,16 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
+
+// minKillWait is the least time Stop waits for the child after SIGKILL
+// before it reports that the child survived it.
+const minKillWait = 5 * time.Second
 
 // Process is one started server and the file its output goes to.
 type Process struct {
@@ -24,35 +30,67 @@ type Process struct {
 	LogPath string
 
 	cmd     *exec.Cmd
-	logFile *os.File
-	done    chan struct{}
-	waitErr error
-	stopped sync.Once
+	done    chan struct{} // closed once the child has been reaped
+	waitErr error         // valid after done is closed
+
+	// stopping is set before we signal the child, so an exit we caused is
+	// not reported as a crash.
+	stopping atomic.Bool
+
+	mu      sync.Mutex // serialises Stop and Kill
+	stopped bool       // the child was reaped by or before a Stop or Kill
 }
 
-// Start runs path with args, sending stdout and stderr to logPath. The child
-// gets its own process group (so a terminal's Ctrl-C reaches only the parent,
-// which then stops it in order) and SIGKILL when the parent dies.
+// Options are the less common settings for StartWith.
+type Options struct {
+	// Dir is the child's working directory; "" means the parent's.
+	Dir string
+	// Env is added to the parent's environment; nil passes it unchanged.
+	Env []string
+}
+
+// Start runs path with args, sending stdout and stderr to logPath, with env
+// added to the parent's environment. See StartWith.
 func Start(name, path string, args []string, logPath string, env []string) (*Process, error) {
+	return StartWith(name, path, args, logPath, Options{Env: env})
+}
+
+// StartWith runs path with args, appending a "### <path> <args>" line and
+// then the child's stdout and stderr to logPath. The child gets its own
+// process group (so a terminal's Ctrl-C reaches only the parent, which then
+// stops it in order, and Stop reaches anything it forks) and SIGKILL when
+// the parent dies, even if no cleanup runs (panic, os.Exit, a test timeout).
+//
+// The parent-death signal is delivered when the OS thread that started the
+// child exits, so do not call StartWith from a goroutine that has locked its
+// OS thread.
+func StartWith(name, path string, args []string, logPath string, opts Options) (*Process, error) {
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: open log: %w", name, err)
 	}
+	// The child owns its copy of the descriptor after Start.
+	defer logFile.Close()
+	if _, err := fmt.Fprintf(logFile, "### %s %s\n", path, strings.Join(args, " ")); err != nil {
+		return nil, fmt.Errorf("start %s: write log: %w", name, err)
+	}
+
 	cmd := exec.Command(path, args...)
+	cmd.Dir = opts.Dir
+	// An *os.File is handed to the child directly, so no copying goroutine
+	// can keep Wait from returning.
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	if env != nil {
-		cmd.Env = append(os.Environ(), env...)
+	if opts.Env != nil {
+		cmd.Env = append(os.Environ(), opts.Env...)
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		logFile.Close()
 		return nil, fmt.Errorf("start %s (%s): %w", name, path, err)
 	}
-	p := &Process{Name: name, LogPath: logPath, cmd: cmd, logFile: logFile, done: make(chan struct{})}
+	p := &Process{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.waitErr = cmd.Wait()
-		logFile.Close()
 		close(p.done)
 	}()
 	return p, nil
@@ -71,32 +109,69 @@ func (p *Process) Exited() (bool, error) {
 	}
 }
 
+// Crashed reports whether the process has ended although neither Stop nor
+// Kill has been called. An exit we caused is not a crash (both set a flag
+// before they signal), nor is one the caller has since handled by calling
+// Stop; to tell a crash from a stop, call Crashed before Stop.
+func (p *Process) Crashed() bool {
+	exited, _ := p.Exited()
+	// Read after done: if our signal ended the child, the flag set before
+	// it is visible here.
+	return exited && !p.stopping.Load()
+}
+
 // Done is closed when the process has ended.
 func (p *Process) Done() <-chan struct{} { return p.done }
 
 // Stop sends SIGTERM to the process group, waits up to grace, then SIGKILLs
-// the group and reaps the child. It is safe to call more than once.
-func (p *Process) Stop(grace time.Duration) {
-	p.stopped.Do(func() {
-		pgid := p.cmd.Process.Pid
+// the group and waits for the child to be reaped. killed reports whether
+// SIGKILL was needed; err is set if the child outlived SIGKILL by
+// max(grace, 5s), and then a later Stop tries again. Once the child has
+// been reaped, anything left in its group is SIGKILLed too. Stop is safe to
+// call more than once and concurrently; a call after the child was reaped
+// returns (false, nil).
+func (p *Process) Stop(grace time.Duration) (killed bool, err error) {
+	p.stopping.Store(true)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return false, nil
+	}
+	// The child has not been reaped before this Stop, so its pid (= pgid)
+	// cannot have been reused yet.
+	pgid := p.cmd.Process.Pid
+	if exited, _ := p.Exited(); !exited {
 		_ = syscall.Kill(-pgid, syscall.SIGTERM)
 		select {
 		case <-p.done:
 		case <-time.After(grace):
+			killed = true
 			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			<-p.done
+			select {
+			case <-p.done:
+			case <-time.After(max(grace, minKillWait)):
+				return true, fmt.Errorf("stop %s: pid %d survived SIGKILL for %v", p.Name, pgid, max(grace, minKillWait))
+			}
 		}
-		// Anything the child forked into its group goes too.
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	})
+	}
+	// Anything the child forked into its group goes too.
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	p.stopped = true
+	return killed, nil
 }
 
-// Kill ends the process group at once, as a crash or an OOM kill would.
+// Kill ends the process group at once, as a crash or an OOM kill would, and
+// waits for the child to be reaped. It does nothing after Stop or Kill.
 func (p *Process) Kill() {
-	p.stopped.Do(func() {
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-	})
+	p.stopping.Store(true)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+	p.stopped = true
 }
 
 // Tail returns the last n lines of the process's log, for failure messages.

@@ -1,0 +1,106 @@
+package promstack
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+
+	"github.com/herd-k8s/herd/test/proc"
+)
+
+// Alertmanager is a running Alertmanager owned by a test.
+type Alertmanager struct {
+	// URL is the base URL, e.g. http://127.0.0.1:40123.
+	URL string
+	// Dir holds the config, the storage and the log.
+	Dir string
+
+	proc *proc.Process
+}
+
+// StartAlertmanager starts Alertmanager with cfgYAML as its configuration
+// and returns once it is ready. It listens on a free loopback port, runs
+// without HA gossip (an empty --cluster.listen-address; otherwise every
+// instance would try to bind :9094 and wait to settle a cluster), and is
+// stopped by t.Cleanup. A missing binary or a start failure fails the test.
+func StartAlertmanager(t testing.TB, cfgYAML string) *Alertmanager {
+	t.Helper()
+	bin, err := LookAlertmanager()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "alertmanager.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfgYAML), 0o644); err != nil {
+		t.Fatalf("start alertmanager: write config: %v", err)
+	}
+	child, url := launch(t, "alertmanager", bin, dir, func(addr string) []string {
+		return []string{
+			"--config.file=" + cfgPath,
+			"--storage.path=" + filepath.Join(dir, "data"),
+			"--web.listen-address=" + addr,
+			// Webhook payloads carry externalURL; make it the loopback one
+			// instead of http://<hostname>:<port>.
+			"--web.external-url=http://" + addr,
+			"--cluster.listen-address=",
+		}
+	})
+	return &Alertmanager{URL: url, Dir: dir, proc: child}
+}
+
+// Stop stops Alertmanager now rather than at cleanup, e.g. to test what
+// happens when it goes away. Calling it more than once is harmless.
+func (am *Alertmanager) Stop() error {
+	_, err := am.proc.Stop(stopGrace)
+	return err
+}
+
+// AlertmanagerAlert is an alert as Alertmanager's v2 API reports it. Only
+// the fields tests look at are decoded.
+type AlertmanagerAlert struct {
+	Labels       model.LabelSet `json:"labels"`
+	Annotations  model.LabelSet `json:"annotations"`
+	StartsAt     time.Time      `json:"startsAt"`
+	EndsAt       time.Time      `json:"endsAt"`
+	UpdatedAt    time.Time      `json:"updatedAt"`
+	Fingerprint  string         `json:"fingerprint"`
+	GeneratorURL string         `json:"generatorURL"`
+	Receivers    []struct {
+		Name string `json:"name"`
+	} `json:"receivers"`
+	Status struct {
+		// State is "active", "suppressed" or "unprocessed".
+		State       string   `json:"state"`
+		SilencedBy  []string `json:"silencedBy"`
+		InhibitedBy []string `json:"inhibitedBy"`
+	} `json:"status"`
+}
+
+// Alerts returns the alerts Alertmanager currently holds (GET /api/v2/alerts).
+// Plain JSON keeps the go-openapi client stack out of the module.
+func (am *Alertmanager) Alerts(ctx context.Context) ([]AlertmanagerAlert, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, am.URL+"/api/v2/alerts", nil)
+	if err != nil {
+		return nil, fmt.Errorf("alertmanager alerts: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("alertmanager alerts: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("alertmanager alerts: GET %s: %s", req.URL, resp.Status)
+	}
+	var alerts []AlertmanagerAlert
+	if err := json.NewDecoder(resp.Body).Decode(&alerts); err != nil {
+		return nil, fmt.Errorf("alertmanager alerts: decode: %w", err)
+	}
+	return alerts, nil
+}
