@@ -6,13 +6,22 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/promslog"
+	promslogflag "github.com/prometheus/common/promslog/flag"
 	"github.com/prometheus/common/version"
+	"k8s.io/klog/v2"
+
+	"github.com/herd-k8s/herd/exporter"
 )
 
 func main() {
@@ -38,10 +47,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	})
 	app.HelpFlag.Short('h')
 
+	logConfig := &promslog.Config{}
+	promslogflag.AddFlags(app, logConfig)
+
 	exporterCmd := app.Command("exporter", "Serve Prometheus metrics about node-side clients, fed by kube-apiserver audit events.")
+	exporterOpts := addExporterFlags(exporterCmd)
 	responderCmd := app.Command("responder", "Serve the Alertmanager webhook that triages and runs guarded remediations.")
 	analyzeCmd := app.Command("analyze", "Report relisting, stuck and ghost clients from audit log files, offline.")
-	analyzeCmd.Arg("file", "Audit log files (JSON lines, EventList JSON, .gz, - for stdin).").Strings()
+	analyzeOpts := addAnalyzeFlags(analyzeCmd)
 	auditPolicyCmd := app.Command("audit-policy", "Print the minimal audit Policy herd needs.")
 	versionCmd := app.Command("version", "Print version, commit and Go version.")
 
@@ -61,10 +74,39 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case versionCmd.FullCommand():
 		fmt.Fprintln(stdout, version.Print("herd"))
 		return 0
-	case exporterCmd.FullCommand(), responderCmd.FullCommand(), analyzeCmd.FullCommand(), auditPolicyCmd.FullCommand():
+	case exporterCmd.FullCommand():
+		return runExporter(exporterOpts, promslog.New(logConfig), stderr)
+	case analyzeCmd.FullCommand():
+		return runAnalyze(analyzeOpts, stdout, stderr)
+	case responderCmd.FullCommand(), auditPolicyCmd.FullCommand():
 		fmt.Fprintf(stderr, "herd %s: %v\n", cmd, errNotBuilt)
 		return 2
 	}
 	fmt.Fprintf(stderr, "herd: unknown command %q\n", cmd)
 	return 2
+}
+
+// runExporter serves until SIGINT or SIGTERM.
+func runExporter(f *exporterFlags, logger *slog.Logger, stderr io.Writer) int {
+	opts, err := f.options()
+	if err != nil {
+		fmt.Fprintf(stderr, "herd exporter: %v\n", err)
+		return 2
+	}
+	opts.Logger = logger
+	// client-go logs through klog; send it to the same structured logger.
+	klog.SetSlogLogger(logger)
+	e, err := exporter.New(opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "herd exporter: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger.Info("starting herd exporter", "version", version.Info(), "web", *f.webListen, "audit", *f.auditListen, "log_files", *f.logFiles)
+	if err := e.Run(ctx); err != nil {
+		logger.Error("herd exporter stopped", "err", err)
+		return 1
+	}
+	return 0
 }

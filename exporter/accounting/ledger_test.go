@@ -1,0 +1,246 @@
+package accounting
+
+import (
+	"testing"
+	"time"
+
+	"github.com/herd-k8s/herd/exporter/audit"
+	"github.com/herd-k8s/herd/exporter/classify"
+)
+
+var t0 = time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)
+
+// ev builds the event a request produces at the stage herd counts it.
+type ev struct {
+	user, ua, verb, resource, group, ip string
+	rv, rvMatch, fieldNode              string
+	cont, initial, tooLarge             bool
+	code                                int32
+	stage                               audit.Stage
+	at                                  time.Duration
+}
+
+func (e ev) event() *audit.Event {
+	stage := e.stage
+	if stage == 0 {
+		stage = audit.StageResponseComplete
+		if e.verb == "watch" {
+			stage = audit.StageResponseStarted
+		}
+	}
+	code := e.code
+	if code == 0 {
+		code = 200
+	}
+	return &audit.Event{
+		AuditID: []byte("id"), Stage: stage, Verb: []byte(e.verb), User: []byte(e.user), UserAgent: []byte(e.ua),
+		SourceIP: []byte(e.ip), Resource: []byte(e.resource), APIGroup: []byte(e.group), Code: code,
+		TooLargeResourceVersion: e.tooLarge, StageTimestampNanos: t0.Add(e.at).UnixNano(),
+		Query: audit.Query{ResourceVersion: []byte(e.rv), ResourceVersionMatch: []byte(e.rvMatch), Continue: e.cont,
+			SendInitialEvents: e.initial, FieldSelectorNode: []byte(e.fieldNode)},
+	}
+}
+
+func newLedger(t *testing.T, cfg Config) *Ledger {
+	t.Helper()
+	c, err := classify.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := New(cfg, c, nil)
+	l.now = func() time.Time { return t0.Add(time.Minute) }
+	return l
+}
+
+const (
+	kubelet1 = "system:node:node-1"
+	kubelet2 = "system:node:node-2"
+	kubeUA   = "kubelet/v1.36.3 (linux/amd64) kubernetes/abc"
+	cilium   = "system:serviceaccount:kube-system:cilium"
+	ciliumUA = "cilium-agent/1.18.0"
+)
+
+func TestRelistsPagesAndWatches(t *testing.T) {
+	l := newLedger(t, Config{})
+	for _, e := range []ev{
+		{user: kubelet1, ua: kubeUA, verb: "list", resource: "pods", rv: "0"},                                       // cache relist
+		{user: kubelet1, ua: kubeUA, verb: "list", resource: "pods", rv: ""},                                        // consistent relist
+		{user: kubelet1, ua: kubeUA, verb: "list", resource: "pods", rv: "15", rvMatch: "Exact"},                    // exact relist
+		{user: kubelet1, ua: kubeUA, verb: "list", resource: "pods", rv: "15", rvMatch: "NotOlderThan"},             // cache relist
+		{user: kubelet1, ua: kubeUA, verb: "list", resource: "pods", cont: true},                                    // a page
+		{user: kubelet1, ua: kubeUA, verb: "watch", resource: "pods", rv: "20"},                                     // plain re-watch
+		{user: kubelet1, ua: kubeUA, verb: "watch", resource: "pods", initial: true, rvMatch: "NotOlderThan"},       // streaming relist
+		{user: kubelet1, ua: kubeUA, verb: "watch", resource: "pods", rv: "20", stage: audit.StageResponseComplete}, // watch end: not counted again
+		{user: kubelet1, ua: kubeUA, verb: "list", resource: "pods", rv: "0", stage: audit.StageResponseStarted},    // a list never counts at ResponseStarted
+		{user: cilium, ua: ciliumUA, verb: "list", resource: "endpointslices", group: "discovery.k8s.io"},
+	} {
+		l.Account(e.event())
+	}
+	s := l.Snapshot()
+	relists := map[string]uint64{}
+	for _, r := range s.Relists {
+		relists[r.Role+"/"+r.Client+"/"+r.Resource+"/"+r.Consistency] = r.Value
+	}
+	want := map[string]uint64{
+		"kubelet/kubelet/pods/cache":                                  2,
+		"kubelet/kubelet/pods/consistent":                             2, // the rv="" list and the WatchList
+		"kubelet/kubelet/pods/exact":                                  1,
+		"cni/cilium-agent/endpointslices.discovery.k8s.io/consistent": 1,
+	}
+	if len(relists) != len(want) {
+		t.Errorf("relists = %v, want %v", relists, want)
+	}
+	for k, v := range want {
+		if relists[k] != v {
+			t.Errorf("relists[%s] = %d, want %d", k, relists[k], v)
+		}
+	}
+	if len(s.Pages) != 1 || s.Pages[0].Value != 1 || s.Pages[0].Resource != "pods" {
+		t.Errorf("pages = %+v, want one page of pods", s.Pages)
+	}
+	requests := map[string]uint64{}
+	for _, r := range s.Requests {
+		requests[r.Client+"/"+r.Verb] += r.Value
+	}
+	if requests["kubelet/list"] != 5 || requests["kubelet/watch"] != 2 || requests["cilium-agent/list"] != 1 {
+		t.Errorf("requests = %v, want kubelet list 5, watch 2; cilium list 1", requests)
+	}
+}
+
+func TestWatchFallsBackToResponseComplete(t *testing.T) {
+	// A policy that omits ResponseStarted: watches count when they end.
+	l := newLedger(t, Config{})
+	l.Account(ev{user: kubelet1, verb: "watch", resource: "pods", initial: true, stage: audit.StageResponseComplete}.event())
+	s := l.Snapshot()
+	if len(s.Relists) != 1 || s.Relists[0].Value != 1 {
+		t.Fatalf("relists = %+v, want 1 streaming relist counted at ResponseComplete", s.Relists)
+	}
+}
+
+func TestWindowedSignals(t *testing.T) {
+	l := newLedger(t, Config{Window: 10 * time.Minute, RelistThreshold: 3, TopK: 2})
+	// node-1 relists pods 5 times in the last minute, node-2 twice, node-3 once
+	// long ago (outside the window); cilium on node-3's IP once.
+	for i := 0; i < 5; i++ {
+		l.Account(ev{user: kubelet1, verb: "list", resource: "pods", at: time.Duration(i) * time.Second}.event())
+	}
+	for i := 0; i < 2; i++ {
+		l.Account(ev{user: kubelet2, verb: "list", resource: "pods", at: time.Duration(i) * time.Second}.event())
+	}
+	l.Account(ev{user: "system:node:node-3", verb: "list", resource: "pods", at: -30 * time.Minute}.event())
+	l.Account(ev{user: kubelet1, verb: "create", resource: "tokenreviews", group: "authentication.k8s.io", code: 201}.event())
+	l.Account(ev{user: kubelet2, verb: "create", resource: "tokenreviews", group: "authentication.k8s.io", code: 201, at: -20 * time.Minute}.event())
+
+	s := l.Snapshot()
+	if len(s.RelistingInstances) != 1 || s.RelistingInstances[0].Value != 1 {
+		t.Errorf("relisting instances = %+v, want 1 (node-1 only)", s.RelistingInstances)
+	}
+	if len(s.TopInstances) != 2 || s.TopInstances[0].Node != "node-1" || s.TopInstances[0].Relists != 5 ||
+		s.TopInstances[1].Node != "node-2" || s.TopInstances[1].Relists != 2 {
+		t.Errorf("top instances = %+v, want node-1 (5), node-2 (2)", s.TopInstances)
+	}
+	if s.TokenReviewNodes != 1 {
+		t.Errorf("token review nodes = %d, want 1 (node-2's was outside the window)", s.TokenReviewNodes)
+	}
+	var tr uint64
+	for _, c := range s.TokenReviews {
+		tr += c.Value
+	}
+	if tr != 2 {
+		t.Errorf("tokenreviews total = %d, want 2 (counters are not windowed)", tr)
+	}
+	// Later: the window has passed, the gauge reads 0 but does not vanish.
+	l.now = func() time.Time { return t0.Add(30 * time.Minute) }
+	s = l.Snapshot()
+	if len(s.RelistingInstances) != 1 || s.RelistingInstances[0].Value != 0 || len(s.TopInstances) != 0 {
+		t.Errorf("after the window: relisting %+v, top %+v; want one zero gauge and no top instances", s.RelistingInstances, s.TopInstances)
+	}
+}
+
+func TestIntervalsAndTooLarge(t *testing.T) {
+	l := newLedger(t, Config{})
+	for _, at := range []time.Duration{0, 3 * time.Second, 10 * time.Second} {
+		l.Account(ev{user: kubelet1, verb: "list", resource: "runtimeclasses", group: "node.k8s.io", rv: "191700552", code: 504, tooLarge: true, at: at}.event())
+	}
+	s := l.Snapshot()
+	if len(s.Intervals) != 1 || s.Intervals[0].Count != 2 || s.Intervals[0].Sum != 10 || s.Intervals[0].Buckets[5] != 1 || s.Intervals[0].Buckets[15] != 2 {
+		t.Errorf("intervals = %+v, want 2 observations (3 s, 7 s)", s.Intervals)
+	}
+	if len(s.TooLarge) != 1 || s.TooLarge[0].Value != 3 || s.TooLarge[0].Resource != "runtimeclasses.node.k8s.io" {
+		t.Errorf("too large = %+v, want 3 on runtimeclasses.node.k8s.io", s.TooLarge)
+	}
+}
+
+func TestBounds(t *testing.T) {
+	l := newLedger(t, Config{MaxInstances: 100, MaxResources: 10})
+	for i := 0; i < 1000; i++ {
+		name := []byte{'n', byte('a' + i%26), byte('a' + i/26%26), byte('a' + i/676)}
+		l.Account(ev{user: "system:node:" + string(name), verb: "list", resource: "r" + string(name), at: time.Duration(i) * time.Millisecond}.event())
+	}
+	s := l.Snapshot()
+	if s.Instances > 100 {
+		t.Errorf("instances = %d, bound 100", s.Instances)
+	}
+	if s.Evicted < 900 {
+		t.Errorf("evicted = %d, want at least 900", s.Evicted)
+	}
+	resources := map[string]bool{}
+	for _, r := range s.Relists {
+		resources[r.Resource] = true
+	}
+	if len(resources) > 10 || !resources["other"] {
+		t.Errorf("resources = %d values (other present: %v), bound 10", len(resources), resources["other"])
+	}
+}
+
+func TestAccountDoesNotAllocateForKnownInstances(t *testing.T) {
+	l := newLedger(t, Config{})
+	e := ev{user: cilium, ua: ciliumUA, verb: "list", resource: "pods", rv: "0", ip: "10.0.0.1"}.event()
+	l.Account(e)
+	allocs := testing.AllocsPerRun(1000, func() { l.Account(e) })
+	if allocs != 0 {
+		t.Errorf("Account allocates %.1f times per known event, want 0", allocs)
+	}
+}
+
+func TestWatchCountsOnceWhicheverStageComesFirst(t *testing.T) {
+	l := newLedger(t, Config{})
+	seen := map[string]bool{}
+	l.SetStageLookup(func(id []byte, s audit.Stage) bool { return seen[string(id)+s.String()] })
+	deliver := func(id string, stage audit.Stage) {
+		e := ev{user: kubelet1, verb: "watch", resource: "pods", rv: "5", stage: stage}.event()
+		e.AuditID = []byte(id)
+		seen[id+stage.String()] = true // the pipeline's dedup records before accounting
+		l.Account(e)
+	}
+	deliver("a", audit.StageResponseComplete) // arrives first: counted
+	deliver("a", audit.StageResponseStarted)  // its start, later: not again
+	deliver("b", audit.StageResponseStarted)  // the usual order: counted at start
+	deliver("b", audit.StageResponseComplete)
+	deliver("c", audit.StageResponseComplete) // a watch whose start herd never saw, after starts were seen: not counted
+	var watches uint64
+	for _, r := range l.Snapshot().Requests {
+		if r.Verb == "watch" {
+			watches += r.Value
+		}
+	}
+	if watches != 2 {
+		t.Errorf("watches counted = %d, want 2 (a and b once each)", watches)
+	}
+}
+
+func TestTimestampsBefore1970(t *testing.T) {
+	l := newLedger(t, Config{})
+	e := ev{user: kubelet1, verb: "list", resource: "pods"}.event()
+	e.StageTimestampNanos = -5e18 // 1811: hostile or broken
+	l.Account(e)                  // must not panic
+	s := l.SnapshotAt(-1)         // a window ending just before 1970 must not panic either
+	if len(s.Relists) != 1 {
+		t.Errorf("relists = %+v", s.Relists)
+	}
+	var w window
+	w.add(-7, 3)
+	if got := w.sum(-7, 3); got != 1 {
+		t.Errorf("window before 1970: sum = %d, want 1", got)
+	}
+}

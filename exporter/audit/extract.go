@@ -1,0 +1,660 @@
+package audit
+
+import (
+	"bytes"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// rawStr is where a string field's contents are in the input: still escaped
+// when esc is set. set is false when the key was absent or its value was not
+// a string (numbers where strings belong count as absent: the apiserver never
+// writes them).
+type rawStr struct {
+	b   []byte
+	esc bool
+	set bool
+}
+
+// rawEvent collects, during the single pass over an event object, where the
+// fields herd reads are. Nothing is unescaped or converted until the object
+// has ended and is known to be small enough to account.
+type rawEvent struct {
+	seen        uint32 // f* bits: key present (the first occurrence wins)
+	userSeen    uint8  // sub-object key bits, same rule
+	refSeen     uint8
+	statusSeen  uint8
+	kind        rawStr
+	apiVersion  rawStr
+	auditID     rawStr
+	stage       rawStr
+	verb        rawStr
+	username    rawStr
+	userAgent   rawStr
+	sourceIP    rawStr
+	resource    rawStr
+	subresource rawStr
+	apiGroup    rawStr
+	namespace   rawStr
+	name        rawStr
+	message     rawStr
+	stageTS     rawStr
+	legacyTS    rawStr
+	uri         rawStr
+	code        int32
+}
+
+// Top-level keys of an event.
+const (
+	fKind = 1 << iota
+	fAPIVersion
+	fAuditID
+	fStage
+	fVerb
+	fUser
+	fUserAgent
+	fSourceIPs
+	fObjectRef
+	fResponseStatus
+	fStageTimestamp
+	fTimestamp
+	fRequestURI
+	fItems
+	fRecords
+)
+
+// Which nested object a key loop is reading.
+type subObject uint8
+
+const (
+	subUser subObject = iota
+	subObjectRef
+	subResponseStatus
+)
+
+// scanStringField reads the string at b[i] (b[i] == '"') into dst and
+// returns the index past it. Two SIMD searches, for the closing quote and for
+// a backslash in between, beat a byte loop on the 20–200-byte values herd
+// reads; the escaped case falls back to skipString.
+func scanStringField(b []byte, i int, dst *rawStr) (int, *scanError) {
+	q := bytes.IndexByte(b[i+1:], '"')
+	if q >= 0 && bytes.IndexByte(b[i+1:i+1+q], '\\') < 0 {
+		*dst = rawStr{b: b[i+1 : i+1+q], set: true}
+		return i + 2 + q, nil
+	}
+	end, err := skipString(b, i+1)
+	if err != nil {
+		return 0, err
+	}
+	*dst = rawStr{b: b[i+1 : end-1], esc: true, set: true}
+	return end, nil
+}
+
+// scanKeyFast reads `"key" :` at b[i] like scanKey, with a byte loop (keys
+// are short, so a loop beats IndexByte's call), and reports whether the key
+// holds a backslash.
+func scanKeyFast(b []byte, i int) (key []byte, next int, esc bool, err *scanError) {
+	if i >= len(b) || b[i] != '"' {
+		return nil, 0, false, unexpected(b, i, "looking for beginning of object key string")
+	}
+	j := i + 1
+	for ; j < len(b); j++ {
+		c := b[j]
+		if c == '"' {
+			break
+		}
+		if c == '\\' {
+			esc = true
+			j++
+		}
+	}
+	if j >= len(b) {
+		return nil, 0, false, unterminated(b, i)
+	}
+	key = b[i+1 : j]
+	k := j + 1
+	for k < len(b) && isWS(b[k]) {
+		k++
+	}
+	if k >= len(b) || b[k] != ':' {
+		return nil, 0, false, unexpected(b, k, "after object key")
+	}
+	return key, k + 1, esc, nil
+}
+
+// itoa formats a non-negative int without fmt, for error messages.
+func itoa(n int) string {
+	var buf [20]byte
+	i := len(buf)
+	for {
+		i--
+		buf[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			break
+		}
+	}
+	return string(buf[i:])
+}
+
+// keyName returns the key to match: raw, or unescaped into buf when it holds
+// a backslash (a key spelled "aud\u0069tID" is still auditID).
+func keyName(key []byte, esc bool, buf *[32]byte) []byte {
+	if !esc {
+		return key
+	}
+	return unescapeJSON(buf[:0], key)
+}
+
+// walkEvent reads the object at b[i], an event candidate enclosed by depth
+// containers, in one pass that both validates it and notes where herd's
+// fields are, then accounts it (finish). When top is set the object may
+// instead be an EventList or a records wrapper, whose entries are delivered
+// as its array is read. at says where the event sits, for problem reports.
+//
+// Duplicate keys: the first occurrence wins, at every level.
+func (d *Decoder) walkEvent(b []byte, i, depth int, top bool, at loc, fn func(*Event)) (int, *scanError) {
+	if depth >= maxDepth {
+		return 0, &scanError{off: i, msg: "nesting deeper than " + itoa(maxDepth) + " levels"}
+	}
+	start := i
+	var (
+		ev  rawEvent
+		f   form
+		err *scanError
+		kb  [32]byte
+	)
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		i++
+	} else {
+		for {
+			var (
+				key []byte
+				esc bool
+			)
+			if key, i, esc, err = scanKeyFast(b, i); err != nil {
+				return 0, err
+			}
+			i = skipWS(b, i)
+			if i >= len(b) {
+				return 0, unexpected(b, i, "looking for beginning of value")
+			}
+			var bit uint32
+			var dst *rawStr
+			switch string(keyName(key, esc, &kb)) {
+			case "kind":
+				bit, dst = fKind, &ev.kind
+			case "apiVersion":
+				bit, dst = fAPIVersion, &ev.apiVersion
+			case "auditID":
+				bit, dst = fAuditID, &ev.auditID
+			case "stage":
+				bit, dst = fStage, &ev.stage
+			case "verb":
+				bit, dst = fVerb, &ev.verb
+			case "userAgent":
+				bit, dst = fUserAgent, &ev.userAgent
+			case "stageTimestamp":
+				bit, dst = fStageTimestamp, &ev.stageTS
+			case "timestamp":
+				bit, dst = fTimestamp, &ev.legacyTS
+			case "requestURI":
+				bit, dst = fRequestURI, &ev.uri
+			case "user":
+				bit = fUser
+			case "objectRef":
+				bit = fObjectRef
+			case "responseStatus":
+				bit = fResponseStatus
+			case "sourceIPs":
+				bit = fSourceIPs
+			case "items":
+				bit = fItems
+			case "records":
+				bit = fRecords
+			}
+			handled := false
+			if bit != 0 && ev.seen&bit == 0 {
+				ev.seen |= bit
+				c := b[i]
+				switch {
+				case dst != nil:
+					if c == '"' {
+						i, err = scanStringField(b, i, dst)
+						handled = true
+					}
+				case bit == fUser && c == '{':
+					i, err = walkSub(b, i, depth+1, subUser, &ev)
+					handled = true
+				case bit == fObjectRef && c == '{':
+					i, err = walkSub(b, i, depth+1, subObjectRef, &ev)
+					handled = true
+				case bit == fResponseStatus && c == '{':
+					i, err = walkSub(b, i, depth+1, subResponseStatus, &ev)
+					handled = true
+				case bit == fSourceIPs && c == '[':
+					i, err = walkSourceIPs(b, i, depth+1, &ev.sourceIP)
+					handled = true
+				case top && (bit == fItems || bit == fRecords):
+					i, handled, err = d.topArray(b, i, bit == fItems, &f, &ev, fn)
+				}
+				if err != nil {
+					return 0, err
+				}
+			}
+			if !handled {
+				if i, err = skipValue(b, i, depth+1); err != nil {
+					return 0, err
+				}
+			}
+			i = skipWS(b, i)
+			if i >= len(b) {
+				return 0, unexpected(b, i, "after object member")
+			}
+			if b[i] == ',' {
+				i = skipWS(b, i+1)
+				continue
+			}
+			if b[i] == '}' {
+				i++
+				break
+			}
+			return 0, unexpected(b, i, "after object member")
+		}
+	}
+	if top {
+		if f == formUndecided {
+			f = classify(ev.seen&fKind != 0, kindName(ev.kind), ev.seen&fItems != 0, ev.seen&fRecords != 0)
+		}
+		if f != formEvent {
+			return i, nil
+		}
+	}
+	if at.b == nil {
+		at = loc{b: b, off: start, w: whereObject}
+	}
+	d.finish(&ev, i-start, at, fn)
+	return i, nil
+}
+
+// kindName is the kind to classify a top-level object by. An escaped kind is
+// unescaped (rare: the apiserver never escapes it); 64 raw bytes are enough
+// for any spelling of "EventList" (9 × \uXXXX = 54), so a longer one is no
+// kind herd knows.
+func kindName(k rawStr) []byte {
+	if !k.set {
+		return nil
+	}
+	if !k.esc {
+		return k.b
+	}
+	if len(k.b) > 64 {
+		return nil
+	}
+	return unescapeJSON(make([]byte, 0, 64), k.b)
+}
+
+// topArray handles the first "items" or "records" key of a top-level object:
+// it decides (once) what the object is and, if this array holds its entries,
+// walks it. It reports whether it consumed the value.
+func (d *Decoder) topArray(b []byte, i int, isItems bool, f *form, ev *rawEvent, fn func(*Event)) (int, bool, *scanError) {
+	if *f == formUndecided {
+		if ev.seen&fKind != 0 {
+			*f = classify(true, kindName(ev.kind), false, false)
+		} else {
+			var err *scanError
+			if *f, err = lookAhead(b, i, isItems); err != nil {
+				return 0, false, err
+			}
+		}
+	}
+	if isItems && *f != formEventList || !isItems && *f != formRecords {
+		return i, false, nil
+	}
+	switch b[i] {
+	case '[':
+		w := whereItems
+		if !isItems {
+			w = whereRecords
+		}
+		end, err := d.walkArray(b, i, 1, w, fn)
+		return end, true, err
+	case 'n':
+		return i, false, nil // "items": null is how Go encodes an empty list
+	}
+	name := "EventList items"
+	if !isItems {
+		name = "records"
+	}
+	what := valueKind(b, i)
+	if _, err := skipValue(b, i, 1); err != nil {
+		return 0, false, err
+	}
+	return 0, false, &scanError{off: i, msg: name + " is " + what + ", want an array"}
+}
+
+// walkSub reads user, objectRef or responseStatus (the object at b[i],
+// enclosed by depth containers) and notes the keys herd reads in it.
+func walkSub(b []byte, i, depth int, sub subObject, ev *rawEvent) (int, *scanError) {
+	if depth >= maxDepth {
+		return 0, &scanError{off: i, msg: "nesting deeper than " + itoa(maxDepth) + " levels"}
+	}
+	var (
+		err *scanError
+		kb  [32]byte
+	)
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1, nil
+	}
+	for {
+		var (
+			key []byte
+			esc bool
+		)
+		if key, i, esc, err = scanKeyFast(b, i); err != nil {
+			return 0, err
+		}
+		i = skipWS(b, i)
+		if i >= len(b) {
+			return 0, unexpected(b, i, "looking for beginning of value")
+		}
+		var (
+			bit  uint8
+			seen *uint8
+			dst  *rawStr
+			code bool
+		)
+		k := keyName(key, esc, &kb)
+		switch sub {
+		case subUser:
+			seen = &ev.userSeen
+			if string(k) == "username" {
+				bit, dst = 1, &ev.username
+			}
+		case subObjectRef:
+			seen = &ev.refSeen
+			switch string(k) {
+			case "resource":
+				bit, dst = 1, &ev.resource
+			case "subresource":
+				bit, dst = 2, &ev.subresource
+			case "apiGroup":
+				bit, dst = 4, &ev.apiGroup
+			case "namespace":
+				bit, dst = 8, &ev.namespace
+			case "name":
+				bit, dst = 16, &ev.name
+			}
+		case subResponseStatus:
+			seen = &ev.statusSeen
+			switch string(k) {
+			case "code":
+				bit, code = 1, true
+			case "message":
+				bit, dst = 2, &ev.message
+			}
+		}
+		handled := false
+		if bit != 0 && *seen&bit == 0 {
+			*seen |= bit
+			switch {
+			case dst != nil && b[i] == '"':
+				if i, err = scanStringField(b, i, dst); err != nil {
+					return 0, err
+				}
+				handled = true
+			case code && (b[i] == '-' || isDigit(b[i])):
+				end, err := skipNumber(b, i)
+				if err != nil {
+					return 0, err
+				}
+				ev.code = parseCode(b[i:end])
+				i, handled = end, true
+			}
+		}
+		if !handled {
+			if i, err = skipValue(b, i, depth+1); err != nil {
+				return 0, err
+			}
+		}
+		i = skipWS(b, i)
+		if i >= len(b) {
+			return 0, unexpected(b, i, "after object member")
+		}
+		if b[i] == ',' {
+			i = skipWS(b, i+1)
+			continue
+		}
+		if b[i] == '}' {
+			return i + 1, nil
+		}
+		return 0, unexpected(b, i, "after object member")
+	}
+}
+
+// parseCode reads an HTTP status code: a non-negative integer that fits an
+// int32. Anything else (fractions, exponents, negatives, overflow) is 0, "no
+// code", rather than a guess.
+func parseCode(num []byte) int32 {
+	if len(num) == 0 || len(num) > 10 {
+		return 0
+	}
+	var n int64
+	for _, c := range num {
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if n > 1<<31-1 {
+		return 0
+	}
+	return int32(n)
+}
+
+// walkSourceIPs reads the sourceIPs array at b[i] and keeps its first element
+// when that is a string: the client, or X-Forwarded-For's first hop.
+func walkSourceIPs(b []byte, i, depth int, dst *rawStr) (int, *scanError) {
+	j := skipWS(b, i+1)
+	if j < len(b) && b[j] == '"' {
+		end, err := scanStringField(b, j, dst)
+		if err != nil {
+			return 0, err
+		}
+		j = skipWS(b, end)
+		if j < len(b) && b[j] == ']' {
+			return j + 1, nil // the usual single address
+		}
+	}
+	return skipValue(b, i, depth)
+}
+
+// where an event candidate came from, for problem reports.
+type where uint8
+
+const (
+	whereObject  where = iota // the top-level object itself is the event
+	whereArray                // an element of a top-level array
+	whereItems                // an element of an EventList's items
+	whereRecords              // an entry of an Azure records wrapper
+)
+
+func (w where) describe(idx int) string {
+	switch w {
+	case whereArray:
+		return "[" + itoa(idx) + "]"
+	case whereItems:
+		return "items[" + itoa(idx) + "]"
+	case whereRecords:
+		return "records[" + itoa(idx) + "]"
+	}
+	return "event"
+}
+
+// loc is where an event candidate is, for problem reports: its offset in b
+// (the slice being decoded), and which entry it is.
+type loc struct {
+	b   []byte
+	off int
+	w   where
+	idx int
+}
+
+// str returns the contents of a string field, unescaping into d.scratch
+// only when it holds escapes (requestURI usually does: the apiserver writes
+// '&' as \u0026).
+func (d *Decoder) str(r *rawStr) []byte {
+	if !r.set {
+		return nil
+	}
+	if !r.esc {
+		return r.b
+	}
+	start := len(d.scratch)
+	d.scratch = unescapeJSON(d.scratch, r.b)
+	return d.scratch[start:len(d.scratch):len(d.scratch)]
+}
+
+var (
+	tooLargeRV    = []byte("Too large resource version")
+	auditAPIGroup = []byte("audit.k8s.io/")
+)
+
+// finish turns a walked event into d.ev and delivers it, or counts why not.
+func (d *Decoder) finish(raw *rawEvent, size int, at loc, fn func(*Event)) {
+	if size > d.maxEventBytes() {
+		d.skip(at, ErrOversized, "", size)
+		return
+	}
+	d.scratch = d.scratch[:0]
+	ev := &d.ev
+	*ev = Event{}
+	if raw.seen&fKind != 0 && string(d.str(&raw.kind)) != "Event" {
+		d.skip(at, ErrMalformed, "kind is not Event", 0)
+		return
+	}
+	if raw.seen&fAPIVersion != 0 && !bytes.HasPrefix(d.str(&raw.apiVersion), auditAPIGroup) {
+		d.skip(at, ErrMalformed, "apiVersion is not audit.k8s.io", 0)
+		return
+	}
+	if ev.AuditID = d.str(&raw.auditID); len(ev.AuditID) == 0 {
+		d.skip(at, ErrMalformed, "missing auditID", 0)
+		return
+	}
+	stage := d.str(&raw.stage)
+	if len(stage) == 0 {
+		d.skip(at, ErrMalformed, "missing stage", 0)
+		return
+	}
+	if ev.Verb = d.str(&raw.verb); len(ev.Verb) == 0 {
+		d.skip(at, ErrMalformed, "missing verb", 0)
+		return
+	}
+	switch string(stage) {
+	case "RequestReceived":
+		ev.Stage = StageRequestReceived
+	case "ResponseStarted":
+		ev.Stage = StageResponseStarted
+	case "ResponseComplete":
+		ev.Stage = StageResponseComplete
+	case "Panic":
+		ev.Stage = StagePanic
+	}
+	ev.User = d.str(&raw.username)
+	ev.UserAgent = d.str(&raw.userAgent)
+	ev.SourceIP = d.str(&raw.sourceIP)
+	ev.Resource = d.str(&raw.resource)
+	ev.Subresource = d.str(&raw.subresource)
+	ev.APIGroup = d.str(&raw.apiGroup)
+	ev.Namespace = d.str(&raw.namespace)
+	ev.Name = d.str(&raw.name)
+	ev.Code = raw.code
+	if raw.message.set {
+		ev.TooLargeResourceVersion = bytes.Contains(d.str(&raw.message), tooLargeRV)
+	}
+	// Old audit.k8s.io/v1beta1 events (Kubernetes ≤ 1.8) carry "timestamp"
+	// instead of stageTimestamp.
+	if ev.StageTimestampNanos = parseTimestamp(d.str(&raw.stageTS)); ev.StageTimestampNanos == 0 && raw.legacyTS.set {
+		ev.StageTimestampNanos = parseTimestamp(d.str(&raw.legacyTS))
+	}
+	if raw.uri.set {
+		parseQuery(&ev.Query, d.str(&raw.uri), ev.Resource, &d.scratch)
+	}
+	d.r.Events++
+	fn(ev)
+}
+
+// unescapeJSON appends the JSON string contents s, unescaped, to dst. It is
+// lenient the way fastjson is, since the scanner lets any string contents
+// through: an escape it cannot decode (unknown letter, bad \u digits, a lone
+// surrogate) is kept as written rather than failing the event.
+func unescapeJSON(dst, s []byte) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '\\' {
+			dst = append(dst, c)
+			continue
+		}
+		if i+1 >= len(s) {
+			return append(dst, c)
+		}
+		i++
+		switch e := s[i]; e {
+		case '"', '\\', '/':
+			dst = append(dst, e)
+		case 'b':
+			dst = append(dst, '\b')
+		case 'f':
+			dst = append(dst, '\f')
+		case 'n':
+			dst = append(dst, '\n')
+		case 'r':
+			dst = append(dst, '\r')
+		case 't':
+			dst = append(dst, '\t')
+		case 'u':
+			r, ok := hex4(s[i+1:])
+			if !ok {
+				dst = append(dst, '\\', 'u')
+				continue
+			}
+			if !utf16.IsSurrogate(r) {
+				dst = utf8.AppendRune(dst, r)
+				i += 4
+				continue
+			}
+			// A surrogate needs its pair right after it.
+			if i+10 < len(s) && s[i+5] == '\\' && s[i+6] == 'u' {
+				if r2, ok := hex4(s[i+7:]); ok {
+					dst = utf8.AppendRune(dst, utf16.DecodeRune(r, r2))
+					i += 10
+					continue
+				}
+			}
+			dst = append(dst, '\\', 'u')
+			dst = append(dst, s[i+1:i+5]...)
+			i += 4
+		default:
+			dst = append(dst, '\\', e)
+		}
+	}
+	return dst
+}
+
+// hex4 decodes four hex digits at the start of s.
+func hex4(s []byte) (rune, bool) {
+	if len(s) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range s[:4] {
+		h, ok := unhex(c)
+		if !ok {
+			return 0, false
+		}
+		r = r<<4 | rune(h)
+	}
+	return r, true
+}

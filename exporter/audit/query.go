@@ -1,0 +1,241 @@
+package audit
+
+import "bytes"
+
+// parseQuery fills q from the query string of requestURI. Values alias uri
+// unless they need %-decoding; then they are decoded into *scratch, which the
+// caller reuses across events, so the common case (nothing escaped) allocates
+// nothing and the escaped case allocates only while scratch grows.
+//
+// Semantics follow net/url.ParseQuery as the apiserver applies it: pairs are
+// split on '&', '+' means space, the first occurrence of a parameter wins, and
+// a pair whose escaping is broken or that holds a ';' is ignored, as it was
+// by the apiserver. resource is the event's objectRef.resource: a
+// metadata.name field selector names a node only on nodes.
+func parseQuery(q *Query, uri []byte, resource []byte, scratch *[]byte) {
+	*q = Query{}
+	qm := bytes.IndexByte(uri, '?')
+	if qm < 0 {
+		return
+	}
+	rest := uri[qm+1:]
+	if h := bytes.IndexByte(rest, '#'); h >= 0 {
+		rest = rest[:h]
+	}
+	var seen uint8
+	const (
+		seenRV = 1 << iota
+		seenRVM
+		seenContinue
+		seenSIE
+		seenLimit
+		seenFS
+	)
+	var fieldSelector []byte
+	for len(rest) > 0 {
+		var pair []byte
+		if amp := bytes.IndexByte(rest, '&'); amp >= 0 {
+			pair, rest = rest[:amp], rest[amp+1:]
+		} else {
+			pair, rest = rest, nil
+		}
+		if len(pair) == 0 || bytes.IndexByte(pair, ';') >= 0 {
+			continue // net/url drops pairs with ';', and so did the apiserver
+		}
+		key, val := pair, []byte(nil)
+		if eq := bytes.IndexByte(pair, '='); eq >= 0 {
+			key, val = pair[:eq], pair[eq+1:]
+		}
+		var keyBuf [24]byte
+		if needsUnescape(key) {
+			k, ok := unescapeQuery(keyBuf[:0], key)
+			if !ok {
+				continue
+			}
+			key = k
+		}
+		var bit uint8
+		switch string(key) {
+		case "resourceVersion":
+			bit = seenRV
+		case "resourceVersionMatch":
+			bit = seenRVM
+		case "continue":
+			bit = seenContinue
+		case "sendInitialEvents":
+			bit = seenSIE
+		case "limit":
+			bit = seenLimit
+		case "fieldSelector":
+			bit = seenFS
+		default:
+			continue
+		}
+		if seen&bit != 0 {
+			continue
+		}
+		if needsUnescape(val) {
+			start := len(*scratch)
+			s, ok := unescapeQuery(*scratch, val)
+			if !ok {
+				continue
+			}
+			*scratch = s
+			val = s[start:len(s):len(s)]
+		}
+		seen |= bit
+		switch bit {
+		case seenRV:
+			q.ResourceVersion = val
+		case seenRVM:
+			q.ResourceVersionMatch = val
+		case seenContinue:
+			q.Continue = len(val) > 0
+		case seenSIE:
+			q.SendInitialEvents = parseBool(val)
+		case seenLimit:
+			q.Limit = parseLimit(val)
+		case seenFS:
+			fieldSelector = val
+		}
+	}
+	if fieldSelector != nil {
+		q.FieldSelectorNode = selectorNode(fieldSelector, bytes.Equal(resource, []byte("nodes")), scratch)
+	}
+}
+
+func needsUnescape(b []byte) bool {
+	return bytes.IndexByte(b, '%') >= 0 || bytes.IndexByte(b, '+') >= 0
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	case c >= 'A' && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+// unescapeQuery appends the query-unescaped s to dst. It reports false for a
+// malformed %-escape, as url.QueryUnescape would.
+func unescapeQuery(dst, s []byte) ([]byte, bool) {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '%':
+			if i+2 >= len(s) {
+				return dst, false
+			}
+			hi, ok1 := unhex(s[i+1])
+			lo, ok2 := unhex(s[i+2])
+			if !ok1 || !ok2 {
+				return dst, false
+			}
+			dst = append(dst, hi<<4|lo)
+			i += 2
+		case '+':
+			dst = append(dst, ' ')
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst, true
+}
+
+// parseBool accepts what strconv.ParseBool accepts as true; the apiserver
+// converts sendInitialEvents with it.
+func parseBool(b []byte) bool {
+	switch string(b) {
+	case "1", "t", "T", "true", "TRUE", "True":
+		return true
+	}
+	return false
+}
+
+// parseLimit parses a non-negative decimal page size; anything else is 0
+// (the apiserver treats a missing or zero limit as "no paging").
+func parseLimit(b []byte) int64 {
+	if len(b) == 0 || len(b) > 18 {
+		return 0
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n
+}
+
+// selectorNode returns the node a field selector restricts a request to: the
+// value of a spec.nodeName term (= or ==), or, when nodes is true, of a
+// metadata.name term. spec.nodeName wins when both are present. Terms are
+// comma-separated and a backslash escapes the next character (the
+// fields.EscapeValue convention); an escaped value is unescaped into scratch.
+func selectorNode(sel []byte, nodes bool, scratch *[]byte) []byte {
+	var byName []byte
+	for len(sel) > 0 {
+		// Find the end of the term, honouring backslash escapes.
+		end, escaped := len(sel), false
+		for i := 0; i < len(sel); i++ {
+			if sel[i] == '\\' {
+				escaped = true
+				i++
+				continue
+			}
+			if sel[i] == ',' {
+				end = i
+				break
+			}
+		}
+		term := sel[:end]
+		if end < len(sel) {
+			sel = sel[end+1:]
+		} else {
+			sel = nil
+		}
+		var field, val []byte
+		switch {
+		case bytes.HasPrefix(term, []byte("spec.nodeName")):
+			field, val = term[:len("spec.nodeName")], term[len("spec.nodeName"):]
+		case nodes && bytes.HasPrefix(term, []byte("metadata.name")):
+			field, val = term[:len("metadata.name")], term[len("metadata.name"):]
+		default:
+			continue
+		}
+		switch {
+		case bytes.HasPrefix(val, []byte("==")):
+			val = val[2:]
+		case bytes.HasPrefix(val, []byte("=")):
+			val = val[1:]
+		default:
+			continue // != or a longer field name such as spec.nodeNameX
+		}
+		if escaped && bytes.IndexByte(val, '\\') >= 0 {
+			start := len(*scratch)
+			s := *scratch
+			for i := 0; i < len(val); i++ {
+				if val[i] == '\\' && i+1 < len(val) {
+					i++
+				}
+				s = append(s, val[i])
+			}
+			*scratch = s
+			val = s[start:len(s):len(s)]
+		}
+		if len(val) == 0 {
+			continue
+		}
+		if field[0] == 's' {
+			return val
+		}
+		if byName == nil {
+			byName = val
+		}
+	}
+	return byName
+}

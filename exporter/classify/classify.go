@@ -1,0 +1,263 @@
+// Package classify decides who made an audited request: which role
+// (kubelet, kube-proxy, cni, metrics-server, other) and which concrete agent.
+//
+// Node-side agents identify themselves two ways: by identity (system:node:NAME,
+// a service account such as kube-system:cilium) and by user agent
+// (calico-node/v3.30 ...). Either is enough; identity wins because user agents
+// are set by the client and are trivially wrong. The label values produced here
+// come from a fixed set (the rules), never from the request, so metric
+// cardinality stays bounded whatever a client sends.
+package classify
+
+import (
+	"bytes"
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
+)
+
+// Role is the kind of node-side client.
+type Role uint8
+
+const (
+	RoleOther Role = iota
+	RoleKubelet
+	RoleKubeProxy
+	RoleCNI
+	RoleMetricsServer
+	numRoles
+)
+
+var roleNames = [numRoles]string{"other", "kubelet", "kube-proxy", "cni", "metrics-server"}
+
+func (r Role) String() string {
+	if r < numRoles {
+		return roleNames[r]
+	}
+	return "other"
+}
+
+// ParseRole is the inverse of Role.String.
+func ParseRole(s string) (Role, error) {
+	for i, n := range roleNames {
+		if n == s {
+			return Role(i), nil
+		}
+	}
+	return RoleOther, fmt.Errorf("unknown role %q (want one of %s)", s, strings.Join(roleNames[:], ", "))
+}
+
+// Result is a classification. Client is one of the rules' client names or "other".
+type Result struct {
+	Role   Role
+	Client string
+}
+
+// Other is the classification of anything no rule matches.
+var Other = Result{Role: RoleOther, Client: "other"}
+
+// Rule maps an identity or user agent to a role and client. At least one
+// matcher must be set; all that are set must match. Rules from the user's
+// config are tried before the defaults, in order; the first match wins.
+type Rule struct {
+	Role   string `json:"role"`
+	Client string `json:"client"`
+	// Username matches user.username exactly.
+	Username string `json:"username,omitempty"`
+	// UsernamePrefix matches the start of user.username (system:node:).
+	UsernamePrefix string `json:"usernamePrefix,omitempty"`
+	// ServiceAccount is NAMESPACE:NAME; NAMESPACE may be * for any namespace.
+	ServiceAccount string `json:"serviceAccount,omitempty"`
+	// UserAgentPrefix matches the start of the User-Agent header (calico-node/).
+	UserAgentPrefix string `json:"userAgentPrefix,omitempty"`
+}
+
+// DefaultRules know the common node-side agents. Service accounts are listed
+// with the namespaces their upstream charts use.
+func DefaultRules() []Rule {
+	var r []Rule
+	add := func(role, client string, matchers ...Rule) {
+		for _, m := range matchers {
+			m.Role, m.Client = role, client
+			r = append(r, m)
+		}
+	}
+	add("kubelet", "kubelet",
+		Rule{UsernamePrefix: "system:node:"},
+		// AKS before 1.16 ran every kubelet as one shared identity.
+		Rule{Username: "nodeclient"},
+	)
+	add("kube-proxy", "kube-proxy",
+		Rule{Username: "system:kube-proxy"},
+		Rule{ServiceAccount: "kube-system:kube-proxy"},
+		Rule{UserAgentPrefix: "kube-proxy/"},
+	)
+	add("cni", "calico-node",
+		Rule{ServiceAccount: "*:calico-node"},
+		Rule{UserAgentPrefix: "calico-node/"},
+	)
+	add("cni", "cilium-agent",
+		Rule{ServiceAccount: "*:cilium"},
+		Rule{UserAgentPrefix: "cilium-agent/"},
+	)
+	add("cni", "flannel",
+		Rule{ServiceAccount: "*:flannel"},
+		Rule{UserAgentPrefix: "flanneld/"},
+	)
+	add("cni", "antrea-agent",
+		Rule{ServiceAccount: "*:antrea-agent"},
+		Rule{UserAgentPrefix: "antrea-agent/"},
+	)
+	add("cni", "kube-router",
+		Rule{ServiceAccount: "*:kube-router"},
+		Rule{UserAgentPrefix: "kube-router/"},
+	)
+	add("cni", "aws-node",
+		Rule{ServiceAccount: "kube-system:aws-node"},
+		Rule{UserAgentPrefix: "aws-node/"},
+		Rule{UserAgentPrefix: "amazon-vpc-cni-k8s/"},
+	)
+	add("metrics-server", "metrics-server",
+		Rule{ServiceAccount: "*:metrics-server"},
+		Rule{UserAgentPrefix: "metrics-server/"},
+	)
+	return r
+}
+
+var clientName = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
+
+type compiledRule struct {
+	result          Result
+	username        []byte
+	usernamePrefix  []byte
+	saNamespace     []byte // nil: any namespace
+	saName          []byte
+	userAgentPrefix []byte
+}
+
+// Classifier applies rules. It is safe for concurrent use.
+type Classifier struct {
+	rules   []compiledRule
+	clients []string
+
+	mu       sync.RWMutex
+	cache    map[string]Result
+	maxCache int
+	key      []byte // scratch for cache keys; guarded by mu (write lock)
+}
+
+// New compiles the user's rules followed by DefaultRules. It rejects a rule
+// with no matcher, an unknown role, or a client name that is not a lowercase
+// DNS label, naming the rule by its position.
+func New(userRules []Rule) (*Classifier, error) {
+	c := &Classifier{cache: map[string]Result{}, maxCache: 10000}
+	seen := map[string]bool{"other": true}
+	c.clients = []string{"other"}
+	all := append(append([]Rule{}, userRules...), DefaultRules()...)
+	for i, r := range all {
+		where := fmt.Sprintf("rules[%d]", i)
+		if i >= len(userRules) {
+			where = fmt.Sprintf("default rule %d", i-len(userRules))
+		}
+		role, err := ParseRole(r.Role)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+		if !clientName.MatchString(r.Client) {
+			return nil, fmt.Errorf("%s: client %q must be a lowercase DNS label (a-z, 0-9, '-', '.')", where, r.Client)
+		}
+		if r.Username == "" && r.UsernamePrefix == "" && r.ServiceAccount == "" && r.UserAgentPrefix == "" {
+			return nil, fmt.Errorf("%s: set at least one of username, usernamePrefix, serviceAccount, userAgentPrefix", where)
+		}
+		cr := compiledRule{
+			result:          Result{Role: role, Client: r.Client},
+			username:        nilIfEmpty(r.Username),
+			usernamePrefix:  nilIfEmpty(r.UsernamePrefix),
+			userAgentPrefix: nilIfEmpty(r.UserAgentPrefix),
+		}
+		if r.ServiceAccount != "" {
+			ns, name, ok := strings.Cut(r.ServiceAccount, ":")
+			if !ok || ns == "" || name == "" || strings.Contains(name, ":") {
+				return nil, fmt.Errorf("%s: serviceAccount %q must be NAMESPACE:NAME (NAMESPACE may be *)", where, r.ServiceAccount)
+			}
+			if ns != "*" {
+				cr.saNamespace = []byte(ns)
+			}
+			cr.saName = []byte(name)
+		}
+		if !seen[r.Client] {
+			seen[r.Client] = true
+			c.clients = append(c.clients, r.Client)
+		}
+		c.rules = append(c.rules, cr)
+	}
+	return c, nil
+}
+
+func nilIfEmpty(s string) []byte {
+	if s == "" {
+		return nil
+	}
+	return []byte(s)
+}
+
+// Clients lists every client name the rules can produce, "other" first. The
+// responder validates alert labels against it.
+func (c *Classifier) Clients() []string { return append([]string(nil), c.clients...) }
+
+var saPrefix = []byte("system:serviceaccount:")
+
+// Classify returns the first matching rule's result, or Other. It does not
+// allocate once a (username, user agent) pair has been seen.
+func (c *Classifier) Classify(username, userAgent []byte) Result {
+	c.mu.Lock()
+	c.key = append(append(append(c.key[:0], username...), 0), userAgent...)
+	if r, ok := c.cache[string(c.key)]; ok {
+		c.mu.Unlock()
+		return r
+	}
+	r := c.match(username, userAgent)
+	if len(c.cache) >= c.maxCache {
+		// User agents carry versions and, for some clients, build hashes; a
+		// reset bounds memory and costs one rule scan per pair afterwards.
+		clear(c.cache)
+	}
+	c.cache[string(c.key)] = r
+	c.mu.Unlock()
+	return r
+}
+
+func (c *Classifier) match(username, userAgent []byte) Result {
+	var saNS, saName []byte
+	if rest, ok := bytes.CutPrefix(username, saPrefix); ok {
+		saNS, saName, _ = bytes.Cut(rest, []byte(":"))
+	}
+	for i := range c.rules {
+		r := &c.rules[i]
+		if r.username != nil && !bytes.Equal(username, r.username) {
+			continue
+		}
+		if r.usernamePrefix != nil && (!bytes.HasPrefix(username, r.usernamePrefix) || len(username) == len(r.usernamePrefix)) {
+			continue
+		}
+		if r.saName != nil && (saName == nil || !bytes.Equal(saName, r.saName) || (r.saNamespace != nil && !bytes.Equal(saNS, r.saNamespace))) {
+			continue
+		}
+		if r.userAgentPrefix != nil && !bytes.HasPrefix(userAgent, r.userAgentPrefix) {
+			continue
+		}
+		return r.result
+	}
+	return Other
+}
+
+var nodeUserPrefix = []byte("system:node:")
+
+// NodeFromUsername returns NAME for system:node:NAME, else nil.
+func NodeFromUsername(username []byte) []byte {
+	if name, ok := bytes.CutPrefix(username, nodeUserPrefix); ok && len(name) > 0 {
+		return name
+	}
+	return nil
+}

@@ -1,0 +1,122 @@
+package classify
+
+import (
+	"testing"
+)
+
+func TestClassifyDefaults(t *testing.T) {
+	c, err := New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		user, ua string
+		want     Result
+	}{
+		{"system:node:node-1", "kubelet/v1.36.3 (linux/amd64) kubernetes/abc", Result{RoleKubelet, "kubelet"}},
+		{"system:node:node-1", "", Result{RoleKubelet, "kubelet"}},
+		{"system:node:", "kubelet/v1.36.3", Other}, // no node name: not a kubelet identity
+		{"nodeclient", "kubelet/v1.15.7", Result{RoleKubelet, "kubelet"}},
+		{"system:serviceaccount:kube-system:kube-proxy", "kube-proxy/v1.36.3 (linux/amd64)", Result{RoleKubeProxy, "kube-proxy"}},
+		{"system:kube-proxy", "", Result{RoleKubeProxy, "kube-proxy"}},
+		{"system:serviceaccount:kube-system:calico-node", "calico-node/v3.30.0", Result{RoleCNI, "calico-node"}},
+		{"system:serviceaccount:calico-system:calico-node", "Go-http-client/1.1", Result{RoleCNI, "calico-node"}},
+		{"system:serviceaccount:kube-system:cilium", "cilium-agent/1.18.0", Result{RoleCNI, "cilium-agent"}},
+		{"system:serviceaccount:kube-flannel:flannel", "flanneld/0.26", Result{RoleCNI, "flannel"}},
+		{"system:serviceaccount:kube-system:antrea-agent", "", Result{RoleCNI, "antrea-agent"}},
+		{"system:serviceaccount:kube-system:kube-router", "", Result{RoleCNI, "kube-router"}},
+		{"system:serviceaccount:kube-system:aws-node", "", Result{RoleCNI, "aws-node"}},
+		{"system:serviceaccount:kube-system:metrics-server", "metrics-server/v0.7.2", Result{RoleMetricsServer, "metrics-server"}},
+		// A user agent alone classifies (e.g. an agent run with a custom account).
+		{"someone", "cilium-agent/1.18.0", Result{RoleCNI, "cilium-agent"}},
+		// kube-system:cilium-operator is not the agent.
+		{"system:serviceaccount:kube-system:cilium-operator", "cilium-operator/1.18", Other},
+		{"system:kube-controller-manager", "kube-controller-manager/v1.36.3", Other},
+		{"", "", Other},
+		{"system:serviceaccount:", "", Other},
+		{"system:serviceaccount:kube-system", "", Other},
+	}
+	for _, tc := range tests {
+		for pass := 0; pass < 2; pass++ { // second pass hits the cache
+			if got := c.Classify([]byte(tc.user), []byte(tc.ua)); got != tc.want {
+				t.Errorf("Classify(%q, %q) pass %d = %+v, want %+v", tc.user, tc.ua, pass, got, tc.want)
+			}
+		}
+	}
+}
+
+func TestUserRulesComeFirst(t *testing.T) {
+	c, err := New([]Rule{
+		{Role: "cni", Client: "my-cni", ServiceAccount: "net:agent"},
+		{Role: "kubelet", Client: "virtual-kubelet", UsernamePrefix: "system:node:vk-", UserAgentPrefix: "virtual-kubelet/"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Classify([]byte("system:serviceaccount:net:agent"), nil); got != (Result{RoleCNI, "my-cni"}) {
+		t.Errorf("user rule: got %+v", got)
+	}
+	if got := c.Classify([]byte("system:node:vk-1"), []byte("virtual-kubelet/1.11")); got != (Result{RoleKubelet, "virtual-kubelet"}) {
+		t.Errorf("two matchers: got %+v", got)
+	}
+	// Both matchers must hold: same identity, kubelet's own agent → default rule.
+	if got := c.Classify([]byte("system:node:vk-1"), []byte("kubelet/v1.36")); got != (Result{RoleKubelet, "kubelet"}) {
+		t.Errorf("partial match: got %+v", got)
+	}
+	want := []string{"other", "my-cni", "virtual-kubelet", "kubelet"}
+	got := c.Clients()
+	for i, w := range want {
+		if got[i] != w {
+			t.Fatalf("Clients() = %v, want prefix %v", got, want)
+		}
+	}
+}
+
+func TestInvalidRules(t *testing.T) {
+	tests := []struct {
+		rule Rule
+		err  string
+	}{
+		{Rule{Role: "kubelet", Client: "k"}, "rules[0]: set at least one of username, usernamePrefix, serviceAccount, userAgentPrefix"},
+		{Rule{Role: "scheduler", Client: "k", Username: "x"}, `rules[0]: unknown role "scheduler" (want one of other, kubelet, kube-proxy, cni, metrics-server)`},
+		{Rule{Role: "cni", Client: "My_CNI", Username: "x"}, `rules[0]: client "My_CNI" must be a lowercase DNS label (a-z, 0-9, '-', '.')`},
+		{Rule{Role: "cni", Client: "", Username: "x"}, `rules[0]: client "" must be a lowercase DNS label (a-z, 0-9, '-', '.')`},
+		{Rule{Role: "cni", Client: "c", ServiceAccount: "agent"}, `rules[0]: serviceAccount "agent" must be NAMESPACE:NAME (NAMESPACE may be *)`},
+		{Rule{Role: "cni", Client: "c", ServiceAccount: "a:b:c"}, `rules[0]: serviceAccount "a:b:c" must be NAMESPACE:NAME (NAMESPACE may be *)`},
+	}
+	for _, tc := range tests {
+		_, err := New([]Rule{tc.rule})
+		if err == nil || err.Error() != tc.err {
+			t.Errorf("New(%+v) error = %v, want %q", tc.rule, err, tc.err)
+		}
+	}
+}
+
+func TestCacheIsBounded(t *testing.T) {
+	c, _ := New(nil)
+	c.maxCache = 100
+	for i := 0; i < 1000; i++ {
+		c.Classify([]byte("system:node:n"), []byte{byte(i), byte(i >> 8)})
+	}
+	if n := len(c.cache); n > 100 {
+		t.Fatalf("cache holds %d entries, bound is 100", n)
+	}
+}
+
+func TestNodeFromUsername(t *testing.T) {
+	for user, want := range map[string]string{"system:node:node-1": "node-1", "system:node:": "", "nodeclient": "", "system:nodes": ""} {
+		if got := string(NodeFromUsername([]byte(user))); got != want {
+			t.Errorf("NodeFromUsername(%q) = %q, want %q", user, got, want)
+		}
+	}
+}
+
+func BenchmarkClassifyCached(b *testing.B) {
+	c, _ := New(nil)
+	user, ua := []byte("system:serviceaccount:kube-system:cilium"), []byte("cilium-agent/1.18.0 (linux/amd64)")
+	c.Classify(user, ua)
+	b.ReportAllocs()
+	for b.Loop() {
+		c.Classify(user, ua)
+	}
+}

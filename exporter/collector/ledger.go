@@ -1,0 +1,19 @@
+package collector
+
+import "github.com/prometheus/client_golang/prometheus"
+
+var (
+	instancesDesc = prometheus.NewDesc(namespace+"_instances",
+		"Node-side client instances herd is tracking (bounded by maxInstances).", nil, nil)
+	evictedDesc = prometheus.NewDesc(namespace+"_instances_evicted_total",
+		"Instances dropped from the table because it was full (least recently seen first).", nil, nil)
+)
+
+type ledgerCollector struct{}
+
+func (ledgerCollector) Update(s *Scrape, ch chan<- prometheus.Metric) error {
+	snap := s.Ledger()
+	ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(snap.Instances))
+	ch <- prometheus.MustNewConstMetric(evictedDesc, prometheus.CounterValue, float64(snap.Evicted))
+	return nil
+}

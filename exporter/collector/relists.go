@@ -1,0 +1,71 @@
+package collector
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/herd-k8s/herd/exporter/accounting"
+)
+
+var (
+	relistsDesc = prometheus.NewDesc(namespace+"_relists_total",
+		"Relists (LISTs without continue, and WatchList watches) by node-side clients.",
+		[]string{"role", "client", "resource", "consistency"}, nil)
+	pagesDesc = prometheus.NewDesc(namespace+"_list_pages_total",
+		"Continuation pages (LISTs with a continue token) by node-side clients.",
+		[]string{"role", "client", "resource"}, nil)
+	intervalDesc = prometheus.NewDesc(namespace+"_relist_interval_seconds",
+		"Time between consecutive relists of the same resource by the same instance.",
+		[]string{"role", "client", "resource"}, nil)
+	relistingDesc = prometheus.NewDesc(namespace+"_relisting_instances",
+		"Instances with at least the configured number of relists of a resource in the window.",
+		[]string{"role", "client", "resource"}, nil)
+	instanceRelistsDesc = prometheus.NewDesc(namespace+"_instance_relists",
+		"Relists in the window by the top-K instances, by node.",
+		[]string{"role", "client", "node", "resource"}, nil)
+)
+
+type relistCollector struct{}
+
+func (relistCollector) Update(s *Scrape, ch chan<- prometheus.Metric) error {
+	snap := s.Ledger()
+	for _, r := range snap.Relists {
+		ch <- prometheus.MustNewConstMetric(relistsDesc, prometheus.CounterValue, float64(r.Value), r.Role, r.Client, r.Resource, r.Consistency)
+	}
+	emitStreams(ch, pagesDesc, prometheus.CounterValue, snap.Pages)
+	for _, h := range snap.Intervals {
+		ch <- prometheus.MustNewConstHistogram(intervalDesc, h.Count, h.Sum, h.Buckets, h.Role, h.Client, h.Resource)
+	}
+	emitStreams(ch, relistingDesc, prometheus.GaugeValue, snap.RelistingInstances)
+	for _, t := range snap.TopInstances {
+		ch <- prometheus.MustNewConstMetric(instanceRelistsDesc, prometheus.GaugeValue, float64(t.Relists), t.Role, t.Client, t.Node, t.Resource)
+	}
+	return nil
+}
+
+func emitStreams(ch chan<- prometheus.Metric, d *prometheus.Desc, t prometheus.ValueType, counts []accounting.StreamCount) {
+	for _, c := range counts {
+		ch <- prometheus.MustNewConstMetric(d, t, float64(c.Value), c.Role, c.Client, c.Resource)
+	}
+}
+
+var (
+	requestsDesc = prometheus.NewDesc(namespace+"_requests_total",
+		"Requests by node-side clients, counted once each (lists at ResponseComplete, watches at ResponseStarted).",
+		[]string{"role", "client", "verb", "code"}, nil)
+	tooLargeDesc = prometheus.NewDesc(namespace+"_too_large_resource_version_total",
+		`Requests answered "Too large resource version" (a client asking for a resourceVersion the apiserver has not reached).`,
+		[]string{"role", "client", "resource"}, nil)
+)
+
+type requestCollector struct{}
+
+func (requestCollector) Update(s *Scrape, ch chan<- prometheus.Metric) error {
+	snap := s.Ledger()
+	for _, r := range snap.Requests {
+		ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(r.Value), r.Role, r.Client, r.Verb, strconv.Itoa(int(r.Code)))
+	}
+	emitStreams(ch, tooLargeDesc, prometheus.CounterValue, snap.TooLarge)
+	return nil
+}

@@ -1,0 +1,394 @@
+// Package exporter assembles `herd exporter`: audit ingest (webhook and log
+// files) feeding the ledger, collectors over it, and the HTTP listeners for
+// /metrics, debug pages and /audit.
+package exporter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
+	"go.yaml.in/yaml/v2"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/herd-k8s/herd/exporter/accounting"
+	"github.com/herd-k8s/herd/exporter/apiservices"
+	"github.com/herd-k8s/herd/exporter/classify"
+	"github.com/herd-k8s/herd/exporter/cluster"
+	"github.com/herd-k8s/herd/exporter/collector"
+	"github.com/herd-k8s/herd/exporter/config"
+	"github.com/herd-k8s/herd/exporter/ingest"
+	"github.com/herd-k8s/herd/exporter/metricsserver"
+	"github.com/herd-k8s/herd/exporter/tail"
+)
+
+// Options are the exporter's flags, parsed.
+type Options struct {
+	Config config.Config
+	// Web is the /metrics and debug listener.
+	Web web.FlagConfig
+	// Audit is the /audit listener; its web config carries TLS and mTLS.
+	Audit          web.FlagConfig
+	AuditTokenFile string
+	AuditInsecure  bool
+	LogFiles       []string
+	LogFromStart   bool
+	// Kube is the API client configuration; nil runs on audit alone
+	// (--no-kube): no node attribution by IP, no ghosts or stale kubelets.
+	Kube              *rest.Config
+	ControlPlaneCIDRs []netip.Prefix
+	GhostGrace        time.Duration
+	// MetricsServer says where to find metrics-server's Deployment.
+	MetricsServer metricsserver.Options
+	// APIServices tunes the aggregated-APIService probes.
+	APIServices apiservices.Options
+	Logger      *slog.Logger
+}
+
+// Exporter is a configured, not yet running, `herd exporter`.
+type Exporter struct {
+	opts      Options
+	ledger    *accounting.Ledger
+	pipeline  *ingest.Pipeline
+	registry  *prometheus.Registry
+	audit     *ingest.Handler
+	logger    *slog.Logger
+	cluster   *cluster.View
+	judge     *cluster.Collector
+	msrv      *metricsserver.Informer
+	apis      *apiservices.View
+	synced    []func() bool
+	followers map[string]*tail.Follower
+}
+
+// New validates the options and builds the parts. Every error names the flag
+// or file at fault.
+func New(opts Options) (*Exporter, error) {
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	var tokens *ingest.TokenFile
+	if opts.AuditTokenFile != "" {
+		t, err := ingest.NewTokenFile(opts.AuditTokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("--audit.bearer-token-file: %w", err)
+		}
+		tokens = t
+	}
+	mtls, err := requiresClientAuth(*opts.Audit.WebConfigFile)
+	if err != nil {
+		return nil, fmt.Errorf("--audit.web-config.file: %w", err)
+	}
+	if tokens == nil && !mtls && !opts.AuditInsecure {
+		return nil, errors.New("the audit listener needs authentication: give --audit.bearer-token-file, or --audit.web-config.file requiring client certificates or basic auth; or --audit.insecure to accept unauthenticated events")
+	}
+	if err := web.Validate(*opts.Web.WebConfigFile); err != nil {
+		return nil, fmt.Errorf("--web.config.file: %w", err)
+	}
+
+	cls, err := classify.New(opts.Config.Rules)
+	if err != nil {
+		return nil, fmt.Errorf("config rules: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	extra := map[string]collector.Collector{}
+	var view *cluster.View
+	var resolver accounting.NodeResolver
+	var synced []func() bool
+	var msrv *metricsserver.Informer
+	var apis *apiservices.View
+	if opts.Kube != nil {
+		client, err := kubernetes.NewForConfig(opts.Kube)
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes client: %w", err)
+		}
+		view = cluster.New(client, cluster.Options{ControlPlaneCIDRs: opts.ControlPlaneCIDRs, Grace: opts.GhostGrace, Logger: logger})
+		resolver = view
+		msOpts := opts.MetricsServer
+		msOpts.Logger = logger
+		if msrv, err = metricsserver.New(client, msOpts); err != nil {
+			return nil, fmt.Errorf("metrics-server: %w", err)
+		}
+		extra["metricsserver"] = msrv
+		apiOpts := opts.APIServices
+		apiOpts.Logger = logger
+		if apis, err = apiservices.New(opts.Kube, apiOpts); err != nil {
+			return nil, fmt.Errorf("apiservices: %w", err)
+		}
+		extra["apiservices"] = apis
+		synced = append(synced, view.Synced, msrv.Synced, apis.Synced)
+	}
+	ledger := accounting.New(opts.Config.LedgerConfig(), cls, resolver)
+	var judge *cluster.Collector
+	if view != nil {
+		judge = &cluster.Collector{View: view, Ledger: ledger,
+			MaxGhosts: opts.Config.Cluster.MaxGhostSeries, MaxStale: opts.Config.Cluster.MaxStaleSeries}
+		ledger.SetFlagger(judge)
+		extra["cluster"] = judge
+	}
+	in := opts.Config.Ingest
+	followers := map[string]*tail.Follower{}
+	for _, path := range opts.LogFiles {
+		followers[path] = tail.New(path, tail.Options{FromStart: opts.LogFromStart, MaxLineBytes: in.MaxEventBytes, Logger: logger})
+	}
+	if len(followers) > 0 {
+		extra["auditfiles"] = fileCollector{followers}
+	}
+	metrics := ingest.NewMetrics(reg)
+	pipeline := ingest.NewPipeline(ledger, ingest.NewDedup(time.Duration(in.DedupWindow), in.DedupMaxEntries), metrics)
+	reg.MustRegister(
+		collector.New(ledger, logger, extra),
+		versioncollector.NewCollector("herd"),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return &Exporter{
+		opts: opts, ledger: ledger, pipeline: pipeline, registry: reg, logger: logger,
+		cluster: view, judge: judge, msrv: msrv, apis: apis, synced: synced, followers: followers,
+		audit: ingest.NewHandler(pipeline, ingest.HandlerOptions{
+			Tokens: tokens, MaxBodyBytes: in.MaxBodyBytes, MaxEventBytes: in.MaxEventBytes,
+			MaxInFlight: in.MaxInFlight, Logger: logger,
+		}),
+	}, nil
+}
+
+// requiresClientAuth reports whether a web config file authenticates its
+// clients: verified client certificates or basic auth users.
+func requiresClientAuth(path string) (bool, error) {
+	if path == "" {
+		return false, nil
+	}
+	if err := web.Validate(path); err != nil {
+		return false, err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false, err
+	}
+	var c web.Config
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		return false, err
+	}
+	return c.TLSConfig.ClientAuth == "RequireAndVerifyClientCert" || len(c.Users) > 0, nil
+}
+
+// Registry is the exporter's dedicated registry (tests gather from it).
+func (e *Exporter) Registry() *prometheus.Registry { return e.registry }
+
+// Ledger is the exporter's ledger.
+func (e *Exporter) Ledger() *accounting.Ledger { return e.ledger }
+
+// AuditHandler serves POST /audit.
+func (e *Exporter) AuditHandler() http.Handler { return e.audit }
+
+// LineSink accounts audit log lines as the file follower does.
+func (e *Exporter) LineSink(s ingest.Source) *ingest.LineSink {
+	return e.pipeline.NewLineSink(s, e.opts.Config.Ingest.MaxEventBytes)
+}
+
+// Handler serves /metrics, the debug pages and health.
+func (e *Exporter) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(e.registry, promhttp.HandlerOpts{
+		ErrorLog:            slog.NewLogLogger(e.logger.Handler(), slog.LevelError),
+		MaxRequestsInFlight: 4,
+		Timeout:             30 * time.Second,
+		EnableOpenMetrics:   true,
+	}))
+	mux.HandleFunc("/debug/clients", e.debugClients)
+	if e.apis != nil {
+		mux.Handle("/debug/apiservices", e.apis.DebugHandler())
+	}
+	mux.HandleFunc("/debug/config", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, e.opts.Config) })
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", e.readyz)
+	if landing, err := web.NewLandingPage(web.LandingConfig{
+		Name:        "herd exporter",
+		Description: "Measures the node-side clients of a Kubernetes control plane from audit events.",
+		Links: []web.LandingLinks{
+			{Address: "/metrics", Text: "Metrics"},
+			{Address: "/debug/clients", Text: "Clients (JSON)"},
+			{Address: "/debug/apiservices", Text: "Aggregated APIServices (JSON)"},
+			{Address: "/debug/config", Text: "Configuration (JSON)"},
+		},
+	}); err == nil {
+		mux.Handle("/", landing)
+	}
+	return mux
+}
+
+// debugClients lists instances; ?role= ?client= ?node= ?identity= filter and
+// ?limit= caps (default 1000, the busiest first).
+func (e *Exporter) debugClients(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := accounting.ClientFilter{Role: q.Get("role"), Client: q.Get("client"), Node: q.Get("node"), Identity: q.Get("identity"), Limit: 1000}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			http.Error(w, "limit must be a non-negative integer", http.StatusBadRequest)
+			return
+		}
+		f.Limit = n
+	}
+	views := e.ledger.Clients(f)
+	out := make([]debugClient, len(views))
+	for i := range views {
+		out[i].ClientView = &views[i]
+		if e.judge != nil {
+			v := e.cluster.Judge(views[i].Window(), e.judge.Thresholds())
+			out[i].Cluster = &v
+		}
+	}
+	page := debugClientsPage{Clients: out, TokenReviewNodes: e.ledger.Snapshot().TokenReviewNodes}
+	if e.msrv != nil {
+		page.MetricsServer = e.msrv.Deployments()
+	}
+	writeJSON(w, page)
+}
+
+// debugClientsPage puts metrics-server's kubelet auth mode next to the
+// kubelets that create TokenReviews because of it (incident 004).
+type debugClientsPage struct {
+	MetricsServer    []metricsserver.DeploymentView `json:"metricsServer,omitempty"`
+	TokenReviewNodes int                            `json:"tokenReviewNodes"`
+	Clients          []debugClient                  `json:"clients"`
+}
+
+// debugClient is an instance with the cluster view's verdict on it.
+type debugClient struct {
+	*accounting.ClientView
+	Cluster *cluster.Verdict `json:"cluster,omitempty"`
+}
+
+// readyz is ready once every informer has synced; with --no-kube at once.
+func (e *Exporter) readyz(w http.ResponseWriter, r *http.Request) {
+	for _, ok := range e.synced {
+		if !ok() {
+			http.Error(w, "informers not synced", http.StatusServiceUnavailable)
+			return
+		}
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// Run serves until ctx ends, then shuts the listeners down.
+func (e *Exporter) Run(ctx context.Context) error {
+	servers := []*http.Server{
+		newServer(e.Handler()),
+		newServer(e.AuditHandler()),
+	}
+	flags := []*web.FlagConfig{&e.opts.Web, &e.opts.Audit}
+	errc := make(chan error, len(servers)+len(e.followers)+1) // every sender fits: none blocks after Run returns
+	for i, s := range servers {
+		go func() { errc <- web.ListenAndServe(s, flags[i], e.logger) }()
+	}
+	var wg sync.WaitGroup
+	fctx, cancel := context.WithCancel(ctx)
+	defer func() { cancel(); wg.Wait() }()
+	if e.cluster != nil {
+		e.cluster.Start(fctx)
+		e.msrv.Start(fctx)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := e.apis.Run(fctx); err != nil {
+				errc <- fmt.Errorf("apiservices: %w", err)
+			}
+		}()
+	}
+	for path, f := range e.followers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := e.follow(fctx, f, path); err != nil {
+				errc <- fmt.Errorf("--audit.log-file %s: %w", path, err)
+			}
+		}()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	for _, s := range servers {
+		_ = s.Shutdown(sctx)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func (e *Exporter) follow(ctx context.Context, f *tail.Follower, path string) error {
+	sink := e.LineSink(ingest.SourceFile)
+	err := f.Run(ctx, func(b []byte) {
+		if err := sink.Line(b); err != nil {
+			// The follower logs oversized lines with their offsets; this is
+			// a line that is not a usable event. Both are counted.
+			e.logger.Debug("audit log line skipped", "file", path, "err", err)
+		}
+	})
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// fileCollector exports the followers' rotation and truncation counts, so a
+// log pipeline that rotates faster than herd reads shows up.
+type fileCollector struct{ followers map[string]*tail.Follower }
+
+var (
+	fileRotationsDesc = prometheus.NewDesc("herd_audit_file_rotations_total",
+		"Rename rotations of a followed audit log file (--audit.log-file).", []string{"file"}, nil)
+	fileTruncationsDesc = prometheus.NewDesc("herd_audit_file_truncations_total",
+		"Truncations (copytruncate) of a followed audit log file; lines written just before one may be lost.", []string{"file"}, nil)
+	fileOversizedDesc = prometheus.NewDesc("herd_audit_file_oversized_lines_total",
+		"Lines of a followed audit log file skipped for exceeding ingest.maxEventBytes.", []string{"file"}, nil)
+)
+
+func (c fileCollector) Update(_ *collector.Scrape, ch chan<- prometheus.Metric) error {
+	for path, f := range c.followers {
+		st := f.Stats()
+		ch <- prometheus.MustNewConstMetric(fileRotationsDesc, prometheus.CounterValue, float64(st.Rotations), path)
+		ch <- prometheus.MustNewConstMetric(fileTruncationsDesc, prometheus.CounterValue, float64(st.Truncations), path)
+		ch <- prometheus.MustNewConstMetric(fileOversizedDesc, prometheus.CounterValue, float64(st.Oversized), path)
+	}
+	return nil
+}
+
+// newServer sets the timeouts a slow or hostile client must not outlast.
+func newServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+}

@@ -1,0 +1,125 @@
+// Package ingest feeds audit events into the ledger: the POST /audit
+// endpoint the apiserver's webhook backend and log shippers call, and the
+// lines of followed audit log files. It deduplicates re-sent events and
+// counts everything it rejects.
+package ingest
+
+import (
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/herd-k8s/herd/exporter/accounting"
+	"github.com/herd-k8s/herd/exporter/audit"
+)
+
+// Pipeline accounts decoded events: dedup, then the ledger, then the
+// self-metrics. It is safe for concurrent use.
+type Pipeline struct {
+	ledger  *accounting.Ledger
+	dedup   *Dedup
+	metrics *Metrics
+	sources map[Source]*sourceMetrics
+	now     func() time.Time
+}
+
+// NewPipeline wires the ledger, dedup and metrics.
+func NewPipeline(l *accounting.Ledger, d *Dedup, m *Metrics) *Pipeline {
+	p := &Pipeline{ledger: l, dedup: d, metrics: m, sources: map[Source]*sourceMetrics{}, now: time.Now}
+	l.SetStageLookup(d.Has)
+	for _, s := range []Source{SourceWebhook, SourceNDJSON, SourceFile} {
+		p.sources[s] = m.source(s)
+	}
+	return p
+}
+
+// ErrInvalidUTF8 marks an event a field of which that can become a label
+// value (verb, username, resource, API group, source IP, field-selector node)
+// is not valid UTF-8. JSON requires UTF-8 and the apiserver never sends
+// anything else; one such value in a const metric would fail every scrape
+// of /metrics, so the event is counted malformed instead.
+var ErrInvalidUTF8 = fmt.Errorf("%w: a field herd uses as a label value is not valid UTF-8", audit.ErrMalformed)
+
+// Counts is what became of the events of one body.
+type Counts struct {
+	Accounted, Duplicate, Malformed, Oversized int
+	// Problem is the first malformed or oversized event, for logs; nil when
+	// every event was accounted or a duplicate.
+	Problem error
+}
+
+// AccountBody decodes body with d (DecodeNDJSON for SourceNDJSON, DecodeBody
+// otherwise) and accounts its events under src. The error is the
+// decoder's: a body that cannot be read past some point, counted as one more
+// malformed input (NDJSON counts each bad line instead); events before that
+// point are accounted. d is not safe for concurrent use: keep one per
+// goroutine or in a pool.
+func (p *Pipeline) AccountBody(d *audit.Decoder, src Source, body []byte) (Counts, error) {
+	b := batch{p: p, m: p.sources[src], now: p.now()}
+	var (
+		res audit.Result
+		err error
+	)
+	if src == SourceNDJSON {
+		res, err = d.DecodeNDJSON(body, b.event)
+	} else {
+		res, err = d.DecodeBody(body, b.event)
+	}
+	if err != nil && src != SourceNDJSON {
+		res.Malformed++
+	}
+	b.finish(res)
+	c := Counts{Accounted: b.accounted, Duplicate: b.dupes, Malformed: res.Malformed + b.invalid, Oversized: res.Oversized, Problem: res.Problem}
+	if c.Problem == nil && b.invalid > 0 {
+		c.Problem = ErrInvalidUTF8
+	}
+	return c, err
+}
+
+// batch accounts the events of one body or one line. Counters are added once
+// per batch rather than once per event.
+type batch struct {
+	p                *Pipeline
+	m                *sourceMetrics
+	now              time.Time
+	accounted, dupes int
+	invalid          int // events refused for invalid UTF-8 (counted malformed)
+	newest           int64
+}
+
+func (b *batch) event(e *audit.Event) {
+	if !labelSafe(e) {
+		b.invalid++
+		return
+	}
+	if b.p.dedup.Seen(e.AuditID, e.Stage, b.now) {
+		b.dupes++
+		return
+	}
+	b.p.ledger.Account(e)
+	b.accounted++
+	if ts := e.StageTimestampNanos; ts > 0 {
+		b.m.lag.Observe(max(0, float64(b.now.UnixNano()-ts)/1e9))
+		if ts > b.newest {
+			b.newest = ts
+		}
+	}
+}
+
+// labelSafe reports whether every field of e that can end up in a label
+// value is valid UTF-8.
+func labelSafe(e *audit.Event) bool {
+	return utf8.Valid(e.Verb) && utf8.Valid(e.User) && utf8.Valid(e.Resource) && utf8.Valid(e.APIGroup) &&
+		utf8.Valid(e.SourceIP) && utf8.Valid(e.Query.FieldSelectorNode)
+}
+
+func (b *batch) finish(res audit.Result) {
+	b.m.accounted.Add(float64(b.accounted))
+	b.m.duplicate.Add(float64(b.dupes))
+	b.m.malformed.Add(float64(res.Malformed + b.invalid))
+	b.m.oversized.Add(float64(res.Oversized))
+	b.m.bytes.Add(float64(res.Bytes))
+	if b.newest > 0 {
+		b.m.observeNewest(b.newest)
+	}
+}

@@ -1,0 +1,91 @@
+package ingest_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/herd-k8s/herd/exporter/accounting"
+	"github.com/herd-k8s/herd/exporter/audit"
+	"github.com/herd-k8s/herd/exporter/classify"
+	"github.com/herd-k8s/herd/exporter/ingest"
+)
+
+func newPipeline(t *testing.T) (*ingest.Pipeline, *prometheus.Registry) {
+	t.Helper()
+	cls, err := classify.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	return ingest.NewPipeline(accounting.New(accounting.Config{}, cls, nil), ingest.NewDedup(time.Minute, 1000), ingest.NewMetrics(reg)), reg
+}
+
+// TestLineSink: log lines are counted like webhook events, under source
+// file, and a bad line's error says why.
+func TestLineSink(t *testing.T) {
+	p, reg := newPipeline(t)
+	s := p.NewLineSink(ingest.SourceFile, 4<<10)
+	good := ev()
+	lines := []struct {
+		line string
+		err  error
+	}{
+		{good, nil},
+		{good, nil}, // a duplicate is not an error
+		{"", nil},   // nor is a blank line
+		{`{"auditID":`, audit.ErrMalformed},
+		{ev(`"level"`, `"x":"`+string(make([]byte, 5<<10))+`","level"`), audit.ErrOversized},
+		{ev(`system:node:node-1`, "system:node:\xff"), ingest.ErrInvalidUTF8},
+		{ev(), nil},
+	}
+	total := 0
+	for i, l := range lines {
+		err := s.Line([]byte(l.line))
+		if (err == nil) != (l.err == nil) || (l.err != nil && !errors.Is(err, l.err)) {
+			t.Errorf("line %d: error %v, want %v", i, err, l.err)
+		}
+		total += len(l.line) + 1
+	}
+	if !errors.Is(ingest.ErrInvalidUTF8, audit.ErrMalformed) {
+		t.Error("ErrInvalidUTF8 is not ErrMalformed")
+	}
+	wantCounts(t, reg, map[string]float64{"events{file,accounted}": 2, "events{file,duplicate}": 1,
+		"events{file,malformed}": 2, "events{file,oversized}": 1, "bytes{file}": float64(total)})
+}
+
+// TestAccountBody: the entry point the handler and the hot-path benchmark
+// share reports what it counted.
+func TestAccountBody(t *testing.T) {
+	p, reg := newPipeline(t)
+	var d audit.Decoder
+	body := []byte(list(ev(), ev(), `{"kind":"Pod"}`, ev(`"verb":"list"`, "\"verb\":\"\xff\"")))
+	c, err := p.AccountBody(&d, ingest.SourceWebhook, body)
+	if err != nil || c.Accounted != 2 || c.Duplicate != 0 || c.Malformed != 2 || c.Oversized != 0 || c.Problem == nil {
+		t.Fatalf("AccountBody = %+v, %v", c, err)
+	}
+	c, err = p.AccountBody(&d, ingest.SourceWebhook, body)
+	if err != nil || c.Accounted != 0 || c.Duplicate != 2 || c.Malformed != 2 {
+		t.Fatalf("again: %+v, %v", c, err)
+	}
+	c, err = p.AccountBody(&d, ingest.SourceNDJSON, []byte(ev()+"\nnope\n"))
+	if err != nil || c.Accounted != 1 || c.Malformed != 1 {
+		t.Fatalf("NDJSON: %+v, %v", c, err)
+	}
+	c, err = p.AccountBody(&d, ingest.SourceWebhook, []byte(list(ev())+"]"))
+	if !errors.Is(err, audit.ErrMalformed) || c.Accounted != 1 || c.Malformed != 1 {
+		t.Fatalf("trailing garbage: %+v, %v", c, err)
+	}
+	wantCounts(t, reg, map[string]float64{"events{webhook,accounted}": 3, "events{webhook,duplicate}": 2,
+		"events{webhook,malformed}": 5, "events{ndjson,accounted}": 1, "events{ndjson,malformed}": 1})
+	// Steady state: a known batch allocates nothing but the decode's own.
+	body = []byte(list(events(400)...))
+	if _, err := p.AccountBody(&d, ingest.SourceWebhook, body); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(20, func() { _, _ = p.AccountBody(&d, ingest.SourceWebhook, body) }); n > 0 {
+		t.Errorf("AccountBody of a known (duplicate) 400-event batch: %v allocs", n)
+	}
+}

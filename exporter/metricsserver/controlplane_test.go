@@ -1,0 +1,199 @@
+package metricsserver_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	auditv1 "k8s.io/apiserver/pkg/apis/audit/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/herd-k8s/herd/exporter/metricsserver"
+	"github.com/herd-k8s/herd/test/controlplane"
+)
+
+// deploymentsAuditPolicy records only requests about Deployments.
+const deploymentsAuditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  resources:
+  - group: apps
+    resources: [deployments]
+- level: None
+`
+
+const informerUA = "herd-exporter/metricsserver-test"
+
+// TestMetricsServerModeOnRealControlPlane creates metrics-server as
+// components.yaml does (token mode) on a real kube-apiserver, then adds the
+// client-certificate flags: the informer must follow the update to
+// mode=certificate, having started from a WatchList stream, never a LIST.
+func TestMetricsServerModeOnRealControlPlane(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	auditLog := filepath.Join(t.TempDir(), "audit.log")
+	cp, err := controlplane.Start(ctx, controlplane.Options{AuditPolicy: deploymentsAuditPolicy, AuditLogPath: auditLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cp.Stop)
+	admin := cp.Client(controlplane.Admin)
+
+	cfg := cp.Config(controlplane.Admin)
+	cfg.UserAgent = informerUA
+	var mu sync.Mutex
+	var watchErrs []error
+	inf, err := metricsserver.New(kubernetes.NewForConfigOrDie(cfg), metricsserver.Options{
+		OnWatchError: func(err error) {
+			mu.Lock()
+			watchErrs = append(watchErrs, err)
+			mu.Unlock()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ictx, icancel := context.WithCancel(ctx)
+	defer icancel()
+	inf.Start(ictx)
+	if !inf.WaitForSync(ctx) {
+		t.Fatal("informer did not sync")
+	}
+	if got := scrape(t, inf); len(got) != 0 {
+		t.Fatalf("series before metrics-server exists: %v", got)
+	}
+
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "metrics-server", Namespace: "kube-system", Labels: map[string]string{"k8s-app": "metrics-server"}},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"k8s-app": "metrics-server"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"k8s-app": "metrics-server"}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name:  "metrics-server",
+					Image: "registry.k8s.io/metrics-server/metrics-server:v0.7.2",
+					Args:  []string{"--cert-dir=/tmp", "--secure-port=10250", "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname", "--kubelet-use-node-status-port", "--metric-resolution=15s"},
+				}}},
+			},
+		},
+	}
+	created, err := admin.AppsV1().Deployments("kube-system").Create(ctx, d, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSeries(t, inf, `kube-system/metrics-server=token`)
+	v := inf.Deployments()[0]
+	if v.Container != "metrics-server" || v.Fix != metricsserver.TokenFix {
+		t.Errorf("token view = %+v", v)
+	}
+
+	created.Spec.Template.Spec.Containers[0].Args = append(created.Spec.Template.Spec.Containers[0].Args,
+		"--kubelet-client-certificate", "/etc/metrics-server/kubelet-client/tls.crt",
+		"--kubelet-client-key=/etc/metrics-server/kubelet-client/tls.key")
+	if _, err := admin.AppsV1().Deployments("kube-system").Update(ctx, created, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitSeries(t, inf, `kube-system/metrics-server=certificate`)
+	v = inf.Deployments()[0]
+	if v.Fix != "" || v.Flags["kubelet-client-certificate"] != "/etc/metrics-server/kubelet-client/tls.crt" || v.Flags["kubelet-client-key"] != "/etc/metrics-server/kubelet-client/tls.key" {
+		t.Errorf("certificate view = %+v", v)
+	}
+
+	if err := admin.AppsV1().Deployments("kube-system").Delete(ctx, "metrics-server", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitSeries(t, inf, ``)
+
+	mu.Lock()
+	for _, err := range watchErrs {
+		t.Errorf("watch error: %v", err)
+	}
+	mu.Unlock()
+
+	// What the informer asked the apiserver: a WatchList stream, no LIST.
+	var watchLists, lists int
+	f, err := os.Open(auditLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var ev auditv1.Event
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			t.Fatalf("audit line: %v", err)
+		}
+		if ev.UserAgent != informerUA || ev.Stage != auditv1.StageResponseComplete && ev.Stage != auditv1.StageResponseStarted {
+			continue
+		}
+		switch {
+		case ev.Verb == "list":
+			lists++
+			t.Errorf("informer LISTed: %s", ev.RequestURI)
+		case ev.Verb == "watch" && strings.Contains(ev.RequestURI, "sendInitialEvents=true") && ev.Stage == auditv1.StageResponseStarted:
+			watchLists++
+			if !strings.HasPrefix(ev.RequestURI, "/apis/apps/v1/namespaces/kube-system/deployments?") {
+				t.Errorf("WatchList is not namespace-scoped: %s", ev.RequestURI)
+			}
+		}
+	}
+	if watchLists == 0 {
+		t.Errorf("no WatchList (watch with sendInitialEvents=true) by the informer in the audit log")
+	}
+	t.Logf("informer requests: %d WatchList, %d LIST", watchLists, lists)
+}
+
+// scrape runs the collector once and returns "namespace/deployment=mode" per series.
+func scrape(t *testing.T, inf *metricsserver.Informer) []string {
+	t.Helper()
+	ch := make(chan prometheus.Metric, 16)
+	if err := inf.Update(nil, ch); err != nil {
+		t.Fatal(err)
+	}
+	close(ch)
+	var out []string
+	for m := range ch {
+		var pb dto.Metric
+		if err := m.Write(&pb); err != nil {
+			t.Fatal(err)
+		}
+		l := map[string]string{}
+		for _, lp := range pb.GetLabel() {
+			l[lp.GetName()] = lp.GetValue()
+		}
+		if pb.GetGauge().GetValue() != 1 {
+			t.Errorf("value %v, want 1", pb.GetGauge().GetValue())
+		}
+		out = append(out, l["namespace"]+"/"+l["deployment"]+"="+l["mode"])
+	}
+	return out
+}
+
+func waitSeries(t *testing.T, inf *metricsserver.Informer, want string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got := strings.Join(scrape(t, inf), " ")
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("herd_metrics_server_kubelet_auth = %q, want %q", got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
