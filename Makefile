@@ -36,7 +36,7 @@ controlplane: ## Build kube-apiserver and etcd from Go modules (cached outside t
 	bash test/tools/controlplane/build.sh
 
 .PHONY: test
-test: deps controlplane vet ## Unit and real-control-plane tests, with the race detector.
+test: deps controlplane vet rules-check ## Unit and real-control-plane tests, with the race detector.
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: vet
@@ -44,6 +44,37 @@ vet: ## go vet and gofmt.
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [[ -n "$$unformatted" ]]; then echo "gofmt would change: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
+
+JSONNET     := $(GO) tool jsonnet
+JSONNETFMT  := $(GO) tool jsonnetfmt
+RULES_GEN   := $(JSONNET) -J rules -S -c -m
+# Every jsonnet source of the mixin (vendor/ is jsonnet-bundler's, not ours).
+RULES_SRC    = $$(find rules -path rules/vendor -prune -o \( -name '*.libsonnet' -o -name '*.jsonnet' \) -type f -print | sort)
+
+.PHONY: rules
+rules: ## Regenerate the mixin's committed output: rules/prometheus_{alerts,rules}.yaml, rules/dashboards_out/.
+	rm -rf rules/dashboards_out
+	$(RULES_GEN) rules rules/generate.jsonnet >/dev/null
+
+.PHONY: rules-fmt
+rules-fmt: ## Format every jsonnet file of the mixin in place.
+	$(JSONNETFMT) -i $(RULES_SRC)
+
+.PHONY: rules-check
+rules-check: deps ## Generated mixin output up to date, jsonnet formatted, promtool check and test rules.
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(RULES_GEN) "$$tmp" rules/generate.jsonnet >/dev/null; \
+	mkdir -p "$$tmp/dashboards_out"; committed=rules/dashboards_out; [[ -d $$committed ]] || committed=$$tmp/none; mkdir -p "$$tmp/none"; \
+	stale=0; \
+	for f in prometheus_alerts.yaml prometheus_rules.yaml; do \
+	  diff -u "rules/$$f" "$$tmp/$$f" || stale=1; \
+	done; \
+	diff -ru "$$committed" "$$tmp/dashboards_out" || stale=1; \
+	if (( stale )); then echo "rules/: generated files are stale: run make rules" >&2; exit 1; fi; \
+	echo "rules/: generated files up to date"
+	@if ! $(JSONNETFMT) --test $(RULES_SRC); then echo "rules/: jsonnet not formatted: run make rules-fmt" >&2; exit 1; fi
+	promtool check rules rules/prometheus_alerts.yaml rules/prometheus_rules.yaml
+	cd rules/tests && promtool test rules *.yaml
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME (default 60s) each.

@@ -21,9 +21,10 @@ type InstanceWindow struct {
 }
 
 // Flagger marks instances that must get per-node series whatever their rank
-// (SPEC §3.4: "top-K instances and flagged instances").
+// (SPEC §3.4: "top-K instances and flagged instances"). It is asked for every
+// instance on every scrape, so it answers from what it already knows.
 type Flagger interface {
-	Flagged(w *InstanceWindow) bool
+	Flagged(identity, node string) bool
 }
 
 // SetFlagger installs f; nil removes it. Call before serving scrapes.

@@ -125,14 +125,8 @@ func (l *Ledger) SnapshotAt(now int64) Snapshot {
 	perNode := map[topKey]int{}
 	flagged := map[topKey]bool{}
 	tokenReviewNodes := map[string]bool{}
-	pods, havePods := l.resources.ids["pods"]
-	var w InstanceWindow
 	for _, in := range l.instances {
-		isFlagged := false
-		if l.flagger != nil {
-			l.window(in, now, pods, havePods, &w)
-			isFlagged = l.flagger.Flagged(&w)
-		}
+		isFlagged := l.flagger != nil && l.flagger.Flagged(in.Identity, in.Node)
 		for _, st := range in.streams {
 			n := st.win.sum(now, l.width)
 			if n == 0 {

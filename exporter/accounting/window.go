@@ -35,15 +35,21 @@ func (w *window) add(t, width int64) {
 	}
 }
 
-// sum is the number of events in the window that ends at now.
+// sum is the number of events in the window that ends at now. Buckets are
+// walked without a division each: scrapes sum every stream of every
+// instance.
 func (w *window) sum(now, width int64) int {
 	idx := now / width
+	lo, hi := max(idx-buckets+1, w.newest-buckets+1), min(idx, w.newest)
+	if lo > hi {
+		return 0 // nothing written in this window (most idle instances)
+	}
 	total := 0
-	for b := idx - buckets + 1; b <= idx; b++ {
-		if b > w.newest || b <= w.newest-buckets {
-			continue // bucket not written, or holds an older lap's count
+	for b, s := lo, slot(lo); b <= hi; b++ {
+		total += int(w.counts[s])
+		if s++; s == buckets {
+			s = 0
 		}
-		total += int(w.counts[slot(b)])
 	}
 	return total
 }

@@ -120,11 +120,8 @@ type recorded struct {
 func TestRecordedFixtures(t *testing.T) {
 	dir := filepath.Join("..", "..", "testdata", "audit")
 	data, err := os.ReadFile(filepath.Join(dir, "scenario.json"))
-	if os.IsNotExist(err) {
-		t.Skip("no recorded fixtures in testdata/audit (make fixtures)")
-	}
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v: the recorded fixtures are committed; regenerate them with make fixtures", err)
 	}
 	var sc recorded
 	if err := json.Unmarshal(data, &sc); err != nil {

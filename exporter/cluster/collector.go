@@ -51,10 +51,10 @@ type flagKey struct{ identity, node string }
 
 // Flagged implements accounting.Flagger: ghosts and stale kubelets always get
 // per-node relist series. It reads the verdicts of the latest Update.
-func (c *Collector) Flagged(w *accounting.InstanceWindow) bool {
+func (c *Collector) Flagged(identity, node string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.flagged[flagKey{w.Identity, w.Node}]
+	return c.flagged[flagKey{identity, node}]
 }
 
 // Thresholds are the ledger's stale-kubelet thresholds.
@@ -78,15 +78,16 @@ type stale struct {
 // Update implements collector.Collector.
 func (c *Collector) Update(_ *collector.Scrape, ch chan<- prometheus.Metric) error {
 	th := c.thresholds()
+	now := c.View.now()
 	counts := map[[2]string]int{}
 	var ghosts []ghost
 	var stales []stale
-	c.Ledger.Scan(c.View.now().UnixNano(), func(w *accounting.InstanceWindow) {
+	c.Ledger.Scan(now.UnixNano(), func(w *accounting.InstanceWindow) {
 		if !hostAgent(w.Role) {
 			return
 		}
 		k := [2]string{w.Role.String(), w.Client}
-		v := c.View.Judge(w, th)
+		v, _ := c.View.judge(w, th, now)
 		counts[k] += 0
 		if v.Ghost {
 			counts[k]++

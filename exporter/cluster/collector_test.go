@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/herd-k8s/herd/exporter/accounting"
@@ -136,5 +137,50 @@ herd_stale_kubelets 3
 	}
 	for _, p := range problems {
 		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+// BenchmarkScrape15k is one full scrape of the audit-derived and cluster
+// collectors at 5,000 Nodes and 15,000 instances (kubelet, kube-proxy and
+// cilium per node), the SPEC §7 size.
+func BenchmarkScrape15k(b *testing.B) {
+	const n = 5000
+	var objs []k8sruntime.Object
+	for i := 0; i < n; i++ {
+		node, _ := SlimNode(realisticNode(i))
+		objs = append(objs, node.(k8sruntime.Object))
+	}
+	v := New(fake.NewSimpleClientset(objs...), Options{Grace: time.Minute})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	v.Start(ctx)
+	for !v.Synced() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cls, _ := classify.New(nil)
+	l := accounting.New(accounting.Config{}, cls, v)
+	c := &Collector{View: v, Ledger: l}
+	l.SetFlagger(c)
+	now := time.Now()
+	for i := 0; i < n; i++ {
+		node := realisticNode(i)
+		ip := node.Status.Addresses[0].Address
+		account(l, "system:node:"+node.Name, ip, "pods", false, now)
+		l.Account(&audit.Event{AuditID: []byte("p"), Stage: audit.StageResponseComplete, Verb: []byte("list"),
+			User: []byte("system:serviceaccount:kube-system:kube-proxy"), SourceIP: []byte(ip), Resource: []byte("services"), Code: 200, StageTimestampNanos: now.UnixNano()})
+		l.Account(&audit.Event{AuditID: []byte("c"), Stage: audit.StageResponseComplete, Verb: []byte("list"),
+			User: []byte("system:serviceaccount:kube-system:cilium"), SourceIP: []byte(ip), Resource: []byte("pods"), Code: 200, StageTimestampNanos: now.UnixNano()})
+	}
+	if got := l.Snapshot().Instances; got != 3*n {
+		b.Fatalf("instances = %d, want %d", got, 3*n)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector.New(l, slog.New(slog.DiscardHandler), map[string]collector.Collector{"cluster": c}))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := reg.Gather(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

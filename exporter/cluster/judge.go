@@ -40,29 +40,36 @@ func hostAgent(r classify.Role) bool {
 	return r == classify.RoleKubelet || r == classify.RoleKubeProxy || r == classify.RoleCNI
 }
 
-// Judge decides whether an instance is a ghost or a stale kubelet. Until the
-// informers have synced, and for Grace after, nobody is a ghost: an empty
-// cache must not turn every kubelet into one.
+// Judge decides whether an instance is a ghost or a stale kubelet, and adds
+// what /debug/clients shows (node existence, Lease age). Until the informers
+// have synced, and for Grace after, nobody is a ghost: an empty cache must
+// not turn every kubelet into one.
 func (v *View) Judge(w *accounting.InstanceWindow, th Thresholds) Verdict {
-	var out Verdict
-	now := v.now()
-	v.mu.RLock()
-	syncedAt := v.syncedAt
-	_, ipKnown := v.byIP[w.SourceIP]
-	v.mu.RUnlock()
-	if syncedAt.IsZero() {
-		return out
-	}
-	exists := false
-	if w.Node != "" {
-		_, exists = v.Node(w.Node)
+	out, exists := v.judge(w, th, v.now())
+	if w.Node != "" && v.Synced() {
 		out.NodeExists = &exists
 		if age, ok := v.LeaseAge(w.Node); ok {
 			s := age.Seconds()
 			out.LeaseAgeSeconds = &s
 		}
 	}
-	settled := now.Sub(syncedAt) >= v.opts.Grace && now.Sub(time.Unix(0, w.FirstSeen)) >= v.opts.Grace
+	return out
+}
+
+// judge is Judge without the debug extras: one read lock and two map
+// lookups, because the collector calls it for every instance on every scrape.
+func (v *View) judge(w *accounting.InstanceWindow, th Thresholds, now time.Time) (out Verdict, exists bool) {
+	v.mu.RLock()
+	syncedAt := v.syncedAt
+	_, ipKnown := v.byIP[w.SourceIP]
+	if w.Node != "" {
+		_, exists = v.addrs[w.Node]
+	}
+	v.mu.RUnlock()
+	if syncedAt.IsZero() {
+		return out, false
+	}
+	settled := now.Sub(syncedAt) >= v.opts.Grace && now.UnixNano()-w.FirstSeen >= int64(v.opts.Grace)
 	if hostAgent(w.Role) && settled {
 		switch {
 		case w.Role == classify.RoleKubelet && w.Attribution == accounting.AttrUsername && !exists:
@@ -79,5 +86,5 @@ func (v *View) Judge(w *accounting.InstanceWindow, th Thresholds) Verdict {
 			out.Stale, out.StaleReason = true, ReasonRelistLoop
 		}
 	}
-	return out
+	return out, exists
 }

@@ -4,12 +4,12 @@
 package config
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"sigs.k8s.io/yaml"
 
 	"github.com/herd-k8s/herd/exporter/accounting"
@@ -35,22 +35,22 @@ type Cluster struct {
 
 // Accounting tunes the ledger (see accounting.Config).
 type Accounting struct {
-	Window          Duration `json:"window"`
-	RelistThreshold int      `json:"relistThreshold"`
-	TopK            int      `json:"topK"`
-	MaxInstances    int      `json:"maxInstances"`
-	MaxResources    int      `json:"maxResources"`
-	StaleTooLarge   int      `json:"staleTooLarge"`
-	StalePodRelists int      `json:"stalePodRelists"`
+	Window          model.Duration `json:"window"`
+	RelistThreshold int            `json:"relistThreshold"`
+	TopK            int            `json:"topK"`
+	MaxInstances    int            `json:"maxInstances"`
+	MaxResources    int            `json:"maxResources"`
+	StaleTooLarge   int            `json:"staleTooLarge"`
+	StalePodRelists int            `json:"stalePodRelists"`
 }
 
 // Ingest bounds the audit inputs.
 type Ingest struct {
-	MaxBodyBytes    int64    `json:"maxBodyBytes"`
-	MaxEventBytes   int      `json:"maxEventBytes"`
-	MaxInFlight     int      `json:"maxInFlight"`
-	DedupWindow     Duration `json:"dedupWindow"`
-	DedupMaxEntries int      `json:"dedupMaxEntries"`
+	MaxBodyBytes    int64          `json:"maxBodyBytes"`
+	MaxEventBytes   int            `json:"maxEventBytes"`
+	MaxInFlight     int            `json:"maxInFlight"`
+	DedupWindow     model.Duration `json:"dedupWindow"`
+	DedupMaxEntries int            `json:"dedupMaxEntries"`
 }
 
 // Default is the configuration with no file.
@@ -58,14 +58,14 @@ func Default() Config {
 	a := accounting.DefaultConfig()
 	return Config{
 		Accounting: Accounting{
-			Window: Duration(a.Window), RelistThreshold: a.RelistThreshold, TopK: a.TopK,
+			Window: model.Duration(a.Window), RelistThreshold: a.RelistThreshold, TopK: a.TopK,
 			MaxInstances: a.MaxInstances, MaxResources: a.MaxResources,
 			StaleTooLarge: a.StaleTooLarge, StalePodRelists: a.StalePodRelists,
 		},
 		Cluster: Cluster{MaxGhostSeries: 50, MaxStaleSeries: 200},
 		Ingest: Ingest{
 			MaxBodyBytes: 16 << 20, MaxEventBytes: 256 << 10, MaxInFlight: 8,
-			DedupWindow: Duration(2 * time.Minute), DedupMaxEntries: 1 << 20,
+			DedupWindow: model.Duration(2 * time.Minute), DedupMaxEntries: 1 << 20,
 		},
 	}
 }
@@ -101,7 +101,7 @@ func (c Config) Validate() error {
 		}
 	}
 	a, in := c.Accounting, c.Ingest
-	check(a.Window >= Duration(time.Minute), "accounting.window %s: must be at least 1m", a.Window)
+	check(a.Window >= model.Duration(time.Minute), "accounting.window %s: must be at least 1m", a.Window)
 	check(a.RelistThreshold >= 1, "accounting.relistThreshold %d: must be at least 1", a.RelistThreshold)
 	check(a.TopK >= 1 && a.TopK <= 1000, "accounting.topK %d: must be 1..1000 (each is a series per resource)", a.TopK)
 	check(a.MaxInstances >= 100, "accounting.maxInstances %d: must be at least 100", a.MaxInstances)
@@ -111,7 +111,7 @@ func (c Config) Validate() error {
 	check(in.MaxBodyBytes >= 64<<10, "ingest.maxBodyBytes %d: must be at least 65536", in.MaxBodyBytes)
 	check(in.MaxEventBytes >= 4<<10 && int64(in.MaxEventBytes) <= in.MaxBodyBytes, "ingest.maxEventBytes %d: must be 4096..maxBodyBytes", in.MaxEventBytes)
 	check(in.MaxInFlight >= 1, "ingest.maxInFlight %d: must be at least 1", in.MaxInFlight)
-	check(in.DedupWindow >= Duration(10*time.Second), "ingest.dedupWindow %s: must be at least 10s", in.DedupWindow)
+	check(in.DedupWindow >= model.Duration(10*time.Second), "ingest.dedupWindow %s: must be at least 10s", in.DedupWindow)
 	check(in.DedupMaxEntries >= 1000, "ingest.dedupMaxEntries %d: must be at least 1000", in.DedupMaxEntries)
 	check(c.Cluster.MaxGhostSeries >= 1 && c.Cluster.MaxGhostSeries <= 10000, "cluster.maxGhostSeries %d: must be 1..10000", c.Cluster.MaxGhostSeries)
 	check(c.Cluster.MaxStaleSeries >= 1 && c.Cluster.MaxStaleSeries <= 10000, "cluster.maxStaleSeries %d: must be 1..10000", c.Cluster.MaxStaleSeries)
@@ -129,24 +129,4 @@ func (c Config) LedgerConfig() accounting.Config {
 		MaxInstances: a.MaxInstances, MaxResources: a.MaxResources,
 		StaleTooLarge: a.StaleTooLarge, StalePodRelists: a.StalePodRelists,
 	}
-}
-
-// Duration is a time.Duration written as "10m" in YAML.
-type Duration time.Duration
-
-func (d Duration) String() string { return time.Duration(d).String() }
-
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
-
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration must be a string such as \"10m\", got %s", b)
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("duration %q: %w", s, err)
-	}
-	*d = Duration(v)
-	return nil
 }

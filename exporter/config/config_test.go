@@ -2,6 +2,8 @@ package config
 
 import (
 	"os"
+
+	"github.com/prometheus/common/model"
 	"path/filepath"
 	"testing"
 	"time"
@@ -22,7 +24,7 @@ ingest:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Accounting.Window != Duration(5*time.Minute) || c.Accounting.TopK != 50 || c.Ingest.MaxInFlight != 4 {
+	if c.Accounting.Window != model.Duration(5*time.Minute) || c.Accounting.TopK != 50 || c.Ingest.MaxInFlight != 4 {
 		t.Errorf("parsed %+v", c)
 	}
 	// Unset fields keep their defaults.
@@ -38,8 +40,8 @@ func TestParseInvalid(t *testing.T) {
 	tests := []struct{ name, yaml, err string }{
 		{"unknown field", "accounting:\n  windw: 5m\n", `error unmarshaling JSON: while decoding JSON: json: unknown field "windw"`},
 		{"unknown top-level", "acounting: {}\n", `error unmarshaling JSON: while decoding JSON: json: unknown field "acounting"`},
-		{"bad duration", "accounting:\n  window: 5 minutes\n", `error unmarshaling JSON: while decoding JSON: duration "5 minutes": time: unknown unit " minutes" in duration "5 minutes"`},
-		{"number duration", "accounting:\n  window: 300\n", `error unmarshaling JSON: while decoding JSON: duration must be a string such as "10m", got 300`},
+		{"bad duration", "accounting:\n  window: 5 minutes\n", `error unmarshaling JSON: while decoding JSON: unknown unit " minutes" in duration "5 minutes"`},
+		{"number duration", "accounting:\n  window: 300\n", `error unmarshaling JSON: while decoding JSON: json: cannot unmarshal number into Go struct field Accounting.accounting.window of type string`},
 		{"window too short", "accounting:\n  window: 10s\n", "accounting.window 10s: must be at least 1m"},
 		{"topK zero", "accounting:\n  topK: 0\n", "accounting.topK 0: must be 1..1000 (each is a series per resource)"},
 		{"two errors", "accounting:\n  topK: 0\ningest:\n  maxInFlight: 0\n", "accounting.topK 0: must be 1..1000 (each is a series per resource)\ningest.maxInFlight 0: must be at least 1"},

@@ -8,11 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -736,16 +738,53 @@ func TestCancelPromptNoLeak(t *testing.T) {
 	waitFor(t, "goroutines to exit", func() bool { return runtime.NumGoroutine() <= before })
 }
 
-// Permission denied is an error naming the path, not a wait.
+// Permission denied is an error naming the path, not a wait. Root reads
+// files whatever their mode, so as root (CI) the check runs in a copy of this
+// test binary started as nobody (uid 65534).
 func TestPermissionDenied(t *testing.T) {
-	if os.Geteuid() == 0 {
-		t.Skip("root reads files whatever their mode")
+	if path := os.Getenv("HERD_TAIL_PERMISSION_CHILD"); path != "" {
+		checkPermissionDenied(t, path)
+		return
 	}
-	path := filepath.Join(t.TempDir(), "audit.log")
+	dir, err := os.MkdirTemp("", "herd-tail-perm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "audit.log")
 	appendFile(t, path, "a\n")
 	if err := os.Chmod(path, 0); err != nil {
 		t.Fatal(err)
 	}
+	if os.Geteuid() != 0 {
+		checkPermissionDenied(t, path)
+		return
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "tail.test")
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^TestPermissionDenied$", "-test.v")
+	cmd.Env = append(os.Environ(), "HERD_TAIL_PERMISSION_CHILD="+path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestPermissionDenied") {
+		t.Fatalf("as uid 65534: %v\n%s", err, out)
+	}
+}
+
+func checkPermissionDenied(t *testing.T, path string) {
 	err := Follow(context.Background(), path, Options{Logger: slog.New(slog.DiscardHandler)}, func([]byte) {})
 	if !errors.Is(err, os.ErrPermission) || !strings.Contains(err.Error(), path) {
 		t.Fatalf("Follow = %v, want a permission error naming %s", err, path)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	auditv1 "k8s.io/apiserver/pkg/apis/audit/v1"
@@ -119,7 +120,7 @@ func TestClusterView(t *testing.T) {
 	// The exporter under test reads the audit log and watches the cluster as
 	// its own identity, with a short window and ghost grace.
 	cfg := config.Default()
-	cfg.Accounting.Window = config.Duration(15 * time.Second)
+	cfg.Accounting.Window = model.Duration(15 * time.Second)
 	herd := startExporterWith(t, cfg, exporter.Options{
 		AuditInsecure: true,
 		LogFiles:      []string{logPath},

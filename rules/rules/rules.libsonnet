@@ -1,0 +1,4 @@
+(import 'relists.libsonnet') +
+(import 'cluster.libsonnet') +
+(import 'apiservices.libsonnet') +
+(import 'audit.libsonnet')

@@ -1,0 +1,316 @@
+// Package rules holds the herd mixin (jsonnet), its generated Prometheus rules and their tests.
+//
+// promtool checks and unit-tests the generated YAML (make rules-check). These tests check what
+// promtool cannot: every alert has its annotations and a runbook in docs/runbooks/, every metric
+// an expression reads is one herd documents (docs/metrics.md), a recording rule of the mixin, a
+// responder metric of SPEC §4 or up, with labels the metric has, and the committed YAML is what
+// the jsonnet renders.
+package rules
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	jsonnet "github.com/google/go-jsonnet"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql/parser"
+	yaml "go.yaml.in/yaml/v2"
+)
+
+const (
+	alertsFile  = "prometheus_alerts.yaml"
+	rulesFile   = "prometheus_rules.yaml"
+	metricsDoc  = "../docs/metrics.md"
+	runbooksDir = "../docs/runbooks"
+	runbookURL  = "https://github.com/herd-k8s/herd/blob/main/docs/runbooks/%s.md"
+)
+
+// specAlerts are the alerts of SPEC §5, all of them, and only them.
+var specAlerts = []string{
+	"HerdRelistStorm", "HerdSynchronizedRelist", "HerdStaleKubelet", "HerdGhostNodeClient",
+	"HerdTooLargeResourceVersion", "HerdAggregatedAPIUnavailable", "HerdAggregatedAPISlow",
+	"HerdAggregatedAPIFlapping", "HerdKubeletTokenReviewStorm", "HerdMetricsServerTokenAuth",
+	"HerdAuditIngestStalled", "HerdAuditEventsRejected", "HerdResponderGuardTripped", "HerdResponderDown",
+}
+
+// responderMetrics are the responder's metrics named in SPEC §4 (the responder documents them
+// in docs/metrics.md once it exists), with their labels.
+var responderMetrics = map[string]metric{
+	"herd_responder_actions_total":           {"counter", []string{"action", "result"}},
+	"herd_responder_guard_refusals_total":    {"counter", []string{"action", "guard"}},
+	"herd_responder_alerts_received_total":   {"counter", []string{"alertname", "status"}},
+	"herd_responder_action_duration_seconds": {"histogram", []string{"action"}},
+	"herd_responder_leader":                  {"gauge", nil},
+	"herd_responder_findings":                {"gauge", []string{"pattern"}},
+}
+
+// targetLabels are attached by the scrape (target labels, relabelling), not by herd; cluster
+// is the mixin's default clusterLabel. exported_* appear when a scrape without honor_labels
+// renames herd's own namespace, service, node or pod labels.
+var targetLabels = []string{"job", "instance", "pod", "namespace", "service", "endpoint", "container", "cluster",
+	"exported_namespace", "exported_service", "exported_node", "exported_pod"}
+
+type metric struct {
+	typ    string
+	labels []string
+}
+
+type ruleFile struct {
+	Groups []struct {
+		Name  string `yaml:"name"`
+		Rules []rule `yaml:"rules"`
+	} `yaml:"groups"`
+}
+
+type rule struct {
+	Alert       string            `yaml:"alert"`
+	Record      string            `yaml:"record"`
+	Expr        string            `yaml:"expr"`
+	For         string            `yaml:"for"`
+	Labels      map[string]string `yaml:"labels"`
+	Annotations map[string]string `yaml:"annotations"`
+}
+
+func load(t *testing.T, path string) []rule {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%s: %v (run make rules)", path, err)
+	}
+	var f ruleFile
+	if err := yaml.UnmarshalStrict(b, &f); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	var rules []rule
+	for _, g := range f.Groups {
+		rules = append(rules, g.Rules...)
+	}
+	if len(rules) == 0 {
+		t.Fatalf("%s: no rules", path)
+	}
+	return rules
+}
+
+// documentedMetrics reads the metric tables of docs/metrics.md: | `name` | type | labels | meaning |.
+func documentedMetrics(t *testing.T) map[string]metric {
+	t.Helper()
+	f, err := os.Open(metricsDoc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m := map[string]metric{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if !strings.HasPrefix(line, "| `herd_") {
+			continue
+		}
+		cols := strings.Split(line, "|")
+		if len(cols) < 5 {
+			continue
+		}
+		name := strings.Trim(strings.TrimSpace(cols[1]), "`")
+		var ls []string
+		for _, l := range strings.Split(cols[3], ",") {
+			if l = strings.TrimSpace(l); l != "" {
+				ls = append(ls, l)
+			}
+		}
+		m[name] = metric{typ: strings.TrimSpace(cols[2]), labels: ls}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(m) < 20 {
+		t.Fatalf("%s: found only %d metrics; has its table format changed?", metricsDoc, len(m))
+	}
+	return m
+}
+
+func TestAlerts(t *testing.T) {
+	alerts := load(t, alertsFile)
+	var names []string
+	for _, r := range alerts {
+		if r.Alert == "" {
+			t.Errorf("%s holds a recording rule %q: recording rules belong in %s", alertsFile, r.Record, rulesFile)
+			continue
+		}
+		names = append(names, r.Alert)
+		t.Run(r.Alert, func(t *testing.T) {
+			switch r.Labels["severity"] {
+			case "warning", "critical":
+			default:
+				t.Errorf("severity %q, want warning or critical", r.Labels["severity"])
+			}
+			for _, a := range []string{"summary", "description", "runbook_url"} {
+				if strings.TrimSpace(r.Annotations[a]) == "" {
+					t.Errorf("no %s annotation", a)
+				}
+			}
+			if !strings.Contains(r.Annotations["description"], "`") {
+				t.Errorf("description names no command to run next (in backquotes): %q", r.Annotations["description"])
+			}
+			if want := fmt.Sprintf(runbookURL, r.Alert); r.Annotations["runbook_url"] != want {
+				t.Errorf("runbook_url %q, want %q", r.Annotations["runbook_url"], want)
+			}
+			// The runbook engineer writes docs/runbooks/<Alert>.md: every alert must have one.
+			if _, err := os.Stat(filepath.Join(runbooksDir, r.Alert+".md")); err != nil {
+				t.Errorf("runbook missing: %v", err)
+			}
+			if _, err := parser.NewParser(parser.Options{}).ParseExpr(r.Expr); err != nil {
+				t.Errorf("expr does not parse: %v", err)
+			}
+		})
+	}
+	slices.Sort(names)
+	want := slices.Clone(specAlerts)
+	slices.Sort(want)
+	if !slices.Equal(names, want) {
+		t.Errorf("alerts %v, want exactly SPEC §5's %v", names, want)
+	}
+}
+
+// selectors returns every vector selector of expr (those inside range selectors included).
+func selectors(t *testing.T, expr string) []*parser.VectorSelector {
+	t.Helper()
+	e, err := parser.NewParser(parser.Options{}).ParseExpr(expr)
+	if err != nil {
+		t.Errorf("%q does not parse: %v", expr, err)
+		return nil
+	}
+	var vs []*parser.VectorSelector
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		if v, ok := n.(*parser.VectorSelector); ok {
+			vs = append(vs, v)
+		}
+		return nil
+	})
+	return vs
+}
+
+func selectorName(v *parser.VectorSelector) string {
+	if v.Name != "" {
+		return v.Name
+	}
+	for _, m := range v.LabelMatchers {
+		if m.Name == labels.MetricName && m.Type == labels.MatchEqual {
+			return m.Value
+		}
+	}
+	return ""
+}
+
+// lookup finds the metric family a series name belongs to (histograms: _bucket, _count, _sum).
+func lookup(name string, families map[string]metric) (metric, bool) {
+	if m, ok := families[name]; ok {
+		return m, true
+	}
+	for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+		if base, ok := strings.CutSuffix(name, suffix); ok {
+			if m, ok := families[base]; ok && m.typ == "histogram" {
+				if suffix == "_bucket" {
+					m.labels = append(slices.Clone(m.labels), "le")
+				}
+				return m, true
+			}
+		}
+	}
+	return metric{}, false
+}
+
+func TestRuleMetrics(t *testing.T) {
+	documented := documentedMetrics(t)
+	for name, m := range responderMetrics {
+		if _, ok := documented[name]; !ok {
+			documented[name] = m
+		}
+	}
+	documented["up"] = metric{typ: "gauge"}
+
+	records := load(t, rulesFile)
+	recorded := map[string]bool{}
+	for _, r := range records {
+		if r.Record == "" {
+			t.Errorf("%s holds an alert %q: alerts belong in %s", rulesFile, r.Alert, alertsFile)
+			continue
+		}
+		if !strings.HasPrefix(r.Record, "herd:") || strings.Count(r.Record, ":") != 2 {
+			t.Errorf("recording rule %q: want herd:<metric>:<aggregation>", r.Record)
+		}
+		recorded[r.Record] = true
+	}
+
+	all := append(load(t, alertsFile), records...)
+	used := map[string]bool{}
+	for _, r := range all {
+		name := r.Alert + r.Record
+		for _, v := range selectors(t, r.Expr) {
+			series := selectorName(v)
+			if series == "" {
+				t.Errorf("%s: selector %s has no metric name", name, v)
+				continue
+			}
+			used[series] = true
+			if recorded[series] {
+				continue
+			}
+			m, ok := lookup(series, documented)
+			if !ok {
+				t.Errorf("%s reads %s: not in docs/metrics.md, not a recording rule of the mixin, not a responder metric (SPEC §4), not up", name, series)
+				continue
+			}
+			for _, lm := range v.LabelMatchers {
+				if lm.Name == labels.MetricName || slices.Contains(m.labels, lm.Name) || slices.Contains(targetLabels, lm.Name) {
+					continue
+				}
+				t.Errorf("%s: %s has no label %q (labels: %v)", name, series, lm.Name, m.labels)
+			}
+		}
+	}
+	// Every recording rule is read by an alert, or is there for the dashboard: list those.
+	for r := range recorded {
+		if !used[r] {
+			t.Logf("recording rule %s is read by no rule (dashboard only)", r)
+		}
+	}
+}
+
+// TestGeneratedUpToDate renders the mixin in process and compares it with the committed YAML
+// (make rules-check does the same with the jsonnet tool, plus the dashboard JSON).
+func TestGeneratedUpToDate(t *testing.T) {
+	vm := jsonnet.MakeVM()
+	vm.Importer(&jsonnet.FileImporter{JPaths: []string{"."}})
+	out, err := vm.EvaluateFileMulti("generate.jsonnet")
+	if err != nil {
+		t.Fatalf("generate.jsonnet: %v", err)
+	}
+	for _, f := range []string{alertsFile, rulesFile} {
+		s, ok := out[f]
+		if !ok {
+			t.Errorf("generate.jsonnet renders no %s", f)
+			continue
+		}
+		// Each field is a JSON string holding the YAML document; jsonnet -S writes it raw,
+		// followed by a newline.
+		var rendered string
+		if err := json.Unmarshal([]byte(s), &rendered); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		rendered += "\n"
+		committed, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rendered != string(committed) {
+			t.Errorf("%s is stale: run make rules", f)
+		}
+	}
+}
