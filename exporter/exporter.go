@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -21,7 +20,6 @@ import (
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
-	"go.yaml.in/yaml/v2"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -34,6 +32,7 @@ import (
 	"github.com/herd-k8s/herd/exporter/ingest"
 	"github.com/herd-k8s/herd/exporter/metricsserver"
 	"github.com/herd-k8s/herd/exporter/tail"
+	"github.com/herd-k8s/herd/internal/webauth"
 )
 
 // Options are the exporter's flags, parsed.
@@ -90,11 +89,11 @@ func New(opts Options) (*Exporter, error) {
 		}
 		tokens = t
 	}
-	mtls, err := requiresClientAuth(*opts.Audit.WebConfigFile)
+	listenerAuth, err := webauth.ListenerAuth(*opts.Audit.WebConfigFile)
 	if err != nil {
 		return nil, fmt.Errorf("--audit.web-config.file: %w", err)
 	}
-	if tokens == nil && !mtls && !opts.AuditInsecure {
+	if tokens == nil && listenerAuth == "" && !opts.AuditInsecure {
 		return nil, errors.New("the audit listener needs authentication: give --audit.bearer-token-file, or --audit.web-config.file requiring client certificates or basic auth; or --audit.insecure to accept unauthenticated events")
 	}
 	if err := web.Validate(*opts.Web.WebConfigFile); err != nil {
@@ -165,26 +164,6 @@ func New(opts Options) (*Exporter, error) {
 			MaxInFlight: in.MaxInFlight, Logger: logger,
 		}),
 	}, nil
-}
-
-// requiresClientAuth reports whether a web config file authenticates its
-// clients: verified client certificates or basic auth users.
-func requiresClientAuth(path string) (bool, error) {
-	if path == "" {
-		return false, nil
-	}
-	if err := web.Validate(path); err != nil {
-		return false, err
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return false, err
-	}
-	var c web.Config
-	if err := yaml.Unmarshal(b, &c); err != nil {
-		return false, err
-	}
-	return c.TLSConfig.ClientAuth == "RequireAndVerifyClientCert" || len(c.Users) > 0, nil
 }
 
 // Registry is the exporter's dedicated registry (tests gather from it).

@@ -1,0 +1,620 @@
+// Package config reads `herd responder --config`: which alerts lead to which
+// action, how each action is bounded, and the guards every action passes.
+//
+// The file is strict YAML: an unknown field is an error naming it, so a typo
+// never silently falls back to a default. Validation refuses any
+// configuration that would let herd act on every node or without limits, and
+// says why. The whole file, with its defaults:
+//
+//	dryRun: true                   # decide, record and count, change nothing; acting needs an explicit false
+//	prometheus:
+//	  url: ""                      # required when a route has an action other than none (alerts are
+//	                               # triggers, not evidence: herd re-verifies from Prometheus); or --prometheus.url
+//	  timeout: 10s                 # per evidence query
+//	routes:                        # first match wins; these defaults apply only when routes is omitted
+//	- match: {alertname: KubeAPIErrorBudgetBurn}
+//	  action: triage
+//	- match: {alertname: HerdStaleKubelet}
+//	  action: cordon
+//	- match: {alertname: HerdRelistStorm}
+//	  action: isolate
+//	- match: {alertname: HerdGhostNodeClient}
+//	  action: quarantine
+//	- match: {alertname: HerdMetricsServerTokenAuth}
+//	  action: flag-metrics-server
+//	- match: {alertname: HerdKubeletTokenReviewStorm}
+//	  action: flag-metrics-server
+//	actions:
+//	  triage: {remediate: false}   # true: triage also runs the remediations its findings call for
+//	  cordon:
+//	    uncordonOnResolve: true    # only nodes herd cordoned and nobody touched since
+//	    nodeSelector: {}           # label equality: nodes herd may cordon; {} = every non-control-plane node
+//	  isolate:                     # the bounded PriorityLevelConfiguration and FlowSchemas herd applies
+//	    ttl: 1h                    # removed after this long whatever happens
+//	    holdDown: 10m              # kept this long after the alert resolves
+//	    priorityLevelShares: 2     # nominalConcurrencyShares, 1..20
+//	    queues: 16                 # 1..10000000 (APF API)
+//	    handSize: 4                # 1..queues, entropy of (queues, handSize) at most 60 bits (APF API)
+//	    queueLengthLimit: 50       # at least 1 (APF API)
+//	    maxManagedFlowSchemas: 10  # 1..100
+//	  quarantine:
+//	    ttl: 24h
+//	    maxManagedFlowSchemas: 10
+//	  flagMetricsServer: {}
+//	guards:
+//	  maxUnschedulableFraction: 0.10  # of all nodes, counting every cordoned node, not only herd's
+//	  maxActionsPerHour: {triage: 30, cordon: 3, isolate: 5, quarantine: 5, flag-metrics-server: 5}
+//	  stormCooldown: 30m              # nothing of that action runs for this long once a guard trips
+//	  excludeAnnotation: herd.dev/exclude
+//
+// Matching: match is label equality; matchRE holds RE2 patterns anchored at
+// both ends as in Prometheus and Alertmanager (`Herd.*` matches HerdFoo, not
+// XHerdFoo). A label an alert lacks has the value "". A route matches when all
+// its matchers do.
+//
+// maxActionsPerHour is merged over its defaults key by key; routes replace
+// the default routes as a whole: omitted or null means the defaults, [] routes
+// nothing.
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"github.com/prometheus/common/model"
+	"math"
+	"net/url"
+	"os"
+	"regexp"
+	"regexp/syntax"
+	"slices"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/validate/content"
+	"k8s.io/apiserver/pkg/util/shufflesharding"
+	"sigs.k8s.io/yaml"
+)
+
+// Action names what herd does about an alert.
+type Action string
+
+// The actions (SPEC §4.2).
+const (
+	ActionTriage            Action = "triage"
+	ActionCordon            Action = "cordon"
+	ActionIsolate           Action = "isolate"
+	ActionQuarantine        Action = "quarantine"
+	ActionFlagMetricsServer Action = "flag-metrics-server"
+	ActionNone              Action = "none"
+)
+
+// AllActions lists every action, in the order error messages name them.
+var AllActions = []Action{ActionTriage, ActionCordon, ActionIsolate, ActionQuarantine, ActionFlagMetricsServer, ActionNone}
+
+// mutating are the actions that change cluster objects.
+var mutating = []Action{ActionCordon, ActionIsolate, ActionQuarantine, ActionFlagMetricsServer}
+
+// Mutating reports whether a changes cluster objects (triage only reads and
+// records, unless actions.triage.remediate runs the others for it).
+func (a Action) Mutating() bool { return slices.Contains(mutating, a) }
+
+func (a Action) known() bool { return slices.Contains(AllActions, a) }
+
+// Config is the responder's configuration file.
+type Config struct {
+	// DryRun decides, records and counts but changes nothing.
+	DryRun     bool       `json:"dryRun"`
+	Prometheus Prometheus `json:"prometheus"`
+	// Routes map alerts to actions; the first that matches wins.
+	Routes  []Route `json:"routes"`
+	Actions Actions `json:"actions"`
+	Guards  Guards  `json:"guards"`
+}
+
+// Prometheus is where the evidence comes from.
+type Prometheus struct {
+	URL     string         `json:"url"`
+	Timeout model.Duration `json:"timeout"`
+}
+
+// Route sends the alerts that match it to an action.
+type Route struct {
+	// Match is label equality.
+	Match map[string]string `json:"match,omitempty"`
+	// MatchRE maps label names to RE2 patterns, anchored at both ends.
+	MatchRE map[string]string `json:"matchRE,omitempty"`
+	Action  Action            `json:"action"`
+
+	re map[string]*regexp.Regexp // compiled MatchRE, set by Parse
+}
+
+// Actions tune each action.
+type Actions struct {
+	Triage            Triage            `json:"triage"`
+	Cordon            Cordon            `json:"cordon"`
+	Isolate           Isolate           `json:"isolate"`
+	Quarantine        Quarantine        `json:"quarantine"`
+	FlagMetricsServer FlagMetricsServer `json:"flagMetricsServer"`
+}
+
+// Triage tunes the triage action.
+type Triage struct {
+	// Remediate runs the remediations triage's findings call for (each
+	// still passes its own guards and limits).
+	Remediate bool `json:"remediate"`
+}
+
+// Cordon tunes the cordon action.
+type Cordon struct {
+	// UncordonOnResolve uncordons, when the alert resolves, nodes herd
+	// cordoned that nobody touched since.
+	UncordonOnResolve bool `json:"uncordonOnResolve"`
+	// NodeSelector restricts the nodes herd may cordon (label equality);
+	// empty means every node. Control-plane nodes are never cordoned.
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+}
+
+// Isolate tunes the isolate action's APF objects.
+type Isolate struct {
+	TTL                   model.Duration `json:"ttl"`
+	HoldDown              model.Duration `json:"holdDown"`
+	PriorityLevelShares   int            `json:"priorityLevelShares"`
+	Queues                int            `json:"queues"`
+	HandSize              int            `json:"handSize"`
+	QueueLengthLimit      int            `json:"queueLengthLimit"`
+	MaxManagedFlowSchemas int            `json:"maxManagedFlowSchemas"`
+}
+
+// Quarantine tunes the quarantine action.
+type Quarantine struct {
+	TTL                   model.Duration `json:"ttl"`
+	MaxManagedFlowSchemas int            `json:"maxManagedFlowSchemas"`
+}
+
+// FlagMetricsServer has no settings yet; it is a struct so that any field
+// given is an error rather than ignored.
+type FlagMetricsServer struct{}
+
+// Guards bound every action (SPEC §4.3).
+type Guards struct {
+	// MaxUnschedulableFraction of all nodes may be unschedulable after a
+	// cordon, counting every cordoned node.
+	MaxUnschedulableFraction float64 `json:"maxUnschedulableFraction"`
+	// MaxActionsPerHour per action.
+	MaxActionsPerHour map[Action]int `json:"maxActionsPerHour"`
+	// StormCooldown stops an action for this long once a guard trips.
+	StormCooldown model.Duration `json:"stormCooldown"`
+	// ExcludeAnnotation marks nodes and objects herd never touches.
+	ExcludeAnnotation string `json:"excludeAnnotation"`
+}
+
+// DefaultRoutes are the routes of SPEC §4.2.
+func DefaultRoutes() []Route {
+	r := func(alertname string, a Action) Route {
+		return Route{Match: map[string]string{"alertname": alertname}, Action: a}
+	}
+	return []Route{
+		r("KubeAPIErrorBudgetBurn", ActionTriage),
+		r("HerdStaleKubelet", ActionCordon),
+		r("HerdRelistStorm", ActionIsolate),
+		r("HerdGhostNodeClient", ActionQuarantine),
+		r("HerdMetricsServerTokenAuth", ActionFlagMetricsServer),
+		r("HerdKubeletTokenReviewStorm", ActionFlagMetricsServer),
+	}
+}
+
+// Default is the configuration with no file. It does not validate on its
+// own: prometheus.url has no default.
+func Default() Config {
+	return Config{
+		DryRun:     true,
+		Prometheus: Prometheus{Timeout: model.Duration(10 * time.Second)},
+		Routes:     DefaultRoutes(),
+		Actions: Actions{
+			Triage: Triage{Remediate: false},
+			Cordon: Cordon{UncordonOnResolve: true},
+			Isolate: Isolate{
+				TTL: model.Duration(time.Hour), HoldDown: model.Duration(10 * time.Minute),
+				PriorityLevelShares: 2, Queues: 16, HandSize: 4, QueueLengthLimit: 50, MaxManagedFlowSchemas: 10,
+			},
+			Quarantine: Quarantine{TTL: model.Duration(24 * time.Hour), MaxManagedFlowSchemas: 10},
+		},
+		Guards: Guards{
+			MaxUnschedulableFraction: 0.10,
+			MaxActionsPerHour: map[Action]int{
+				ActionTriage: 30, ActionCordon: 3, ActionIsolate: 5, ActionQuarantine: 5, ActionFlagMetricsServer: 5,
+			},
+			StormCooldown:     model.Duration(30 * time.Minute),
+			ExcludeAnnotation: "herd.dev/exclude",
+		},
+	}
+}
+
+// Option changes a decoded configuration before it is validated, e.g. to
+// apply a command-line flag.
+type Option func(*Config)
+
+// WithPrometheusURL sets prometheus.url when u is not empty (a flag given
+// on the command line wins over the file).
+func WithPrometheusURL(u string) Option {
+	return func(c *Config) {
+		if u != "" {
+			c.Prometheus.URL = u
+		}
+	}
+}
+
+// Load reads path over the defaults, applies opts and validates the result.
+// Errors name the file.
+func Load(path string, opts ...Option) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	c, err := Parse(b, opts...)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes YAML over the defaults, applies opts and validates the
+// result. With no error, the config's regular expressions are compiled.
+func Parse(b []byte, opts ...Option) (Config, error) {
+	c := Default()
+	// encoding/json decodes a list into the elements already there without
+	// zeroing them, so "- action: cordon" over the default routes would
+	// keep the first default's match. Decode routes into nothing instead,
+	// and put the defaults back only when the file has no routes.
+	c.Routes = nil
+	if err := yaml.UnmarshalStrict(b, &c); err != nil {
+		return Config{}, err
+	}
+	if c.Routes == nil {
+		var has struct {
+			Routes *[]json.RawMessage `json:"routes"`
+		}
+		if err := yaml.Unmarshal(b, &has); err != nil {
+			return Config{}, err
+		}
+		if has.Routes == nil { // omitted or null
+			c.Routes = DefaultRoutes()
+		} else {
+			c.Routes = []Route{}
+		}
+	}
+	for _, o := range opts {
+		o(&c)
+	}
+	if err := c.compile(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// FromDefault is Default with opts applied, validated: the configuration
+// of a responder started without --config.
+func FromDefault(opts ...Option) (Config, error) {
+	c := Default()
+	for _, o := range opts {
+		o(&c)
+	}
+	if err := c.compile(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// compile validates c and compiles its routes' patterns in place.
+func (c *Config) compile() error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	for i := range c.Routes {
+		c.Routes[i].re = compileAll(c.Routes[i].MatchRE)
+	}
+	return nil
+}
+
+// Validate checks c and says, for each problem, what is wrong and why.
+func (c Config) Validate() error {
+	var errs []error
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	// Routes.
+	firstCatchAll := -1
+	for i, r := range c.Routes {
+		switch {
+		case r.Action == "":
+			fail("routes[%d].action: missing (want one of %s)", i, actionList())
+		case !r.Action.known():
+			fail("routes[%d].action %q: unknown action (want one of %s)", i, r.Action, actionList())
+		}
+		for _, name := range sortedKeys(r.Match) {
+			if !validLabelName(name) {
+				fail("routes[%d].match: %q is not a valid label name", i, name)
+			}
+		}
+		reOK := true
+		for _, name := range sortedKeys(r.MatchRE) {
+			if !validLabelName(name) {
+				fail("routes[%d].matchRE: %q is not a valid label name", i, name)
+			}
+			// Compiled alone first: anchoring must not turn "a)|(b" into a
+			// valid pattern that means something else.
+			if _, err := regexp.Compile(r.MatchRE[name]); err != nil {
+				reOK = false
+				fail("routes[%d].matchRE.%s %q: invalid regular expression: %v", i, name, r.MatchRE[name], unwrapRE(err))
+			}
+		}
+		if firstCatchAll >= 0 {
+			fail("routes[%d]: unreachable: routes[%d] before it matches every alert", i, firstCatchAll)
+			continue
+		}
+		if reOK && r.matchesEverything() {
+			firstCatchAll = i
+			switch {
+			case r.Action.Mutating():
+				fail("routes[%d]: matches every alert (no match, and matchRE has only catch-all patterns); a route to %s must name the alerts it acts on", i, r.Action)
+			case r.Action == ActionTriage && c.Actions.Triage.Remediate:
+				fail("routes[%d]: matches every alert (no match, and matchRE has only catch-all patterns); a route to triage must name the alerts it acts on while actions.triage.remediate is true", i)
+			}
+		}
+	}
+
+	// Prometheus.
+	if c.Prometheus.URL == "" {
+		if i := c.firstRouteActing(); i >= 0 {
+			fail("prometheus.url: required, because routes[%d] runs %s and herd re-verifies every alert from Prometheus before acting (set it here or with --prometheus.url)", i, c.Routes[i].Action)
+		}
+	} else if u, err := url.Parse(c.Prometheus.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		fail("prometheus.url %q: must be an absolute http or https URL", c.Prometheus.URL)
+	}
+	if c.Prometheus.Timeout <= 0 {
+		fail("prometheus.timeout %s: must be positive", c.Prometheus.Timeout)
+	}
+
+	// Actions.
+	for _, k := range sortedKeys(c.Actions.Cordon.NodeSelector) {
+		if msgs := content.IsLabelKey(k); len(msgs) > 0 {
+			fail("actions.cordon.nodeSelector: key %q: %s", k, strings.Join(msgs, "; "))
+		}
+		if v := c.Actions.Cordon.NodeSelector[k]; len(content.IsLabelValue(v)) > 0 {
+			fail("actions.cordon.nodeSelector: value %q of %q: %s", v, k, strings.Join(content.IsLabelValue(v), "; "))
+		}
+	}
+	is := c.Actions.Isolate
+	if is.TTL <= 0 {
+		fail("actions.isolate.ttl %s: must be positive (every FlowSchema herd applies expires)", is.TTL)
+	}
+	if is.HoldDown < 0 {
+		fail("actions.isolate.holdDown %s: must not be negative", is.HoldDown)
+	}
+	if is.PriorityLevelShares < 1 || is.PriorityLevelShares > maxShares {
+		fail("actions.isolate.priorityLevelShares %d: must be 1..%d (0 would jail the client instead of slowing it; more than global-default's %d would not bound it)", is.PriorityLevelShares, maxShares, maxShares)
+	}
+	if is.Queues < 1 || is.Queues > maxQueues {
+		fail("actions.isolate.queues %d: must be 1..%d (the APF API's range)", is.Queues, maxQueues)
+	}
+	switch {
+	case is.HandSize < 1 || is.HandSize > max(is.Queues, 1):
+		fail("actions.isolate.handSize %d: must be 1..queues (%d)", is.HandSize, is.Queues)
+	case is.Queues <= maxQueues:
+		if bits := shufflesharding.RequiredEntropyBits(is.Queues, is.HandSize); bits > shufflesharding.MaxHashBits {
+			fail("actions.isolate.handSize %d: with %d queues it needs %d bits of entropy; the APF API allows %d", is.HandSize, is.Queues, bits, shufflesharding.MaxHashBits)
+		}
+	}
+	if is.QueueLengthLimit < 1 || is.QueueLengthLimit > math.MaxInt32 {
+		fail("actions.isolate.queueLengthLimit %d: must be 1..%d (the APF API's range)", is.QueueLengthLimit, math.MaxInt32)
+	}
+	if is.MaxManagedFlowSchemas < 1 || is.MaxManagedFlowSchemas > maxFlowSchemas {
+		fail("actions.isolate.maxManagedFlowSchemas %d: must be 1..%d (every request is matched against every FlowSchema)", is.MaxManagedFlowSchemas, maxFlowSchemas)
+	}
+	q := c.Actions.Quarantine
+	if q.TTL <= 0 {
+		fail("actions.quarantine.ttl %s: must be positive (every FlowSchema herd applies expires)", q.TTL)
+	}
+	if q.MaxManagedFlowSchemas < 1 || q.MaxManagedFlowSchemas > maxFlowSchemas {
+		fail("actions.quarantine.maxManagedFlowSchemas %d: must be 1..%d (every request is matched against every FlowSchema)", q.MaxManagedFlowSchemas, maxFlowSchemas)
+	}
+
+	// Guards.
+	g := c.Guards
+	if !(g.MaxUnschedulableFraction > 0 && g.MaxUnschedulableFraction < 1) {
+		fail("guards.maxUnschedulableFraction %v: must be more than 0 and less than 1 (1 would let herd cordon every node; to never cordon, route no alert to cordon)", g.MaxUnschedulableFraction)
+	}
+	for _, a := range sortedKeys(g.MaxActionsPerHour) {
+		n := g.MaxActionsPerHour[a]
+		switch {
+		case !a.known():
+			fail("guards.maxActionsPerHour.%s: unknown action (want one of %s)", a, actionList())
+		case a == ActionNone:
+			fail("guards.maxActionsPerHour.none: none takes no action to limit")
+		case n < 0:
+			fail("guards.maxActionsPerHour.%s %d: must not be negative", a, n)
+		}
+	}
+	for _, a := range AllActions {
+		why := c.enabledBy(a)
+		if a == ActionNone || why == "" {
+			continue
+		}
+		if n, ok := g.MaxActionsPerHour[a]; !ok {
+			fail("guards.maxActionsPerHour.%s: missing; %s is enabled (%s), so it needs a limit of at least 1 (to disable it, route no alert to it)", a, a, why)
+		} else if n == 0 {
+			fail("guards.maxActionsPerHour.%s 0: must be at least 1 because %s is enabled (%s); to disable it, route no alert to it", a, a, why)
+		}
+	}
+	if g.StormCooldown <= 0 {
+		fail("guards.stormCooldown %s: must be positive (it is the pause after a guard trips)", g.StormCooldown)
+	}
+	if g.ExcludeAnnotation == "" {
+		fail("guards.excludeAnnotation: required (nodes and objects carrying it are never touched)")
+	} else if msgs := content.IsLabelKey(g.ExcludeAnnotation); len(msgs) > 0 {
+		fail("guards.excludeAnnotation %q: not an annotation key: %s", g.ExcludeAnnotation, strings.Join(msgs, "; "))
+	}
+	return errors.Join(errs...)
+}
+
+// Bounds on the APF objects herd applies: the API's where it has one, herd's
+// where a larger value would defeat the action.
+const (
+	maxShares      = 20               // global-default's nominalConcurrencyShares
+	maxQueues      = 10 * 1000 * 1000 // APF validation: priorityLevelConfigurationQueuingMaxQueues
+	maxFlowSchemas = 100              // FlowSchemas are matched linearly on every request
+)
+
+// firstRouteActing is the index of the first route whose action is not
+// none, or -1.
+func (c Config) firstRouteActing() int {
+	for i, r := range c.Routes {
+		if r.Action != ActionNone && r.Action.known() {
+			return i
+		}
+	}
+	return -1
+}
+
+// enabledBy says why action a can run ("" when it cannot): a route to it,
+// or triage with remediate.
+func (c Config) enabledBy(a Action) string {
+	for i, r := range c.Routes {
+		if r.Action == a {
+			return fmt.Sprintf("routes[%d]", i)
+		}
+	}
+	if a.Mutating() && c.Actions.Triage.Remediate {
+		for i, r := range c.Routes {
+			if r.Action == ActionTriage {
+				return fmt.Sprintf("triage remediates, routes[%d]", i)
+			}
+		}
+	}
+	return ""
+}
+
+// Enabled reports whether action a can run: an alert routes to it, or
+// triage runs it as a remediation.
+func (c Config) Enabled(a Action) bool { return a != ActionNone && c.enabledBy(a) != "" }
+
+// Route returns the first route that matches an alert's labels.
+func (c Config) Route(labels map[string]string) (Route, bool) {
+	for _, r := range c.Routes {
+		if r.Matches(labels) {
+			return r, true
+		}
+	}
+	return Route{}, false
+}
+
+// Known reports whether some route matches alertname by equality: the
+// alert names worth a label value of their own in herd's metrics (a bounded
+// set, unlike what a pattern may match).
+func (c Config) Known(alertname string) bool {
+	for _, r := range c.Routes {
+		if v, ok := r.Match["alertname"]; ok && v == alertname {
+			return true
+		}
+	}
+	return false
+}
+
+// Matches reports whether labels satisfy every matcher of r. A missing
+// label has the value "".
+func (r Route) Matches(labels map[string]string) bool {
+	for k, v := range r.Match {
+		if labels[k] != v {
+			return false
+		}
+	}
+	if len(r.MatchRE) == 0 {
+		return true
+	}
+	re := r.re
+	if re == nil { // a Route built in code rather than parsed
+		re = compileAll(r.MatchRE)
+	}
+	for k := range r.MatchRE {
+		p := re[k]
+		if p == nil || !p.MatchString(labels[k]) {
+			return false
+		}
+	}
+	return true
+}
+
+// matchesEverything reports whether r has no equality matcher and only
+// patterns that match any value: ".*", "(.*|x)", ".*.*" and the like, and
+// for alertname, which no alert lacks, also ".+". It judges by probing, so
+// a pattern that matches every probe counts as matching everything.
+func (r Route) matchesEverything() bool {
+	if len(r.Match) > 0 {
+		return false
+	}
+	for name, p := range r.MatchRE {
+		re, err := regexp.Compile(anchor(p))
+		if err != nil {
+			return false
+		}
+		for _, v := range probes {
+			if !re.MatchString(v) && !(v == "" && name == "alertname") {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// probes are label values of every shape a catch-all pattern must match.
+var probes = []string{
+	"", "a", "Z", "0", "_", "-", ".", " ", "HerdStaleKubelet", "KubeAPIErrorBudgetBurn",
+	"ip-10-0-3-17.eu-west-1.compute.internal", "system:node:worker-1", "prod/eu 1 ümlaut ✓",
+	strings.Repeat("x9-", 100),
+}
+
+func anchor(p string) string { return "^(?:" + p + ")$" }
+
+func compileAll(m map[string]string) map[string]*regexp.Regexp {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]*regexp.Regexp, len(m))
+	for k, p := range m {
+		if re, err := regexp.Compile(anchor(p)); err == nil {
+			out[k] = re
+		}
+	}
+	return out
+}
+
+// unwrapRE drops regexp's restatement of the pattern, which the caller
+// quotes already.
+func unwrapRE(err error) error {
+	var se *syntax.Error
+	if errors.As(err, &se) {
+		return errors.New(string(se.Code))
+	}
+	return err
+}
+
+var labelNameRE = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
+
+func validLabelName(s string) bool { return labelNameRE.MatchString(s) }
+
+func actionList() string {
+	s := make([]string, len(AllActions))
+	for i, a := range AllActions {
+		s[i] = string(a)
+	}
+	return strings.Join(s, ", ")
+}
+
+func sortedKeys[K ~string, V any](m map[K]V) []K {
+	keys := make([]K, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
