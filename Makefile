@@ -81,13 +81,17 @@ fuzz: ## Run every fuzz target for FUZZTIME (default 60s) each.
 	@for pkg in $$($(GO) list ./...); do \
 	  for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
 	    echo "== $$pkg $$target ($(FUZZTIME))"; \
-	    $(GO) test -run='^$$' -fuzz="^$$target\$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	    $(GO) test -run='^$$' -fuzz="^$$target\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=10s $$pkg; \
 	  done; \
 	done
 
 .PHONY: bench
 bench: ## Hot-path benchmarks against their baselines (figures go to docs/performance.md).
 	$(GO) test -run='^$$' -bench=. -benchmem -cpu=1 -count=3 ./exporter/...
+
+.PHONY: scale
+scale: controlplane ## 5,000 real Nodes + 15,000 instances against the herd binary: RSS, heap, scrape.
+	$(GO) run ./test/scale -nodes 5000
 
 .PHONY: fixtures
 fixtures: controlplane ## Re-record testdata/audit from the real control plane.
