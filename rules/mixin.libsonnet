@@ -8,7 +8,8 @@ local addRunbookURLs(mixin) = mixin {
         rules: [
           rule {
             annotations+: {
-              runbook_url: mixin._config.runbookURLPattern % rule.alert,
+              // $ is the final object, so a user's _config override of the pattern applies.
+              runbook_url: $._config.runbookURLPattern % rule.alert,
             },
           }
           for rule in group.rules

@@ -314,3 +314,28 @@ func TestGeneratedUpToDate(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigOverridesReachRunbookURLs: a user who vendors the mixin and sets
+// _config.runbookURLPattern (rules/README.md) gets their URLs on every alert.
+func TestConfigOverridesReachRunbookURLs(t *testing.T) {
+	vm := jsonnet.MakeVM()
+	vm.Importer(&jsonnet.FileImporter{JPaths: []string{"."}})
+	out, err := vm.EvaluateAnonymousSnippet("override.jsonnet", `
+local m = (import 'mixin.libsonnet') + { _config+:: { runbookURLPattern: 'https://runbooks.example/%s' } };
+std.uniq(std.sort([r.annotations.runbook_url for g in m.prometheusAlerts.groups for r in g.rules]))`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var urls []string
+	if err := json.Unmarshal([]byte(out), &urls); err != nil {
+		t.Fatal(err)
+	}
+	if len(urls) != 14 {
+		t.Fatalf("got %d distinct runbook URLs, want one per alert (14): %v", len(urls), urls)
+	}
+	for _, u := range urls {
+		if !strings.HasPrefix(u, "https://runbooks.example/Herd") {
+			t.Errorf("runbook_url %q ignores the _config override", u)
+		}
+	}
+}

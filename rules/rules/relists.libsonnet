@@ -84,13 +84,15 @@
             // window, so a relist loop counts once, not once per relist; an instance herd sees
             // relist for the first time has no interval and counts once too (also when an
             // apiserver restart moves it to another exporter replica).
+            // The bucket is le="120.0" when Prometheus scraped OpenMetrics (as herd serves it,
+            // and as Prometheus 3 always stores it) and le="120" from the text format: match both.
             record: 'herd:instances_relisted:increase2m',
             expr: |||
               clamp_min(
                 (
                   sum without (instance, pod, consistency) (increase(herd_relists_total{%(herdExporterSelector)s}[2m]))
                   -
-                  sum without (instance, pod, le) (increase(herd_relist_interval_seconds_bucket{%(herdExporterSelector)s, le="120"}[2m]))
+                  sum without (instance, pod, le) (increase(herd_relist_interval_seconds_bucket{%(herdExporterSelector)s, le=~"120|120[.]0"}[2m]))
                 )
                 or
                 sum without (instance, pod, consistency) (increase(herd_relists_total{%(herdExporterSelector)s}[2m])),
