@@ -89,6 +89,10 @@ fuzz: ## Run every fuzz target for FUZZTIME (default 60s) each.
 bench: ## Hot-path benchmarks against their baselines (figures go to docs/performance.md).
 	$(GO) test -run='^$$' -bench=. -benchmem -cpu=1 -count=3 ./exporter/...
 
+.PHONY: load
+load: build ## HTTP ingest load test: 15,000 instances, 4 posters, against a read-only baseline (SPEC §7).
+	$(GO) run ./test/load -herd bin/herd
+
 .PHONY: scale
 scale: controlplane ## 5,000 real Nodes + 15,000 instances against the herd binary: RSS, heap, scrape.
 	$(GO) run ./test/scale -nodes 5000

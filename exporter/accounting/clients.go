@@ -71,7 +71,7 @@ func (l *Ledger) ClientsAt(now int64, f ClientFilter) []ClientView {
 		}
 		v := ClientView{
 			Role: in.Role.String(), Client: in.Client, Identity: in.Identity, Node: in.Node,
-			Attribution: in.Attribution.String(), SourceIP: in.SourceIP, SourceIPChanges: in.SourceIPChanges,
+			Attribution: in.Attribution.String(), SourceIP: in.sourceIP(), SourceIPChanges: in.SourceIPChanges,
 			UserAgent: in.UserAgent, FirstSeen: time.Unix(0, in.FirstSeen).UTC(), LastSeen: time.Unix(0, in.LastSeen).UTC(),
 			Requests: in.Requests, Errors: in.Errors, LastErrorCode: in.LastErrorCode, TokenReviews: in.TokenReviews,
 		}

@@ -368,11 +368,8 @@ func (l *Ledger) instance(cls classify.Result, ck clientKey, e *audit.Event, t i
 	if t > inst.LastSeen {
 		inst.LastSeen = t
 	}
-	if len(e.SourceIP) > 0 && string(e.SourceIP) != inst.SourceIP {
-		if inst.SourceIP != "" {
-			inst.SourceIPChanges++
-		}
-		inst.SourceIP = string(e.SourceIP)
+	if len(e.SourceIP) > 0 {
+		inst.setSourceIP(e.SourceIP)
 	}
 	if len(e.UserAgent) > 0 && string(e.UserAgent) != inst.UserAgent {
 		inst.UserAgent = string(e.UserAgent)
@@ -402,22 +399,28 @@ func (l *Ledger) evictOldest() {
 // Instance is one node-side client process as herd sees it. Exported fields
 // are what /debug/clients shows.
 type Instance struct {
-	Role            classify.Role `json:"-"`
-	Client          string        `json:"client"`
-	Identity        string        `json:"identity"`
-	Node            string        `json:"node"`
-	Attribution     Attribution   `json:"-"`
-	SourceIP        string        `json:"sourceIP"`
-	SourceIPChanges uint64        `json:"sourceIPChanges"`
-	UserAgent       string        `json:"userAgent"`
-	FirstSeen       int64         `json:"-"`
-	LastSeen        int64         `json:"-"`
-	Requests        uint64        `json:"requests"`
-	Errors          uint64        `json:"errors"`
-	LastErrorCode   int32         `json:"lastErrorCode,omitempty"`
-	TokenReviews    uint64        `json:"tokenReviews"`
+	Role classify.Role `json:"-"`
+	// SourceIP is the last source address as a string, refreshed from ip
+	// when read (sourceIP): agents that share one identity across nodes
+	// change address on almost every event, and must not allocate each time.
+	Client          string      `json:"client"`
+	Identity        string      `json:"identity"`
+	Node            string      `json:"node"`
+	Attribution     Attribution `json:"-"`
+	SourceIP        string      `json:"sourceIP"`
+	SourceIPChanges uint64      `json:"sourceIPChanges"`
+	UserAgent       string      `json:"userAgent"`
+	FirstSeen       int64       `json:"-"`
+	LastSeen        int64       `json:"-"`
+	Requests        uint64      `json:"requests"`
+	Errors          uint64      `json:"errors"`
+	LastErrorCode   int32       `json:"lastErrorCode,omitempty"`
+	TokenReviews    uint64      `json:"tokenReviews"`
 
 	ck             clientKey
+	ip             [45]byte // the longest textual IPv6 address
+	ipLen          uint8
+	ipDirty        bool
 	streams        []*Stream
 	tokenReviewWin window
 }
@@ -432,6 +435,27 @@ type Stream struct {
 	LastRelistNanos int64                  `json:"-"`
 	win             window
 	tooLargeWin     window
+}
+
+// setSourceIP records the event's source address without allocating.
+func (in *Instance) setSourceIP(b []byte) {
+	b = b[:min(len(b), len(in.ip))]
+	if bytes.Equal(b, in.ip[:in.ipLen]) {
+		return
+	}
+	if in.ipLen > 0 {
+		in.SourceIPChanges++
+	}
+	in.ipLen = uint8(copy(in.ip[:], b))
+	in.ipDirty = true
+}
+
+// sourceIP is the last source address; call it with the ledger's lock held.
+func (in *Instance) sourceIP() string {
+	if in.ipDirty {
+		in.SourceIP, in.ipDirty = string(in.ip[:in.ipLen]), false
+	}
+	return in.SourceIP
 }
 
 func (in *Instance) stream(res uint16) *Stream {

@@ -244,3 +244,26 @@ func TestTimestampsBefore1970(t *testing.T) {
 		t.Errorf("window before 1970: sum = %d, want 1", got)
 	}
 }
+
+// Agents that share one identity across nodes (kube-proxy, CNI service
+// accounts) change source address on almost every event without a node
+// resolver: that must not allocate.
+func TestChangingSourceIPDoesNotAllocate(t *testing.T) {
+	l := newLedger(t, Config{})
+	ips := [][]byte{[]byte("10.0.0.1"), []byte("10.0.0.2"), []byte("fd00::1234:5678:9abc:def0")}
+	e := ev{user: cilium, ua: ciliumUA, verb: "list", resource: "pods", rv: "0"}.event()
+	l.Account(e)
+	i := 0
+	allocs := testing.AllocsPerRun(1000, func() {
+		e.SourceIP = ips[i%len(ips)]
+		i++
+		l.Account(e)
+	})
+	if allocs != 0 {
+		t.Errorf("Account allocates %.1f times when the source IP changes, want 0", allocs)
+	}
+	c := l.Clients(ClientFilter{})
+	if len(c) != 1 || c[0].SourceIP != string(ips[(i-1)%len(ips)]) || c[0].SourceIPChanges < 1000 {
+		t.Errorf("client view: %+v", c)
+	}
+}

@@ -50,7 +50,7 @@ func (l *Ledger) Scan(now int64, fn func(*InstanceWindow)) {
 func (l *Ledger) window(in *Instance, now int64, pods uint16, havePods bool, w *InstanceWindow) {
 	*w = InstanceWindow{
 		Role: in.Role, Client: in.Client, Identity: in.Identity, Node: in.Node, Attribution: in.Attribution,
-		SourceIP: in.SourceIP, FirstSeen: in.FirstSeen, LastSeen: in.LastSeen,
+		SourceIP: in.sourceIP(), FirstSeen: in.FirstSeen, LastSeen: in.LastSeen,
 	}
 	for _, s := range in.streams {
 		n := s.win.sum(now, l.width)

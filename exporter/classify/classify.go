@@ -151,7 +151,9 @@ type Classifier struct {
 // with no matcher, an unknown role, or a client name that is not a lowercase
 // DNS label, naming the rule by its position.
 func New(userRules []Rule) (*Classifier, error) {
-	c := &Classifier{cache: map[string]Result{}, maxCache: 10000}
+	// One (identity, user agent) pair per kubelet: the cache must hold a
+	// cluster's worth (50,000, as accounting.maxInstances) or it thrashes.
+	c := &Classifier{cache: map[string]Result{}, maxCache: 50000}
 	seen := map[string]bool{"other": true}
 	c.clients = []string{"other"}
 	all := append(append([]Rule{}, userRules...), DefaultRules()...)

@@ -3,6 +3,7 @@ package ingest
 import (
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"syscall"
 	"testing"
 	"time"
@@ -56,25 +57,92 @@ func TestDedup(t *testing.T) {
 	// Bounded: never more than max pairs.
 	for i := uint64(100); i < 1000; i++ {
 		d.Seen(uuid(i), audit.StageResponseComplete, t0.Add(2*time.Minute))
-		if n := len(d.cur) + len(d.prev); n > 8 {
+		if n := d.cur.n + d.prev.n; n > 8 {
 			t.Fatalf("%d pairs held, max 8", n)
 		}
 	}
 }
 
-func TestIDBytes(t *testing.T) {
-	u := []byte("0a1b2c3d-4e5f-4a6b-8c7d-8e9fa0b1c2d3")
-	got := idBytes(u)
-	want := [16]byte{0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f, 0x4a, 0x6b, 0x8c, 0x7d, 0x8e, 0x9f, 0xa0, 0xb1, 0xc2, 0xd3}
-	if got != want {
-		t.Fatalf("idBytes = %x", got)
+// TestDedupReusedAuditID: a client may set the Audit-ID header, and the
+// apiserver then uses it for every request: a new request reusing an ID is
+// told from a re-sent event by its stageTimestamp.
+func TestDedupReusedAuditID(t *testing.T) {
+	t0 := time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)
+	d := NewDedup(time.Minute, 1000)
+	id := []byte("fixed-audit-id")
+	rc := audit.StageResponseComplete
+	if d.SeenAt(id, rc, 100, t0) || !d.SeenAt(id, rc, 100, t0) {
+		t.Fatal("first request, re-sent")
 	}
-	// Same shape, not hex: hashed, not a panic or a collision with a real UUID.
-	if bad := idBytes([]byte("0a1b2c3d-4e5f-4a6b-8c7d-8e9fa0b1c2zz")); bad == got {
-		t.Fatal("collision")
+	if d.SeenAt(id, rc, 200, t0) {
+		t.Fatal("a second request with the same auditID is a duplicate")
 	}
-	if testing.AllocsPerRun(100, func() { idBytes(u) }) != 0 {
-		t.Error("idBytes allocates")
+	if !d.SeenAt(id, rc, 200, t0) || d.SeenAt(id, rc, 300, t0) {
+		t.Fatal("second request re-sent; third request")
+	}
+	if !d.Has(id, rc) || d.Has(id, audit.StageResponseStarted) {
+		t.Fatal("Has")
+	}
+	// Known in the previous generation with another timestamp: new.
+	for i := uint64(0); i < 500; i++ {
+		d.SeenAt(uuid(i), rc, 1, t0)
+	}
+	if !d.Has(id, rc) || !d.SeenAt(id, rc, 300, t0) || d.SeenAt(id, rc, 400, t0) {
+		t.Fatal("after a rotation")
+	}
+}
+
+// TestDedupFull: many more pairs than the bound, no false duplicates, what
+// is recent is remembered, and the tables grow (rehashing what they hold)
+// only as far as the bound needs.
+func TestDedupFull(t *testing.T) {
+	t0 := time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)
+	for _, max := range []int{1000, 1 << 16} {
+		d := NewDedup(time.Hour, max)
+		for i := uint64(0); i < 200_000; i++ {
+			if d.SeenAt(uuid(i), audit.StageResponseStarted, int64(i), t0) {
+				t.Fatalf("max %d: pair %d new but seen", max, i)
+			}
+			if i >= 10 && !d.SeenAt(uuid(i-10), audit.StageResponseStarted, int64(i-10), t0) {
+				t.Fatalf("max %d: pair %d forgotten ten pairs later", max, i-10)
+			}
+			if i >= 100 && !d.Has(uuid(i-100), audit.StageResponseStarted) {
+				t.Fatalf("max %d: pair %d forgotten a hundred pairs later", max, i-100)
+			}
+			if n := d.cur.n + d.prev.n; n > max {
+				t.Fatalf("max %d: %d pairs held", max, n)
+			}
+		}
+		if r, want := d.Rotations(), uint64(200_000/(max/2)); r < want-1 || r > want+1 {
+			t.Errorf("max %d: %d rotations, want about %d", max, r, want)
+		}
+		if got, want := len(d.cur.slots), 1<<bits.Len(uint(max-1)); got != want {
+			t.Errorf("max %d: a generation has %d slots, want %d", max, got, want)
+		}
+	}
+	// herd's default, 1 Mi pairs: two tables of 1 Mi 8-byte slots.
+	big := NewDedup(2*time.Minute, 1<<20)
+	if n := len(big.cur.slots) + len(big.prev.slots); n*8 != 16<<20 {
+		t.Errorf("1 Mi pairs take %d bytes of slots, want 16 MiB", n*8)
+	}
+}
+
+// TestDedupNoFalseDuplicates: a million distinct pairs, without timestamps
+// (as Seen and Has compare them), none mistaken for another.
+func TestDedupNoFalseDuplicates(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a million pairs")
+	}
+	d := NewDedup(time.Hour, 1<<20)
+	t0 := time.Now()
+	id := uuid(0)
+	for n := uint32(0); n < 1<<20; n++ {
+		for k, v := 7, n; k >= 0; k, v = k-1, v>>4 {
+			id[k] = "0123456789abcdef"[v&0xf]
+		}
+		if d.Has(id, audit.StageResponseComplete) || d.Seen(id, audit.StageResponseComplete, t0) {
+			t.Fatalf("pair %d: a new auditID taken for a known one", n)
+		}
 	}
 }
 

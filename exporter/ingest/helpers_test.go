@@ -66,8 +66,9 @@ func leakedGoroutines(wait time.Duration) string {
 // auditServer is POST /audit and /metrics wired as exporter.New wires them
 // (config.Default, the default classification rules, a ledger, dedup, the
 // ingest metrics and the ledger's collectors on one registry). The tests do
-// not import package exporter: it pulls in client-go, and a fuzz worker
-// instrumented for all of it runs a hundred times slower.
+// not import package exporter, which would build client-go and the cluster
+// view into this test binary (and instrument them all for the fuzzer) for
+// nothing; exporter's own tests cover its wiring.
 type auditServer struct {
 	h       *ingest.Handler
 	reg     *prometheus.Registry
@@ -82,13 +83,20 @@ func (a *auditServer) Handler() http.Handler          { return a.metrics }
 // start as herd's defaults, without authentication).
 func newAudit(t testing.TB, mod func(*ingest.HandlerOptions)) *auditServer {
 	t.Helper()
+	return newAuditWith(t, nil, mod)
+}
+
+// newAuditWith is newAudit with a node resolver for the ledger (herd's
+// cluster view), nil for none (--no-kube).
+func newAuditWith(t testing.TB, nodes accounting.NodeResolver, mod func(*ingest.HandlerOptions)) *auditServer {
+	t.Helper()
 	cfg := config.Default()
 	cls, err := classify.New(cfg.Rules)
 	if err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	ledger := accounting.New(cfg.LedgerConfig(), cls, nil)
+	ledger := accounting.New(cfg.LedgerConfig(), cls, nodes)
 	p := ingest.NewPipeline(ledger, ingest.NewDedup(time.Duration(cfg.Ingest.DedupWindow), cfg.Ingest.DedupMaxEntries), ingest.NewMetrics(reg))
 	reg.MustRegister(collector.New(ledger, slog.New(slog.DiscardHandler), nil))
 	opts := ingest.HandlerOptions{MaxBodyBytes: cfg.Ingest.MaxBodyBytes, MaxEventBytes: cfg.Ingest.MaxEventBytes, MaxInFlight: cfg.Ingest.MaxInFlight}

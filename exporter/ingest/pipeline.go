@@ -33,8 +33,8 @@ func NewPipeline(l *accounting.Ledger, d *Dedup, m *Metrics) *Pipeline {
 	return p
 }
 
-// ErrInvalidUTF8 marks an event a field of which that can become a label
-// value (verb, username, resource, API group, source IP, field-selector node)
+// ErrInvalidUTF8 marks an event with a field that can become a label value
+// (verb, username, resource, API group, source IP, field-selector node) and
 // is not valid UTF-8. JSON requires UTF-8 and the apiserver never sends
 // anything else; one such value in a const metric would fail every scrape
 // of /metrics, so the event is counted malformed instead.
@@ -92,7 +92,7 @@ func (b *batch) event(e *audit.Event) {
 		b.invalid++
 		return
 	}
-	if b.p.dedup.Seen(e.AuditID, e.Stage, b.now) {
+	if b.p.dedup.SeenAt(e.AuditID, e.Stage, e.StageTimestampNanos, b.now) {
 		b.dupes++
 		return
 	}

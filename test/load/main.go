@@ -1,0 +1,638 @@
+// Command load is herd's HTTP load test (SPEC §7, "audit over HTTP"): it
+// starts `herd exporter` as a child process on loopback, posts 400-event
+// EventList batches to POST /audit from concurrent posters for a fixed time,
+// and reports sustained events/s, per-POST latency (p50, p99, max), errors,
+// the exporter's RSS and its /metrics scrape time and series count. In the
+// same run it puts the same load on a trivial in-process handler that only
+// reads the body, so the loopback limit of the machine is visible next to
+// herd's figures.
+//
+//	go run ./test/load                      # 30 s each, 5,000 nodes, 4 posters
+//	go run ./test/load -herd bin/herd -duration 60s -check
+//
+// The batches come from test/load/auditgen (the hot-path benchmark uses the
+// same corpus): 5,000 nodes × kubelet, kube-proxy and cilium-agent, with
+// real identities, user agents, source IPs and list/watch mixes, and a fresh
+// auditID on every event of every POST.
+//
+// herd runs with --audit.insecure and --no-kube (no cluster here), in its
+// own process group, killed if this process dies (test/proc).
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/herd-k8s/herd/test/load/auditgen"
+	"github.com/herd-k8s/herd/test/proc"
+)
+
+// Config is what one run does.
+type Config struct {
+	Herd             string        // herd binary; "" builds ./cmd/herd into a temp dir
+	Nodes            int           // simulated nodes (3 instances each)
+	BatchSize        int           // events per POST
+	Posters          int           // concurrent senders
+	Duration         time.Duration // measured time against herd
+	BaselineDuration time.Duration // measured time against the read-only handler; 0 skips it
+	Warmup           time.Duration // unmeasured load before each measurement
+	MaxRequests      int64         // cap on measured POSTs per target (0: none)
+	Timeout          time.Duration // per POST
+	Scrapes          int           // /metrics scrapes at the end
+	Dir              string        // for the herd log and binary; "" makes a temp dir
+}
+
+// Targets are SPEC §7's, for the HTTP path.
+var Targets = struct {
+	EventsPerSecond float64
+	P99             time.Duration
+	RSSBytes        int64
+	Scrape          time.Duration
+	Series          int
+}{300_000, 20 * time.Millisecond, 128 << 20, 50 * time.Millisecond, 10_000}
+
+// Result is one target's load figures.
+type Result struct {
+	Name         string        `json:"name"`
+	Posts        int64         `json:"posts"`
+	Errors       int64         `json:"errors"`
+	FirstError   string        `json:"firstError,omitempty"`
+	Events       int64         `json:"events"`       // events the target accepted (for herd: accounted, from its answers)
+	Duplicates   int64         `json:"duplicates"`   // herd: events it called duplicate (must be 0: every auditID is fresh)
+	WarmupEvents int64         `json:"warmupEvents"` // accepted during the unmeasured warm-up
+	Elapsed      time.Duration `json:"elapsed"`
+	EventsPerSec float64       `json:"eventsPerSecond"`
+	BytesPerSec  float64       `json:"bytesPerSecond"`
+	// CPU time used during the measured load: by the load tool (posters,
+	// and for the baseline also its handler) and by herd's process.
+	LoadCPU   time.Duration `json:"loadCPU"`
+	TargetCPU time.Duration `json:"targetCPU,omitempty"`
+	P50       time.Duration `json:"p50"`
+	P99       time.Duration `json:"p99"`
+	Max       time.Duration `json:"max"`
+}
+
+// Report is a whole run.
+type Report struct {
+	Date        time.Time     `json:"date"`
+	GoVersion   string        `json:"goVersion"`
+	CPUs        int           `json:"cpus"`
+	CPUModel    string        `json:"cpuModel"`
+	LoadAvg     [2]string     `json:"loadAvg"` // /proc/loadavg at the start and the end: other work on the machine
+	Nodes       int           `json:"nodes"`
+	Instances   int           `json:"instances"`
+	BatchSize   int           `json:"batchSize"`
+	BatchBytes  int           `json:"batchBytes"` // mean body size
+	Posters     int           `json:"posters"`
+	Baseline    *Result       `json:"baseline,omitempty"`
+	Herd        Result        `json:"herd"`
+	RSSBytes    int64         `json:"rssBytes"`     // VmRSS at the end
+	PeakRSS     int64         `json:"peakRssBytes"` // VmHWM
+	Scrape      time.Duration `json:"scrape"`       // median of the scrapes
+	ScrapeMax   time.Duration `json:"scrapeMax"`
+	Series      int           `json:"series"`
+	HerdCounted float64       `json:"herdAccounted"`  // herd_audit_events_total{result="accounted"} at the end (warm-up included)
+	HerdInst    float64       `json:"herdInstances"`  // herd_instances at the end
+	HeapInuse   float64       `json:"heapInuseBytes"` // go_memstats_heap_inuse_bytes at the end
+	NextGC      float64       `json:"nextGCBytes"`    // go_memstats_next_gc_bytes at the end
+}
+
+func main() {
+	var c Config
+	flag.StringVar(&c.Herd, "herd", "", "herd binary (default: go build ./cmd/herd into a temp dir)")
+	flag.IntVar(&c.Nodes, "nodes", 5000, "simulated nodes; each runs a kubelet, kube-proxy and cilium-agent")
+	flag.IntVar(&c.BatchSize, "batch", 400, "events per POST (the apiserver's default batch size)")
+	flag.IntVar(&c.Posters, "posters", 4, "concurrent posters")
+	flag.DurationVar(&c.Duration, "duration", 30*time.Second, "measured load against herd")
+	flag.DurationVar(&c.BaselineDuration, "baseline-duration", 0, "measured load against the read-only handler (default: -duration; negative skips it)")
+	flag.DurationVar(&c.Warmup, "warmup", 3*time.Second, "unmeasured load before each measurement")
+	flag.Int64Var(&c.MaxRequests, "max-requests", 1_000_000, "cap on measured POSTs per target (0: none)")
+	flag.DurationVar(&c.Timeout, "timeout", 10*time.Second, "timeout per POST")
+	flag.IntVar(&c.Scrapes, "scrapes", 5, "/metrics scrapes at the end")
+	flag.StringVar(&c.Dir, "dir", "", "directory for the herd binary and log (default: a temp dir, removed)")
+	asJSON := flag.Bool("json", false, "print the report as JSON")
+	check := flag.Bool("check", false, "exit 1 when a SPEC §7 target is missed")
+	flag.Parse()
+	if c.BaselineDuration == 0 {
+		c.BaselineDuration = c.Duration
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := Run(ctx, c, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "load:", err)
+		os.Exit(2)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(rep)
+	} else {
+		rep.Print(os.Stdout)
+	}
+	if *check && len(rep.Missed()) > 0 {
+		os.Exit(1)
+	}
+}
+
+// Run does one load test; progress goes to log.
+func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
+	if c.Posters <= 0 || c.BatchSize <= 0 || c.Nodes <= 0 || c.Duration <= 0 {
+		return nil, errors.New("posters, batch, nodes and duration must be positive")
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 10 * time.Second
+	}
+	if c.Dir == "" {
+		dir, err := os.MkdirTemp("", "herd-load-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		c.Dir = dir
+	}
+	fmt.Fprintf(log, "load: rendering batches for %d nodes ...\n", c.Nodes)
+	corpus := auditgen.New(auditgen.Options{Nodes: c.Nodes, BatchSize: c.BatchSize})
+	size := 0
+	for i := 0; i < corpus.Len(); i++ {
+		size += len(corpus.Template(i))
+	}
+	rep := &Report{
+		Date: time.Now().UTC(), GoVersion: runtime.Version(), CPUs: runtime.NumCPU(), CPUModel: cpuModel(),
+		Nodes: c.Nodes, Instances: corpus.Instances(), BatchSize: c.BatchSize, BatchBytes: size / corpus.Len(), Posters: c.Posters,
+		LoadAvg: [2]string{loadAvg(), ""},
+	}
+	defer func() { rep.LoadAvg[1] = loadAvg() }()
+	var seq atomic.Uint32 // auditID stamps: unique across both targets
+
+	if c.BaselineDuration > 0 {
+		fmt.Fprintf(log, "load: baseline (a handler that only reads the body), %v ...\n", c.BaselineDuration)
+		r, err := baseline(ctx, c, corpus, &seq)
+		if err != nil {
+			return nil, err
+		}
+		rep.Baseline = r
+	}
+
+	bin := c.Herd
+	if bin == "" {
+		bin = filepath.Join(c.Dir, "herd")
+		fmt.Fprintf(log, "load: go build -o %s ./cmd/herd ...\n", bin)
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/herd-k8s/herd/cmd/herd")
+		cmd.Stdout, cmd.Stderr = log, log
+		if err := cmd.Run(); err != nil {
+			return nil, fmt.Errorf("build herd: %w", err)
+		}
+	}
+	h, err := startHerd(ctx, bin, c.Dir)
+	if err != nil {
+		return nil, err
+	}
+	defer h.p.Stop(5 * time.Second)
+	fmt.Fprintf(log, "load: herd (pid %d) on %s, %v ...\n", h.p.Pid(), h.audit, c.Duration)
+	r, err := drive(ctx, "herd", "http://"+h.audit+"/audit", c, c.Duration, corpus, &seq, func() time.Duration { return procCPU(h.p.Pid()) })
+	if err != nil {
+		return nil, err
+	}
+	rep.Herd = *r
+	if h.p.Crashed() {
+		return nil, fmt.Errorf("herd exited during the load:\n%s", h.p.Tail(20))
+	}
+	rep.RSSBytes, rep.PeakRSS = rss(h.p.Pid())
+	if err := rep.scrape(ctx, "http://"+h.web+"/metrics", max(c.Scrapes, 1)); err != nil {
+		return nil, err
+	}
+	if _, err := h.p.Stop(5 * time.Second); err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
+type herdProc struct {
+	p          *proc.Process
+	web, audit string
+}
+
+// startHerd starts `herd exporter` on two free loopback ports (once more on
+// other ports if it could not bind) and waits for /healthz.
+func startHerd(ctx context.Context, bin, dir string) (*herdProc, error) {
+	help, _ := exec.CommandContext(ctx, bin, "exporter", "--help").CombinedOutput()
+	var last error
+	for attempt := 0; attempt < 2; attempt++ {
+		wp, err1 := proc.FreePort()
+		ap, err2 := proc.FreePort()
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, err
+		}
+		h := &herdProc{web: fmt.Sprintf("127.0.0.1:%d", wp), audit: fmt.Sprintf("127.0.0.1:%d", ap)}
+		args := []string{"exporter", "--audit.insecure", "--web.listen-address=" + h.web, "--audit.listen-address=" + h.audit, "--log.level=warn"}
+		if bytes.Contains(help, []byte("--[no-]no-kube")) || bytes.Contains(help, []byte("--no-kube")) {
+			args = append(args, "--no-kube")
+		}
+		p, err := proc.Start("herd", bin, args, filepath.Join(dir, "herd.log"), nil)
+		if err != nil {
+			return nil, err
+		}
+		h.p = p
+		wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		last = proc.WaitUntil(wctx, p, 50*time.Millisecond, func(ctx context.Context) error {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h.web+"/healthz", nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				return fmt.Errorf("/healthz: %s", resp.Status)
+			}
+			return nil
+		})
+		cancel()
+		if last == nil {
+			return h, nil
+		}
+		_, _ = p.Stop(2 * time.Second)
+		last = fmt.Errorf("%w\n%s", last, p.Tail(10))
+	}
+	return nil, last
+}
+
+// baseline serves POST /audit in-process with a handler that reads the
+// body and answers like herd, and drives it like herd.
+func baseline(ctx context.Context, c Config, corpus *auditgen.Corpus, seq *atomic.Uint32) (*Result, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	reply := []byte(fmt.Sprintf(`{"accounted":%d,"duplicate":0,"malformed":0,"oversized":0}`+"\n", c.BatchSize))
+	srv := &http.Server{
+		ReadHeaderTimeout: 10 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if _, err := io.Copy(io.Discard, r.Body); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(reply)
+		}),
+	}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	return drive(ctx, "baseline", "http://"+ln.Addr().String()+"/audit", c, c.BaselineDuration, corpus, seq, nil)
+}
+
+// drive posts batches from c.Posters goroutines: c.Warmup unmeasured, then
+// d (or c.MaxRequests POSTs) measured.
+func drive(ctx context.Context, name, url string, c Config, d time.Duration, corpus *auditgen.Corpus, seq *atomic.Uint32, targetCPU func() time.Duration) (*Result, error) {
+	tr := &http.Transport{MaxIdleConnsPerHost: c.Posters, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: c.Timeout}
+	var warm int64
+	if c.Warmup > 0 {
+		w, err := load(ctx, name, url, client, c, c.Warmup, 0, corpus, seq, targetCPU)
+		if err != nil {
+			return nil, err
+		}
+		if w.Errors > 0 {
+			return nil, fmt.Errorf("%s: %d errors during the warm-up, the first: %s", name, w.Errors, w.FirstError)
+		}
+		warm = w.Events
+	}
+	r, err := load(ctx, name, url, client, c, d, c.MaxRequests, corpus, seq, targetCPU)
+	if r != nil {
+		r.WarmupEvents = warm
+	}
+	return r, err
+}
+
+type posterStats struct {
+	lat           []time.Duration
+	posts, errors int64
+	events, dupes int64
+	bytes         int64
+	firstErr      string
+}
+
+func load(ctx context.Context, name, url string, client *http.Client, c Config, d time.Duration, maxReq int64,
+	corpus *auditgen.Corpus, seq *atomic.Uint32, targetCPU func() time.Duration) (*Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var issued atomic.Int64
+	stats := make([]posterStats, c.Posters)
+	var wg sync.WaitGroup
+	start, self0, target0 := time.Now(), selfCPU(), cpuOf(targetCPU)
+	for p := range stats {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st := &stats[p]
+			st.lat = make([]time.Duration, 0, 1<<14)
+			var body []byte
+			for ctx.Err() == nil {
+				n := issued.Add(1)
+				if maxReq > 0 && n > maxReq {
+					return
+				}
+				s := seq.Add(1)
+				i := int(s) % corpus.Len()
+				body = corpus.Fill(body, i, s)
+				t0 := time.Now()
+				accounted, dupes, err := postOnce(client, url, body)
+				lat := time.Since(t0)
+				st.posts++
+				st.lat = append(st.lat, lat)
+				if err != nil {
+					st.errors++
+					if st.firstErr == "" {
+						st.firstErr = err.Error()
+					}
+					continue
+				}
+				st.events += accounted
+				st.dupes += dupes
+				st.bytes += int64(len(body))
+			}
+		}()
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return nil, err // interrupted
+	}
+	r := &Result{Name: name, Elapsed: time.Since(start), LoadCPU: selfCPU() - self0}
+	if targetCPU != nil {
+		r.TargetCPU = targetCPU() - target0
+	}
+	var lat []time.Duration
+	var bytes int64
+	for _, st := range stats {
+		r.Posts += st.posts
+		r.Errors += st.errors
+		r.Events += st.events
+		r.Duplicates += st.dupes
+		bytes += st.bytes
+		lat = append(lat, st.lat...)
+		if r.FirstError == "" {
+			r.FirstError = st.firstErr
+		}
+	}
+	slices.Sort(lat)
+	if len(lat) > 0 {
+		r.P50 = lat[len(lat)/2]
+		r.P99 = lat[min(len(lat)-1, len(lat)*99/100)]
+		r.Max = lat[len(lat)-1]
+	}
+	r.EventsPerSec = float64(r.Events) / r.Elapsed.Seconds()
+	r.BytesPerSec = float64(bytes) / r.Elapsed.Seconds()
+	return r, nil
+}
+
+var (
+	accountedKey = []byte(`"accounted":`)
+	duplicateKey = []byte(`"duplicate":`)
+)
+
+// postOnce sends one batch; it returns the accounted and duplicate counts
+// of a 200 answer.
+func postOnce(client *http.Client, url string, body []byte) (int64, int64, error) {
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, 0, fmt.Errorf("%s: %.200s", resp.Status, b)
+	}
+	return field(b, accountedKey), field(b, duplicateKey), nil
+}
+
+func field(b, key []byte) int64 {
+	i := bytes.Index(b, key)
+	if i < 0 {
+		return 0
+	}
+	b = b[i+len(key):]
+	j := 0
+	for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+		j++
+	}
+	n, _ := strconv.ParseInt(string(b[:j]), 10, 64)
+	return n
+}
+
+// scrape fetches /metrics n times and records the median and worst
+// duration, the series count and herd's own totals from the last one.
+func (rep *Report) scrape(ctx context.Context, url string, n int) error {
+	var times []time.Duration
+	var body []byte
+	for i := 0; i < n; i++ {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		t0 := time.Now()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("scrape: %w", err)
+		}
+		body, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		times = append(times, time.Since(t0))
+		if err != nil || resp.StatusCode != 200 {
+			return fmt.Errorf("scrape: %s, %v: %.300s", resp.Status, err, body)
+		}
+	}
+	slices.Sort(times)
+	rep.Scrape, rep.ScrapeMax = times[len(times)/2], times[len(times)-1]
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		rep.Series++
+		name, value, _ := strings.Cut(line, " ")
+		v, _ := strconv.ParseFloat(value, 64)
+		switch {
+		case strings.HasPrefix(name, "herd_audit_events_total{") && strings.Contains(name, `result="accounted"`):
+			rep.HerdCounted += v
+		case name == "herd_instances":
+			rep.HerdInst = v
+		case name == "go_memstats_heap_inuse_bytes":
+			rep.HeapInuse = v
+		case name == "go_memstats_next_gc_bytes":
+			rep.NextGC = v
+		}
+	}
+	return sc.Err()
+}
+
+// rss reads VmRSS and VmHWM of pid.
+func rss(pid int) (cur, peak int64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) != 2 || f[1] != "kB" {
+			continue
+		}
+		n, _ := strconv.ParseInt(f[0], 10, 64)
+		switch k {
+		case "VmRSS":
+			cur = n << 10
+		case "VmHWM":
+			peak = n << 10
+		}
+	}
+	return cur, peak
+}
+
+func cpuOf(f func() time.Duration) time.Duration {
+	if f == nil {
+		return 0
+	}
+	return f()
+}
+
+// selfCPU is the CPU time (user + system) this process has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procCPU is the CPU time (user + system) process pid has used, from
+// /proc/<pid>/stat (in clock ticks of 1/100 s, the Linux USER_HZ).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64) // field 14, utime
+	st, _ := strconv.ParseInt(f[12], 10, 64) // field 15, stime
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+// Missed lists the SPEC §7 targets this run missed.
+func (rep *Report) Missed() []string {
+	var m []string
+	h := rep.Herd
+	if h.EventsPerSec < Targets.EventsPerSecond {
+		m = append(m, fmt.Sprintf("sustained %.0f events/s < %.0f", h.EventsPerSec, Targets.EventsPerSecond))
+	}
+	if h.Errors > 0 || h.Duplicates > 0 {
+		m = append(m, fmt.Sprintf("%d errors, %d duplicates (want 0)", h.Errors, h.Duplicates))
+	}
+	if h.P99 >= Targets.P99 {
+		m = append(m, fmt.Sprintf("p99 %v ≥ %v", h.P99, Targets.P99))
+	}
+	if rep.RSSBytes >= Targets.RSSBytes {
+		m = append(m, fmt.Sprintf("RSS %.1f MiB ≥ %d MiB", mib(rep.RSSBytes), Targets.RSSBytes>>20))
+	}
+	if rep.Scrape >= Targets.Scrape {
+		m = append(m, fmt.Sprintf("scrape %v ≥ %v", rep.Scrape, Targets.Scrape))
+	}
+	if rep.Series >= Targets.Series {
+		m = append(m, fmt.Sprintf("%d series ≥ %d", rep.Series, Targets.Series))
+	}
+	return m
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// Print writes the report as tables.
+func (rep *Report) Print(w io.Writer) {
+	fmt.Fprintf(w, "herd HTTP load test, %s, Go %s, %d CPUs (%s)\n", rep.Date.Format("2006-01-02 15:04 MST"), rep.GoVersion, rep.CPUs, rep.CPUModel)
+	fmt.Fprintf(w, "%d nodes (%d instances), %d-event EventLists of %.0f KB on average, %d concurrent posters, loopback; load average %s at the start, %s at the end\n\n",
+		rep.Nodes, rep.Instances, rep.BatchSize, float64(rep.BatchBytes)/1000, rep.Posters, rep.LoadAvg[0], rep.LoadAvg[1])
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "target\tevents/s\tMB/s\tPOSTs\terrors\tdup\tp50\tp99\tmax\tload tool CPU\ttarget CPU\tevents/target-CPU-s\t")
+	row := func(r *Result) {
+		secs := r.Elapsed.Seconds()
+		target, perCPU := "(in-process)", "-"
+		if r.TargetCPU > 0 {
+			target = fmt.Sprintf("%.2f cores", r.TargetCPU.Seconds()/secs)
+			perCPU = fmt.Sprintf("%.0f", float64(r.Events)/r.TargetCPU.Seconds())
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%d\t%d\t%d\t%v\t%v\t%v\t%.2f cores\t%s\t%s\t\n", r.Name, r.EventsPerSec, r.BytesPerSec/1e6, r.Posts, r.Errors, r.Duplicates,
+			r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond), r.Max.Round(10*time.Microsecond),
+			r.LoadCPU.Seconds()/secs, target, perCPU)
+	}
+	if rep.Baseline != nil {
+		row(rep.Baseline)
+	}
+	row(&rep.Herd)
+	tw.Flush()
+	if e := rep.Herd.FirstError; e != "" {
+		fmt.Fprintf(w, "first herd error: %s\n", e)
+	}
+	fmt.Fprintf(w, "\nherd at the end: RSS %.1f MiB (peak %.1f MiB; Go heap in use %.1f MiB, next GC at %.1f MiB); /metrics %d series, scrape %v (worst %v); herd_instances %.0f; accounted %.0f\n",
+		mib(rep.RSSBytes), mib(rep.PeakRSS), rep.HeapInuse/(1<<20), rep.NextGC/(1<<20), rep.Series, rep.Scrape.Round(10*time.Microsecond), rep.ScrapeMax.Round(10*time.Microsecond), rep.HerdInst, rep.HerdCounted)
+	if m := rep.Missed(); len(m) > 0 {
+		fmt.Fprintf(w, "SPEC §7 targets missed: %s\n", strings.Join(m, "; "))
+	} else {
+		fmt.Fprintln(w, "SPEC §7 targets (≥ 300k events/s, 0 errors, p99 < 20 ms, RSS < 128 MiB, scrape < 50 ms, < 10,000 series): all met")
+	}
+}
