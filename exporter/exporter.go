@@ -81,9 +81,9 @@ func New(opts Options) (*Exporter, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	var tokens *ingest.TokenFile
+	var tokens *webauth.TokenFile
 	if opts.AuditTokenFile != "" {
-		t, err := ingest.NewTokenFile(opts.AuditTokenFile)
+		t, err := webauth.NewTokenFile(opts.AuditTokenFile)
 		if err != nil {
 			return nil, fmt.Errorf("--audit.bearer-token-file: %w", err)
 		}

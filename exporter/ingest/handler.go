@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/herd-k8s/herd/internal/webauth"
 	"io"
 	"log/slog"
 	"mime"
@@ -25,7 +26,7 @@ const (
 type HandlerOptions struct {
 	// Tokens, if set, requires a bearer token. mTLS is enforced by the
 	// listener (exporter-toolkit web config), before the handler.
-	Tokens *TokenFile
+	Tokens *webauth.TokenFile
 	// MaxBodyBytes caps a request body (413 above it).
 	MaxBodyBytes int64
 	// MaxEventBytes caps one event (counted oversized above it).

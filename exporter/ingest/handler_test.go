@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/herd-k8s/herd/internal/webauth"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -310,7 +311,7 @@ func TestAuditAuth(t *testing.T) {
 	if err := os.WriteFile(path, []byte(tokA+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tokens, err := ingest.NewTokenFile(path)
+	tokens, err := webauth.NewTokenFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,8 +5,6 @@ import (
 	"github.com/herd-k8s/herd/internal/webauth"
 	"net/http"
 	"strings"
-
-	"github.com/herd-k8s/herd/exporter/ingest"
 )
 
 // Authenticator is how callers of POST /alerts prove who they are: a bearer
@@ -15,7 +13,7 @@ import (
 // basic auth that exporter-toolkit's listener enforces before any handler
 // runs (--web.config.file). With both, a caller needs both.
 type Authenticator struct {
-	tokens   *ingest.TokenFile
+	tokens   *webauth.TokenFile
 	listener string // what the web config requires, "" when nothing
 }
 
@@ -25,7 +23,7 @@ type Authenticator struct {
 func NewAuthenticator(tokenFile, webConfigFile string) (*Authenticator, error) {
 	a := &Authenticator{}
 	if tokenFile != "" {
-		t, err := ingest.NewTokenFile(tokenFile)
+		t, err := webauth.NewTokenFile(tokenFile)
 		if err != nil {
 			return nil, fmt.Errorf("--web.bearer-token-file: %w", err)
 		}

@@ -1,4 +1,4 @@
-package ingest
+package webauth
 
 import (
 	"crypto/sha256"
