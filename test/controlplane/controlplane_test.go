@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -28,33 +27,9 @@ import (
 
 const kubeletUA = "kubelet/v1.36.3 (linux/amd64) kubernetes/herdtest"
 
-// auditSink is an audit webhook backend that keeps every event it receives.
-type auditSink struct {
-	mu     sync.Mutex
-	events []auditv1.Event
-	token  string
-}
-
-func (s *auditSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Authorization") != "Bearer "+s.token {
-		http.Error(w, "unauthenticated", http.StatusUnauthorized)
-		return
-	}
-	var list auditv1.EventList
-	if err := json.NewDecoder(r.Body).Decode(&list); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	s.mu.Lock()
-	s.events = append(s.events, list.Items...)
-	s.mu.Unlock()
-}
-
-// find returns the ResponseComplete event of the request whose URI is uri.
-func (s *auditSink) find(user, uri string) (auditv1.Event, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, e := range s.events {
+// find returns the ResponseComplete event of user's request whose URI is uri.
+func find(sink *controlplane.AuditSink, user, uri string) (auditv1.Event, bool) {
+	for _, e := range sink.EventsFrom(0) {
 		if e.User.Username == user && e.RequestURI == uri && e.Stage == auditv1.StageResponseComplete {
 			return e, true
 		}
@@ -62,22 +37,16 @@ func (s *auditSink) find(user, uri string) (auditv1.Event, bool) {
 	return auditv1.Event{}, false
 }
 
-func startWithAudit(t *testing.T) (*controlplane.ControlPlane, *auditSink, string) {
+func startWithAudit(t *testing.T) (*controlplane.ControlPlane, *controlplane.AuditSink, string) {
 	t.Helper()
-	sink := &auditSink{token: "audit-token"}
-	srv := httptest.NewTLSServer(sink)
-	t.Cleanup(srv.Close)
-	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	sink := controlplane.NewAuditSink("audit-token")
+	t.Cleanup(sink.Close)
 	logPath := filepath.Join(t.TempDir(), "audit.log")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{
-		AuditWebhookURL:   srv.URL,
-		AuditWebhookToken: sink.token,
-		AuditWebhookCA:    ca,
-		AuditLogPath:      logPath,
-		Log:               testWriter{t},
-	})
+	opts := controlplane.Options{AuditLogPath: logPath, Log: testWriter{t}}
+	sink.Wire(&opts)
+	cp, err := controlplane.Start(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,17 +111,16 @@ func TestKubeletRequestsAndAudit(t *testing.T) {
 		var ev auditv1.Event
 		var ok bool
 		for ; !ok && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			ev, ok = sink.find(user, r.uri)
+			ev, ok = find(sink, user, r.uri)
 		}
 		if !ok {
-			sink.mu.Lock()
-			for _, e := range sink.events {
+			events := sink.EventsFrom(0)
+			for _, e := range events {
 				if e.User.Username == user {
 					t.Logf("have: %s %s %s", e.Stage, e.Verb, e.RequestURI)
 				}
 			}
-			t.Logf("total events: %d", len(sink.events))
-			sink.mu.Unlock()
+			t.Logf("total events: %d", len(events))
 			t.Fatalf("no ResponseComplete audit event for %s reached the webhook", r.uri)
 		}
 		if ev.Verb != "list" || ev.UserAgent != kubeletUA || ev.ObjectRef == nil ||

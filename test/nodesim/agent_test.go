@@ -35,7 +35,7 @@ func startKubelet(t *testing.T, ctx context.Context, node string, opts nodesim.A
 func TestAgentKubeletSteadyState(t *testing.T) {
 	e := sharedEnv(t)
 	ctx := ctxFor(t, time.Minute)
-	audit := e.sink.since()
+	audit := since(e.sink)
 	a := startKubelet(t, ctx, "node-3", nodesim.AgentOptions{})
 
 	pods := a.Keys("pods")
@@ -125,7 +125,7 @@ func TestAgentRestartRecovery(t *testing.T) {
 	for _, n := range liveNodes {
 		agents[n] = startKubelet(t, ctx, n, nodesim.AgentOptions{})
 	}
-	audit := e.sink.since()
+	audit := since(e.sink)
 	start := time.Now()
 	if err := e.cp.RestartAPIServer(ctx); err != nil {
 		t.Fatal(err)

@@ -2,11 +2,7 @@ package nodesim_test
 
 import (
 	"context"
-	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"sync"
 	"testing"
@@ -32,8 +28,7 @@ var (
 
 type testEnv struct {
 	cp    *controlplane.ControlPlane
-	sink  *auditSink
-	srv   *httptest.Server
+	sink  *controlplane.AuditSink
 	admin kubernetes.Interface
 }
 
@@ -50,7 +45,7 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if env != nil {
 		env.cp.Stop()
-		env.srv.Close()
+		env.sink.Close()
 	}
 	os.Exit(code)
 }
@@ -69,24 +64,21 @@ func sharedEnv(t *testing.T) *testEnv {
 func startEnv() (*testEnv, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sink := &auditSink{token: "nodesim-audit-token"}
-	srv := httptest.NewTLSServer(sink)
-	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
-	cp, err := controlplane.Start(ctx, controlplane.Options{
+	sink := controlplane.NewAuditSink("nodesim-audit-token")
+	opts := controlplane.Options{
 		Nodes:                    append(append([]string(nil), liveNodes...), ghostNode),
-		AuditWebhookURL:          srv.URL,
-		AuditWebhookToken:        sink.token,
-		AuditWebhookCA:           ca,
 		AuditWebhookBatchMaxWait: 100 * time.Millisecond,
-	})
+	}
+	sink.Wire(&opts)
+	cp, err := controlplane.Start(ctx, opts)
 	if err != nil {
-		srv.Close()
+		sink.Close()
 		return nil, err
 	}
-	e := &testEnv{cp: cp, sink: sink, srv: srv, admin: cp.Client(controlplane.Admin)}
+	e := &testEnv{cp: cp, sink: sink, admin: cp.Client(controlplane.Admin)}
 	if err := e.seed(ctx); err != nil {
 		cp.Stop()
-		srv.Close()
+		sink.Close()
 		return nil, fmt.Errorf("seed control plane: %w", err)
 	}
 	return e, nil
@@ -135,50 +127,20 @@ func deletePod(e *testEnv, name string) {
 	_ = e.admin.CoreV1().Pods("default").Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
 }
 
-// auditSink is an audit webhook backend that keeps every event it receives,
-// decoded with the apiserver's own audit/v1 types.
-type auditSink struct {
-	token string
-
-	mu     sync.Mutex
-	events []auditv1.Event
-}
-
-func (s *auditSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Authorization") != "Bearer "+s.token {
-		http.Error(w, "unauthenticated", http.StatusUnauthorized)
-		return
-	}
-	var list auditv1.EventList
-	if err := json.NewDecoder(r.Body).Decode(&list); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	s.mu.Lock()
-	s.events = append(s.events, list.Items...)
-	s.mu.Unlock()
-}
-
 // since is a view of the events that arrive from now on, so a test's
 // counts are not disturbed by earlier tests (or earlier -count runs) that
 // used the same identities and URIs.
-func (s *auditSink) since() *auditView {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return &auditView{s: s, from: len(s.events)}
-}
+func since(s *controlplane.AuditSink) *auditView { return &auditView{s: s, from: s.Len()} }
 
 type auditView struct {
-	s    *auditSink
+	s    *controlplane.AuditSink
 	from int
 }
 
 // count returns how many events in the view satisfy pred.
 func (v *auditView) count(pred func(auditv1.Event) bool) int {
-	v.s.mu.Lock()
-	defer v.s.mu.Unlock()
 	n := 0
-	for _, e := range v.s.events[v.from:] {
+	for _, e := range v.s.EventsFrom(v.from) {
 		if pred(e) {
 			n++
 		}
@@ -188,10 +150,8 @@ func (v *auditView) count(pred func(auditv1.Event) bool) int {
 
 // matching returns the events of user's request with requestURI uri.
 func (v *auditView) matching(user, uri string) []auditv1.Event {
-	v.s.mu.Lock()
-	defer v.s.mu.Unlock()
 	var out []auditv1.Event
-	for _, e := range v.s.events[v.from:] {
+	for _, e := range v.s.EventsFrom(v.from) {
 		if e.User.Username == user && e.RequestURI == uri {
 			out = append(out, e)
 		}

@@ -32,7 +32,7 @@ func TestRawRequestsAudit(t *testing.T) {
 	e := sharedEnv(t)
 	ctx := ctxFor(t, 2*time.Minute)
 	cp := e.cp
-	audit := e.sink.since()
+	audit := since(e.sink)
 
 	kubelet1 := newClient(t, func() (*nodesim.Client, error) { return nodesim.NewKubelet(cp, "node-1", nodesim.Options{}) })
 	kubelet2 := newClient(t, func() (*nodesim.Client, error) {
