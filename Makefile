@@ -17,6 +17,17 @@ FUZZTIME ?= 60s
 build: ## Build bin/herd with version information.
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/herd ./cmd/herd
 
+IMAGE ?= herd:$(VERSION)
+
+.PHONY: image
+image: ## Build the container image $(IMAGE) with docker build (needs a Docker engine with BuildKit).
+	docker build \
+	  --build-arg VERSION=$(VERSION) --build-arg REVISION=$(COMMIT) --build-arg BRANCH=$(BRANCH) \
+	  --build-arg BUILD_USER=$(shell id -un)@$(shell hostname) \
+	  --build-arg BUILD_DATE=$(shell date -u +%Y%m%d-%H:%M:%S) \
+	  --build-arg CREATED=$(shell date -u +%Y-%m-%dT%H:%M:%SZ) \
+	  -t $(IMAGE) .
+
 .PHONY: deps
 deps: ## Install what the tests need from Debian (Prometheus, Alertmanager) when missing.
 	@missing=(); \
@@ -36,7 +47,7 @@ controlplane: ## Build kube-apiserver and etcd from Go modules (cached outside t
 	bash test/tools/controlplane/build.sh
 
 .PHONY: test
-test: deps controlplane vet rules-check ## Unit and real-control-plane tests, with the race detector.
+test: deps controlplane vet rules-check chart-check ## Unit and real-control-plane tests, with the race detector.
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: vet
@@ -75,6 +86,35 @@ rules-check: deps ## Generated mixin output up to date, jsonnet formatted, promt
 	@if ! $(JSONNETFMT) --test $(RULES_SRC); then echo "rules/: jsonnet not formatted: run make rules-fmt" >&2; exit 1; fi
 	promtool check rules rules/prometheus_alerts.yaml rules/prometheus_rules.yaml
 	cd rules/tests && promtool test rules *.yaml
+
+HELM_VERSION = $(shell sed -nE 's/^(require)?[[:space:]]*helm\.sh\/helm\/v3 (v[^ ]+).*/\2/p' test/tools/helm/go.mod | head -1)
+HELM        ?= $(or $(HERD_HELM_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/herd/bin)/helm-$(HELM_VERSION)
+CHART       := manifests/charts/herd
+# The mixin's generated files the chart ships (Helm reads only files inside the chart).
+CHART_FILES := rules/prometheus_alerts.yaml:$(CHART)/files/prometheus_alerts.yaml \
+               rules/prometheus_rules.yaml:$(CHART)/files/prometheus_rules.yaml \
+               rules/dashboards_out/herd.json:$(CHART)/files/herd.json
+
+.PHONY: helm
+helm: ## Build Helm from Go modules (pinned in test/tools/helm), cached outside the work tree.
+	bash test/tools/helm/build.sh
+
+.PHONY: chart-sync
+chart-sync: ## Copy the mixin's generated rules and dashboard into the chart (run after make rules).
+	@for pair in $(CHART_FILES); do cp "$${pair%%:*}" "$${pair##*:}"; echo "$${pair%%:*} -> $${pair##*:}"; done
+
+.PHONY: chart-check
+chart-check: helm ## Chart copies of the mixin up to date; helm lint --strict and helm template (default and all-on values).
+	@stale=0; for pair in $(CHART_FILES); do cmp -s "$${pair%%:*}" "$${pair##*:}" || { echo "$${pair##*:} differs from $${pair%%:*}" >&2; stale=1; }; done; \
+	if (( stale )); then echo "$(CHART)/files: stale copies: run make chart-sync" >&2; exit 1; fi
+	$(HELM) lint --strict $(CHART)
+	$(HELM) lint --strict $(CHART) -f $(CHART)/ci/all-on-values.yaml
+	$(HELM) template herd $(CHART) --namespace herd --kube-version 1.36.3 >/dev/null
+	$(HELM) template herd $(CHART) --namespace herd --kube-version 1.36.3 -f $(CHART)/ci/all-on-values.yaml >/dev/null
+
+.PHONY: chart-test
+chart-test: deps controlplane chart-check ## chart-check, then the chart's tests on a real apiserver (test/chart; make test runs them with ./...).
+	HERD_HELM=$(HELM) $(GO) test -race -count=1 -timeout 10m ./test/chart/
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME (default 60s) each.

@@ -53,9 +53,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	exporterCmd := app.Command("exporter", "Serve Prometheus metrics about node-side clients, fed by kube-apiserver audit events.")
 	exporterOpts := addExporterFlags(exporterCmd)
 	responderCmd := app.Command("responder", "Serve the Alertmanager webhook that triages and runs guarded remediations.")
+	responderOpts := addResponderFlags(responderCmd)
 	analyzeCmd := app.Command("analyze", "Report relisting, stuck and ghost clients from audit log files, offline.")
 	analyzeOpts := addAnalyzeFlags(analyzeCmd)
 	auditPolicyCmd := app.Command("audit-policy", "Print the minimal audit Policy herd needs.")
+	auditPolicyOpts := addAuditPolicyFlags(auditPolicyCmd)
 	versionCmd := app.Command("version", "Print version, commit and Go version.")
 
 	if len(args) == 0 {
@@ -78,9 +80,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runExporter(exporterOpts, promslog.New(logConfig), stderr)
 	case analyzeCmd.FullCommand():
 		return runAnalyze(analyzeOpts, stdout, stderr)
-	case responderCmd.FullCommand(), auditPolicyCmd.FullCommand():
-		fmt.Fprintf(stderr, "herd %s: %v\n", cmd, errNotBuilt)
-		return 2
+	case responderCmd.FullCommand():
+		return runResponder(responderOpts, promslog.New(logConfig), stdout, stderr)
+	case auditPolicyCmd.FullCommand():
+		return runAuditPolicy(auditPolicyOpts, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "herd: unknown command %q\n", cmd)
 	return 2

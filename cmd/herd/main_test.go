@@ -22,7 +22,8 @@ func TestRun(t *testing.T) {
 		{name: "help", args: []string{"--help"}, wantStdout: []string{"exporter", "responder", "analyze", "audit-policy", "version"}},
 		{name: "no command", args: nil, wantCode: 2, wantStderr: "herd: command not specified (try herd --help)\n"},
 		{name: "unknown command", args: []string{"bogus"}, wantCode: 2, wantStderr: "herd: expected command but got \"bogus\"\n"},
-		{name: "subcommand not built", args: []string{"responder"}, wantCode: 2, wantStderr: "herd responder: not built yet\n"},
+		{name: "responder without prometheus", args: []string{"responder"}, wantCode: 2,
+			wantStderr: "herd responder: no --config: the defaults need --prometheus.url: prometheus.url: required, because routes[0] runs triage and herd re-verifies every alert from Prometheus before acting (set it here or with --prometheus.url)\n"},
 		{name: "unknown flag", args: []string{"version", "--bogus"}, wantCode: 2, wantStderr: "herd: unknown long flag '--bogus'\n"},
 	}
 	for _, tc := range tests {

@@ -72,8 +72,12 @@ type IntervalHistogram struct {
 
 type InstanceRelists struct {
 	StreamLabels
-	Node    string
-	Relists int
+	Node string
+	// Identity is the authenticated user (system:node:<node>, a service
+	// account): the subject the responder's isolate action puts in a
+	// FlowSchema. One per node for kubelets, so it adds no series.
+	Identity string
+	Relists  int
 }
 
 func (l *Ledger) clientLabels(k clientKey) ClientLabels {
@@ -136,7 +140,7 @@ func (l *Ledger) SnapshotAt(now int64) Snapshot {
 			if n >= l.cfg.RelistThreshold {
 				relisting[sk]++
 			}
-			tk := topKey{streamKey: sk, node: in.Node}
+			tk := topKey{streamKey: sk, node: in.Node, identity: in.Identity}
 			perNode[tk] += n
 			if isFlagged {
 				flagged[tk] = true
@@ -157,7 +161,10 @@ func (l *Ledger) SnapshotAt(now int64) Snapshot {
 		if tops[i].relists != tops[j].relists {
 			return tops[i].relists > tops[j].relists
 		}
-		return tops[i].key.node < tops[j].key.node
+		if tops[i].key.node != tops[j].key.node {
+			return tops[i].key.node < tops[j].key.node
+		}
+		return tops[i].key.identity < tops[j].key.identity
 	})
 	if len(tops) > l.cfg.TopK {
 		// Keep the top K, then every flagged stream below them.
@@ -170,7 +177,7 @@ func (l *Ledger) SnapshotAt(now int64) Snapshot {
 		tops = kept
 	}
 	for _, t := range tops {
-		s.TopInstances = append(s.TopInstances, InstanceRelists{StreamLabels: l.streamLabels(t.key.streamKey), Node: t.key.node, Relists: t.relists})
+		s.TopInstances = append(s.TopInstances, InstanceRelists{StreamLabels: l.streamLabels(t.key.streamKey), Node: t.key.node, Identity: t.key.identity, Relists: t.relists})
 	}
 	s.TokenReviewNodes = len(tokenReviewNodes)
 	return s
@@ -178,5 +185,5 @@ func (l *Ledger) SnapshotAt(now int64) Snapshot {
 
 type topKey struct {
 	streamKey
-	node string
+	node, identity string
 }

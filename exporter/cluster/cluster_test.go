@@ -180,6 +180,18 @@ func TestJudge(t *testing.T) {
 	if got := v.Judge(stale, th); got.Stale {
 		t.Errorf("5 pod relists is below the threshold: %+v", got)
 	}
+	// A ghost that went quiet for longer than the window is no longer one
+	// (its alert must resolve); within the window it still is.
+	quiet := w(classify.RoleKubelet, "system:node:old-worker-7", "old-worker-7", accounting.AttrUsername, "10.0.0.1")
+	windowed := Thresholds{TooLarge: 3, PodRelists: 6, Window: 10 * time.Minute}
+	quiet.LastSeen = v.now().Add(-11 * time.Minute).UnixNano()
+	if got := v.Judge(quiet, windowed); got.Ghost {
+		t.Errorf("a ghost quiet for 11m with a 10m window: %+v, want no longer a ghost", got)
+	}
+	quiet.LastSeen = v.now().Add(-9 * time.Minute).UnixNano()
+	if got := v.Judge(quiet, windowed); !got.Ghost {
+		t.Errorf("a ghost last seen 9m ago with a 10m window: %+v, want still a ghost", got)
+	}
 	// A brand-new instance gets the grace period too.
 	fresh := w(classify.RoleKubelet, "system:node:new", "new", accounting.AttrUsername, "10.0.0.1")
 	fresh.FirstSeen = v.now().UnixNano()

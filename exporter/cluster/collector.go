@@ -62,7 +62,7 @@ func (c *Collector) Thresholds() Thresholds { return c.thresholds() }
 
 func (c *Collector) thresholds() Thresholds {
 	cfg := c.Ledger.Config()
-	return Thresholds{TooLarge: cfg.StaleTooLarge, PodRelists: cfg.StalePodRelists}
+	return Thresholds{TooLarge: cfg.StaleTooLarge, PodRelists: cfg.StalePodRelists, Window: cfg.Window}
 }
 
 type ghost struct {

@@ -17,9 +17,13 @@ const (
 
 // Thresholds decide staleness (SPEC §3.3): within the window, at least
 // TooLarge "Too large resource version" answers or PodRelists relists of pods.
+// Window is also how recently a ghost must have called to still be one: a
+// ghost that went quiet (stopped, or quarantined and given up) must let its
+// alert resolve. Zero means no recency condition.
 type Thresholds struct {
 	TooLarge   int
 	PodRelists int
+	Window     time.Duration
 }
 
 // Verdict is what the view concludes about one instance.
@@ -70,7 +74,8 @@ func (v *View) judge(w *accounting.InstanceWindow, th Thresholds, now time.Time)
 		return out, false
 	}
 	settled := now.Sub(syncedAt) >= v.opts.Grace && now.UnixNano()-w.FirstSeen >= int64(v.opts.Grace)
-	if hostAgent(w.Role) && settled {
+	active := th.Window <= 0 || now.UnixNano()-w.LastSeen <= int64(th.Window)
+	if hostAgent(w.Role) && settled && active {
 		switch {
 		case w.Role == classify.RoleKubelet && w.Attribution == accounting.AttrUsername && !exists:
 			out.Ghost, out.GhostReason = true, ReasonNoSuchNode

@@ -22,8 +22,8 @@ var (
 		"Instances with at least the configured number of relists of a resource in the window.",
 		[]string{"role", "client", "resource"}, nil)
 	instanceRelistsDesc = prometheus.NewDesc(namespace+"_instance_relists",
-		"Relists in the window by the top-K instances, by node.",
-		[]string{"role", "client", "node", "resource"}, nil)
+		"Relists in the window by the top-K instances, by node and identity.",
+		[]string{"role", "client", "node", "identity", "resource"}, nil)
 )
 
 type relistCollector struct{}
@@ -39,7 +39,7 @@ func (relistCollector) Update(s *Scrape, ch chan<- prometheus.Metric) error {
 	}
 	emitStreams(ch, relistingDesc, prometheus.GaugeValue, snap.RelistingInstances)
 	for _, t := range snap.TopInstances {
-		ch <- prometheus.MustNewConstMetric(instanceRelistsDesc, prometheus.GaugeValue, float64(t.Relists), t.Role, t.Client, t.Node, t.Resource)
+		ch <- prometheus.MustNewConstMetric(instanceRelistsDesc, prometheus.GaugeValue, float64(t.Relists), t.Role, t.Client, t.Node, t.Identity, t.Resource)
 	}
 	return nil
 }

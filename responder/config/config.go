@@ -11,6 +11,7 @@
 //	  url: ""                      # required when a route has an action other than none (alerts are
 //	                               # triggers, not evidence: herd re-verifies from Prometheus); or --prometheus.url
 //	  timeout: 10s                 # per evidence query
+//	  rateWindow: 5m               # the mixin's _config.rateWindow: herd's recording rules are named after it
 //	routes:                        # first match wins; these defaults apply only when routes is omitted
 //	- match: {alertname: KubeAPIErrorBudgetBurn}
 //	  action: triage
@@ -116,6 +117,9 @@ type Config struct {
 type Prometheus struct {
 	URL     string         `json:"url"`
 	Timeout model.Duration `json:"timeout"`
+	// RateWindow is the mixin's _config.rateWindow; the recording rules
+	// herd reads are named after it (herd:relists_by_resource:rate5m).
+	RateWindow string `json:"rateWindow"`
 }
 
 // Route sends the alerts that match it to an action.
@@ -209,7 +213,7 @@ func DefaultRoutes() []Route {
 func Default() Config {
 	return Config{
 		DryRun:     true,
-		Prometheus: Prometheus{Timeout: model.Duration(10 * time.Second)},
+		Prometheus: Prometheus{Timeout: model.Duration(10 * time.Second), RateWindow: "5m"},
 		Routes:     DefaultRoutes(),
 		Actions: Actions{
 			Triage: Triage{Remediate: false},
@@ -371,6 +375,9 @@ func (c Config) Validate() error {
 	} else if u, err := url.Parse(c.Prometheus.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		fail("prometheus.url %q: must be an absolute http or https URL", c.Prometheus.URL)
 	}
+	if d, err := model.ParseDuration(c.Prometheus.RateWindow); err != nil || d <= 0 {
+		fail("prometheus.rateWindow %q: must be a Prometheus duration such as 5m (the mixin's _config.rateWindow)", c.Prometheus.RateWindow)
+	}
 	if c.Prometheus.Timeout <= 0 {
 		fail("prometheus.timeout %s: must be positive", c.Prometheus.Timeout)
 	}
@@ -518,6 +525,18 @@ func (c Config) Known(alertname string) bool {
 		}
 	}
 	return false
+}
+
+// Alertnames lists the alert names routes match by equality, in route
+// order without repeats: the names Known accepts.
+func (c Config) Alertnames() []string {
+	var out []string
+	for _, r := range c.Routes {
+		if v, ok := r.Match["alertname"]; ok && !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // Matches reports whether labels satisfy every matcher of r. A missing

@@ -18,7 +18,9 @@ type metrics struct {
 // start so that rate() and absent-series alerts work before the first one.
 var answered = []int{200, 400, 401, 405, 413, 503}
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+// newMetrics creates the handler's metrics, with every series of the
+// routed alertnames at 0.
+func newMetrics(reg prometheus.Registerer, alertnames []string) (*metrics, error) {
 	m := &metrics{
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herd_responder_alerts_received_total",
@@ -39,6 +41,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range answered {
 		m.requests.WithLabelValues(strconv.Itoa(c))
+	}
+	for _, name := range alertnames {
+		for _, st := range []string{StatusFiring, StatusResolved} {
+			m.received.WithLabelValues(name, st)
+		}
+		for _, kind := range []string{"transient", "permanent"} {
+			m.dispatchErrors.WithLabelValues(name, kind)
+		}
 	}
 	if reg == nil {
 		return m, nil

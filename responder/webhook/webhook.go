@@ -154,6 +154,9 @@ type Options struct {
 	// are counted as alertname="other" to bound the metrics' cardinality.
 	// nil counts every alert as "other".
 	Known func(alertname string) bool
+	// Alertnames are the routed alert names whose series exist from the
+	// start (Known should accept each).
+	Alertnames []string
 	// Registerer gets the handler's metrics; nil registers them nowhere.
 	Registerer prometheus.Registerer
 	// MaxBodyBytes caps a request body (413 above it); 0 means
@@ -185,7 +188,7 @@ func NewHandler(opts Options) (*Handler, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	m, err := newMetrics(opts.Registerer)
+	m, err := newMetrics(opts.Registerer, opts.Alertnames)
 	if err != nil {
 		return nil, err
 	}

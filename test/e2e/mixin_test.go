@@ -95,15 +95,15 @@ rules:
 // mixinExpectedEmpty are the dashboard panels that have no data in this
 // scenario, each with the reason. Everything else must return data.
 var mixinExpectedEmpty = map[string]string{
-	// The responder is not built yet: no herd_responder_* series exist
+	// This test runs no responder: no herd_responder_* series exist
 	// anywhere, so its panels are empty until it is deployed and scraped.
-	"Responder leaders":   "herd_responder_leader: the responder is not built yet",
-	"Responder actions":   "herd_responder_actions_total: the responder is not built yet",
-	"Guard refusals":      "herd_responder_guard_refusals_total: the responder is not built yet",
-	"Leader":              "herd_responder_leader: the responder is not built yet",
-	"Alerts received":     "herd_responder_alerts_received_total: the responder is not built yet",
-	"Action duration p99": "herd_responder_action_duration_seconds: the responder is not built yet",
-	"Triage findings":     "herd_responder_findings: the responder is not built yet",
+	"Responder leaders":   "herd_responder_leader: this test runs no responder (test/e2e/responder_test.go runs it)",
+	"Responder actions":   "herd_responder_actions_total: this test runs no responder (test/e2e/responder_test.go runs it)",
+	"Guard refusals":      "herd_responder_guard_refusals_total: this test runs no responder (test/e2e/responder_test.go runs it)",
+	"Leader":              "herd_responder_leader: this test runs no responder (test/e2e/responder_test.go runs it)",
+	"Alerts received":     "herd_responder_alerts_received_total: this test runs no responder (test/e2e/responder_test.go runs it)",
+	"Action duration p99": "herd_responder_action_duration_seconds: this test runs no responder (test/e2e/responder_test.go runs it)",
+	"Triage findings":     "herd_responder_findings: this test runs no responder (test/e2e/responder_test.go runs it)",
 }
 
 // mixinRendered is the mixin rendered with the test's overrides.

@@ -1,0 +1,451 @@
+package action
+
+import (
+	"reflect"
+	"testing"
+
+	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apiserver/pkg/apis/flowcontrol/bootstrap"
+
+	"github.com/herd-k8s/herd/responder/config"
+	"github.com/herd-k8s/herd/responder/guard"
+)
+
+// apiserverSchemas are the FlowSchemas a kube-apiserver creates: the
+// mandatory and the suggested ones, as the apiserver itself defines them.
+func apiserverSchemas() []flowcontrolv1.FlowSchema {
+	var out []flowcontrolv1.FlowSchema
+	for _, fs := range append(append([]*flowcontrolv1.FlowSchema(nil), bootstrap.MandatoryFlowSchemas...), bootstrap.SuggestedFlowSchemas...) {
+		out = append(out, *fs.DeepCopy())
+	}
+	return out
+}
+
+func herdSchema(name string, precedence int32, rule flowcontrolv1.PolicyRulesWithSubjects) flowcontrolv1.FlowSchema {
+	return flowcontrolv1.FlowSchema{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{ManagedByLabel: ManagedByValue}},
+		Spec:       flowcontrolv1.FlowSchemaSpec{MatchingPrecedence: precedence, Rules: []flowcontrolv1.PolicyRulesWithSubjects{rule}},
+	}
+}
+
+// catchEverything matches every request of every authenticated user.
+var catchEverything = flowcontrolv1.PolicyRulesWithSubjects{
+	Subjects: []flowcontrolv1.Subject{{Kind: flowcontrolv1.SubjectKindGroup, Group: &flowcontrolv1.GroupSubject{Name: "system:authenticated"}}},
+	ResourceRules: []flowcontrolv1.ResourcePolicyRule{{Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"},
+		ClusterScope: true, Namespaces: []string{"*"}}},
+}
+
+func TestServingSuggestedFlowSchemas(t *testing.T) {
+	listPods := request{verb: "list", resource: "pods", clusterScope: true}
+	cases := []struct {
+		name     string
+		user     user
+		req      request
+		want     string
+		wantPrec int32
+	}{
+		{"cilium agent LISTs pods cluster-wide", userOf("system:serviceaccount:kube-system:cilium"), listPods, "kube-system-service-accounts", 900},
+		{"kube-proxy LISTs endpointslices", userOf("system:serviceaccount:kube-system:kube-proxy"),
+			request{verb: "list", group: "discovery.k8s.io", resource: "endpointslices", clusterScope: true}, "kube-system-service-accounts", 900},
+		{"kube-system SA gets a lease in a namespace", userOf("system:serviceaccount:kube-system:cilium-operator"),
+			request{verb: "get", group: "coordination.k8s.io", resource: "leases"}, "system-leader-election", 100},
+		{"kube-system SA LISTs leases cluster-wide: not leader election", userOf("system:serviceaccount:kube-system:cilium-operator"),
+			request{verb: "list", group: "coordination.k8s.io", resource: "leases", clusterScope: true}, "kube-system-service-accounts", 900},
+		{"kubelet LISTs pods", userOf("system:node:ip-10-0-3-17.eu-west-1.compute.internal"), listPods, "system-nodes", 500},
+		{"kubelet gets its node", userOf("system:node:n1"), request{verb: "get", resource: "nodes", clusterScope: true}, "system-node-high", 400},
+		{"kubelet patches node status", userOf("system:node:n1"), request{verb: "patch", resource: "nodes/status", clusterScope: true}, "system-node-high", 400},
+		{"kubelet renews its lease", userOf("system:node:n1"), request{verb: "update", group: "coordination.k8s.io", resource: "leases"}, "system-node-high", 400},
+		{"kubelet LISTs leases cluster-wide", userOf("system:node:n1"), request{verb: "list", group: "coordination.k8s.io", resource: "leases", clusterScope: true}, "system-nodes", 500},
+		{"a service account elsewhere", userOf("system:serviceaccount:monitoring:prometheus"), listPods, "service-accounts", 9000},
+		{"a service account elsewhere, namespaced", userOf("system:serviceaccount:monitoring:prometheus"), request{verb: "get", resource: "configmaps"}, "service-accounts", 9000},
+		{"kube-controller-manager", userOf("system:kube-controller-manager"), listPods, "kube-controller-manager", 800},
+		{"kube-scheduler", userOf("system:kube-scheduler"), listPods, "kube-scheduler", 800},
+		{"kube-scheduler gets a lease", userOf("system:kube-scheduler"), request{verb: "get", group: "coordination.k8s.io", resource: "leases"}, "system-leader-election", 100},
+		{"a person", userOf("alice@example.com"), listPods, "global-default", 9900},
+		{"system:masters", user{name: "admin", groups: []string{"system:masters", "system:authenticated"}}, listPods, "exempt", 1},
+		{"a malformed service account name is a plain user", userOf("system:serviceaccount:kube-system"), listPods, "global-default", 9900},
+		{"unauthenticated", user{name: "system:anonymous", groups: []string{"system:unauthenticated"}}, listPods, "global-default", 9900},
+	}
+	all := apiserverSchemas()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := serving(all, tc.user, tc.req)
+			if fs == nil {
+				t.Fatalf("no FlowSchema serves %+v %+v", tc.user, tc.req)
+			}
+			if fs.Name != tc.want || fs.Spec.MatchingPrecedence != tc.wantPrec {
+				t.Errorf("served by %s (%d), want %s (%d)", fs.Name, fs.Spec.MatchingPrecedence, tc.want, tc.wantPrec)
+			}
+		})
+	}
+	// Nothing serves a request no schema has a rule for: only resource
+	// requests are matched, and probes are non-resource.
+	if fs := serving(all[:1], userOf("alice"), listPods); fs != nil {
+		t.Errorf("exempt alone serves alice: %s", fs.Name)
+	}
+}
+
+func TestServingPrecedence(t *testing.T) {
+	u := userOf("system:node:n1")
+	req := request{verb: "list", resource: "pods", clusterScope: true}
+	cases := []struct {
+		name  string
+		extra []flowcontrolv1.FlowSchema
+		want  string
+	}{
+		{"suggested only", nil, "system-nodes"},
+		{"herd's own schema is skipped", []flowcontrolv1.FlowSchema{herdSchema("herd-isolate-1", 450, catchEverything)}, "system-nodes"},
+		{"a herd-named schema that is not herd's counts", []flowcontrolv1.FlowSchema{func() flowcontrolv1.FlowSchema {
+			fs := herdSchema("herd-isolate-1", 450, catchEverything)
+			fs.Labels = nil
+			return fs
+		}()}, "herd-isolate-1"},
+		{"a herd-labelled schema under another name counts", []flowcontrolv1.FlowSchema{herdSchema("custom", 450, catchEverything)}, "custom"},
+		{"ties go to the smaller name", []flowcontrolv1.FlowSchema{
+			func() flowcontrolv1.FlowSchema {
+				fs := herdSchema("zz", 450, catchEverything)
+				fs.Labels = nil
+				return fs
+			}(),
+			func() flowcontrolv1.FlowSchema {
+				fs := herdSchema("aa", 450, catchEverything)
+				fs.Labels = nil
+				return fs
+			}(),
+		}, "aa"},
+		{"a later schema does not win", []flowcontrolv1.FlowSchema{
+			func() flowcontrolv1.FlowSchema {
+				fs := herdSchema("late", 600, catchEverything)
+				fs.Labels = nil
+				return fs
+			}(),
+		}, "system-nodes"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			all := append(apiserverSchemas(), tc.extra...)
+			if fs := serving(all, u, req); fs == nil || fs.Name != tc.want {
+				t.Errorf("served by %v, want %s", fs, tc.want)
+			}
+		})
+	}
+}
+
+func TestSchemaMatches(t *testing.T) {
+	rule := func(rr flowcontrolv1.ResourcePolicyRule) *flowcontrolv1.FlowSchema {
+		return &flowcontrolv1.FlowSchema{Spec: flowcontrolv1.FlowSchemaSpec{Rules: []flowcontrolv1.PolicyRulesWithSubjects{{
+			Subjects:      []flowcontrolv1.Subject{{Kind: flowcontrolv1.SubjectKindUser, User: &flowcontrolv1.UserSubject{Name: "u"}}},
+			ResourceRules: []flowcontrolv1.ResourcePolicyRule{rr},
+		}}}}
+	}
+	u := user{name: "u"}
+	listPods := request{verb: "list", resource: "pods", clusterScope: true}
+	cases := []struct {
+		name string
+		fs   *flowcontrolv1.FlowSchema
+		u    user
+		r    request
+		want bool
+	}{
+		{"exact", rule(flowcontrolv1.ResourcePolicyRule{Verbs: []string{"list"}, APIGroups: []string{""}, Resources: []string{"pods"}, ClusterScope: true}), u, listPods, true},
+		{"wildcards", rule(flowcontrolv1.ResourcePolicyRule{Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"}, ClusterScope: true}), u, listPods, true},
+		{"other user", rule(flowcontrolv1.ResourcePolicyRule{Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"}, ClusterScope: true}), user{name: "v"}, listPods, false},
+		{"other verb", rule(flowcontrolv1.ResourcePolicyRule{Verbs: []string{"watch"}, APIGroups: []string{""}, Resources: []string{"pods"}, ClusterScope: true}), u, listPods, false},
+		{"other group", rule(flowcontrolv1.ResourcePolicyRule{Verbs: []string{"list"}, APIGroups: []string{"apps"}, Resources: []string{"pods"}, ClusterScope: true}), u, listPods, false},
+		{"other resource", rule(flowcontrolv1.ResourcePolicyRule{Verbs: []string{"list"}, APIGroups: []string{""}, Resources: []string{"nodes"}, ClusterScope: true}), u, listPods, false},
+		{"namespaced rule, cluster-wide request", rule(flowcontrolv1.ResourcePolicyRule{Verbs: []string{"list"}, APIGroups: []string{""}, Resources: []string{"pods"}, Namespaces: []string{"*"}}), u, listPods, false},
+		{"namespaced rule, namespaced request", rule(flowcontrolv1.ResourcePolicyRule{Verbs: []string{"list"}, APIGroups: []string{""}, Resources: []string{"pods"}, Namespaces: []string{"*"}}), u, request{verb: "list", resource: "pods"}, true},
+		{"cluster rule, namespaced request", rule(flowcontrolv1.ResourcePolicyRule{Verbs: []string{"list"}, APIGroups: []string{""}, Resources: []string{"pods"}, ClusterScope: true}), u, request{verb: "list", resource: "pods"}, false},
+		{"no rules", &flowcontrolv1.FlowSchema{}, u, listPods, false},
+	}
+	for _, tc := range cases {
+		if got := schemaMatches(tc.fs, tc.u, tc.r); got != tc.want {
+			t.Errorf("%s: schemaMatches = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestSubjectsMatch(t *testing.T) {
+	userS := func(n string) flowcontrolv1.Subject {
+		return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindUser, User: &flowcontrolv1.UserSubject{Name: n}}
+	}
+	groupS := func(n string) flowcontrolv1.Subject {
+		return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindGroup, Group: &flowcontrolv1.GroupSubject{Name: n}}
+	}
+	saS := func(ns, n string) flowcontrolv1.Subject {
+		return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindServiceAccount, ServiceAccount: &flowcontrolv1.ServiceAccountSubject{Namespace: ns, Name: n}}
+	}
+	cilium := userOf("system:serviceaccount:kube-system:cilium")
+	kubelet := userOf("system:node:n1")
+	cases := []struct {
+		name     string
+		subjects []flowcontrolv1.Subject
+		u        user
+		want     bool
+	}{
+		{"none", nil, cilium, false},
+		{"user by name", []flowcontrolv1.Subject{userS("system:node:n1")}, kubelet, true},
+		{"user by another name", []flowcontrolv1.Subject{userS("system:node:n2")}, kubelet, false},
+		{"user *", []flowcontrolv1.Subject{userS("*")}, kubelet, true},
+		{"group", []flowcontrolv1.Subject{groupS("system:nodes")}, kubelet, true},
+		{"group the user is not in", []flowcontrolv1.Subject{groupS("system:nodes")}, cilium, false},
+		{"group *", []flowcontrolv1.Subject{groupS("*")}, cilium, true},
+		{"all authenticated", []flowcontrolv1.Subject{groupS("system:authenticated")}, cilium, true},
+		{"service accounts group", []flowcontrolv1.Subject{groupS("system:serviceaccounts")}, cilium, true},
+		{"service accounts of the namespace", []flowcontrolv1.Subject{groupS("system:serviceaccounts:kube-system")}, cilium, true},
+		{"service accounts of another namespace", []flowcontrolv1.Subject{groupS("system:serviceaccounts:default")}, cilium, false},
+		{"service account", []flowcontrolv1.Subject{saS("kube-system", "cilium")}, cilium, true},
+		{"service account *", []flowcontrolv1.Subject{saS("kube-system", "*")}, cilium, true},
+		{"service account in another namespace", []flowcontrolv1.Subject{saS("default", "*")}, cilium, false},
+		{"another service account", []flowcontrolv1.Subject{saS("kube-system", "coredns")}, cilium, false},
+		{"service account subject, user not a service account", []flowcontrolv1.Subject{saS("kube-system", "*")}, kubelet, false},
+		{"nil pointers are skipped", []flowcontrolv1.Subject{{Kind: flowcontrolv1.SubjectKindUser}, {Kind: flowcontrolv1.SubjectKindGroup},
+			{Kind: flowcontrolv1.SubjectKindServiceAccount}, userS("system:node:n1")}, kubelet, true},
+		{"unknown kind", []flowcontrolv1.Subject{{Kind: "Robot", User: &flowcontrolv1.UserSubject{Name: "*"}}}, kubelet, false},
+	}
+	for _, tc := range cases {
+		if got := subjectsMatch(tc.subjects, tc.u); got != tc.want {
+			t.Errorf("%s: subjectsMatch = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestUserOf(t *testing.T) {
+	cases := []struct {
+		identity string
+		groups   []string
+	}{
+		{"system:serviceaccount:kube-system:cilium", []string{"system:authenticated", "system:serviceaccounts", "system:serviceaccounts:kube-system"}},
+		{"system:serviceaccount:monitoring:prometheus-k8s", []string{"system:authenticated", "system:serviceaccounts", "system:serviceaccounts:monitoring"}},
+		{"system:node:ip-10-0-3-17.eu-west-1.compute.internal", []string{"system:authenticated", "system:nodes"}},
+		{"system:serviceaccount:kube-system", []string{"system:authenticated"}},
+		{"system:serviceaccount::x", []string{"system:authenticated"}},
+		{"system:serviceaccount:x:", []string{"system:authenticated"}},
+		{"system:kube-proxy", []string{"system:authenticated"}},
+		{"alice", []string{"system:authenticated"}},
+	}
+	for _, tc := range cases {
+		u := userOf(tc.identity)
+		if u.name != tc.identity || !reflect.DeepEqual(u.groups, tc.groups) {
+			t.Errorf("userOf(%q) = %+v, want groups %q", tc.identity, u, tc.groups)
+		}
+	}
+}
+
+func TestSubjectsFor(t *testing.T) {
+	sa := func(ns, n string) flowcontrolv1.Subject {
+		return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindServiceAccount, ServiceAccount: &flowcontrolv1.ServiceAccountSubject{Namespace: ns, Name: n}}
+	}
+	nodes := flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindGroup, Group: &flowcontrolv1.GroupSubject{Name: "system:nodes"}}
+	userS := func(n string) flowcontrolv1.Subject {
+		return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindUser, User: &flowcontrolv1.UserSubject{Name: n}}
+	}
+	many := func(prefix string, n int) []string {
+		var out []string
+		for i := range n {
+			out = append(out, prefix+string(rune('a'+i%26))+string(rune('a'+i/26)))
+		}
+		return out
+	}
+	cases := []struct {
+		name   string
+		ids    []string
+		want   []flowcontrolv1.Subject
+		guard  guard.Guard
+		reason string
+	}{
+		{name: "none", guard: guard.Verification,
+			reason: "Prometheus names no identity of the client among herd's top relisting instances (herd_instance_relists): nothing to put in a FlowSchema"},
+		{name: "one service account", ids: []string{"system:serviceaccount:kube-system:cilium"}, want: []flowcontrolv1.Subject{sa("kube-system", "cilium")}},
+		{name: "service accounts sorted, deduplicated", ids: []string{"system:serviceaccount:kube-system:cilium", "system:serviceaccount:cilium:cilium", "system:serviceaccount:kube-system:cilium"},
+			want: []flowcontrolv1.Subject{sa("cilium", "cilium"), sa("kube-system", "cilium")}},
+		{name: "kubelets are one group", ids: many("system:node:n", 50), want: []flowcontrolv1.Subject{nodes}},
+		{name: "users by name", ids: []string{"system:kube-proxy", "alice"}, want: []flowcontrolv1.Subject{userS("alice"), userS("system:kube-proxy")}},
+		{name: "mixed", ids: []string{"system:node:n2", "system:serviceaccount:kube-system:cilium", "system:node:n1", "bob"},
+			want: []flowcontrolv1.Subject{userS("bob"), nodes, sa("kube-system", "cilium")}},
+		{name: "a wildcard system name", ids: []string{"system:*"}, guard: guard.LabelValidation, reason: `identity "system:*" is not a user name`},
+		// "*" is APF's wildcard for user and service-account names: a
+		// subject made from it would throttle every user's LISTs.
+		{name: "the user wildcard", ids: []string{"cilium", "*"}, guard: guard.LabelValidation, reason: `identity "*" is not a user name`},
+		{name: "the service-account wildcard", ids: []string{"system:serviceaccount:kube-system:*"}, guard: guard.LabelValidation,
+			reason: `identity "system:serviceaccount:kube-system:*" is not a user name`},
+		{name: "20 identities", ids: many("user-", 20), want: func() []flowcontrolv1.Subject {
+			var out []flowcontrolv1.Subject
+			for _, id := range many("user-", 20) {
+				out = append(out, userS(id))
+			}
+			return sortedSubjects(out)
+		}()},
+		{name: "21 identities", ids: many("user-", 21), guard: guard.Verification,
+			reason: "the client runs as 21 different identities; herd puts at most 20 in one FlowSchema"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, r := subjectsFor(append([]string(nil), tc.ids...))
+			if tc.guard != "" {
+				if r == nil || r.Guard != tc.guard || r.Reason != tc.reason {
+					t.Fatalf("refusal %+v, want %s: %s", r, tc.guard, tc.reason)
+				}
+				return
+			}
+			if r != nil {
+				t.Fatal(r)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("subjects\n%+v\nwant\n%+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func sortedSubjects(s []flowcontrolv1.Subject) []flowcontrolv1.Subject {
+	out := append([]flowcontrolv1.Subject(nil), s...)
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[j].User.Name < out[i].User.Name {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}
+
+func TestStormTargetOf(t *testing.T) {
+	cases := []struct {
+		name   string
+		labels []string
+		want   stormTarget
+		guard  guard.Guard
+		reason string
+	}{
+		{name: "core resource", labels: []string{"role", "cni", "client", "cilium", "resource", "pods"},
+			want: stormTarget{role: "cni", client: "cilium", resource: "pods", plural: "pods"}},
+		{name: "grouped resource", labels: []string{"role", "cni", "client", "cilium", "resource", "ciliumendpoints.cilium.io", "cluster", "prod"},
+			want: stormTarget{role: "cni", client: "cilium", resource: "ciliumendpoints.cilium.io", plural: "ciliumendpoints", group: "cilium.io", cluster: "prod"}},
+		{name: "kubelet", labels: []string{"role", "kubelet", "client", "kubelet", "resource", "endpointslices.discovery.k8s.io"},
+			want: stormTarget{role: "kubelet", client: "kubelet", resource: "endpointslices.discovery.k8s.io", plural: "endpointslices", group: "discovery.k8s.io"}},
+		{name: "no role", labels: []string{"client", "cilium", "resource", "pods"}, guard: guard.LabelValidation, reason: "the alert has no role label"},
+		{name: "role other", labels: []string{"role", "other", "client", "cilium", "resource", "pods"}, guard: guard.LabelValidation,
+			reason: `label role="other" is not valid: not a node-side client role`},
+		{name: "unknown role", labels: []string{"role", "admin", "client", "cilium", "resource", "pods"}, guard: guard.LabelValidation,
+			reason: `label role="admin" is not valid: not a node-side client role`},
+		{name: "no client", labels: []string{"role", "cni", "resource", "pods"}, guard: guard.LabelValidation, reason: "the alert has no client label"},
+		{name: "client other", labels: []string{"role", "cni", "client", "other", "resource", "pods"}, guard: guard.LabelValidation,
+			reason: `client "other" is every unclassified caller, not one client`},
+		{name: "client not a DNS label", labels: []string{"role", "cni", "client", "Cilium Agent", "resource", "pods"}, guard: guard.LabelValidation},
+		{name: "client injection", labels: []string{"role", "cni", "client", `x"} or vector(1) #`, "resource", "pods"}, guard: guard.LabelValidation},
+		{name: "no resource", labels: []string{"role", "cni", "client", "cilium"}, guard: guard.LabelValidation, reason: "the alert has no resource label"},
+		{name: "resource other", labels: []string{"role", "cni", "client", "cilium", "resource", "other"}, guard: guard.LabelValidation,
+			reason: `resource "other" is herd's overflow bucket, not one resource`},
+		{name: "resource with a subresource", labels: []string{"role", "cni", "client", "cilium", "resource", "pods/status"}, guard: guard.LabelValidation,
+			reason: `label resource="pods/status" is not valid: not a resource name (plural, or plural.group)`},
+		{name: "resource uppercase", labels: []string{"role", "cni", "client", "cilium", "resource", "Pods"}, guard: guard.LabelValidation},
+		{name: "resource *", labels: []string{"role", "cni", "client", "cilium", "resource", "*"}, guard: guard.LabelValidation},
+		{name: "resource with an empty group", labels: []string{"role", "cni", "client", "cilium", "resource", "pods."}, guard: guard.LabelValidation},
+		{name: "cluster with a newline", labels: []string{"role", "cni", "client", "cilium", "resource", "pods", "cluster", "a\nb"}, guard: guard.LabelValidation,
+			reason: "label cluster is not a plausible cluster name"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, r := stormTargetOf(firing(append([]string{"alertname", "HerdRelistStorm"}, tc.labels...)...))
+			if tc.guard != "" {
+				if r == nil || r.Guard != tc.guard || (tc.reason != "" && r.Reason != tc.reason) {
+					t.Fatalf("refusal %+v, want %s: %s", r, tc.guard, tc.reason)
+				}
+				return
+			}
+			if r != nil {
+				t.Fatal(r)
+			}
+			if got != tc.want {
+				t.Errorf("target %+v, want %+v", got, tc.want)
+			}
+			if k := got.key(); !reflect.DeepEqual(k, map[string]string{AnnotationAction: "isolate", AnnotationRole: tc.want.role,
+				AnnotationClient: tc.want.client, AnnotationResource: tc.want.resource}) {
+				t.Errorf("key %v", k)
+			}
+		})
+	}
+}
+
+func TestClaim(t *testing.T) {
+	key := map[string]string{AnnotationAction: "isolate", AnnotationClient: "cilium", AnnotationResource: "pods", AnnotationRole: "cni"}
+	slot := func(name string, owned bool, ann map[string]string) *flowcontrolv1.FlowSchema {
+		fs := &flowcontrolv1.FlowSchema{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: ann}}
+		if owned {
+			fs.Labels = map[string]string{ManagedByLabel: ManagedByValue}
+		}
+		return fs
+	}
+	other := map[string]string{AnnotationAction: "isolate", AnnotationClient: "calico", AnnotationResource: "pods", AnnotationRole: "cni"}
+	withExtra := func(m map[string]string, kv ...string) map[string]string {
+		out := map[string]string{}
+		for k, v := range m {
+			out[k] = v
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			out[kv[i]] = kv[i+1]
+		}
+		return out
+	}
+	cases := []struct {
+		name     string
+		mine     []*flowcontrolv1.FlowSchema
+		want     string
+		existing bool
+		guard    guard.Guard
+		reason   string
+	}{
+		{name: "no slots used", want: "herd-isolate-1"},
+		{name: "the slot serving the key is reused", mine: []*flowcontrolv1.FlowSchema{slot("herd-isolate-1", true, withExtra(key, AnnotationExpiresAt, "x"))},
+			want: "herd-isolate-1", existing: true},
+		{name: "reuse wins over the first free slot", mine: []*flowcontrolv1.FlowSchema{slot("herd-isolate-3", true, key)}, want: "herd-isolate-3", existing: true},
+		{name: "first free slot", mine: []*flowcontrolv1.FlowSchema{slot("herd-isolate-1", true, other), slot("herd-isolate-3", true, other)}, want: "herd-isolate-2"},
+		{name: "a slot not owned by herd is skipped", mine: []*flowcontrolv1.FlowSchema{slot("herd-isolate-1", false, nil)}, want: "herd-isolate-2"},
+		{name: "a slot not owned by herd is never reused, even with herd's annotations", mine: []*flowcontrolv1.FlowSchema{slot("herd-isolate-1", false, key)}, want: "herd-isolate-2"},
+		{name: "all slots full", mine: []*flowcontrolv1.FlowSchema{slot("herd-isolate-1", true, other), slot("herd-isolate-2", false, nil), slot("herd-isolate-3", true, other)},
+			guard: guard.MaxManagedFlowSchemas, reason: "all 3 FlowSchema slots herd-isolate-1..3 are in use (actions.isolate.maxManagedFlowSchemas)"},
+		{name: "all slots full, one serves the key", mine: []*flowcontrolv1.FlowSchema{slot("herd-isolate-1", true, other), slot("herd-isolate-2", true, key), slot("herd-isolate-3", true, other)},
+			want: "herd-isolate-2", existing: true},
+		{name: "excluded", mine: []*flowcontrolv1.FlowSchema{slot("herd-isolate-2", true, withExtra(key, "herd.dev/exclude", ""))},
+			guard: guard.Excluded, reason: "FlowSchema herd-isolate-2 is annotated herd.dev/exclude: a person holds it"},
+		{name: "a partial key match is another target", mine: []*flowcontrolv1.FlowSchema{slot("herd-isolate-1", true, map[string]string{AnnotationAction: "isolate", AnnotationClient: "cilium"})},
+			want: "herd-isolate-2"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, nil)
+			fss := &flowSchemas{env: f.env, action: config.ActionIsolate, prefix: "herd-isolate", level: IsolateLevel, max: 3}
+			mine := map[string]*flowcontrolv1.FlowSchema{}
+			for _, fs := range tc.mine {
+				mine[fs.Name] = fs
+			}
+			name, existing, r := fss.claim(mine, key)
+			if tc.guard != "" {
+				if r == nil || r.Guard != tc.guard || r.Reason != tc.reason || name != "" || existing != nil {
+					t.Fatalf("claim = %q, %v, %+v; want %s: %s", name, existing, r, tc.guard, tc.reason)
+				}
+				return
+			}
+			if r != nil {
+				t.Fatal(r)
+			}
+			if name != tc.want || (existing != nil) != tc.existing || (existing != nil && existing != mine[name]) {
+				t.Errorf("claim = %q, existing %v; want %q, existing %v", name, existing, tc.want, tc.existing)
+			}
+		})
+	}
+}
+
+func TestIsSlot(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want bool
+	}{{"herd-isolate-1", true}, {"herd-isolate-10", true}, {"herd-isolate-11", false}, {"herd-isolate-0", false},
+		{"herd-isolate-01", false}, {"herd-isolate", false}, {"herd-quarantine-1", false}, {"xherd-isolate-1", false}} {
+		if got := isSlot(tc.name, "herd-isolate", 10); got != tc.want {
+			t.Errorf("isSlot(%q) = %v", tc.name, got)
+		}
+	}
+}

@@ -1,0 +1,169 @@
+// Package evidence asks Prometheus whether what an alert claims is still
+// true. Alerts are triggers, not evidence (SPEC §4.3): by the time one is
+// delivered it may be minutes old, repeated, or forged by anyone who can
+// reach the webhook. Every action re-reads the condition it acts on from
+// herd's recording rules before it changes anything, and names the query it
+// read in its decision record.
+//
+// The queries read the mixin's recording rules (herd:*), whose labels are
+// normalised (node, namespace) whatever the scrape's honor_labels setting.
+// Label values are validated by the caller and quoted here, so an alert
+// cannot inject PromQL.
+package evidence
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/api"
+	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	"github.com/prometheus/common/model"
+)
+
+// ErrUnavailable wraps failures to ask Prometheus: the evidence is unknown,
+// not negative, so the caller must neither act nor conclude the alert false.
+var ErrUnavailable = errors.New("prometheus unavailable")
+
+// Sample is one series of a query's answer.
+type Sample struct {
+	Labels map[string]string `json:"labels"`
+	Value  float64           `json:"value"`
+}
+
+// Querier runs instant queries.
+type Querier interface {
+	Query(ctx context.Context, query string) ([]Sample, error)
+}
+
+// Prometheus queries a Prometheus server's HTTP API.
+type Prometheus struct {
+	api     promv1.API
+	timeout time.Duration
+}
+
+// NewPrometheus returns a Querier for the server at url. Each query is
+// bounded by timeout.
+func NewPrometheus(url string, timeout time.Duration, rt http.RoundTripper) (*Prometheus, error) {
+	c, err := api.NewClient(api.Config{Address: url, RoundTripper: rt})
+	if err != nil {
+		return nil, fmt.Errorf("prometheus client %s: %w", url, err)
+	}
+	return &Prometheus{api: promv1.NewAPI(c), timeout: timeout}, nil
+}
+
+// Query runs an instant query now. Only vector and scalar answers are
+// accepted: every evidence query herd writes returns one of those.
+func (p *Prometheus) Query(ctx context.Context, query string) ([]Sample, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	v, _, _, err := p.api.Query(ctx, query, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("%w: query %s: %v", ErrUnavailable, query, err)
+	}
+	switch v := v.(type) {
+	case model.Vector:
+		out := make([]Sample, 0, len(v))
+		for _, s := range v {
+			ls := make(map[string]string, len(s.Metric))
+			for k, val := range s.Metric {
+				ls[string(k)] = string(val)
+			}
+			out = append(out, Sample{Labels: ls, Value: float64(s.Value)})
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].Value > out[j].Value })
+		return out, nil
+	case *model.Scalar:
+		return []Sample{{Labels: map[string]string{}, Value: float64(v.Value)}}, nil
+	}
+	return nil, fmt.Errorf("query %s: answer of type %s, want a vector", query, v.Type())
+}
+
+// Selector builds a PromQL label selector from equality matchers, quoting
+// every value. Empty values are skipped (a label the alert did not carry
+// is not a constraint). Keys are sorted so queries are stable in records.
+func Selector(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k, v := range m {
+		if v != "" {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + quote(m[k])
+	}
+	return "{" + strings.Join(parts, ", ") + "}"
+}
+
+// quote is strconv.Quote with U+FFFD escaped: strconv.Quote writes that
+// printable rune as is, and PromQL's lexer rejects it in a string as an
+// "invalid UTF-8 rune". Invalid UTF-8 bytes are escaped by strconv.Quote
+// (\xff), so the rune in its output is always a real U+FFFD.
+func quote(s string) string {
+	return strings.ReplaceAll(strconv.Quote(s), "\uFFFD", `\ufffd`)
+}
+
+// Check is one piece of evidence: the query, what it returned and whether
+// that confirms the alert.
+type Check struct {
+	Query     string  `json:"query"`
+	Value     float64 `json:"value"`
+	Series    int     `json:"series"`
+	Confirmed bool    `json:"confirmed"`
+}
+
+// Max runs query and confirms when its largest value is above threshold.
+// No series means not confirmed (the condition is gone, or never was).
+func Max(ctx context.Context, q Querier, query string, threshold float64) (Check, error) {
+	samples, err := q.Query(ctx, query)
+	if err != nil {
+		return Check{Query: query}, err
+	}
+	c := Check{Query: query, Series: len(samples)}
+	for i, s := range samples {
+		if i == 0 || s.Value > c.Value {
+			c.Value = s.Value
+		}
+	}
+	c.Confirmed = len(samples) > 0 && c.Value > threshold
+	return c, nil
+}
+
+// The evidence queries of the actions. cluster is the alert's cluster label
+// ("" when Prometheus sees one cluster).
+
+// StaleKubelet is herd's stale-kubelet gauge for one node.
+func StaleKubelet(node, cluster string) string {
+	return "max(herd:stale_kubelet:max" + Selector(map[string]string{"node": node, "cluster": cluster}) + ")"
+}
+
+// GhostIdentity is herd's ghost gauge for one identity.
+func GhostIdentity(identity, cluster string) string {
+	return "max(herd:ghost_instance:max" + Selector(map[string]string{"identity": identity, "cluster": cluster}) + ")"
+}
+
+// RelistRate is a client's cluster-wide relist rate of one resource, from
+// the mixin's recording rule over window (its _config.rateWindow).
+func RelistRate(window, role, client, resource, cluster string) string {
+	return "sum(herd:relists_by_resource:rate" + window + Selector(map[string]string{"role": role, "client": client, "resource": resource, "cluster": cluster}) + ")"
+}
+
+// RelistIdentities are the identities of a client's top relisting
+// instances of one resource (herd_instance_relists keeps the top K).
+func RelistIdentities(role, client, resource, cluster string) string {
+	return "sum by (identity) (herd_instance_relists" + Selector(map[string]string{"role": role, "client": client, "resource": resource, "cluster": cluster}) + ")"
+}
+
+// MetricsServerTokenMode lists metrics-server Deployments in token mode;
+// namespace and deployment may be "" for all.
+func MetricsServerTokenMode(namespace, deployment, cluster string) string {
+	return "max by (namespace, deployment) (herd:metrics_server_kubelet_auth:max" +
+		Selector(map[string]string{"namespace": namespace, "deployment": deployment, "cluster": cluster, "mode": "token"}) + ")"
+}
