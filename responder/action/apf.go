@@ -243,7 +243,11 @@ func (f *flowSchemas) sweep(ctx context.Context, holdDown time.Duration, reasonP
 		} else {
 			d = d.done("removed FlowSchema %s: %s", name, why)
 		}
-		e.recordEvent(fsRef(name), reasonPrefix+"Removed", "Delete", d)
+		if d.Result == Failed {
+			e.event(fsRef(name), corev1.EventTypeWarning, reasonPrefix+"RemoveFailed", "Delete", d.Err.Error())
+		} else {
+			e.event(fsRef(name), corev1.EventTypeNormal, reasonPrefix+"Removed", "Delete", d.Reason)
+		}
 		out = append(out, d)
 	}
 	if inUse == 0 {

@@ -119,7 +119,7 @@ func (i *Isolate) Fire(ctx context.Context, a webhook.Alert) Decision {
 func (i *Isolate) fire(ctx context.Context, d Decision, a webhook.Alert, t stormTarget) (Decision, string) {
 	e := i.Env
 	if r, err := e.verifyAbove(ctx, &d, evidence.RelistRate(e.Config.Prometheus.RateWindow, t.role, t.client, t.resource, t.cluster), IsolateMinRelistRate,
-		fmt.Sprintf("that %s relists %s at %g/s or more", t.client, t.resource, IsolateMinRelistRate)); err != nil {
+		fmt.Sprintf("that %s relists %s at more than %g/s", t.client, t.resource, IsolateMinRelistRate)); err != nil {
 		return d.fail("read evidence", err), ""
 	} else if r != nil {
 		return d.refuse(r), ""

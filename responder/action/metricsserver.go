@@ -89,17 +89,19 @@ func (f *FlagMetricsServer) Fire(ctx context.Context, a webhook.Alert) Decision 
 	// One decision per alert: the first Deployment that needs flagging
 	// (a cluster runs one metrics-server; more are listed in the reason).
 	var last Decision
-	for i, id := range ids {
+	for _, id := range ids {
 		dd := d
 		dd.Evidence = append([]evidence.Check(nil), d.Evidence...)
 		dd.Target = "deployment/" + id.namespace + "/" + id.name
 		dd = f.flag(ctx, dd, id)
 		e.recordEvent(deploymentRef(id), ReasonFlagMetricsServer, "Flag", dd)
-		if dd.Result != Noop || i == len(ids)-1 {
+		// Keep going past no-ops and refusals: another Deployment may
+		// still need the flag. Stop at the first that acted or failed.
+		if last.Result == "" || last.Result == Noop || (last.Result == Refused && dd.Result != Noop) || dd.Result == Applied || dd.Result == DryRun || dd.Result == Failed {
 			last = dd
-			if dd.Result != Noop {
-				break
-			}
+		}
+		if dd.Result == Applied || dd.Result == DryRun || dd.Result == Failed {
+			break
 		}
 	}
 	return last

@@ -64,6 +64,12 @@ func (p *Prometheus) Query(ctx context.Context, query string) ([]Sample, error) 
 	defer cancel()
 	v, _, _, err := p.api.Query(ctx, query, time.Now())
 	if err != nil {
+		// Prometheus rejecting the query itself (bad_data) is herd's bug
+		// or a missing rule, not an outage: retrying will not help.
+		var apiErr *promv1.Error
+		if errors.As(err, &apiErr) && apiErr.Type == promv1.ErrBadData {
+			return nil, fmt.Errorf("query %s rejected by Prometheus: %v", query, err)
+		}
 		return nil, fmt.Errorf("%w: query %s: %v", ErrUnavailable, query, err)
 	}
 	switch v := v.(type) {

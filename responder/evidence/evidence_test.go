@@ -307,6 +307,15 @@ func TestPrometheus(t *testing.T) {
 			unavailable: true, errHas: "too many samples",
 		},
 		{
+			// A query Prometheus cannot parse is herd's bug, not an
+			// outage: not ErrUnavailable, so the webhook does not ask
+			// Alertmanager to retry forever.
+			name:   "bad query",
+			status: 400,
+			body:   `{"status":"error","errorType":"bad_data","error":"invalid parameter \"query\": 1:5: parse error"}`,
+			errHas: "rejected by Prometheus",
+		},
+		{
 			name:        "server error",
 			status:      503,
 			body:        `{"status":"error","errorType":"unavailable","error":"not ready"}`,
