@@ -41,7 +41,7 @@ func addResponderFlags(cmd *kingpin.CmdClause) *responderFlags {
 	f.tokenFile = cmd.Flag("web.bearer-token-file", "File with the bearer token Alertmanager must present on /alerts; re-read when it changes.").Default("").String()
 	f.insecure = cmd.Flag("web.insecure-no-auth", "Accept alerts without authentication.").Bool()
 	f.configFile = cmd.Flag("config", "Responder configuration file (strict YAML; see docs/responder.md).").Default("").String()
-	f.check = cmd.Flag("check", "Validate --config and the flags, print the effective configuration, and exit.").Bool()
+	f.check = cmd.Flag("check", "Validate --config and --prometheus.url, print a one-line summary, and exit.").Bool()
 	f.promURL = cmd.Flag("prometheus.url", "Prometheus to read evidence from (overrides prometheus.url in --config).").Default("").String()
 	f.kubeconfig = cmd.Flag("kubeconfig", "Kubeconfig file (else $KUBECONFIG, else in-cluster).").Default("").String()
 	f.leNamespace = cmd.Flag("leader-election.namespace", "Namespace of the leader Lease.").Default(envOr("POD_NAMESPACE", "herd")).String()

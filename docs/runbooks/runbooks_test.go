@@ -32,8 +32,8 @@ var alerts = []string{
 var requiredSections = []string{"Meaning", "Impact", "Diagnosis", "Mitigation", "What herd's responder does", "Related"}
 
 // responderMetrics are the responder's metrics and their labels as SPEC §4
-// specifies them (the responder is not released yet, so docs/metrics.md does
-// not list them).
+// specifies them, checked here on their own so that a runbook cannot name a
+// label SPEC does not promise.
 var responderMetrics = map[string][]string{
 	"herd_responder_actions_total":           {"action", "result"},
 	"herd_responder_guard_refusals_total":    {"action", "guard"},

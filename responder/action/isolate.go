@@ -198,7 +198,11 @@ func (i *Isolate) fire(ctx context.Context, d Decision, a webhook.Alert, t storm
 		Type: flowcontrolv1.PriorityLevelEnablementLimited,
 		Limited: &flowcontrolv1.LimitedPriorityLevelConfiguration{
 			NominalConcurrencyShares: ptr.To(int32(is.PriorityLevelShares)),
-			LendablePercent:          ptr.To(int32(0)),
+			// Bounded: it neither lends nor borrows seats, so the isolated
+			// LISTs get exactly their nominal share however idle the other
+			// levels are.
+			LendablePercent:       ptr.To(int32(0)),
+			BorrowingLimitPercent: ptr.To(int32(0)),
 			LimitResponse: flowcontrolv1.LimitResponse{
 				Type: flowcontrolv1.LimitResponseTypeQueue,
 				Queuing: &flowcontrolv1.QueuingConfiguration{

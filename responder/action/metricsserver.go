@@ -187,6 +187,9 @@ func (f *FlagMetricsServer) unflag(ctx context.Context, d Decision, id deploymen
 	if _, ok := dep.Annotations[AnnotationKubeletAuth]; !ok {
 		return d.noop("Deployment %s/%s carries no %s annotation", id.namespace, id.name, AnnotationKubeletAuth)
 	}
+	if _, ok := dep.Annotations[e.Config.Guards.ExcludeAnnotation]; ok {
+		return d.refuse(guard.Refuse(guard.Excluded, "Deployment %s/%s is annotated %s", id.namespace, id.name, e.Config.Guards.ExcludeAnnotation))
+	}
 	if m := metricsserver.Inspect(dep).Mode; m == metricsserver.ModeToken {
 		return d.noop("Deployment %s/%s is still in token mode; the annotation stays", id.namespace, id.name)
 	}

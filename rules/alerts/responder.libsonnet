@@ -24,8 +24,8 @@
             annotations: {
               summary: 'A herd responder guard refused the {{ $labels.action }} action.',
               description: ("The responder's {{ $labels.guard }} guard refused the {{ $labels.action }} action in the last %(responderGuardWindow)s: herd found a reason to act and a safety limit stopped it, so a person must decide. "
-                            + "See what it wanted to do with `curl -s '%(herdResponderURL)s/debug/triage'` and `kubectl get events -A | grep -i herd`, "
-                            + 'and the decision log with `kubectl -n herd logs -l app.kubernetes.io/name=herd-responder | grep -i guard`.') % c,
+                            + "See what it wanted to do with `curl -s '%(herdResponderURL)s/debug/actions'` and `kubectl get events -A --field-selector reportingComponent=herd.dev/responder`, "
+                            + 'and the decision log with `kubectl -n herd logs -l app.kubernetes.io/name=herd,app.kubernetes.io/component=responder | grep -i guard`.') % c,
             },
           },
           {
@@ -43,7 +43,7 @@
               summary: 'The herd responder is down.',
               description: ('{{ if $labels.instance }}herd responder {{ $labels.instance }} is down{{ else }}No herd responder is running and leading{{ end }}: '
                             + 'alerts routed to it get no triage and no remediation, and Alertmanager retries against it. '
-                            + 'Check `kubectl -n herd get pods -l app.kubernetes.io/name=herd-responder`, its logs, and which replica holds the leader Lease with `kubectl -n herd get leases`.') % c,
+                            + 'Check `kubectl -n herd get pods -l app.kubernetes.io/name=herd,app.kubernetes.io/component=responder`, its logs, and which replica holds the leader Lease with `kubectl -n herd get leases`.') % c,
             },
           },
         ],
