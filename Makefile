@@ -133,6 +133,10 @@ bench: ## Hot-path benchmarks against their baselines (figures go to docs/perfor
 load: build ## HTTP ingest load test: 15,000 instances, 4 posters, against a read-only baseline (SPEC §7).
 	$(GO) run ./test/load -herd bin/herd
 
+.PHONY: responder-load
+responder-load: build ## Responder alert to action on the real stack: 200 stale nodes, alerts to POST /alerts (SPEC §7; needs make controlplane, make deps).
+	$(GO) run ./test/responderload -herd bin/herd
+
 .PHONY: scale
 scale: controlplane ## 5,000 real Nodes + 15,000 instances against the herd binary: RSS, heap, scrape.
 	$(GO) run ./test/scale -nodes 5000
@@ -142,9 +146,12 @@ fixtures: controlplane ## Re-record testdata/audit from the real control plane.
 	$(GO) run ./test/fixtures -out testdata/audit
 
 .PHONY: demo
-demo: ## Run herd end to end on a local control plane (lands with the demo issue).
-	@echo "make demo: not yet — the end-to-end demo lands with issue 8 (see docs/development.md); 'make test' runs what exists today." >&2
-	@exit 2
+demo: deps controlplane build ## herd end to end on a local control plane: a relist storm, the alert, the isolation (DEMO_EXIT=1: exit after the summary).
+	$(GO) run ./test/demo -herd bin/herd
+
+.PHONY: drill-storm
+drill-storm: deps controlplane build ## The storm drill (incident 002): 2,000 heavy pods, 100 storming cilium-agents, herd acting vs dry-run, side by side.
+	$(GO) run ./test/drill/storm -herd bin/herd $(DRILL_FLAGS)
 
 .PHONY: clean
 clean:

@@ -98,6 +98,11 @@ func runResponder(f *responderFlags, logger *slog.Logger, stdout, stderr io.Writ
 		fmt.Fprintf(stderr, "herd responder: %v\n", err)
 		return 2
 	}
+	// The responder's requests come in bursts (an alert group of many nodes:
+	// a GET, an apply and an Event each) and are few in all (the guards
+	// bound the actions per hour); the exporter's 20/s would queue a burst
+	// for seconds, past Alertmanager's patience.
+	kube.QPS, kube.Burst = 200, 400
 	klog.SetSlogLogger(logger)
 	r, err := responder.New(responder.Options{
 		Config: cfg, Kube: kube,

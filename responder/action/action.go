@@ -211,7 +211,10 @@ func isTransient(err error) bool {
 
 func isConnectionError(err error) bool {
 	s := err.Error()
-	for _, m := range []string{"connection refused", "connection reset", "i/o timeout", "no route to host", "EOF", "http2: client connection lost"} {
+	// client-go's rate limiter gives up with its own error, not
+	// context.DeadlineExceeded, when the wait would outlast the deadline.
+	for _, m := range []string{"connection refused", "connection reset", "i/o timeout", "no route to host", "EOF", "http2: client connection lost",
+		"client rate limiter Wait returned an error"} {
 		if strings.Contains(s, m) {
 			return true
 		}

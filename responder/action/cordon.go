@@ -90,8 +90,6 @@ func (c *Cordon) fire(ctx context.Context, d Decision, a webhook.Alert, name str
 		return d.refuse(r)
 	}
 
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	node, err := e.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return d.refuse(guard.Refuse(guard.Verification, "node %s does not exist", name))
@@ -118,40 +116,25 @@ func (c *Cordon) fire(ctx context.Context, d Decision, a webhook.Alert, name str
 		}
 		return d.noop("node %s is already unschedulable, cordoned by someone else; herd leaves it as it is", name)
 	}
-	if e.Config.DryRun {
-		if t, ok := c.pending[name]; ok && e.now().Sub(t) < c.pendingFor() {
-			return d.noop("dry run: herd would already have cordoned node %s at %s", name, t.UTC().Format(time.RFC3339))
+	// The blast-radius decision and the reservation of this node's place
+	// under the limit happen under the lock; the API write does not, so
+	// cordons of different nodes do not queue behind each other's writes.
+	c.mu.Lock()
+	now, allowed, count, total, d2, ok := c.reserve(d, name)
+	c.mu.Unlock()
+	if !ok {
+		return d2
+	}
+	release := func() {
+		c.mu.Lock()
+		if c.pending[name].Equal(now) {
+			delete(c.pending, name)
 		}
-	}
-
-	if r := e.Budget.Cooling(config.ActionCordon); r != nil {
-		return d.refuse(r)
-	}
-	total, unschedulable, err := e.Nodes.Count()
-	if err != nil {
-		return d.fail("count nodes", webhook.Transient(err))
-	}
-	now := e.now()
-	for n, t := range c.pending {
-		if now.Sub(t) < c.pendingFor() {
-			unschedulable[n] = true
-		} else {
-			delete(c.pending, n)
-		}
-	}
-	frac := e.Config.Guards.MaxUnschedulableFraction
-	allowed := int(math.Floor(frac * float64(total)))
-	if len(unschedulable)+1 > allowed {
-		e.Budget.Trip(config.ActionCordon)
-		return d.refuse(guard.Refuse(guard.MaxUnschedulableFraction,
-			"%d of %d nodes are unschedulable (%s); cordoning %s would make %d, over guards.maxUnschedulableFraction %g (at most %d); cordon pauses for guards.stormCooldown",
-			len(unschedulable), total, listSome(unschedulable, 5), name, len(unschedulable)+1, frac, allowed))
-	}
-	if r := e.Budget.Take(config.ActionCordon); r != nil {
-		return d.refuse(r)
+		c.mu.Unlock()
+		e.Budget.Refund(config.ActionCordon)
 	}
 	if err := e.checkLeader(); err != nil {
-		e.Budget.Refund(config.ActionCordon)
+		release()
 		return d.fail("cordon "+name, err)
 	}
 	reason := "HerdStaleKubelet"
@@ -179,14 +162,55 @@ func (c *Cordon) fire(ctx context.Context, d Decision, a webhook.Alert, name str
 	_, err = e.Client.CoreV1().Nodes().Patch(ctx, name, types.ApplyPatchType, body,
 		metav1.PatchOptions{FieldManager: FieldManager, Force: ptr.To(true), DryRun: e.dryRunOpt()})
 	if err != nil {
-		e.Budget.Refund(config.ActionCordon)
+		release()
 		return d.fail("cordon "+name, err)
+	}
+	return d.done("cordoned node %s (%d of %d nodes now unschedulable, limit %d)", name, count, total, allowed)
+}
+
+// reserve runs the guards that count (cooldown, blast radius, budget) and,
+// when they pass, holds name's place among the unschedulable nodes until
+// the node cache shows the cordon. Callers hold c.mu. ok is false when d2
+// is the decision to return.
+func (c *Cordon) reserve(d Decision, name string) (now time.Time, allowed, count, total int, d2 Decision, ok bool) {
+	e := c.Env
+	now = e.now()
+	if t, seen := c.pending[name]; seen && now.Sub(t) < c.pendingFor() {
+		if e.Config.DryRun {
+			return now, 0, 0, 0, d.noop("dry run: herd would already have cordoned node %s at %s", name, t.UTC().Format(time.RFC3339)), false
+		}
+		return now, 0, 0, 0, d.noop("herd cordoned node %s at %s", name, t.UTC().Format(time.RFC3339)), false
+	}
+	if r := e.Budget.Cooling(config.ActionCordon); r != nil {
+		return now, 0, 0, 0, d.refuse(r), false
+	}
+	total, unschedulable, err := e.Nodes.Count()
+	if err != nil {
+		return now, 0, 0, 0, d.fail("count nodes", webhook.Transient(err)), false
+	}
+	for n, t := range c.pending {
+		if now.Sub(t) < c.pendingFor() {
+			unschedulable[n] = true
+		} else {
+			delete(c.pending, n)
+		}
+	}
+	frac := e.Config.Guards.MaxUnschedulableFraction
+	allowed = int(math.Floor(frac * float64(total)))
+	if len(unschedulable)+1 > allowed {
+		e.Budget.Trip(config.ActionCordon)
+		return now, 0, 0, 0, d.refuse(guard.Refuse(guard.MaxUnschedulableFraction,
+			"%d of %d nodes are unschedulable (%s); cordoning %s would make %d, over guards.maxUnschedulableFraction %g (at most %d); cordon pauses for guards.stormCooldown",
+			len(unschedulable), total, listSome(unschedulable, 5), name, len(unschedulable)+1, frac, allowed)), false
+	}
+	if r := e.Budget.Take(config.ActionCordon); r != nil {
+		return now, 0, 0, 0, d.refuse(r), false
 	}
 	if c.pending == nil {
 		c.pending = map[string]time.Time{}
 	}
 	c.pending[name] = now
-	return d.done("cordoned node %s (%d of %d nodes now unschedulable, limit %d)", name, len(unschedulable)+1, total, allowed)
+	return now, allowed, len(unschedulable) + 1, total, d, true
 }
 
 // Resolve implements Action: uncordon when herd cordoned the node and
@@ -209,12 +233,12 @@ func (c *Cordon) Resolve(ctx context.Context, a webhook.Alert) Decision {
 func (c *Cordon) resolve(ctx context.Context, d Decision, name string) Decision {
 	e := c.Env
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.pending[name]; ok && e.Config.DryRun {
-		delete(c.pending, name)
+	_, wouldHave := c.pending[name]
+	delete(c.pending, name)
+	c.mu.Unlock()
+	if wouldHave && e.Config.DryRun {
 		return d.done("uncordoned node %s, which herd would have cordoned", name)
 	}
-	delete(c.pending, name)
 	if !e.Config.Actions.Cordon.UncordonOnResolve {
 		return d.noop("actions.cordon.uncordonOnResolve is false: node %s stays as it is", name)
 	}

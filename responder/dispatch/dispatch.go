@@ -171,7 +171,9 @@ func (d *Dispatcher) Dispatch(ctx context.Context, a webhook.Alert) error {
 	dec := d.run(ctx, act, a)
 	e.decision = dec
 	close(e.done)
-	if dec.Err != nil && errors.Is(dec.Err, webhook.ErrTransient) {
+	// A failure is not remembered: the next delivery (Alertmanager's retry
+	// of a 503, or its next group_interval or repeat) acts again.
+	if dec.Result == action.Failed {
 		d.mu.Lock()
 		if d.remembered[k] == e {
 			// Let the retry act. Expire the entry rather than delete it:
