@@ -98,6 +98,12 @@ type triageQuery struct {
 func triageQueries(window, cluster string) []triageQuery {
 	sel := evidence.Selector(map[string]string{"cluster": cluster})
 	with := func(k, v string) string { return evidence.Selector(map[string]string{"cluster": cluster, k: v}) }
+	// nodeSide is sel without the "other" role.
+	nodeSide := strings.TrimSuffix(sel, "}")
+	if nodeSide != "{" {
+		nodeSide += ", "
+	}
+	nodeSide += `role!="other"}`
 	return []triageQuery{
 		{PatternGhostClient, `herd:ghost_instance:max` + sel + ` > 0`, func(s evidence.Sample) Finding {
 			l := s.Labels
@@ -124,7 +130,9 @@ func triageQueries(window, cluster string) []triageQuery {
 				l["apiservice"], s.Value),
 				Next: "curl -s http://herd-exporter.herd.svc:10380/debug/apiservices"}
 		}},
-		{PatternRelistStorm, `herd:relists_by_resource:rate` + window + sel + ` >= 0.5`, func(s evidence.Sample) Finding {
+		// role="other" is every unclassified caller (controllers, herd's own
+		// reads): not a node-side client, and not one client to isolate.
+		{PatternRelistStorm, `herd:relists_by_resource:rate` + window + nodeSide + ` >= 0.5`, func(s evidence.Sample) Finding {
 			l := s.Labels
 			return Finding{Score: s.Value, Summary: fmt.Sprintf("%s (%s) relists %s at %.1f/s: every LIST costs apiserver memory and, when consistent, an etcd read (incident 002)",
 				l["client"], l["role"], l["resource"], s.Value),

@@ -394,3 +394,21 @@ func TestTriageReportsBounded(t *testing.T) {
 		t.Error("Reports shares its slice")
 	}
 }
+
+// TestTriageRelistStormSkipsOther: unclassified callers (controllers, herd's
+// own reads) are not a relist storm to isolate, with or without a cluster.
+func TestTriageRelistStormSkipsOther(t *testing.T) {
+	for _, cluster := range []string{"", "prod"} {
+		for _, q := range triageQueries("5m", cluster) {
+			if q.pattern != PatternRelistStorm {
+				continue
+			}
+			if !strings.Contains(q.query, `role!="other"`) {
+				t.Errorf("cluster %q: relist storm query %s does not exclude role=\"other\"", cluster, q.query)
+			}
+			if _, err := parser.NewParser(parser.Options{}).ParseExpr(q.query); err != nil {
+				t.Errorf("cluster %q: %s: %v", cluster, q.query, err)
+			}
+		}
+	}
+}
