@@ -50,6 +50,19 @@ type ScrapeConfig struct {
 	Targets []string
 	// MetricsPath defaults to /metrics.
 	MetricsPath string
+	// Scheme is "http" (the default) or "https".
+	Scheme string
+	// BearerToken, if set, is sent as "Authorization: Bearer <token>", as
+	// a kube-apiserver's /metrics requires.
+	BearerToken string
+	// CAFile verifies an https target's serving certificate;
+	// InsecureSkipVerify skips verification instead.
+	CAFile             string
+	InsecureSkipVerify bool
+	// ScrapeInterval overrides the global interval for this job (its
+	// timeout follows it); zero keeps the global one. A heavy target such as
+	// kube-apiserver's /metrics is worth scraping less often.
+	ScrapeInterval time.Duration
 }
 
 // Prometheus is a running Prometheus server owned by a test.
@@ -130,9 +143,24 @@ type promGlobal struct {
 }
 
 type promScrapeConfig struct {
-	JobName       string             `json:"job_name"`
-	MetricsPath   string             `json:"metrics_path,omitempty"`
-	StaticConfigs []promStaticConfig `json:"static_configs"`
+	JobName        string             `json:"job_name"`
+	ScrapeInterval string             `json:"scrape_interval,omitempty"`
+	ScrapeTimeout  string             `json:"scrape_timeout,omitempty"`
+	MetricsPath    string             `json:"metrics_path,omitempty"`
+	Scheme         string             `json:"scheme,omitempty"`
+	Authorization  *promAuthorization `json:"authorization,omitempty"`
+	TLSConfig      *promTLSConfig     `json:"tls_config,omitempty"`
+	StaticConfigs  []promStaticConfig `json:"static_configs"`
+}
+
+type promAuthorization struct {
+	Type        string `json:"type"`
+	Credentials string `json:"credentials"`
+}
+
+type promTLSConfig struct {
+	CAFile             string `json:"ca_file,omitempty"`
+	InsecureSkipVerify bool   `json:"insecure_skip_verify,omitempty"`
 }
 
 type promStaticConfig struct {
@@ -188,11 +216,23 @@ func writePromConfig(dir string, opts PromOptions) (string, error) {
 		if sc.JobName == "" {
 			return "", fmt.Errorf("scrape config for %v: job name is empty", sc.Targets)
 		}
-		cfg.ScrapeConfigs = append(cfg.ScrapeConfigs, promScrapeConfig{
+		psc := promScrapeConfig{
 			JobName:       sc.JobName,
 			MetricsPath:   sc.MetricsPath,
+			Scheme:        sc.Scheme,
 			StaticConfigs: []promStaticConfig{{Targets: sc.Targets}},
-		})
+		}
+		if sc.ScrapeInterval > 0 {
+			psc.ScrapeInterval = model.Duration(sc.ScrapeInterval).String()
+			psc.ScrapeTimeout = psc.ScrapeInterval
+		}
+		if sc.BearerToken != "" {
+			psc.Authorization = &promAuthorization{Type: "Bearer", Credentials: sc.BearerToken}
+		}
+		if sc.CAFile != "" || sc.InsecureSkipVerify {
+			psc.TLSConfig = &promTLSConfig{CAFile: sc.CAFile, InsecureSkipVerify: sc.InsecureSkipVerify}
+		}
+		cfg.ScrapeConfigs = append(cfg.ScrapeConfigs, psc)
 	}
 
 	if len(opts.AlertmanagerURLs) > 0 {

@@ -2,9 +2,12 @@ package promstack_test
 
 import (
 	"context"
+	"encoding/pem"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -205,5 +208,57 @@ func TestNoChildSurvivesCleanup(t *testing.T) {
 	})
 	if kids := children(t, os.Getpid()); len(kids) > 0 {
 		t.Errorf("processes left after cleanup: %v", kids)
+	}
+}
+
+// TestScrapeHTTPSWithBearerToken scrapes a target the way a kube-apiserver's
+// /metrics must be scraped: https, a bearer token, the serving certificate
+// verified with a CA file (or not verified at all), on a job interval of its
+// own.
+func TestScrapeHTTPSWithBearerToken(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	const token = "promstack-test-token"
+	reg := prometheus.NewRegistry()
+	gauge := prometheus.NewGauge(prometheus.GaugeOpts{Name: "promstack_tls_value", Help: "Scraped over https with a token."})
+	gauge.Set(7)
+	reg.MustRegister(gauge)
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	target := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+token {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		metrics.ServeHTTP(w, r)
+	}))
+	t.Cleanup(target.Close)
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: target.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr := target.Listener.Addr().String()
+	prom := promstack.StartPrometheus(t, promstack.PromOptions{ScrapeConfigs: []promstack.ScrapeConfig{
+		{JobName: "ca", Targets: []string{addr}, Scheme: "https", BearerToken: token, CAFile: caFile, ScrapeInterval: 2 * time.Second},
+		{JobName: "insecure", Targets: []string{addr}, Scheme: "https", BearerToken: token, InsecureSkipVerify: true},
+		{JobName: "no-token", Targets: []string{addr}, Scheme: "https", InsecureSkipVerify: true},
+	}})
+	for _, job := range []string{"ca", "insecure"} {
+		if _, err := prom.WaitForQuery(ctx, `promstack_tls_value{job="`+job+`"}`, func(v model.Vector) bool {
+			return len(v) == 1 && v[0].Value == 7
+		}); err != nil {
+			t.Error(err)
+		}
+	}
+	if _, err := prom.WaitForQuery(ctx, `up{job="no-token"}`, func(v model.Vector) bool {
+		return len(v) == 1 && v[0].Value == 0
+	}); err != nil {
+		t.Errorf("a job without the token should be down: %v", err)
+	}
+	cfg, err := os.ReadFile(filepath.Join(prom.Dir, "prometheus.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(cfg), "scrape_interval: 2s") {
+		t.Errorf("job ca's scrape_interval is not in prometheus.yml:\n%s", cfg)
 	}
 }
