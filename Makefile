@@ -50,6 +50,10 @@ controlplane: ## Build kube-apiserver and etcd from Go modules (cached outside t
 test: deps controlplane vet rules-check chart-check ## Unit and real-control-plane tests, with the race detector.
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
+.PHONY: e2e
+e2e: deps controlplane ## Only the end-to-end suite: the responder, the mixin and the five incident drills on the real stack (make test runs it too).
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -v ./test/e2e/
+
 .PHONY: vet
 vet: ## go vet and gofmt.
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -159,4 +163,4 @@ clean:
 
 .PHONY: help
 help:
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
