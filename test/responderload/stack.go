@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,10 +16,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
@@ -29,6 +24,7 @@ import (
 	"github.com/herd-k8s/herd/test/controlplane"
 	"github.com/herd-k8s/herd/test/proc"
 	"github.com/herd-k8s/herd/test/promstack"
+	herdstack "github.com/herd-k8s/herd/test/stack"
 )
 
 // The identities herd runs as, as the chart's service accounts.
@@ -111,7 +107,7 @@ func startStack(ctx context.Context, c Config, herdBin, promBin string, log io.W
 	}
 	s.admin = s.cp.Client(controlplane.Admin)
 	for _, m := range []string{"manifests/rbac/exporter.yaml", "manifests/rbac/responder.yaml"} {
-		if err := applyManifest(ctx, s.admin, filepath.Join(c.Root, m)); err != nil {
+		if err := herdstack.ApplyManifest(ctx, s.admin, filepath.Join(c.Root, m)); err != nil {
 			return s, err
 		}
 	}
@@ -503,83 +499,4 @@ func (f *feeder) stop() {
 		f.cancel()
 		<-f.done
 	}
-}
-
-// applyManifest creates the objects of a multi-document RBAC manifest as
-// admin (decoded strictly; objects that exist are left as they are).
-func applyManifest(ctx context.Context, c kubernetes.Interface, path string) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("RBAC manifest (run from the repository root, or give -root): %w", err)
-	}
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for n := 1; ; n++ {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("%s: document %d: %w", path, n, err)
-		}
-		var tm metav1.TypeMeta
-		if err := yaml.Unmarshal(doc, &tm); err != nil {
-			return fmt.Errorf("%s: document %d: %w", path, n, err)
-		}
-		if tm.Kind == "" {
-			continue // comments only
-		}
-		create, err := creator(c, tm, doc)
-		if err != nil {
-			return fmt.Errorf("%s: document %d: %w", path, n, err)
-		}
-		// The apiserver creates kube-node-lease shortly after it starts.
-		err = waitUntil(ctx, 30*time.Second, "the namespace of "+tm.Kind, func() error {
-			err := create(ctx)
-			if apierrors.IsAlreadyExists(err) {
-				return nil
-			}
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("%s: document %d (%s): %w", path, n, tm.Kind, err)
-		}
-	}
-}
-
-func creator(c kubernetes.Interface, tm metav1.TypeMeta, doc []byte) (func(context.Context) error, error) {
-	strict := func(into any) error { return yaml.UnmarshalStrict(doc, into) }
-	mo := metav1.CreateOptions{}
-	switch tm.APIVersion + "/" + tm.Kind {
-	case "v1/Namespace":
-		o := &corev1.Namespace{}
-		return func(ctx context.Context) error { _, err := c.CoreV1().Namespaces().Create(ctx, o, mo); return err }, strict(o)
-	case "v1/ServiceAccount":
-		o := &corev1.ServiceAccount{}
-		return func(ctx context.Context) error {
-			_, err := c.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, mo)
-			return err
-		}, strict(o)
-	case "rbac.authorization.k8s.io/v1/ClusterRole":
-		o := &rbacv1.ClusterRole{}
-		return func(ctx context.Context) error { _, err := c.RbacV1().ClusterRoles().Create(ctx, o, mo); return err }, strict(o)
-	case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
-		o := &rbacv1.ClusterRoleBinding{}
-		return func(ctx context.Context) error {
-			_, err := c.RbacV1().ClusterRoleBindings().Create(ctx, o, mo)
-			return err
-		}, strict(o)
-	case "rbac.authorization.k8s.io/v1/Role":
-		o := &rbacv1.Role{}
-		return func(ctx context.Context) error {
-			_, err := c.RbacV1().Roles(o.Namespace).Create(ctx, o, mo)
-			return err
-		}, strict(o)
-	case "rbac.authorization.k8s.io/v1/RoleBinding":
-		o := &rbacv1.RoleBinding{}
-		return func(ctx context.Context) error {
-			_, err := c.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, mo)
-			return err
-		}, strict(o)
-	}
-	return nil, fmt.Errorf("unexpected %s %s", tm.APIVersion, tm.Kind)
 }

@@ -1,0 +1,390 @@
+// Command storm is herd's storm drill (issue 8, incident 002, calibrated in
+// SPEC §8.1): thousands of heavy pods in a real kube-apiserver 1.36, then
+// ~100 cilium-agents LISTing every pod in a loop while kube-scheduler keeps
+// reading in the same APF priority level.
+//
+// A relist storm comes in waves: every load-balancer reset or apiserver
+// restart makes the agents reconnect and relist again. The drill runs two
+// waves on a fresh stack, twice: herd acting (the real exporter's accounting
+// fires HerdRelistStorm, the responder isolates the storming LISTs with API
+// Priority and Fairness) and herd in dry-run. Wave 1 shows detection and
+// the response, with the harm that comes before any response; wave 2, after
+// a pause, shows the steady state with herd's isolation in place (it is
+// kept for its hold-down after the alert resolves) against default APF.
+// Then the kubelet variant: hundreds of kubelets relisting their own pods,
+// which should stay cheap.
+//
+//	go run ./test/drill/storm        # make drill-storm
+//	go run ./test/drill/storm -pods 300 -clients 20 -kubelets 30 -wave 30s -gap 10s   # a quick look
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/herd-k8s/herd/test/drill"
+	"github.com/herd-k8s/herd/test/stack"
+)
+
+type options struct {
+	pods, clients, kubelets int
+	wave, gap, isolateWait  time.Duration
+	kubeletStorm            time.Duration
+	kubeletPause            time.Duration
+	rssCap                  float64 // GiB
+	maxLoad                 float64
+	loadWait                time.Duration
+	runs                    []string
+	herd                    string
+	recoveryLimit           time.Duration
+	keep                    bool
+}
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	var o options
+	flag.IntVar(&o.pods, "pods", 2000, "heavy pods (~10.8 KB each) in the apiserver")
+	flag.IntVar(&o.clients, "clients", 100, "concurrent cilium-agents in the storm")
+	flag.IntVar(&o.kubelets, "kubelets", 300, "kubelets in the kubelet variant (also the number of Nodes)")
+	flag.DurationVar(&o.wave, "wave", time.Minute, "how long each of the two storm waves lasts")
+	flag.DurationVar(&o.gap, "gap", 30*time.Second, "the pause between the waves (the protected run also waits, at most -isolate-wait, for herd's isolation to be applied)")
+	flag.DurationVar(&o.isolateWait, "isolate-wait", time.Minute, "how long after wave 1 the protected run waits for herd's isolation before wave 2")
+	flag.DurationVar(&o.kubeletStorm, "kubelet-storm", time.Minute, "how long the kubelet variant's storm lasts")
+	flag.DurationVar(&o.kubeletPause, "kubelet-pause", 0, "pause between a kubelet's relists in the kubelet variant (0: a tight loop)")
+	flag.Float64Var(&o.rssCap, "rss-cap", 6, "kill kube-apiserver when its RSS exceeds this many GiB")
+	flag.Float64Var(&o.maxLoad, "max-load", 1.5, "wait before each run until the 1-minute load average is below this")
+	flag.DurationVar(&o.loadWait, "load-wait", 5*time.Minute, "wait at most this long for the load to fall, then run anyway and say so")
+	runs := flag.String("runs", "protected,unprotected,kubelet", "which runs, in order (protected first: the unprotected run copies its timing)")
+	flag.StringVar(&o.herd, "herd", "", "herd binary (default: go build ./cmd/herd)")
+	flag.DurationVar(&o.recoveryLimit, "recovery-limit", 500*time.Millisecond, "the scheduler has recovered once every GET for 5 s answers 200 within this")
+	flag.BoolVar(&o.keep, "keep", false, "keep each run's directory (logs, configs)")
+	flag.Parse()
+	o.runs = strings.Split(*runs, ",")
+	for _, r := range o.runs {
+		if !slices.Contains([]string{"protected", "unprotected", "kubelet"}, r) {
+			fmt.Fprintf(os.Stderr, "storm: -runs: unknown run %q (want protected, unprotected, kubelet)\n", r)
+			return 2
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := drillAll(ctx, o); err != nil {
+		fmt.Fprintf(os.Stderr, "storm: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+func drillAll(ctx context.Context, o options) error {
+	dir, err := os.MkdirTemp("", "herd-drill-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if o.herd == "" {
+		root, err := stack.RepoRoot()
+		if err != nil {
+			return err
+		}
+		logf("building herd")
+		if o.herd, err = stack.BuildHerd(ctx, root, dir); err != nil {
+			return err
+		}
+	}
+	results := map[string]*result{}
+	var ref reference
+	for _, name := range o.runs {
+		r, err := drillOne(ctx, o, name, ref)
+		if err != nil {
+			return fmt.Errorf("%s run: %w", name, err)
+		}
+		if name == "protected" {
+			ref.gap = r.waves[1].start.Sub(r.waves[0].end)
+			if !r.resp.Decided.IsZero() {
+				ref.isolated = r.resp.Decided.Sub(r.start)
+			}
+		}
+		results[name] = r
+	}
+	report(os.Stdout, o, results)
+	return nil
+}
+
+// reference is what the unprotected run copies from the protected one, so
+// that both are compared over the same stretches.
+type reference struct {
+	gap      time.Duration // wave 1 end → wave 2 start
+	isolated time.Duration // storm start → isolation applied; 0 if none
+}
+
+// span is a stretch of time.
+type span struct{ start, end time.Time }
+
+func (s span) length() time.Duration { return s.end.Sub(s.start) }
+
+// result is what one run measured.
+type result struct {
+	name       string
+	load       string
+	quiet      bool
+	start, end time.Time // first wave's start, last wave's end
+	waves      []span    // one for the kubelet variant
+	// isolated is when herd's isolation was applied in the protected run,
+	// or the same offset in the unprotected run; zero if never.
+	isolated  time.Time
+	listBytes int64
+	mem       *stack.MemWatch
+	storm     []drill.Outcome
+	sched     []drill.Outcome
+	resp      drill.Response
+	recovered time.Time
+	crashed   []string
+}
+
+func drillOne(ctx context.Context, o options, name string, ref reference) (*result, error) {
+	r := &result{name: name}
+	r.load, r.quiet = stack.WaitForQuiet(ctx, o.maxLoad, o.loadWait, func(s string) { logf("%s", s) })
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if !r.quiet {
+		logf("%s run: load average %s is still above %.1f after %v; running anyway (the figures say so)", name, r.load, o.maxLoad, o.loadWait)
+	}
+	logf("%s run: load average %s; starting a fresh stack", name, r.load)
+	nodes := max(o.clients, o.kubelets)
+	s, err := stack.Start(ctx, stack.Options{
+		Nodes: nodes, HerdBin: o.herd, DryRun: name != "protected", KeepDir: o.keep,
+		// Kept through the pause: wave 2 meets the isolation wave 1 caused.
+		IsolateHoldDown: 10 * time.Minute,
+		Log:             logWriter{},
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	if o.keep {
+		logf("%s run: files in %s", name, s.Dir)
+	}
+	names := make([]string, nodes)
+	for i := range names {
+		names[i] = stack.NodeName(i + 1)
+	}
+	logf("%s run: creating %d heavy pods", name, o.pods)
+	if err := drill.CreateHeavyPods(ctx, s.Admin, o.pods, names, drill.HeavyPodFiller, 8); err != nil {
+		return nil, err
+	}
+
+	var storm []*drill.Client
+	uri := func(int) string { return drill.StormURI }
+	var pause time.Duration
+	client := "cilium-agent"
+	if name == "kubelet" {
+		storm, err = drill.KubeletClients(s, o.kubelets, time.Minute)
+		uri = func(i int) string { return drill.KubeletPodsURI(stack.NodeName(i + 1)) }
+		pause, client = o.kubeletPause, "kubelet"
+	} else {
+		storm, err = drill.CiliumClients(s, o.clients, time.Minute)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer drill.CloseAll(storm)
+	sched, err := drill.SchedulerClient(s, 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer sched.Close()
+
+	// Let the apiserver settle after the pod creation, then measure.
+	logf("%s run: settling 15 s", name)
+	if err := sleep(ctx, 15*time.Second); err != nil {
+		return nil, err
+	}
+	r.mem = s.WatchAPIServer(250*time.Millisecond, int64(o.rssCap*(1<<30)))
+	defer r.mem.Stop()
+	var schedRec, stormRec drill.Recorder
+	schedCtx, stopSched := context.WithCancel(ctx)
+	schedDone := make(chan struct{})
+	go func() {
+		defer close(schedDone)
+		drill.OpenLoop(schedCtx, sched, drill.SchedulerURI(), 100*time.Millisecond, 400, &schedRec)
+	}()
+	defer func() { stopSched(); <-schedDone }()
+	if err := sleep(ctx, 3*time.Second); err != nil { // the scheduler's quiet baseline
+		return nil, err
+	}
+
+	watch := drill.WatchResponse(s, "HerdRelistStorm", map[string]string{"client": client, "resource": "pods"}, "isolate")
+	defer watch.Stop()
+	r.start = time.Now()
+	wave := func(n int, length time.Duration) error {
+		w := span{start: time.Now()}
+		logf("%s run: wave %d: %d %s clients for %v (apiserver RSS %s)", name, n, len(storm), client, length, stack.MiB(r.mem.Last().RSS))
+		wctx, stopWave := context.WithTimeout(ctx, length)
+		progress := startProgress(wctx, name, r, watch, &stormRec)
+		drill.ClosedLoop(wctx, storm, uri, pause, &stormRec)
+		stopWave()
+		<-progress
+		w.end = time.Now()
+		r.waves = append(r.waves, w)
+		return ctx.Err()
+	}
+	if name == "kubelet" {
+		if err := wave(1, o.kubeletStorm); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := wave(1, o.wave); err != nil {
+			return nil, err
+		}
+		gap := o.gap
+		if name == "protected" {
+			// Wave 2 meets herd's isolation, if herd manages to apply it.
+			deadline := time.Now().Add(o.isolateWait)
+			for watch.Snapshot().Decided.IsZero() && time.Now().Before(deadline) {
+				if err := sleep(ctx, 250*time.Millisecond); err != nil {
+					return nil, err
+				}
+			}
+			gap = max(o.gap, time.Since(r.waves[0].end))
+		} else if ref.gap > 0 {
+			gap = ref.gap
+		}
+		logf("%s run: pause until wave 2 (%.0f s after wave 1)", name, gap.Seconds())
+		if err := sleep(ctx, time.Until(r.waves[0].end.Add(gap))); err != nil {
+			return nil, err
+		}
+		if err := wave(2, o.wave); err != nil {
+			return nil, err
+		}
+	}
+	r.end = time.Now()
+	// The scheduler and the memory readings continue a few seconds past
+	// the storm: the tail shows whether the apiserver lets go.
+	if err := sleep(ctx, 5*time.Second); err != nil {
+		return nil, err
+	}
+	stopSched()
+	<-schedDone
+	r.mem.Stop()
+	watch.Stop()
+	r.resp = watch.Snapshot()
+	r.storm, r.sched = stormRec.Outcomes(), schedRec.Outcomes()
+	for _, out := range r.storm {
+		if out.OK() {
+			r.listBytes = out.Bytes
+			break
+		}
+	}
+	switch {
+	case name == "protected" && !r.resp.Decided.IsZero():
+		r.isolated = r.resp.Decided
+		r.recovered = drill.Recovered(r.sched, r.isolated, 5*time.Second, o.recoveryLimit)
+	case name == "unprotected" && ref.isolated > 0:
+		r.isolated = r.start.Add(ref.isolated)
+	}
+	r.crashed = s.Crashed()
+	logf("%s run: done", name)
+	return r, nil
+}
+
+// startProgress prints a line every 5 s during a wave.
+func startProgress(ctx context.Context, name string, r *result, watch *drill.ResponseWatch, rec *drill.Recorder) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			now := time.Now()
+			recent := drill.Completed(rec.Outcomes(), now.Add(-5*time.Second), now)
+			sc := drill.Summarize(rec.Outcomes(), time.Time{}, time.Time{})
+			resp := watch.Snapshot()
+			state := "no alert"
+			switch {
+			case !resp.Decided.IsZero():
+				state = fmt.Sprintf("responder: %s %s", resp.Decision.Result, resp.Decision.Target)
+			case len(resp.Failures) > 0:
+				f := resp.Failures[len(resp.Failures)-1]
+				state = fmt.Sprintf("HerdRelistStorm firing; responder attempt %d %s: %s %s", len(resp.Failures), f.Result, f.Reason, f.Error)
+			case !resp.Firing.IsZero():
+				state = "HerdRelistStorm firing"
+			case !resp.Pending.IsZero():
+				state = "HerdRelistStorm pending"
+			}
+			killed := ""
+			if k := r.mem.KilledAt(); k > 0 {
+				killed = fmt.Sprintf(" (apiserver killed at %s)", stack.MiB(k))
+			}
+			logf("%s run: +%3.0fs  apiserver RSS %s%s  LISTs served %d (%d in the last 5 s, other answers %d)  %s",
+				name, now.Sub(r.start).Seconds(), stack.MiB(r.mem.Last().RSS), killed, sc.OK, recent, sc.Failed, state)
+		}
+	}()
+	return done
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+// logWriter prefixes the stack's progress lines with the time.
+type logWriter struct{}
+
+func (logWriter) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		logf("%s", strings.TrimSpace(line))
+	}
+	return len(p), nil
+}
+
+func machine() string {
+	return fmt.Sprintf("%d vCPUs (%s), %s, %s", runtime.NumCPU(), cpuModel(), memTotal(), runtime.Version())
+}
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "model name"); ok {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(rest), ":"))
+		}
+	}
+	return "unknown CPU"
+}
+
+func memTotal() string {
+	b, _ := os.ReadFile("/proc/meminfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			var kb int64
+			fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), &kb)
+			return fmt.Sprintf("%.0f GiB RAM", float64(kb)/(1<<20))
+		}
+	}
+	return "unknown RAM"
+}

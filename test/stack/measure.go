@@ -1,0 +1,204 @@
+package stack
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// RSS is a process's resident set size in bytes, from /proc/<pid>/status.
+func RSS(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("rss of pid %d: %w", pid, err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("rss of pid %d: %w", pid, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("rss of pid %d: no VmRSS (a zombie?)", pid)
+}
+
+// APIServerRSS is kube-apiserver's resident set size in bytes (0 when it
+// is not running).
+func (s *Stack) APIServerRSS() int64 {
+	pid := s.CP.APIServerPid()
+	if pid == 0 {
+		return 0
+	}
+	rss, _ := RSS(pid)
+	return rss
+}
+
+// MemSample is one RSS reading.
+type MemSample struct {
+	At  time.Time
+	RSS int64
+}
+
+// MemWatch samples kube-apiserver's RSS at a fixed interval and kills it
+// (SIGKILL, as the kernel's OOM killer would) when it exceeds a cap, so
+// that a storm can never take the machine down.
+type MemWatch struct {
+	cap  int64
+	stop context.CancelFunc
+	done chan struct{}
+
+	mu       sync.Mutex
+	samples  []MemSample
+	killedAt int64 // RSS when killed; 0 if not
+}
+
+// WatchAPIServer starts sampling every interval; capBytes <= 0 means no cap.
+// Stop it when done.
+func (s *Stack) WatchAPIServer(interval time.Duration, capBytes int64) *MemWatch {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &MemWatch{cap: capBytes, stop: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			if pid := s.CP.APIServerPid(); pid != 0 {
+				if rss, err := RSS(pid); err == nil {
+					w.record(pid, rss)
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return w
+}
+
+func (w *MemWatch) record(pid int, rss int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.samples = append(w.samples, MemSample{At: time.Now(), RSS: rss})
+	if w.cap > 0 && rss > w.cap && w.killedAt == 0 {
+		// Only the apiserver this harness started (its pid), never by name.
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		w.killedAt = rss
+	}
+}
+
+// Stop ends the sampling.
+func (w *MemWatch) Stop() {
+	w.stop()
+	<-w.done
+}
+
+// Samples returns a copy of the readings so far.
+func (w *MemWatch) Samples() []MemSample {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]MemSample(nil), w.samples...)
+}
+
+// KilledAt is the RSS at which the apiserver was killed (0: it was not).
+func (w *MemWatch) KilledAt() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.killedAt
+}
+
+// Last is the latest reading (zero when none).
+func (w *MemWatch) Last() MemSample {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.samples) == 0 {
+		return MemSample{}
+	}
+	return w.samples[len(w.samples)-1]
+}
+
+// Peak is the largest reading in [from, to) (zero times: unbounded).
+func (w *MemWatch) Peak(from, to time.Time) MemSample {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var peak MemSample
+	for _, s := range w.samples {
+		if (!from.IsZero() && s.At.Before(from)) || (!to.IsZero() && !s.At.Before(to)) {
+			continue
+		}
+		if s.RSS > peak.RSS {
+			peak = s
+		}
+	}
+	return peak
+}
+
+// At is the last reading at or before t (the first one if none).
+func (w *MemWatch) At(t time.Time) MemSample {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out MemSample
+	for i, s := range w.samples {
+		if i == 0 || !s.At.After(t) {
+			out = s
+		}
+	}
+	return out
+}
+
+// LoadAverage is the 1-minute load average from /proc/loadavg and the whole line.
+func LoadAverage() (float64, string, error) {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0, "", fmt.Errorf("load average: %w", err)
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return 0, "", fmt.Errorf("load average: unexpected /proc/loadavg %q", b)
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return 0, "", fmt.Errorf("load average: %w", err)
+	}
+	return v, strings.Join(f[:3], " "), nil
+}
+
+// WaitForQuiet waits until the 1-minute load average is below max, checking
+// every 15 s for at most wait, so that a measurement does not run while
+// other work holds the machine's cores. It returns the load it settled for
+// and whether it was below max.
+func WaitForQuiet(ctx context.Context, max float64, wait time.Duration, log func(string)) (string, bool) {
+	deadline := time.Now().Add(wait)
+	for {
+		v, line, err := LoadAverage()
+		if err != nil {
+			return "unknown", false
+		}
+		if v < max {
+			return line, true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return line, false
+		}
+		log(fmt.Sprintf("load average %s: waiting for the 1-minute figure to fall below %.1f", line, max))
+		select {
+		case <-ctx.Done():
+			return line, false
+		case <-time.After(15 * time.Second):
+		}
+	}
+}
+
+// MiB formats bytes as MiB.
+func MiB(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
