@@ -44,6 +44,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/herd-k8s/herd/test/hostinfo"
 	"github.com/herd-k8s/herd/test/load/auditgen"
 	"github.com/herd-k8s/herd/test/proc"
 )
@@ -179,11 +180,11 @@ func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
 		size += len(corpus.Template(i))
 	}
 	rep := &Report{
-		Date: time.Now().UTC(), GoVersion: runtime.Version(), CPUs: runtime.NumCPU(), CPUModel: cpuModel(),
+		Date: time.Now().UTC(), GoVersion: runtime.Version(), CPUs: runtime.NumCPU(), CPUModel: hostinfo.CPUModel(),
 		Nodes: c.Nodes, Instances: corpus.Instances(), BatchSize: c.BatchSize, BatchBytes: size / corpus.Len(), Posters: c.Posters,
-		LoadAvg: [2]string{loadAvg(), ""},
+		LoadAvg: [2]string{hostinfo.LoadAverageText(), ""},
 	}
-	defer func() { rep.LoadAvg[1] = loadAvg() }()
+	defer func() { rep.LoadAvg[1] = hostinfo.LoadAverageText() }()
 	var seq atomic.Uint32 // auditID stamps: unique across both targets
 
 	if c.BaselineDuration > 0 {
@@ -211,7 +212,7 @@ func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
 	}
 	defer h.p.Stop(5 * time.Second)
 	fmt.Fprintf(log, "load: herd (pid %d) on %s, %v ...\n", h.p.Pid(), h.audit, c.Duration)
-	r, err := drive(ctx, "herd", "http://"+h.audit+"/audit", c, c.Duration, corpus, &seq, func() time.Duration { return procCPU(h.p.Pid()) })
+	r, err := drive(ctx, "herd", "http://"+h.audit+"/audit", c, c.Duration, corpus, &seq, func() time.Duration { return hostinfo.ProcCPU(h.p.Pid()) })
 	if err != nil {
 		return nil, err
 	}
@@ -534,45 +535,6 @@ func selfCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// procCPU is the CPU time (user + system) process pid has used, from
-// /proc/<pid>/stat (in clock ticks of 1/100 s, the Linux USER_HZ).
-func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64) // field 14, utime
-	st, _ := strconv.ParseInt(f[12], 10, 64) // field 15, stime
-	return time.Duration(ut+st) * 10 * time.Millisecond
-}
-
-func loadAvg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func cpuModel() string {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown"
 }
 
 // Missed lists the SPEC §7 targets this run missed.

@@ -57,6 +57,7 @@ import (
 	"time"
 
 	"github.com/herd-k8s/herd/test/controlplane"
+	"github.com/herd-k8s/herd/test/hostinfo"
 )
 
 // Target is SPEC §7's: alert to action, p99.
@@ -183,8 +184,8 @@ func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
 	}
 
 	rep := &Report{
-		Date: time.Now().UTC(), GoVersion: runtime.Version(), CPUs: runtime.NumCPU(), CPUModel: cpuModel(),
-		LoadAvg: [2]string{loadAvg(), ""}, APIServer: "kube-apiserver " + controlplane.Version, Config: c,
+		Date: time.Now().UTC(), GoVersion: runtime.Version(), CPUs: runtime.NumCPU(), CPUModel: hostinfo.CPUModel(),
+		LoadAvg: [2]string{hostinfo.LoadAverageText(), ""}, APIServer: "kube-apiserver " + controlplane.Version, Config: c,
 	}
 	s, err := startStack(ctx, c, bin, promBin, log)
 	if err != nil {
@@ -195,7 +196,7 @@ func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
 	if err := s.measure(ctx, rep, log); err != nil {
 		return nil, fmt.Errorf("%w\nresponder log:\n%s", err, s.responder.Tail(20))
 	}
-	rep.LoadAvg[1] = loadAvg()
+	rep.LoadAvg[1] = hostinfo.LoadAverageText()
 	var crashed []string
 	for _, p := range []interface {
 		Crashed() bool
@@ -416,23 +417,4 @@ func (rep *Report) Print(w io.Writer) {
 	} else {
 		fmt.Fprintln(w, "SPEC §7 alert to action, p99 < 1 s: met in every phase that acts")
 	}
-}
-
-func loadAvg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func cpuModel() string {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown"
 }

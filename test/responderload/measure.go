@@ -8,7 +8,6 @@ import (
 	"hash/fnv"
 	"io"
 	"net/http"
-	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -22,6 +21,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/herd-k8s/herd/responder/evidence"
+	"github.com/herd-k8s/herd/test/hostinfo"
 )
 
 // Stats are the percentiles of a set of durations.
@@ -322,7 +322,7 @@ func (s *stack) decisions(ctx context.Context, client *http.Client) ([]decision,
 // cpu is the CPU time used so far by the responder, kube-apiserver and
 // Prometheus.
 func (s *stack) cpu() [3]time.Duration {
-	return [3]time.Duration{procCPU(s.responder.Pid()), procCPU(s.cp.APIServerPid()), procCPU(s.prometheus.Pid())}
+	return [3]time.Duration{hostinfo.ProcCPU(s.responder.Pid()), hostinfo.ProcCPU(s.cp.APIServerPid()), hostinfo.ProcCPU(s.prometheus.Pid())}
 }
 
 // herdCordoned lists the nodes that are unschedulable with herd's
@@ -493,24 +493,4 @@ func (s *stack) responderMetric(ctx context.Context, client *http.Client, name s
 		}
 	}
 	return sum
-}
-
-// procCPU is the CPU time (user + system) process pid has used, from
-// /proc/<pid>/stat (in clock ticks of 1/100 s, the Linux USER_HZ).
-func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
 }

@@ -9,7 +9,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -33,6 +32,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/herd-k8s/herd/test/controlplane"
+	"github.com/herd-k8s/herd/test/hostinfo"
 	"github.com/herd-k8s/herd/test/proc"
 )
 
@@ -84,7 +84,7 @@ func measure(n, workers int, herdBin string) error {
 		return err
 	}
 	created := time.Since(start)
-	apiRSSBefore := rss(cp.APIServerPid())
+	apiRSSBefore := rssOf(cp.APIServerPid())
 	fmt.Fprintf(os.Stderr, "created %d Nodes and Leases in %v\n", n, created.Round(time.Second))
 
 	kubeconfig, err := cp.Kubeconfig("herd")
@@ -112,7 +112,7 @@ func measure(n, workers int, herdBin string) error {
 		time.Sleep(200 * time.Millisecond)
 	}
 	synced := time.Since(syncStart)
-	syncedRSS := rss(p.Pid())
+	syncedRSS := rssOf(p.Pid())
 	if err := postInstances(ctx, "http://127.0.0.1:"+strconv.Itoa(auditPort)+"/audit", n); err != nil {
 		return err
 	}
@@ -153,7 +153,7 @@ func measure(n, workers int, herdBin string) error {
 		}
 	}
 	heap, _ := metric(web, "go_memstats_heap_inuse_bytes")
-	herdRSS := rss(p.Pid())
+	herdRSS := rssOf(p.Pid())
 
 	fmt.Printf("| figure | value |\n|---|---|\n")
 	fmt.Printf("| Nodes (50 images, full status) + Leases in the real apiserver | %d |\n", n)
@@ -166,7 +166,7 @@ func measure(n, workers int, herdBin string) error {
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Printf("| load average during the run | %s |\n", strings.Join(strings.Fields(string(load))[:3], " "))
 	fmt.Printf("| kube-apiserver RSS holding them | %.0f MiB |\n", float64(apiRSSBefore)/(1<<20))
-	fmt.Printf("| machine | %d cores, %s, %s |\n", runtime.NumCPU(), cpuModel(), runtime.Version())
+	fmt.Printf("| machine | %d cores, %s, %s |\n", runtime.NumCPU(), hostinfo.CPUModel(), runtime.Version())
 	return nil
 }
 
@@ -319,29 +319,8 @@ func metric(addr, name string) (float64, error) {
 	return 0, fmt.Errorf("%s not found", name)
 }
 
-// rss is a process's resident set size in bytes (0 when unknown).
-func rss(pid int) int64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
-
-func cpuModel() string {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "model name"); ok {
-			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(rest), ":"))
-		}
-	}
-	return "unknown CPU"
+// rssOf is a process's resident set size in bytes (0 when unknown).
+func rssOf(pid int) int64 {
+	n, _ := hostinfo.RSS(pid)
+	return n
 }

@@ -1,36 +1,14 @@
 package stack
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
-)
 
-// RSS is a process's resident set size in bytes, from /proc/<pid>/status.
-func RSS(pid int) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, fmt.Errorf("rss of pid %d: %w", pid, err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("rss of pid %d: %w", pid, err)
-			}
-			return kb << 10, nil
-		}
-	}
-	return 0, fmt.Errorf("rss of pid %d: no VmRSS (a zombie?)", pid)
-}
+	"github.com/herd-k8s/herd/test/hostinfo"
+)
 
 // APIServerRSS is kube-apiserver's resident set size in bytes (0 when it
 // is not running).
@@ -39,7 +17,7 @@ func (s *Stack) APIServerRSS() int64 {
 	if pid == 0 {
 		return 0
 	}
-	rss, _ := RSS(pid)
+	rss, _ := hostinfo.RSS(pid)
 	return rss
 }
 
@@ -73,7 +51,7 @@ func (s *Stack) WatchAPIServer(interval time.Duration, capBytes int64) *MemWatch
 		defer t.Stop()
 		for {
 			if pid := s.CP.APIServerPid(); pid != 0 {
-				if rss, err := RSS(pid); err == nil {
+				if rss, err := hostinfo.RSS(pid); err == nil {
 					w.record(pid, rss)
 				}
 			}
@@ -157,23 +135,6 @@ func (w *MemWatch) At(t time.Time) MemSample {
 	return out
 }
 
-// LoadAverage is the 1-minute load average from /proc/loadavg and the whole line.
-func LoadAverage() (float64, string, error) {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return 0, "", fmt.Errorf("load average: %w", err)
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return 0, "", fmt.Errorf("load average: unexpected /proc/loadavg %q", b)
-	}
-	v, err := strconv.ParseFloat(f[0], 64)
-	if err != nil {
-		return 0, "", fmt.Errorf("load average: %w", err)
-	}
-	return v, strings.Join(f[:3], " "), nil
-}
-
 // WaitForQuiet waits until the 1-minute load average is below max, checking
 // every 15 s for at most wait, so that a measurement does not run while
 // other work holds the machine's cores. It returns the load it settled for
@@ -181,7 +142,7 @@ func LoadAverage() (float64, string, error) {
 func WaitForQuiet(ctx context.Context, max float64, wait time.Duration, log func(string)) (string, bool) {
 	deadline := time.Now().Add(wait)
 	for {
-		v, line, err := LoadAverage()
+		v, line, err := hostinfo.LoadAverage()
 		if err != nil {
 			return "unknown", false
 		}

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/herd-k8s/herd/test/drill"
+	"github.com/herd-k8s/herd/test/hostinfo"
 	"github.com/herd-k8s/herd/test/stack"
 )
 
@@ -364,17 +365,7 @@ func (logWriter) Write(p []byte) (int, error) {
 }
 
 func machine() string {
-	return fmt.Sprintf("%d vCPUs (%s), %s, %s", runtime.NumCPU(), cpuModel(), memTotal(), runtime.Version())
-}
-
-func cpuModel() string {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "model name"); ok {
-			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(rest), ":"))
-		}
-	}
-	return "unknown CPU"
+	return fmt.Sprintf("%d vCPUs (%s), %s, %s", runtime.NumCPU(), hostinfo.CPUModel(), memTotal(), runtime.Version())
 }
 
 func memTotal() string {
