@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -84,6 +85,13 @@ type Options struct {
 	// AuditLogPath, if set, also writes JSON audit lines to this file.
 	AuditLogPath string
 
+	// Address is where kube-apiserver binds and what it advertises; default
+	// 127.0.0.1. A bridge address (test/hollow's Network.Gateway) makes it
+	// reachable from network namespaces, so that each hollow node calls from
+	// its own address. The self-signed serving certificate is then for that
+	// address (and not 127.0.0.1): URL and every Config use it.
+	Address string
+
 	// ExtraArgs are appended to kube-apiserver's flags (later ones win).
 	ExtraArgs []string
 	// Dir holds data, certificates and logs; default: a new temp dir, removed by Stop.
@@ -94,7 +102,7 @@ type Options struct {
 
 // ControlPlane is a running etcd + kube-apiserver pair.
 type ControlPlane struct {
-	// URL is the apiserver's https://127.0.0.1:PORT.
+	// URL is the apiserver's https://ADDRESS:PORT (Options.Address, default 127.0.0.1).
 	URL string
 	// Dir holds data, certificates and logs.
 	Dir string
@@ -125,6 +133,9 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 	}
 	if len(opts.Nodes) == 0 {
 		opts.Nodes = []string{"node-1", "node-2", "node-3"}
+	}
+	if opts.Address != "" && net.ParseIP(opts.Address) == nil {
+		return nil, fmt.Errorf("start control plane: Address %q is not an IP address", opts.Address)
 	}
 	cp = &ControlPlane{opts: opts, bins: bins, Dir: opts.Dir}
 	if cp.Dir == "" {
@@ -322,11 +333,15 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cp.URL = "https://127.0.0.1:" + strconv.Itoa(port)
+	addr := cp.opts.Address
+	if addr == "" {
+		addr = "127.0.0.1"
+	}
+	cp.URL = "https://" + net.JoinHostPort(addr, strconv.Itoa(port))
 	args := append(cp.apiArgs,
 		"--secure-port="+strconv.Itoa(port),
-		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
+		"--bind-address="+addr,
+		"--advertise-address="+addr,
 		"--cert-dir="+cp.path("certs"),
 		"--token-auth-file="+cp.path("tokens.csv"),
 		"--authorization-mode=Node,RBAC",

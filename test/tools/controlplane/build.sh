@@ -1,33 +1,67 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and etcd from Go modules (SPEC §8) into a cache outside
-# the work tree, keyed by version, so fresh clones on the same machine reuse it.
-# A stamp of this module's go.mod/go.sum/etcd main decides whether to rebuild.
+# Builds the test binaries from Go modules (SPEC §8) into a cache outside the
+# work tree, keyed by version, so fresh clones on the same machine reuse it:
+#   kube-apiserver  k8s.io/kubernetes/cmd/kube-apiserver
+#   etcd            ./etcd, etcd's own main
+#   hollow-node     ./hollownode, kubemark's hollow kubelet and kube-proxy
+# Usage: build.sh [binary...]   (default: all three)
+#
+# Each binary has its own stamp (.stamp-<binary>): a hash of the modules and
+# versions of every package it links (go list -deps), its own sources, the
+# Go version and this script. Adding a binary to this module, and the
+# requirements that come with it, therefore rebuilds only what really changed.
 set -euo pipefail
 
 version=v1.36.3
 here=$(cd "$(dirname "$0")" && pwd)
 dir=${HERD_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/herd/bin/$version}
 mkdir -p "$dir"
-key=$(cat "$here/go.mod" "$here/go.sum" "$here/etcd/main.go" "$0" | sha256sum | cut -c1-16)
-if [[ -x $dir/kube-apiserver && -x $dir/etcd && "$(cat "$dir/.stamp" 2>/dev/null)" == "$key" ]]; then
-  echo "control plane $version: cached in $dir"
-  exit 0
-fi
+cd "$here"
 
 minor=${version#v1.}; minor=${minor%%.*}
-ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=$version"
-cd "$here"
-start=$SECONDS
-# go build -v names each package as it compiles; show a line every 250 so the
-# first build (about 10 minutes on 2 cores) visibly makes progress.
-# Lines that are not bare package paths (compile errors) pass through whole.
+k8s_ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=$version"
+
+# binary -> package, ldflags, and the local sources its stamp covers.
+declare -A pkg=([kube-apiserver]=k8s.io/kubernetes/cmd/kube-apiserver [etcd]=./etcd [hollow-node]=./hollownode)
+declare -A flags=([kube-apiserver]="$k8s_ldflags" [etcd]="-s -w" [hollow-node]="$k8s_ldflags")
+declare -A what=([kube-apiserver]="about 10 minutes on 2 cores the first time" [etcd]="about a minute" [hollow-node]="a few minutes after kube-apiserver, which shares most of its packages")
+
+stamp() {
+  local b=$1
+  {
+    sed -n '/^# stamp-begin/,/^# stamp-end/p' "$0"
+    go version
+    echo "${flags[$b]}"
+    go list -deps -f '{{with .Module}}{{.Path}} {{.Version}}{{with .Replace}} => {{.Path}} {{.Version}}{{end}}{{end}}' "${pkg[$b]}" | sort -u
+    if [[ ${pkg[$b]} == ./* ]]; then cat "${pkg[$b]}"/*.go; fi
+  } | sha256sum | cut -c1-16
+}
+
+# go build -v names each package as it compiles; show a line every 250 so a
+# long build visibly makes progress. Lines that are not bare package paths
+# (compile errors) pass through whole.
 progress() { awk -v what="$1" '/ |^#/ { print; fflush(); next } { n++; if (n % 250 == 0) { printf "  %s: %d packages compiled\n", what, n; fflush() } }'; }
-echo "building kube-apiserver $version from Go modules into $dir (about 10 minutes on 2 cores the first time)"
-go build -v -trimpath -ldflags "$ldflags" -o "$dir/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver 2>&1 | progress kube-apiserver
-echo "building etcd"
-go build -v -trimpath -ldflags "-s -w" -o "$dir/etcd.tmp" ./etcd 2>&1 | progress etcd
-mv "$dir/kube-apiserver.tmp" "$dir/kube-apiserver"
-mv "$dir/etcd.tmp" "$dir/etcd"
-echo "$key" > "$dir/.stamp"
-"$dir/kube-apiserver" --version
-echo "control plane $version built in $((SECONDS - start))s"
+
+# stamp-begin: what the build does; a change here rebuilds every binary.
+build() {
+  local b=$1 start=$SECONDS
+  echo "building $b $version from Go modules into $dir (${what[$b]})"
+  go build -v -trimpath -ldflags "${flags[$b]}" -o "$dir/$b.tmp" "${pkg[$b]}" 2>&1 | progress "$b"
+  mv "$dir/$b.tmp" "$dir/$b"
+  echo "$b built in $((SECONDS - start))s"
+}
+# stamp-end
+
+targets=("$@")
+(( ${#targets[@]} )) || targets=(kube-apiserver etcd hollow-node)
+for b in "${targets[@]}"; do
+  [[ -n ${pkg[$b]:-} ]] || { echo "build.sh: unknown binary $b (want kube-apiserver, etcd or hollow-node)" >&2; exit 2; }
+  key=$(stamp "$b")
+  if [[ -x $dir/$b && "$(cat "$dir/.stamp-$b" 2>/dev/null)" == "$key" ]]; then
+    echo "$b $version: cached in $dir"
+    continue
+  fi
+  build "$b"
+  echo "$key" > "$dir/.stamp-$b"
+  if [[ $b == kube-apiserver ]]; then "$dir/kube-apiserver" --version; fi
+done

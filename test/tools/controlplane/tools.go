@@ -1,7 +1,8 @@
 //go:build tools
 
 // Package tools pins the control-plane binaries the tests build: kube-apiserver
-// from k8s.io/kubernetes and etcd (./etcd). Nothing here is imported by herd.
+// from k8s.io/kubernetes, etcd (./etcd) and kubemark's hollow node
+// (./hollownode). Nothing here is imported by herd.
 package tools
 
 import (

@@ -1,0 +1,531 @@
+package hollow_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/exporter-toolkit/web"
+	auditv1 "k8s.io/apiserver/pkg/apis/audit/v1"
+
+	"github.com/herd-k8s/herd/exporter"
+	"github.com/herd-k8s/herd/exporter/accounting"
+	"github.com/herd-k8s/herd/exporter/config"
+	"github.com/herd-k8s/herd/test/auditcount"
+	"github.com/herd-k8s/herd/test/controlplane"
+	"github.com/herd-k8s/herd/test/hollow"
+	"github.com/herd-k8s/herd/test/proc"
+)
+
+// nodeAgentsPolicy audits every request of the node agents, at Metadata:
+// all their verbs, so that the suite records everything they ask for and
+// herd accounts all of it. Nothing else is audited.
+const nodeAgentsPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  userGroups: [system:nodes]
+- level: Metadata
+  users: [system:serviceaccount:kube-system:kube-proxy]
+- level: None
+`
+
+const (
+	podsPerNode  = 2
+	steadyPeriod = 25 * time.Second
+	ghostGrace   = 5 * time.Second
+	podsNS       = "hollow"
+)
+
+// TestRealAgentsSteadyState is issue 17's first acceptance test: five hollow
+// nodes — the real kubelet and kube-proxy code of v1.36.3, three relisting by
+// WatchList (client-go ≥ 1.35) and two in LIST mode (client-go < 1.35), each
+// node in its own network namespace with its own address — run against the
+// real kube-apiserver, whose audit webhook feeds herd's exporter, with pods
+// bound to them that mount a ConfigMap and a Secret each. Then:
+//   - herd's counters equal an independent count over the apiserver's audit
+//     log of the same events (test/auditcount), after the pods start and again
+//     after a steady period;
+//   - each kube-proxy is placed on its own node by its source address, and
+//     each kubelet is seen calling from its Node's InternalIP;
+//   - no node agent is a ghost and no kubelet is stale;
+//   - the agents make the requests docs/exporter.md's table says they make.
+func TestRealAgentsSteadyState(t *testing.T) {
+	began := time.Now()
+	before, err := proc.Children(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // runs last: everything below has stopped
+		after, err := proc.Children(os.Getpid())
+		if err != nil {
+			t.Error(err)
+		}
+		if len(after) > len(before) {
+			t.Errorf("children left running: before %v, after %v", before, after)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "audit.log")
+
+	network, err := hollow.NewNetwork()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := network.Close(); err != nil {
+			t.Errorf("remove the hollow network: %v", err)
+		}
+	})
+	var specs []hollow.NodeOptions
+	var names []string
+	for i := 1; i <= 5; i++ {
+		name := fmt.Sprintf("hollow-%d", i)
+		names = append(names, name)
+		specs = append(specs, hollow.NodeOptions{Name: name, ListMode: i > 3})
+	}
+
+	tee := auditcount.NewTee("hollow-audit-token")
+	t.Cleanup(tee.Close)
+	cpOpts := controlplane.Options{
+		Nodes:        names,
+		Address:      network.Gateway().String(),
+		AuditPolicy:  nodeAgentsPolicy,
+		AuditLogPath: logPath,
+		Dir:          filepath.Join(dir, "controlplane"),
+	}
+	tee.Wire(&cpOpts)
+	cp, err := controlplane.Start(ctx, cpOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cp.Stop)
+	ex := startExporter(t, cp)
+	tee.Forward(ex.AuditHandler())
+	t.Logf("control plane on %s and herd ready after %v", cp.URL, time.Since(began).Round(time.Millisecond))
+
+	agents, err := hollow.Start(ctx, cp, hollow.Options{Network: network, Nodes: specs, Dir: filepath.Join(dir, "nodes")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(agents.Stop)
+	t.Logf("%d hollow nodes registered, kube-proxies started after %v", len(agents.Nodes), time.Since(began).Round(time.Millisecond))
+
+	admin := cp.Client(controlplane.Admin)
+	pods, err := hollow.CreatePods(ctx, admin, podsNS, names, podsPerNode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hollow.WaitPodsRunning(ctx, admin, podsNS, pods); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d pods Running after %v", len(pods), time.Since(began).Round(time.Millisecond))
+
+	leases, err := agents.WaitLeases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := compareWithAuditLog(t, ex, tee, logPath, "pods running")
+	// Steady state: every kubelet renews its Lease every 10 s (a quarter of
+	// its 40 s duration); let that happen a few times, and the ghost grace
+	// pass.
+	time.Sleep(steadyPeriod)
+	if err := agents.Crashed(); err != nil {
+		t.Fatal(err)
+	}
+	renewed, err := agents.WaitLeases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for node, at := range leases {
+		if !renewed[node].After(at) {
+			t.Errorf("kubelet %s did not renew its Lease in %v (renewed at %v)", node, steadyPeriod, at)
+		}
+	}
+	second := compareWithAuditLog(t, ex, tee, logPath, "steady state")
+	if second <= first {
+		t.Errorf("herd accounted %d events by the steady-state snapshot, %d at the first: the agents went quiet", second, first)
+	}
+	if n := tee.Refused(); n > 0 {
+		t.Errorf("herd refused %d audit batches", n)
+	}
+
+	checkAttribution(t, ex, agents)
+	checkNoGhostNoStale(t, ex, agents)
+	checkRequests(t, logPath, agents)
+	t.Logf("suite done after %v", time.Since(began).Round(time.Millisecond))
+}
+
+// startExporter runs herd's exporter in-process against the control plane,
+// with a short ghost grace so that "no ghost" is judged within the test.
+// Audit batches reach its handler through the tee, which authenticates them.
+func startExporter(t *testing.T, cp *controlplane.ControlPlane) *exporter.Exporter {
+	t.Helper()
+	webPort, err := proc.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	auditPort, err := proc.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	webAddrs := []string{"127.0.0.1:" + strconv.Itoa(webPort)}
+	auditAddrs := []string{"127.0.0.1:" + strconv.Itoa(auditPort)}
+	off, empty := false, ""
+	e, err := exporter.New(exporter.Options{
+		Config:        config.Default(),
+		Web:           web.FlagConfig{WebListenAddresses: &webAddrs, WebSystemdSocket: &off, WebConfigFile: &empty},
+		Audit:         web.FlagConfig{WebListenAddresses: &auditAddrs, WebSystemdSocket: &off, WebConfigFile: &empty},
+		AuditInsecure: true,
+		Kube:          cp.Config(controlplane.Admin),
+		GhostGrace:    ghostGrace,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("exporter: %v", err)
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rec := httptest.NewRecorder()
+		e.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		if rec.Code == http.StatusOK {
+			return e
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("exporter not ready: %d %s", rec.Code, rec.Body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// compareWithAuditLog takes herd's counters and the events herd was
+// delivered at one instant, counts those events independently from the
+// audit log, and fails on any difference. It returns how many events herd
+// had been delivered.
+func compareWithAuditLog(t *testing.T, ex *exporter.Exporter, tee *auditcount.Tee, logPath, when string) int {
+	t.Helper()
+	var herd auditcount.Series
+	var gatherErr error
+	delivered := tee.Snapshot(func() { herd, gatherErr = auditcount.Gather(ex.Registry()) })
+	if gatherErr != nil {
+		t.Fatal(gatherErr)
+	}
+	// The apiserver writes the log before it batches the webhook, so the log
+	// normally holds every delivered event already.
+	var res auditcount.Result
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		if res, err = auditcount.Count(logPath, delivered, auditcount.NodeAgents); err != nil {
+			t.Fatal(err)
+		}
+		if res.Missing == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if res.Missing > 0 {
+		t.Fatalf("%s: %d events herd was delivered are not in the audit log", when, res.Missing)
+	}
+	configmapRelists := 0.0
+	for k, v := range res.Series {
+		if strings.HasPrefix(k, "herd_relists_total{client=kubelet,") && strings.Contains(k, ",resource=configmaps,") {
+			configmapRelists += v
+		}
+	}
+	if len(delivered) == 0 || configmapRelists == 0 {
+		t.Fatalf("%s: nothing to compare: %d events delivered, series:\n%s", when, len(delivered), res.Series)
+	}
+	if diffs := auditcount.Diff(res.Series, herd); len(diffs) > 0 {
+		t.Errorf("%s: herd differs from the independent count of the same %d events:\n%s\nindependent count:\n%s",
+			when, len(delivered), strings.Join(diffs, "\n"), res.Series)
+		return len(delivered)
+	}
+	t.Logf("%s: herd equals the independent count: %d events, %d series, 0 different", when, len(delivered), len(res.Series))
+	return len(delivered)
+}
+
+// checkAttribution: each kube-proxy instance is placed on its own node by its
+// source address, and each kubelet calls from its Node's InternalIP. This
+// holds with herd's attribution by sourceIPs[0] and by the last entry alike:
+// the agents connect directly, so sourceIPs has one entry.
+func checkAttribution(t *testing.T, ex *exporter.Exporter, agents *hollow.Cluster) {
+	t.Helper()
+	byAddr := map[string]string{}
+	for _, n := range agents.Nodes {
+		byAddr[n.Addr.String()] = n.Name
+	}
+	for _, n := range agents.Nodes {
+		kubelets := ex.Ledger().Clients(accounting.ClientFilter{Role: "kubelet", Identity: "system:node:" + n.Name})
+		if len(kubelets) != 1 {
+			t.Errorf("%s: %d kubelet instances, want 1: %+v", n.Name, len(kubelets), kubelets)
+		}
+		for _, k := range kubelets {
+			if k.Node != n.Name || k.SourceIP != n.Addr.String() || k.SourceIPChanges != 0 {
+				t.Errorf("%s: kubelet instance on node %q from %s (%d address changes), want node %s from %s", n.Name, k.Node, k.SourceIP, k.SourceIPChanges, n.Name, n.Addr)
+			}
+		}
+	}
+	proxies := ex.Ledger().Clients(accounting.ClientFilter{Role: "kube-proxy"})
+	placed := map[string]int{}
+	for _, p := range proxies {
+		if p.Attribution != accounting.AttrSourceIP.String() || byAddr[p.SourceIP] == "" || p.Node != byAddr[p.SourceIP] {
+			t.Errorf("kube-proxy instance from %s placed on %q by %s; want the node whose InternalIP it is (%q) by source_ip", p.SourceIP, p.Node, p.Attribution, byAddr[p.SourceIP])
+			continue
+		}
+		placed[p.Node]++
+	}
+	for _, n := range agents.Nodes {
+		if placed[n.Name] != 1 {
+			t.Errorf("%s: %d kube-proxy instances placed on it, want 1", n.Name, placed[n.Name])
+		}
+	}
+}
+
+// checkNoGhostNoStale: once herd's ghost grace has passed, no kubelet or
+// kube-proxy of a live hollow node is a ghost, and no kubelet is stale — on
+// /metrics and in /debug/clients' verdicts.
+func checkNoGhostNoStale(t *testing.T, ex *exporter.Exporter, agents *hollow.Cluster) {
+	t.Helper()
+	// Every instance must be older than the grace for the verdict to count.
+	for _, v := range ex.Ledger().Clients(accounting.ClientFilter{}) {
+		if wait := ghostGrace - time.Since(v.FirstSeen); wait > 0 {
+			time.Sleep(wait + 100*time.Millisecond)
+		}
+	}
+	rec := httptest.NewRecorder()
+	ex.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/clients", nil))
+	var page struct {
+		Clients []struct {
+			Role, Identity, Node, SourceIP string
+			Cluster                        *struct {
+				Ghost       bool    `json:"ghost"`
+				GhostReason string  `json:"ghostReason"`
+				Stale       bool    `json:"stale"`
+				NodeExists  *bool   `json:"nodeExists"`
+				LeaseAge    float64 `json:"leaseAgeSeconds"`
+			} `json:"cluster"`
+		} `json:"clients"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &page); err != nil {
+		t.Fatalf("/debug/clients: %v", err)
+	}
+	judged := 0
+	for _, c := range page.Clients {
+		if c.Role != "kubelet" && c.Role != "kube-proxy" {
+			continue
+		}
+		judged++
+		switch {
+		case c.Cluster == nil:
+			t.Errorf("%s %s: no verdict", c.Role, c.Identity)
+		case c.Cluster.Ghost || c.Cluster.Stale || c.Cluster.NodeExists == nil || !*c.Cluster.NodeExists:
+			t.Errorf("%s %s on %q from %s: ghost %v (%s), stale %v, node exists %v", c.Role, c.Identity, c.Node, c.SourceIP,
+				c.Cluster.Ghost, c.Cluster.GhostReason, c.Cluster.Stale, c.Cluster.NodeExists)
+		}
+	}
+	if judged != 2*len(agents.Nodes) {
+		t.Errorf("/debug/clients judged %d node-agent instances, want %d", judged, 2*len(agents.Nodes))
+	}
+	mfs, err := ex.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "herd_ghost_instance", "herd_stale_kubelet":
+			if len(mf.GetMetric()) > 0 {
+				t.Errorf("%s has %d series, want none", mf.GetName(), len(mf.GetMetric()))
+			}
+		case "herd_ghost_instances":
+			for _, m := range mf.GetMetric() {
+				if m.GetGauge().GetValue() != 0 {
+					t.Errorf("herd_ghost_instances %v = %g, want 0", m.GetLabel(), m.GetGauge().GetValue())
+				}
+			}
+		}
+	}
+}
+
+// request is the shape of one counted request of a real agent.
+type request struct {
+	agent, mode, verb, resource, selector, read string
+}
+
+// checkRequests reads what each real agent asked for from the audit log
+// (every request once), logs the table that docs/exporter.md reproduces, and
+// checks the knobs: WatchList nodes relist by WatchList only, LIST-mode nodes
+// by LIST only; every kubelet runs one reflector per ConfigMap and Secret its
+// pods mount; kube-proxy relists Services, EndpointSlices, ServiceCIDRs and
+// its own Node; both send the real agents' user agents.
+func checkRequests(t *testing.T, logPath string, agents *hollow.Cluster) {
+	t.Helper()
+	byAddr := map[string]*hollow.Node{}
+	byName := map[string]*hollow.Node{}
+	for _, n := range agents.Nodes {
+		byAddr[n.Addr.String()] = n
+		byName[n.Name] = n
+	}
+	table := map[request]int{}
+	// per node: relists by WatchList and by LIST, and the objects its
+	// per-object reflectors selected.
+	type seen struct{ watchList, list int }
+	relists := map[string]*seen{}
+	objects := map[string]map[string]bool{}
+	proxyRelists := map[string]map[string]bool{}
+	err := auditcount.Each(logPath, func(e *auditv1.Event) {
+		if !auditcount.Counted(e) {
+			return
+		}
+		var n *hollow.Node
+		agent := "kubelet"
+		if name, ok := strings.CutPrefix(e.User.Username, "system:node:"); ok {
+			n = byName[name]
+			if !strings.HasPrefix(e.UserAgent, "kubelet/v1.36.3 ") {
+				t.Errorf("kubelet %s user agent %q", name, e.UserAgent)
+			}
+		} else {
+			agent = "kube-proxy"
+			if len(e.SourceIPs) > 0 {
+				n = byAddr[e.SourceIPs[len(e.SourceIPs)-1]]
+			}
+			if !strings.HasPrefix(e.UserAgent, "kube-proxy/v1.36.3 ") {
+				t.Errorf("kube-proxy user agent %q", e.UserAgent)
+			}
+		}
+		if n == nil {
+			t.Errorf("%s request from %v by %s: no hollow node", agent, e.SourceIPs, e.User.Username)
+			return
+		}
+		mode := "WatchList"
+		if n.ListMode {
+			mode = "LIST mode"
+		}
+		q := auditcount.Query(e.RequestURI)
+		resource := ""
+		if e.ObjectRef != nil {
+			resource = e.ObjectRef.Resource
+			if e.ObjectRef.Subresource != "" {
+				resource += "/" + e.ObjectRef.Subresource
+			}
+			if e.ObjectRef.APIGroup != "" {
+				resource += "." + e.ObjectRef.APIGroup
+			}
+		}
+		fs := q.Get("fieldSelector")
+		selector := fs
+		switch {
+		case strings.HasPrefix(fs, "metadata.name="):
+			selector = "metadata.name=<one object>"
+		case strings.HasPrefix(fs, "spec.nodeName="):
+			selector = "spec.nodeName=<its node>"
+		}
+		if ls := q.Get("labelSelector"); ls != "" {
+			selector = strings.TrimPrefix(selector+" "+ls, " ")
+		}
+		read := ""
+		key := agent + " " + n.Name
+		if relists[key] == nil {
+			relists[key] = &seen{}
+		}
+		switch {
+		case e.Verb == "watch" && q.Get("sendInitialEvents") == "true":
+			read = "WatchList relist"
+			relists[key].watchList++
+		case e.Verb == "watch":
+			read = "watch from its resourceVersion"
+		case e.Verb == "list" && q.Get("continue") != "":
+			read = "page"
+		case e.Verb == "list":
+			read = "LIST relist, " + auditcount.Consistency(q)
+			relists[key].list++
+		}
+		if strings.HasPrefix(read, "WatchList") || strings.HasPrefix(read, "LIST") {
+			if agent == "kubelet" && (resource == "configmaps" || resource == "secrets") && strings.HasPrefix(fs, "metadata.name=") {
+				if objects[n.Name] == nil {
+					objects[n.Name] = map[string]bool{}
+				}
+				objects[n.Name][resource+"/"+strings.TrimPrefix(fs, "metadata.name=")] = true
+			}
+			if agent == "kube-proxy" {
+				if proxyRelists[n.Name] == nil {
+					proxyRelists[n.Name] = map[string]bool{}
+				}
+				proxyRelists[n.Name][resource+" "+fs] = true
+			}
+		}
+		table[request{agent, mode, e.Verb, resource, selector, read + codeSuffix(e)}]++
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range agents.Nodes {
+		for _, agent := range []string{"kubelet", "kube-proxy"} {
+			s := relists[agent+" "+n.Name]
+			switch {
+			case s == nil:
+				t.Errorf("%s %s: no requests", agent, n.Name)
+			case n.ListMode && (s.watchList > 0 || s.list == 0):
+				t.Errorf("%s %s (LIST mode): %d WatchList and %d LIST relists, want LIST only", agent, n.Name, s.watchList, s.list)
+			case !n.ListMode && (s.list > 0 || s.watchList == 0):
+				t.Errorf("%s %s (WatchList): %d WatchList and %d LIST relists, want WatchList only", agent, n.Name, s.watchList, s.list)
+			}
+		}
+		for i := range podsPerNode {
+			pod := fmt.Sprintf("%s-pod-%d", n.Name, i)
+			for _, obj := range []string{"configmaps/" + pod, "secrets/" + pod} {
+				if !objects[n.Name][obj] {
+					t.Errorf("kubelet %s: no relist of %s by metadata.name (its pods' volumes: a reflector per object)", n.Name, obj)
+				}
+			}
+		}
+		for _, want := range []string{"services spec.clusterIP!=None", "endpointslices.discovery.k8s.io ", "servicecidrs.networking.k8s.io ", "nodes metadata.name=" + n.Name} {
+			if !proxyRelists[n.Name][want] {
+				t.Errorf("kube-proxy %s: no relist of %q (relisted %v)", n.Name, want, proxyRelists[n.Name])
+			}
+		}
+	}
+	rows := make([]request, 0, len(table))
+	for r := range table {
+		rows = append(rows, r)
+	}
+	sort.Slice(rows, func(i, j int) bool {
+		a, b := rows[i], rows[j]
+		return slices.Compare([]string{a.agent, a.mode, a.resource, a.verb, a.read, a.selector}, []string{b.agent, b.mode, b.resource, b.verb, b.read, b.selector}) < 0
+	})
+	var b strings.Builder
+	fmt.Fprintf(&b, "requests of the real agents, %d nodes, %d pods each (counted once each, all nodes together):\n", len(agents.Nodes), podsPerNode)
+	fmt.Fprintf(&b, "| agent | mode | verb | resource | selector | read | requests |\n|---|---|---|---|---|---|---|\n")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %d |\n", r.agent, r.mode, r.verb, r.resource, r.selector, r.read, table[r])
+	}
+	t.Log(b.String())
+}
+
+func codeSuffix(e *auditv1.Event) string {
+	if e.ResponseStatus == nil || e.ResponseStatus.Code < 300 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d)", e.ResponseStatus.Code)
+}
