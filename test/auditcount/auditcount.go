@@ -32,8 +32,8 @@ import (
 	"strings"
 	"sync"
 
-	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	auditv1 "k8s.io/apiserver/pkg/apis/audit/v1"
 
 	"github.com/herd-k8s/herd/test/controlplane"
