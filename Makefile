@@ -43,7 +43,7 @@ deps: ## Install what the tests need from Debian (Prometheus, Alertmanager) when
 	prometheus --version 2>&1 | head -1; (prometheus-alertmanager --version 2>&1 || alertmanager --version 2>&1) | head -1
 
 .PHONY: controlplane
-controlplane: ## Build kube-apiserver and etcd from Go modules (cached outside the work tree).
+controlplane: ## Build kube-apiserver, etcd and kubemark's hollow node (real kubelet, kube-proxy) from Go modules (cached outside the work tree).
 	bash test/tools/controlplane/build.sh
 
 .PHONY: test
@@ -144,6 +144,10 @@ responder-load: build ## Responder alert to action on the real stack: 200 stale 
 .PHONY: scale
 scale: controlplane ## 5,000 real Nodes + 15,000 instances against the herd binary: RSS, heap, scrape.
 	$(GO) run ./test/scale -nodes 5000
+
+.PHONY: hollow-measure
+hollow-measure: controlplane ## RSS and CPU per hollow node (real kubelet + kube-proxy) at 5 and 20 nodes in steady state (HOLLOW_FLAGS="-nodes 5,20,50").
+	$(GO) run ./test/hollow/measure $(HOLLOW_FLAGS)
 
 .PHONY: fixtures
 fixtures: controlplane ## Re-record testdata/audit from the real control plane.

@@ -104,6 +104,11 @@ type Options struct {
 	Dir string
 	// Log receives progress lines; default: discarded.
 	Log io.Writer
+	// AfterRegistered, if set, runs once every kubelet has registered its
+	// Node and before the kube-proxies start — as a kube-proxy DaemonSet's
+	// pods start only on nodes the cluster knows. A test waits here until its
+	// own view has the Nodes (herd's informers, say).
+	AfterRegistered func(context.Context) error
 }
 
 // Node is one running hollow node.
@@ -197,6 +202,11 @@ func Start(ctx context.Context, cp *controlplane.ControlPlane, opts Options) (c 
 		return nil, err
 	}
 	fmt.Fprintf(c.log, "hollow: %d kubelets registered\n", len(c.Nodes))
+	if opts.AfterRegistered != nil {
+		if err := opts.AfterRegistered(ctx); err != nil {
+			return nil, fmt.Errorf("hollow: after the kubelets registered: %w", err)
+		}
+	}
 	var proxies []*Node
 	for _, n := range c.Nodes {
 		if n.proxyArgs != nil {

@@ -117,7 +117,8 @@ func TestRealAgentsSteadyState(t *testing.T) {
 	tee.Forward(ex.AuditHandler())
 	t.Logf("control plane on %s and herd ready after %v", cp.URL, time.Since(began).Round(time.Millisecond))
 
-	agents, err := hollow.Start(ctx, cp, hollow.Options{Network: network, Nodes: specs, Dir: filepath.Join(dir, "nodes")})
+	agents, err := hollow.Start(ctx, cp, hollow.Options{Network: network, Nodes: specs, Dir: filepath.Join(dir, "nodes"),
+		AfterRegistered: func(ctx context.Context) error { return herdKnowsNodes(ctx, ex, names) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,6 +220,63 @@ func startExporter(t *testing.T, cp *controlplane.ControlPlane) *exporter.Export
 	}
 }
 
+// debugClients is what the suite reads of /debug/clients.
+type debugClients struct {
+	Clients []struct {
+		Role, Identity, Node, SourceIP string
+		Cluster                        *struct {
+			Ghost       bool    `json:"ghost"`
+			GhostReason string  `json:"ghostReason"`
+			Stale       bool    `json:"stale"`
+			NodeExists  *bool   `json:"nodeExists"`
+			LeaseAge    float64 `json:"leaseAgeSeconds"`
+		} `json:"cluster"`
+	} `json:"clients"`
+}
+
+func getDebugClients(ex *exporter.Exporter) (debugClients, error) {
+	rec := httptest.NewRecorder()
+	ex.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/clients", nil))
+	var page debugClients
+	if err := json.Unmarshal(rec.Body.Bytes(), &page); err != nil {
+		return page, fmt.Errorf("/debug/clients: %w", err)
+	}
+	return page, nil
+}
+
+// herdKnowsNodes waits until herd's cluster view has every node, addresses
+// included: the view records a Node's existence and its addresses in one
+// step, so once /debug/clients says a kubelet's node exists, herd can place
+// requests from that node's address.
+func herdKnowsNodes(ctx context.Context, ex *exporter.Exporter, names []string) error {
+	for {
+		page, err := getDebugClients(ex)
+		if err != nil {
+			return err
+		}
+		known := map[string]bool{}
+		for _, c := range page.Clients {
+			if c.Role == "kubelet" && c.Cluster != nil && c.Cluster.NodeExists != nil && *c.Cluster.NodeExists {
+				known[c.Node] = true
+			}
+		}
+		missing := 0
+		for _, n := range names {
+			if !known[n] {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("herd's view lacks %d of %d nodes: %w", missing, len(names), ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // compareWithAuditLog takes herd's counters and the events herd was
 // delivered at one instant, counts those events independently from the
 // audit log, and fails on any difference. It returns how many events herd
@@ -314,22 +372,9 @@ func checkNoGhostNoStale(t *testing.T, ex *exporter.Exporter, agents *hollow.Clu
 			time.Sleep(wait + 100*time.Millisecond)
 		}
 	}
-	rec := httptest.NewRecorder()
-	ex.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/clients", nil))
-	var page struct {
-		Clients []struct {
-			Role, Identity, Node, SourceIP string
-			Cluster                        *struct {
-				Ghost       bool    `json:"ghost"`
-				GhostReason string  `json:"ghostReason"`
-				Stale       bool    `json:"stale"`
-				NodeExists  *bool   `json:"nodeExists"`
-				LeaseAge    float64 `json:"leaseAgeSeconds"`
-			} `json:"cluster"`
-		} `json:"clients"`
-	}
-	if err := json.Unmarshal(rec.Body.Bytes(), &page); err != nil {
-		t.Fatalf("/debug/clients: %v", err)
+	page, err := getDebugClients(ex)
+	if err != nil {
+		t.Fatal(err)
 	}
 	judged := 0
 	for _, c := range page.Clients {

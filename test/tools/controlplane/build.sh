@@ -14,6 +14,7 @@ set -euo pipefail
 
 version=v1.36.3
 here=$(cd "$(dirname "$0")" && pwd)
+self=$here/$(basename "$0")
 dir=${HERD_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/herd/bin/$version}
 mkdir -p "$dir"
 cd "$here"
@@ -29,7 +30,7 @@ declare -A what=([kube-apiserver]="about 10 minutes on 2 cores the first time" [
 stamp() {
   local b=$1
   {
-    sed -n '/^# stamp-begin/,/^# stamp-end/p' "$0"
+    sed -n '/^# stamp-begin/,/^# stamp-end/p' "$self"
     go version
     echo "${flags[$b]}"
     go list -deps -f '{{with .Module}}{{.Path}} {{.Version}}{{with .Replace}} => {{.Path}} {{.Version}}{{end}}{{end}}' "${pkg[$b]}" | sort -u

@@ -1,0 +1,74 @@
+package auditcount
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestCount pins the independent counting rules on a hand-written log: one
+// event per line, as the apiserver's log backend writes them.
+func TestCount(t *testing.T) {
+	lines := []string{
+		// a cache LIST by a kubelet: counted at ResponseComplete
+		`{"auditID":"a","stage":"ResponseStarted","verb":"list","requestURI":"/api/v1/pods?resourceVersion=0","user":{"username":"system:node:n1"},"objectRef":{"resource":"pods"},"responseStatus":{"code":200}}`,
+		`{"auditID":"a","stage":"ResponseComplete","verb":"list","requestURI":"/api/v1/pods?resourceVersion=0","user":{"username":"system:node:n1"},"objectRef":{"resource":"pods"},"responseStatus":{"code":200}}`,
+		// a later page: a page, not a relist
+		`{"auditID":"b","stage":"ResponseComplete","verb":"list","requestURI":"/api/v1/pods?limit=500&continue=xyz","user":{"username":"system:node:n1"},"objectRef":{"resource":"pods"},"responseStatus":{"code":200}}`,
+		// a WatchList relist by kube-proxy: counted at ResponseStarted, consistent
+		`{"auditID":"c","stage":"ResponseStarted","verb":"watch","requestURI":"/apis/discovery.k8s.io/v1/endpointslices?sendInitialEvents=true&resourceVersionMatch=NotOlderThan&watch=true","user":{"username":"system:serviceaccount:kube-system:kube-proxy"},"objectRef":{"resource":"endpointslices","apiGroup":"discovery.k8s.io"},"responseStatus":{"code":200}}`,
+		`{"auditID":"c","stage":"ResponseComplete","verb":"watch","requestURI":"/apis/discovery.k8s.io/v1/endpointslices?sendInitialEvents=true&resourceVersionMatch=NotOlderThan&watch=true","user":{"username":"system:serviceaccount:kube-system:kube-proxy"},"objectRef":{"resource":"endpointslices","apiGroup":"discovery.k8s.io"},"responseStatus":{"code":200}}`,
+		// a plain re-watch: a request, not a relist
+		`{"auditID":"d","stage":"ResponseStarted","verb":"watch","requestURI":"/api/v1/pods?resourceVersion=7&watch=true","user":{"username":"system:node:n1"},"objectRef":{"resource":"pods"},"responseStatus":{"code":200}}`,
+		// a too-large LIST, exact
+		`{"auditID":"e","stage":"ResponseComplete","verb":"list","requestURI":"/api/v1/pods?resourceVersion=99&resourceVersionMatch=Exact","user":{"username":"system:node:n1"},"objectRef":{"resource":"pods"},"responseStatus":{"code":504,"message":"Too large resource version: 99, current: 7"}}`,
+		// a TokenReview by a kubelet
+		`{"auditID":"f","stage":"ResponseComplete","verb":"create","requestURI":"/apis/authentication.k8s.io/v1/tokenreviews","user":{"username":"system:node:n1"},"objectRef":{"resource":"tokenreviews","apiGroup":"authentication.k8s.io"},"responseStatus":{"code":201}}`,
+		// never delivered to herd: not counted with the delivered set
+		`{"auditID":"g","stage":"ResponseComplete","verb":"get","requestURI":"/api/v1/nodes/n1","user":{"username":"system:node:n1"},"objectRef":{"resource":"nodes"},"responseStatus":{"code":200}}`,
+	}
+	path := filepath.Join(t.TempDir(), "audit.log")
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	delivered := map[Key]bool{}
+	for _, k := range []Key{{"a", "ResponseStarted"}, {"a", "ResponseComplete"}, {"b", "ResponseComplete"}, {"c", "ResponseStarted"}, {"c", "ResponseComplete"},
+		{"d", "ResponseStarted"}, {"e", "ResponseComplete"}, {"f", "ResponseComplete"}, {"z", "ResponseComplete"}} {
+		delivered[k] = true
+	}
+	res, err := Count(path, delivered, NodeAgents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Series{
+		"herd_requests_total{client=kubelet,code=200,role=kubelet,verb=list}":                                                   2,
+		"herd_requests_total{client=kubelet,code=504,role=kubelet,verb=list}":                                                   1,
+		"herd_requests_total{client=kubelet,code=200,role=kubelet,verb=watch}":                                                  1,
+		"herd_requests_total{client=kubelet,code=201,role=kubelet,verb=create}":                                                 1,
+		"herd_requests_total{client=kube-proxy,code=200,role=kube-proxy,verb=watch}":                                            1,
+		"herd_relists_total{client=kubelet,consistency=cache,resource=pods,role=kubelet}":                                       1,
+		"herd_relists_total{client=kubelet,consistency=exact,resource=pods,role=kubelet}":                                       1,
+		"herd_relists_total{client=kube-proxy,consistency=consistent,resource=endpointslices.discovery.k8s.io,role=kube-proxy}": 1,
+		"herd_list_pages_total{client=kubelet,resource=pods,role=kubelet}":                                                      1,
+		"herd_too_large_resource_version_total{client=kubelet,resource=pods,role=kubelet}":                                      1,
+		"herd_tokenreviews_total{client=kubelet,role=kubelet}":                                                                  1,
+	}
+	if d := Diff(want, res.Series); len(d) > 0 {
+		t.Errorf("count differs:\n%s", strings.Join(d, "\n"))
+	}
+	if res.Missing != 1 {
+		t.Errorf("missing = %d, want 1 (the delivered event z is not in the log)", res.Missing)
+	}
+	all, err := Count(path, nil, NodeAgents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := all.Series["herd_requests_total{client=kubelet,code=200,role=kubelet,verb=get}"]; got != 1 {
+		t.Errorf("without a delivered set every event counts: get = %g, want 1", got)
+	}
+	if d := Diff(Series{"x{}": 1}, Series{"y{}": 2}); !slices.Equal(d, []string{"x{}: independent count 1, herd 0", "y{}: independent count 0, herd 2"}) {
+		t.Errorf("Diff = %q", d)
+	}
+}
