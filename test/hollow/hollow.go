@@ -280,39 +280,29 @@ func (n *Node) start(what string, args []string) (*proc.Process, error) {
 
 // StartKubelet starts the node's kubelet (again, after StopKubelet: it keeps
 // its state directory, as a restarted kubelet does).
-func (n *Node) StartKubelet() error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.kubelet != nil {
-		if exited, _ := n.kubelet.Exited(); !exited {
-			return fmt.Errorf("hollow: %s: kubelet already running", n.Name)
-		}
-	}
-	p, err := n.start("kubelet", n.kubeletArgs)
-	if err != nil {
-		return err
-	}
-	n.kubelet = p
-	return nil
-}
+func (n *Node) StartKubelet() error { return n.startAgent(&n.kubelet, "kubelet", n.kubeletArgs) }
 
 // StartProxy starts the node's kube-proxy.
 func (n *Node) StartProxy() error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
 	if n.proxyArgs == nil {
 		return fmt.Errorf("hollow: %s was started with NoProxy", n.Name)
 	}
-	if n.proxy != nil {
-		if exited, _ := n.proxy.Exited(); !exited {
-			return fmt.Errorf("hollow: %s: kube-proxy already running", n.Name)
+	return n.startAgent(&n.proxy, "kube-proxy", n.proxyArgs)
+}
+
+func (n *Node) startAgent(pp **proc.Process, what string, args []string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if *pp != nil {
+		if exited, _ := (*pp).Exited(); !exited {
+			return fmt.Errorf("hollow: %s: %s already running", n.Name, what)
 		}
 	}
-	p, err := n.start("kube-proxy", n.proxyArgs)
+	p, err := n.start(what, args)
 	if err != nil {
 		return err
 	}
-	n.proxy = p
+	*pp = p
 	return nil
 }
 

@@ -134,23 +134,17 @@ func measure(ctx context.Context, n, podsPerNode, listEvery int, settle, window 
 	}
 	elapsed := time.Since(t0)
 	k1, p1, a1 := cpu0(kubelets), cpu0(proxies), hostinfo.ProcCPU(apiPid)
-	kRSS, err := rss(kubelets)
-	if err != nil {
-		return "", err
-	}
-	pRSS, err := rss(proxies)
-	if err != nil {
-		return "", err
+	var kRSS, pRSS, kPSS, pPSS []float64
+	for _, m := range []struct {
+		into *[]float64
+		of   func([]*proc.Process) ([]float64, error)
+		ps   []*proc.Process
+	}{{&kRSS, rss, kubelets}, {&pRSS, rss, proxies}, {&kPSS, pss, kubelets}, {&pPSS, pss, proxies}} {
+		if *m.into, err = m.of(m.ps); err != nil {
+			return "", err
+		}
 	}
 	apiRSS, _ := hostinfo.RSS(apiPid)
-	kPSS, err := pss(kubelets)
-	if err != nil {
-		return "", err
-	}
-	pPSS, err := pss(proxies)
-	if err != nil {
-		return "", err
-	}
 	kCPU, pCPU := cpuShare(k0, k1, elapsed), cpuShare(p0, p1, elapsed)
 	var startCPU time.Duration
 	for i := range k0 {
