@@ -42,14 +42,15 @@ func TestDecodeFields(t *testing.T) {
 			UserAgent: "kubelet/v1.36.3 (linux/amd64) kubernetes/6a1f4c3", SourceIP: "10.0.0.7",
 			Resource: "pods", Stage: StageResponseComplete, Code: 200,
 			TS: time.Date(2026, 3, 14, 9, 26, 53, 589793000, time.UTC).UnixNano(),
-			RV: "0", FieldSelectorNode: "node-a", Limit: 500,
+			RV: "0", FieldSelectorNode: "node-a", Limit: 500, SourceIPTail: "10.0.0.7|10.1.1.1",
+			RequestReceived: time.Date(2026, 3, 14, 9, 26, 53, 123456000, time.UTC).UnixNano(),
 		}},
 		{"too large resource version", tooLarge, rec{
 			AuditID: "0b8e3c1d-77aa-4f10-9c55-3f6c2d1e0a99", Verb: "list", User: "system:node:worker-7",
 			UserAgent: "kubelet/v1.20.4 (linux/amd64) kubernetes/e87da0b", SourceIP: "192.168.10.57",
 			Resource: "csidrivers", APIGroup: "storage.k8s.io", Stage: StageResponseComplete, Code: 504,
 			TooLarge: true, TS: time.Date(2021, 6, 1, 2, 3, 4, 0, time.FixedZone("", 9*3600)).UnixNano(),
-			RV: "191700552", Limit: 500,
+			RV: "191700552", Limit: 500, SourceIPTail: "192.168.10.57",
 		}},
 		{"watch list relist, all objectRef fields", `{"auditID":"w1","stage":"ResponseStarted","verb":"watch",` +
 			`"requestURI":"/apis/cilium.io/v2/namespaces/kube-system/ciliumendpoints/x/status?watch=true\u0026sendInitialEvents=true\u0026resourceVersionMatch=NotOlderThan\u0026allowWatchBookmarks=true",` +
@@ -57,35 +58,69 @@ func TestDecodeFields(t *testing.T) {
 			`"stageTimestamp":"2026-01-02T03:04:05.1Z"}`, rec{
 			AuditID: "w1", Verb: "watch", Stage: StageResponseStarted, Resource: "ciliumendpoints", Subresource: "status",
 			APIGroup: "cilium.io", Namespace: "kube-system", Name: "x", SendInitialEvents: true, RVMatch: "NotOlderThan",
-			TS: time.Date(2026, 1, 2, 3, 4, 5, 100000000, time.UTC).UnixNano(),
-		}},
+			TS: time.Date(2026, 1, 2, 3, 4, 5, 100000000, time.UTC).UnixNano(), Unauthenticated: true}},
 		{"list page with continue", ev("p2", `,"requestURI":"/api/v1/pods?continue=eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6MTIzfQ%3D%3D\u0026limit=500"`),
-			rec{AuditID: "p2", Verb: "list", Stage: StageResponseComplete, Continue: true, Limit: 500}},
+			rec{AuditID: "p2", Verb: "list", Stage: StageResponseComplete, Continue: true, Limit: 500, Unauthenticated: true}},
 		{"unknown stage is Other, Panic is Panic", `[` + `{"auditID":"s","stage":"Weird","verb":"get"}` + `]`,
-			rec{AuditID: "s", Verb: "get", Stage: StageOther}},
+			rec{AuditID: "s", Verb: "get", Stage: StageOther, Unauthenticated: true}},
 		{"escaped strings and keys", `{"aud\u0069tID":"e\u00e9\"1","stage":"Panic","verb":"get","userAgent":"a\\b\/c\td","user":{"user\u006eame":"system:node:n\u00f6de"}}`,
 			rec{AuditID: "eé\"1", Verb: "get", Stage: StagePanic, UserAgent: "a\\b/c\td", User: "system:node:nöde"}},
 		{"surrogate pairs and bad escapes kept as written", `{"auditID":"\ud83d\ude00|\ud83d|\u12|\q","stage":"ResponseComplete","verb":"get"}`,
-			rec{AuditID: "😀|\\ud83d|\\u12|\\q", Verb: "get", Stage: StageResponseComplete}},
+			rec{AuditID: "😀|\\ud83d|\\u12|\\q", Verb: "get", Stage: StageResponseComplete, Unauthenticated: true}},
 		{"numbers where strings belong are absent", ev("n1", `,"userAgent":5,"sourceIPs":[7,"10.0.0.1"],"user":{"username":true},"objectRef":{"resource":["pods"]},"requestURI":42,"stageTimestamp":1700000000`),
-			rec{AuditID: "n1", Verb: "list", Stage: StageResponseComplete}},
+			rec{AuditID: "n1", Verb: "list", Stage: StageResponseComplete, Unauthenticated: true, SourceIPTail: "10.0.0.1"}},
 		{"string where number belongs", ev("c1", `,"responseStatus":{"code":"200","message":7}`),
-			rec{AuditID: "c1", Verb: "list", Stage: StageResponseComplete}},
+			rec{AuditID: "c1", Verb: "list", Stage: StageResponseComplete, Unauthenticated: true}},
 		{"codes that are not int32", `[` + ev("c2", `,"responseStatus":{"code":200.0}`) + `,` + ev("c3", `,"responseStatus":{"code":-1}`) + `,` +
 			ev("c4", `,"responseStatus":{"code":99999999999}`) + `,` + ev("c5", `,"responseStatus":{"code":2e2}`) + `]`,
-			rec{AuditID: "c2", Verb: "list", Stage: StageResponseComplete}},
+			rec{AuditID: "c2", Verb: "list", Stage: StageResponseComplete, Unauthenticated: true}},
 		{"duplicate keys: first wins at every level", `{"auditID":"first","auditID":"second","stage":"ResponseComplete","verb":"get","verb":"delete",` +
 			`"user":{"username":"a","username":"b"},"user":{"username":"c"},"objectRef":{"resource":"pods","resource":"nodes"},` +
 			`"responseStatus":{"code":200,"code":500},"requestURI":"/api/v1/pods?limit=1\u0026limit=2\u0026resourceVersion=5\u0026resourceVersion=6"}`,
 			rec{AuditID: "first", Verb: "get", Stage: StageResponseComplete, User: "a", Resource: "pods", Code: 200, Limit: 1, RV: "5"}},
 		{"invalid UTF-8 and NUL inside strings pass through", "{\"auditID\":\"a\xff\xfe\x00b\",\"stage\":\"ResponseComplete\",\"verb\":\"get\",\"userAgent\":\"\xc3\x28\x00\"}",
-			rec{AuditID: "a\xff\xfe\x00b", Verb: "get", Stage: StageResponseComplete, UserAgent: "\xc3\x28\x00"}},
+			rec{AuditID: "a\xff\xfe\x00b", Verb: "get", Stage: StageResponseComplete, UserAgent: "\xc3\x28\x00", Unauthenticated: true}},
 		{"legacy timestamp when stageTimestamp is absent", ev("l1", `,"timestamp":"2017-09-11T19:55:05Z"`),
-			rec{AuditID: "l1", Verb: "list", Stage: StageResponseComplete, TS: time.Date(2017, 9, 11, 19, 55, 5, 0, time.UTC).UnixNano()}},
+			rec{AuditID: "l1", Verb: "list", Stage: StageResponseComplete, TS: time.Date(2017, 9, 11, 19, 55, 5, 0, time.UTC).UnixNano(), Unauthenticated: true}},
 		{"first sourceIP of several, empty array", `[` + ev("ip", `,"sourceIPs":[]`) + `]`,
-			rec{AuditID: "ip", Verb: "list", Stage: StageResponseComplete}},
+			rec{AuditID: "ip", Verb: "list", Stage: StageResponseComplete, Unauthenticated: true}},
 		{"objects where strings belong are skipped whole", ev("o1", `,"userAgent":{"a":[1,{"b":"}"}]},"stage":{"x":1}`),
-			rec{AuditID: "o1", Verb: "list", Stage: StageResponseComplete}},
+			rec{AuditID: "o1", Verb: "list", Stage: StageResponseComplete, Unauthenticated: true}},
+		// Trust and cost (issues 13 and 16).
+		{"forged X-Forwarded-For: the tail keeps the last four, the peer last", ev("x1",
+			`,"user":{"username":"system:serviceaccount:kube-system:cilium","groups":["system:serviceaccounts","system:authenticated"],`+
+				`"extra":{"authentication.kubernetes.io/credential-id":["JTI=1"],"authentication.kubernetes.io/node-name":["node-7","node-8"],"authentication.kubernetes.io/node-uid":["u"]}}`,
+			`,"sourceIPs":["10.0.0.1","10.0.0.2","10.0.0.3","10.0.0.4","10.0.0.5","127.0.0.1"]`),
+			rec{AuditID: "x1", Verb: "list", Stage: StageResponseComplete, User: "system:serviceaccount:kube-system:cilium",
+				SourceIP: "10.0.0.1", SourceIPTail: "10.0.0.3|10.0.0.4|10.0.0.5|127.0.0.1", NodeNameExtra: "node-7"}},
+		{"anonymous", ev("an", `,"user":{"username":"system:anonymous","groups":["system:unauthenticated"]}`),
+			rec{AuditID: "an", Verb: "list", Stage: StageResponseComplete, User: "system:anonymous", Unauthenticated: true}},
+		{"system:unauthenticated group under another name, escaped", ev("ug", `,"user":{"groups":["x","system:unauth\u0065nticated"],"username":"bob"}`),
+			rec{AuditID: "ug", Verb: "list", Stage: StageResponseComplete, User: "bob", Unauthenticated: true}},
+		{"node-name extra: empty list, not strings, escaped key", `[` + ev("e1", `,"user":{"username":"u","extra":{"authentication.kubernetes.io/node-name":[]}}`) + `,` +
+			ev("e2", `,"user":{"username":"u","extra":{"authentication.kubernetes.io/node-name":[7,"n"]}}`) + `]` +
+			ev("e3", `,"user":{"username":"u","extra":{"authentication.kubernetes.io\/node-name":["esc"]}}`),
+			rec{AuditID: "e1", Verb: "list", Stage: StageResponseComplete, User: "u"}},
+		{"latency annotations of a slow list", ev("lat",
+			`,"user":{"username":"u"},"annotations":{"apiserver.latency.k8s.io/etcd":"1.204s","apiserver.latency.k8s.io/total":"1m2.5s",`+
+				`"apiserver.latency.k8s.io/serialize-response-object":"512.3ms","apiserver.latency.k8s.io/apf-queue-wait":"850µs",`+
+				`"apiserver.latency.k8s.io/response-write":"1.5\u00b5s","apiserver.latency.k8s.io/decode-response-object":"3ns",`+
+				`"apiserver.latency.k8s.io/authentication":"-1s","apiserver.latency.k8s.io/authorization":"fast","apiserver.latency.k8s.io/future":"1s",`+
+				`"apiserver.latency.k8s.io/transform-response-object":7,"authorization.k8s.io/decision":"allow"}`, `,"requestReceivedTimestamp":"2026-01-02T03:04:05.000006Z"`),
+			rec{AuditID: "lat", Verb: "list", Stage: StageResponseComplete, User: "u",
+				Latency: [NumLatencyPhases]int64{LatencyEtcd: 1204e6, LatencyTotal: 62.5e9, LatencySerializeResponse: 512.3e6,
+					LatencyAPFQueueWait: 850e3, LatencyResponseWrite: 1500, LatencyDecodeResponse: 3},
+				RequestReceived: time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC).UnixNano()}},
+		{"shape: per-object reflector, label selector, other field terms", ev("sh", `,"user":{"username":"u"}`,
+			`,"objectRef":{"resource":"configmaps"},"requestURI":"/api/v1/namespaces/a/configmaps?fieldSelector=metadata.name%3Dkube-root-ca.crt%2Cstatus.phase%21%3DFailed\u0026labelSelector=app%3Dx"`),
+			rec{AuditID: "sh", Verb: "list", Stage: StageResponseComplete, User: "u", Resource: "configmaps",
+				FieldSelectorName: "kube-root-ca.crt", OtherFieldSelector: true, LabelSelect: true}},
+		{"shape: metadata.name on nodes is the node", ev("sn", `,"user":{"username":"u"}`,
+			`,"objectRef":{"resource":"nodes"},"requestURI":"/api/v1/nodes?fieldSelector=metadata.name%3Dnode-1\u0026labelSelector="`),
+			rec{AuditID: "sn", Verb: "list", Stage: StageResponseComplete, User: "u", Resource: "nodes", FieldSelectorNode: "node-1"}},
+		{"shape: spec.nodeName= with no value selects unscheduled pods", ev("su", `,"user":{"username":"u"}`,
+			`,"objectRef":{"resource":"pods"},"requestURI":"/api/v1/pods?fieldSelector=spec.nodeName%3D"`),
+			rec{AuditID: "su", Verb: "list", Stage: StageResponseComplete, User: "u", Resource: "pods", OtherFieldSelector: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -46,22 +46,34 @@ type Event struct {
 	// decides (SPEC §3.1 "What herd trusts"). Use PeerIP, or TrustedSourceIP
 	// with the configured trusted proxies, for anything that decides.
 	SourceIP []byte
-	// SourceIPTail holds the last NumSourceIPTail entries of sourceIPs, in
-	// their order; the last is the address of the connection the apiserver
-	// served (k8s.io/apimachinery/pkg/util/net/http.go SourceIPs appends
-	// the remote address unless it already ends the X-Forwarded-For chain).
-	// Entries before it come from X-Forwarded-For / X-Real-Ip.
+	// SourceIPTail holds the last NumSourceIPTail (≤ MaxSourceIPTail)
+	// entries of sourceIPs, in their order; the last is the address of the
+	// connection the apiserver served. k8s.io/apimachinery@v0.36.3
+	// pkg/util/net/http.go SourceIPs builds the list as: every parseable
+	// X-Forwarded-For entry, then X-Real-Ip unless already in that chain,
+	// then the request's RemoteAddr unless it equals the last entry so far
+	// ("Always include the request Remote Address as it cannot be easily
+	// spoofed"). So the last entry is the peer, except in the one case where
+	// the client's own X-Forwarded-For (or X-Real-Ip) already ended with the
+	// peer's address, which then names the same address anyway. Entries
+	// before it come from X-Forwarded-For / X-Real-Ip and are the client's
+	// word unless a proxy the operator trusts wrote them.
 	SourceIPTail    [MaxSourceIPTail][]byte
 	NumSourceIPTail int
 
-	// Groups facts, from user.groups.
-	// Unauthenticated is set for system:anonymous, an empty username, or
-	// membership of system:unauthenticated: such a request never joins a
-	// node-side role.
+	// Unauthenticated is set for user.username system:anonymous, an empty
+	// or absent username, or a user.groups entry system:unauthenticated:
+	// such a request never joins a node-side role.
 	Unauthenticated bool
 	// NodeNameExtra is user.extra["authentication.kubernetes.io/node-name"][0]:
-	// the node a pod-bound service-account token was issued for (GA in 1.32).
-	// The apiserver vouches for it; the client cannot forge it.
+	// the node a pod-bound service-account token was issued for (the key is
+	// NodeNameKey in k8s.io/apiserver@v0.36.3
+	// pkg/authentication/serviceaccount/util.go; k8s.io/kubernetes@v1.36.3
+	// pkg/serviceaccount/claims.go fills it from the token's private
+	// kubernetes.io.node claim, which a TokenRequest bound to a Pod carries
+	// when the Pod is scheduled, and rejects the token when that Node is
+	// gone or has another UID). The apiserver vouches for it; the client
+	// cannot forge it. nil when absent.
 	NodeNameExtra []byte
 
 	// objectRef
@@ -78,15 +90,32 @@ type Event struct {
 
 	// StageTimestampNanos is stageTimestamp as Unix nanoseconds; 0 when absent or unparseable.
 	StageTimestampNanos int64
+	// RequestReceivedNanos is requestReceivedTimestamp as Unix nanoseconds
+	// (0 when absent or unparseable). Every stage of one request carries the
+	// same value and the apiserver, not the client, sets it (microsecond
+	// precision), so with the auditID it tells a re-sent event from another
+	// request that reuses the Audit-ID header (RequestKey).
+	RequestReceivedNanos int64
 
 	// Facts parsed from requestURI's query.
 	Query Query
 
 	// Latency is the apiserver's own per-phase latency of a slow request,
 	// from the apiserver.latency.k8s.io/* annotations, in nanoseconds; 0
-	// when the annotation is absent (the apiserver writes them only for
-	// requests slower than its threshold).
+	// when the annotation is absent. See LatencyPhase for when the
+	// apiserver writes them.
 	Latency [NumLatencyPhases]int64
+}
+
+// RequestTimestamp is what tells one request from another that reuses its
+// auditID: requestReceivedTimestamp, or stageTimestamp for events that lack
+// it (audit.k8s.io/v1beta1 before 1.8, reconstructed GKE entries). 0 when
+// the event has neither.
+func (e *Event) RequestTimestamp() int64 {
+	if e.RequestReceivedNanos != 0 {
+		return e.RequestReceivedNanos
+	}
+	return e.StageTimestampNanos
 }
 
 // MaxSourceIPTail is how many trailing sourceIPs entries an Event keeps:
@@ -103,18 +132,53 @@ func (e *Event) PeerIP() []byte {
 }
 
 // LatencyPhase is one apiserver.latency.k8s.io/* annotation.
+//
+// What the apiserver writes (k8s.io/apiserver@v0.36.3): the filter in
+// pkg/endpoints/filters/audit.go (writeLatencyToAnnotation) adds them only
+// at the ResponseComplete stage, only when the request took more than
+// 500ms from requestReceivedTimestamp, and only the phases whose tracker is
+// not zero (pkg/endpoints/request/webhook_duration.go,
+// AuditAnnotationsFromLatencyTrackers), plus "total". Each value is a Go
+// time.Duration.String() ("512.3ms", "1.204s", "1m2.5s", "850µs"). The etcd
+// phase is time spent in etcd KV calls (pkg/storage/etcd3/latency_tracker.go):
+// a LIST served from the watch cache has none, or only the consistent
+// read's revision check.
 type LatencyPhase uint8
 
-// The phases herd counts (names as the annotation suffixes).
+// The phases, one per annotation key (the suffix after
+// apiserver.latency.k8s.io/ is in LatencyPhase.String).
 const (
-	LatencyTotal LatencyPhase = iota
-	LatencyEtcd
-	LatencyAPFQueueWait
-	LatencySerializeResponse
-	LatencyTransformResponse
-	LatencyResponseWrite
+	LatencyTotal             LatencyPhase = iota // total
+	LatencyEtcd                                  // etcd
+	LatencyAPFQueueWait                          // apf-queue-wait
+	LatencySerializeResponse                     // serialize-response-object
+	LatencyTransformResponse                     // transform-response-object
+	LatencyResponseWrite                         // response-write
+	LatencyDecodeResponse                        // decode-response-object
+	LatencyMutatingWebhook                       // mutating-webhook
+	LatencyValidatingWebhook                     // validating-webhook
+	LatencyAuthentication                        // authentication
+	LatencyAuthorization                         // authorization
+	LatencyImpersonation                         // impersonation
 	NumLatencyPhases
 )
+
+// LatencyAnnotationPrefix starts every latency annotation key.
+const LatencyAnnotationPrefix = "apiserver.latency.k8s.io/"
+
+var latencyPhaseNames = [NumLatencyPhases]string{
+	"total", "etcd", "apf-queue-wait", "serialize-response-object", "transform-response-object",
+	"response-write", "decode-response-object", "mutating-webhook", "validating-webhook",
+	"authentication", "authorization", "impersonation",
+}
+
+// String is the annotation key's suffix, also herd's label value.
+func (p LatencyPhase) String() string {
+	if p < NumLatencyPhases {
+		return latencyPhaseNames[p]
+	}
+	return "unknown"
+}
 
 // Query holds the request parameters that decide what kind of read a request is.
 type Query struct {
@@ -131,13 +195,16 @@ type Query struct {
 	// FieldSelectorNode is the node name from a spec.nodeName= (or, for nodes,
 	// metadata.name=) field selector; empty when there is none.
 	FieldSelectorNode []byte
-	// FieldSelectorName is the object name from a metadata.name= field
-	// selector (the kubelet's per-object ConfigMap and Secret reflectors);
-	// empty when there is none.
+	// FieldSelectorName is the object name from a metadata.name= (or ==)
+	// field selector on any resource but nodes (the kubelet's per-object
+	// ConfigMap and Secret reflectors, a CNI agent's own CiliumNode); empty
+	// when there is none. On nodes that term is FieldSelectorNode instead.
 	FieldSelectorName []byte
 	// OtherFieldSelector is set when a field selector has a term other than
-	// spec.nodeName= and metadata.name=; LabelSelector when a labelSelector
-	// was sent. Together they tell a relist's shape (accounting.Shape).
+	// a non-empty spec.nodeName= / metadata.name= equality (spec.nodeName=
+	// with no value, a != term, status.phase=...); LabelSelector when a
+	// non-empty labelSelector was sent. Together they tell a relist's shape
+	// (accounting.Shape).
 	OtherFieldSelector bool
 	LabelSelector      bool
 }

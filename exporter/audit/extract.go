@@ -31,7 +31,14 @@ type rawEvent struct {
 	verb        rawStr
 	username    rawStr
 	userAgent   rawStr
-	sourceIP    rawStr
+	sourceIP    rawStr // sourceIPs[0]
+	// sourceTail holds the last string entries of sourceIPs, as a ring:
+	// entry k of nSource is at sourceTail[k%MaxSourceIPTail].
+	sourceTail  [MaxSourceIPTail]rawStr
+	nSource     int
+	nodeName    rawStr // user.extra[NodeNameKey][0]
+	unauthGroup bool   // user.groups holds system:unauthenticated
+	latency     [NumLatencyPhases]int64
 	resource    rawStr
 	subresource rawStr
 	apiGroup    rawStr
@@ -40,6 +47,7 @@ type rawEvent struct {
 	message     rawStr
 	stageTS     rawStr
 	legacyTS    rawStr
+	reqTS       rawStr
 	uri         rawStr
 	code        int32
 }
@@ -61,6 +69,8 @@ const (
 	fRequestURI
 	fItems
 	fRecords
+	fRequestReceivedTimestamp
+	fAnnotations
 )
 
 // Which nested object a key loop is reading.
@@ -201,6 +211,10 @@ func (d *Decoder) walkEvent(b []byte, i, depth int, top bool, at loc, fn func(*E
 				bit, dst = fTimestamp, &ev.legacyTS
 			case "requestURI":
 				bit, dst = fRequestURI, &ev.uri
+			case "requestReceivedTimestamp":
+				bit, dst = fRequestReceivedTimestamp, &ev.reqTS
+			case "annotations":
+				bit = fAnnotations
 			case "user":
 				bit = fUser
 			case "objectRef":
@@ -234,7 +248,10 @@ func (d *Decoder) walkEvent(b []byte, i, depth int, top bool, at loc, fn func(*E
 					i, err = walkSub(b, i, depth+1, subResponseStatus, &ev)
 					handled = true
 				case bit == fSourceIPs && c == '[':
-					i, err = walkSourceIPs(b, i, depth+1, &ev.sourceIP)
+					i, err = walkSourceIPs(b, i, depth+1, &ev)
+					handled = true
+				case bit == fAnnotations && c == '{':
+					i, err = walkAnnotations(b, i, depth+1, &ev)
 					handled = true
 				case top && (bit == fItems || bit == fRecords):
 					i, handled, err = d.topArray(b, i, bit == fItems, &f, &ev, fn)
@@ -370,8 +387,13 @@ func walkSub(b []byte, i, depth int, sub subObject, ev *rawEvent) (int, *scanErr
 		switch sub {
 		case subUser:
 			seen = &ev.userSeen
-			if string(k) == "username" {
+			switch string(k) {
+			case "username":
 				bit, dst = 1, &ev.username
+			case "groups":
+				bit = 2
+			case "extra":
+				bit = 4
 			}
 		case subObjectRef:
 			seen = &ev.refSeen
@@ -412,6 +434,16 @@ func walkSub(b []byte, i, depth int, sub subObject, ev *rawEvent) (int, *scanErr
 				}
 				ev.code = parseCode(b[i:end])
 				i, handled = end, true
+			case sub == subUser && bit == 2 && b[i] == '[':
+				if i, err = walkGroups(b, i, depth+1, ev); err != nil {
+					return 0, err
+				}
+				handled = true
+			case sub == subUser && bit == 4 && b[i] == '{':
+				if i, err = walkExtra(b, i, depth+1, ev); err != nil {
+					return 0, err
+				}
+				handled = true
 			}
 		}
 		if !handled {
@@ -454,21 +486,291 @@ func parseCode(num []byte) int32 {
 	return int32(n)
 }
 
-// walkSourceIPs reads the sourceIPs array at b[i] and keeps its first element
-// when that is a string: the client, or X-Forwarded-For's first hop.
-func walkSourceIPs(b []byte, i, depth int, dst *rawStr) (int, *scanError) {
+// walkSourceIPs reads the sourceIPs array at b[i], enclosed by depth
+// containers: its first element when that is a string (the client, or
+// X-Forwarded-For's first hop) and its last MaxSourceIPTail string elements
+// (the last is the connection's address). Elements that are not strings are
+// validated and passed over.
+func walkSourceIPs(b []byte, i, depth int, ev *rawEvent) (int, *scanError) {
+	if depth >= maxDepth {
+		return 0, &scanError{off: i, msg: "nesting deeper than " + itoa(maxDepth) + " levels"}
+	}
 	j := skipWS(b, i+1)
-	if j < len(b) && b[j] == '"' {
-		end, err := scanStringField(b, j, dst)
+	if j < len(b) && b[j] == ']' {
+		return j + 1, nil
+	}
+	for idx := 0; ; idx++ {
+		var err *scanError
+		if j < len(b) && b[j] == '"' {
+			r := &ev.sourceTail[ev.nSource%MaxSourceIPTail]
+			if j, err = scanStringField(b, j, r); err != nil {
+				return 0, err
+			}
+			if idx == 0 {
+				ev.sourceIP = *r
+			}
+			ev.nSource++
+		} else if j, err = skipValue(b, j, depth+1); err != nil {
+			return 0, err
+		}
+		if j, err = nextElement(b, j); err != nil || j < 0 {
+			return -j, err
+		}
+	}
+}
+
+// nextElement reads what follows an array element at b[i]: for a ',' it
+// returns the start of the next element; for the closing ']' it returns
+// minus the index past it (so callers can tell the two apart cheaply).
+func nextElement(b []byte, i int) (int, *scanError) {
+	i = skipWS(b, i)
+	if i >= len(b) {
+		return 0, unexpected(b, i, "after array element")
+	}
+	switch b[i] {
+	case ',':
+		return skipWS(b, i+1), nil
+	case ']':
+		return -(i + 1), nil
+	}
+	return 0, unexpected(b, i, "after array element")
+}
+
+var (
+	groupUnauthenticated = []byte("system:unauthenticated")
+	extraNodeName        = []byte("authentication.kubernetes.io/node-name")
+	latencyPrefix        = []byte(LatencyAnnotationPrefix)
+)
+
+// walkGroups reads user.groups (the array at b[i]) and notes whether it
+// holds system:unauthenticated.
+func walkGroups(b []byte, i, depth int, ev *rawEvent) (int, *scanError) {
+	if depth >= maxDepth {
+		return 0, &scanError{off: i, msg: "nesting deeper than " + itoa(maxDepth) + " levels"}
+	}
+	j := skipWS(b, i+1)
+	if j < len(b) && b[j] == ']' {
+		return j + 1, nil
+	}
+	for {
+		var err *scanError
+		if j < len(b) && b[j] == '"' {
+			var g rawStr
+			if j, err = scanStringField(b, j, &g); err != nil {
+				return 0, err
+			}
+			var gb [64]byte
+			if bytes.Equal(keyName64(g.b, g.esc, &gb), groupUnauthenticated) {
+				ev.unauthGroup = true
+			}
+		} else if j, err = skipValue(b, j, depth+1); err != nil {
+			return 0, err
+		}
+		if j, err = nextElement(b, j); err != nil || j < 0 {
+			return -j, err
+		}
+	}
+}
+
+// walkExtra reads user.extra (the object at b[i]) and keeps the first value
+// of authentication.kubernetes.io/node-name. Its first occurrence wins.
+func walkExtra(b []byte, i, depth int, ev *rawEvent) (int, *scanError) {
+	return walkObject(b, i, depth, func(key []byte, esc bool, b []byte, i int) (int, bool, *scanError) {
+		var kb [64]byte
+		if ev.nodeName.set || b[i] != '[' || !bytes.Equal(keyName64(key, esc, &kb), extraNodeName) {
+			return i, false, nil
+		}
+		j := skipWS(b, i+1)
+		if j < len(b) && b[j] == '"' {
+			var err *scanError
+			if j, err = scanStringField(b, j, &ev.nodeName); err != nil {
+				return 0, false, err
+			}
+			if j, err = nextElement(b, j); err != nil {
+				return 0, false, err
+			}
+			if j < 0 {
+				return -j, true, nil
+			}
+			end, err := skipRest(b, j, depth+1)
+			return end, true, err
+		}
+		return i, false, nil // an empty list, or not strings: skipped and validated by the caller
+	})
+}
+
+// skipRest validates the remaining elements of an array whose first element
+// has been read, starting at the next element at b[i], and returns the index
+// past its ']'.
+func skipRest(b []byte, i, depth int) (int, *scanError) {
+	for {
+		var err *scanError
+		if i, err = skipValue(b, i, depth); err != nil {
+			return 0, err
+		}
+		if i, err = nextElement(b, i); err != nil || i < 0 {
+			return -i, err
+		}
+	}
+}
+
+// walkAnnotations reads the annotations object at b[i] and parses the
+// apiserver.latency.k8s.io/* values into ev.latency.
+func walkAnnotations(b []byte, i, depth int, ev *rawEvent) (int, *scanError) {
+	return walkObject(b, i, depth, func(key []byte, esc bool, b []byte, i int) (int, bool, *scanError) {
+		if b[i] != '"' {
+			return i, false, nil
+		}
+		if !bytes.HasPrefix(key, latencyPrefix) && !esc {
+			end, err := skipString(b, i+1)
+			return end, true, err
+		}
+		var kb [64]byte
+		k := keyName64(key, esc, &kb)
+		if !bytes.HasPrefix(k, latencyPrefix) {
+			return i, false, nil
+		}
+		var v rawStr
+		end, err := scanStringField(b, i, &v)
+		if err != nil {
+			return 0, false, err
+		}
+		p := latencyPhase(k[len(latencyPrefix):])
+		if p < NumLatencyPhases && ev.latency[p] == 0 {
+			val := v.b
+			var vb [64]byte
+			if v.esc {
+				if len(v.b) > len(vb) {
+					return end, true, nil
+				}
+				val = unescapeJSON(vb[:0], v.b)
+			}
+			ev.latency[p] = parseDuration(val)
+		}
+		return end, true, nil
+	})
+}
+
+// latencyPhase maps an annotation key's suffix to its phase;
+// NumLatencyPhases when herd does not know it.
+func latencyPhase(suffix []byte) LatencyPhase {
+	for p, name := range latencyPhaseNames {
+		if string(suffix) == name {
+			return LatencyPhase(p)
+		}
+	}
+	return NumLatencyPhases
+}
+
+// keyName64 is keyName for keys of up to 64 unescaped bytes (longer ones
+// still work, through an allocation).
+func keyName64(key []byte, esc bool, buf *[64]byte) []byte {
+	if !esc {
+		return key
+	}
+	return unescapeJSON(buf[:0], key)
+}
+
+// walkObject validates the object at b[i], enclosed by depth containers, and
+// offers each member's value to member, which either consumes it (returning
+// the index past it and true) or leaves it to be skipped.
+func walkObject(b []byte, i, depth int, member func(key []byte, esc bool, b []byte, i int) (int, bool, *scanError)) (int, *scanError) {
+	if depth >= maxDepth {
+		return 0, &scanError{off: i, msg: "nesting deeper than " + itoa(maxDepth) + " levels"}
+	}
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1, nil
+	}
+	for {
+		key, next, esc, err := scanKeyFast(b, i)
 		if err != nil {
 			return 0, err
 		}
-		j = skipWS(b, end)
-		if j < len(b) && b[j] == ']' {
-			return j + 1, nil // the usual single address
+		i = skipWS(b, next)
+		if i >= len(b) {
+			return 0, unexpected(b, i, "looking for beginning of value")
 		}
+		end, handled, err := member(key, esc, b, i)
+		if err != nil {
+			return 0, err
+		}
+		if !handled {
+			if end, err = skipValue(b, i, depth+1); err != nil {
+				return 0, err
+			}
+		}
+		i = skipWS(b, end)
+		if i >= len(b) {
+			return 0, unexpected(b, i, "after object member")
+		}
+		if b[i] == ',' {
+			i = skipWS(b, i+1)
+			continue
+		}
+		if b[i] == '}' {
+			return i + 1, nil
+		}
+		return 0, unexpected(b, i, "after object member")
 	}
-	return skipValue(b, i, depth)
+}
+
+// parseDuration parses a Go time.Duration.String() value ("1.5s",
+// "2m3.004s", "850µs", "1h0m0s"; the units of time.ParseDuration) into
+// nanoseconds. Anything else, a negative value, or an overflow is 0: the
+// phase is then unknown rather than guessed.
+func parseDuration(b []byte) int64 {
+	if len(b) == 0 || len(b) > 40 {
+		return 0
+	}
+	var total float64
+	i := 0
+	for i < len(b) {
+		start := i
+		var v float64
+		for i < len(b) && isDigit(b[i]) {
+			v = v*10 + float64(b[i]-'0')
+			i++
+		}
+		if i < len(b) && b[i] == '.' {
+			i++
+			scale := 0.1
+			for i < len(b) && isDigit(b[i]) {
+				v += float64(b[i]-'0') * scale
+				scale /= 10
+				i++
+			}
+		}
+		if i == start {
+			return 0
+		}
+		u := i
+		for i < len(b) && !isDigit(b[i]) && b[i] != '.' {
+			i++
+		}
+		var unit float64
+		switch string(b[u:i]) {
+		case "ns":
+			unit = 1
+		case "us", "\u00b5s", "\u03bcs": // µs: U+00B5 (Go's), U+03BC
+			unit = 1e3
+		case "ms":
+			unit = 1e6
+		case "s":
+			unit = 1e9
+		case "m":
+			unit = 60e9
+		case "h":
+			unit = 3600e9
+		default:
+			return 0
+		}
+		total += v * unit
+	}
+	if total >= 1<<62 {
+		return 0
+	}
+	return int64(total + 0.5)
 }
 
 // where an event candidate came from, for problem reports.
@@ -563,8 +865,19 @@ func (d *Decoder) finish(raw *rawEvent, size int, at loc, fn func(*Event)) {
 		ev.Stage = StagePanic
 	}
 	ev.User = d.str(&raw.username)
+	ev.Unauthenticated = len(ev.User) == 0 || raw.unauthGroup || string(ev.User) == "system:anonymous"
+	ev.NodeNameExtra = d.str(&raw.nodeName)
 	ev.UserAgent = d.str(&raw.userAgent)
 	ev.SourceIP = d.str(&raw.sourceIP)
+	if n := raw.nSource; n > 0 {
+		k := min(n, MaxSourceIPTail)
+		for j := 0; j < k; j++ {
+			ev.SourceIPTail[j] = d.str(&raw.sourceTail[(n-k+j)%MaxSourceIPTail])
+		}
+		ev.NumSourceIPTail = k
+	}
+	ev.Latency = raw.latency
+	ev.RequestReceivedNanos = parseTimestamp(d.str(&raw.reqTS))
 	ev.Resource = d.str(&raw.resource)
 	ev.Subresource = d.str(&raw.subresource)
 	ev.APIGroup = d.str(&raw.apiGroup)

@@ -83,18 +83,21 @@ func TestPublicFixtures(t *testing.T) {
 			"a3910698-fb1b-460d-a021-a6f28ac6e8ea": {AuditID: "a3910698-fb1b-460d-a021-a6f28ac6e8ea", Verb: "watch", User: "nodeclient",
 				UserAgent: "kubelet/v1.15.10 (linux/amd64) kubernetes/059c666", SourceIP: "52.141.212.165", Resource: "nodes",
 				Name: "aks-agentpool-35488936-vmss000001", Stage: StageResponseComplete, Code: 200, TS: ts("2020-05-05T16:16:38.201916Z"),
-				RV: "43936", FieldSelectorNode: "aks-agentpool-35488936-vmss000001"},
-			// A metadata.name selector on a ConfigMap names no node.
+				RV: "43936", FieldSelectorNode: "aks-agentpool-35488936-vmss000001", SourceIPTail: "52.141.212.165", RequestReceived: ts("2020-05-05T15:45:26.352397Z")},
+			// A metadata.name selector on a ConfigMap names no node: it is the object's name.
 			"3a1ffe7b-88a5-4046-a864-d3f5d912c8c8": {AuditID: "3a1ffe7b-88a5-4046-a864-d3f5d912c8c8", Verb: "watch", User: "nodeclient",
 				UserAgent: "kubelet/v1.15.10 (linux/amd64) kubernetes/059c666", SourceIP: "52.141.212.165", Resource: "configmaps",
 				Namespace: "kube-system", Name: "container-azm-ms-agentconfig", Stage: StageResponseComplete, Code: 200,
-				TS: ts("2020-05-05T16:16:38.103267Z"), RV: "750"},
+				TS: ts("2020-05-05T16:16:38.103267Z"), RV: "750", FieldSelectorName: "container-azm-ms-agentconfig",
+				SourceIPTail: "52.141.212.165", RequestReceived: ts("2020-05-05T16:11:29.102666Z")},
 			"c8a9b881-23a1-464b-8c82-dae1981b34c1": {AuditID: "c8a9b881-23a1-464b-8c82-dae1981b34c1", Verb: "create", User: "aksService",
 				UserAgent: "kubectl/v1.13.2 (linux/amd64) kubernetes/cff46ab", SourceIP: "172.31.9.219", Resource: "configmaps",
-				Namespace: "kube-system", Name: "coredns-custom", Stage: StageResponseComplete, Code: 409, TS: ts("2020-05-05T16:16:37.705304Z")},
+				Namespace: "kube-system", Name: "coredns-custom", Stage: StageResponseComplete, Code: 409, TS: ts("2020-05-05T16:16:37.705304Z"),
+				SourceIPTail: "172.31.9.219", RequestReceived: ts("2020-05-05T16:16:37.699072Z")},
 			"4b163f71-240c-47af-9838-cb30201e7733": {AuditID: "4b163f71-240c-47af-9838-cb30201e7733", Verb: "get", User: "aksService",
 				UserAgent: "kubectl/v1.13.2 (linux/amd64) kubernetes/cff46ab", SourceIP: "172.31.9.219",
-				Stage: StageResponseComplete, Code: 304, TS: ts("2020-05-05T16:16:37.997782Z")},
+				Stage: StageResponseComplete, Code: 304, TS: ts("2020-05-05T16:16:37.997782Z"),
+				SourceIPTail: "172.31.9.219", RequestReceived: ts("2020-05-05T16:16:37.997717Z")},
 		}
 		for id, w := range want {
 			if got := byID[id]; !reflect.DeepEqual(got, w) {
@@ -127,7 +130,7 @@ func TestPublicFixtures(t *testing.T) {
 			t.Fatalf("%d events", len(got))
 		}
 		want := rec{AuditID: "033d17af-082d-4b24-aa22-627752e83d71", Verb: "list", User: "system:admin", SourceIP: "::1",
-			Resource: "pods", Namespace: "default", Stage: StageResponseComplete, Code: 403, TS: ts("2017-09-11T19:55:05Z")}
+			Resource: "pods", Namespace: "default", Stage: StageResponseComplete, Code: 403, TS: ts("2017-09-11T19:55:05Z"), SourceIPTail: "::1"}
 		if !reflect.DeepEqual(got[0], want) {
 			t.Errorf("event 0\n got %+v\nwant %+v", got[0], want)
 		}
@@ -147,7 +150,8 @@ func TestPublicFixtures(t *testing.T) {
 		want := rec{AuditID: "532b1164-8b26-4b49-95f2-907424a80cac", Verb: "update",
 			User: "system:node:ip-10-0-31-19.us-west-2.compute.internal", UserAgent: "kubelet/v1.27.4+2c83a9f (linux/amd64) kubernetes/bbf96b6",
 			SourceIP: "10.0.6.159", Resource: "leases", APIGroup: "coordination.k8s.io", Namespace: "kube-node-lease",
-			Name: "ip-10-0-31-19.us-west-2.compute.internal", Stage: StageResponseComplete, Code: 200, TS: ts("2023-09-01T15:37:02.757366Z")}
+			Name: "ip-10-0-31-19.us-west-2.compute.internal", Stage: StageResponseComplete, Code: 200, TS: ts("2023-09-01T15:37:02.757366Z"),
+			SourceIPTail: "10.0.6.159", RequestReceived: ts("2023-09-01T15:37:02.744516Z")}
 		if !reflect.DeepEqual(got[0], want) {
 			t.Errorf("\n got %+v\nwant %+v", got[0], want)
 		}

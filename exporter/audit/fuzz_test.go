@@ -35,6 +35,9 @@ func seedBodies(t testing.TB) [][]byte {
 		[]byte("{\"auditID\":\"a\xff\x00\",\"stage\":\"ResponseComplete\",\"verb\":\"get\"}"),
 		[]byte(ev("q", `,"requestURI":"/api/v1/nodes?fieldSelector=metadata.name%3Dn%5C%2C1%2Cspec.nodeName%3D%3Dm\u0026limit=5\u0026continue=x\u0026sendInitialEvents=true"`,
 			`,"objectRef":{"resource":"nodes"},"responseStatus":{"code":504,"message":"Too large resource version"},"stageTimestamp":"2026-01-01T00:00:00.5+01:00"`)),
+		[]byte(ev("t", `,"user":{"username":"system:anonymous","groups":["system:unauthenticated"],"extra":{"authentication.kubernetes.io/node-name":["n","m"]}}`,
+			`,"sourceIPs":["1.1.1.1","2.2.2.2","3.3.3.3","4.4.4.4","5.5.5.5"],"requestReceivedTimestamp":"2026-01-01T00:00:00.000001Z"`,
+			`,"annotations":{"apiserver.latency.k8s.io/etcd":"1m2.5s","apiserver.latency.k8s.io/total":"850µs","apiserver.latency.k8s.io/response-write":"1.5\u00b5s"}`)),
 		[]byte(strings.Repeat("[", 300)),
 		[]byte(`{"kind":"EventList","items":[` + ev("a1") + `,{"auditID":"a2`),
 		[]byte(""), []byte("null"), []byte("[01]"), []byte("[1e5, -0.5, true, false, null]"),
@@ -351,7 +354,7 @@ func FuzzQuery(f *testing.F) {
 			return ""
 		}
 		if string(q.ResourceVersion) != get("resourceVersion") || string(q.ResourceVersionMatch) != get("resourceVersionMatch") ||
-			q.Continue != (get("continue") != "") {
+			q.Continue != (get("continue") != "") || q.LabelSelector != (get("labelSelector") != "") {
 			t.Fatalf("parseQuery(%q) = %+v, net/url says %v", uri, q, vals)
 		}
 		// The field selector: compare with the apiserver's own parser where
@@ -365,21 +368,29 @@ func FuzzQuery(f *testing.F) {
 		}
 		count := map[string]int{}
 		value := map[string]string{}
+		other := false
 		for _, r := range sel.Requirements() {
 			count[r.Field]++
-			if r.Operator == "=" || r.Operator == "==" {
+			indexed := r.Field == "spec.nodeName" || r.Field == "metadata.name"
+			if (r.Operator == "=" || r.Operator == "==") && indexed && r.Value != "" {
 				value[r.Field] = r.Value
+			} else {
+				other = true
 			}
 		}
 		if count["spec.nodeName"] > 1 || count["metadata.name"] > 1 {
 			return
 		}
-		want := value["spec.nodeName"]
-		if want == "" && nodes {
-			want = value["metadata.name"]
+		want, wantName := value["spec.nodeName"], value["metadata.name"]
+		if nodes {
+			if want == "" {
+				want = wantName
+			}
+			wantName = ""
 		}
-		if string(q.FieldSelectorNode) != want {
-			t.Fatalf("node from %q = %q, fields.ParseSelector says %q", get("fieldSelector"), q.FieldSelectorNode, want)
+		if string(q.FieldSelectorNode) != want || string(q.FieldSelectorName) != wantName || q.OtherFieldSelector != other {
+			t.Fatalf("selector %q: node %q, name %q, other %v; fields.ParseSelector says %q, %q, %v",
+				fs, q.FieldSelectorNode, q.FieldSelectorName, q.OtherFieldSelector, want, wantName, other)
 		}
 	})
 }

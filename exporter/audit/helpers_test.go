@@ -2,6 +2,8 @@ package audit
 
 import (
 	"bytes"
+	"strings"
+	"time"
 
 	"github.com/valyala/fastjson"
 )
@@ -18,6 +20,15 @@ type rec struct {
 	RV, RVMatch, FieldSelectorNode                   string
 	Continue, SendInitialEvents                      bool
 	Limit                                            int64
+	// Fields added for trust and cost (issue 13/16); strings joined by
+	// "|" keep rec comparable.
+	SourceIPTail                    string
+	Unauthenticated                 bool
+	NodeNameExtra                   string
+	Latency                         [NumLatencyPhases]int64
+	RequestReceived                 int64
+	FieldSelectorName               string
+	OtherFieldSelector, LabelSelect bool
 }
 
 func own(ev *Event) rec {
@@ -30,7 +41,19 @@ func own(ev *Event) rec {
 		RV: string(ev.Query.ResourceVersion), RVMatch: string(ev.Query.ResourceVersionMatch),
 		FieldSelectorNode: string(ev.Query.FieldSelectorNode),
 		Continue:          ev.Query.Continue, SendInitialEvents: ev.Query.SendInitialEvents, Limit: ev.Query.Limit,
+		SourceIPTail:      tailString(ev),
+		Unauthenticated:   ev.Unauthenticated, NodeNameExtra: string(ev.NodeNameExtra), Latency: ev.Latency,
+		RequestReceived:   ev.RequestReceivedNanos, FieldSelectorName: string(ev.Query.FieldSelectorName),
+		OtherFieldSelector: ev.Query.OtherFieldSelector, LabelSelect: ev.Query.LabelSelector,
 	}
+}
+
+func tailString(ev *Event) string {
+	var parts []string
+	for _, ip := range ev.SourceIPTail[:ev.NumSourceIPTail] {
+		parts = append(parts, string(ip))
+	}
+	return strings.Join(parts, "|")
 }
 
 // collect decodes body with DecodeBody and returns the events delivered.
@@ -106,11 +129,45 @@ func oracle(v *fastjson.Value) (r rec, reason string) {
 	}
 	if u := first(v, "user"); u != nil {
 		r.User, _ = oracleStr(first(u, "username"))
+		if g := first(u, "groups"); g != nil && g.Type() == fastjson.TypeArray {
+			a, _ := g.Array()
+			for _, e := range a {
+				if s, _ := oracleStr(e); s == "system:unauthenticated" {
+					r.Unauthenticated = true
+				}
+			}
+		}
+		if x := first(u, "extra"); x != nil && x.Type() == fastjson.TypeObject {
+			if nn := first(x, "authentication.kubernetes.io/node-name"); nn != nil && nn.Type() == fastjson.TypeArray {
+				if a, _ := nn.Array(); len(a) > 0 {
+					r.NodeNameExtra, _ = oracleStr(a[0])
+				}
+			}
+		}
 	}
+	r.Unauthenticated = r.Unauthenticated || r.User == "" || r.User == "system:anonymous"
+	if ann := first(v, "annotations"); ann != nil && ann.Type() == fastjson.TypeObject {
+		for p := LatencyPhase(0); p < NumLatencyPhases; p++ {
+			if s, ok := oracleStr(first(ann, LatencyAnnotationPrefix+p.String())); ok {
+				if d, err := time.ParseDuration(s); err == nil && d > 0 && len(s) <= 40 {
+					r.Latency[p] = int64(d)
+				}
+			}
+		}
+	}
+	rts, _ := oracleStr(first(v, "requestReceivedTimestamp"))
+	r.RequestReceived = parseTimestamp([]byte(rts))
 	r.UserAgent, _ = oracleStr(first(v, "userAgent"))
 	if ips := first(v, "sourceIPs"); ips != nil && ips.Type() == fastjson.TypeArray {
 		if a, _ := ips.Array(); len(a) > 0 {
 			r.SourceIP, _ = oracleStr(a[0])
+			var strs []string
+			for _, e := range a {
+				if s, ok := oracleStr(e); ok {
+					strs = append(strs, s)
+				}
+			}
+			r.SourceIPTail = strings.Join(strs[max(0, len(strs)-MaxSourceIPTail):], "|")
 		}
 	}
 	if o := first(v, "objectRef"); o != nil {
@@ -140,6 +197,7 @@ func oracle(v *fastjson.Value) (r rec, reason string) {
 		parseQuery(&q, []byte(uri), []byte(r.Resource), &scratch)
 		r.RV, r.RVMatch, r.FieldSelectorNode = string(q.ResourceVersion), string(q.ResourceVersionMatch), string(q.FieldSelectorNode)
 		r.Continue, r.SendInitialEvents, r.Limit = q.Continue, q.SendInitialEvents, q.Limit
+		r.FieldSelectorName, r.OtherFieldSelector, r.LabelSelect = string(q.FieldSelectorName), q.OtherFieldSelector, q.LabelSelector
 	}
 	return r, ""
 }

@@ -30,6 +30,7 @@ func parseQuery(q *Query, uri []byte, resource []byte, scratch *[]byte) {
 		seenSIE
 		seenLimit
 		seenFS
+		seenLS
 	)
 	var fieldSelector []byte
 	for len(rest) > 0 {
@@ -68,6 +69,8 @@ func parseQuery(q *Query, uri []byte, resource []byte, scratch *[]byte) {
 			bit = seenLimit
 		case "fieldSelector":
 			bit = seenFS
+		case "labelSelector":
+			bit = seenLS
 		default:
 			continue
 		}
@@ -97,10 +100,12 @@ func parseQuery(q *Query, uri []byte, resource []byte, scratch *[]byte) {
 			q.Limit = parseLimit(val)
 		case seenFS:
 			fieldSelector = val
+		case seenLS:
+			q.LabelSelector = len(val) > 0
 		}
 	}
-	if fieldSelector != nil {
-		q.FieldSelectorNode = selectorNode(fieldSelector, bytes.Equal(resource, []byte("nodes")), scratch)
+	if len(fieldSelector) > 0 {
+		parseFieldSelector(q, fieldSelector, bytes.Equal(resource, []byte("nodes")), scratch)
 	}
 }
 
@@ -171,13 +176,16 @@ func parseLimit(b []byte) int64 {
 	return n
 }
 
-// selectorNode returns the node a field selector restricts a request to: the
-// value of a spec.nodeName term (= or ==), or, when nodes is true, of a
-// metadata.name term. spec.nodeName wins when both are present. Terms are
-// comma-separated and a backslash escapes the next character (the
-// fields.EscapeValue convention); an escaped value is unescaped into scratch.
-func selectorNode(sel []byte, nodes bool, scratch *[]byte) []byte {
-	var byName []byte
+// parseFieldSelector fills q's field-selector facts from sel: the node of a
+// spec.nodeName term (= or ==), or, when nodes is true, of a metadata.name
+// term; the object name of a metadata.name term on any other resource; and
+// whether any other term is present. spec.nodeName wins over metadata.name
+// on nodes, and the first term of each field wins. Terms are comma-separated
+// and a backslash escapes the next character (the fields.EscapeValue
+// convention, k8s.io/apimachinery@v0.36.3 pkg/fields/selector.go); an
+// escaped value is unescaped into scratch.
+func parseFieldSelector(q *Query, sel []byte, nodes bool, scratch *[]byte) {
+	var specNode, name []byte
 	for len(sel) > 0 {
 		// Find the end of the term, honouring backslash escapes.
 		end, escaped := len(sel), false
@@ -198,13 +206,18 @@ func selectorNode(sel []byte, nodes bool, scratch *[]byte) []byte {
 		} else {
 			sel = nil
 		}
+		switch string(term) {
+		case "", "=", "==", "!=":
+			continue // no field and no value selects everything (fields.hasTerm.Transform)
+		}
 		var field, val []byte
 		switch {
 		case bytes.HasPrefix(term, []byte("spec.nodeName")):
 			field, val = term[:len("spec.nodeName")], term[len("spec.nodeName"):]
-		case nodes && bytes.HasPrefix(term, []byte("metadata.name")):
+		case bytes.HasPrefix(term, []byte("metadata.name")):
 			field, val = term[:len("metadata.name")], term[len("metadata.name"):]
 		default:
+			q.OtherFieldSelector = true
 			continue
 		}
 		switch {
@@ -213,7 +226,8 @@ func selectorNode(sel []byte, nodes bool, scratch *[]byte) []byte {
 		case bytes.HasPrefix(val, []byte("=")):
 			val = val[1:]
 		default:
-			continue // != or a longer field name such as spec.nodeNameX
+			q.OtherFieldSelector = true // != or a longer field name such as spec.nodeNameX
+			continue
 		}
 		if escaped && bytes.IndexByte(val, '\\') >= 0 {
 			start := len(*scratch)
@@ -228,14 +242,23 @@ func selectorNode(sel []byte, nodes bool, scratch *[]byte) []byte {
 			val = s[start:len(s):len(s)]
 		}
 		if len(val) == 0 {
+			q.OtherFieldSelector = true // spec.nodeName= selects the unscheduled: no index serves it
 			continue
 		}
-		if field[0] == 's' {
-			return val
-		}
-		if byName == nil {
-			byName = val
+		switch {
+		case field[0] == 's':
+			if specNode == nil {
+				specNode = val
+			}
+		case name == nil:
+			name = val
 		}
 	}
-	return byName
+	q.FieldSelectorNode = specNode
+	switch {
+	case !nodes:
+		q.FieldSelectorName = name
+	case specNode == nil:
+		q.FieldSelectorNode = name
+	}
 }
