@@ -20,18 +20,18 @@ type rawStr struct {
 // fields herd reads are. Nothing is unescaped or converted until the object
 // has ended and is known to be small enough to account.
 type rawEvent struct {
-	seen        uint32 // f* bits: key present (the first occurrence wins)
-	userSeen    uint8  // sub-object key bits, same rule
-	refSeen     uint8
-	statusSeen  uint8
-	kind        rawStr
-	apiVersion  rawStr
-	auditID     rawStr
-	stage       rawStr
-	verb        rawStr
-	username    rawStr
-	userAgent   rawStr
-	sourceIP    rawStr // sourceIPs[0]
+	seen       uint32 // f* bits: key present (the first occurrence wins)
+	userSeen   uint8  // sub-object key bits, same rule
+	refSeen    uint8
+	statusSeen uint8
+	kind       rawStr
+	apiVersion rawStr
+	auditID    rawStr
+	stage      rawStr
+	verb       rawStr
+	username   rawStr
+	userAgent  rawStr
+	sourceIP   rawStr // sourceIPs[0]
 	// sourceTail holds the last string entries of sourceIPs, as a ring:
 	// entry k of nSource is at sourceTail[k%MaxSourceIPTail].
 	sourceTail  [MaxSourceIPTail]rawStr

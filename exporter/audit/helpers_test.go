@@ -41,9 +41,9 @@ func own(ev *Event) rec {
 		RV: string(ev.Query.ResourceVersion), RVMatch: string(ev.Query.ResourceVersionMatch),
 		FieldSelectorNode: string(ev.Query.FieldSelectorNode),
 		Continue:          ev.Query.Continue, SendInitialEvents: ev.Query.SendInitialEvents, Limit: ev.Query.Limit,
-		SourceIPTail:      tailString(ev),
-		Unauthenticated:   ev.Unauthenticated, NodeNameExtra: string(ev.NodeNameExtra), Latency: ev.Latency,
-		RequestReceived:   ev.RequestReceivedNanos, FieldSelectorName: string(ev.Query.FieldSelectorName),
+		SourceIPTail:    tailString(ev),
+		Unauthenticated: ev.Unauthenticated, NodeNameExtra: string(ev.NodeNameExtra), Latency: ev.Latency,
+		RequestReceived: ev.RequestReceivedNanos, FieldSelectorName: string(ev.Query.FieldSelectorName),
 		OtherFieldSelector: ev.Query.OtherFieldSelector, LabelSelect: ev.Query.LabelSelector,
 	}
 }
