@@ -154,7 +154,7 @@ type Ledger struct {
 	requests     map[requestKey]uint64
 	tokenReviews map[clientKey]uint64
 	flagger      Flagger
-	stageSeen    func(auditID []byte, s audit.Stage) bool
+	stageSeen    func(e *audit.Event, s audit.Stage) bool
 	// sawWatchStart is set once any watch's ResponseStarted arrives: from then
 	// on watches count at that stage, else (a policy that omits it) at
 	// ResponseComplete.
@@ -210,15 +210,18 @@ func New(cfg Config, c *classify.Classifier, nodes NodeResolver) *Ledger {
 
 // SetStageLookup lets the ledger ask whether another stage of the same
 // request was already seen (the dedup set knows), so that a watch counts once
-// whichever of its ResponseStarted and ResponseComplete arrives first.
-func (l *Ledger) SetStageLookup(f func(auditID []byte, s audit.Stage) bool) {
+// whichever of its ResponseStarted and ResponseComplete arrives first. f gets
+// the event, not only its auditID, because a client can reuse an Audit-ID:
+// the request's own timestamp tells its stages from another request's
+// (ingest.Dedup.HasStage).
+func (l *Ledger) SetStageLookup(f func(e *audit.Event, s audit.Stage) bool) {
 	l.mu.Lock()
 	l.stageSeen = f
 	l.mu.Unlock()
 }
 
-func (l *Ledger) seen(id []byte, s audit.Stage) bool {
-	return l.stageSeen != nil && l.stageSeen(id, s)
+func (l *Ledger) seen(e *audit.Event, s audit.Stage) bool {
+	return l.stageSeen != nil && l.stageSeen(e, s)
 }
 
 // Config is the ledger's effective configuration.
@@ -241,11 +244,11 @@ func (l *Ledger) Account(e *audit.Event) {
 	switch {
 	case isWatch && e.Stage == audit.StageResponseStarted:
 		l.sawWatchStart = true
-		if l.seen(e.AuditID, audit.StageResponseComplete) {
+		if l.seen(e, audit.StageResponseComplete) {
 			return // its ResponseComplete came first and was counted
 		}
 	case isWatch && e.Stage == audit.StageResponseComplete:
-		if l.sawWatchStart || l.seen(e.AuditID, audit.StageResponseStarted) {
+		if l.sawWatchStart || l.seen(e, audit.StageResponseStarted) {
 			return // counted at ResponseStarted
 		}
 	case !isWatch && e.Stage == audit.StageResponseComplete:

@@ -206,7 +206,7 @@ func TestAccountDoesNotAllocateForKnownInstances(t *testing.T) {
 func TestWatchCountsOnceWhicheverStageComesFirst(t *testing.T) {
 	l := newLedger(t, Config{})
 	seen := map[string]bool{}
-	l.SetStageLookup(func(id []byte, s audit.Stage) bool { return seen[string(id)+s.String()] })
+	l.SetStageLookup(func(e *audit.Event, s audit.Stage) bool { return seen[string(e.AuditID)+s.String()] })
 	deliver := func(id string, stage audit.Stage) {
 		e := ev{user: kubelet1, verb: "watch", resource: "pods", rv: "5", stage: stage}.event()
 		e.AuditID = []byte(id)

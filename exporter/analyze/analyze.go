@@ -189,7 +189,7 @@ func New(opts Options) (*Analyzer, error) {
 		facts:      map[instKey]*facts{},
 		kubeletIPs: map[string]bool{},
 	}
-	a.ledger.SetStageLookup(a.dedup.Has) // a watch counts once, whichever stage comes first
+	a.ledger.SetStageLookup(a.dedup.HasStage) // a watch counts once, whichever stage comes first
 	return a, nil
 }
 
@@ -305,12 +305,15 @@ func (a *Analyzer) event(e *audit.Event) {
 	// (the ledger's windows index buckets by time from the epoch); such an
 	// event is placed at the newest time seen so far, counted as untimed,
 	// and never moves the span.
+	// The request's own timestamp is part of the dedup key: a client that
+	// sends the same Audit-ID on every request is not one request.
+	reqTS := e.RequestTimestamp()
 	ts := e.StageTimestampNanos
 	if ts <= 0 {
 		a.counts.Untimed++
 		e.StageTimestampNanos = max(a.newest, 1)
 	}
-	if a.dedup.Seen(e.AuditID, e.Stage, time.Time{}) {
+	if a.dedup.SeenAt(e.AuditID, e.Stage, reqTS, time.Time{}) {
 		a.counts.Duplicate++
 		return
 	}

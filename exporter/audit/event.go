@@ -68,11 +68,14 @@ type Event struct {
 	// NodeNameExtra is user.extra["authentication.kubernetes.io/node-name"][0]:
 	// the node a pod-bound service-account token was issued for (the key is
 	// NodeNameKey in k8s.io/apiserver@v0.36.3
-	// pkg/authentication/serviceaccount/util.go; k8s.io/kubernetes@v1.36.3
-	// pkg/serviceaccount/claims.go fills it from the token's private
-	// kubernetes.io.node claim, which a TokenRequest bound to a Pod carries
-	// when the Pod is scheduled, and rejects the token when that Node is
-	// gone or has another UID). The apiserver vouches for it; the client
+	// pkg/authentication/serviceaccount/util.go). k8s.io/kubernetes@v1.36.3
+	// pkg/registry/core/serviceaccount/storage/token.go writes the node
+	// claim into a TokenRequest bound to a scheduled Pod (feature
+	// ServiceAccountTokenPodNodeInfo), even when the Node object does not
+	// exist; pkg/serviceaccount/claims.go copies it to user.extra and, for a
+	// pod-bound token, checks only that the Pod still exists, not the Node:
+	// a pod-bound token of a deleted Node keeps authenticating with the
+	// deleted Node's name (a ghost). The apiserver signed it; the client
 	// cannot forge it. nil when absent.
 	NodeNameExtra []byte
 

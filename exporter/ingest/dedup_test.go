@@ -65,12 +65,12 @@ func TestDedup(t *testing.T) {
 
 // TestDedupReusedAuditID: a client may set the Audit-ID header, and the
 // apiserver then uses it for every request: a new request reusing an ID is
-// told from a re-sent event by its stageTimestamp.
+// told from a re-sent event by its requestReceivedTimestamp (issue 16.2).
 func TestDedupReusedAuditID(t *testing.T) {
 	t0 := time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)
 	d := NewDedup(time.Minute, 1000)
 	id := []byte("fixed-audit-id")
-	rc := audit.StageResponseComplete
+	rc, rs := audit.StageResponseComplete, audit.StageResponseStarted
 	if d.SeenAt(id, rc, 100, t0) || !d.SeenAt(id, rc, 100, t0) {
 		t.Fatal("first request, re-sent")
 	}
@@ -80,15 +80,54 @@ func TestDedupReusedAuditID(t *testing.T) {
 	if !d.SeenAt(id, rc, 200, t0) || d.SeenAt(id, rc, 300, t0) {
 		t.Fatal("second request re-sent; third request")
 	}
-	if !d.Has(id, rc) || d.Has(id, audit.StageResponseStarted) {
+	// The first request's batch re-sent after the later ones: still a
+	// duplicate (each request keeps its own entry).
+	if !d.SeenAt(id, rc, 100, t0) {
+		t.Fatal("first request re-sent late")
+	}
+	// Has asks about one request's other stage: another request's stage
+	// under the same auditID does not answer.
+	if !d.Has(id, rc, 200) || d.Has(id, rs, 200) || d.Has(id, rc, 400) {
 		t.Fatal("Has")
 	}
-	// Known in the previous generation with another timestamp: new.
+	d.SeenAt(id, rs, 400, t0)
+	if !d.Has(id, rs, 400) || d.Has(id, rc, 400) {
+		t.Fatal("Has after the ResponseStarted of request 400")
+	}
+	// Eight WatchList relists with one auditID: eight requests.
+	n := 0
+	for i := int64(0); i < 8; i++ {
+		if !d.SeenAt(id, rs, 1000+i, t0) {
+			n++
+		}
+	}
+	if n != 8 {
+		t.Fatalf("%d of 8 relists counted", n)
+	}
+	// Known in the previous generation: still a duplicate; new: new.
 	for i := uint64(0); i < 500; i++ {
 		d.SeenAt(uuid(i), rc, 1, t0)
 	}
-	if !d.Has(id, rc) || !d.SeenAt(id, rc, 300, t0) || d.SeenAt(id, rc, 400, t0) {
+	if d.Rotations() < 2 || !d.Has(id, rc, 300) || !d.SeenAt(id, rc, 300, t0) || d.SeenAt(id, rc, 500, t0) {
 		t.Fatal("after a rotation")
+	}
+	// A constant auditID does not build one long probe chain: its
+	// requests spread over the table like distinct IDs.
+	d2 := NewDedup(time.Hour, 1<<16)
+	for i := int64(0); i < 30000; i++ {
+		d2.SeenAt(id, rc, 1_700_000_000_000_000_000+i*1000, t0)
+	}
+	longest, run := 0, 0
+	for _, s := range d2.cur.slots {
+		if s == 0 {
+			run = 0
+			continue
+		}
+		run++
+		longest = max(longest, run)
+	}
+	if longest > 200 {
+		t.Errorf("a constant auditID made a run of %d occupied slots", longest)
 	}
 }
 
@@ -106,7 +145,7 @@ func TestDedupFull(t *testing.T) {
 			if i >= 10 && !d.SeenAt(uuid(i-10), audit.StageResponseStarted, int64(i-10), t0) {
 				t.Fatalf("max %d: pair %d forgotten ten pairs later", max, i-10)
 			}
-			if i >= 100 && !d.Has(uuid(i-100), audit.StageResponseStarted) {
+			if i >= 100 && !d.Has(uuid(i-100), audit.StageResponseStarted, int64(i-100)) {
 				t.Fatalf("max %d: pair %d forgotten a hundred pairs later", max, i-100)
 			}
 			if n := d.cur.n + d.prev.n; n > max {
@@ -127,8 +166,8 @@ func TestDedupFull(t *testing.T) {
 	}
 }
 
-// TestDedupNoFalseDuplicates: a million distinct pairs, without timestamps
-// (as Seen and Has compare them), none mistaken for another.
+// TestDedupNoFalseDuplicates: a million distinct pairs, without timestamps,
+// none mistaken for another.
 func TestDedupNoFalseDuplicates(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a million pairs")
@@ -140,7 +179,7 @@ func TestDedupNoFalseDuplicates(t *testing.T) {
 		for k, v := 7, n; k >= 0; k, v = k-1, v>>4 {
 			id[k] = "0123456789abcdef"[v&0xf]
 		}
-		if d.Has(id, audit.StageResponseComplete) || d.Seen(id, audit.StageResponseComplete, t0) {
+		if d.Has(id, audit.StageResponseComplete, 0) || d.Seen(id, audit.StageResponseComplete, t0) {
 			t.Fatalf("pair %d: a new auditID taken for a known one", n)
 		}
 	}

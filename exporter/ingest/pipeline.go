@@ -26,7 +26,7 @@ type Pipeline struct {
 // NewPipeline wires the ledger, dedup and metrics.
 func NewPipeline(l *accounting.Ledger, d *Dedup, m *Metrics) *Pipeline {
 	p := &Pipeline{ledger: l, dedup: d, metrics: m, sources: map[Source]*sourceMetrics{}, now: time.Now}
-	l.SetStageLookup(d.Has)
+	l.SetStageLookup(d.HasStage)
 	for _, s := range []Source{SourceWebhook, SourceNDJSON, SourceFile} {
 		p.sources[s] = m.source(s)
 	}
@@ -92,7 +92,7 @@ func (b *batch) event(e *audit.Event) {
 		b.invalid++
 		return
 	}
-	if b.p.dedup.SeenAt(e.AuditID, e.Stage, e.StageTimestampNanos, b.now) {
+	if b.p.dedup.SeenAt(e.AuditID, e.Stage, e.RequestTimestamp(), b.now) {
 		b.dupes++
 		return
 	}
