@@ -71,11 +71,18 @@ func (e *EventError) Unwrap() error { return e.Err }
 
 // Result counts what one DecodeBody or DecodeNDJSON call did with a body.
 type Result struct {
-	Events    int   // delivered to the callback
-	Malformed int   // present but unusable (see ErrMalformed); NDJSON lines that are not JSON count here
-	Oversized int   // larger than MaxEventBytes; read through to their end, nothing in them decoded
-	Skipped   int   // records-wrapper entries of another log category (not audit events)
-	Bytes     int64 // len(body)
+	Events    int // delivered to the callback
+	Malformed int // present but unusable (see ErrMalformed); NDJSON lines that are not JSON count here
+	Oversized int // larger than MaxEventBytes; read through to their end, nothing in them decoded
+	// Skipped counts entries that say they are not audit events: records
+	// of another log category, CloudWatch control messages, Cloud Audit
+	// Logs of other services.
+	Skipped int
+	// Unrecognized counts top-level objects (or top-level array elements)
+	// that are neither an audit event nor an envelope herd knows
+	// (ErrUnrecognized): a misconfigured sender.
+	Unrecognized int
+	Bytes        int64 // len(body)
 	// Problem is the first malformed or oversized event (an *EventError, or a
 	// *BodyError for an NDJSON line that is not JSON), for logs and 400
 	// bodies; nil when every event was delivered.
@@ -107,9 +114,18 @@ type Decoder struct {
 	// that before the body is read.
 	MaxEventBytes int
 
-	wp      fastjson.Parser // records-wrapper entries
-	scratch []byte          // unescaped strings and %-decoded query values of the current event
+	// MaxInflatedBytes caps what one call decompresses in all (gzip
+	// bodies and gzip payloads inside envelopes); 0 means
+	// DefaultMaxInflatedBytes.
+	MaxInflatedBytes int64
+
+	pp      [maxNest]fastjson.Parser // envelopes and records entries, one per nesting level
+	scratch []byte                   // unescaped strings and %-decoded query values of the current event
 	ev      Event
+
+	nest      int   // envelopes being unwrapped around the current payload
+	inflated  int64 // bytes decompressed in this call
+	queryLost bool  // the event being finished was rebuilt without its query
 
 	// per-call state. The callback is passed down rather than kept here, so
 	// that a caller's closure does not escape to the heap.
@@ -144,9 +160,24 @@ var utf8BOM = []byte("\xef\xbb\xbf")
 // deduplicates re-sent events by (auditID, stage). An empty body is an error.
 func (d *Decoder) DecodeBody(body []byte, fn func(*Event)) (Result, error) {
 	d.r = Result{Bytes: int64(len(body))}
+	d.inflated, d.nest = 0, 0
 	b, base := body, int64(0)
+	if bytes.HasPrefix(b, GzipMagic) {
+		// gzip without Content-Encoding (a CloudWatch subscription payload
+		// forwarded as is): recognised by its magic bytes.
+		p, err := d.inflate(b)
+		if err != nil {
+			if errors.Is(err, ErrInflateLimit) {
+				d.r.Oversized++
+				return d.r, fmt.Errorf("decode audit body: %w (limit %d bytes)", err, d.maxInflated())
+			}
+			d.r.Malformed++
+			return d.r, fmt.Errorf("decode audit body: %w: %w", ErrMalformed, err)
+		}
+		b = p
+	}
 	if bytes.HasPrefix(b, utf8BOM) {
-		b, base = b[len(utf8BOM):], int64(len(utf8BOM))
+		b, base = b[len(utf8BOM):], base+int64(len(utf8BOM))
 	}
 	err := d.decode(b, base, 1, fn)
 	res := d.r
@@ -165,6 +196,19 @@ func (d *Decoder) DecodeBody(body []byte, fn func(*Event)) (Result, error) {
 // the first line's. A line may hold any form DecodeBody accepts.
 func (d *Decoder) DecodeNDJSON(body []byte, fn func(*Event)) (Result, error) {
 	d.r = Result{Bytes: int64(len(body))}
+	d.inflated, d.nest = 0, 0
+	if bytes.HasPrefix(body, GzipMagic) {
+		p, err := d.inflate(body)
+		if err != nil {
+			if errors.Is(err, ErrInflateLimit) {
+				d.r.Oversized++
+				return d.r, fmt.Errorf("decode audit body: %w (limit %d bytes)", err, d.maxInflated())
+			}
+			d.r.Malformed++
+			return d.r, fmt.Errorf("decode audit body: %w: %w", ErrMalformed, err)
+		}
+		body = p
+	}
 	max := d.maxEventBytes()
 	var firstErr *BodyError
 	jsonLines := 0
@@ -224,6 +268,7 @@ func (d *Decoder) DecodeLine(line []byte, fn func(*Event)) error {
 			Reason: fmt.Sprintf("line of %d bytes exceeds the %d-byte limit", len(line), max), Err: ErrOversized})
 	}
 	d.r = Result{}
+	d.inflated, d.nest = 0, 0
 	if err := d.decode(line, 0, 0, fn); err != nil {
 		return fmt.Errorf("decode audit line: %w", err)
 	}
@@ -260,6 +305,8 @@ func (d *Decoder) decode(b []byte, base int64, line int, fn func(*Event)) *BodyE
 			if _, err = skipValue(b, i, 0); err == nil {
 				err = &scanError{off: i, msg: "top-level value is " + valueKind(b, i) +
 					", want an audit Event, an EventList, an array of events or a records wrapper"}
+			} else if what := describeNonJSON(b[i:]); what != "" && i == skipWS(b, 0) {
+				err = &scanError{off: i, msg: "body is " + what}
 			}
 		}
 		if err != nil {
@@ -430,13 +477,15 @@ func (d *Decoder) deliverRecord(rec []byte, at loc, fn func(*Event)) {
 		d.skip(at, ErrMalformed, "is "+valueKind(rec, 0)+", want an object", 0)
 		return
 	}
-	wp := &d.wp
-	if len(rec) > reuseLimit {
-		wp = new(fastjson.Parser)
-	}
-	v, err := wp.ParseBytes(rec)
+	v, err := d.envParser(len(rec)).ParseBytes(rec)
 	if err != nil {
 		d.skip(at, ErrMalformed, err.Error(), 0)
+		return
+	}
+	if v.Get("data") != nil && v.Get("properties") == nil {
+		// Kinesis Data Firehose's HTTP endpoint delivery shares the
+		// "records" key; its entries are {"data": base64}.
+		d.firehoseRecord(v, at, fn)
 		return
 	}
 	if cat := v.Get("category"); cat != nil {

@@ -210,4 +210,10 @@ type Query struct {
 	// (accounting.Shape).
 	OtherFieldSelector bool
 	LabelSelector      bool
+	// Unknown is set when the event was rebuilt from a provider's record
+	// that does not keep the request's query string (a GKE LogEntry without
+	// a logged request): every field above is then empty because it is
+	// unknown, not because the client sent nothing, so whether a LIST was a
+	// page, a WatchList or served from cache cannot be told.
+	Unknown bool
 }

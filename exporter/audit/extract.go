@@ -291,6 +291,12 @@ func (d *Decoder) walkEvent(b []byte, i, depth int, top bool, at loc, fn func(*E
 	if at.b == nil {
 		at = loc{b: b, off: start, w: whereObject}
 	}
+	if (top || at.w == whereArray) && !ev.hasEventKeys(b[start:i]) {
+		// No auditID, stage, verb or kind: a provider's envelope, or
+		// something herd cannot read (envelope.go; cold).
+		d.envelope(b[start:i], at, fn)
+		return i, nil
+	}
 	d.finish(&ev, i-start, at, fn)
 	return i, nil
 }
@@ -781,6 +787,7 @@ const (
 	whereArray                // an element of a top-level array
 	whereItems                // an element of an EventList's items
 	whereRecords              // an entry of an Azure records wrapper
+	whereNamed                // inside an envelope: loc.name says where
 )
 
 func (w where) describe(idx int) string {
@@ -798,10 +805,18 @@ func (w where) describe(idx int) string {
 // loc is where an event candidate is, for problem reports: its offset in b
 // (the slice being decoded), and which entry it is.
 type loc struct {
-	b   []byte
-	off int
-	w   where
-	idx int
+	b    []byte
+	off  int
+	w    where
+	idx  int
+	name string // for whereNamed
+}
+
+func (l loc) describe() string {
+	if l.w == whereNamed {
+		return l.name
+	}
+	return l.w.describe(l.idx)
 }
 
 // str returns the contents of a string field, unescaping into d.scratch
@@ -895,6 +910,7 @@ func (d *Decoder) finish(raw *rawEvent, size int, at loc, fn func(*Event)) {
 	if raw.uri.set {
 		parseQuery(&ev.Query, d.str(&raw.uri), ev.Resource, &d.scratch)
 	}
+	ev.Query.Unknown = d.queryLost
 	d.r.Events++
 	fn(ev)
 }

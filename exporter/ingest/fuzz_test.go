@@ -1,6 +1,7 @@
 package ingest_test
 
 import (
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -23,12 +24,14 @@ var accountedBefore = regexp.MustCompile(`\(accounted (\d+) events before it\)$`
 // FuzzAuditHandler posts arbitrary bodies, as EventList/JSON or as NDJSON,
 // through the /audit handler (small limits, so 413 and oversized
 // events are reachable). It must never panic; the status is 200, 400 or
-// 413; and every event is counted once, in agreement with the answer and
-// with an independent decode of the same body:
+// 413; 200 only when something in the body was accounted, a duplicate or
+// said it is not an audit event; and every event is counted once, in
+// agreement with the answer and with an independent decode of the same
+// body:
 //
 //	accounted + duplicate + (events refused for invalid UTF-8) = events the decoder delivers
 //	malformed = the decoder's malformed (+1 for a body it cannot read past) + refused
-//	oversized = the decoder's oversized
+//	oversized, unrecognized, skipped = the decoder's
 func FuzzAuditHandler(f *testing.F) {
 	files, _ := filepath.Glob(filepath.Join("..", "audit", "testdata", "public", "*"))
 	for _, p := range files {
@@ -63,6 +66,7 @@ func FuzzAuditHandler(f *testing.F) {
 		delta := func(k string) int { return int(after[k] - before[k]) }
 		acc, dup := delta("events{"+src+",accounted}"), delta("events{"+src+",duplicate}")
 		mal, over := delta("events{"+src+",malformed}"), delta("events{"+src+",oversized}")
+		unrec, skipped := delta("events{"+src+",unrecognized}"), delta("events{"+src+",skipped}")
 
 		// Exactly one request counted, under its source and code; nothing
 		// under another source.
@@ -78,8 +82,8 @@ func FuzzAuditHandler(f *testing.F) {
 				t.Fatalf("%s changed by %d (status %d)", k, delta(k), code)
 			}
 		}
-		if code == http.StatusRequestEntityTooLarge {
-			if len(body) <= fuzzMaxBody || acc+dup+mal+over != 0 || delta("bytes{"+src+"}") != 0 {
+		if code == http.StatusRequestEntityTooLarge && len(body) > fuzzMaxBody {
+			if acc+dup+mal+over+unrec+skipped != 0 || delta("bytes{"+src+"}") != 0 {
 				t.Fatalf("413 for %d bytes; counted %d/%d/%d/%d", len(body), acc, dup, mal, over)
 			}
 			return
@@ -92,7 +96,7 @@ func FuzzAuditHandler(f *testing.F) {
 		}
 
 		// The same body through a separate decoder.
-		d := &audit.Decoder{MaxEventBytes: fuzzMaxEvent}
+		d := &audit.Decoder{MaxEventBytes: fuzzMaxEvent, MaxInflatedBytes: fuzzMaxBody}
 		var res audit.Result
 		var err error
 		if ndjson {
@@ -101,32 +105,46 @@ func FuzzAuditHandler(f *testing.F) {
 			res, err = d.DecodeBody(body, func(*audit.Event) {})
 		}
 		bodyErr := 0
-		if err != nil && !ndjson {
+		if err != nil && !ndjson && !errors.Is(err, audit.ErrOversized) {
 			bodyErr = 1
 		}
 		refused := res.Events - acc - dup
-		if refused < 0 || over != res.Oversized || mal != res.Malformed+bodyErr+refused {
-			t.Fatalf("counted accounted %d duplicate %d malformed %d oversized %d; decoder: %+v, err %v", acc, dup, mal, over, res, err)
+		if refused < 0 || over != res.Oversized || mal != res.Malformed+bodyErr+refused ||
+			unrec != res.Unrecognized || skipped != res.Skipped {
+			t.Fatalf("counted accounted %d duplicate %d malformed %d oversized %d unrecognized %d skipped %d; decoder: %+v, err %v",
+				acc, dup, mal, over, unrec, skipped, res, err)
 		}
 
+		something := acc+dup+skipped > 0
 		switch code {
 		case http.StatusOK:
 			if err != nil {
 				t.Fatalf("200 for a body the decoder refuses: %v", err)
 			}
-			if r := parseReply(t, msg); r != (reply{acc, dup, mal, over}) {
-				t.Fatalf("reply %+v, counters %d/%d/%d/%d", r, acc, dup, mal, over)
+			if !something {
+				t.Fatalf("200 with nothing accounted: %s", msg)
+			}
+			if r := parseReply(t, msg); r != (reply{acc, dup, mal, over, unrec, skipped}) {
+				t.Fatalf("reply %+v, counters %d/%d/%d/%d/%d/%d", r, acc, dup, mal, over, unrec, skipped)
 			}
 		case http.StatusBadRequest:
-			if err == nil {
-				t.Fatalf("400 (%s) for a body the decoder accepts", msg)
+			switch {
+			case err != nil:
+				if mal == 0 {
+					t.Fatal("400 without a malformed count")
+				}
+				m := accountedBefore.FindStringSubmatch(strings.TrimSpace(msg))
+				if m == nil || m[1] != strconv.Itoa(acc) {
+					t.Fatalf("400 message %q, accounted %d", msg, acc)
+				}
+			case something:
+				t.Fatalf("400 (%s) for a body with something accounted", msg)
+			case mal+unrec == 0 && len(body) > 0 && strings.TrimSpace(string(body)) != "":
+				t.Fatalf("400 (%s) for a body of only oversized events", msg)
 			}
-			if mal == 0 {
-				t.Fatal("400 without a malformed count")
-			}
-			m := accountedBefore.FindStringSubmatch(strings.TrimSpace(msg))
-			if m == nil || m[1] != strconv.Itoa(acc) {
-				t.Fatalf("400 message %q, accounted %d", msg, acc)
+		case http.StatusRequestEntityTooLarge:
+			if something || (over == 0 && !errors.Is(err, audit.ErrOversized)) {
+				t.Fatalf("413 (%s) with %d/%d/%d/%d", msg, acc, dup, over, skipped)
 			}
 		default:
 			t.Fatalf("status %d: %s", code, msg)

@@ -4,16 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/herd-k8s/herd/internal/webauth"
 	"io"
 	"log/slog"
 	"mime"
 	"net/http"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/herd-k8s/herd/exporter/audit"
+	"github.com/herd-k8s/herd/internal/webauth"
 )
 
 // Limits of the audit endpoint (SPEC §3.1).
@@ -46,6 +48,14 @@ type HandlerOptions struct {
 	// QueueWait is the longest a request waits, in all, for buffer room and
 	// a decode slot.
 	QueueWait time.Duration
+	// MinBodyRate is the slowest a sender may send its body, in bytes per
+	// second: the connection's read deadline is BodyGrace plus the declared
+	// (or, sent chunked, the largest allowed) size at this rate, so a
+	// sender trickling a byte a second is cut off instead of holding the
+	// connection for the server's whole ReadTimeout. 0 means 1 MiB/s.
+	MinBodyRate int64
+	// BodyGrace is the fixed part of that deadline; 0 means 10s.
+	BodyGrace time.Duration
 	Logger    *slog.Logger
 }
 
@@ -57,6 +67,7 @@ type Handler struct {
 	mem      *budget
 	decoders sync.Pool
 	bufs     sync.Pool // *[]byte
+	warn     *logLimiter
 }
 
 // NewHandler returns the /audit handler.
@@ -76,28 +87,39 @@ func NewHandler(p *Pipeline, opts HandlerOptions) *Handler {
 	if opts.QueueWait <= 0 {
 		opts.QueueWait = time.Second
 	}
+	if opts.MinBodyRate <= 0 {
+		opts.MinBodyRate = 1 << 20
+	}
+	if opts.BodyGrace <= 0 {
+		opts.BodyGrace = 10 * time.Second
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	h := &Handler{p: p, opts: opts, slots: make(chan struct{}, opts.MaxInFlight), mem: newBudget(opts.MaxBufferedBytes)}
-	h.decoders.New = func() any { return &audit.Decoder{MaxEventBytes: opts.MaxEventBytes} }
+	h.decoders.New = func() any {
+		return &audit.Decoder{MaxEventBytes: opts.MaxEventBytes, MaxInflatedBytes: opts.MaxBodyBytes}
+	}
+	h.warn = newLogLimiter(time.Minute)
 	h.bufs.New = func() any { return new([]byte) }
 	return h
 }
 
+// AuditPath is the one path the audit listener serves.
+const AuditPath = "/audit"
+
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	src := SourceWebhook
-	if isNDJSON(r.Header.Get("Content-Type")) {
+	fh := firehoseRequest(r)
+	switch {
+	case fh != nil:
+		src = SourceFirehose
+	case isNDJSON(r.Header.Get("Content-Type")):
 		src = SourceNDJSON
 	}
-	code, msg := h.serve(r, src)
+	code, msg := h.serve(w, r, src, fh)
 	h.p.metrics.requests.WithLabelValues(string(src), strconv.Itoa(code)).Inc()
 	switch code {
-	case http.StatusOK:
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(code)
-		io.WriteString(w, msg)
-		return
 	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="herd audit"`)
 	case http.StatusServiceUnavailable:
@@ -108,19 +130,50 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if code >= 500 || code == http.StatusRequestEntityTooLarge {
 		h.opts.Logger.Warn("audit request refused", "code", code, "source", src, "remote", r.RemoteAddr, "reason", msg)
 	}
+	if fh != nil {
+		// Firehose's HTTP endpoint protocol: every answer is JSON naming
+		// its request ID (docs/exporter.md, "Kinesis Data Firehose").
+		fh.reply(w, code, msg)
+		return
+	}
+	if code == http.StatusOK {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		io.WriteString(w, msg)
+		return
+	}
 	http.Error(w, msg, code)
 }
 
-func (h *Handler) serve(r *http.Request, src Source) (int, string) {
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, src Source, fh *firehose) (int, string) {
+	if r.URL.Path != AuditPath {
+		return http.StatusNotFound, "not found: the audit listener serves POST " + AuditPath
+	}
 	if r.Method != http.MethodPost {
 		return http.StatusMethodNotAllowed, "use POST"
 	}
-	if h.opts.Tokens != nil && !h.opts.Tokens.Allow(r) {
+	if h.opts.Tokens != nil && !h.opts.Tokens.Allow(r) && (fh == nil || !h.opts.Tokens.AllowKey(fh.accessKey)) {
+		if fh != nil {
+			return http.StatusUnauthorized, "missing or wrong X-Amz-Firehose-Access-Key"
+		}
 		return http.StatusUnauthorized, "missing or wrong bearer token"
 	}
 	if r.ContentLength > h.opts.MaxBodyBytes {
 		return http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes exceeds the %d-byte limit", r.ContentLength, h.opts.MaxBodyBytes)
 	}
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity", "gzip", "x-gzip":
+		// gzip is recognised by its magic bytes, with or without the header.
+	default:
+		return http.StatusBadRequest, "Content-Encoding " + strconv.Quote(enc) + " is not supported (use gzip or none)"
+	}
+	// A slow sender gets as long as its body needs at MinBodyRate, not the
+	// server's whole ReadTimeout (issue 16.8).
+	size := r.ContentLength
+	if size < 0 {
+		size = h.opts.MaxBodyBytes
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.opts.BodyGrace + time.Duration(size*int64(time.Second)/h.opts.MinBodyRate)))
 	q := queue{ctx: r.Context(), wait: h.opts.QueueWait}
 	defer q.stop()
 
@@ -151,14 +204,29 @@ func (h *Handler) serve(r *http.Request, src Source) (int, string) {
 	d := h.decoders.Get().(*audit.Decoder)
 	defer h.decoders.Put(d)
 	c, err := h.p.AccountBody(d, src, *bp)
-	if err != nil {
+	if c.Unrecognized > 0 && h.warn.allow() {
+		h.opts.Logger.Warn("audit envelope not recognised", "source", src, "remote", r.RemoteAddr, "unrecognized", c.Unrecognized, "first", c.Problem)
+	}
+	switch {
+	case err != nil && errors.Is(err, audit.ErrInflateLimit):
+		return http.StatusRequestEntityTooLarge, err.Error()
+	case err != nil:
 		return http.StatusBadRequest, fmt.Sprintf("%v (accounted %d events before it)", err, c.Accounted)
+	case c.Accounted+c.Duplicate+c.Skipped == 0 && c.Problem != nil:
+		// Nothing in the body was an audit event: never 200, or a
+		// misconfigured sender would never know (SPEC §3.1).
+		if c.Malformed+c.Unrecognized == 0 {
+			return http.StatusRequestEntityTooLarge, "no audit event accounted: " + c.Problem.Error()
+		}
+		return http.StatusBadRequest, "no audit event accounted: " + c.Problem.Error()
+	case c.Accounted+c.Duplicate+c.Skipped == 0:
+		return http.StatusBadRequest, "no audit event in the body"
 	}
 	if c.Problem != nil {
 		h.opts.Logger.Debug("audit events skipped", "source", src, "malformed", c.Malformed, "oversized", c.Oversized, "first", c.Problem)
 	}
-	return http.StatusOK, fmt.Sprintf(`{"accounted":%d,"duplicate":%d,"malformed":%d,"oversized":%d}`+"\n",
-		c.Accounted, c.Duplicate, c.Malformed, c.Oversized)
+	return http.StatusOK, fmt.Sprintf(`{"accounted":%d,"duplicate":%d,"malformed":%d,"oversized":%d,"unrecognized":%d,"skipped":%d}`+"\n",
+		c.Accounted, c.Duplicate, c.Malformed, c.Oversized, c.Unrecognized, c.Skipped)
 }
 
 // readBody reads r's body into *bp, reserving buffer room as it goes: the
@@ -168,15 +236,24 @@ func (h *Handler) serve(r *http.Request, src Source) (int, string) {
 // also when code is not 0.
 func (h *Handler) readBody(r *http.Request, bp *[]byte, q *queue) (held int64, code int, msg string) {
 	limit := h.opts.MaxBodyBytes + 1
-	first := int64(64 << 10)
+	// Reserve what the body has sent, not what it declares: a sender that
+	// declares 16 MiB and trickles holds 64 KiB (or the pooled buffer's
+	// room) of the budget, not 16 MiB (issue 16.8).
+	first := max(int64(64<<10), int64(cap(*bp)))
 	if r.ContentLength >= 0 {
-		first = r.ContentLength + 1
+		first = min(first, r.ContentLength+1)
 	}
 	b := (*bp)[:0]
 	defer func() { *bp = b }()
 	for {
 		if int64(len(b)) == held {
 			n := min(max(first, held), limit-held)
+			if r.ContentLength >= 0 && held > 0 {
+				n = min(n, r.ContentLength+1-held) // never more than the declared size
+				if n <= 0 {
+					n = 1
+				}
+			}
 			if n <= 0 { // cannot happen: a body past the limit returned below
 				return held, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds the %d-byte limit", h.opts.MaxBodyBytes)
 			}
@@ -203,6 +280,9 @@ func (h *Handler) readBody(r *http.Request, bp *[]byte, q *queue) (held int64, c
 			return held, 0, ""
 		}
 		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return held, http.StatusRequestTimeout, fmt.Sprintf("read audit body: slower than %d bytes/s: %v", h.opts.MinBodyRate, err)
+			}
 			return held, http.StatusBadRequest, fmt.Sprintf("read audit body: %v", err)
 		}
 	}
@@ -300,3 +380,24 @@ func isNDJSON(contentType string) bool {
 }
 
 func isOversized(err error) bool { return errors.Is(err, audit.ErrOversized) }
+
+// logLimiter lets one warning through per interval, so a misconfigured
+// shipper sending thousands of unrecognised bodies a minute logs once.
+type logLimiter struct {
+	every time.Duration
+	mu    sync.Mutex
+	last  time.Time
+}
+
+func newLogLimiter(every time.Duration) *logLimiter { return &logLimiter{every: every} }
+
+func (l *logLimiter) allow() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if now.Sub(l.last) < l.every {
+		return false
+	}
+	l.last = now
+	return true
+}

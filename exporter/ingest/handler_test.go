@@ -22,7 +22,7 @@ import (
 
 // reply is the 200 answer of POST /audit.
 type reply struct {
-	Accounted, Duplicate, Malformed, Oversized int
+	Accounted, Duplicate, Malformed, Oversized, Unrecognized, Skipped int
 }
 
 func parseReply(t testing.TB, body string) reply {
@@ -72,8 +72,10 @@ func TestAuditBodies(t *testing.T) {
 			counts: map[string]float64{"events{webhook,accounted}": 10, "events{webhook,malformed}": 1, "requests{webhook,400}": 1},
 		},
 		{
-			name: "wrong kind at the top", body: `{"kind":"Pod","apiVersion":"v1","metadata":{"name":"x"}}`, code: 200, reply: reply{Malformed: 1},
-			counts: map[string]float64{"events{webhook,malformed}": 1, "requests{webhook,200}": 1},
+			// Nothing accounted is never 200 (issue 13): the sender must know.
+			name: "wrong kind at the top", body: `{"kind":"Pod","apiVersion":"v1","metadata":{"name":"x"}}`, code: 400,
+			errHas: []string{"no audit event accounted: line 1: event at offset 0: kind is not Event"},
+			counts: map[string]float64{"events{webhook,malformed}": 1, "requests{webhook,400}": 1},
 		},
 		{
 			name: "wrong kind and apiVersion among items", code: 200, reply: reply{Accounted: 2, Malformed: 2},
@@ -95,9 +97,9 @@ func TestAuditBodies(t *testing.T) {
 			counts: map[string]float64{"events{webhook,accounted}": 1, "events{webhook,malformed}": 2, "requests{webhook,200}": 1},
 		},
 		{
-			name: "events missing auditID, stage and verb", code: 200, reply: reply{Malformed: 3},
+			name: "events missing auditID, stage and verb", code: 400, errHas: []string{"no audit event accounted: line 1: items[0] at offset 74: missing auditID"},
 			body:   list(ev(`"auditID"`, `"x"`), ev(`"stage"`, `"x"`), ev(`"verb"`, `"x"`)),
-			counts: map[string]float64{"events{webhook,malformed}": 3, "requests{webhook,200}": 1},
+			counts: map[string]float64{"events{webhook,malformed}": 3, "requests{webhook,400}": 1},
 		},
 		{
 			name: "top-level null", body: `null`, code: 400, errHas: []string{"top-level value is null", "at offset 0"},
@@ -221,20 +223,32 @@ func TestAuditDuplicateBatch(t *testing.T) {
 		t.Fatalf("as NDJSON: %d %s", code, msg)
 	}
 	want := `
-# HELP herd_audit_events_total Audit events received, by source and what became of them (accounted, duplicate, malformed, oversized).
+# HELP herd_audit_events_total Audit events received, by source and what became of them (accounted, duplicate, malformed, oversized, unrecognized, skipped).
 # TYPE herd_audit_events_total counter
 herd_audit_events_total{result="accounted",source="file"} 0
+herd_audit_events_total{result="accounted",source="firehose"} 0
 herd_audit_events_total{result="accounted",source="ndjson"} 0
 herd_audit_events_total{result="accounted",source="webhook"} 400
 herd_audit_events_total{result="duplicate",source="file"} 0
+herd_audit_events_total{result="duplicate",source="firehose"} 0
 herd_audit_events_total{result="duplicate",source="ndjson"} 10
 herd_audit_events_total{result="duplicate",source="webhook"} 400
 herd_audit_events_total{result="malformed",source="file"} 0
+herd_audit_events_total{result="malformed",source="firehose"} 0
 herd_audit_events_total{result="malformed",source="ndjson"} 0
 herd_audit_events_total{result="malformed",source="webhook"} 0
 herd_audit_events_total{result="oversized",source="file"} 0
+herd_audit_events_total{result="oversized",source="firehose"} 0
 herd_audit_events_total{result="oversized",source="ndjson"} 0
 herd_audit_events_total{result="oversized",source="webhook"} 0
+herd_audit_events_total{result="skipped",source="file"} 0
+herd_audit_events_total{result="skipped",source="firehose"} 0
+herd_audit_events_total{result="skipped",source="ndjson"} 0
+herd_audit_events_total{result="skipped",source="webhook"} 0
+herd_audit_events_total{result="unrecognized",source="file"} 0
+herd_audit_events_total{result="unrecognized",source="firehose"} 0
+herd_audit_events_total{result="unrecognized",source="ndjson"} 0
+herd_audit_events_total{result="unrecognized",source="webhook"} 0
 # HELP herd_audit_requests_total Requests to the audit ingest endpoint, by source and HTTP status code.
 # TYPE herd_audit_requests_total counter
 herd_audit_requests_total{code="200",source="ndjson"} 1
@@ -413,9 +427,10 @@ func (s *stalledBody) Read(p []byte) (int, error) {
 
 // TestAuditSlowSenders: senders whose bodies trickle in hold buffer memory,
 // not decode slots, so with MaxInFlight stalled senders others are still
-// served at once. Only when stalled senders have reserved all the buffer
-// memory (MaxInFlight largest bodies, by default) do others get 503, after
-// the queue wait, and they are counted.
+// served at once. They hold only what they have sent, not what they
+// declared (issue 16.8): only when stalled senders have sent all the buffer
+// memory's worth (MaxInFlight largest bodies, by default) do others get
+// 503, after the queue wait, and they are counted.
 func TestAuditSlowSenders(t *testing.T) {
 	const slots = 2
 	e := newAudit(t, func(o *ingest.HandlerOptions) {
@@ -426,8 +441,9 @@ func TestAuditSlowSenders(t *testing.T) {
 	c := s.Client()
 
 	var wg sync.WaitGroup
+	sendFirst := func(body string) int { return len(body) / 3 }
 	stall := func(body string, declared bool) *stalledBody {
-		sb := newStalledBody(body, len(body)/3)
+		sb := newStalledBody(body, sendFirst(body))
 		t.Cleanup(sb.free) // a failing test must not leave senders stalled
 		cl := int64(-1)
 		if declared {
@@ -464,13 +480,29 @@ func TestAuditSlowSenders(t *testing.T) {
 	}
 	wg.Wait()
 
-	// Two stalled senders that declared 1 MiB bodies hold all the buffer
-	// memory: the next sender waits the queue wait (1 s), then gets 503.
 	pad := func(n int) string {
 		b := list(ev())
 		return b[:len(b)-1] + strings.Repeat(" ", n-len(b)) + "}"
 	}
+	// Two stalled senders that declared 1 MiB bodies and sent a third hold
+	// a third each, not all the buffer memory: others are served.
 	var big []*stalledBody
+	for i := 0; i < slots; i++ {
+		big = append(big, stall(pad(1<<20), true))
+	}
+	time.Sleep(100 * time.Millisecond)
+	if code, msg := postHTTP(t, c, s.URL, strings.NewReader(list(events(20)...)), -1); code != 200 {
+		t.Errorf("next to senders that declared more than they sent: %d %q, want 200", code, msg)
+	}
+	for _, sb := range big {
+		sb.free()
+	}
+	wg.Wait()
+
+	// Two stalled senders that sent almost all of 1 MiB hold all the buffer
+	// memory: the next sender waits the queue wait (1 s), then gets 503.
+	sendFirst = func(body string) int { return len(body) - 10 }
+	big = big[:0]
 	for i := 0; i < slots; i++ {
 		big = append(big, stall(pad(1<<20), true))
 	}
@@ -498,9 +530,84 @@ func TestAuditSlowSenders(t *testing.T) {
 	wg.Wait()
 
 	wantCounts(t, e.Registry(), map[string]float64{
-		"requests{webhook,200}": slots + 1 + 5 + slots + 1, "requests{webhook,503}": 1,
-		"events{webhook,accounted}": 20*(slots+1+5+1) + slots,
+		"requests{webhook,200}": slots + 1 + 5 + 1 + slots + slots + 1, "requests{webhook,503}": 1,
+		"events{webhook,accounted}": 20*(slots+1+5+1+1) + 2*slots,
 	})
+}
+
+// TestAuditTricklingSenders reproduces issue 16.8: eight authenticated
+// connections declaring 16 MiB bodies and sending a byte at a time. Other
+// batches are still answered 200 at once (the tricklers hold what they sent,
+// not what they declared), and each trickler is cut off when its body is
+// slower than MinBodyRate allows (BodyGrace + declared size / rate), not
+// after the server's 60 s ReadTimeout.
+func TestAuditTricklingSenders(t *testing.T) {
+	e := newAudit(t, func(o *ingest.HandlerOptions) {
+		o.MinBodyRate = 16 << 20 // 16 MiB/s: a 16 MiB body gets grace + 1 s
+		o.BodyGrace = time.Second
+	})
+	s := serve(t, e.AuditHandler())
+	type result struct {
+		code int
+		took time.Duration
+	}
+	results := make(chan result, 8)
+	stop := make(chan struct{})
+	defer close(stop)
+	for i := 0; i < 8; i++ {
+		go func() {
+			pr, pw := io.Pipe()
+			go func() {
+				for {
+					select {
+					case <-stop:
+						pw.Close()
+						return
+					case <-time.After(50 * time.Millisecond):
+						if _, err := pw.Write([]byte{' '}); err != nil {
+							return
+						}
+					}
+				}
+			}()
+			start := time.Now()
+			req, _ := http.NewRequest(http.MethodPost, s.URL+"/audit", pr)
+			req.ContentLength = 16 << 20
+			code := 0
+			if resp, err := s.Client().Do(req); err == nil {
+				code = resp.StatusCode
+				resp.Body.Close()
+			}
+			pr.Close()
+			results <- result{code, time.Since(start)}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond) // all eight are trickling
+	for i := 0; i < 10; i++ {
+		start := time.Now()
+		if code, msg := postHTTP(t, s.Client(), s.URL, strings.NewReader(list(events(20)...)), -1); code != 200 {
+			t.Fatalf("batch %d next to 8 trickling senders: %d %s", i, code, msg)
+		}
+		if took := time.Since(start); took > 500*time.Millisecond {
+			t.Errorf("batch %d took %v next to 8 trickling senders", i, took)
+		}
+	}
+	for i := 0; i < 8; i++ {
+		select {
+		case r := <-results:
+			// Cut at grace (1 s) + 16 MiB at 16 MiB/s (1 s): the answer is
+			// 408 when the server could still write it, else the
+			// connection is closed (code 0).
+			if r.code != http.StatusRequestTimeout && r.code != 0 {
+				t.Errorf("trickling sender got %d", r.code)
+			}
+			if r.took < 1900*time.Millisecond || r.took > 10*time.Second {
+				t.Errorf("trickling sender cut after %v, want about 2s", r.took)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("a trickling sender was never cut off")
+		}
+	}
 }
 
 // TestAuditConcurrentPosters: many senders at once (run with -race), with

@@ -10,10 +10,14 @@ import (
 type Source string
 
 const (
-	SourceWebhook Source = "webhook" // POST /audit, EventList or JSON
-	SourceNDJSON  Source = "ndjson"  // POST /audit, application/x-ndjson
-	SourceFile    Source = "file"    // --audit.log-file
+	SourceWebhook  Source = "webhook"  // POST /audit, EventList or JSON
+	SourceNDJSON   Source = "ndjson"   // POST /audit, application/x-ndjson
+	SourceFirehose Source = "firehose" // POST /audit from Kinesis Data Firehose (X-Amz-Firehose-* headers)
+	SourceFile     Source = "file"     // --audit.log-file
 )
+
+// Sources are every source label value, in exposition order.
+var Sources = []Source{SourceWebhook, SourceNDJSON, SourceFirehose, SourceFile}
 
 // Results of herd_audit_events_total.
 const (
@@ -21,6 +25,13 @@ const (
 	ResultDuplicate = "duplicate"
 	ResultMalformed = "malformed"
 	ResultOversized = "oversized"
+	// ResultUnrecognized counts top-level objects that are neither an
+	// audit event nor an envelope herd knows (a misconfigured shipper).
+	ResultUnrecognized = "unrecognized"
+	// ResultSkipped counts entries that say they are not audit events:
+	// other Azure log categories, CloudWatch control messages, Cloud Audit
+	// Logs of other services.
+	ResultSkipped = "skipped"
 )
 
 // Metrics are the ingest self-metrics. They are ordinary client_golang
@@ -39,7 +50,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herd_audit_events_total",
-			Help: "Audit events received, by source and what became of them (accounted, duplicate, malformed, oversized).",
+			Help: "Audit events received, by source and what became of them (accounted, duplicate, malformed, oversized, unrecognized, skipped).",
 		}, []string{"source", "result"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herd_audit_bytes_total",
@@ -60,8 +71,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"source", "code"}),
 	}
 	reg.MustRegister(m.events, m.bytes, m.lag, m.last, m.requests)
-	for _, s := range []Source{SourceWebhook, SourceNDJSON, SourceFile} {
-		for _, r := range []string{ResultAccounted, ResultDuplicate, ResultMalformed, ResultOversized} {
+	for _, s := range Sources {
+		for _, r := range []string{ResultAccounted, ResultDuplicate, ResultMalformed, ResultOversized, ResultUnrecognized, ResultSkipped} {
 			m.events.WithLabelValues(string(s), r)
 		}
 		m.bytes.WithLabelValues(string(s))
@@ -72,6 +83,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // sourceMetrics are one source's children, looked up once.
 type sourceMetrics struct {
 	accounted, duplicate, malformed, oversized prometheus.Counter
+	unrecognized, skipped                      prometheus.Counter
 	bytes                                      prometheus.Counter
 	lag                                        prometheus.Observer
 	last                                       prometheus.Gauge
@@ -94,12 +106,14 @@ func (s *sourceMetrics) observeNewest(ts int64) {
 
 func (m *Metrics) source(s Source) *sourceMetrics {
 	return &sourceMetrics{
-		accounted: m.events.WithLabelValues(string(s), ResultAccounted),
-		duplicate: m.events.WithLabelValues(string(s), ResultDuplicate),
-		malformed: m.events.WithLabelValues(string(s), ResultMalformed),
-		oversized: m.events.WithLabelValues(string(s), ResultOversized),
-		bytes:     m.bytes.WithLabelValues(string(s)),
-		lag:       m.lag.WithLabelValues(string(s)),
-		last:      m.last.WithLabelValues(string(s)),
+		accounted:    m.events.WithLabelValues(string(s), ResultAccounted),
+		duplicate:    m.events.WithLabelValues(string(s), ResultDuplicate),
+		malformed:    m.events.WithLabelValues(string(s), ResultMalformed),
+		oversized:    m.events.WithLabelValues(string(s), ResultOversized),
+		unrecognized: m.events.WithLabelValues(string(s), ResultUnrecognized),
+		skipped:      m.events.WithLabelValues(string(s), ResultSkipped),
+		bytes:        m.bytes.WithLabelValues(string(s)),
+		lag:          m.lag.WithLabelValues(string(s)),
+		last:         m.last.WithLabelValues(string(s)),
 	}
 }

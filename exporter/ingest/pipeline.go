@@ -5,6 +5,7 @@
 package ingest
 
 import (
+	"errors"
 	"fmt"
 	"time"
 	"unicode/utf8"
@@ -27,7 +28,7 @@ type Pipeline struct {
 func NewPipeline(l *accounting.Ledger, d *Dedup, m *Metrics) *Pipeline {
 	p := &Pipeline{ledger: l, dedup: d, metrics: m, sources: map[Source]*sourceMetrics{}, now: time.Now}
 	l.SetStageLookup(d.HasStage)
-	for _, s := range []Source{SourceWebhook, SourceNDJSON, SourceFile} {
+	for _, s := range Sources {
 		p.sources[s] = m.source(s)
 	}
 	return p
@@ -43,6 +44,10 @@ var ErrInvalidUTF8 = fmt.Errorf("%w: a field herd uses as a label value is not v
 // Counts is what became of the events of one body.
 type Counts struct {
 	Accounted, Duplicate, Malformed, Oversized int
+	// Unrecognized and Skipped are audit.Result's: objects that are not
+	// audit events nor known envelopes, and entries that say they are not
+	// audit events.
+	Unrecognized, Skipped int
 	// Problem is the first malformed or oversized event, for logs; nil when
 	// every event was accounted or a duplicate.
 	Problem error
@@ -65,11 +70,12 @@ func (p *Pipeline) AccountBody(d *audit.Decoder, src Source, body []byte) (Count
 	} else {
 		res, err = d.DecodeBody(body, b.event)
 	}
-	if err != nil && src != SourceNDJSON {
+	if err != nil && src != SourceNDJSON && !errors.Is(err, audit.ErrOversized) {
 		res.Malformed++
 	}
 	b.finish(res)
-	c := Counts{Accounted: b.accounted, Duplicate: b.dupes, Malformed: res.Malformed + b.invalid, Oversized: res.Oversized, Problem: res.Problem}
+	c := Counts{Accounted: b.accounted, Duplicate: b.dupes, Malformed: res.Malformed + b.invalid, Oversized: res.Oversized,
+		Unrecognized: res.Unrecognized, Skipped: res.Skipped, Problem: res.Problem}
 	if c.Problem == nil && b.invalid > 0 {
 		c.Problem = ErrInvalidUTF8
 	}
@@ -118,6 +124,8 @@ func (b *batch) finish(res audit.Result) {
 	b.m.duplicate.Add(float64(b.dupes))
 	b.m.malformed.Add(float64(res.Malformed + b.invalid))
 	b.m.oversized.Add(float64(res.Oversized))
+	b.m.unrecognized.Add(float64(res.Unrecognized))
+	b.m.skipped.Add(float64(res.Skipped))
 	b.m.bytes.Add(float64(res.Bytes))
 	if b.newest > 0 {
 		b.m.observeNewest(b.newest)

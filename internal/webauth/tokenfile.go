@@ -60,13 +60,25 @@ func (t *TokenFile) reload(now time.Time, force bool) error {
 
 // Allow reports whether r carries the current token. If the file cannot be
 // re-read, the last good token stays in force.
+//
+// The scheme is matched case-insensitively ("bearer", "BEARER"): RFC 7235
+// §2.1 makes auth-scheme names case-insensitive.
 func (t *TokenFile) Allow(r *http.Request) bool {
-	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || tok == "" {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return false
 	}
-	got := sha256.Sum256([]byte(tok))
+	return t.AllowKey(strings.TrimLeft(tok, " "))
+}
+
+// AllowKey reports whether key is the current token: for senders that carry
+// it in a header of their own (Kinesis Data Firehose's
+// X-Amz-Firehose-Access-Key).
+func (t *TokenFile) AllowKey(key string) bool {
+	if key == "" {
+		return false
+	}
+	got := sha256.Sum256([]byte(key))
 	t.mu.Lock()
 	_ = t.reload(time.Now(), false)
 	want := t.sum

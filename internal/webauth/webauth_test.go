@@ -32,7 +32,8 @@ func TestTokenFile(t *testing.T) {
 	}
 	for header, want := range map[string]bool{
 		"Bearer s3cret": true, "": false, "Bearer ": false, "Bearer s3cre": false, "Bearer s3cret-and-more": false,
-		"bearer s3cret": false, "Basic czNjcmV0": false, "s3cret": false,
+		"bearer s3cret": true, "BEARER s3cret": true, "Bearer  s3cret": true, "Basic czNjcmV0": false, "s3cret": false,
+		"Bearers3cret": false, "Bearer s3cret ": false,
 	} {
 		if got := allow(header); got != want {
 			t.Errorf("Authorization %q: allowed %v, want %v", header, got, want)
