@@ -206,7 +206,9 @@ func (a *Analyzer) readDocument(name string, r io.Reader, in *InputSummary) erro
 }
 
 func (a *Analyzer) countResult(res audit.Result) {
-	a.counts.Malformed += res.Malformed
+	// An object that is neither an event nor a known envelope is counted
+	// with the malformed: the report says which in its problem lines.
+	a.counts.Malformed += res.Malformed + res.Unrecognized
 	a.counts.Oversized += res.Oversized
 	a.counts.NotAudit += res.Skipped
 }
@@ -229,5 +231,5 @@ func (a *Analyzer) reportResult(name string, line int64, res audit.Result, lineM
 		}
 	}
 	a.problem(name, line, reasonOf(res.Problem, lineMode))
-	a.problems += max(0, res.Malformed+res.Oversized-1)
+	a.problems += max(0, res.Malformed+res.Oversized+res.Unrecognized-1)
 }

@@ -1,6 +1,8 @@
 package ingest
 
 import (
+	"errors"
+
 	"github.com/herd-k8s/herd/exporter/audit"
 )
 
@@ -28,6 +30,8 @@ func (s *LineSink) Line(line []byte) error {
 	case err == nil:
 	case isOversized(err):
 		res.Oversized = 1
+	case errors.Is(err, audit.ErrUnrecognized):
+		res.Unrecognized = 1
 	default:
 		res.Malformed = 1
 	}

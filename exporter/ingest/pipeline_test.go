@@ -2,6 +2,7 @@ package ingest_test
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -87,5 +88,39 @@ func TestAccountBody(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(20, func() { _, _ = p.AccountBody(&d, ingest.SourceWebhook, body) }); n > 0 {
 		t.Errorf("AccountBody of a known (duplicate) 400-event batch: %v allocs", n)
+	}
+}
+
+// TestReusedAuditIDRelists reproduces issue 16.2 in the exporter: a client
+// sending one Audit-ID on every request makes 8 WatchList relists, each
+// audited at ResponseStarted and ResponseComplete in separate batches;
+// herd counts 8 relists (before: 1, every later ResponseStarted taken for a
+// stage of the first request), and a re-sent batch is still all duplicates.
+func TestReusedAuditIDRelists(t *testing.T) {
+	a := newAudit(t, nil)
+	event := func(stage string, i int) string {
+		return fmt.Sprintf(`{"auditID":"constant-audit-id","stage":%q,"verb":"watch",`+
+			`"requestURI":"/api/v1/pods?fieldSelector=spec.nodeName%%3Dnode-1\u0026sendInitialEvents=true\u0026resourceVersionMatch=NotOlderThan\u0026watch=true",`+
+			`"user":{"username":"system:node:node-1","groups":["system:nodes","system:authenticated"]},"sourceIPs":["10.0.0.1"],`+
+			`"userAgent":"kubelet/v1.36.3 (linux/amd64) kubernetes/herdsim","objectRef":{"resource":"pods","apiVersion":"v1"},"responseStatus":{"code":200},`+
+			`"requestReceivedTimestamp":"2026-11-23T08:%02d:00.000100Z","stageTimestamp":"2026-11-23T08:%02d:0%d.000000Z"}`, stage, i, i, map[string]int{"ResponseStarted": 0, "ResponseComplete": 9}[stage])
+	}
+	var batches []string
+	for i := 0; i < 8; i++ {
+		batches = append(batches, list(event("ResponseStarted", i)), list(event("ResponseComplete", i)))
+	}
+	for _, b := range batches {
+		if code, msg := post(t, a.AuditHandler(), b); code != 200 {
+			t.Fatalf("%d %s", code, msg)
+		}
+	}
+	for _, b := range batches[:4] {
+		if code, msg := post(t, a.AuditHandler(), b); code != 200 || parseReply(t, msg).Duplicate != 1 {
+			t.Fatalf("re-sent: %d %s", code, msg)
+		}
+	}
+	got := herdSeries(t, a)
+	if r := sumOf(got, "herd_relists_total", "client=kubelet"); r != 8 {
+		t.Errorf("%v kubelet relists, want 8: %v", r, got)
 	}
 }
