@@ -331,7 +331,8 @@ func (p *printer) consistency() {
 			x.Role, x.Client, resourceCell(x.Resource), x.Relists, x.Cache, x.Exact, x.Consistent, x.Pages))
 	}
 	p.table("ROLE\tCLIENT\tRESOURCE\tRELISTS\tCACHE\tEXACT\tCONSISTENT\tPAGES", rows)
-	p.printf("consistent relists skip the watch cache: each is a quorum read from etcd. Clients should list with\n" +
+	p.printf("consistent = no resourceVersion: since 1.31 served from the watch cache once it has caught up with\n" +
+		"etcd, from etcd when it cannot; the cost is the LIST's shape and size. Clients should still list with\n" +
 		"resourceVersion=0 or use WatchList (sendInitialEvents=true).\n")
 }
 

@@ -30,7 +30,7 @@
             annotations: {
               summary: '{{ $labels.client }} is in a relist storm on {{ $labels.resource }}.',
               description: ('{{ $labels.client }} ({{ $labels.role }}) has been relisting {{ $labels.resource }} at {{ $value | printf "%%.1f" }}/s across the cluster for %(relistStormFor)s, '
-                            + 'more than %(relistStormBaselineFactor)g times its usual rate, with many instances in a relist loop: every LIST costs the apiserver memory and, when consistent, an etcd read (incident 002). '
+                            + 'more than %(relistStormBaselineFactor)g times its usual rate, with many instances in a relist loop: every LIST costs the apiserver memory in proportion to the objects it returns, and an etcd read when the watch cache cannot serve it (incident 002). '
                             + "Find the instances and their nodes with `curl -s '%(herdExporterURL)s/debug/clients?role={{ $labels.role }}&client={{ $labels.client }}&limit=20'` "
                             + 'and the consistency mix with `herd:relists:rate%(rateWindow)s{client="{{ $labels.client }}", resource="{{ $labels.resource }}"}`. '
                             + 'The responder isolates these LISTs with API Priority and Fairness: `kubectl get flowschemas -l app.kubernetes.io/managed-by=herd`.') % c,

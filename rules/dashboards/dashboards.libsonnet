@@ -105,10 +105,10 @@ local p = import 'panels.libsonnet';
             p.timeseries('Relist rate by client and resource', 'Relists per second (a list without continue, or a WatchList watch) by client and resource, summed over replicas. A storm shows as one client on one resource rising by orders of magnitude (HerdRelistStorm).', [
               ts('sum by (client, resource) (rate(herd_relists_total{%(exp)s}[$__rate_interval]))', '{{client}} {{resource}}'),
             ], unit='reqps'),
-            p.timeseries('Consistency mix', 'Share of relists by consistency: cache (served from the watch cache), exact (resourceVersionMatch=Exact) and consistent (no resourceVersion: a quorum read that bypasses the watch cache and goes to etcd).', [
+            p.timeseries('Consistency mix', 'Share of relists by consistency: cache (served from the watch cache), exact (resourceVersionMatch=Exact) and consistent (no resourceVersion: since 1.31 served from the watch cache once it has caught up with etcd, from etcd when the cache cannot serve it).', [
               ts('sum by (consistency) (rate(herd_relists_total{%(exp)s}[$__rate_interval]))', '{{consistency}}'),
             ], unit='reqps', stack='percent', legendCalcs=['mean', 'lastNotNull']),
-            p.timeseries('Consistent (quorum) relists by client', 'Relists with no resourceVersion, which bypass the watch cache and read from etcd: the most expensive kind.', [
+            p.timeseries('Consistent relists by client', 'Relists with no resourceVersion. Since 1.31 (ConsistentListFromCache) the watch cache serves them once it has caught up with etcd; they reach etcd when it cannot (before 1.31, the cache not ready, an unsupported selector).', [
               ts('sum by (client, resource) (rate(herd_relists_total{%(exp)s, consistency="consistent"}[$__rate_interval]))', '{{client}} {{resource}}'),
             ], unit='reqps', w=8),
             p.timeseries('Relisting instances', 'Instances with at least accounting.relistThreshold relists of the resource in the window, by client and resource, summed over replicas (an instance split across replicas may be under- or over-counted, docs/scaling.md).', [

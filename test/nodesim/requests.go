@@ -59,7 +59,7 @@ func (r Result) String() string {
 }
 
 // ListOptions are the query parameters of a LIST. Empty fields are not sent,
-// so the zero value is a consistent (quorum) read of the whole collection.
+// so the zero value is a consistent read of the whole collection.
 type ListOptions struct {
 	ResourceVersion      string
 	ResourceVersionMatch string
@@ -105,7 +105,7 @@ func (c *Client) ListCache(ctx context.Context, r Resource) (Result, error) {
 	return c.List(ctx, r, ListOptions{ResourceVersion: "0"})
 }
 
-// ListConsistent is a LIST with no resourceVersion: a consistent (quorum)
+// ListConsistent is a LIST with no resourceVersion: a consistent
 // read, the expensive kind — straight from etcd before 1.31, from the watch
 // cache after an etcd progress check since (consistency "consistent").
 func (c *Client) ListConsistent(ctx context.Context, r Resource) (Result, error) {
