@@ -270,7 +270,11 @@ func (a *Analyzer) ReadFile(path string) error {
 func (a *Analyzer) Read(name string, r io.Reader) error {
 	in := InputSummary{Name: name}
 	before := a.counts
-	err := a.read(name, r, &in)
+	hint := int64(-1)
+	if h, ok := r.(interface{ SizeHint() int64 }); ok {
+		hint = h.SizeHint()
+	}
+	err := a.read(name, r, &in, hint)
 	in.Events = a.counts.Read - before.Read
 	in.Malformed = a.counts.Malformed - before.Malformed
 	in.Oversized = a.counts.Oversized - before.Oversized

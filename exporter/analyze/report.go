@@ -278,7 +278,7 @@ func (a *Analyzer) Report() *Report {
 	clients := a.ledger.ClientsAt(now, accounting.ClientFilter{})
 	snap := a.ledger.SnapshotAt(now)
 
-	r.Roles = roleTotals(clients)
+	r.Roles = roleTotals(clients, snap)
 	listed := func(role string) bool { return a.opts.IncludeOther || role != classify.RoleOther.String() }
 
 	var (
@@ -477,7 +477,11 @@ var nodeName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a
 
 func validNodeName(s string) bool { return len(s) <= 253 && s != "unknown" && nodeName.MatchString(s) }
 
-func roleTotals(clients []accounting.ClientView) []RoleTotals {
+// roleTotals sums each role. The counts come from the ledger's per-client
+// counters, which are never evicted, so they stay exact when the instance
+// table overflows (issue 16.9: summing instances showed 25,000 of 500,000
+// requests); only Instances counts the instances still held.
+func roleTotals(clients []accounting.ClientView, snap accounting.Snapshot) []RoleTotals {
 	order := []classify.Role{classify.RoleKubelet, classify.RoleKubeProxy, classify.RoleCNI, classify.RoleMetricsServer, classify.RoleOther}
 	out := make([]RoleTotals, len(order))
 	idx := map[string]int{}
@@ -485,16 +489,31 @@ func roleTotals(clients []accounting.ClientView) []RoleTotals {
 		out[i].Role = role.String()
 		idx[role.String()] = i
 	}
-	for _, c := range clients {
-		t := &out[idx[c.Role]]
-		t.Instances++
-		t.Requests += c.Requests
-		t.Errors += c.Errors
-		t.TokenReviews += c.TokenReviews
-		for _, s := range c.Resources {
-			t.Relists += s.Relists
-			t.TooLarge += s.TooLarge
+	at := func(role string) *RoleTotals {
+		i, ok := idx[role]
+		if !ok {
+			i = idx[classify.RoleOther.String()]
 		}
+		return &out[i]
+	}
+	for _, c := range clients {
+		at(c.Role).Instances++
+	}
+	for _, rc := range snap.Requests {
+		t := at(rc.Role)
+		t.Requests += rc.Value
+		if rc.Code >= 400 {
+			t.Errors += rc.Value
+		}
+	}
+	for _, rc := range snap.Relists {
+		at(rc.Role).Relists += rc.Value
+	}
+	for _, sc := range snap.TooLarge {
+		at(sc.Role).TooLarge += sc.Value
+	}
+	for _, cc := range snap.TokenReviews {
+		at(cc.Role).TokenReviews += cc.Value
 	}
 	return out
 }

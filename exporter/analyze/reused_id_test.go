@@ -1,9 +1,17 @@
 package analyze
 
 import (
+	"bufio"
 	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/herd-k8s/herd/exporter/config"
 )
 
 // TestReusedAuditID reproduces issue 16.2 offline: a kubelet that sends the
@@ -48,5 +56,107 @@ func TestReusedAuditID(t *testing.T) {
 	r, _ = analyzeString(t, Options{}, "twice.log", input+input)
 	if r.Events.Accounted != 616 || r.Events.Duplicate != 616 {
 		t.Errorf("log read twice: %+v, want 616 accounted and 616 duplicate", r.Events)
+	}
+}
+
+// TestRoleTotalsAfterEviction reproduces issue 16.9: with more instances
+// than accounting.maxInstances the ledger evicts the least recently seen,
+// and the ROLE table, which summed the instances still held, showed a
+// fraction of the requests while the notes said per-client totals are
+// exact. The totals come from the per-client counters now.
+func TestRoleTotalsAfterEviction(t *testing.T) {
+	cfg := config.Default()
+	cfg.Accounting.MaxInstances = 100
+	var b strings.Builder
+	const nodes, per = 1000, 5
+	for n := 0; n < nodes; n++ {
+		for i := 0; i < per; i++ {
+			fmt.Fprintf(&b, `{"auditID":"id-%d-%d","stage":"ResponseComplete","verb":"list","requestURI":"/api/v1/pods?resourceVersion=0",`+
+				`"user":{"username":"system:node:node-%d"},"userAgent":"kubelet/v1.36.3","objectRef":{"resource":"pods"},"responseStatus":{"code":200},`+
+				`"requestReceivedTimestamp":"2026-11-23T08:%02d:%02d.%06dZ","stageTimestamp":"2026-11-23T08:%02d:%02d.%06dZ"}`+"\n",
+				n, i, n, i, n%60, n, i, n%60, n)
+		}
+	}
+	r, _ := analyzeString(t, Options{Config: cfg}, "many.log", b.String())
+	var kubelet RoleTotals
+	for _, rt := range r.Roles {
+		if rt.Role == "kubelet" {
+			kubelet = rt
+		}
+	}
+	if kubelet.Requests != nodes*per || kubelet.Relists != nodes*per {
+		t.Errorf("kubelet totals %+v, want %d requests and relists", kubelet, nodes*per)
+	}
+	if kubelet.Instances > 100 {
+		t.Errorf("%d instances held, max 100", kubelet.Instances)
+	}
+	if !strings.Contains(strings.Join(r.Notes, "\n"), "evicted") {
+		t.Errorf("notes %q do not mention the eviction", r.Notes)
+	}
+}
+
+// TestDocumentMemory reproduces issue 16.9's memory item on a smaller
+// scale: a pretty-printed EventList read whole used to peak at about 2.5
+// times its size (io.ReadAll's growth). Read from a file, the buffer is
+// sized from the file (or its gzip trailer) once: the heap grows by little
+// more than the document.
+func TestDocumentMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes a 48 MiB file")
+	}
+	path := filepath.Join(t.TempDir(), "big.json")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := bufio.NewWriter(f)
+	w.WriteString("{\n  \"kind\": \"EventList\",\n  \"apiVersion\": \"audit.k8s.io/v1\",\n  \"items\": [\n")
+	pad := strings.Repeat("x", 4000)
+	n := 0
+	for size := 0; size < 48<<20; n++ {
+		if n > 0 {
+			w.WriteString(",\n")
+		}
+		line := fmt.Sprintf(`    {"auditID":"id-%d","stage":"ResponseComplete","verb":"get","user":{"username":"u"},"objectRef":{"resource":"pods"},"requestObject":{"pad":%q},"stageTimestamp":"2026-11-23T08:00:00Z"}`, n, pad)
+		w.WriteString(line)
+		size += len(line) + 2
+	}
+	w.WriteString("\n  ]\n}\n")
+	w.Flush()
+	f.Close()
+	st, _ := os.Stat(path)
+
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	before := ms.HeapInuse
+	var peak atomic.Uint64
+	done := make(chan struct{})
+	go func() {
+		for {
+			var m runtime.MemStats
+			runtime.ReadMemStats(&m)
+			if m.HeapInuse > peak.Load() {
+				peak.Store(m.HeapInuse)
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	a, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.ReadFile(path)
+	close(done)
+	r := a.Report()
+	if r.Events.Accounted != n || r.Inputs[0].Mode != ModeDocument {
+		t.Fatalf("%+v %+v", r.Events, r.Inputs)
+	}
+	if grew := peak.Load() - before; grew > uint64(st.Size())*3/2 {
+		t.Errorf("heap grew by %d MiB reading a %d MiB document", grew>>20, st.Size()>>20)
 	}
 }

@@ -208,15 +208,43 @@ func Open(path string) (io.ReadCloser, error) {
 		f.Close()
 		return nil, fmt.Errorf("read audit log %s: %w", name, err)
 	}
+	size := fileSize(f)
 	if !bytes.Equal(magic, gzipMagic) {
-		return &logFile{r: br, c: f, name: name}, nil
+		return &logFile{r: br, c: f, name: name, size: size}, nil
 	}
 	zr, err := gzip.NewReader(br)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("read audit log %s: gzip: %w", name, err)
 	}
-	return &logFile{r: zr, c: f, z: zr, name: name}, nil
+	return &logFile{r: zr, c: f, z: zr, name: name, size: gzipSize(f, size)}, nil
+}
+
+// fileSize is a regular file's size, or -1 (stdin, a pipe).
+func fileSize(f io.ReadCloser) int64 {
+	file, ok := f.(*os.File)
+	if !ok {
+		return -1
+	}
+	st, err := file.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		return -1
+	}
+	return st.Size()
+}
+
+// gzipSize reads a gzip file's ISIZE trailer (the last member's size mod
+// 2^32): a hint only, -1 when it cannot be read.
+func gzipSize(f io.ReadCloser, size int64) int64 {
+	file, ok := f.(*os.File)
+	if !ok || size < 18 {
+		return -1
+	}
+	var b [4]byte
+	if _, err := file.ReadAt(b[:], size-4); err != nil {
+		return -1
+	}
+	return int64(b[0]) | int64(b[1])<<8 | int64(b[2])<<16 | int64(b[3])<<24
 }
 
 // logFile names the file in read errors, so "unexpected EOF" from a
@@ -226,7 +254,13 @@ type logFile struct {
 	c    io.Closer
 	z    *gzip.Reader
 	name string
+	size int64 // decompressed size hint; -1 unknown
 }
+
+// SizeHint is how many bytes the log probably holds once decompressed: the
+// file's size, or a gzip file's trailer; -1 when unknown. A reader of the
+// whole log sizes its buffer by it instead of growing one (issue 16.9).
+func (l *logFile) SizeHint() int64 { return l.size }
 
 func (l *logFile) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
