@@ -311,7 +311,7 @@ func (a *Analyzer) event(e *audit.Event) {
 	// and never moves the span.
 	// The request's own timestamp is part of the dedup key: a client that
 	// sends the same Audit-ID on every request is not one request.
-	reqTS := e.RequestTimestamp()
+	reqTS := e.RequestKey()
 	ts := e.StageTimestampNanos
 	if ts <= 0 {
 		a.counts.Untimed++

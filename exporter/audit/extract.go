@@ -2,6 +2,8 @@ package audit
 
 import (
 	"bytes"
+	"encoding/binary"
+	"math/bits"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -100,6 +102,13 @@ func scanStringField(b []byte, i int, dst *rawStr) (int, *scanError) {
 	return end, nil
 }
 
+const (
+	swarLo        = 0x0101010101010101
+	swarHi        = 0x8080808080808080
+	swarQuote     = swarLo * '"'
+	swarBackslash = swarLo * '\\'
+)
+
 // scanKeyFast reads `"key" :` at b[i] like scanKey, with a byte loop (keys
 // are short, so a loop beats IndexByte's call), and reports whether the key
 // holds a backslash.
@@ -108,6 +117,19 @@ func scanKeyFast(b []byte, i int) (key []byte, next int, esc bool, err *scanErro
 		return nil, 0, false, unexpected(b, i, "looking for beginning of object key string")
 	}
 	j := i + 1
+	// Eight bytes at a time to the first quote or backslash (SWAR: a
+	// byte of w^pattern is zero exactly where w has that byte; the lowest
+	// flagged byte is exact), then byte by byte through escapes. Keys are
+	// 4–30 bytes; this halves the decoder's most frequent loop.
+	for j+8 <= len(b) {
+		w := binary.LittleEndian.Uint64(b[j:])
+		q, bs := w^swarQuote, w^swarBackslash
+		if m := ((q - swarLo) &^ q | (bs - swarLo) &^ bs) & swarHi; m != 0 {
+			j += bits.TrailingZeros64(m) >> 3
+			break
+		}
+		j += 8
+	}
 	for ; j < len(b); j++ {
 		c := b[j]
 		if c == '"' {
@@ -505,6 +527,18 @@ func walkSourceIPs(b []byte, i, depth int, ev *rawEvent) (int, *scanError) {
 	if j < len(b) && b[j] == ']' {
 		return j + 1, nil
 	}
+	if j < len(b) && b[j] == '"' {
+		// The usual case, one address: no loop.
+		end, err := scanStringField(b, j, &ev.sourceTail[0])
+		if err != nil {
+			return 0, err
+		}
+		if k := skipWS(b, end); k < len(b) && b[k] == ']' {
+			ev.sourceIP, ev.nSource = ev.sourceTail[0], 1
+			return k + 1, nil
+		}
+		ev.sourceTail[0] = rawStr{}
+	}
 	for idx := 0; ; idx++ {
 		var err *scanError
 		if j < len(b) && b[j] == '"' {
@@ -561,13 +595,19 @@ func walkGroups(b []byte, i, depth int, ev *rawEvent) (int, *scanError) {
 	for {
 		var err *scanError
 		if j < len(b) && b[j] == '"' {
-			var g rawStr
-			if j, err = scanStringField(b, j, &g); err != nil {
+			start := j + 1
+			if j, err = skipString(b, start); err != nil {
 				return 0, err
 			}
-			var gb [64]byte
-			if bytes.Equal(keyName64(g.b, g.esc, &gb), groupUnauthenticated) {
-				ev.unauthGroup = true
+			g := b[start : j-1]
+			switch {
+			case len(g) == len(groupUnauthenticated):
+				// system:serviceaccounts has the same length: tell them
+				// apart by the byte after "system:" before comparing.
+				ev.unauthGroup = ev.unauthGroup || g[7] == 'u' && bytes.Equal(g, groupUnauthenticated)
+			case len(g) > len(groupUnauthenticated) && len(g) <= 64 && hasBackslash(g):
+				var gb [64]byte
+				ev.unauthGroup = ev.unauthGroup || bytes.Equal(unescapeJSON(gb[:0], g), groupUnauthenticated)
 			}
 		} else if j, err = skipValue(b, j, depth+1); err != nil {
 			return 0, err
@@ -579,30 +619,78 @@ func walkGroups(b []byte, i, depth int, ev *rawEvent) (int, *scanError) {
 }
 
 // walkExtra reads user.extra (the object at b[i]) and keeps the first value
-// of authentication.kubernetes.io/node-name. Its first occurrence wins.
+// of authentication.kubernetes.io/node-name. Its first occurrence wins. Keys
+// of another length are passed over without a comparison: this runs for
+// every event, and most carry only a credential-id.
 func walkExtra(b []byte, i, depth int, ev *rawEvent) (int, *scanError) {
-	return walkObject(b, i, depth, func(key []byte, esc bool, b []byte, i int) (int, bool, *scanError) {
-		var kb [64]byte
-		if ev.nodeName.set || b[i] != '[' || !bytes.Equal(keyName64(key, esc, &kb), extraNodeName) {
-			return i, false, nil
+	if depth >= maxDepth {
+		return 0, &scanError{off: i, msg: "nesting deeper than " + itoa(maxDepth) + " levels"}
+	}
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1, nil
+	}
+	for {
+		// scanKey finds the key's end with IndexByte: extra's keys are long
+		// (authentication.kubernetes.io/credential-id), where a byte loop
+		// costs more than the vector search.
+		key, next, err := scanKey(b, i)
+		if err != nil {
+			return 0, err
 		}
-		j := skipWS(b, i+1)
-		if j < len(b) && b[j] == '"' {
-			var err *scanError
-			if j, err = scanStringField(b, j, &ev.nodeName); err != nil {
-				return 0, false, err
-			}
-			if j, err = nextElement(b, j); err != nil {
-				return 0, false, err
-			}
-			if j < 0 {
-				return -j, true, nil
-			}
-			end, err := skipRest(b, j, depth+1)
-			return end, true, err
+		i = skipWS(b, next)
+		if i >= len(b) {
+			return 0, unexpected(b, i, "looking for beginning of value")
 		}
-		return i, false, nil // an empty list, or not strings: skipped and validated by the caller
-	})
+		handled := false
+		if !ev.nodeName.set && b[i] == '[' && (len(key) == len(extraNodeName) || len(key) > len(extraNodeName) && hasBackslash(key)) {
+			esc := hasBackslash(key)
+			var kb [64]byte
+			if bytes.Equal(keyName64(key, esc, &kb), extraNodeName) {
+				if j := skipWS(b, i+1); j < len(b) && b[j] == '"' {
+					if j, err = scanStringField(b, j, &ev.nodeName); err != nil {
+						return 0, err
+					}
+					if j, err = nextElement(b, j); err != nil {
+						return 0, err
+					}
+					if j < 0 {
+						i = -j
+					} else if i, err = skipRest(b, j, depth+2); err != nil {
+						return 0, err
+					}
+					handled = true
+				}
+			}
+		}
+		if !handled {
+			if i, err = skipValue(b, i, depth+1); err != nil {
+				return 0, err
+			}
+		}
+		if i, err = nextMember(b, i); err != nil || i < 0 {
+			return -i, err
+		}
+	}
+}
+
+func hasBackslash(b []byte) bool { return bytes.IndexByte(b, '\\') >= 0 }
+
+// nextMember reads what follows an object member at b[i]: for a ',' it
+// returns the start of the next key; for the closing '}' minus the index
+// past it.
+func nextMember(b []byte, i int) (int, *scanError) {
+	i = skipWS(b, i)
+	if i >= len(b) {
+		return 0, unexpected(b, i, "after object member")
+	}
+	switch b[i] {
+	case ',':
+		return skipWS(b, i+1), nil
+	case '}':
+		return -(i + 1), nil
+	}
+	return 0, unexpected(b, i, "after object member")
 }
 
 // skipRest validates the remaining elements of an array whose first element
@@ -621,40 +709,75 @@ func skipRest(b []byte, i, depth int) (int, *scanError) {
 }
 
 // walkAnnotations reads the annotations object at b[i] and parses the
-// apiserver.latency.k8s.io/* values into ev.latency.
+// apiserver.latency.k8s.io/* values into ev.latency. Other annotations
+// (authorization decisions, mostly) are passed over with one prefix check.
 func walkAnnotations(b []byte, i, depth int, ev *rawEvent) (int, *scanError) {
-	return walkObject(b, i, depth, func(key []byte, esc bool, b []byte, i int) (int, bool, *scanError) {
-		if b[i] != '"' {
-			return i, false, nil
-		}
-		if !bytes.HasPrefix(key, latencyPrefix) && !esc {
-			end, err := skipString(b, i+1)
-			return end, true, err
-		}
-		var kb [64]byte
-		k := keyName64(key, esc, &kb)
-		if !bytes.HasPrefix(k, latencyPrefix) {
-			return i, false, nil
-		}
-		var v rawStr
-		end, err := scanStringField(b, i, &v)
+	if depth >= maxDepth {
+		return 0, &scanError{off: i, msg: "nesting deeper than " + itoa(maxDepth) + " levels"}
+	}
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1, nil
+	}
+	for {
+		key, next, err := scanKey(b, i)
 		if err != nil {
-			return 0, false, err
+			return 0, err
 		}
-		p := latencyPhase(k[len(latencyPrefix):])
-		if p < NumLatencyPhases && ev.latency[p] == 0 {
-			val := v.b
-			var vb [64]byte
-			if v.esc {
-				if len(v.b) > len(vb) {
-					return end, true, nil
-				}
-				val = unescapeJSON(vb[:0], v.b)
+		i = skipWS(b, next)
+		if i >= len(b) {
+			return 0, unexpected(b, i, "looking for beginning of value")
+		}
+		switch {
+		case b[i] != '"':
+			if i, err = skipValue(b, i, depth+1); err != nil {
+				return 0, err
 			}
-			ev.latency[p] = parseDuration(val)
+		case bytes.HasPrefix(key, latencyPrefix):
+			if i, err = latencyMember(b, i, key, false, ev); err != nil {
+				return 0, err
+			}
+		case hasBackslash(key):
+			if i, err = latencyMember(b, i, key, true, ev); err != nil {
+				return 0, err
+			}
+		default:
+			if i, err = skipString(b, i+1); err != nil {
+				return 0, err
+			}
 		}
-		return end, true, nil
-	})
+		if i, err = nextMember(b, i); err != nil || i < 0 {
+			return -i, err
+		}
+	}
+}
+
+// latencyMember reads the string value at b[i] of annotation key and, when
+// it is a latency phase herd knows (first occurrence), parses it.
+func latencyMember(b []byte, i int, key []byte, esc bool, ev *rawEvent) (int, *scanError) {
+	var v rawStr
+	end, err := scanStringField(b, i, &v)
+	if err != nil {
+		return 0, err
+	}
+	var kb [64]byte
+	k := keyName64(key, esc, &kb)
+	if !bytes.HasPrefix(k, latencyPrefix) {
+		return end, nil
+	}
+	p := latencyPhase(k[len(latencyPrefix):])
+	if p < NumLatencyPhases && ev.latency[p] == 0 {
+		val := v.b
+		var vb [64]byte
+		if v.esc {
+			if len(v.b) > len(vb) {
+				return end, nil
+			}
+			val = unescapeJSON(vb[:0], v.b)
+		}
+		ev.latency[p] = parseDuration(val)
+	}
+	return end, nil
 }
 
 // latencyPhase maps an annotation key's suffix to its phase;
@@ -675,50 +798,6 @@ func keyName64(key []byte, esc bool, buf *[64]byte) []byte {
 		return key
 	}
 	return unescapeJSON(buf[:0], key)
-}
-
-// walkObject validates the object at b[i], enclosed by depth containers, and
-// offers each member's value to member, which either consumes it (returning
-// the index past it and true) or leaves it to be skipped.
-func walkObject(b []byte, i, depth int, member func(key []byte, esc bool, b []byte, i int) (int, bool, *scanError)) (int, *scanError) {
-	if depth >= maxDepth {
-		return 0, &scanError{off: i, msg: "nesting deeper than " + itoa(maxDepth) + " levels"}
-	}
-	i = skipWS(b, i+1)
-	if i < len(b) && b[i] == '}' {
-		return i + 1, nil
-	}
-	for {
-		key, next, esc, err := scanKeyFast(b, i)
-		if err != nil {
-			return 0, err
-		}
-		i = skipWS(b, next)
-		if i >= len(b) {
-			return 0, unexpected(b, i, "looking for beginning of value")
-		}
-		end, handled, err := member(key, esc, b, i)
-		if err != nil {
-			return 0, err
-		}
-		if !handled {
-			if end, err = skipValue(b, i, depth+1); err != nil {
-				return 0, err
-			}
-		}
-		i = skipWS(b, end)
-		if i >= len(b) {
-			return 0, unexpected(b, i, "after object member")
-		}
-		if b[i] == ',' {
-			i = skipWS(b, i+1)
-			continue
-		}
-		if b[i] == '}' {
-			return i + 1, nil
-		}
-		return 0, unexpected(b, i, "after object member")
-	}
 }
 
 // parseDuration parses a Go time.Duration.String() value ("1.5s",
@@ -891,8 +970,10 @@ func (d *Decoder) finish(raw *rawEvent, size int, at loc, fn func(*Event)) {
 		}
 		ev.NumSourceIPTail = k
 	}
-	ev.Latency = raw.latency
-	ev.RequestReceivedNanos = parseTimestamp(d.str(&raw.reqTS))
+	if raw.seen&fAnnotations != 0 && raw.latency != ([NumLatencyPhases]int64{}) {
+		ev.Latency = raw.latency
+	}
+	ev.RequestReceived = d.str(&raw.reqTS)
 	ev.Resource = d.str(&raw.resource)
 	ev.Subresource = d.str(&raw.subresource)
 	ev.APIGroup = d.str(&raw.apiGroup)

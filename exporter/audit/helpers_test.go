@@ -43,7 +43,7 @@ func own(ev *Event) rec {
 		Continue:          ev.Query.Continue, SendInitialEvents: ev.Query.SendInitialEvents, Limit: ev.Query.Limit,
 		SourceIPTail:    tailString(ev),
 		Unauthenticated: ev.Unauthenticated, NodeNameExtra: string(ev.NodeNameExtra), Latency: ev.Latency,
-		RequestReceived: ev.RequestReceivedNanos, FieldSelectorName: string(ev.Query.FieldSelectorName),
+		RequestReceived: ev.RequestReceivedNanos(), FieldSelectorName: string(ev.Query.FieldSelectorName),
 		OtherFieldSelector: ev.Query.OtherFieldSelector, LabelSelect: ev.Query.LabelSelector,
 	}
 }

@@ -77,6 +77,16 @@ func parseQuery(q *Query, uri []byte, resource []byte, scratch *[]byte) {
 		if seen&bit != 0 {
 			continue
 		}
+		if bit == seenLS {
+			// Only whether a label selector was sent matters: validate its
+			// escapes (a pair with broken ones is dropped, as net/url
+			// drops it) without decoding them.
+			if validEscapes(val) {
+				seen |= bit
+				q.LabelSelector = len(val) > 0
+			}
+			continue
+		}
 		if needsUnescape(val) {
 			start := len(*scratch)
 			s, ok := unescapeQuery(*scratch, val)
@@ -100,12 +110,30 @@ func parseQuery(q *Query, uri []byte, resource []byte, scratch *[]byte) {
 			q.Limit = parseLimit(val)
 		case seenFS:
 			fieldSelector = val
-		case seenLS:
-			q.LabelSelector = len(val) > 0
 		}
 	}
 	if len(fieldSelector) > 0 {
 		parseFieldSelector(q, fieldSelector, bytes.Equal(resource, []byte("nodes")), scratch)
+	}
+}
+
+// validEscapes reports whether every '%' in b starts a valid %XX escape.
+func validEscapes(b []byte) bool {
+	for {
+		i := bytes.IndexByte(b, '%')
+		if i < 0 {
+			return true
+		}
+		if i+2 >= len(b) {
+			return false
+		}
+		if _, ok := unhex(b[i+1]); !ok {
+			return false
+		}
+		if _, ok := unhex(b[i+2]); !ok {
+			return false
+		}
+		b = b[i+3:]
 	}
 }
 

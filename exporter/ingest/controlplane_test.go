@@ -124,7 +124,7 @@ func TestRealAPIServerTrustFields(t *testing.T) {
 				}
 			case string(e.AuditID) == "constant-audit-id" && e.Stage == audit.StageResponseStarted:
 				watchStarts++
-				if !e.Query.SendInitialEvents || e.RequestReceivedNanos == 0 {
+				if !e.Query.SendInitialEvents || e.RequestReceivedNanos() == 0 {
 					t.Errorf("WatchList event: %+v", e.Query)
 				}
 			}

@@ -21,7 +21,7 @@ import (
 // event from a new request that reuses the ID: a client sending a constant
 // Audit-ID would otherwise be counted once per window, however hard it
 // relists (issue 16). The key therefore includes the request's own
-// timestamp, audit.Event.RequestTimestamp: requestReceivedTimestamp, which
+// timestamp, audit.Event.RequestKey: requestReceivedTimestamp, which
 // the apiserver sets (to the microsecond) and repeats on every stage of the
 // request and on every re-send, and which two requests share only if they
 // arrive at the same apiserver in the same microsecond. Has, the ledger's
@@ -98,10 +98,10 @@ func NewDedup(ttl time.Duration, max int) *Dedup {
 // key is the slot value for an event; h chooses the slot. Both stages of
 // one request hash alike but for the stage bits, so they land in the same
 // place: Has after SeenAt finds the line in the cache.
-func (d *Dedup) key(auditID []byte, stage audit.Stage, reqTS int64) (h, key uint64) {
+func (d *Dedup) key(auditID []byte, stage audit.Stage, reqTS uint64) (h, key uint64) {
 	h = maphash.Bytes(d.seed, auditID)
 	if reqTS != 0 {
-		h = mix64(h ^ uint64(reqTS)*0x9e3779b97f4a7c15)
+		h = mix64(h ^ reqTS)
 	}
 	return h, (h|1)<<stageBits | uint64(stage&stageMask) // never 0: a slot with an entry is never empty
 }
@@ -123,10 +123,10 @@ func (d *Dedup) Seen(auditID []byte, stage audit.Stage, now time.Time) bool {
 }
 
 // SeenAt records the event (auditID, stage, reqTS: its
-// audit.Event.RequestTimestamp, Unix ns, 0 when absent) and reports whether
+// audit.Event.RequestKey, 0 when it has no timestamp) and reports whether
 // it was seen before. The same auditID with another timestamp is a new
 // request reusing the ID, not a duplicate.
-func (d *Dedup) SeenAt(auditID []byte, stage audit.Stage, reqTS int64, now time.Time) bool {
+func (d *Dedup) SeenAt(auditID []byte, stage audit.Stage, reqTS uint64, now time.Time) bool {
 	h, key := d.key(auditID, stage, reqTS)
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -153,7 +153,7 @@ func (d *Dedup) SeenAt(auditID []byte, stage audit.Stage, reqTS int64, now time.
 // Has reports whether the event (auditID, stage, reqTS) was seen, without
 // recording it: the ledger asks it whether another stage of the same request
 // came first.
-func (d *Dedup) Has(auditID []byte, stage audit.Stage, reqTS int64) bool {
+func (d *Dedup) Has(auditID []byte, stage audit.Stage, reqTS uint64) bool {
 	h, key := d.key(auditID, stage, reqTS)
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -167,7 +167,7 @@ func (d *Dedup) Has(auditID []byte, stage audit.Stage, reqTS int64) bool {
 // HasStage is Has for an event's other stage: the form the ledger's stage
 // lookup takes (accounting.Ledger.SetStageLookup).
 func (d *Dedup) HasStage(e *audit.Event, stage audit.Stage) bool {
-	return d.Has(e.AuditID, stage, e.RequestTimestamp())
+	return d.Has(e.AuditID, stage, e.RequestKey())
 }
 
 // Rotations counts generation changes.

@@ -96,7 +96,7 @@ func TestDedupReusedAuditID(t *testing.T) {
 	}
 	// Eight WatchList relists with one auditID: eight requests.
 	n := 0
-	for i := int64(0); i < 8; i++ {
+	for i := uint64(0); i < 8; i++ {
 		if !d.SeenAt(id, rs, 1000+i, t0) {
 			n++
 		}
@@ -114,8 +114,10 @@ func TestDedupReusedAuditID(t *testing.T) {
 	// A constant auditID does not build one long probe chain: its
 	// requests spread over the table like distinct IDs.
 	d2 := NewDedup(time.Hour, 1<<16)
-	for i := int64(0); i < 30000; i++ {
-		d2.SeenAt(id, rc, 1_700_000_000_000_000_000+i*1000, t0)
+	for i := 0; i < 30000; i++ {
+		// Consecutive microseconds, as the apiserver writes them.
+		e := audit.Event{RequestReceived: fmt.Appendf(nil, "2026-11-23T08:%02d:%02d.%06dZ", i/1_000_000/60, i/1_000_000%60, i%1_000_000)}
+		d2.SeenAt(id, rc, e.RequestKey(), t0)
 	}
 	longest, run := 0, 0
 	for _, s := range d2.cur.slots {
@@ -139,13 +141,13 @@ func TestDedupFull(t *testing.T) {
 	for _, max := range []int{1000, 1 << 16} {
 		d := NewDedup(time.Hour, max)
 		for i := uint64(0); i < 200_000; i++ {
-			if d.SeenAt(uuid(i), audit.StageResponseStarted, int64(i), t0) {
+			if d.SeenAt(uuid(i), audit.StageResponseStarted, uint64(i), t0) {
 				t.Fatalf("max %d: pair %d new but seen", max, i)
 			}
-			if i >= 10 && !d.SeenAt(uuid(i-10), audit.StageResponseStarted, int64(i-10), t0) {
+			if i >= 10 && !d.SeenAt(uuid(i-10), audit.StageResponseStarted, uint64(i-10), t0) {
 				t.Fatalf("max %d: pair %d forgotten ten pairs later", max, i-10)
 			}
-			if i >= 100 && !d.Has(uuid(i-100), audit.StageResponseStarted, int64(i-100)) {
+			if i >= 100 && !d.Has(uuid(i-100), audit.StageResponseStarted, uint64(i-100)) {
 				t.Fatalf("max %d: pair %d forgotten a hundred pairs later", max, i-100)
 			}
 			if n := d.cur.n + d.prev.n; n > max {

@@ -173,7 +173,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, src Source, fh *
 	if size < 0 {
 		size = h.opts.MaxBodyBytes
 	}
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.opts.BodyGrace + time.Duration(size*int64(time.Second)/h.opts.MinBodyRate)))
+	setReadDeadline(w, time.Now().Add(h.opts.BodyGrace+time.Duration(size*int64(time.Second)/h.opts.MinBodyRate)))
 	q := queue{ctx: r.Context(), wait: h.opts.QueueWait}
 	defer q.stop()
 
@@ -380,6 +380,23 @@ func isNDJSON(contentType string) bool {
 }
 
 func isOversized(err error) bool { return errors.Is(err, audit.ErrOversized) }
+
+// setReadDeadline is http.ResponseController's SetReadDeadline without its
+// allocation per request: net/http's response has the method, and wrappers
+// expose what they wrap with Unwrap. Writers without it (tests) are left be.
+func setReadDeadline(w http.ResponseWriter, t time.Time) {
+	for {
+		switch x := w.(type) {
+		case interface{ SetReadDeadline(time.Time) error }:
+			_ = x.SetReadDeadline(t)
+			return
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = x.Unwrap()
+		default:
+			return
+		}
+	}
+}
 
 // logLimiter lets one warning through per interval, so a misconfigured
 // shipper sending thousands of unrecognised bodies a minute logs once.

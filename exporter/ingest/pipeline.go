@@ -98,7 +98,7 @@ func (b *batch) event(e *audit.Event) {
 		b.invalid++
 		return
 	}
-	if b.p.dedup.SeenAt(e.AuditID, e.Stage, e.RequestTimestamp(), b.now) {
+	if b.p.dedup.SeenAt(e.AuditID, e.Stage, e.RequestKey(), b.now) {
 		b.dupes++
 		return
 	}
