@@ -124,7 +124,7 @@ func scanKeyFast(b []byte, i int) (key []byte, next int, esc bool, err *scanErro
 	for j+8 <= len(b) {
 		w := binary.LittleEndian.Uint64(b[j:])
 		q, bs := w^swarQuote, w^swarBackslash
-		if m := ((q - swarLo) &^ q | (bs - swarLo) &^ bs) & swarHi; m != 0 {
+		if m := ((q-swarLo)&^q | (bs-swarLo)&^bs) & swarHi; m != 0 {
 			j += bits.TrailingZeros64(m) >> 3
 			break
 		}
