@@ -104,7 +104,10 @@ type Result struct {
 // this whole decoder, because it builds a tree of every annotation and group
 // herd never reads, and it cannot say where an event starts and ends, which
 // the per-event size limit and the error offsets need. fastjson still
-// unwraps the Azure records wrapper, a cold path where its generality pays.
+// unwraps the Azure records wrapper and the managed clusters' envelopes
+// (envelope.go), cold paths where its generality pays; they are entered
+// only for objects without an event's keys, so the apiserver's own batches
+// never reach them.
 type Decoder struct {
 	// MaxEventBytes caps the encoded size of one event (one line in NDJSON);
 	// larger events are counted as oversized: validated on the way past, so
