@@ -724,7 +724,7 @@ func account(t *testing.T, r *loadRun, skipUser string) map[string]uint64 {
 	}
 	ledger := accounting.New(accounting.DefaultConfig(), c, nil)
 	seen := map[string]bool{}
-	ledger.SetStageLookup(func(id []byte, s audit.Stage) bool { return seen[string(id)+"/"+s.String()] })
+	ledger.SetStageLookup(func(e *audit.Event, s audit.Stage) bool { return seen[string(e.AuditID)+"/"+s.String()] })
 	var dec audit.Decoder
 	for _, le := range r.events {
 		_, err := dec.DecodeBody(le.line, func(e *audit.Event) {
