@@ -165,29 +165,36 @@ func (d *Decoder) DecodeBody(body []byte, fn func(*Event)) (Result, error) {
 	d.r = Result{Bytes: int64(len(body))}
 	d.inflated, d.nest = 0, 0
 	b, base := body, int64(0)
-	if bytes.HasPrefix(b, GzipMagic) {
-		// gzip without Content-Encoding (a CloudWatch subscription payload
-		// forwarded as is): recognised by its magic bytes.
-		p, err := d.inflate(b)
-		if err != nil {
-			if errors.Is(err, ErrInflateLimit) {
-				d.r.Oversized++
-				return d.r, fmt.Errorf("decode audit body: %w (limit %d bytes)", err, d.maxInflated())
-			}
-			d.r.Malformed++
-			return d.r, fmt.Errorf("decode audit body: %w: %w", ErrMalformed, err)
-		}
-		b = p
+	b, err := d.gunzipBody(b)
+	if err != nil {
+		return d.r, err
 	}
 	if bytes.HasPrefix(b, utf8BOM) {
 		b, base = b[len(utf8BOM):], base+int64(len(utf8BOM))
 	}
-	err := d.decode(b, base, 1, fn)
-	res := d.r
-	if err != nil {
-		return res, fmt.Errorf("decode audit body: %w", err)
+	if err := d.decode(b, base, 1, fn); err != nil {
+		return d.r, fmt.Errorf("decode audit body: %w", err)
 	}
-	return res, nil
+	return d.r, nil
+}
+
+// gunzipBody decompresses a body that starts with gzip's magic bytes, with
+// or without Content-Encoding (a CloudWatch subscription payload forwarded
+// as is), within MaxInflatedBytes; other bodies are returned as they are.
+func (d *Decoder) gunzipBody(b []byte) ([]byte, error) {
+	if !bytes.HasPrefix(b, GzipMagic) {
+		return b, nil
+	}
+	p, err := d.inflate(b)
+	switch {
+	case errors.Is(err, ErrInflateLimit):
+		d.r.Oversized++
+		return nil, fmt.Errorf("decode audit body: %w (limit %d bytes)", err, d.maxInflated())
+	case err != nil:
+		d.r.Malformed++
+		return nil, fmt.Errorf("decode audit body: %w: %w", ErrMalformed, err)
+	}
+	return p, nil
 }
 
 // DecodeNDJSON decodes a body declared as JSON lines (application/x-ndjson),
@@ -200,17 +207,9 @@ func (d *Decoder) DecodeBody(body []byte, fn func(*Event)) (Result, error) {
 func (d *Decoder) DecodeNDJSON(body []byte, fn func(*Event)) (Result, error) {
 	d.r = Result{Bytes: int64(len(body))}
 	d.inflated, d.nest = 0, 0
-	if bytes.HasPrefix(body, GzipMagic) {
-		p, err := d.inflate(body)
-		if err != nil {
-			if errors.Is(err, ErrInflateLimit) {
-				d.r.Oversized++
-				return d.r, fmt.Errorf("decode audit body: %w (limit %d bytes)", err, d.maxInflated())
-			}
-			d.r.Malformed++
-			return d.r, fmt.Errorf("decode audit body: %w: %w", ErrMalformed, err)
-		}
-		body = p
+	body, err := d.gunzipBody(body)
+	if err != nil {
+		return d.r, err
 	}
 	max := d.maxEventBytes()
 	var firstErr *BodyError

@@ -520,12 +520,9 @@ func parseCode(num []byte) int32 {
 // (the last is the connection's address). Elements that are not strings are
 // validated and passed over.
 func walkSourceIPs(b []byte, i, depth int, ev *rawEvent) (int, *scanError) {
-	if depth >= maxDepth {
-		return 0, &scanError{off: i, msg: "nesting deeper than " + itoa(maxDepth) + " levels"}
-	}
-	j := skipWS(b, i+1)
-	if j < len(b) && b[j] == ']' {
-		return j + 1, nil
+	j, done, err := openArray(b, i, depth)
+	if done || err != nil {
+		return j, err
 	}
 	if j < len(b) && b[j] == '"' {
 		// The usual case, one address: no loop.
@@ -540,7 +537,6 @@ func walkSourceIPs(b []byte, i, depth int, ev *rawEvent) (int, *scanError) {
 		ev.sourceTail[0] = rawStr{}
 	}
 	for idx := 0; ; idx++ {
-		var err *scanError
 		if j < len(b) && b[j] == '"' {
 			r := &ev.sourceTail[ev.nSource%MaxSourceIPTail]
 			if j, err = scanStringField(b, j, r); err != nil {
@@ -585,15 +581,11 @@ var (
 // walkGroups reads user.groups (the array at b[i]) and notes whether it
 // holds system:unauthenticated.
 func walkGroups(b []byte, i, depth int, ev *rawEvent) (int, *scanError) {
-	if depth >= maxDepth {
-		return 0, &scanError{off: i, msg: "nesting deeper than " + itoa(maxDepth) + " levels"}
-	}
-	j := skipWS(b, i+1)
-	if j < len(b) && b[j] == ']' {
-		return j + 1, nil
+	j, done, err := openArray(b, i, depth)
+	if done || err != nil {
+		return j, err
 	}
 	for {
-		var err *scanError
 		if j < len(b) && b[j] == '"' {
 			start := j + 1
 			if j, err = skipString(b, start); err != nil {
@@ -623,24 +615,14 @@ func walkGroups(b []byte, i, depth int, ev *rawEvent) (int, *scanError) {
 // of another length are passed over without a comparison: this runs for
 // every event, and most carry only a credential-id.
 func walkExtra(b []byte, i, depth int, ev *rawEvent) (int, *scanError) {
-	if depth >= maxDepth {
-		return 0, &scanError{off: i, msg: "nesting deeper than " + itoa(maxDepth) + " levels"}
-	}
-	i = skipWS(b, i+1)
-	if i < len(b) && b[i] == '}' {
-		return i + 1, nil
+	i, done, err := openObject(b, i, depth)
+	if done || err != nil {
+		return i, err
 	}
 	for {
-		// scanKey finds the key's end with IndexByte: extra's keys are long
-		// (authentication.kubernetes.io/credential-id), where a byte loop
-		// costs more than the vector search.
-		key, next, err := scanKey(b, i)
-		if err != nil {
+		var key []byte
+		if key, i, err = memberKey(b, i); err != nil {
 			return 0, err
-		}
-		i = skipWS(b, next)
-		if i >= len(b) {
-			return 0, unexpected(b, i, "looking for beginning of value")
 		}
 		handled := false
 		if !ev.nodeName.set && b[i] == '[' && (len(key) == len(extraNodeName) || len(key) > len(extraNodeName) && hasBackslash(key)) {
@@ -672,6 +654,48 @@ func walkExtra(b []byte, i, depth int, ev *rawEvent) (int, *scanError) {
 			return -i, err
 		}
 	}
+}
+
+// openArray checks the depth of the array at b[i] and steps inside it: done
+// is set (with the index past it) when it is empty.
+func openArray(b []byte, i, depth int) (next int, done bool, err *scanError) {
+	if depth >= maxDepth {
+		return 0, true, &scanError{off: i, msg: "nesting deeper than " + itoa(maxDepth) + " levels"}
+	}
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == ']' {
+		return i + 1, true, nil
+	}
+	return i, false, nil
+}
+
+// openObject checks the depth of the object at b[i] and steps inside it:
+// done is set (with the index past it) when it is empty.
+func openObject(b []byte, i, depth int) (next int, done bool, err *scanError) {
+	if depth >= maxDepth {
+		return 0, true, &scanError{off: i, msg: "nesting deeper than " + itoa(maxDepth) + " levels"}
+	}
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1, true, nil
+	}
+	return i, false, nil
+}
+
+// memberKey reads `"key" :` at b[i] and returns the raw key and the start of
+// its value. It finds the key's end with IndexByte (scanKey): the keys of
+// user.extra and annotations are long (authentication.kubernetes.io/
+// credential-id), where a byte loop costs more than the vector search.
+func memberKey(b []byte, i int) ([]byte, int, *scanError) {
+	key, next, err := scanKey(b, i)
+	if err != nil {
+		return nil, 0, err
+	}
+	i = skipWS(b, next)
+	if i >= len(b) {
+		return nil, 0, unexpected(b, i, "looking for beginning of value")
+	}
+	return key, i, nil
 }
 
 func hasBackslash(b []byte) bool { return bytes.IndexByte(b, '\\') >= 0 }
@@ -712,21 +736,14 @@ func skipRest(b []byte, i, depth int) (int, *scanError) {
 // apiserver.latency.k8s.io/* values into ev.latency. Other annotations
 // (authorization decisions, mostly) are passed over with one prefix check.
 func walkAnnotations(b []byte, i, depth int, ev *rawEvent) (int, *scanError) {
-	if depth >= maxDepth {
-		return 0, &scanError{off: i, msg: "nesting deeper than " + itoa(maxDepth) + " levels"}
-	}
-	i = skipWS(b, i+1)
-	if i < len(b) && b[i] == '}' {
-		return i + 1, nil
+	i, done, err := openObject(b, i, depth)
+	if done || err != nil {
+		return i, err
 	}
 	for {
-		key, next, err := scanKey(b, i)
-		if err != nil {
+		var key []byte
+		if key, i, err = memberKey(b, i); err != nil {
 			return 0, err
-		}
-		i = skipWS(b, next)
-		if i >= len(b) {
-			return 0, unexpected(b, i, "looking for beginning of value")
 		}
 		switch {
 		case b[i] != '"':
