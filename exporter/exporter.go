@@ -5,7 +5,6 @@ package exporter
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,6 +32,7 @@ import (
 	"github.com/herd-k8s/herd/exporter/metricsserver"
 	"github.com/herd-k8s/herd/exporter/tail"
 	"github.com/herd-k8s/herd/internal/webauth"
+	"github.com/herd-k8s/herd/internal/webserver"
 )
 
 // Options are the exporter's flags, parsed.
@@ -193,19 +193,15 @@ func (e *Exporter) Handler() http.Handler {
 	if e.apis != nil {
 		mux.Handle("/debug/apiservices", e.apis.DebugHandler())
 	}
-	mux.HandleFunc("/debug/config", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, e.opts.Config) })
+	mux.HandleFunc("/debug/config", func(w http.ResponseWriter, r *http.Request) { webserver.WriteJSON(w, e.opts.Config) })
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", e.readyz)
-	if landing, err := web.NewLandingPage(web.LandingConfig{
-		Name:        "herd exporter",
-		Description: "Measures the node-side clients of a Kubernetes control plane from audit events.",
-		Links: []web.LandingLinks{
-			{Address: "/metrics", Text: "Metrics"},
-			{Address: "/debug/clients", Text: "Clients (JSON)"},
-			{Address: "/debug/apiservices", Text: "Aggregated APIServices (JSON)"},
-			{Address: "/debug/config", Text: "Configuration (JSON)"},
-		},
-	}); err == nil {
+	if landing, err := webserver.Landing("herd exporter", "Measures the node-side clients of a Kubernetes control plane from audit events.",
+		webserver.Link{Address: "/metrics", Text: "Metrics"},
+		webserver.Link{Address: "/debug/clients", Text: "Clients (JSON)"},
+		webserver.Link{Address: "/debug/apiservices", Text: "Aggregated APIServices (JSON)"},
+		webserver.Link{Address: "/debug/config", Text: "Configuration (JSON)"},
+	); err == nil {
 		mux.Handle("/", landing)
 	}
 	return mux
@@ -237,7 +233,7 @@ func (e *Exporter) debugClients(w http.ResponseWriter, r *http.Request) {
 	if e.msrv != nil {
 		page.MetricsServer = e.msrv.Deployments()
 	}
-	writeJSON(w, page)
+	webserver.WriteJSON(w, page)
 }
 
 // debugClientsPage puts metrics-server's kubelet auth mode next to the
@@ -263,13 +259,6 @@ func (e *Exporter) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	fmt.Fprintln(w, "ready")
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
 }
 
 // Run serves until ctx ends, then shuts the listeners down.
@@ -360,14 +349,6 @@ func (c fileCollector) Update(_ *collector.Scrape, ch chan<- prometheus.Metric) 
 	return nil
 }
 
-// newServer sets the timeouts a slow or hostile client must not outlast.
-func newServer(h http.Handler) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-	}
-}
+// newServer sets the timeouts a slow or hostile client must not outlast; a
+// whole request may take a minute (an audit batch is up to 16 MiB).
+func newServer(h http.Handler) *http.Server { return webserver.New(h, 60*time.Second) }

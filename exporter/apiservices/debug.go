@@ -1,9 +1,10 @@
 package apiservices
 
 import (
-	"encoding/json"
 	"net/http"
 	"time"
+
+	"github.com/herd-k8s/herd/internal/webserver"
 )
 
 // DebugPage is what /debug/apiservices serves.
@@ -108,9 +109,6 @@ func (v *View) DebugHandler() http.Handler {
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(v.Debug()) // a client that went away is no error of ours
+		webserver.WriteJSON(w, v.Debug())
 	})
 }

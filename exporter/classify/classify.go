@@ -12,41 +12,27 @@ package classify
 import (
 	"bytes"
 	"fmt"
-	"regexp"
 	"strings"
 	"sync"
+
+	"github.com/herd-k8s/herd/internal/nodeclient"
 )
 
-// Role is the kind of node-side client.
-type Role uint8
+// Role is the kind of node-side client; the vocabulary is shared with the
+// responder (internal/nodeclient).
+type Role = nodeclient.Role
 
+// The roles.
 const (
-	RoleOther Role = iota
-	RoleKubelet
-	RoleKubeProxy
-	RoleCNI
-	RoleMetricsServer
-	numRoles
+	RoleOther         = nodeclient.RoleOther
+	RoleKubelet       = nodeclient.RoleKubelet
+	RoleKubeProxy     = nodeclient.RoleKubeProxy
+	RoleCNI           = nodeclient.RoleCNI
+	RoleMetricsServer = nodeclient.RoleMetricsServer
 )
-
-var roleNames = [numRoles]string{"other", "kubelet", "kube-proxy", "cni", "metrics-server"}
-
-func (r Role) String() string {
-	if r < numRoles {
-		return roleNames[r]
-	}
-	return "other"
-}
 
 // ParseRole is the inverse of Role.String.
-func ParseRole(s string) (Role, error) {
-	for i, n := range roleNames {
-		if n == s {
-			return Role(i), nil
-		}
-	}
-	return RoleOther, fmt.Errorf("unknown role %q (want one of %s)", s, strings.Join(roleNames[:], ", "))
-}
+func ParseRole(s string) (Role, error) { return nodeclient.ParseRole(s) }
 
 // Result is a classification. Client is one of the rules' client names or "other".
 type Result struct {
@@ -125,8 +111,6 @@ func DefaultRules() []Rule {
 	return r
 }
 
-var clientName = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
-
 type compiledRule struct {
 	result          Result
 	username        []byte
@@ -166,7 +150,7 @@ func New(userRules []Rule) (*Classifier, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
-		if !clientName.MatchString(r.Client) {
+		if !nodeclient.ValidClientName(r.Client) {
 			return nil, fmt.Errorf("%s: client %q must be a lowercase DNS label (a-z, 0-9, '-', '.')", where, r.Client)
 		}
 		if r.Username == "" && r.UsernamePrefix == "" && r.ServiceAccount == "" && r.UserAgentPrefix == "" {
@@ -208,7 +192,7 @@ func nilIfEmpty(s string) []byte {
 // responder validates alert labels against it.
 func (c *Classifier) Clients() []string { return append([]string(nil), c.clients...) }
 
-var saPrefix = []byte("system:serviceaccount:")
+var saPrefix = []byte(nodeclient.ServiceAccountUserPrefix)
 
 // Classify returns the first matching rule's result, or Other. It does not
 // allocate once a (username, user agent) pair has been seen.
@@ -254,7 +238,7 @@ func (c *Classifier) match(username, userAgent []byte) Result {
 	return Other
 }
 
-var nodeUserPrefix = []byte("system:node:")
+var nodeUserPrefix = []byte(nodeclient.NodeUserPrefix)
 
 // NodeFromUsername returns NAME for system:node:NAME, else nil.
 func NodeFromUsername(username []byte) []byte {

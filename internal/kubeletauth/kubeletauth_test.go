@@ -1,4 +1,4 @@
-package metricsserver
+package kubeletauth
 
 import (
 	"reflect"
@@ -11,17 +11,11 @@ import (
 
 const msImage = "registry.k8s.io/metrics-server/metrics-server:v0.7.2"
 
-// deployment is a metrics-server Deployment in kube-system with containers.
-func deployment(name string, labels map[string]string, cs ...corev1.Container) *appsv1.Deployment {
+// deployment is a Deployment in kube-system with containers.
+func deployment(name string, cs ...corev1.Container) *appsv1.Deployment {
 	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "kube-system", Labels: labels},
-		Spec: appsv1.DeploymentSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}},
-				Spec:       corev1.PodSpec{Containers: cs},
-			},
-		},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "kube-system"},
+		Spec:       appsv1.DeploymentSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: cs}}},
 	}
 }
 
@@ -178,7 +172,7 @@ func TestMetricsServerInspect(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			v := Inspect(deployment("metrics-server", nil, tc.containers...))
+			v := Inspect(deployment("metrics-server", tc.containers...))
 			if v.Namespace != "kube-system" || v.Name != "metrics-server" {
 				t.Errorf("namespace/name = %s/%s", v.Namespace, v.Name)
 			}
