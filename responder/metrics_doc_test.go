@@ -10,14 +10,14 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/herd-k8s/herd/responder"
-	"github.com/herd-k8s/herd/responder/config"
+	"github.com/herd-k8s/herd/responder/policy"
 	"github.com/herd-k8s/herd/responder/leader"
 )
 
 // TestEveryMetricIsDocumented fails when the responder exports a metric
 // that docs/metrics.md does not describe, and runs promlint over it.
 func TestEveryMetricIsDocumented(t *testing.T) {
-	cfg, err := config.FromDefault(config.WithPrometheusURL("http://prometheus.invalid:9090"))
+	cfg, err := policy.FromDefault(policy.WithPrometheusURL("http://prometheus.invalid:9090"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,6 @@ package responder
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,18 +28,25 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
 
+	"github.com/herd-k8s/herd/internal/webserver"
 	"github.com/herd-k8s/herd/responder/action"
-	"github.com/herd-k8s/herd/responder/config"
 	"github.com/herd-k8s/herd/responder/dispatch"
 	"github.com/herd-k8s/herd/responder/evidence"
 	"github.com/herd-k8s/herd/responder/guard"
 	"github.com/herd-k8s/herd/responder/leader"
+	"github.com/herd-k8s/herd/responder/policy"
 	"github.com/herd-k8s/herd/responder/webhook"
+)
+
+// Defaults of Options.
+const (
+	DefaultSweepInterval   = 15 * time.Second
+	DefaultShutdownTimeout = 30 * time.Second
 )
 
 // Options configure a Responder.
 type Options struct {
-	Config config.Config
+	Config policy.Config
 	Kube   *rest.Config
 	// Web is the listener (exporter-toolkit flags: addresses, web config).
 	Web web.FlagConfig
@@ -49,9 +55,10 @@ type Options struct {
 	InsecureNoAuth  bool
 	Leader          leader.Options
 	// SweepInterval is how often expired and resolved APF objects are
-	// removed (default 15s).
+	// removed (DefaultSweepInterval).
 	SweepInterval time.Duration
-	// ShutdownTimeout bounds waiting for in-flight actions (default 30s).
+	// ShutdownTimeout bounds waiting for in-flight actions
+	// (DefaultShutdownTimeout).
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
 }
@@ -63,7 +70,9 @@ type Responder struct {
 	registry   *prometheus.Registry
 	client     kubernetes.Interface
 	nodes      *action.NodeCache
+	apf        *action.APFCache
 	elector    *leader.Elector
+	runner     *action.Runner
 	dispatcher *dispatch.Dispatcher
 	triage     *action.Triage
 	webhook    *webhook.Handler
@@ -78,10 +87,10 @@ func New(opts Options) (*Responder, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.SweepInterval <= 0 {
-		opts.SweepInterval = 15 * time.Second
+		opts.SweepInterval = DefaultSweepInterval
 	}
 	if opts.ShutdownTimeout <= 0 {
-		opts.ShutdownTimeout = 30 * time.Second
+		opts.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	auth, err := webhook.NewAuthenticator(opts.BearerTokenFile, deref(opts.Web.WebConfigFile))
 	if err != nil {
@@ -112,27 +121,28 @@ func New(opts Options) (*Responder, error) {
 	r.broadcast = events.NewBroadcaster(&events.EventSinkImpl{Interface: client.EventsV1()})
 	recorder := r.broadcast.NewRecorder(scheme.Scheme, "herd.dev/responder")
 	r.nodes = action.NewNodeCache(client)
+	r.apf = action.NewAPFCache(client)
 	env := &action.Env{
-		Client: client, Config: opts.Config, Evidence: q, Budget: guard.NewBudget(opts.Config.Guards, nil),
-		Events: recorder, Nodes: r.nodes, IsLeader: r.elector.IsLeader,
+		Client: client, Config: opts.Config, Budget: guard.NewBudget(opts.Config.Guards, nil),
+		Nodes: r.nodes, APF: r.apf,
+	}
+	r.runner, err = action.NewRunner(action.RunnerOptions{
+		Env: env, Evidence: q, Events: recorder, IsLeader: r.elector.IsLeader, Registerer: reg, Logger: opts.Logger,
 		Self: &corev1.ObjectReference{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: lo.Namespace, Name: lo.Name},
-	}
-	r.triage = &action.Triage{Env: env}
-	actions := map[config.Action]action.Action{
-		config.ActionTriage:            r.triage,
-		config.ActionCordon:            &action.Cordon{Env: env},
-		config.ActionIsolate:           action.NewIsolate(env),
-		config.ActionQuarantine:        action.NewQuarantine(env),
-		config.ActionFlagMetricsServer: &action.FlagMetricsServer{Env: env},
-	}
-	r.dispatcher, err = dispatch.New(dispatch.Options{
-		Config: opts.Config, Actions: actions, IsLeader: r.elector.IsLeader, Registerer: reg, Logger: opts.Logger,
 	})
 	if err != nil {
 		return nil, err
 	}
-	r.triage.Remediate = r.dispatcher.Remediate
-	r.triage.Findings = r.dispatcher.FindingsGauge()
+	if r.triage, err = action.NewTriage(env, r.runner, reg); err != nil {
+		return nil, err
+	}
+	r.runner.Register(r.triage, &action.Cordon{Env: env}, action.NewIsolate(env), action.NewQuarantine(env), &action.FlagMetricsServer{Env: env})
+	r.dispatcher, err = dispatch.New(dispatch.Options{
+		Config: opts.Config, Runner: r.runner, IsLeader: r.elector.IsLeader, Registerer: reg, Logger: opts.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
 	r.webhook, err = webhook.NewHandler(webhook.Options{
 		Dispatcher: r.dispatcher, Auth: auth, RequireAuth: !opts.InsecureNoAuth, Known: opts.Config.Known, Alertnames: opts.Config.Alertnames(),
 		Registerer: reg, Logger: opts.Logger,
@@ -174,37 +184,30 @@ func (r *Responder) Handler() http.Handler {
 			http.Error(w, "not the leader: another replica acts (see the Lease "+r.opts.Leader.Namespace+"/"+r.opts.Leader.Name+")", http.StatusServiceUnavailable)
 		case !r.nodes.Synced():
 			http.Error(w, "leading, but the Node cache has not synced", http.StatusServiceUnavailable)
+		case !r.apf.Synced():
+			http.Error(w, "leading, but the FlowSchema and priority level cache has not synced", http.StatusServiceUnavailable)
 		default:
 			fmt.Fprintln(w, "ok: leading")
 		}
 	})
 	mux.HandleFunc("/debug/actions", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, map[string]any{
+		webserver.WriteJSON(w, map[string]any{
 			"identity": r.elector.Identity(), "leader": r.elector.IsLeader(), "dryRun": r.opts.Config.DryRun,
-			"decisions": r.dispatcher.Decisions(),
+			"decisions": r.runner.Decisions(),
 		})
 	})
 	mux.HandleFunc("/debug/triage", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, map[string]any{"reports": r.triage.Reports()})
+		webserver.WriteJSON(w, map[string]any{"reports": r.triage.Reports()})
 	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
-		if req.URL.Path != "/" {
-			http.NotFound(w, req)
-			return
-		}
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		fmt.Fprint(w, `<html><head><title>herd responder</title></head><body><h1>herd responder</h1><ul>
-<li>POST /alerts: Alertmanager webhook</li><li><a href="/metrics">/metrics</a></li><li><a href="/readyz">/readyz</a> (ready while leading)</li>
-<li><a href="/debug/actions">/debug/actions</a>: the last decisions and why</li><li><a href="/debug/triage">/debug/triage</a>: the last triage reports</li></ul></body></html>`)
-	})
+	if landing, err := webserver.Landing("herd responder", "Acts on Alertmanager's alerts about the node-side clients of a Kubernetes control plane, guarded. POST /alerts is the webhook.",
+		webserver.Link{Address: "/metrics", Text: "Metrics"},
+		webserver.Link{Address: "/readyz", Text: "Ready (while leading)"},
+		webserver.Link{Address: "/debug/actions", Text: "The last decisions and why (JSON)"},
+		webserver.Link{Address: "/debug/triage", Text: "The last triage reports (JSON)"},
+	); err == nil {
+		mux.Handle("/", landing)
+	}
 	return mux
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
 }
 
 func (r *Responder) isDraining() bool {
@@ -224,6 +227,7 @@ func (r *Responder) Run(ctx context.Context) error {
 	r.broadcast.StartRecordingToSink(bg.Done())
 	defer r.broadcast.Shutdown()
 	r.nodes.Start(bg)
+	r.apf.Start(bg)
 
 	electCtx, stopElection := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -234,14 +238,8 @@ func (r *Responder) Run(ctx context.Context) error {
 	sweepWG.Add(1)
 	go func() { defer sweepWG.Done(); r.dispatcher.SweepLoop(sweepCtx, r.opts.SweepInterval) }()
 
-	srv := &http.Server{
-		Handler:           r.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-	}
+	// A whole alert body (at most 4 MiB) within 30 s.
+	srv := webserver.New(r.Handler(), 30*time.Second)
 	errc := make(chan error, 1)
 	go func() { errc <- web.ListenAndServe(srv, &r.opts.Web, r.logger) }()
 
@@ -255,6 +253,11 @@ func (r *Responder) Run(ctx context.Context) error {
 	defer cancel()
 	if serr := srv.Shutdown(sctx); serr != nil {
 		r.logger.Warn("in-flight alerts did not finish before the shutdown timeout", "err", serr)
+	}
+	// Decisions outlive the deliveries that started them (dispatch answers
+	// Alertmanager in time and keeps deciding): wait for them too.
+	if werr := r.dispatcher.Wait(sctx); werr != nil {
+		r.logger.Warn("decisions under way did not finish before the shutdown timeout", "err", werr)
 	}
 	stopSweep()
 	sweepWG.Wait()

@@ -17,8 +17,8 @@ import (
 
 	kubeclient "github.com/herd-k8s/herd/internal/kube"
 	"github.com/herd-k8s/herd/responder"
-	"github.com/herd-k8s/herd/responder/config"
 	"github.com/herd-k8s/herd/responder/leader"
+	"github.com/herd-k8s/herd/responder/policy"
 )
 
 // responderFlags are `herd responder`'s flags (SPEC §2, §4).
@@ -50,8 +50,8 @@ func addResponderFlags(cmd *kingpin.CmdClause) *responderFlags {
 	f.leLease = cmd.Flag("leader-election.lease-duration", "How long a leader's Lease lasts without renewal: the longest a failover takes.").Default("15s").Duration()
 	f.leRenew = cmd.Flag("leader-election.renew-deadline", "How long the leader keeps trying to renew before it stops acting.").Default("10s").Duration()
 	f.leRetry = cmd.Flag("leader-election.retry-period", "How often replicas try to take or renew the Lease.").Default("2s").Duration()
-	f.sweepEvery = cmd.Flag("sweep-interval", "How often expired and resolved APF objects of herd's are removed.").Default("15s").Duration()
-	f.shutdownTimeout = cmd.Flag("shutdown-timeout", "How long shutdown waits for in-flight actions before releasing the Lease.").Default("30s").Duration()
+	f.sweepEvery = cmd.Flag("sweep-interval", "How often expired and resolved APF objects of herd's are removed.").Default(responder.DefaultSweepInterval.String()).Duration()
+	f.shutdownTimeout = cmd.Flag("shutdown-timeout", "How long shutdown waits for in-flight actions before releasing the Lease.").Default(responder.DefaultShutdownTimeout.String()).Duration()
 	return f
 }
 
@@ -70,16 +70,16 @@ func hostname() string {
 	return h
 }
 
-func (f *responderFlags) config() (config.Config, error) {
-	opt := config.WithPrometheusURL(*f.promURL)
+func (f *responderFlags) config() (policy.Config, error) {
+	opt := policy.WithPrometheusURL(*f.promURL)
 	if *f.configFile == "" {
-		c, err := config.FromDefault(opt)
+		c, err := policy.FromDefault(opt)
 		if err != nil {
 			return c, fmt.Errorf("no --config: the defaults need --prometheus.url: %w", err)
 		}
 		return c, nil
 	}
-	return config.Load(*f.configFile, opt)
+	return policy.Load(*f.configFile, opt)
 }
 
 // runResponder serves until SIGINT or SIGTERM.

@@ -1,33 +1,40 @@
-// Package action holds the responder's actions (SPEC §4.2): triage, cordon,
-// isolate, quarantine and flag-metrics-server. Each is a small type behind
-// one interface; each re-verifies its alert from Prometheus and the
-// Kubernetes API, passes the guards of SPEC §4.3, writes only with
-// resourceVersion preconditions or server-side apply, and returns a
-// Decision that says what it did or would have done, and why.
+// Package action holds the responder's actions (SPEC §4.2) and the one place
+// that runs them: the Runner (runner.go).
 //
-// An action never returns a Go error for "no": refusals, no-ops and
-// dry runs are Decisions. Only a Decision with Result Failed carries an
-// error, and that error says whether a later delivery could succeed
-// (Transient), which is what the webhook's 503 means to Alertmanager.
+// An action says what it needs and the Runner does the rest, in one fixed
+// order, for every decision of every action (SPEC §4.3, "every guard, every
+// time"): validate the alert's labels, re-verify its condition from
+// Prometheus and the Kubernetes API, read the object, apply the object-level
+// guards, take the hourly budget, check leadership right before writing,
+// write (or dry-run), and record the decision as an Event, a metric, a log
+// line and an entry of /debug/actions, together. An action is a value that
+// returns an Op per alert: Op's fields are those steps.
+//
+// An action never returns a Go error for "no": refusals, no-ops and dry runs
+// are Decisions. Only a Decision with Result Failed carries an error, and
+// that error says whether a later delivery could succeed (alert.Transient),
+// which is what the webhook's 503 means to Alertmanager.
+//
+// The FlowSchema actions (isolate, quarantine, and the coming protect) share
+// one more layer, slots.go: an action there supplies its target, evidence,
+// subjects and precedence, and the slot machinery claims one of herd's
+// FlowSchema names, applies it with one server-side apply, marks it resolved
+// and sweeps it.
 package action
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/herd-k8s/herd/responder/config"
+	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/evidence"
 	"github.com/herd-k8s/herd/responder/guard"
-	"github.com/herd-k8s/herd/responder/webhook"
+	"github.com/herd-k8s/herd/responder/policy"
 )
 
 // Result is how a decision ended; the values of
@@ -78,7 +85,7 @@ const (
 // or would have done, which guard refused, and on what evidence.
 type Decision struct {
 	Time        time.Time         `json:"time"`
-	Action      config.Action     `json:"action"`
+	Action      policy.Action     `json:"action"`
 	Alert       string            `json:"alert"`
 	Status      string            `json:"status"`
 	Fingerprint string            `json:"fingerprint"`
@@ -89,46 +96,49 @@ type Decision struct {
 	Evidence    []evidence.Check  `json:"evidence,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	DryRun      bool              `json:"dryRun"`
-	DurationMS  float64           `json:"durationMs"`
+	// Object is what the decision applied or, in dry-run mode, would have
+	// applied (server-side apply body), so that a dry run shows it.
+	Object     any     `json:"object,omitempty"`
+	DurationMS float64 `json:"durationMs"`
 	// Err is set when Result is Failed.
 	Err error `json:"-"`
 	// Error is Err's text, for /debug/actions.
 	Error string `json:"error,omitempty"`
 }
 
-// Action acts on alerts of one kind.
+// Action acts on alerts of one kind. Fire and Resolve describe the
+// decision; the Runner makes it.
 type Action interface {
-	Name() config.Action
-	// Fire handles a firing alert.
-	Fire(ctx context.Context, a webhook.Alert) Decision
-	// Resolve handles a resolved alert: undo what Fire did, if herd did it
-	// and nobody changed it since.
-	Resolve(ctx context.Context, a webhook.Alert) Decision
+	Name() policy.Action
+	// Fire is the decision about a firing alert.
+	Fire(a alert.Alert) Op
+	// Resolve is the decision about a resolved alert: undo what Fire did,
+	// if herd did it and nobody changed it since.
+	Resolve(a alert.Alert) Op
 }
 
-// Recorder is the part of k8s.io/client-go/tools/events.EventRecorder the
-// actions use.
-type Recorder interface {
-	Eventf(regarding runtime.Object, related runtime.Object, eventtype, reason, action, note string, args ...interface{})
+// Sweeper is an action with objects that expire (isolate, quarantine): the
+// dispatcher calls Sweep periodically on the leader, and each removal is a
+// decision the Runner makes.
+type Sweeper interface {
+	Sweep() []Op
 }
 
 // Env is what actions share.
 type Env struct {
-	Client   kubernetes.Interface
-	Config   config.Config
-	Evidence evidence.Querier
-	Budget   *guard.Budget
-	Events   Recorder
-	// Nodes counts nodes for the cordon guard; see NodeCount.
+	Client kubernetes.Interface
+	Config policy.Config
+	// Budget is every action's hourly budget and storm cooldown: the
+	// Runner takes and refunds it; cordon also checks the cooldown before
+	// counting nodes and trips it when its blast-radius guard refuses.
+	Budget *guard.Budget
+	// Nodes counts nodes for the cordon guard and tells quarantine whether
+	// a node exists; see NodeCache.
 	Nodes NodeCounter
-	// IsLeader is checked right before every write: a replica that lost
-	// its Lease while deciding does not write.
-	IsLeader func() bool
-	// Self is the object Events are recorded on when there is no object
-	// concerned (triage, an alert naming a node that does not exist): the
-	// responder's leader Lease.
-	Self *corev1.ObjectReference
-	Now  func() time.Time
+	// APF is the cache of FlowSchemas and priority levels the APF actions
+	// read instead of asking the apiserver (see APFCache).
+	APF *APFCache
+	Now func() time.Time
 }
 
 func (e *Env) now() time.Time {
@@ -139,114 +149,16 @@ func (e *Env) now() time.Time {
 }
 
 // dryRunOpt is the DryRun field of write options: All in dry-run mode.
-func (e *Env) dryRunOpt() []string {
-	if e.Config.DryRun {
+func dryRunOpt(dryRun bool) []string {
+	if dryRun {
 		return []string{"All"}
 	}
 	return nil
 }
 
-// errNotLeader stops a write by a replica that is no longer the leader.
-var errNotLeader = webhook.Transient(errors.New("this replica lost the leader Lease before writing; the new leader acts on the next delivery"))
-
-func (e *Env) checkLeader() error {
-	if e.IsLeader != nil && !e.IsLeader() {
-		return errNotLeader
-	}
-	return nil
-}
-
-// decision starts a Decision for alert a.
-func (e *Env) decision(act config.Action, a webhook.Alert) Decision {
-	return Decision{
-		Time: e.now(), Action: act, Alert: a.Name(), Status: a.Status, Fingerprint: a.Fingerprint,
-		Labels: a.Labels, DryRun: e.Config.DryRun,
-	}
-}
-
-func (d Decision) refuse(r *guard.Refusal) Decision {
-	d.Result, d.Guard, d.Reason = Refused, r.Guard, r.Reason
-	return d
-}
-
-func (d Decision) noop(format string, args ...any) Decision {
-	d.Result, d.Reason = Noop, fmt.Sprintf(format, args...)
-	return d
-}
-
-// fail ends d as Failed. API errors that a later delivery can fix
-// (unavailable, timeouts, conflicts, throttling) and Prometheus being
-// unreachable are marked transient.
-func (d Decision) fail(what string, err error) Decision {
-	d.Result = Failed
-	d.Reason = what
-	if isTransient(err) {
-		err = webhook.Transient(err)
-	}
-	d.Err = fmt.Errorf("%s: %w", what, err)
-	d.Error = d.Err.Error()
-	return d
-}
-
-// done ends d as Applied, or DryRun in dry-run mode.
-func (d Decision) done(format string, args ...any) Decision {
-	d.Result = Applied
-	if d.DryRun {
-		d.Result = DryRun
-		format = "dry run: would have " + format
-	}
-	d.Reason = fmt.Sprintf(format, args...)
-	return d
-}
-
-func isTransient(err error) bool {
-	if errors.Is(err, webhook.ErrTransient) || errors.Is(err, evidence.ErrUnavailable) ||
-		errors.Is(err, context.DeadlineExceeded) {
-		return true
-	}
-	return apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsTooManyRequests(err) ||
-		apierrors.IsServiceUnavailable(err) || apierrors.IsInternalError(err) || apierrors.IsConflict(err) ||
-		apierrors.IsUnexpectedServerError(err) || isConnectionError(err)
-}
-
-func isConnectionError(err error) bool {
-	s := err.Error()
-	// client-go's rate limiter gives up with its own error, not
-	// context.DeadlineExceeded, when the wait would outlast the deadline.
-	for _, m := range []string{"connection refused", "connection reset", "i/o timeout", "no route to host", "EOF", "http2: client connection lost",
-		"client rate limiter Wait returned an error"} {
-		if strings.Contains(s, m) {
-			return true
-		}
-	}
-	return false
-}
-
-// verify runs one evidence check and appends it to d. It returns a refusal
-// when the evidence does not confirm, and an error when it cannot be read.
-func (e *Env) verify(ctx context.Context, d *Decision, query, what string) (*guard.Refusal, error) {
-	return e.verifyAbove(ctx, d, query, 0, what)
-}
-
-// verifyAbove is verify with a threshold the value must exceed.
-func (e *Env) verifyAbove(ctx context.Context, d *Decision, query string, threshold float64, what string) (*guard.Refusal, error) {
-	c, err := evidence.Max(ctx, e.Evidence, query, threshold)
-	d.Evidence = append(d.Evidence, c)
-	if err != nil {
-		return nil, err
-	}
-	if !c.Confirmed {
-		if c.Series == 0 {
-			return guard.Refuse(guard.Verification, "Prometheus does not confirm %s: %s returned nothing", what, query), nil
-		}
-		return guard.Refuse(guard.Verification, "Prometheus does not confirm %s: %s = %g, not above %g", what, query, c.Value, threshold), nil
-	}
-	return nil, nil
-}
-
 // label reads a label an action needs, refusing when it is missing or
 // fails valid.
-func label(a webhook.Alert, name string, valid func(string) []string) (string, *guard.Refusal) {
+func label(a alert.Alert, name string, valid func(string) []string) (string, *guard.Refusal) {
 	v, ok := a.Labels[name]
 	if !ok || v == "" {
 		return "", guard.Refuse(guard.LabelValidation, "the alert has no %s label", name)
@@ -259,7 +171,7 @@ func label(a webhook.Alert, name string, valid func(string) []string) (string, *
 
 // clusterLabel is the alert's cluster label when it has a sane one; it
 // scopes evidence queries in a Prometheus that sees several clusters.
-func clusterLabel(a webhook.Alert) (string, *guard.Refusal) {
+func clusterLabel(a alert.Alert) (string, *guard.Refusal) {
 	v := a.Labels["cluster"]
 	if len(v) > 253 || strings.ContainsAny(v, "\x00\n") {
 		return "", guard.Refuse(guard.LabelValidation, "label cluster is not a plausible cluster name")
@@ -279,38 +191,9 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
-// event records an Event on regarding (or on the responder's Lease when
-// regarding is nil). Recording is asynchronous and never fails an action.
-func (e *Env) event(regarding runtime.Object, eventtype, reason, verb, note string) {
-	if e.Events == nil {
-		return
-	}
-	if regarding == nil {
-		if e.Self == nil {
-			return
-		}
-		regarding = e.Self
-	}
-	// The events API caps a note at 1 KiB.
-	e.Events.Eventf(regarding, nil, eventtype, reason, verb, "%s", truncate(note, 1000))
-}
-
-// recordEvent turns a decision into an Event: reasons are the action's
-// prefix and the result (HerdCordonApplied, HerdCordonRefused, ...).
-func (e *Env) recordEvent(regarding runtime.Object, prefix, verb string, d Decision) {
-	t := corev1.EventTypeNormal
-	if d.Result == Refused || d.Result == Failed {
-		t = corev1.EventTypeWarning
-	}
-	note := d.Reason
-	if d.Err != nil {
-		note = d.Err.Error()
-	}
-	e.event(regarding, t, prefix+reasonSuffix[d.Result], verb, note)
-}
-
-var reasonSuffix = map[Result]string{Applied: "Applied", DryRun: "DryRun", Refused: "Refused", Noop: "Noop", Failed: "Failed"}
-
 func nodeRef(name string) *corev1.ObjectReference {
 	return &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: name}
 }
+
+// noteRefused formats a refusal for reasons that quote another's.
+func noteRefused(r *guard.Refusal) string { return fmt.Sprintf("%s (%s)", r.Reason, r.Guard) }

@@ -8,22 +8,22 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apiserver/pkg/apis/flowcontrol/bootstrap"
 
-	"github.com/herd-k8s/herd/responder/config"
+	"github.com/herd-k8s/herd/responder/policy"
 	"github.com/herd-k8s/herd/responder/guard"
 )
 
 // apiserverSchemas are the FlowSchemas a kube-apiserver creates: the
 // mandatory and the suggested ones, as the apiserver itself defines them.
-func apiserverSchemas() []flowcontrolv1.FlowSchema {
-	var out []flowcontrolv1.FlowSchema
+func apiserverSchemas() []*flowcontrolv1.FlowSchema {
+	var out []*flowcontrolv1.FlowSchema
 	for _, fs := range append(append([]*flowcontrolv1.FlowSchema(nil), bootstrap.MandatoryFlowSchemas...), bootstrap.SuggestedFlowSchemas...) {
-		out = append(out, *fs.DeepCopy())
+		out = append(out, fs.DeepCopy())
 	}
 	return out
 }
 
-func herdSchema(name string, precedence int32, rule flowcontrolv1.PolicyRulesWithSubjects) flowcontrolv1.FlowSchema {
-	return flowcontrolv1.FlowSchema{
+func herdSchema(name string, precedence int32, rule flowcontrolv1.PolicyRulesWithSubjects) *flowcontrolv1.FlowSchema {
+	return &flowcontrolv1.FlowSchema{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{ManagedByLabel: ManagedByValue}},
 		Spec:       flowcontrolv1.FlowSchemaSpec{MatchingPrecedence: precedence, Rules: []flowcontrolv1.PolicyRulesWithSubjects{rule}},
 	}
@@ -91,31 +91,31 @@ func TestServingPrecedence(t *testing.T) {
 	req := request{verb: "list", resource: "pods", clusterScope: true}
 	cases := []struct {
 		name  string
-		extra []flowcontrolv1.FlowSchema
+		extra []*flowcontrolv1.FlowSchema
 		want  string
 	}{
 		{"suggested only", nil, "system-nodes"},
-		{"herd's own schema is skipped", []flowcontrolv1.FlowSchema{herdSchema("herd-isolate-1", 450, catchEverything)}, "system-nodes"},
-		{"a herd-named schema that is not herd's counts", []flowcontrolv1.FlowSchema{func() flowcontrolv1.FlowSchema {
+		{"herd's own schema is skipped", []*flowcontrolv1.FlowSchema{herdSchema("herd-isolate-1", 450, catchEverything)}, "system-nodes"},
+		{"a herd-named schema that is not herd's counts", []*flowcontrolv1.FlowSchema{func() *flowcontrolv1.FlowSchema {
 			fs := herdSchema("herd-isolate-1", 450, catchEverything)
 			fs.Labels = nil
 			return fs
 		}()}, "herd-isolate-1"},
-		{"a herd-labelled schema under another name counts", []flowcontrolv1.FlowSchema{herdSchema("custom", 450, catchEverything)}, "custom"},
-		{"ties go to the smaller name", []flowcontrolv1.FlowSchema{
-			func() flowcontrolv1.FlowSchema {
+		{"a herd-labelled schema under another name counts", []*flowcontrolv1.FlowSchema{herdSchema("custom", 450, catchEverything)}, "custom"},
+		{"ties go to the smaller name", []*flowcontrolv1.FlowSchema{
+			func() *flowcontrolv1.FlowSchema {
 				fs := herdSchema("zz", 450, catchEverything)
 				fs.Labels = nil
 				return fs
 			}(),
-			func() flowcontrolv1.FlowSchema {
+			func() *flowcontrolv1.FlowSchema {
 				fs := herdSchema("aa", 450, catchEverything)
 				fs.Labels = nil
 				return fs
 			}(),
 		}, "aa"},
-		{"a later schema does not win", []flowcontrolv1.FlowSchema{
-			func() flowcontrolv1.FlowSchema {
+		{"a later schema does not win", []*flowcontrolv1.FlowSchema{
+			func() *flowcontrolv1.FlowSchema {
 				fs := herdSchema("late", 600, catchEverything)
 				fs.Labels = nil
 				return fs
@@ -315,16 +315,16 @@ func TestStormTargetOf(t *testing.T) {
 	cases := []struct {
 		name   string
 		labels []string
-		want   stormTarget
+		want   stormRequest
 		guard  guard.Guard
 		reason string
 	}{
 		{name: "core resource", labels: []string{"role", "cni", "client", "cilium", "resource", "pods"},
-			want: stormTarget{role: "cni", client: "cilium", resource: "pods", plural: "pods"}},
+			want: stormRequest{role: "cni", client: "cilium", resource: "pods", plural: "pods"}},
 		{name: "grouped resource", labels: []string{"role", "cni", "client", "cilium", "resource", "ciliumendpoints.cilium.io", "cluster", "prod"},
-			want: stormTarget{role: "cni", client: "cilium", resource: "ciliumendpoints.cilium.io", plural: "ciliumendpoints", group: "cilium.io", cluster: "prod"}},
+			want: stormRequest{role: "cni", client: "cilium", resource: "ciliumendpoints.cilium.io", plural: "ciliumendpoints", group: "cilium.io", cluster: "prod"}},
 		{name: "kubelet", labels: []string{"role", "kubelet", "client", "kubelet", "resource", "endpointslices.discovery.k8s.io"},
-			want: stormTarget{role: "kubelet", client: "kubelet", resource: "endpointslices.discovery.k8s.io", plural: "endpointslices", group: "discovery.k8s.io"}},
+			want: stormRequest{role: "kubelet", client: "kubelet", resource: "endpointslices.discovery.k8s.io", plural: "endpointslices", group: "discovery.k8s.io"}},
 		{name: "no role", labels: []string{"client", "cilium", "resource", "pods"}, guard: guard.LabelValidation, reason: "the alert has no role label"},
 		{name: "role other", labels: []string{"role", "other", "client", "cilium", "resource", "pods"}, guard: guard.LabelValidation,
 			reason: `label role="other" is not valid: not a node-side client role`},
@@ -348,7 +348,7 @@ func TestStormTargetOf(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, r := stormTargetOf(firing(append([]string{"alertname", "HerdRelistStorm"}, tc.labels...)...))
+			req, r := NewIsolate(newFixture(t, nil).env).Request(firing(append([]string{"alertname", "HerdRelistStorm"}, tc.labels...)...))
 			if tc.guard != "" {
 				if r == nil || r.Guard != tc.guard || (tc.reason != "" && r.Reason != tc.reason) {
 					t.Fatalf("refusal %+v, want %s: %s", r, tc.guard, tc.reason)
@@ -358,10 +358,12 @@ func TestStormTargetOf(t *testing.T) {
 			if r != nil {
 				t.Fatal(r)
 			}
-			if got != tc.want {
+			got := *req.(*stormRequest)
+			got.env = nil
+			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("target %+v, want %+v", got, tc.want)
 			}
-			if k := got.key(); !reflect.DeepEqual(k, map[string]string{AnnotationAction: "isolate", AnnotationRole: tc.want.role,
+			if k := got.Key(); !reflect.DeepEqual(k, map[string]string{AnnotationAction: "isolate", AnnotationRole: tc.want.role,
 				AnnotationClient: tc.want.client, AnnotationResource: tc.want.resource}) {
 				t.Errorf("key %v", k)
 			}
@@ -415,13 +417,16 @@ func TestClaim(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, nil)
-			fss := &flowSchemas{env: f.env, action: config.ActionIsolate, prefix: "herd-isolate", level: IsolateLevel, max: 3}
+			f := newFixture(t, func(c *policy.Config) { c.Actions.Isolate.MaxManagedFlowSchemas = 3 })
+			fss := NewIsolate(f.env).SlotOps
 			mine := map[string]*flowcontrolv1.FlowSchema{}
 			for _, fs := range tc.mine {
 				mine[fs.Name] = fs
 			}
-			name, existing, r := fss.claim(mine, key)
+			name, existing, busy, r := fss.claim(mine, key)
+			if busy {
+				t.Fatal("busy with no write under way")
+			}
 			if tc.guard != "" {
 				if r == nil || r.Guard != tc.guard || r.Reason != tc.reason || name != "" || existing != nil {
 					t.Fatalf("claim = %q, %v, %+v; want %s: %s", name, existing, r, tc.guard, tc.reason)
@@ -444,8 +449,35 @@ func TestIsSlot(t *testing.T) {
 		want bool
 	}{{"herd-isolate-1", true}, {"herd-isolate-10", true}, {"herd-isolate-11", false}, {"herd-isolate-0", false},
 		{"herd-isolate-01", false}, {"herd-isolate", false}, {"herd-quarantine-1", false}, {"xherd-isolate-1", false}} {
-		if got := isSlot(tc.name, "herd-isolate", 10); got != tc.want {
+		if got := NewIsolate(newFixture(t, nil).env).isSlot(tc.name); got != tc.want {
 			t.Errorf("isSlot(%q) = %v", tc.name, got)
 		}
+	}
+}
+
+// A slot being written is taken: a second request for the same target is
+// told so (busy), one for another target gets the next slot, and the slot
+// is free again once the write is done.
+func TestClaimWhileWriting(t *testing.T) {
+	f := newFixture(t, func(c *policy.Config) { c.Actions.Isolate.MaxManagedFlowSchemas = 2 })
+	o := NewIsolate(f.env).SlotOps
+	key := map[string]string{AnnotationAction: "isolate", AnnotationClient: "cilium"}
+	other := map[string]string{AnnotationAction: "isolate", AnnotationClient: "calico"}
+	name, _, busy, r := o.claim(nil, key)
+	if name != "herd-isolate-1" || busy || r != nil {
+		t.Fatalf("first claim %q busy %v %v", name, busy, r)
+	}
+	if name, _, busy, r = o.claim(nil, key); name != "herd-isolate-1" || !busy || r != nil {
+		t.Errorf("same target while writing: %q busy %v %v", name, busy, r)
+	}
+	if name, _, busy, r = o.claim(nil, other); name != "herd-isolate-2" || busy || r != nil {
+		t.Errorf("another target while writing: %q busy %v %v", name, busy, r)
+	}
+	if _, _, _, r = o.claim(nil, map[string]string{AnnotationClient: "flannel"}); r == nil || r.Guard != guard.MaxManagedFlowSchemas {
+		t.Errorf("a third target with both slots being written: %v", r)
+	}
+	o.release("herd-isolate-1")
+	if name, _, busy, r = o.claim(nil, key); name != "herd-isolate-1" || busy || r != nil {
+		t.Errorf("after the write: %q busy %v %v", name, busy, r)
 	}
 }

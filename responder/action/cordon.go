@@ -16,10 +16,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
-	"github.com/herd-k8s/herd/responder/config"
+	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/evidence"
 	"github.com/herd-k8s/herd/responder/guard"
-	"github.com/herd-k8s/herd/responder/webhook"
+	"github.com/herd-k8s/herd/responder/policy"
 )
 
 // Event reasons of cordon: HerdCordon + Applied, DryRun, Refused, Noop or
@@ -50,7 +50,7 @@ type Cordon struct {
 }
 
 // Name implements Action.
-func (*Cordon) Name() config.Action { return config.ActionCordon }
+func (*Cordon) Name() policy.Action { return policy.ActionCordon }
 
 // pendingFor is how long a cordon herd made counts as unschedulable
 // without the node cache showing it.
@@ -61,81 +61,71 @@ func (c *Cordon) pendingFor() time.Duration {
 	return time.Minute
 }
 
-// Fire implements Action.
-func (c *Cordon) Fire(ctx context.Context, a webhook.Alert) Decision {
+// Fire implements Action: cordon the stale kubelet's node.
+func (c *Cordon) Fire(a alert.Alert) Op {
 	e := c.Env
-	d := e.decision(config.ActionCordon, a)
-	name, r := label(a, "node", validNodeName)
-	if r != nil {
-		d = d.refuse(r)
-		e.recordEvent(nil, ReasonCordon, "Cordon", d)
-		return d
+	var (
+		name, cluster string
+		node          *corev1.Node
+	)
+	return Op{
+		Action: policy.ActionCordon, Alert: a, Event: EventNames{Reason: ReasonCordon, Verb: "Cordon"},
+		Labels: func(cs *Case) Outcome {
+			var r *guard.Refusal
+			if name, r = label(a, "node", validNodeName); r != nil {
+				return Refuse(r)
+			}
+			cs.About("node/"+name, nodeRef(name))
+			cluster, r = clusterLabel(a)
+			return Refuse(r)
+		},
+		Evidence: func(ctx context.Context, cs *Case) Outcome {
+			return cs.Verify(ctx, evidence.StaleKubelet(name, cluster), 0, "that the kubelet on "+name+" is stale")
+		},
+		Read: func(ctx context.Context, _ *Case) Outcome {
+			var err error
+			node, err = e.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return Refuse(guard.Refuse(guard.Verification, "node %s does not exist", name))
+			}
+			if err != nil {
+				return Fail("get node "+name, err)
+			}
+			return Continue
+		},
+		Guards: func(context.Context, *Case) (*Write, Outcome) { return c.guards(a, name, node) },
 	}
-	d.Target = "node/" + name
-	d = c.fire(ctx, d, a, name)
-	var regarding = nodeRef(name)
-	e.recordEvent(regarding, ReasonCordon, "Cordon", d)
-	return d
 }
 
-func (c *Cordon) fire(ctx context.Context, d Decision, a webhook.Alert, name string) Decision {
+func (c *Cordon) guards(a alert.Alert, name string, node *corev1.Node) (*Write, Outcome) {
 	e := c.Env
-	cluster, r := clusterLabel(a)
-	if r != nil {
-		return d.refuse(r)
-	}
-	if r, err := e.verify(ctx, &d, evidence.StaleKubelet(name, cluster), "that the kubelet on "+name+" is stale"); err != nil {
-		return d.fail("read evidence", err)
-	} else if r != nil {
-		return d.refuse(r)
-	}
-
-	node, err := e.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return d.refuse(guard.Refuse(guard.Verification, "node %s does not exist", name))
-	}
-	if err != nil {
-		return d.fail("get node "+name, err)
-	}
 	for _, l := range controlPlaneLabels {
 		if _, ok := node.Labels[l]; ok {
-			return d.refuse(guard.Refuse(guard.ControlPlane, "node %s is a control-plane node (label %s)", name, l))
+			return nil, Refuse(guard.Refuse(guard.ControlPlane, "node %s is a control-plane node (label %s)", name, l))
 		}
 	}
 	if _, ok := node.Annotations[e.Config.Guards.ExcludeAnnotation]; ok {
-		return d.refuse(guard.Refuse(guard.Excluded, "node %s is annotated %s", name, e.Config.Guards.ExcludeAnnotation))
+		return nil, Refuse(guard.Refuse(guard.Excluded, "node %s is annotated %s", name, e.Config.Guards.ExcludeAnnotation))
 	}
 	for k, v := range e.Config.Actions.Cordon.NodeSelector {
 		if node.Labels[k] != v {
-			return d.refuse(guard.Refuse(guard.Excluded, "node %s does not match actions.cordon.nodeSelector (%s=%q)", name, k, v))
+			return nil, Refuse(guard.Refuse(guard.Excluded, "node %s does not match actions.cordon.nodeSelector (%s=%q)", name, k, v))
 		}
 	}
 	if node.Spec.Unschedulable {
 		if node.Annotations[AnnotationCordonedBy] == CordonedByValue {
-			return d.noop("node %s is already cordoned by herd (at %s)", name, node.Annotations[AnnotationCordonedAt])
+			return nil, Nothing("node %s is already cordoned by herd (at %s)", name, node.Annotations[AnnotationCordonedAt])
 		}
-		return d.noop("node %s is already unschedulable, cordoned by someone else; herd leaves it as it is", name)
+		return nil, Nothing("node %s is already unschedulable, cordoned by someone else; herd leaves it as it is", name)
 	}
 	// The blast-radius decision and the reservation of this node's place
 	// under the limit happen under the lock; the API write does not, so
 	// cordons of different nodes do not queue behind each other's writes.
 	c.mu.Lock()
-	now, allowed, count, total, d2, ok := c.reserve(d, name)
+	now, allowed, count, total, o := c.reserve(name)
 	c.mu.Unlock()
-	if !ok {
-		return d2
-	}
-	release := func() {
-		c.mu.Lock()
-		if c.pending[name].Equal(now) {
-			delete(c.pending, name)
-		}
-		c.mu.Unlock()
-		e.Budget.Refund(config.ActionCordon)
-	}
-	if err := e.checkLeader(); err != nil {
-		release()
-		return d.fail("cordon "+name, err)
+	if o.Ends() {
+		return nil, o
 	}
 	reason := "HerdStaleKubelet"
 	if v := a.Labels["reason"]; v != "" && len(validDNSLabel(strings.ReplaceAll(v, "_", "-"))) == 0 {
@@ -147,7 +137,7 @@ func (c *Cordon) fire(ctx context.Context, d Decision, a webhook.Alert, name str
 	// changes herd's cordon shows up as the new owner. The resourceVersion
 	// is a precondition: if the node changed since the GET (someone
 	// cordoned it, another leader acted), the apply fails with 409.
-	body, _ := json.Marshal(map[string]any{
+	body := map[string]any{
 		"apiVersion": "v1", "kind": "Node",
 		"metadata": map[string]any{
 			"name": name, "resourceVersion": node.ResourceVersion,
@@ -158,35 +148,52 @@ func (c *Cordon) fire(ctx context.Context, d Decision, a webhook.Alert, name str
 			},
 		},
 		"spec": map[string]any{"unschedulable": true},
-	})
-	_, err = e.Client.CoreV1().Nodes().Patch(ctx, name, types.ApplyPatchType, body,
-		metav1.PatchOptions{FieldManager: FieldManager, Force: ptr.To(true), DryRun: e.dryRunOpt()})
-	if err != nil {
-		release()
-		return d.fail("cordon "+name, err)
 	}
-	return d.done("cordoned node %s (%d of %d nodes now unschedulable, limit %d)", name, count, total, allowed)
+	return &Write{
+		What: "cordon " + name, Budget: true, Object: body,
+		Done:  fmt.Sprintf("cordoned node %s (%d of %d nodes now unschedulable, limit %d)", name, count, total, allowed),
+		Apply: func(ctx context.Context, dryRun bool) error { return applyNode(ctx, e, name, body, dryRun) },
+		Release: func() {
+			c.mu.Lock()
+			if c.pending[name].Equal(now) {
+				delete(c.pending, name)
+			}
+			c.mu.Unlock()
+		},
+	}, Continue
 }
 
-// reserve runs the guards that count (cooldown, blast radius, budget) and,
-// when they pass, holds name's place among the unschedulable nodes until
-// the node cache shows the cordon. Callers hold c.mu. ok is false when d2
-// is the decision to return.
-func (c *Cordon) reserve(d Decision, name string) (now time.Time, allowed, count, total int, d2 Decision, ok bool) {
+// applyNode server-side applies body to node name as herd.
+func applyNode(ctx context.Context, e *Env, name string, body map[string]any, dryRun bool) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	_, err = e.Client.CoreV1().Nodes().Patch(ctx, name, types.ApplyPatchType, b,
+		metav1.PatchOptions{FieldManager: FieldManager, Force: ptr.To(true), DryRun: dryRunOpt(dryRun)})
+	return err
+}
+
+// reserve runs the guards that count (cooldown, blast radius) and, when
+// they pass, holds name's place among the unschedulable nodes until the
+// node cache shows the cordon (the Runner takes the budget next, and the
+// write's Release gives the place back if it does not happen). Callers hold
+// c.mu.
+func (c *Cordon) reserve(name string) (now time.Time, allowed, count, total int, o Outcome) {
 	e := c.Env
 	now = e.now()
 	if t, seen := c.pending[name]; seen && now.Sub(t) < c.pendingFor() {
 		if e.Config.DryRun {
-			return now, 0, 0, 0, d.noop("dry run: herd would already have cordoned node %s at %s", name, t.UTC().Format(time.RFC3339)), false
+			return now, 0, 0, 0, Nothing("dry run: herd would already have cordoned node %s at %s", name, t.UTC().Format(time.RFC3339))
 		}
-		return now, 0, 0, 0, d.noop("herd cordoned node %s at %s", name, t.UTC().Format(time.RFC3339)), false
+		return now, 0, 0, 0, Nothing("herd cordoned node %s at %s", name, t.UTC().Format(time.RFC3339))
 	}
-	if r := e.Budget.Cooling(config.ActionCordon); r != nil {
-		return now, 0, 0, 0, d.refuse(r), false
+	if r := e.Budget.Cooling(policy.ActionCordon); r != nil {
+		return now, 0, 0, 0, Refuse(r)
 	}
 	total, unschedulable, err := e.Nodes.Count()
 	if err != nil {
-		return now, 0, 0, 0, d.fail("count nodes", webhook.Transient(err)), false
+		return now, 0, 0, 0, Fail("count nodes", alert.Transient(err))
 	}
 	for n, t := range c.pending {
 		if now.Sub(t) < c.pendingFor() {
@@ -198,83 +205,93 @@ func (c *Cordon) reserve(d Decision, name string) (now time.Time, allowed, count
 	frac := e.Config.Guards.MaxUnschedulableFraction
 	allowed = int(math.Floor(frac * float64(total)))
 	if len(unschedulable)+1 > allowed {
-		e.Budget.Trip(config.ActionCordon)
-		return now, 0, 0, 0, d.refuse(guard.Refuse(guard.MaxUnschedulableFraction,
+		e.Budget.Trip(policy.ActionCordon)
+		return now, 0, 0, 0, Refuse(guard.Refuse(guard.MaxUnschedulableFraction,
 			"%d of %d nodes are unschedulable (%s); cordoning %s would make %d, over guards.maxUnschedulableFraction %g (at most %d); cordon pauses for guards.stormCooldown",
-			len(unschedulable), total, listSome(unschedulable, 5), name, len(unschedulable)+1, frac, allowed)), false
-	}
-	if r := e.Budget.Take(config.ActionCordon); r != nil {
-		return now, 0, 0, 0, d.refuse(r), false
+			len(unschedulable), total, listSome(unschedulable, 5), name, len(unschedulable)+1, frac, allowed))
 	}
 	if c.pending == nil {
 		c.pending = map[string]time.Time{}
 	}
 	c.pending[name] = now
-	return now, allowed, len(unschedulable) + 1, total, d, true
+	return now, allowed, len(unschedulable) + 1, total, Continue
 }
 
 // Resolve implements Action: uncordon when herd cordoned the node and
 // nobody changed herd's cordon since.
-func (c *Cordon) Resolve(ctx context.Context, a webhook.Alert) Decision {
+func (c *Cordon) Resolve(a alert.Alert) Op {
 	e := c.Env
-	d := e.decision(config.ActionCordon, a)
-	name, r := label(a, "node", validNodeName)
-	if r != nil {
-		d = d.refuse(r)
-		e.recordEvent(nil, ReasonUncordon, "Uncordon", d)
-		return d
+	var (
+		name      string
+		node      *corev1.Node
+		wouldHave bool
+	)
+	return Op{
+		Action: policy.ActionCordon, Alert: a, Event: EventNames{Reason: ReasonUncordon, Verb: "Uncordon"},
+		Labels: func(cs *Case) Outcome {
+			var r *guard.Refusal
+			if name, r = label(a, "node", validNodeName); r != nil {
+				return Refuse(r)
+			}
+			cs.About("node/"+name, nodeRef(name))
+			return Continue
+		},
+		Read: func(ctx context.Context, _ *Case) Outcome {
+			c.mu.Lock()
+			_, wouldHave = c.pending[name]
+			delete(c.pending, name)
+			c.mu.Unlock()
+			if wouldHave && e.Config.DryRun {
+				return Continue // a simulated cordon: nothing to read
+			}
+			if !e.Config.Actions.Cordon.UncordonOnResolve {
+				return Nothing("actions.cordon.uncordonOnResolve is false: node %s stays as it is", name)
+			}
+			var err error
+			node, err = e.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return Nothing("node %s no longer exists", name)
+			}
+			if err != nil {
+				return Fail("get node "+name, err)
+			}
+			return Continue
+		},
+		Guards: func(context.Context, *Case) (*Write, Outcome) {
+			if wouldHave && e.Config.DryRun {
+				return &Write{What: "uncordon " + name, Done: fmt.Sprintf("uncordoned node %s, which herd would have cordoned", name),
+					Apply: func(context.Context, bool) error { return nil }}, Continue
+			}
+			return c.uncordonGuards(name, node)
+		},
 	}
-	d.Target = "node/" + name
-	d = c.resolve(ctx, d, name)
-	e.recordEvent(nodeRef(name), ReasonUncordon, "Uncordon", d)
-	return d
 }
 
-func (c *Cordon) resolve(ctx context.Context, d Decision, name string) Decision {
+func (c *Cordon) uncordonGuards(name string, node *corev1.Node) (*Write, Outcome) {
 	e := c.Env
-	c.mu.Lock()
-	_, wouldHave := c.pending[name]
-	delete(c.pending, name)
-	c.mu.Unlock()
-	if wouldHave && e.Config.DryRun {
-		return d.done("uncordoned node %s, which herd would have cordoned", name)
-	}
-	if !e.Config.Actions.Cordon.UncordonOnResolve {
-		return d.noop("actions.cordon.uncordonOnResolve is false: node %s stays as it is", name)
-	}
-	node, err := e.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return d.noop("node %s no longer exists", name)
-	}
-	if err != nil {
-		return d.fail("get node "+name, err)
-	}
 	if node.Annotations[AnnotationCordonedBy] != CordonedByValue {
-		return d.noop("herd did not cordon node %s; it stays as it is", name)
+		return nil, Nothing("herd did not cordon node %s; it stays as it is", name)
 	}
 	if _, ok := node.Annotations[e.Config.Guards.ExcludeAnnotation]; ok {
-		return d.refuse(guard.Refuse(guard.Excluded, "node %s is annotated %s since herd cordoned it; a person decides", name, e.Config.Guards.ExcludeAnnotation))
+		return nil, Refuse(guard.Refuse(guard.Excluded, "node %s is annotated %s since herd cordoned it; a person decides", name, e.Config.Guards.ExcludeAnnotation))
 	}
 	if !node.Spec.Unschedulable {
-		return d.refuse(guard.Refuse(guard.Ownership, "node %s is schedulable again: someone uncordoned it after herd; herd leaves it and its annotations alone", name))
+		return nil, Refuse(guard.Refuse(guard.Ownership, "node %s is schedulable again: someone uncordoned it after herd; herd leaves it and its annotations alone", name))
 	}
 	if who := touchedBy(node); who != "" {
-		return d.refuse(guard.Refuse(guard.Ownership, "node %s was changed by %s after herd cordoned it; it stays cordoned for a person to decide", name, who))
-	}
-	if err := e.checkLeader(); err != nil {
-		return d.fail("uncordon "+name, err)
+		return nil, Refuse(guard.Refuse(guard.Ownership, "node %s was changed by %s after herd cordoned it; it stays cordoned for a person to decide", name, who))
 	}
 	// Applying nothing as herd releases every field herd owns: the cordon
 	// and herd's annotations go, and nothing else changes.
-	body, _ := json.Marshal(map[string]any{
+	body := map[string]any{
 		"apiVersion": "v1", "kind": "Node",
 		"metadata": map[string]any{"name": name, "resourceVersion": node.ResourceVersion},
-	})
-	if _, err := e.Client.CoreV1().Nodes().Patch(ctx, name, types.ApplyPatchType, body,
-		metav1.PatchOptions{FieldManager: FieldManager, Force: ptr.To(true), DryRun: e.dryRunOpt()}); err != nil {
-		return d.fail("uncordon "+name, err)
 	}
-	return d.done("uncordoned node %s, which herd had cordoned at %s", name, node.Annotations[AnnotationCordonedAt])
+	return &Write{
+		What: "uncordon " + name, Object: body,
+		Done:  fmt.Sprintf("uncordoned node %s, which herd had cordoned at %s", name, node.Annotations[AnnotationCordonedAt]),
+		Apply: func(ctx context.Context, dryRun bool) error { return applyNode(ctx, e, name, body, dryRun) },
+	}, Continue
 }
 
 // touchedBy names a field manager other than herd that owns what herd's

@@ -16,10 +16,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/herd-k8s/herd/responder/config"
+	"github.com/herd-k8s/herd/responder/alert"
+	"github.com/herd-k8s/herd/responder/policy"
 	"github.com/herd-k8s/herd/responder/evidence"
 	"github.com/herd-k8s/herd/responder/guard"
-	"github.com/herd-k8s/herd/responder/webhook"
 )
 
 func stale(name string) string { return evidence.StaleKubelet(name, "") }
@@ -34,7 +34,7 @@ func getNode(t *testing.T, f *fixture, name string) *corev1.Node {
 }
 
 func TestCordonFire(t *testing.T) {
-	staleAlert := func(kv ...string) webhook.Alert {
+	staleAlert := func(kv ...string) alert.Alert {
 		return firing(append([]string{"alertname", "HerdStaleKubelet"}, kv...)...)
 	}
 	cases := []struct {
@@ -42,8 +42,8 @@ func TestCordonFire(t *testing.T) {
 		nodes    []runtime.Object
 		evidence map[string][]evidence.Sample
 		evErr    error
-		cfg      func(*config.Config)
-		alert    webhook.Alert
+		cfg      func(*policy.Config)
+		alert    alert.Alert
 		want     want
 		event    string // "Kind/name Reason" of the one Event
 		patched  bool   // the node was patched
@@ -143,7 +143,7 @@ func TestCordonFire(t *testing.T) {
 			name:     "configured exclude annotation",
 			nodes:    []runtime.Object{node("n1", withAnnotation("example.com/keep", "yes"))},
 			evidence: map[string][]evidence.Sample{stale("n1"): {sample(1)}},
-			cfg:      func(c *config.Config) { c.Guards.ExcludeAnnotation = "example.com/keep" },
+			cfg:      func(c *policy.Config) { c.Guards.ExcludeAnnotation = "example.com/keep" },
 			alert:    staleAlert("node", "n1"),
 			want:     want{result: Refused, guard: guard.Excluded, reason: "node n1 is annotated example.com/keep"},
 			event:    "Node/n1 HerdCordonRefused",
@@ -152,7 +152,7 @@ func TestCordonFire(t *testing.T) {
 			name:     "nodeSelector mismatch",
 			nodes:    []runtime.Object{node("n1", withLabel("pool", "general"))},
 			evidence: map[string][]evidence.Sample{stale("n1"): {sample(1)}},
-			cfg:      func(c *config.Config) { c.Actions.Cordon.NodeSelector = map[string]string{"pool": "spot"} },
+			cfg:      func(c *policy.Config) { c.Actions.Cordon.NodeSelector = map[string]string{"pool": "spot"} },
 			alert:    staleAlert("node", "n1"),
 			want:     want{result: Refused, guard: guard.Excluded, reason: `node n1 does not match actions.cordon.nodeSelector (pool="spot")`},
 			event:    "Node/n1 HerdCordonRefused",
@@ -161,7 +161,7 @@ func TestCordonFire(t *testing.T) {
 			name:     "nodeSelector label missing",
 			nodes:    []runtime.Object{node("n1")},
 			evidence: map[string][]evidence.Sample{stale("n1"): {sample(1)}},
-			cfg:      func(c *config.Config) { c.Actions.Cordon.NodeSelector = map[string]string{"pool": "spot"} },
+			cfg:      func(c *policy.Config) { c.Actions.Cordon.NodeSelector = map[string]string{"pool": "spot"} },
 			alert:    staleAlert("node", "n1"),
 			want:     want{result: Refused, guard: guard.Excluded, reason: `node n1 does not match actions.cordon.nodeSelector (pool="spot")`},
 			event:    "Node/n1 HerdCordonRefused",
@@ -170,7 +170,7 @@ func TestCordonFire(t *testing.T) {
 			name:     "nodeSelector match",
 			nodes:    []runtime.Object{node("n1", withLabel("pool", "spot"))},
 			evidence: map[string][]evidence.Sample{stale("n1"): {sample(1)}},
-			cfg:      func(c *config.Config) { c.Actions.Cordon.NodeSelector = map[string]string{"pool": "spot"} },
+			cfg:      func(c *policy.Config) { c.Actions.Cordon.NodeSelector = map[string]string{"pool": "spot"} },
 			alert:    staleAlert("node", "n1"),
 			want:     want{result: Applied, reason: "cordoned node n1 (1 of 1000 nodes now unschedulable, limit 100)"},
 			event:    "Node/n1 HerdCordonApplied",
@@ -205,7 +205,7 @@ func TestCordonFire(t *testing.T) {
 			name:     "dry run",
 			nodes:    []runtime.Object{node("n1")},
 			evidence: map[string][]evidence.Sample{stale("n1"): {sample(1)}},
-			cfg:      func(c *config.Config) { c.DryRun = true },
+			cfg:      func(c *policy.Config) { c.DryRun = true },
 			alert:    staleAlert("node", "n1"),
 			want:     want{result: DryRun, reason: "dry run: would have cordoned node n1 (1 of 1000 nodes now unschedulable, limit 100)"},
 			event:    "Node/n1 HerdCordonDryRun",
@@ -224,16 +224,16 @@ func TestCordonFire(t *testing.T) {
 			for _, o := range tc.nodes {
 				before = append(before, getNode(t, f, o.(*corev1.Node).Name))
 			}
-			d := c.Fire(context.Background(), tc.alert)
+			d := f.run(c.Fire(tc.alert))
 			tc.want.check(t, d)
 			if got := f.rec.reasons(); !reflect.DeepEqual(got, []string{tc.event}) {
 				t.Errorf("events %q, want %q", got, tc.event)
 			}
-			if d.Action != config.ActionCordon || d.Alert != "HerdStaleKubelet" || d.Status != "firing" || d.Fingerprint != "fp-HerdStaleKubelet" ||
+			if d.Action != policy.ActionCordon || d.Alert != "HerdStaleKubelet" || d.Status != "firing" || d.Fingerprint != "fp-HerdStaleKubelet" ||
 				!d.Time.Equal(t0) || d.DryRun != f.env.Config.DryRun {
 				t.Errorf("decision header %+v", d)
 			}
-			if tc.want.result == Failed && (!errors.Is(d.Err, webhook.ErrTransient) || !errors.Is(d.Err, evidence.ErrUnavailable)) {
+			if tc.want.result == Failed && (!errors.Is(d.Err, alert.ErrTransient) || !errors.Is(d.Err, evidence.ErrUnavailable)) {
 				t.Errorf("Prometheus unavailable: err %v is not transient", d.Err)
 			}
 			patches := f.patches()
@@ -300,7 +300,7 @@ func TestCordonReasonAnnotation(t *testing.T) {
 	} {
 		f := newFixture(t, nil, node("n1"))
 		f.q.set(stale("n1"), sample(1))
-		d := (&Cordon{Env: f.env}).Fire(context.Background(), firing("alertname", "HerdStaleKubelet", "node", "n1", "reason", tc.reason))
+		d := f.run((&Cordon{Env: f.env}).Fire(firing("alertname", "HerdStaleKubelet", "node", "n1", "reason", tc.reason)))
 		want{result: Applied}.check(t, d)
 		if got := getNode(t, f, "n1").Annotations[AnnotationReason]; got != tc.want {
 			t.Errorf("reason %q: annotation %q, want %q", tc.reason, got, tc.want)
@@ -323,7 +323,7 @@ func TestCordonFraction(t *testing.T) {
 	}
 	c := &Cordon{Env: f.env}
 	fire := func(n string) Decision {
-		return c.Fire(context.Background(), firing("alertname", "HerdStaleKubelet", "node", n))
+		return f.run(c.Fire(firing("alertname", "HerdStaleKubelet", "node", n)))
 	}
 	want{result: Applied, reason: "cordoned node n1 (2 of 20 nodes now unschedulable, limit 2)"}.check(t, fire("n1"))
 	// The node counter has not seen n1's cordon yet; herd counts it anyway.
@@ -361,7 +361,7 @@ func TestCordonFractionSmallCluster(t *testing.T) {
 	f := newFixture(t, nil, node("n1"))
 	f.env.Nodes = nodeCounter{total: 9}
 	f.q.set(stale("n1"), sample(1))
-	d := (&Cordon{Env: f.env}).Fire(context.Background(), firing("alertname", "HerdStaleKubelet", "node", "n1"))
+	d := f.run((&Cordon{Env: f.env}).Fire(firing("alertname", "HerdStaleKubelet", "node", "n1")))
 	want{result: Refused, guard: guard.MaxUnschedulableFraction,
 		reason: "0 of 9 nodes are unschedulable (none); cordoning n1 would make 1, over guards.maxUnschedulableFraction 0.1 (at most 0); cordon pauses for guards.stormCooldown"}.check(t, d)
 }
@@ -370,7 +370,7 @@ func TestCordonListsSomeNodes(t *testing.T) {
 	f := newFixture(t, nil, node("n1"))
 	f.env.Nodes = nodeCounter{total: 70, unschedulable: []string{"a", "b", "c", "d", "e", "f", "g"}}
 	f.q.set(stale("n1"), sample(1))
-	d := (&Cordon{Env: f.env}).Fire(context.Background(), firing("alertname", "HerdStaleKubelet", "node", "n1"))
+	d := f.run((&Cordon{Env: f.env}).Fire(firing("alertname", "HerdStaleKubelet", "node", "n1")))
 	want{result: Refused, guard: guard.MaxUnschedulableFraction,
 		reason: "7 of 70 nodes are unschedulable (a, b, c, d, e and 2 more); cordoning n1 would make 8, over guards.maxUnschedulableFraction 0.1 (at most 7); cordon pauses for guards.stormCooldown"}.check(t, d)
 }
@@ -380,13 +380,13 @@ func TestCordonBudget(t *testing.T) {
 	for i := range 4 {
 		objs = append(objs, node(fmt.Sprintf("n%d", i)))
 	}
-	f := newFixture(t, func(c *config.Config) { c.Guards.MaxActionsPerHour[config.ActionCordon] = 2 }, objs...)
+	f := newFixture(t, func(c *policy.Config) { c.Guards.MaxActionsPerHour[policy.ActionCordon] = 2 }, objs...)
 	for i := range 4 {
 		f.q.set(stale(fmt.Sprintf("n%d", i)), sample(1))
 	}
 	c := &Cordon{Env: f.env}
 	fire := func(n string) Decision {
-		return c.Fire(context.Background(), firing("alertname", "HerdStaleKubelet", "node", n))
+		return f.run(c.Fire(firing("alertname", "HerdStaleKubelet", "node", n)))
 	}
 	want{result: Applied}.check(t, fire("n0"))
 	want{result: Applied}.check(t, fire("n1"))
@@ -402,13 +402,13 @@ func TestCordonBudget(t *testing.T) {
 }
 
 func TestCordonNotLeader(t *testing.T) {
-	f := newFixture(t, func(c *config.Config) { c.Guards.MaxActionsPerHour[config.ActionCordon] = 1 }, node("n1"))
+	f := newFixture(t, func(c *policy.Config) { c.Guards.MaxActionsPerHour[policy.ActionCordon] = 1 }, node("n1"))
 	f.q.set(stale("n1"), sample(1))
 	f.setLeader(false)
 	c := &Cordon{Env: f.env}
-	d := c.Fire(context.Background(), firing("alertname", "HerdStaleKubelet", "node", "n1"))
+	d := f.run(c.Fire(firing("alertname", "HerdStaleKubelet", "node", "n1")))
 	want{result: Failed, reason: "cordon n1"}.check(t, d)
-	if !errors.Is(d.Err, webhook.ErrTransient) {
+	if !errors.Is(d.Err, alert.ErrTransient) {
 		t.Errorf("err %v is not transient", d.Err)
 	}
 	if len(f.patches()) != 0 || getNode(t, f, "n1").Spec.Unschedulable {
@@ -416,7 +416,7 @@ func TestCordonNotLeader(t *testing.T) {
 	}
 	// The budget was refunded: the leader-to-be can act.
 	f.setLeader(true)
-	want{result: Applied}.check(t, c.Fire(context.Background(), firing("alertname", "HerdStaleKubelet", "node", "n1")))
+	want{result: Applied}.check(t, f.run(c.Fire(firing("alertname", "HerdStaleKubelet", "node", "n1"))))
 }
 
 func TestCordonAPIErrors(t *testing.T) {
@@ -436,13 +436,13 @@ func TestCordonAPIErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, func(c *config.Config) { c.Guards.MaxActionsPerHour[config.ActionCordon] = 1 }, node("n1"))
+			f := newFixture(t, func(c *policy.Config) { c.Guards.MaxActionsPerHour[policy.ActionCordon] = 1 }, node("n1"))
 			f.q.set(stale("n1"), sample(1))
 			f.failOn(tc.verb, "nodes", tc.err)
 			c := &Cordon{Env: f.env}
-			d := c.Fire(context.Background(), firing("alertname", "HerdStaleKubelet", "node", "n1"))
+			d := f.run(c.Fire(firing("alertname", "HerdStaleKubelet", "node", "n1")))
 			want{result: Failed, reason: tc.reason}.check(t, d)
-			if errors.Is(d.Err, webhook.ErrTransient) != tc.transient {
+			if errors.Is(d.Err, alert.ErrTransient) != tc.transient {
 				t.Errorf("transient = %v, want %v (%v)", !tc.transient, tc.transient, d.Err)
 			}
 			if !errors.Is(d.Err, tc.err) {
@@ -453,7 +453,7 @@ func TestCordonAPIErrors(t *testing.T) {
 			}
 			if tc.verb == "patch" {
 				// The failed patch gave the budget back.
-				if r := f.env.Budget.Take(config.ActionCordon); r != nil {
+				if r := f.env.Budget.Take(policy.ActionCordon); r != nil {
 					t.Errorf("budget not refunded: %v", r)
 				}
 			}
@@ -465,9 +465,9 @@ func TestCordonNodeCountError(t *testing.T) {
 	f := newFixture(t, nil, node("n1"))
 	f.env.Nodes = nodeCounter{err: errNodesNotSynced}
 	f.q.set(stale("n1"), sample(1))
-	d := (&Cordon{Env: f.env}).Fire(context.Background(), firing("alertname", "HerdStaleKubelet", "node", "n1"))
+	d := f.run((&Cordon{Env: f.env}).Fire(firing("alertname", "HerdStaleKubelet", "node", "n1")))
 	want{result: Failed, reason: "count nodes"}.check(t, d)
-	if !errors.Is(d.Err, webhook.ErrTransient) || !errors.Is(d.Err, errNodesNotSynced) {
+	if !errors.Is(d.Err, alert.ErrTransient) || !errors.Is(d.Err, errNodesNotSynced) {
 		t.Errorf("err %v", d.Err)
 	}
 }
@@ -480,7 +480,7 @@ func TestCordonDryRun(t *testing.T) {
 	for i := range 20 {
 		objs = append(objs, node(fmt.Sprintf("n%d", i)))
 	}
-	f := newFixture(t, func(c *config.Config) { c.DryRun = true }, objs...)
+	f := newFixture(t, func(c *policy.Config) { c.DryRun = true }, objs...)
 	f.dryRunPatches()
 	f.env.Nodes = nodeCounter{total: 20, unschedulable: []string{"n0"}}
 	for i := range 20 {
@@ -488,7 +488,7 @@ func TestCordonDryRun(t *testing.T) {
 	}
 	c := &Cordon{Env: f.env}
 	fire := func(n string) Decision {
-		return c.Fire(context.Background(), firing("alertname", "HerdStaleKubelet", "node", n))
+		return f.run(c.Fire(firing("alertname", "HerdStaleKubelet", "node", n)))
 	}
 	d := fire("n1")
 	want{result: DryRun, reason: "dry run: would have cordoned node n1 (2 of 20 nodes now unschedulable, limit 2)"}.check(t, d)
@@ -512,22 +512,22 @@ func TestCordonDryRun(t *testing.T) {
 		}
 	}
 	// Resolve forgets the would-be cordon without touching the node.
-	r := c.Resolve(context.Background(), resolved("alertname", "HerdStaleKubelet", "node", "n1"))
+	r := f.run(c.Resolve(resolved("alertname", "HerdStaleKubelet", "node", "n1")))
 	want{result: DryRun, reason: "dry run: would have uncordoned node n1, which herd would have cordoned"}.check(t, r)
 	// Another resolve has nothing to forget; the node is not herd's.
 	want{result: Noop, reason: "herd did not cordon node n1; it stays as it is"}.check(t,
-		c.Resolve(context.Background(), resolved("alertname", "HerdStaleKubelet", "node", "n1")))
+		f.run(c.Resolve(resolved("alertname", "HerdStaleKubelet", "node", "n1"))))
 	if n := len(f.patches()); n != 1 {
 		t.Errorf("%d patches after resolve", n)
 	}
 	// An hour after a dry-run cordon, herd stops counting it.
-	f2 := newFixture(t, func(c *config.Config) { c.DryRun = true }, node("n1"))
+	f2 := newFixture(t, func(c *policy.Config) { c.DryRun = true }, node("n1"))
 	f2.dryRunPatches()
 	f2.q.set(stale("n1"), sample(1))
 	c2 := &Cordon{Env: f2.env}
-	want{result: DryRun}.check(t, c2.Fire(context.Background(), firing("alertname", "HerdStaleKubelet", "node", "n1")))
+	want{result: DryRun}.check(t, f2.run(c2.Fire(firing("alertname", "HerdStaleKubelet", "node", "n1"))))
 	f2.clock.Advance(time.Hour)
-	want{result: DryRun}.check(t, c2.Fire(context.Background(), firing("alertname", "HerdStaleKubelet", "node", "n1")))
+	want{result: DryRun}.check(t, f2.run(c2.Fire(firing("alertname", "HerdStaleKubelet", "node", "n1"))))
 }
 
 func TestCordonResolve(t *testing.T) {
@@ -544,7 +544,7 @@ func TestCordonResolve(t *testing.T) {
 	cases := []struct {
 		name    string
 		node    *corev1.Node
-		cfg     func(*config.Config)
+		cfg     func(*policy.Config)
 		want    want
 		event   string
 		patched bool
@@ -585,7 +585,7 @@ func TestCordonResolve(t *testing.T) {
 		},
 		{
 			name: "uncordonOnResolve false", node: node("n1", herdCordoned),
-			cfg:   func(c *config.Config) { c.Actions.Cordon.UncordonOnResolve = false },
+			cfg:   func(c *policy.Config) { c.Actions.Cordon.UncordonOnResolve = false },
 			want:  want{result: Noop, reason: "actions.cordon.uncordonOnResolve is false: node n1 stays as it is"},
 			event: "Node/n1 HerdUncordonNoop",
 		},
@@ -596,7 +596,7 @@ func TestCordonResolve(t *testing.T) {
 		},
 		{
 			name: "dry run", node: node("n1", herdCordoned),
-			cfg:   func(c *config.Config) { c.DryRun = true },
+			cfg:   func(c *policy.Config) { c.DryRun = true },
 			want:  want{result: DryRun, reason: "dry run: would have uncordoned node n1, which herd had cordoned at 2025-03-04T09:00:00Z"},
 			event: "Node/n1 HerdUncordonDryRun", patched: true,
 		},
@@ -617,7 +617,7 @@ func TestCordonResolve(t *testing.T) {
 				}
 			}
 			c := &Cordon{Env: f.env}
-			d := c.Resolve(context.Background(), resolved("alertname", "HerdStaleKubelet", "node", "n1"))
+			d := f.run(c.Resolve(resolved("alertname", "HerdStaleKubelet", "node", "n1")))
 			tc.want.check(t, d)
 			if got := f.rec.reasons(); !reflect.DeepEqual(got, []string{tc.event}) {
 				t.Errorf("events %q, want %q", got, tc.event)
@@ -666,8 +666,8 @@ func TestCordonRoundTrip(t *testing.T) {
 	f := newFixture(t, nil, node("n1", withAnnotation("keep", "me")))
 	f.q.set(stale("n1"), sample(1))
 	c := &Cordon{Env: f.env}
-	want{result: Applied}.check(t, c.Fire(context.Background(), firing("alertname", "HerdStaleKubelet", "node", "n1")))
-	want{result: Applied}.check(t, c.Resolve(context.Background(), resolved("alertname", "HerdStaleKubelet", "node", "n1")))
+	want{result: Applied}.check(t, f.run(c.Fire(firing("alertname", "HerdStaleKubelet", "node", "n1"))))
+	want{result: Applied}.check(t, f.run(c.Resolve(resolved("alertname", "HerdStaleKubelet", "node", "n1"))))
 	n := getNode(t, f, "n1")
 	if n.Spec.Unschedulable || !reflect.DeepEqual(n.Annotations, map[string]string{"keep": "me"}) {
 		t.Errorf("node after round trip: unschedulable %v, annotations %v", n.Spec.Unschedulable, n.Annotations)
@@ -679,7 +679,7 @@ func TestCordonRoundTrip(t *testing.T) {
 
 func TestCordonResolveLabels(t *testing.T) {
 	f := newFixture(t, nil)
-	d := (&Cordon{Env: f.env}).Resolve(context.Background(), resolved("alertname", "HerdStaleKubelet", "node", "N_1"))
+	d := f.run((&Cordon{Env: f.env}).Resolve(resolved("alertname", "HerdStaleKubelet", "node", "N_1")))
 	want{result: Refused, guard: guard.LabelValidation, has: `label node="N_1" is not valid`}.check(t, d)
 	if got := f.rec.reasons(); !reflect.DeepEqual(got, []string{"Lease/herd-responder HerdUncordonRefused"}) {
 		t.Errorf("events %q", got)
@@ -721,7 +721,7 @@ func TestCordonConcurrent(t *testing.T) {
 	for i := range 10 {
 		objs = append(objs, node(fmt.Sprintf("n%d", i)))
 	}
-	f := newFixture(t, func(c *config.Config) { c.Guards.MaxActionsPerHour[config.ActionCordon] = 100 }, objs...)
+	f := newFixture(t, func(c *policy.Config) { c.Guards.MaxActionsPerHour[policy.ActionCordon] = 100 }, objs...)
 	f.env.Nodes = nodeCounter{total: 30} // 3 allowed
 	for i := range 10 {
 		f.q.set(stale(fmt.Sprintf("n%d", i)), sample(1))
@@ -730,7 +730,7 @@ func TestCordonConcurrent(t *testing.T) {
 	results := make(chan Decision, 10)
 	for i := range 10 {
 		go func() {
-			results <- c.Fire(context.Background(), firing("alertname", "HerdStaleKubelet", "node", fmt.Sprintf("n%d", i)))
+			results <- f.run(c.Fire(firing("alertname", "HerdStaleKubelet", "node", fmt.Sprintf("n%d", i))))
 		}()
 	}
 	count := map[Result]int{}

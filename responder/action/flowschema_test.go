@@ -2,6 +2,7 @@ package action
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"reflect"
 	"strings"
@@ -15,21 +16,60 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/herd-k8s/herd/responder/config"
+	"github.com/herd-k8s/herd/responder/alert"
+	"github.com/herd-k8s/herd/responder/policy"
 	"github.com/herd-k8s/herd/responder/evidence"
 	"github.com/herd-k8s/herd/responder/guard"
-	"github.com/herd-k8s/herd/responder/webhook"
 )
 
-// Isolate and quarantine are tested here up to their server-side apply,
-// which the fake clientset cannot do (see helpers_test.go): every case
-// ends before it, and asserts that nothing was written.
+// Isolate and quarantine on the fake clientset: every guard, and the one
+// apply or delete each decision makes (the fake applies without
+// preconditions; apiserver_test.go runs the writes on a real apiserver).
 
-// clusterSchemas are the apiserver's FlowSchemas as objects for the fake.
+// clusterSchemas are the apiserver's FlowSchemas and herd's installed
+// priority levels, as objects for the fake.
 func clusterSchemas() []runtime.Object {
 	var out []runtime.Object
 	for _, fs := range apiserverSchemas() {
-		out = append(out, &fs)
+		out = append(out, fs)
+	}
+	return append(out, installedLevels()...)
+}
+
+// installedLevels are herd's priority levels as the chart installs them.
+func installedLevels() []runtime.Object {
+	return []runtime.Object{
+		installed(IsolateLevel, IsolateLevelSpec(policy.Default().Actions.Isolate)),
+		installed(QuarantineLevel, QuarantineLevelSpec()),
+	}
+}
+
+func installed(name string, spec flowcontrolv1.PriorityLevelConfigurationSpec) *flowcontrolv1.PriorityLevelConfiguration {
+	return &flowcontrolv1.PriorityLevelConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: name, UID: "uid-" + types.UID(name), ResourceVersion: "3", Labels: map[string]string{"app.kubernetes.io/managed-by": "Helm"}},
+		Spec:       spec,
+	}
+}
+
+// without returns objs less the priority level named name.
+func without(objs []runtime.Object, name string) []runtime.Object {
+	var out []runtime.Object
+	for _, o := range objs {
+		if pl, ok := o.(*flowcontrolv1.PriorityLevelConfiguration); ok && pl.Name == name {
+			continue
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
+// applies are the fake's recorded server-side applies.
+func (f *fixture) applies() []k8stesting.PatchActionImpl {
+	var out []k8stesting.PatchActionImpl
+	for _, p := range f.patches() {
+		if p.PatchType == types.ApplyPatchType {
+			out = append(out, p)
+		}
 	}
 	return out
 }
@@ -57,14 +97,6 @@ func ann(kv ...string) map[string]string {
 	return m
 }
 
-func level(name string, owned bool) *flowcontrolv1.PriorityLevelConfiguration {
-	pl := &flowcontrolv1.PriorityLevelConfiguration{ObjectMeta: metav1.ObjectMeta{Name: name, UID: "uid-" + types.UID(name), ResourceVersion: "3"}}
-	if owned {
-		pl.Labels = map[string]string{ManagedByLabel: ManagedByValue}
-	}
-	return pl
-}
-
 // strict is someone's FlowSchema that serves matching users' requests at a
 // given precedence.
 func strict(name string, precedence int32, subject flowcontrolv1.Subject) *flowcontrolv1.FlowSchema {
@@ -85,7 +117,7 @@ func (f *fixture) assertNoWrites(t *testing.T) {
 }
 
 // assertRefunded checks that action a's budget of 1 per hour is unspent.
-func (f *fixture) assertRefunded(t *testing.T, a config.Action) {
+func (f *fixture) assertRefunded(t *testing.T, a policy.Action) {
 	t.Helper()
 	if r := f.env.Budget.Take(a); r != nil {
 		t.Errorf("the budget was not refunded: %v", r)
@@ -98,7 +130,7 @@ var (
 	stormKey  = ann(AnnotationAction, "isolate", AnnotationRole, "cni", AnnotationClient, "cilium", AnnotationResource, "pods")
 )
 
-func stormAlert(kv ...string) webhook.Alert {
+func stormAlert(kv ...string) alert.Alert {
 	return firing(append([]string{"alertname", "HerdRelistStorm", "role", "cni", "client", "cilium", "resource", "pods"}, kv...)...)
 }
 
@@ -123,10 +155,11 @@ func TestIsolateFire(t *testing.T) {
 		objs     []runtime.Object
 		evidence map[string][]evidence.Sample
 		evErr    map[string]error
-		fail     [2]string // verb, resource the fake fails with ServiceUnavailable
-		cfg      func(*config.Config)
+		unsynced bool // the APF cache has not synced
+		noLevel  bool // herd-isolate is not installed (objs may hold another)
+		cfg      func(*policy.Config)
 		spend    bool // the budget is spent before
-		alert    webhook.Alert
+		alert    alert.Alert
 		want     want
 		event    string
 		refunded bool
@@ -183,6 +216,20 @@ func TestIsolateFire(t *testing.T) {
 			event:    "Lease/herd-responder HerdIsolateRefused",
 		},
 		{
+			// Issue 16, point 1: an anonymous flood claiming calico-node's
+			// user agent, next to the real calico-node service account that
+			// made one ordinary LIST. Neither is a subject.
+			name: "an anonymous flood and an innocent identity",
+			evidence: map[string][]evidence.Sample{stormRate: {sample(80)}, stormIDs: {
+				sample(4800, "identity", "system:anonymous"),
+				sample(1, "identity", "system:serviceaccount:calico-system:calico-node"),
+			}},
+			alert: stormAlert(),
+			want: want{result: Refused, guard: guard.Verification,
+				reason: "no identity of the client storms itself: herd_instance_relists shows system:anonymous (4800, unauthenticated), system:serviceaccount:calico-system:calico-node (1), and a subject needs at least 3 relists of its own (actions.isolate.minSubjectRelists) and an authenticated identity"},
+			event: "Lease/herd-responder HerdIsolateRefused",
+		},
+		{
 			name:     "the cluster label scopes both queries",
 			evidence: confirmed,
 			alert:    stormAlert("cluster", "eu"),
@@ -191,12 +238,20 @@ func TestIsolateFire(t *testing.T) {
 			event: "Lease/herd-responder HerdIsolateRefused",
 		},
 		{
+			name:     "the cache has not synced",
+			unsynced: true,
+			evidence: confirmed,
+			alert:    stormAlert(),
+			want:     want{result: Failed, reason: "read FlowSchemas"},
+			event:    "Lease/herd-responder HerdIsolateFailed",
+		},
+		{
 			name: "all slots in use",
 			objs: []runtime.Object{
 				slotObj("herd-isolate-1", true, ann(AnnotationAction, "isolate", AnnotationClient, "calico"), 1),
 				slotObj("herd-isolate-2", false, nil, 1),
 			},
-			cfg:      func(c *config.Config) { c.Actions.Isolate.MaxManagedFlowSchemas = 2 },
+			cfg:      func(c *policy.Config) { c.Actions.Isolate.MaxManagedFlowSchemas = 2 },
 			evidence: confirmed,
 			alert:    stormAlert(),
 			want: want{result: Refused, guard: guard.MaxManagedFlowSchemas,
@@ -231,31 +286,34 @@ func TestIsolateFire(t *testing.T) {
 			refunded: true,
 		},
 		{
-			name:     "the priority level is someone else's",
-			objs:     []runtime.Object{level(IsolateLevel, false)},
+			name:     "the priority level is not installed",
+			noLevel:  true,
 			evidence: confirmed,
 			alert:    stormAlert(),
-			want: want{result: Refused, guard: guard.Ownership,
-				reason: "PriorityLevelConfiguration herd-isolate exists and herd did not create it (no app.kubernetes.io/managed-by=herd label)"},
-			event:    "FlowSchema/herd-isolate-1 HerdIsolateRefused",
+			want: want{result: Refused, guard: guard.PriorityLevel,
+				reason: "PriorityLevelConfiguration herd-isolate is not installed: install herd's priority levels with the chart or `kubectl apply -f manifests/apf/herd.yaml`; the leader also creates a missing one at its next sweep"},
+			event:    "Lease/herd-responder HerdIsolateRefused",
 			refunded: true,
 		},
 		{
-			name:     "the priority level cannot be read",
-			fail:     [2]string{"get", "prioritylevelconfigurations"},
+			name:     "the priority level rejects",
+			noLevel:  true,
+			objs:     []runtime.Object{installed(IsolateLevel, QuarantineLevelSpec())},
 			evidence: confirmed,
 			alert:    stormAlert(),
-			want:     want{result: Failed, reason: "apply priority level herd-isolate"},
-			event:    "FlowSchema/herd-isolate-1 HerdIsolateFailed",
+			want: want{result: Refused, guard: guard.PriorityLevel,
+				reason: "PriorityLevelConfiguration herd-isolate answers excess with Reject, not Queue: it would reject the isolated client's LISTs instead of slowing them; herd's isolate needs the level the chart installs (manifests/apf/herd.yaml)"},
+			event:    "Lease/herd-responder HerdIsolateRefused",
 			refunded: true,
 		},
 		{
-			name:     "FlowSchemas cannot be listed",
-			fail:     [2]string{"list", "flowschemas"},
+			name:     "the priority level is exempt",
+			noLevel:  true,
+			objs:     []runtime.Object{installed(IsolateLevel, flowcontrolv1.PriorityLevelConfigurationSpec{Type: flowcontrolv1.PriorityLevelEnablementExempt})},
 			evidence: confirmed,
 			alert:    stormAlert(),
-			want:     want{result: Failed, reason: "read FlowSchemas"},
-			event:    "Lease/herd-responder HerdIsolateFailed",
+			want:     want{result: Refused, guard: guard.PriorityLevel, has: "is of type Exempt, not Limited"},
+			event:    "Lease/herd-responder HerdIsolateRefused",
 		},
 		{
 			name:     "budget spent",
@@ -269,47 +327,135 @@ func TestIsolateFire(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := func(c *config.Config) {
-				c.Guards.MaxActionsPerHour[config.ActionIsolate] = 1
+			cfg := func(c *policy.Config) {
+				c.Guards.MaxActionsPerHour[policy.ActionIsolate] = 1
 				if tc.cfg != nil {
 					tc.cfg(c)
 				}
 			}
-			f := newFixture(t, cfg, append(clusterSchemas(), tc.objs...)...)
+			objs := clusterSchemas()
+			if tc.noLevel {
+				objs = without(objs, IsolateLevel)
+			}
+			f := newFixture(t, cfg, append(objs, tc.objs...)...)
+			if tc.unsynced {
+				f.env.APF = NewAPFCache(f.client)
+			}
 			for q, s := range tc.evidence {
 				f.q.set(q, s...)
 			}
 			f.q.errs = tc.evErr
-			if tc.fail[0] != "" {
-				f.failOn(tc.fail[0], tc.fail[1], apierrors.NewServiceUnavailable("try later"))
-			}
 			if tc.spend {
-				if r := f.env.Budget.Take(config.ActionIsolate); r != nil {
+				if r := f.env.Budget.Take(policy.ActionIsolate); r != nil {
 					t.Fatal(r)
 				}
 			}
-			d := NewIsolate(f.env).Fire(context.Background(), tc.alert)
+			d := f.run(NewIsolate(f.env).Fire(tc.alert))
 			tc.want.check(t, d)
 			if got := f.rec.reasons(); !reflect.DeepEqual(got, []string{tc.event}) {
 				t.Errorf("events %q, want %q", got, tc.event)
 			}
-			if d.Result == Failed && !errors.Is(d.Err, webhook.ErrTransient) {
+			if d.Result == Failed && !errors.Is(d.Err, alert.ErrTransient) {
 				t.Errorf("err %v is not transient", d.Err)
 			}
 			f.assertNoWrites(t)
 			if tc.refunded {
-				f.assertRefunded(t, config.ActionIsolate)
+				f.assertRefunded(t, policy.ActionIsolate)
 			}
+		})
+	}
+}
+
+// TestIsolateApplies: the decision's one write, a server-side apply of the
+// slot with only the storming identities as subjects; in dry-run mode, its
+// server-side dry run, with the object in the decision.
+func TestIsolateApplies(t *testing.T) {
+	ids := []evidence.Sample{
+		sample(40, "identity", "system:serviceaccount:kube-system:cilium"),
+		sample(12, "identity", "system:serviceaccount:cilium:cilium"),
+		// Issue 16: these share the client label but carry no evidence
+		// of their own.
+		sample(1, "identity", "system:serviceaccount:kube-system:cilium-operator"),
+		sample(4800, "identity", "system:anonymous"),
+		sample(900, "identity", "system:unauthenticated:forged"),
+	}
+	for _, tc := range []struct {
+		name   string
+		dryRun bool
+		level  bool // herd-isolate installed
+		result Result
+	}{
+		{"acting", false, true, Applied},
+		{"dry run", true, true, DryRun},
+		{"dry run without the level", true, false, DryRun},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs := clusterSchemas()
+			if !tc.level {
+				objs = without(objs, IsolateLevel)
+			}
+			f := newFixture(t, func(c *policy.Config) { c.DryRun = tc.dryRun }, objs...)
+			f.q.set(stormRate, sample(12.5))
+			f.q.set(stormIDs, ids...)
+			d := f.run(NewIsolate(f.env).Fire(stormAlert()))
+			want{result: tc.result, has: "isolated cilium's LISTs of pods from 2 identities in FlowSchema herd-isolate-1 (precedence 450, before kube-system-service-accounts at 900) to priority level herd-isolate (2 shares, 16 queues), until 2025-03-04T11:00:00Z"}.check(t, d)
+			if got := f.rec.reasons(); !reflect.DeepEqual(got, []string{"FlowSchema/herd-isolate-1 HerdIsolate" + reasonSuffix[tc.result]}) {
+				t.Errorf("events %q", got)
+			}
+			if w := f.writes(); !reflect.DeepEqual(w, []string{"patch flowschemas/herd-isolate-1"}) {
+				t.Fatalf("writes %q, want one apply of herd-isolate-1", w)
+			}
+			p := f.applies()[0]
+			if p.PatchOptions.FieldManager != FieldManager || p.PatchOptions.Force == nil || !*p.PatchOptions.Force ||
+				!reflect.DeepEqual(p.PatchOptions.DryRun, dryRunOpt(tc.dryRun)) {
+				t.Errorf("apply options %+v", p.PatchOptions)
+			}
+			var fs flowcontrolv1.FlowSchema
+			if err := json.Unmarshal(p.Patch, &fs); err != nil {
+				t.Fatal(err)
+			}
+			wantSubjects := []flowcontrolv1.Subject{
+				{Kind: flowcontrolv1.SubjectKindServiceAccount, ServiceAccount: &flowcontrolv1.ServiceAccountSubject{Namespace: "cilium", Name: "cilium"}},
+				{Kind: flowcontrolv1.SubjectKindServiceAccount, ServiceAccount: &flowcontrolv1.ServiceAccountSubject{Namespace: "kube-system", Name: "cilium"}},
+			}
+			if len(fs.Spec.Rules) != 1 || !reflect.DeepEqual(fs.Spec.Rules[0].Subjects, wantSubjects) {
+				t.Errorf("subjects %+v, want only the two that storm themselves", fs.Spec.Rules)
+			}
+			rr := fs.Spec.Rules[0].ResourceRules
+			if len(rr) != 1 || !reflect.DeepEqual(rr[0].Verbs, []string{"list"}) || !reflect.DeepEqual(rr[0].Resources, []string{"pods"}) {
+				t.Errorf("resource rules %+v", rr)
+			}
+			if fs.Labels[ManagedByLabel] != ManagedByValue || fs.Spec.PriorityLevelConfiguration.Name != IsolateLevel ||
+				fs.Spec.MatchingPrecedence != 450 || fs.Annotations[AnnotationExpiresAt] != "2025-03-04T11:00:00Z" ||
+				fs.ResourceVersion != "" || fs.UID != "" {
+				t.Errorf("applied %s", p.Patch)
+			}
+			if d.Object == nil {
+				t.Error("the decision does not carry the applied object")
+			}
+			// The budget was spent, acting or not.
+			if r := f.env.Budget.Take(policy.ActionIsolate); r != nil {
+				t.Errorf("budget: %v", r)
+			}
+			if tc.dryRun {
+				return
+			}
+			// The next alert sees the slot before the watch does.
+			fs2, err := f.env.APF.FlowSchema("herd-isolate-1")
+			if err != nil || fs2 == nil {
+				t.Fatalf("the cache does not show herd's write: %v %v", fs2, err)
+			}
+			want{result: Noop, has: "FlowSchema herd-isolate-1 already isolates cilium's LISTs of pods"}.check(t, f.run(NewIsolate(f.env).Fire(stormAlert())))
 		})
 	}
 }
 
 // The evidence an isolate decision names: the rate and the identities.
 func TestIsolateEvidence(t *testing.T) {
-	f := newFixture(t, nil, slotObj("herd-isolate-1", true, stormKey, 1))
+	f := newFixture(t, nil, append(installedLevels(), slotObj("herd-isolate-1", true, stormKey, 1))...)
 	f.q.set(stormRate, sample(12.5))
 	f.q.set(stormIDs, sample(3, "identity", "system:serviceaccount:kube-system:cilium"), sample(1, "identity", ""))
-	d := NewIsolate(f.env).Fire(context.Background(), stormAlert())
+	d := f.run(NewIsolate(f.env).Fire(stormAlert()))
 	want{result: Noop}.check(t, d)
 	wantEv := []evidence.Check{
 		{Query: stormRate, Value: 12.5, Series: 1, Confirmed: true},
@@ -328,11 +474,12 @@ func TestIsolateResolve(t *testing.T) {
 	cases := []struct {
 		name    string
 		objs    []runtime.Object
-		cfg     func(*config.Config)
+		cfg     func(*policy.Config)
 		notLead bool
 		want    want
 		event   string
 		deleted bool
+		applied bool
 	}{
 		{
 			name:  "no schema",
@@ -361,38 +508,58 @@ func TestIsolateResolve(t *testing.T) {
 		{
 			name:  "excluded",
 			objs:  []runtime.Object{slotObj("herd-isolate-1", true, withKey(stormKey, "herd.dev/exclude", "keep"), 1)},
-			cfg:   func(c *config.Config) { c.Actions.Isolate.HoldDown = 0 },
+			cfg:   func(c *policy.Config) { c.Actions.Isolate.HoldDown = 0 },
 			want:  want{result: Refused, guard: guard.Excluded, reason: "FlowSchema herd-isolate-1 is annotated herd.dev/exclude: a person holds it"},
 			event: "FlowSchema/herd-isolate-1 HerdIsolateRefused",
 		},
 		{
 			name:  "no hold-down: deleted",
 			objs:  []runtime.Object{slotObj("herd-isolate-1", true, stormKey, 1)},
-			cfg:   func(c *config.Config) { c.Actions.Isolate.HoldDown = 0 },
+			cfg:   func(c *policy.Config) { c.Actions.Isolate.HoldDown = 0 },
 			want:  want{result: Applied, reason: "removed FlowSchema herd-isolate-1: its alert resolved"},
 			event: "FlowSchema/herd-isolate-1 HerdIsolateApplied", deleted: true,
 		},
 		{
 			name:    "not the leader",
 			objs:    []runtime.Object{slotObj("herd-isolate-1", true, stormKey, 1)},
-			cfg:     func(c *config.Config) { c.Actions.Isolate.HoldDown = 0 },
+			cfg:     func(c *policy.Config) { c.Actions.Isolate.HoldDown = 0 },
 			notLead: true,
 			want:    want{result: Failed, reason: "resolve"},
 			event:   "FlowSchema/herd-isolate-1 HerdIsolateFailed",
+		},
+		{
+			name:    "marked resolved: one apply, with the cached version as precondition",
+			objs:    []runtime.Object{slotObj("herd-isolate-1", true, stormKey, 1)},
+			want:    want{result: Applied, reason: "marked FlowSchema herd-isolate-1 resolved; it is removed after the hold-down, at 2025-03-04T10:10:00Z"},
+			event:   "FlowSchema/herd-isolate-1 HerdIsolateApplied",
+			applied: true,
 		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, tc.cfg, tc.objs...)
 			f.setLeader(!tc.notLead)
-			d := NewIsolate(f.env).Resolve(context.Background(), resolve)
+			d := f.run(NewIsolate(f.env).Resolve(resolve))
 			tc.want.check(t, d)
 			if got := f.rec.reasons(); !reflect.DeepEqual(got, []string{tc.event}) {
 				t.Errorf("events %q, want %q", got, tc.event)
 			}
-			if tc.deleted {
+			switch {
+			case tc.deleted:
 				assertDeleted(t, f, "herd-isolate-1", nil)
-			} else {
+			case tc.applied:
+				if len(f.writes()) != 1 || len(f.applies()) != 1 {
+					t.Fatalf("writes %q, want one apply", f.writes())
+				}
+				var fs flowcontrolv1.FlowSchema
+				if err := json.Unmarshal(f.applies()[0].Patch, &fs); err != nil {
+					t.Fatal(err)
+				}
+				if fs.ResourceVersion != "7" || fs.UID != "uid-herd-isolate-1" || fs.Annotations[AnnotationResolvedAt] != "2025-03-04T10:00:00Z" ||
+					fs.Annotations[AnnotationClient] != "cilium" || len(fs.Spec.Rules) != 1 {
+					t.Errorf("applied %s", f.applies()[0].Patch)
+				}
+			default:
 				f.assertNoWrites(t)
 			}
 		})
@@ -429,7 +596,7 @@ const ghost = "system:node:ghost-1"
 
 var ghostQuery = evidence.GhostIdentity(ghost, "")
 
-func ghostAlert(identity string) webhook.Alert {
+func ghostAlert(identity string) alert.Alert {
 	return firing("alertname", "HerdGhostNodeClient", "identity", identity)
 }
 
@@ -440,10 +607,11 @@ func TestQuarantineFire(t *testing.T) {
 		name     string
 		objs     []runtime.Object
 		evidence map[string][]evidence.Sample
-		fail     [2]string
-		cfg      func(*config.Config)
+		nodes    nodeCounter
+		noLevel  bool // herd-quarantine is not installed (objs may hold another)
+		cfg      func(*policy.Config)
 		spend    bool
-		alert    webhook.Alert
+		alert    alert.Alert
 		want     want
 		event    string
 		refunded bool
@@ -494,7 +662,7 @@ func TestQuarantineFire(t *testing.T) {
 		},
 		{
 			name:     "the node exists",
-			objs:     []runtime.Object{node("ghost-1")},
+			nodes:    nodeCounter{total: 3, existing: []string{"ghost-0", "ghost-1"}},
 			evidence: confirmed,
 			alert:    ghostAlert(ghost),
 			want: want{result: Refused, guard: guard.Verification,
@@ -502,17 +670,17 @@ func TestQuarantineFire(t *testing.T) {
 			event: "Lease/herd-responder HerdQuarantineRefused",
 		},
 		{
-			name:     "nodes cannot be read",
-			fail:     [2]string{"get", "nodes"},
+			name:     "the Node cache has not synced",
+			nodes:    nodeCounter{err: errNodesNotSynced},
 			evidence: confirmed,
 			alert:    ghostAlert(ghost),
-			want:     want{result: Failed, reason: "get node ghost-1"},
+			want:     want{result: Failed, reason: "read node ghost-1"},
 			event:    "Lease/herd-responder HerdQuarantineFailed",
 		},
 		{
 			name:     "all slots in use",
 			objs:     []runtime.Object{slotObj("herd-quarantine-1", true, ann(AnnotationIdentity, "system:node:other"), 1), slotObj("herd-quarantine-2", true, nil, 1)},
-			cfg:      func(c *config.Config) { c.Actions.Quarantine.MaxManagedFlowSchemas = 2 },
+			cfg:      func(c *policy.Config) { c.Actions.Quarantine.MaxManagedFlowSchemas = 2 },
 			evidence: confirmed,
 			alert:    ghostAlert(ghost),
 			want: want{result: Refused, guard: guard.MaxManagedFlowSchemas,
@@ -522,7 +690,7 @@ func TestQuarantineFire(t *testing.T) {
 		{
 			name:     "isolate's slots are not quarantine's",
 			objs:     []runtime.Object{slotObj("herd-isolate-1", true, qKey, 1)},
-			cfg:      func(c *config.Config) { c.Actions.Quarantine.MaxManagedFlowSchemas = 1 },
+			cfg:      func(c *policy.Config) { c.Actions.Quarantine.MaxManagedFlowSchemas = 1 },
 			evidence: confirmed,
 			spend:    true,
 			alert:    ghostAlert(ghost),
@@ -557,14 +725,31 @@ func TestQuarantineFire(t *testing.T) {
 			refunded: true,
 		},
 		{
-			name:     "the priority level is someone else's",
-			objs:     []runtime.Object{level(QuarantineLevel, false)},
+			name:     "the priority level does not reject",
+			noLevel:  true,
+			objs:     []runtime.Object{installed(QuarantineLevel, IsolateLevelSpec(policy.Default().Actions.Isolate))},
 			evidence: confirmed,
 			alert:    ghostAlert(ghost),
-			want: want{result: Refused, guard: guard.Ownership,
-				reason: "PriorityLevelConfiguration herd-quarantine exists and herd did not create it (no app.kubernetes.io/managed-by=herd label)"},
-			event:    "FlowSchema/herd-quarantine-1 HerdQuarantineRefused",
+			want: want{result: Refused, guard: guard.PriorityLevel,
+				reason: "PriorityLevelConfiguration herd-quarantine does not reject: a quarantined identity's requests would be served; herd's quarantine needs the level the chart installs (manifests/apf/herd.yaml)"},
+			event:    "Lease/herd-responder HerdQuarantineRefused",
 			refunded: true,
+		},
+		{
+			name:     "the priority level is not installed",
+			noLevel:  true,
+			evidence: confirmed,
+			alert:    ghostAlert(ghost),
+			want:     want{result: Refused, guard: guard.PriorityLevel, has: "PriorityLevelConfiguration herd-quarantine is not installed"},
+			event:    "Lease/herd-responder HerdQuarantineRefused",
+		},
+		{
+			name:     "applied",
+			evidence: confirmed,
+			alert:    ghostAlert(ghost),
+			want: want{result: Applied,
+				reason: "quarantined system:node:ghost-1 (node ghost-1 does not exist) in FlowSchema herd-quarantine-1 (precedence 300) to priority level herd-quarantine, which rejects at once; until 2025-03-05T10:00:00Z"},
+			event: "FlowSchema/herd-quarantine-1 HerdQuarantineApplied",
 		},
 		{
 			name:     "budget spent",
@@ -578,35 +763,52 @@ func TestQuarantineFire(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := func(c *config.Config) {
-				c.Guards.MaxActionsPerHour[config.ActionQuarantine] = 1
+			cfg := func(c *policy.Config) {
+				c.Guards.MaxActionsPerHour[policy.ActionQuarantine] = 1
 				if tc.cfg != nil {
 					tc.cfg(c)
 				}
 			}
-			f := newFixture(t, cfg, append(clusterSchemas(), tc.objs...)...)
+			objs := clusterSchemas()
+			if tc.noLevel {
+				objs = without(objs, QuarantineLevel)
+			}
+			f := newFixture(t, cfg, append(objs, tc.objs...)...)
+			f.env.Nodes = tc.nodes
 			for q, s := range tc.evidence {
 				f.q.set(q, s...)
 			}
-			if tc.fail[0] != "" {
-				f.failOn(tc.fail[0], tc.fail[1], apierrors.NewServiceUnavailable("try later"))
-			}
 			if tc.spend {
-				if r := f.env.Budget.Take(config.ActionQuarantine); r != nil {
+				if r := f.env.Budget.Take(policy.ActionQuarantine); r != nil {
 					t.Fatal(r)
 				}
 			}
-			d := NewQuarantine(f.env).Fire(context.Background(), tc.alert)
+			d := f.run(NewQuarantine(f.env).Fire(tc.alert))
 			tc.want.check(t, d)
 			if got := f.rec.reasons(); !reflect.DeepEqual(got, []string{tc.event}) {
 				t.Errorf("events %q, want %q", got, tc.event)
 			}
-			if d.Result == Failed && !errors.Is(d.Err, webhook.ErrTransient) {
+			if d.Result == Failed && !errors.Is(d.Err, alert.ErrTransient) {
 				t.Errorf("err %v is not transient", d.Err)
 			}
-			f.assertNoWrites(t)
+			if d.Result != Applied {
+				f.assertNoWrites(t)
+				return
+			}
+			if w := f.writes(); !reflect.DeepEqual(w, []string{"patch flowschemas/herd-quarantine-1"}) {
+				t.Fatalf("writes %q, want one apply", w)
+			}
+			var fs flowcontrolv1.FlowSchema
+			if err := json.Unmarshal(f.applies()[0].Patch, &fs); err != nil {
+				t.Fatal(err)
+			}
+			r := fs.Spec.Rules
+			if fs.Spec.PriorityLevelConfiguration.Name != QuarantineLevel || fs.Spec.MatchingPrecedence != quarantinePrecedence || len(r) != 1 ||
+				len(r[0].Subjects) != 1 || r[0].Subjects[0].User == nil || r[0].Subjects[0].User.Name != ghost || len(r[0].NonResourceRules) != 1 {
+				t.Errorf("applied %s", f.applies()[0].Patch)
+			}
 			if tc.refunded {
-				f.assertRefunded(t, config.ActionQuarantine)
+				f.assertRefunded(t, policy.ActionQuarantine)
 			}
 		})
 	}
@@ -617,7 +819,7 @@ func TestQuarantineResolve(t *testing.T) {
 	cases := []struct {
 		name     string
 		objs     []runtime.Object
-		alert    webhook.Alert
+		alert    alert.Alert
 		dryRun   bool
 		notLead  bool
 		notFound bool
@@ -678,7 +880,7 @@ func TestQuarantineResolve(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, func(c *config.Config) { c.DryRun = tc.dryRun }, tc.objs...)
+			f := newFixture(t, func(c *policy.Config) { c.DryRun = tc.dryRun }, tc.objs...)
 			f.dryRunPatches()
 			f.setLeader(!tc.notLead)
 			if tc.notFound {
@@ -686,12 +888,12 @@ func TestQuarantineResolve(t *testing.T) {
 					return true, nil, apierrors.NewNotFound(flowcontrolv1.Resource("flowschemas"), "herd-quarantine-2")
 				})
 			}
-			d := NewQuarantine(f.env).Resolve(context.Background(), tc.alert)
+			d := f.run(NewQuarantine(f.env).Resolve(tc.alert))
 			tc.want.check(t, d)
 			if got := f.rec.reasons(); !reflect.DeepEqual(got, []string{tc.event}) {
 				t.Errorf("events %q, want %q", got, tc.event)
 			}
-			if tc.notLead && !errors.Is(d.Err, webhook.ErrTransient) {
+			if tc.notLead && !errors.Is(d.Err, alert.ErrTransient) {
 				t.Errorf("err %v is not transient", d.Err)
 			}
 			switch {
@@ -720,7 +922,7 @@ func TestSweep(t *testing.T) {
 		failOn    string // a FlowSchema whose delete fails
 		want      []string
 		deleted   []string
-		levelGone bool
+		created   bool // herd-isolate was created
 	}{
 		{
 			name: "expired and resolved go; the rest stay",
@@ -735,7 +937,7 @@ func TestSweep(t *testing.T) {
 				slotObj("herd-isolate-8", true, ann(AnnotationExpiresAt, "garbage"), 1),
 				slotObj("herd-quarantine-1", true, ann(AnnotationExpiresAt, past), 1),
 				slotObj("other", true, ann(AnnotationExpiresAt, past), 1),
-				level(IsolateLevel, true),
+				installed(IsolateLevel, IsolateLevelSpec(policy.Default().Actions.Isolate)),
 			},
 			want: []string{
 				"flowschema/herd-isolate-1 applied removed FlowSchema herd-isolate-1: its TTL ended at " + past,
@@ -745,42 +947,41 @@ func TestSweep(t *testing.T) {
 			deleted: []string{"herd-isolate-1", "herd-isolate-2", "herd-isolate-7"},
 		},
 		{
-			name: "the last schema takes herd's priority level with it",
+			name: "the last schema leaves the installed priority level",
 			objs: []runtime.Object{
 				slotObj("herd-isolate-1", true, ann(AnnotationExpiresAt, past), 1),
 				slotObj("herd-isolate-2", false, nil, 1),
-				level(IsolateLevel, true),
+				installed(IsolateLevel, IsolateLevelSpec(policy.Default().Actions.Isolate)),
 			},
-			want:      []string{"flowschema/herd-isolate-1 applied removed FlowSchema herd-isolate-1: its TTL ended at " + past},
-			deleted:   []string{"herd-isolate-1"},
-			levelGone: true,
-		},
-		{
-			name:    "a priority level not herd's stays",
-			objs:    []runtime.Object{slotObj("herd-isolate-1", true, ann(AnnotationExpiresAt, past), 1), level(IsolateLevel, false)},
 			want:    []string{"flowschema/herd-isolate-1 applied removed FlowSchema herd-isolate-1: its TTL ended at " + past},
 			deleted: []string{"herd-isolate-1"},
 		},
 		{
+			name:    "a missing priority level is created",
+			objs:    []runtime.Object{slotObj("herd-isolate-1", true, ann(AnnotationExpiresAt, future), 1)},
+			want:    []string{"prioritylevelconfiguration/herd-isolate applied created priority level herd-isolate, which was not installed (the chart and manifests/apf/herd.yaml install it)"},
+			created: true,
+		},
+		{
 			name:   "a failed delete keeps the level",
-			objs:   []runtime.Object{slotObj("herd-isolate-1", true, ann(AnnotationExpiresAt, past), 1), level(IsolateLevel, true)},
+			objs:   []runtime.Object{slotObj("herd-isolate-1", true, ann(AnnotationExpiresAt, past), 1), installed(IsolateLevel, IsolateLevelSpec(policy.Default().Actions.Isolate))},
 			failOn: "herd-isolate-1",
 			want:   []string{"flowschema/herd-isolate-1 failed delete flowschema herd-isolate-1"},
 		},
 		{
 			name:   "dry run: nothing was created, nothing is removed",
-			objs:   []runtime.Object{slotObj("herd-isolate-1", true, ann(AnnotationExpiresAt, past), 1), level(IsolateLevel, true)},
+			objs:   []runtime.Object{slotObj("herd-isolate-1", true, ann(AnnotationExpiresAt, past), 1), installed(IsolateLevel, IsolateLevelSpec(policy.Default().Actions.Isolate))},
 			dryRun: true,
 		},
 		{
 			name:      "not the leader",
-			objs:      []runtime.Object{slotObj("herd-isolate-1", true, ann(AnnotationExpiresAt, past), 1), level(IsolateLevel, true)},
+			objs:      []runtime.Object{slotObj("herd-isolate-1", true, ann(AnnotationExpiresAt, past), 1), installed(IsolateLevel, IsolateLevelSpec(policy.Default().Actions.Isolate))},
 			notLeader: true,
 		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, func(c *config.Config) { c.DryRun = tc.dryRun }, tc.objs...)
+			f := newFixture(t, func(c *policy.Config) { c.DryRun = tc.dryRun }, tc.objs...)
 			f.setLeader(!tc.notLeader)
 			if tc.failOn != "" {
 				f.client.PrependReactor("delete", "flowschemas", func(a k8stesting.Action) (bool, runtime.Object, error) {
@@ -790,12 +991,29 @@ func TestSweep(t *testing.T) {
 					return false, nil, nil
 				})
 			}
-			ds := NewIsolate(f.env).Sweep(context.Background())
+			iso := NewIsolate(f.env)
+			ds := f.sweep(iso)
 			var got []string
 			for _, d := range ds {
 				got = append(got, d.Target+" "+string(d.Result)+" "+d.Reason)
-				if d.Action != config.ActionIsolate || d.Status != "sweep" || !d.Time.Equal(t0) {
+				if d.Action != policy.ActionIsolate || d.Status != "sweep" || !d.Time.Equal(t0) {
 					t.Errorf("decision header %+v", d)
+				}
+			}
+			if tc.created {
+				pl, err := f.client.FlowcontrolV1().PriorityLevelConfigurations().Get(context.Background(), IsolateLevel, metav1.GetOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !reflect.DeepEqual(pl.Spec, IsolateLevelSpec(f.env.Config.Actions.Isolate)) || pl.Labels[ManagedByLabel] != "" || pl.Labels["app.kubernetes.io/part-of"] != "herd" {
+					t.Errorf("created %+v", pl)
+				}
+				// Not again at once, even if it went missing again.
+				if err := f.client.FlowcontrolV1().PriorityLevelConfigurations().Delete(context.Background(), IsolateLevel, metav1.DeleteOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				if more := f.sweep(iso); len(more) != 0 {
+					t.Errorf("a second sweep: %+v", more)
 				}
 			}
 			if !reflect.DeepEqual(got, tc.want) {
@@ -813,7 +1031,8 @@ func TestSweep(t *testing.T) {
 				t.Errorf("events %q", events)
 			}
 			for _, e := range events {
-				if !strings.HasPrefix(e, "FlowSchema/herd-isolate-") || !(strings.HasSuffix(e, " HerdIsolateRemoved") || strings.HasSuffix(e, " HerdIsolateRemoveFailed")) {
+				if !(strings.HasPrefix(e, "FlowSchema/herd-isolate-") && (strings.HasSuffix(e, " HerdIsolateRemoved") || strings.HasSuffix(e, " HerdIsolateRemoveFailed"))) &&
+					e != "PriorityLevelConfiguration/herd-isolate HerdIsolateLevelCreated" {
 					t.Errorf("event %q", e)
 				}
 			}
@@ -838,9 +1057,11 @@ func TestSweep(t *testing.T) {
 					t.Errorf("%s: left %v, want deleted %v", fs.Name, left[fs.Name], wantGone)
 				}
 			}
-			_, err = f.client.FlowcontrolV1().PriorityLevelConfigurations().Get(context.Background(), IsolateLevel, metav1.GetOptions{})
-			if gone := apierrors.IsNotFound(err); gone != tc.levelGone {
-				t.Errorf("priority level gone %v, want %v", gone, tc.levelGone)
+			// herd's installed level stays, whatever the sweep removed.
+			if !tc.created {
+				if _, err = f.client.FlowcontrolV1().PriorityLevelConfigurations().Get(context.Background(), IsolateLevel, metav1.GetOptions{}); err != nil {
+					t.Errorf("priority level: %v", err)
+				}
 			}
 		})
 	}
@@ -848,11 +1069,11 @@ func TestSweep(t *testing.T) {
 
 // Quarantine's sweep has no hold-down: a resolved mark is removed at once.
 func TestQuarantineSweep(t *testing.T) {
-	f := newFixture(t, nil,
+	f := newFixture(t, nil, installed(QuarantineLevel, QuarantineLevelSpec()),
 		slotObj("herd-quarantine-1", true, ann(AnnotationResolvedAt, t0.Format(time.RFC3339)), 1),
 		slotObj("herd-quarantine-2", true, ann(AnnotationExpiresAt, t0.Add(time.Hour).Format(time.RFC3339)), 1),
 	)
-	ds := NewQuarantine(f.env).Sweep(context.Background())
+	ds := f.sweep(NewQuarantine(f.env))
 	if len(ds) != 1 || ds[0].Target != "flowschema/herd-quarantine-1" || ds[0].Result != Applied ||
 		ds[0].Reason != "removed FlowSchema herd-quarantine-1: its alert resolved at 2025-03-04T10:00:00Z and the hold-down of 0s passed" {
 		t.Errorf("decisions %+v", ds)

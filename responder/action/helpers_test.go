@@ -3,6 +3,7 @@ package action
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -14,10 +15,10 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/herd-k8s/herd/responder/config"
+	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/evidence"
 	"github.com/herd-k8s/herd/responder/guard"
-	"github.com/herd-k8s/herd/responder/webhook"
+	"github.com/herd-k8s/herd/responder/policy"
 )
 
 // A note on the fake clientset (k8s.io/client-go/kubernetes/fake):
@@ -30,13 +31,12 @@ import (
 //     reactor (dryRunPatches) that answers dry-run patches and deletes the
 //     way the apiserver does, without storing them.
 //   - fake.NewClientset's tracker does server-side apply through the typed
-//     clients (cordon's applies to Nodes run, managedFields included), but
-//     its typed clients' RESTClient() is a nil *rest.RESTClient, so the
-//     server-side apply of isolate and quarantine (flowSchemas.apply, which
-//     sends an ApplyPatchType PATCH through the RESTClient) cannot run
-//     here. The tests stop every isolate and quarantine decision before the
-//     apply (a guard refuses, or the slot is a no-op); the applies are
-//     covered by the e2e tests against a real apiserver (test/e2e).
+//     clients (cordon's applies to Nodes run, managedFields included, and
+//     so do the FlowSchema applies of isolate and quarantine), but not as
+//     the apiserver does: no conflicts, no preconditions. What the
+//     apiserver does with herd's single apply (preconditions, ownership,
+//     RBAC pinned by name) is tested against a real kube-apiserver in
+//     apiserver_test.go.
 
 // t0 is the tests' "now".
 var t0 = time.Date(2025, 3, 4, 10, 0, 0, 0, time.UTC)
@@ -146,7 +146,15 @@ func (r *recorder) reasons() []string {
 type nodeCounter struct {
 	total         int
 	unschedulable []string
+	existing      []string
 	err           error
+}
+
+func (n nodeCounter) Exists(name string) (bool, error) {
+	if n.err != nil {
+		return false, n.err
+	}
+	return slices.Contains(n.existing, name), nil
 }
 
 func (n nodeCounter) Count() (int, map[string]bool, error) {
@@ -160,9 +168,11 @@ func (n nodeCounter) Count() (int, map[string]bool, error) {
 	return n.total, m, nil
 }
 
-// fixture is an Env on a fake clientset.
+// fixture is an Env on a fake clientset, and a Runner that records into
+// a recorder and a querier.
 type fixture struct {
 	env    *Env
+	runner *Runner
 	client *fake.Clientset
 	q      *querier
 	rec    *recorder
@@ -176,9 +186,10 @@ var selfRef = &corev1.ObjectReference{APIVersion: "coordination.k8s.io/v1", Kind
 
 // newFixture returns an Env that acts (dryRun false) with the default
 // configuration; cfg, when not nil, changes it before the budget is made.
-func newFixture(t *testing.T, cfg func(*config.Config), objs ...runtime.Object) *fixture {
+// Its APF cache has synced the fake's FlowSchemas and priority levels.
+func newFixture(t *testing.T, cfg func(*policy.Config), objs ...runtime.Object) *fixture {
 	t.Helper()
-	c, err := config.FromDefault(config.WithPrometheusURL("http://prometheus:9090"))
+	c, err := policy.FromDefault(policy.WithPrometheusURL("http://prometheus:9090"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,11 +199,43 @@ func newFixture(t *testing.T, cfg func(*config.Config), objs ...runtime.Object) 
 	}
 	f := &fixture{client: fake.NewClientset(objs...), q: &querier{}, rec: &recorder{}, clock: &clock{t: t0}, leader: true}
 	f.env = &Env{
-		Client: f.client, Config: c, Evidence: f.q, Budget: guard.NewBudget(c.Guards, f.clock.Now), Events: f.rec,
-		Nodes: nodeCounter{total: 1000}, Self: selfRef, Now: f.clock.Now,
-		IsLeader: func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.leader },
+		Client: f.client, Config: c, Budget: guard.NewBudget(c.Guards, f.clock.Now),
+		Nodes: nodeCounter{total: 1000}, APF: syncedAPF(t, f.client), Now: f.clock.Now,
+	}
+	f.runner, err = NewRunner(RunnerOptions{Env: f.env, Evidence: f.q, Events: f.rec, Self: selfRef,
+		IsLeader: func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.leader }})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return f
+}
+
+// syncedAPF is an APFCache of client, synced, stopped with the test.
+func syncedAPF(t *testing.T, client *fake.Clientset) *APFCache {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	c := NewAPFCache(client)
+	c.Start(ctx)
+	// Polled faster than cache.WaitForCacheSync's 100 ms: hundreds of
+	// fixtures start a cache.
+	for deadline := time.Now().Add(10 * time.Second); !c.Synced(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the APF cache did not sync")
+		}
+	}
+	return c
+}
+
+// run makes op's decision.
+func (f *fixture) run(op Op) Decision { return f.runner.Run(context.Background(), op) }
+
+// sweep runs a's sweep through the Runner and returns its decisions.
+func (f *fixture) sweep(a Action) []Decision {
+	before := len(f.runner.Decisions())
+	f.runner.Register(a)
+	f.runner.Sweep(context.Background())
+	return f.runner.Decisions()[before:]
 }
 
 func (f *fixture) setLeader(v bool) {
@@ -259,16 +302,16 @@ func (f *fixture) failOn(verb, resource string, err error) {
 	})
 }
 
-func alert(status string, kv ...string) webhook.Alert {
+func newAlert(status string, kv ...string) alert.Alert {
 	l := map[string]string{}
 	for i := 0; i+1 < len(kv); i += 2 {
 		l[kv[i]] = kv[i+1]
 	}
-	return webhook.Alert{Status: status, Labels: l, StartsAt: t0.Add(-10 * time.Minute), Fingerprint: "fp-" + l["alertname"]}
+	return alert.Alert{Status: status, Labels: l, StartsAt: t0.Add(-10 * time.Minute), Fingerprint: "fp-" + l["alertname"]}
 }
 
-func firing(kv ...string) webhook.Alert   { return alert(webhook.StatusFiring, kv...) }
-func resolved(kv ...string) webhook.Alert { return alert(webhook.StatusResolved, kv...) }
+func firing(kv ...string) alert.Alert   { return newAlert(alert.StatusFiring, kv...) }
+func resolved(kv ...string) alert.Alert { return newAlert(alert.StatusResolved, kv...) }
 
 // want is what a decision must say.
 type want struct {

@@ -13,11 +13,11 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/exporter/metricsserver"
-	"github.com/herd-k8s/herd/responder/config"
+	"github.com/herd-k8s/herd/responder/policy"
 	"github.com/herd-k8s/herd/responder/evidence"
 	"github.com/herd-k8s/herd/responder/guard"
-	"github.com/herd-k8s/herd/responder/webhook"
 )
 
 var (
@@ -73,10 +73,10 @@ func TestFlagMetricsServerFire(t *testing.T) {
 		objs     []runtime.Object
 		evidence map[string][]evidence.Sample
 		evErr    error
-		cfg      func(*config.Config)
+		cfg      func(*policy.Config)
 		spend    bool
 		notLead  bool
-		alert    webhook.Alert
+		alert    alert.Alert
 		want     want
 		events   []string
 		flagged  []string // namespace/name of Deployments annotated after
@@ -160,7 +160,7 @@ func TestFlagMetricsServerFire(t *testing.T) {
 			name:     "dry run",
 			objs:     []runtime.Object{msDeployment("kube-system", "metrics-server", tokenArgs)},
 			evidence: map[string][]evidence.Sample{named: {msSample("kube-system", "metrics-server")}},
-			cfg:      func(c *config.Config) { c.DryRun = true },
+			cfg:      func(c *policy.Config) { c.DryRun = true },
 			alert:    tokenAuth,
 			want:     want{result: DryRun, reason: "dry run: would have " + applied},
 			events:   []string{"Deployment/metrics-server HerdFlagMetricsServerDryRun"},
@@ -210,8 +210,8 @@ func TestFlagMetricsServerFire(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := func(c *config.Config) {
-				c.Guards.MaxActionsPerHour[config.ActionFlagMetricsServer] = 1
+			cfg := func(c *policy.Config) {
+				c.Guards.MaxActionsPerHour[policy.ActionFlagMetricsServer] = 1
 				if tc.cfg != nil {
 					tc.cfg(c)
 				}
@@ -224,7 +224,7 @@ func TestFlagMetricsServerFire(t *testing.T) {
 			f.q.all = tc.evErr
 			f.setLeader(!tc.notLead)
 			if tc.spend {
-				if r := f.env.Budget.Take(config.ActionFlagMetricsServer); r != nil {
+				if r := f.env.Budget.Take(policy.ActionFlagMetricsServer); r != nil {
 					t.Fatal(r)
 				}
 			}
@@ -233,12 +233,12 @@ func TestFlagMetricsServerFire(t *testing.T) {
 				d := o.(*appsv1.Deployment)
 				before[d.Namespace+"/"+d.Name] = getDeployment(t, f, d.Namespace, d.Name)
 			}
-			d := (&FlagMetricsServer{Env: f.env}).Fire(context.Background(), tc.alert)
+			d := f.run((&FlagMetricsServer{Env: f.env}).Fire(tc.alert))
 			tc.want.check(t, d)
 			if got := f.rec.reasons(); !reflect.DeepEqual(got, tc.events) {
 				t.Errorf("events %q, want %q", got, tc.events)
 			}
-			if d.Result == Failed && !errors.Is(d.Err, webhook.ErrTransient) {
+			if d.Result == Failed && !errors.Is(d.Err, alert.ErrTransient) {
 				t.Errorf("err %v is not transient", d.Err)
 			}
 			if wantEv := map[bool]int{true: 0, false: 1}[d.Guard == guard.LabelValidation]; len(d.Evidence) != wantEv {
@@ -293,7 +293,7 @@ func TestFlagMetricsServerFire(t *testing.T) {
 				t.Errorf("%d patches, want %d", n, wantPatches)
 			}
 			if tc.notLead {
-				f.assertRefunded(t, config.ActionFlagMetricsServer)
+				f.assertRefunded(t, policy.ActionFlagMetricsServer)
 			}
 		})
 	}
@@ -304,7 +304,7 @@ func TestFlagMetricsServerResolve(t *testing.T) {
 	cases := []struct {
 		name      string
 		objs      []runtime.Object
-		alert     webhook.Alert
+		alert     alert.Alert
 		want      want
 		event     string
 		unflagged bool
@@ -356,7 +356,7 @@ func TestFlagMetricsServerResolve(t *testing.T) {
 			if len(tc.objs) > 0 {
 				before = specJSON(t, getDeployment(t, f, "kube-system", "metrics-server"))
 			}
-			d := (&FlagMetricsServer{Env: f.env}).Resolve(context.Background(), tc.alert)
+			d := f.run((&FlagMetricsServer{Env: f.env}).Resolve(tc.alert))
 			tc.want.check(t, d)
 			if got := f.rec.reasons(); !reflect.DeepEqual(got, []string{tc.event}) {
 				t.Errorf("events %q, want %q", got, tc.event)

@@ -13,11 +13,14 @@ import (
 )
 
 // NodeCounter tells the cordon guard how many nodes there are and which are
-// unschedulable, every one of them and not only herd's (SPEC §4.3).
+// unschedulable, every one of them and not only herd's (SPEC §4.3), and
+// quarantine whether a node exists.
 type NodeCounter interface {
 	// Count returns the number of nodes and the names of the unschedulable
 	// ones.
 	Count() (total int, unschedulable map[string]bool, err error)
+	// Exists reports whether node name exists.
+	Exists(name string) (bool, error)
 }
 
 // NodeCache counts nodes from an informer: a cordon decision must not LIST
@@ -56,7 +59,7 @@ func (c *NodeCache) WaitForSync(ctx context.Context) bool {
 	return cache.WaitForCacheSync(ctx.Done(), c.informer.HasSynced)
 }
 
-var errNodesNotSynced = errors.New("the Node cache has not synced yet: the blast-radius guard cannot count nodes")
+var errNodesNotSynced = errors.New("the Node cache has not synced yet: herd cannot count nodes or tell whether one exists")
 
 // Count implements NodeCounter.
 func (c *NodeCache) Count() (int, map[string]bool, error) {
@@ -75,4 +78,13 @@ func (c *NodeCache) Count() (int, map[string]bool, error) {
 		}
 	}
 	return len(items), un, nil
+}
+
+// Exists implements NodeCounter.
+func (c *NodeCache) Exists(name string) (bool, error) {
+	if !c.informer.HasSynced() {
+		return false, errNodesNotSynced
+	}
+	_, ok, err := c.informer.GetStore().GetByKey(name)
+	return ok, err
 }

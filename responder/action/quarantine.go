@@ -2,22 +2,30 @@ package action
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"time"
 
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
-	"github.com/herd-k8s/herd/responder/config"
+	"github.com/herd-k8s/herd/internal/nodeclient"
+	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/evidence"
 	"github.com/herd-k8s/herd/responder/guard"
-	"github.com/herd-k8s/herd/responder/webhook"
+	"github.com/herd-k8s/herd/responder/policy"
 )
 
 // ReasonQuarantine prefixes quarantine's Event reasons.
 const ReasonQuarantine = "HerdQuarantine"
+
+// QuarantineLevel is the priority level quarantine routes to.
+const QuarantineLevel = "herd-quarantine"
+
+// quarantinePrecedence catches a ghost identity before system-node-high and
+// system-nodes: every request of the identity is rejected, its heartbeats
+// too (it has no Node to heartbeat for).
+const quarantinePrecedence = 300
 
 // Quarantine sends every request of a ghost node identity (a kubelet whose
 // Node was deleted, still running somewhere) to a priority level with no
@@ -30,110 +38,44 @@ const ReasonQuarantine = "HerdQuarantine"
 // fleet, so quarantine refuses (shared_identity) and the runbook says how
 // to stop the ghost machine instead.
 type Quarantine struct {
-	Env *Env
-	fs  *flowSchemas
+	*SlotOps
+	env *Env
 }
 
 // NewQuarantine returns the quarantine action.
 func NewQuarantine(env *Env) *Quarantine {
-	return &Quarantine{Env: env, fs: &flowSchemas{env: env, action: config.ActionQuarantine, prefix: "herd-quarantine",
-		level: QuarantineLevel, max: env.Config.Actions.Quarantine.MaxManagedFlowSchemas}}
+	q := &Quarantine{env: env}
+	q.SlotOps = NewSlotOps(env, q)
+	return q
 }
 
 // Name implements Action.
-func (*Quarantine) Name() config.Action { return config.ActionQuarantine }
+func (*Quarantine) Name() policy.Action { return policy.ActionQuarantine }
 
-func ghostIdentity(a webhook.Alert) (identity, node string, r *guard.Refusal) {
-	id, r := label(a, "identity", func(v string) []string {
-		if len(v) > 300 {
-			return []string{"too long"}
-		}
-		return nil
-	})
-	if r != nil {
-		return "", "", r
+// Slots implements SlotAction. A quarantine is removed at once when its
+// alert resolves.
+func (q *Quarantine) Slots() Slots {
+	qc := q.env.Config.Actions.Quarantine
+	return Slots{
+		Action: policy.ActionQuarantine, Prefix: "herd-quarantine", Max: qc.MaxManagedFlowSchemas, Level: QuarantineLevel,
+		LevelSpec: QuarantineLevelSpec(),
+		LevelFits: func(pl *flowcontrolv1.PriorityLevelConfiguration) string {
+			if pl.Spec.Type != flowcontrolv1.PriorityLevelEnablementLimited || pl.Spec.Limited == nil ||
+				pl.Spec.Limited.LimitResponse.Type != flowcontrolv1.LimitResponseTypeReject {
+				return "does not reject: a quarantined identity's requests would be served"
+			}
+			return ""
+		},
+		TTL:   time.Duration(qc.TTL),
+		Event: EventNames{Reason: ReasonQuarantine, Verb: "Quarantine"},
 	}
-	node, ok := strings.CutPrefix(id, "system:node:")
-	if !ok {
-		return "", "", guard.Refuse(guard.SharedIdentity, "identity %q is not a per-node identity (system:node:<name>); a shared identity is used by every node, and rejecting it would cut them all", truncate(id, 80))
-	}
-	if errs := validNodeName(node); len(errs) > 0 {
-		return "", "", guard.Refuse(guard.LabelValidation, "identity %q does not name a valid node: %s", truncate(id, 80), strings.Join(errs, "; "))
-	}
-	return id, node, nil
 }
 
-// Fire implements Action.
-func (q *Quarantine) Fire(ctx context.Context, a webhook.Alert) Decision {
-	e := q.Env
-	d := e.decision(config.ActionQuarantine, a)
-	id, node, r := ghostIdentity(a)
-	if r != nil {
-		d = d.refuse(r)
-		e.recordEvent(nil, ReasonQuarantine, "Quarantine", d)
-		return d
-	}
-	d.Target = "identity/" + id
-	d, slot := q.fire(ctx, d, a, id, node)
-	if slot != "" {
-		e.recordEvent(fsRef(slot), ReasonQuarantine, "Quarantine", d)
-	} else {
-		e.recordEvent(nil, ReasonQuarantine, "Quarantine", d)
-	}
-	return d
-}
-
-func (q *Quarantine) fire(ctx context.Context, d Decision, a webhook.Alert, id, node string) (Decision, string) {
-	e := q.Env
-	cluster, r := clusterLabel(a)
-	if r != nil {
-		return d.refuse(r), ""
-	}
-	if r, err := e.verify(ctx, &d, evidence.GhostIdentity(id, cluster), id+" is a ghost client"); err != nil {
-		return d.fail("read evidence", err), ""
-	} else if r != nil {
-		return d.refuse(r), ""
-	}
-	switch _, err := e.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); {
-	case err == nil:
-		return d.refuse(guard.Refuse(guard.Verification, "node %s exists: its kubelet may be the one calling from an unknown address, and quarantining %s would cut a live node", node, id)), ""
-	case !apierrors.IsNotFound(err):
-		return d.fail("get node "+node, err), ""
-	}
-
-	f := q.fs
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	all, mine, err := f.list(ctx)
-	if err != nil {
-		return d.fail("read FlowSchemas", err), ""
-	}
-	key := map[string]string{AnnotationAction: string(config.ActionQuarantine), AnnotationIdentity: id}
-	slot, existing, r := f.claim(mine, key)
-	if r != nil {
-		return d.refuse(r), ""
-	}
-	d.Target = "flowschema/" + slot
-	if existing != nil {
-		if _, resolved := existing.Annotations[AnnotationResolvedAt]; !resolved {
-			return d.noop("FlowSchema %s already quarantines %s (until %s)", slot, id, existing.Annotations[AnnotationExpiresAt]), slot
-		}
-	}
-	if r := e.Budget.Take(config.ActionQuarantine); r != nil {
-		return d.refuse(r), slot
-	}
-	refund := func() { e.Budget.Refund(config.ActionQuarantine) }
-	// herd's schema must catch the identity before whatever serves it now.
-	u := userOf(id)
-	for _, req := range []request{{verb: "list", resource: "pods", clusterScope: true}, {verb: "get", resource: "nodes", clusterScope: true}} {
-		if s := serving(all, u, req); s != nil && s.Spec.MatchingPrecedence <= quarantinePrecedence {
-			refund()
-			return d.refuse(guard.Refuse(guard.Precedence, "FlowSchema %s serves %s at precedence %d, before herd's quarantine at %d", s.Name, id, s.Spec.MatchingPrecedence, quarantinePrecedence)), slot
-		}
-	}
-	// No seats of its own, none borrowed: APF rejects every request at
-	// once with 429.
-	r, err = f.ensureLevel(ctx, flowcontrolv1.PriorityLevelConfigurationSpec{
+// QuarantineLevelSpec is the herd-quarantine priority level: no seats of its
+// own, none borrowed, so APF rejects every request at once with 429. A
+// level with no seats takes nothing from the other levels.
+func QuarantineLevelSpec() flowcontrolv1.PriorityLevelConfigurationSpec {
+	return flowcontrolv1.PriorityLevelConfigurationSpec{
 		Type: flowcontrolv1.PriorityLevelEnablementLimited,
 		Limited: &flowcontrolv1.LimitedPriorityLevelConfiguration{
 			NominalConcurrencyShares: ptr.To(int32(0)),
@@ -141,55 +83,85 @@ func (q *Quarantine) fire(ctx context.Context, d Decision, a webhook.Alert, id, 
 			BorrowingLimitPercent:    ptr.To(int32(0)),
 			LimitResponse:            flowcontrolv1.LimitResponse{Type: flowcontrolv1.LimitResponseTypeReject},
 		},
+	}
+}
+
+// ghostRequest is what a ghost alert asks quarantine for.
+type ghostRequest struct {
+	env                     *Env
+	identity, node, cluster string
+}
+
+// Request implements SlotAction: the identity label, a per-node identity.
+func (q *Quarantine) Request(a alert.Alert) (SlotRequest, *guard.Refusal) {
+	id, r := label(a, "identity", func(v string) []string {
+		if len(v) > 300 {
+			return []string{"too long"}
+		}
+		return nil
 	})
 	if r != nil {
-		refund()
-		return d.refuse(r), slot
+		return nil, r
 	}
-	if err != nil {
-		refund()
-		return d.fail("apply priority level "+QuarantineLevel, err), slot
+	node, ok := nodeclient.NodeName(id)
+	if !ok {
+		return nil, guard.Refuse(guard.SharedIdentity, "identity %q is not a per-node identity (system:node:<name>); a shared identity is used by every node, and rejecting it would cut them all", truncate(id, 80))
 	}
-	now := e.now()
-	ann := map[string]string{
-		AnnotationAction: string(config.ActionQuarantine), AnnotationIdentity: id,
-		AnnotationAlert: a.Name(), AnnotationFingerprint: a.Fingerprint,
-		AnnotationAppliedAt: now.UTC().Format(time.RFC3339),
-		AnnotationExpiresAt: now.Add(time.Duration(e.Config.Actions.Quarantine.TTL)).UTC().Format(time.RFC3339),
+	if errs := validNodeName(node); len(errs) > 0 {
+		return nil, guard.Refuse(guard.LabelValidation, "identity %q does not name a valid node: %s", truncate(id, 80), strings.Join(errs, "; "))
 	}
-	rule := flowcontrolv1.PolicyRulesWithSubjects{
-		Subjects: []flowcontrolv1.Subject{{Kind: flowcontrolv1.SubjectKindUser, User: &flowcontrolv1.UserSubject{Name: id}}},
-		ResourceRules: []flowcontrolv1.ResourcePolicyRule{{
-			Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"},
-			ClusterScope: true, Namespaces: []string{flowcontrolv1.NamespaceEvery},
-		}},
-		NonResourceRules: []flowcontrolv1.NonResourcePolicyRule{{Verbs: []string{"*"}, NonResourceURLs: []string{"*"}}},
+	g := &ghostRequest{env: q.env, identity: id, node: node}
+	if g.cluster, r = clusterLabel(a); r != nil {
+		return nil, r
 	}
-	obj := f.flowSchema(slot, quarantinePrecedence, ann, rule, nil)
-	if err := f.apply(ctx, "flowschemas", slot, obj); err != nil {
-		refund()
-		return d.fail("apply FlowSchema "+slot, err), slot
-	}
-	return d.done("quarantined %s (node %s does not exist) in FlowSchema %s (precedence %d) to priority level %s, which rejects at once; until %s",
-		id, node, slot, quarantinePrecedence, QuarantineLevel, ann[AnnotationExpiresAt]), slot
+	return g, nil
 }
 
-// Resolve implements Action: the ghost went quiet; remove its schema.
-func (q *Quarantine) Resolve(ctx context.Context, a webhook.Alert) Decision {
-	e := q.Env
-	d := e.decision(config.ActionQuarantine, a)
-	id, _, r := ghostIdentity(a)
-	if r != nil {
-		d = d.refuse(r)
-		e.recordEvent(nil, ReasonQuarantine, "Resolve", d)
-		return d
-	}
-	d.Target = "identity/" + id
-	key := map[string]string{AnnotationAction: string(config.ActionQuarantine), AnnotationIdentity: id}
-	return resolveSlot(ctx, q.fs, d, key, 0, ReasonQuarantine)
+func (g *ghostRequest) Key() map[string]string {
+	return map[string]string{AnnotationAction: string(policy.ActionQuarantine), AnnotationIdentity: g.identity}
 }
 
-// Sweep removes expired quarantines.
-func (q *Quarantine) Sweep(ctx context.Context) []Decision {
-	return q.fs.sweep(ctx, 0, ReasonQuarantine)
+func (g *ghostRequest) Target() string  { return "identity/" + g.identity }
+func (g *ghostRequest) Serving() string { return "quarantines " + g.identity }
+
+// Evidence: herd's exporter calls the identity a ghost, and its Node does
+// not exist (from the Node cache: no GET during a storm).
+func (g *ghostRequest) Evidence(ctx context.Context, c *Case) Outcome {
+	if o := c.Verify(ctx, evidence.GhostIdentity(g.identity, g.cluster), 0, g.identity+" is a ghost client"); o.Ends() {
+		return o
+	}
+	exists, err := g.env.Nodes.Exists(g.node)
+	switch {
+	case err != nil:
+		return Fail("read node "+g.node, alert.Transient(err))
+	case exists:
+		return Refuse(guard.Refuse(guard.Verification, "node %s exists: its kubelet may be the one calling from an unknown address, and quarantining %s would cut a live node", g.node, g.identity))
+	}
+	return Continue
+}
+
+// Rule: every request of the identity, before whatever serves it now.
+func (g *ghostRequest) Rule(all []*flowcontrolv1.FlowSchema) (SlotRule, *guard.Refusal) {
+	u := userOf(g.identity)
+	for _, req := range []request{{verb: "list", resource: "pods", clusterScope: true}, {verb: "get", resource: "nodes", clusterScope: true}} {
+		if s := serving(all, u, req); s != nil && s.Spec.MatchingPrecedence <= quarantinePrecedence {
+			return SlotRule{}, guard.Refuse(guard.Precedence, "FlowSchema %s serves %s at precedence %d, before herd's quarantine at %d", s.Name, g.identity, s.Spec.MatchingPrecedence, quarantinePrecedence)
+		}
+	}
+	return SlotRule{
+		Precedence: quarantinePrecedence,
+		Rule: flowcontrolv1.PolicyRulesWithSubjects{
+			Subjects: []flowcontrolv1.Subject{{Kind: flowcontrolv1.SubjectKindUser, User: &flowcontrolv1.UserSubject{Name: g.identity}}},
+			ResourceRules: []flowcontrolv1.ResourcePolicyRule{{
+				Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"},
+				ClusterScope: true, Namespaces: []string{flowcontrolv1.NamespaceEvery},
+			}},
+			NonResourceRules: []flowcontrolv1.NonResourcePolicyRule{{Verbs: []string{"*"}, NonResourceURLs: []string{"*"}}},
+		},
+	}, nil
+}
+
+func (g *ghostRequest) Done(slot string, rule SlotRule, level *flowcontrolv1.PriorityLevelConfiguration, until string) string {
+	return fmt.Sprintf("quarantined %s (node %s does not exist) in FlowSchema %s (precedence %d) to priority level %s, which rejects at once; until %s",
+		g.identity, g.node, slot, rule.Precedence, QuarantineLevel, until)
 }

@@ -11,9 +11,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/herd-k8s/herd/responder/config"
+	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/evidence"
-	"github.com/herd-k8s/herd/responder/webhook"
+	"github.com/herd-k8s/herd/responder/guard"
+	"github.com/herd-k8s/herd/responder/policy"
 )
 
 // ReasonTriage prefixes triage's Event reasons.
@@ -48,7 +49,7 @@ type Finding struct {
 	Next string `json:"next"`
 	// Remediation is the action that fixes it, if herd has one; Labels
 	// are the alert labels that action takes.
-	Remediation config.Action     `json:"remediation,omitempty"`
+	Remediation policy.Action     `json:"remediation,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
 }
 
@@ -72,21 +73,38 @@ const (
 
 // Triage ranks the causes of a KubeAPIErrorBudgetBurn from herd's evidence
 // and, with actions.triage.remediate, runs the remediations its findings
-// call for through the same actions and guards.
+// call for through the Runner, each with its own guards and record.
 type Triage struct {
 	Env *Env
-	// Remediate runs an action for a synthesized alert and records its
-	// decision (the dispatcher's path, so guards and records apply).
-	Remediate func(ctx context.Context, act config.Action, a webhook.Alert) Decision
-	// Findings is herd_responder_findings{pattern}; nil records nothing.
+	// Runner makes the remediations' decisions.
+	Runner *Runner
+	// Findings is herd_responder_findings{pattern}.
 	Findings *prometheus.GaugeVec
 
 	mu      sync.Mutex
 	reports []TriageReport
 }
 
+// NewTriage returns the triage action; its findings gauge is registered
+// with reg (nil: nowhere).
+func NewTriage(env *Env, runner *Runner, reg prometheus.Registerer) (*Triage, error) {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "herd_responder_findings",
+		Help: "Findings of the latest triage, by pattern.",
+	}, []string{"pattern"})
+	for _, p := range Patterns {
+		g.WithLabelValues(p)
+	}
+	if reg != nil {
+		if err := reg.Register(g); err != nil {
+			return nil, err
+		}
+	}
+	return &Triage{Env: env, Runner: runner, Findings: g}, nil
+}
+
 // Name implements Action.
-func (*Triage) Name() config.Action { return config.ActionTriage }
+func (*Triage) Name() policy.Action { return policy.ActionTriage }
 
 // query is one evidence query and how its samples become findings.
 type triageQuery struct {
@@ -109,7 +127,7 @@ func triageQueries(window, cluster string) []triageQuery {
 			l := s.Labels
 			return Finding{Score: 10, Summary: fmt.Sprintf("ghost %s (%s) as %s claims node %q from %s (%s): a removed machine still calling (incident 000)",
 				l["client"], l["role"], l["identity"], l["node"], l["source_ip"], l["reason"]),
-				Next: "quarantine " + l["identity"], Remediation: config.ActionQuarantine,
+				Next: "quarantine " + l["identity"], Remediation: policy.ActionQuarantine,
 				Labels: pick(l, "identity", "node", "role", "client", "source_ip", "reason", "cluster")}
 		}},
 		{PatternTooLargeRV, `sum by (role, client, resource) (herd:too_large_resource_version:rate` + window + sel + `) > 0`, func(s evidence.Sample) Finding {
@@ -136,12 +154,12 @@ func triageQueries(window, cluster string) []triageQuery {
 			l := s.Labels
 			return Finding{Score: s.Value, Summary: fmt.Sprintf("%s (%s) relists %s at %.1f/s: every LIST costs apiserver memory and, when consistent, an etcd read (incident 002)",
 				l["client"], l["role"], l["resource"], s.Value),
-				Next: fmt.Sprintf("isolate %s's LISTs of %s", l["client"], l["resource"]), Remediation: config.ActionIsolate,
+				Next: fmt.Sprintf("isolate %s's LISTs of %s", l["client"], l["resource"]), Remediation: policy.ActionIsolate,
 				Labels: pick(l, "role", "client", "resource", "cluster")}
 		}},
 		{PatternTokenReviewStorm, `sum without (client) (herd:tokenreviews:rate` + window + with("role", "kubelet") + `) > 1`, func(s evidence.Sample) Finding {
 			return Finding{Score: s.Value / 2, Summary: fmt.Sprintf("kubelets create %.1f TokenReviews/s: a caller (usually metrics-server without a client certificate) authenticates to every kubelet with a token (incident 004)", s.Value),
-				Next: "flag metrics-server", Remediation: config.ActionFlagMetricsServer, Labels: pick(s.Labels, "cluster")}
+				Next: "flag metrics-server", Remediation: policy.ActionFlagMetricsServer, Labels: pick(s.Labels, "cluster")}
 		}},
 		{PatternAuditPipeline, `time() - max without (source, instance, pod, job) (herd_audit_last_event_timestamp_seconds` + sel + `) > 300`, func(s evidence.Sample) Finding {
 			return Finding{Score: 20, Summary: fmt.Sprintf("herd has received no audit event for %.0f s: it is blind, and its other findings may be missing", s.Value),
@@ -160,39 +178,60 @@ func pick(l map[string]string, keys ...string) map[string]string {
 	return out
 }
 
-// Fire implements Action.
-func (t *Triage) Fire(ctx context.Context, a webhook.Alert) Decision {
+// Fire implements Action: query every pattern, rank the findings, keep
+// the report, and run the remediations.
+func (t *Triage) Fire(a alert.Alert) Op {
 	e := t.Env
-	d := e.decision(config.ActionTriage, a)
-	cluster, r := clusterLabel(a)
-	if r != nil {
-		d = d.refuse(r)
-		e.recordEvent(nil, ReasonTriage, "Triage", d)
-		return d
+	var (
+		cluster string
+		rep     = TriageReport{Alert: a.Name(), Fingerprint: a.Fingerprint, Labels: a.Labels}
+	)
+	return Op{
+		Action: policy.ActionTriage, Alert: a, Event: EventNames{Reason: ReasonTriage, Verb: "Triage"},
+		Labels: func(*Case) Outcome {
+			var r *guard.Refusal
+			cluster, r = clusterLabel(a)
+			return Refuse(r)
+		},
+		Evidence: func(ctx context.Context, c *Case) Outcome {
+			rep.Time = e.now()
+			qs := triageQueries(e.Config.Prometheus.RateWindow, cluster)
+			for _, q := range qs {
+				samples, err := c.Query(ctx, q.query)
+				c.AddEvidence(evidence.Check{Query: q.query, Series: len(samples), Confirmed: len(samples) > 0})
+				if err != nil {
+					rep.Errors = append(rep.Errors, err.Error())
+					continue
+				}
+				for _, s := range samples {
+					f := q.find(s)
+					f.Pattern, f.Query, f.Value = q.pattern, q.query, s.Value
+					rep.Findings = append(rep.Findings, f)
+				}
+			}
+			if len(rep.Errors) == len(qs) {
+				return Fail("read evidence", errors.Join(evidence.ErrUnavailable, errors.New(rep.Errors[0])))
+			}
+			rank(&rep)
+			return Continue
+		},
+		// Triage changes nothing itself: its write records the report and
+		// runs the remediations, each a decision of its own action.
+		Guards: func(context.Context, *Case) (*Write, Outcome) {
+			return &Write{
+				What: "triage", Budget: true, Local: true, Done: summarize(rep),
+				Apply: func(ctx context.Context, _ bool) error {
+					t.record(ctx, a, &rep)
+					return nil
+				},
+			}, Continue
+		},
 	}
-	if r := e.Budget.Take(config.ActionTriage); r != nil {
-		d = d.refuse(r)
-		e.recordEvent(nil, ReasonTriage, "Triage", d)
-		return d
-	}
-	rep := TriageReport{Time: e.now(), Alert: a.Name(), Fingerprint: a.Fingerprint, Labels: a.Labels}
-	failed := 0
-	qs := triageQueries(e.Config.Prometheus.RateWindow, cluster)
-	for _, q := range qs {
-		samples, err := e.Evidence.Query(ctx, q.query)
-		d.Evidence = append(d.Evidence, evidence.Check{Query: q.query, Series: len(samples), Confirmed: len(samples) > 0})
-		if err != nil {
-			failed++
-			rep.Errors = append(rep.Errors, err.Error())
-			continue
-		}
-		for _, s := range samples {
-			f := q.find(s)
-			f.Pattern, f.Query, f.Value = q.pattern, q.query, s.Value
-			rep.Findings = append(rep.Findings, f)
-		}
-	}
-	// A ghost's too-large-RV 504s are its harm: credit them to it.
+}
+
+// rank credits a ghost with the too-large-RV 504s (its harm), sorts the
+// findings best first and keeps the best maxFindings.
+func rank(rep *TriageReport) {
 	tooLarge := 0.0
 	for _, f := range rep.Findings {
 		if f.Pattern == PatternTooLargeRV {
@@ -208,22 +247,20 @@ func (t *Triage) Fire(ctx context.Context, a webhook.Alert) Decision {
 	if len(rep.Findings) > maxFindings {
 		rep.Findings = rep.Findings[:maxFindings]
 	}
-	if failed == len(qs) {
-		e.Budget.Refund(config.ActionTriage)
-		d = d.fail("read evidence", errors.Join(evidence.ErrUnavailable, errors.New(rep.Errors[0])))
-		e.recordEvent(nil, ReasonTriage, "Triage", d)
-		return d
+}
+
+// record sets the findings gauge, runs the remediations (with
+// actions.triage.remediate) and keeps the report for /debug/triage.
+func (t *Triage) record(ctx context.Context, a alert.Alert, rep *TriageReport) {
+	e := t.Env
+	counts := map[string]int{}
+	for _, f := range rep.Findings {
+		counts[f.Pattern]++
 	}
-	if t.Findings != nil {
-		counts := map[string]int{}
-		for _, f := range rep.Findings {
-			counts[f.Pattern]++
-		}
-		for _, p := range Patterns {
-			t.Findings.WithLabelValues(p).Set(float64(counts[p]))
-		}
+	for _, p := range Patterns {
+		t.Findings.WithLabelValues(p).Set(float64(counts[p]))
 	}
-	if e.Config.Actions.Triage.Remediate && t.Remediate != nil {
+	if e.Config.Actions.Triage.Remediate && t.Runner != nil {
 		done := map[string]bool{}
 		for i, f := range rep.Findings {
 			if f.Remediation == "" || !e.Config.Enabled(f.Remediation) {
@@ -238,22 +275,17 @@ func (t *Triage) Fire(ctx context.Context, a webhook.Alert) Decision {
 			for k, v := range f.Labels {
 				labels[k] = v
 			}
-			ra := webhook.Alert{Status: webhook.StatusFiring, Labels: labels, StartsAt: a.StartsAt,
+			ra := alert.Alert{Status: alert.StatusFiring, Labels: labels, StartsAt: a.StartsAt,
 				Fingerprint: fmt.Sprintf("%s/triage/%d", a.Fingerprint, i), GroupKey: a.GroupKey, Receiver: a.Receiver}
-			rep.Remediations = append(rep.Remediations, t.Remediate(ctx, f.Remediation, ra))
+			rep.Remediations = append(rep.Remediations, t.Runner.Handle(ctx, f.Remediation, ra))
 		}
 	}
 	t.mu.Lock()
-	t.reports = append(t.reports, rep)
+	t.reports = append(t.reports, *rep)
 	if len(t.reports) > maxReports {
 		t.reports = t.reports[len(t.reports)-maxReports:]
 	}
 	t.mu.Unlock()
-
-	d.Result = Applied
-	d.Reason = summarize(rep)
-	e.recordEvent(nil, ReasonTriage, "Triage", d)
-	return d
 }
 
 func summarize(rep TriageReport) string {
@@ -276,9 +308,12 @@ func summarize(rep TriageReport) string {
 	return b.String()
 }
 
-// Resolve implements Action: a resolved burn needs nothing.
-func (t *Triage) Resolve(_ context.Context, a webhook.Alert) Decision {
-	return t.Env.decision(config.ActionTriage, a).noop("the burn resolved; triage keeps its last report in /debug/triage")
+// Resolve implements Action: a resolved burn needs nothing (and records no
+// Event).
+func (t *Triage) Resolve(a alert.Alert) Op {
+	return Op{Action: policy.ActionTriage, Alert: a, Labels: func(*Case) Outcome {
+		return Nothing("the burn resolved; triage keeps its last report in /debug/triage")
+	}}
 }
 
 // Reports returns the latest triage reports, newest last.

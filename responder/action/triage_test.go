@@ -1,7 +1,6 @@
 package action
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"reflect"
@@ -13,10 +12,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/promql/parser"
 
-	"github.com/herd-k8s/herd/responder/config"
+	"github.com/herd-k8s/herd/responder/alert"
+	"github.com/herd-k8s/herd/responder/policy"
 	"github.com/herd-k8s/herd/responder/evidence"
 	"github.com/herd-k8s/herd/responder/guard"
-	"github.com/herd-k8s/herd/responder/webhook"
 )
 
 // The triage queries, by position in triageQueries.
@@ -51,8 +50,8 @@ func TestTriageQueriesParse(t *testing.T) {
 }
 
 type remediation struct {
-	action config.Action
-	alert  webhook.Alert
+	action policy.Action
+	alert  alert.Alert
 }
 
 type triageFixture struct {
@@ -63,23 +62,48 @@ type triageFixture struct {
 	calls    []remediation
 }
 
-func newTriage(t *testing.T, cfg func(*config.Config)) *triageFixture {
+func newTriage(t *testing.T, cfg func(*policy.Config)) *triageFixture {
 	tf := &triageFixture{fixture: newFixture(t, cfg)}
-	tf.findings = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "herd_responder_findings", Help: "h"}, []string{"pattern"})
-	tf.triage = &Triage{Env: tf.env, Findings: tf.findings, Remediate: func(_ context.Context, act config.Action, a webhook.Alert) Decision {
-		tf.mu.Lock()
-		defer tf.mu.Unlock()
-		tf.calls = append(tf.calls, remediation{act, a})
-		return Decision{Action: act, Result: DryRun, Reason: "remediated"}
-	}}
+	reg := prometheus.NewRegistry()
+	tr, err := NewTriage(tf.env, tf.runner, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tf.triage, tf.findings = tr, tr.Findings
+	if n, err := testutil.GatherAndCount(reg, "herd_responder_findings"); err != nil || n != len(Patterns) {
+		t.Fatalf("herd_responder_findings registered with %d series (%v), want one per pattern", n, err)
+	}
+	// The remediations run through the Runner; these stand-ins record
+	// what triage asked for.
+	tf.runner.Register(tf.triage)
+	for _, act := range []policy.Action{policy.ActionCordon, policy.ActionIsolate, policy.ActionQuarantine, policy.ActionFlagMetricsServer} {
+		tf.runner.Register(&remediationAction{name: act, tf: tf})
+	}
 	return tf
 }
+
+// remediationAction records its calls and decides nothing.
+type remediationAction struct {
+	name policy.Action
+	tf   *triageFixture
+}
+
+func (r *remediationAction) Name() policy.Action { return r.name }
+func (r *remediationAction) Fire(a alert.Alert) Op {
+	return Op{Action: r.name, Alert: a, Labels: func(*Case) Outcome {
+		r.tf.mu.Lock()
+		defer r.tf.mu.Unlock()
+		r.tf.calls = append(r.tf.calls, remediation{r.name, a})
+		return Nothing("remediated")
+	}}
+}
+func (r *remediationAction) Resolve(a alert.Alert) Op { return r.Fire(a) }
 
 func (tf *triageFixture) gauge(pattern string) float64 {
 	return testutil.ToFloat64(tf.findings.WithLabelValues(pattern))
 }
 
-func burn() webhook.Alert {
+func burn() alert.Alert {
 	a := firing("alertname", "KubeAPIErrorBudgetBurn", "severity", "critical", "long", "1h", "short", "5m")
 	a.GroupKey, a.Receiver = `{}:{alertname="KubeAPIErrorBudgetBurn"}`, "herd"
 	return a
@@ -168,7 +192,7 @@ func TestTriageRanking(t *testing.T) {
 			for i, s := range tc.answers {
 				tf.q.set(tq(i), s...)
 			}
-			d := tf.triage.Fire(context.Background(), burn())
+			d := tf.run(tf.triage.Fire(burn()))
 			want{result: Applied}.check(t, d)
 			reps := tf.triage.Reports()
 			if len(reps) != 1 {
@@ -208,13 +232,13 @@ func TestTriageFindingDetails(t *testing.T) {
 	tf := newTriage(t, nil)
 	tf.q.set(tq(qGhost), ghostSample)
 	tf.q.set(tq(qTooLarge), tooLargeSample)
-	d := tf.triage.Fire(context.Background(), burn())
+	d := tf.run(tf.triage.Fire(burn()))
 	rep := tf.triage.Reports()[0]
 	g := rep.Findings[0]
 	wantG := Finding{
 		Pattern: PatternGhostClient, Score: 13.5,
 		Summary: `ghost kubelet (kubelet) as system:node:ghost-1 claims node "ghost-1" from 10.0.0.9 (node_deleted): a removed machine still calling (incident 000)`,
-		Query:   "herd:ghost_instance:max{} > 0", Value: 1, Next: "quarantine system:node:ghost-1", Remediation: config.ActionQuarantine,
+		Query:   "herd:ghost_instance:max{} > 0", Value: 1, Next: "quarantine system:node:ghost-1", Remediation: policy.ActionQuarantine,
 		Labels: map[string]string{"identity": "system:node:ghost-1", "node": "ghost-1", "role": "kubelet", "client": "kubelet", "source_ip": "10.0.0.9", "reason": "node_deleted"},
 	}
 	if !reflect.DeepEqual(g, wantG) {
@@ -233,7 +257,7 @@ func TestTriageFindingDetails(t *testing.T) {
 func TestTriageSummary(t *testing.T) {
 	tf := newTriage(t, nil)
 	tf.q.errs = map[string]error{tq(qGhost): fmt.Errorf("%w: boom", evidence.ErrUnavailable), tq(qAudit): evidence.ErrUnavailable}
-	d := tf.triage.Fire(context.Background(), burn())
+	d := tf.run(tf.triage.Fire(burn()))
 	want{result: Applied, reason: "no finding: herd's evidence shows none of the node-side patterns; look at the apiserver's own metrics (apiserver_request_total by resource, verb, code) (2 evidence queries failed)"}.check(t, d)
 	if rep := tf.triage.Reports()[0]; len(rep.Errors) != 2 {
 		t.Errorf("errors %q", rep.Errors)
@@ -241,21 +265,21 @@ func TestTriageSummary(t *testing.T) {
 	// More than three findings: the summary names three.
 	tf = newTriage(t, nil)
 	tf.q.set(tq(qRelist), sample(4, "client", "a"), sample(3, "client", "b"), sample(2, "client", "c"), sample(1, "client", "d"), sample(0.5, "client", "e"))
-	d = tf.triage.Fire(context.Background(), burn())
+	d = tf.run(tf.triage.Fire(burn()))
 	if !strings.HasPrefix(d.Reason, "5 findings, best first: 1. [relist_storm] a () relists  at 4.0/s") || !strings.HasSuffix(d.Reason, " (and 2 more in /debug/triage)") {
 		t.Errorf("reason %q", d.Reason)
 	}
 }
 
 func TestTriageAllQueriesFail(t *testing.T) {
-	tf := newTriage(t, func(c *config.Config) { c.Guards.MaxActionsPerHour[config.ActionTriage] = 1 })
+	tf := newTriage(t, func(c *policy.Config) { c.Guards.MaxActionsPerHour[policy.ActionTriage] = 1 })
 	for _, p := range Patterns {
 		tf.findings.WithLabelValues(p).Set(7)
 	}
 	tf.q.all = fmt.Errorf("%w: dial tcp: connection refused", evidence.ErrUnavailable)
-	d := tf.triage.Fire(context.Background(), burn())
+	d := tf.run(tf.triage.Fire(burn()))
 	want{result: Failed, reason: "read evidence"}.check(t, d)
-	if !errors.Is(d.Err, webhook.ErrTransient) || !errors.Is(d.Err, evidence.ErrUnavailable) || !strings.Contains(d.Err.Error(), "connection refused") {
+	if !errors.Is(d.Err, alert.ErrTransient) || !errors.Is(d.Err, evidence.ErrUnavailable) || !strings.Contains(d.Err.Error(), "connection refused") {
 		t.Errorf("err %v: not transient, or not the cause", d.Err)
 	}
 	if got := tf.rec.reasons(); !reflect.DeepEqual(got, []string{"Lease/herd-responder HerdTriageFailed"}) {
@@ -271,7 +295,7 @@ func TestTriageAllQueriesFail(t *testing.T) {
 	}
 	// The budget was refunded: the retry can run.
 	tf.q.all = nil
-	want{result: Applied}.check(t, tf.triage.Fire(context.Background(), burn()))
+	want{result: Applied}.check(t, tf.run(tf.triage.Fire(burn())))
 }
 
 func TestTriageRemediate(t *testing.T) {
@@ -282,19 +306,19 @@ func TestTriageRemediate(t *testing.T) {
 		qTokenReview: {sample(30, "cluster", "prod")},
 		qTooLarge:    {tooLargeSample},
 	}
-	onlyCordon := func(c *config.Config) {
-		c.Routes = []config.Route{{Match: map[string]string{"alertname": "HerdStaleKubelet"}, Action: config.ActionCordon}}
+	onlyCordon := func(c *policy.Config) {
+		c.Routes = []policy.Route{{Match: map[string]string{"alertname": "HerdStaleKubelet"}, Action: policy.ActionCordon}}
 	}
 	cases := []struct {
 		name string
-		cfg  func(*config.Config)
+		cfg  func(*policy.Config)
 		nilR bool
 		want []string // action and labels of each call
 	}{
-		{name: "remediate false", cfg: func(c *config.Config) { c.Actions.Triage.Remediate = false }},
+		{name: "remediate false", cfg: func(c *policy.Config) { c.Actions.Triage.Remediate = false }},
 		{
 			name: "remediate true",
-			cfg:  func(c *config.Config) { c.Actions.Triage.Remediate = true },
+			cfg:  func(c *policy.Config) { c.Actions.Triage.Remediate = true },
 			want: []string{
 				"flag-metrics-server fp-KubeAPIErrorBudgetBurn/triage/0 map[alertname:KubeAPIErrorBudgetBurn cluster:prod]",
 				"quarantine fp-KubeAPIErrorBudgetBurn/triage/1 map[alertname:KubeAPIErrorBudgetBurn client:kubelet identity:system:node:ghost-1 node:ghost-1 reason:node_deleted role:kubelet source_ip:10.0.0.9]",
@@ -303,29 +327,29 @@ func TestTriageRemediate(t *testing.T) {
 		},
 		{
 			name: "only enabled actions",
-			cfg: func(c *config.Config) {
+			cfg: func(c *policy.Config) {
 				c.Actions.Triage.Remediate = true
 				onlyCordon(c)
 			},
 		},
-		{name: "no remediator", cfg: func(c *config.Config) { c.Actions.Triage.Remediate = true }, nilR: true},
+		{name: "no remediator", cfg: func(c *policy.Config) { c.Actions.Triage.Remediate = true }, nilR: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			tf := newTriage(t, tc.cfg)
 			if tc.nilR {
-				tf.triage.Remediate = nil
+				tf.triage.Runner = nil
 			}
 			for i, s := range answers {
 				tf.q.set(tq(i), s...)
 			}
 			a := burn()
-			d := tf.triage.Fire(context.Background(), a)
+			d := tf.run(tf.triage.Fire(a))
 			want{result: Applied}.check(t, d)
 			var got []string
 			for _, c := range tf.calls {
 				got = append(got, fmt.Sprintf("%s %s %v", c.action, c.alert.Fingerprint, c.alert.Labels))
-				if c.alert.Status != webhook.StatusFiring || !c.alert.StartsAt.Equal(a.StartsAt) || c.alert.GroupKey != a.GroupKey || c.alert.Receiver != a.Receiver {
+				if c.alert.Status != alert.StatusFiring || !c.alert.StartsAt.Equal(a.StartsAt) || c.alert.GroupKey != a.GroupKey || c.alert.Receiver != a.Receiver {
 					t.Errorf("synthesized alert %+v", c.alert)
 				}
 			}
@@ -347,25 +371,25 @@ func TestTriageRemediate(t *testing.T) {
 }
 
 func TestTriageGuards(t *testing.T) {
-	tf := newTriage(t, func(c *config.Config) { c.Guards.MaxActionsPerHour[config.ActionTriage] = 1 })
-	want{result: Applied}.check(t, tf.triage.Fire(context.Background(), burn()))
+	tf := newTriage(t, func(c *policy.Config) { c.Guards.MaxActionsPerHour[policy.ActionTriage] = 1 })
+	want{result: Applied}.check(t, tf.run(tf.triage.Fire(burn())))
 	want{result: Refused, guard: guard.MaxActionsPerHour,
-		reason: "1 triage actions in the last hour, the limit is 1 (guards.maxActionsPerHour); pausing triage for 30m0s"}.check(t, tf.triage.Fire(context.Background(), burn()))
+		reason: "1 triage actions in the last hour, the limit is 1 (guards.maxActionsPerHour); pausing triage for 30m0s"}.check(t, tf.run(tf.triage.Fire(burn())))
 	a := burn()
 	a.Labels["cluster"] = "a\x00b"
-	want{result: Refused, guard: guard.LabelValidation}.check(t, tf.triage.Fire(context.Background(), a))
+	want{result: Refused, guard: guard.LabelValidation}.check(t, tf.run(tf.triage.Fire(a)))
 	if got := tf.rec.reasons(); !reflect.DeepEqual(got, []string{"Lease/herd-responder HerdTriageApplied", "Lease/herd-responder HerdTriageRefused", "Lease/herd-responder HerdTriageRefused"}) {
 		t.Errorf("events %q", got)
 	}
 	want{result: Noop, reason: "the burn resolved; triage keeps its last report in /debug/triage"}.check(t,
-		tf.triage.Resolve(context.Background(), resolved("alertname", "KubeAPIErrorBudgetBurn")))
+		tf.run(tf.triage.Resolve(resolved("alertname", "KubeAPIErrorBudgetBurn"))))
 }
 
 func TestTriageClusterScope(t *testing.T) {
 	tf := newTriage(t, nil)
 	a := burn()
 	a.Labels["cluster"] = "prod"
-	tf.triage.Fire(context.Background(), a)
+	tf.run(tf.triage.Fire(a))
 	want := triageQueries("5m", "prod")
 	if len(tf.q.queries) != len(want) {
 		t.Fatalf("queries %q", tf.q.queries)
@@ -378,11 +402,11 @@ func TestTriageClusterScope(t *testing.T) {
 }
 
 func TestTriageReportsBounded(t *testing.T) {
-	tf := newTriage(t, func(c *config.Config) { c.Guards.MaxActionsPerHour[config.ActionTriage] = 100 })
+	tf := newTriage(t, func(c *policy.Config) { c.Guards.MaxActionsPerHour[policy.ActionTriage] = 100 })
 	for i := range 25 {
 		a := burn()
 		a.Fingerprint = fmt.Sprint(i)
-		tf.triage.Fire(context.Background(), a)
+		tf.run(tf.triage.Fire(a))
 	}
 	reps := tf.triage.Reports()
 	if len(reps) != maxReports || reps[0].Fingerprint != "5" || reps[len(reps)-1].Fingerprint != "24" {

@@ -1,7 +1,8 @@
-// Package dispatch turns alerts into decisions: it routes each alert to its
-// action, lets only the leader act, makes repeated deliveries act once, and
-// records every decision (metrics, a structured log line with the alert's
-// fingerprint, and /debug/actions).
+// Package dispatch turns alert deliveries into decisions: it routes each
+// alert to its action, lets only the leader act, makes repeated deliveries
+// act once, answers Alertmanager in time while a slow decision goes on, and
+// runs the periodic sweeps. The decisions themselves, and their records,
+// are the action Runner's (responder/action).
 //
 // # Acting once
 //
@@ -9,11 +10,20 @@
 // pair all bring the same alert again, also concurrently. The dispatcher
 // remembers each (fingerprint, status, startsAt) it decided for
 // RememberFor; a delivery of one it is deciding waits for that decision and
-// a delivery of one it decided returns at once, neither recorded again.
+// a delivery of one it decided returns at once, neither decided again.
 // What a new leader did not see, the actions themselves make idempotent:
 // a node herd already cordoned or a FlowSchema slot already serving the
 // client is a no-op, and writes carry resourceVersion preconditions or are
 // server-side applies.
+//
+// # Answering in time
+//
+// Alertmanager gives a notification 10 s by default (the flush's context,
+// max(group_interval, 10s)). A decision may take longer when the apiserver
+// is saturated, which is exactly when herd acts. So a delivery waits at
+// most ReplyTimeout for its decision; past it, the delivery is answered
+// 503 (transient: Alertmanager retries) while the decision goes on, up to
+// ActionTimeout, and the retry waits for it and gets its answer.
 package dispatch
 
 import (
@@ -29,9 +39,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/herd-k8s/herd/responder/action"
-	"github.com/herd-k8s/herd/responder/config"
-	"github.com/herd-k8s/herd/responder/guard"
-	"github.com/herd-k8s/herd/responder/webhook"
+	"github.com/herd-k8s/herd/responder/alert"
+	"github.com/herd-k8s/herd/responder/policy"
 )
 
 // ErrNotLeader is returned, marked transient, to deliveries that reach a
@@ -40,27 +49,51 @@ import (
 // ready leader).
 var ErrNotLeader = errors.New("this responder replica is not the leader")
 
-// Sweeper is an action with objects that expire (isolate, quarantine).
-type Sweeper interface {
-	Sweep(ctx context.Context) []action.Decision
+// ErrStillDeciding is returned, marked transient, to a delivery whose
+// decision outlasts ReplyTimeout: Alertmanager retries, and the retry
+// waits for the same decision.
+var ErrStillDeciding = errors.New("the decision is still being made (the apiserver is slow); Alertmanager's retry gets its answer")
+
+// Defaults of Options.
+const (
+	DefaultRememberFor   = time.Hour
+	DefaultMaxRemembered = 10000
+	// DefaultReplyTimeout answers under Alertmanager's 10 s.
+	DefaultReplyTimeout = 8 * time.Second
+	// DefaultActionTimeout lets a write that lands on a saturated
+	// apiserver finish (the storm drill measured single requests of up to
+	// 7 s there).
+	DefaultActionTimeout = 30 * time.Second
+)
+
+// Runner makes decisions; *action.Runner is the one the responder uses.
+type Runner interface {
+	// Runs reports whether the runner has act.
+	Runs(act policy.Action) bool
+	// Handle decides a with act and records the decision.
+	Handle(ctx context.Context, act policy.Action, a alert.Alert) action.Decision
+	// Sweep removes what expired.
+	Sweep(ctx context.Context)
 }
 
 // Options configure a Dispatcher.
 type Options struct {
-	Config  config.Config
-	Actions map[config.Action]action.Action
+	Config policy.Config
+	Runner Runner
 	// IsLeader reports whether this replica may act. nil: always.
 	IsLeader func() bool
-	// RememberFor is how long a decided alert is remembered (default 1h:
-	// longer than Alertmanager's retries, shorter than its default
-	// repeat_interval of 4h, after which the action re-checks the cluster).
+	// RememberFor is how long a decided alert is remembered
+	// (DefaultRememberFor: longer than Alertmanager's retries, shorter than
+	// its default repeat_interval of 4h, after which the action re-checks
+	// the cluster).
 	RememberFor time.Duration
-	// MaxRemembered bounds that memory (default 10,000 alerts); the oldest
-	// are forgotten first.
+	// MaxRemembered bounds that memory (DefaultMaxRemembered alerts); the
+	// oldest are forgotten first.
 	MaxRemembered int
-	// MaxDecisions bounds /debug/actions (default 200).
-	MaxDecisions int
-	// ActionTimeout bounds one action, under Alertmanager's 10 s (default 8s).
+	// ReplyTimeout bounds how long a delivery waits for its decision
+	// (DefaultReplyTimeout).
+	ReplyTimeout time.Duration
+	// ActionTimeout bounds one decision (DefaultActionTimeout).
 	ActionTimeout time.Duration
 	Registerer    prometheus.Registerer
 	Logger        *slog.Logger
@@ -69,13 +102,13 @@ type Options struct {
 
 // Dispatcher implements webhook.Dispatcher.
 type Dispatcher struct {
-	opts    Options
-	metrics *metrics
+	opts       Options
+	duplicates *prometheus.CounterVec
 
 	mu         sync.Mutex
 	remembered map[string]*entry
 	order      []string // keys, oldest first
-	decisions  []action.Decision
+	inFlight   sync.WaitGroup
 }
 
 type entry struct {
@@ -86,17 +119,20 @@ type entry struct {
 
 // New returns a Dispatcher.
 func New(opts Options) (*Dispatcher, error) {
+	if opts.Runner == nil {
+		return nil, errors.New("dispatch: no runner")
+	}
 	if opts.RememberFor <= 0 {
-		opts.RememberFor = time.Hour
+		opts.RememberFor = DefaultRememberFor
 	}
 	if opts.MaxRemembered <= 0 {
-		opts.MaxRemembered = 10000
+		opts.MaxRemembered = DefaultMaxRemembered
 	}
-	if opts.MaxDecisions <= 0 {
-		opts.MaxDecisions = 200
+	if opts.ReplyTimeout <= 0 {
+		opts.ReplyTimeout = DefaultReplyTimeout
 	}
 	if opts.ActionTimeout <= 0 {
-		opts.ActionTimeout = 8 * time.Second
+		opts.ActionTimeout = DefaultActionTimeout
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -107,19 +143,26 @@ func New(opts Options) (*Dispatcher, error) {
 	if opts.IsLeader == nil {
 		opts.IsLeader = func() bool { return true }
 	}
-	m, err := newMetrics(opts.Registerer)
-	if err != nil {
-		return nil, err
+	dup := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herd_responder_duplicate_deliveries_total",
+		Help: "Deliveries of an alert already decided or being decided (Alertmanager retries, repeats and HA pairs), answered without acting again.",
+	}, []string{"action"})
+	for _, a := range policy.AllActions {
+		if a != policy.ActionNone {
+			dup.WithLabelValues(string(a))
+		}
 	}
-	return &Dispatcher{opts: opts, metrics: m, remembered: map[string]*entry{}}, nil
+	if opts.Registerer != nil {
+		if err := opts.Registerer.Register(dup); err != nil {
+			return nil, err
+		}
+	}
+	return &Dispatcher{opts: opts, duplicates: dup, remembered: map[string]*entry{}}, nil
 }
-
-// FindingsGauge is herd_responder_findings, for the triage action.
-func (d *Dispatcher) FindingsGauge() *prometheus.GaugeVec { return d.metrics.findings }
 
 // key identifies one delivery's alert: the same alert firing again after a
 // resolve has a new startsAt.
-func key(a webhook.Alert) string {
+func key(a alert.Alert) string {
 	fp := a.Fingerprint
 	if fp == "" { // not from Alertmanager: the labels identify it
 		keys := make([]string, 0, len(a.Labels))
@@ -137,18 +180,17 @@ func key(a webhook.Alert) string {
 }
 
 // Dispatch implements webhook.Dispatcher.
-func (d *Dispatcher) Dispatch(ctx context.Context, a webhook.Alert) error {
+func (d *Dispatcher) Dispatch(ctx context.Context, a alert.Alert) error {
 	route, ok := d.opts.Config.Route(a.Labels)
-	if !ok || route.Action == config.ActionNone {
+	if !ok || route.Action == policy.ActionNone {
 		d.opts.Logger.Debug("alert has no action", "alertname", a.Name(), "fingerprint", a.Fingerprint, "status", a.Status)
 		return nil
 	}
-	act, ok := d.opts.Actions[route.Action]
-	if !ok {
+	if !d.opts.Runner.Runs(route.Action) {
 		return fmt.Errorf("route to %s, which this responder does not run", route.Action)
 	}
 	if !d.opts.IsLeader() {
-		return webhook.Transient(ErrNotLeader)
+		return alert.Transient(ErrNotLeader)
 	}
 
 	k := key(a)
@@ -156,35 +198,53 @@ func (d *Dispatcher) Dispatch(ctx context.Context, a webhook.Alert) error {
 	now := d.opts.Now()
 	if e, ok := d.remembered[k]; ok && now.Sub(e.at) < d.opts.RememberFor {
 		d.mu.Unlock()
-		d.metrics.duplicates.WithLabelValues(string(route.Action)).Inc()
-		select {
-		case <-e.done:
-		case <-ctx.Done():
-			return webhook.Transient(fmt.Errorf("waiting for the first delivery's decision: %w", ctx.Err()))
-		}
-		return e.decision.Err
+		d.duplicates.WithLabelValues(string(route.Action)).Inc()
+		return d.wait(ctx, e, "waiting for the first delivery's decision")
 	}
 	e := &entry{at: now, done: make(chan struct{})}
 	d.remember(k, e)
+	d.inFlight.Add(1)
 	d.mu.Unlock()
 
-	dec := d.run(ctx, act, a)
-	e.decision = dec
-	close(e.done)
-	// A failure is not remembered: the next delivery (Alertmanager's retry
-	// of a 503, or its next group_interval or repeat) acts again.
-	if dec.Result == action.Failed {
-		d.mu.Lock()
-		if d.remembered[k] == e {
-			// Let the retry act. Expire the entry rather than delete it:
-			// its key stays in d.order once, where a deleted key would be
-			// appended again by every retry, growing d.order past
-			// MaxRemembered for as long as the failure lasts.
-			e.at = time.Time{}
+	// The decision's context outlives the request's (a sender that hangs
+	// up must not leave a half-made change) but is bounded.
+	go func() {
+		defer d.inFlight.Done()
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.opts.ActionTimeout)
+		defer cancel()
+		dec := d.opts.Runner.Handle(actx, route.Action, a)
+		e.decision = dec
+		// A failure is not remembered: the next delivery (Alertmanager's
+		// retry of a 503, or its next group_interval or repeat) acts again.
+		if dec.Result == action.Failed {
+			d.mu.Lock()
+			if d.remembered[k] == e {
+				// Expire the entry rather than delete it: its key stays in
+				// d.order once, where a deleted key would be appended
+				// again by every retry, growing d.order past MaxRemembered
+				// for as long as the failure lasts.
+				e.at = time.Time{}
+			}
+			d.mu.Unlock()
 		}
-		d.mu.Unlock()
+		close(e.done)
+	}()
+	return d.wait(ctx, e, "waiting for the decision")
+}
+
+// wait returns e's decision's error once it is made, or a transient error
+// when the request ends or ReplyTimeout passes first.
+func (d *Dispatcher) wait(ctx context.Context, e *entry, what string) error {
+	t := time.NewTimer(d.opts.ReplyTimeout)
+	defer t.Stop()
+	select {
+	case <-e.done:
+		return e.decision.Err
+	case <-ctx.Done():
+		return alert.Transient(fmt.Errorf("%s: %w", what, ctx.Err()))
+	case <-t.C:
+		return alert.Transient(ErrStillDeciding)
 	}
-	return dec.Err
 }
 
 // remember stores e under k, forgetting the oldest entries beyond the
@@ -211,76 +271,21 @@ func (d *Dispatcher) remember(k string, e *entry) {
 	}
 }
 
-// run acts and records. The action's context outlives the request's (a
-// sender that hangs up must not leave a half-made change) but is bounded.
-func (d *Dispatcher) run(ctx context.Context, act action.Action, a webhook.Alert) action.Decision {
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.opts.ActionTimeout)
-	defer cancel()
-	start := time.Now()
-	var dec action.Decision
-	if a.Firing() {
-		dec = act.Fire(actx, a)
-	} else {
-		dec = act.Resolve(actx, a)
+// Wait waits until every decision under way is made, or ctx ends: the
+// responder releases its Lease only after.
+func (d *Dispatcher) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { d.inFlight.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	dec.DurationMS = float64(time.Since(start).Microseconds()) / 1000
-	d.metrics.duration.WithLabelValues(string(act.Name())).Observe(time.Since(start).Seconds())
-	d.Record(dec)
-	return dec
 }
 
-// Remediate runs act for a synthesized alert (triage's findings) through
-// the same guards and records, without the delivery dedup.
-func (d *Dispatcher) Remediate(ctx context.Context, act config.Action, a webhook.Alert) action.Decision {
-	x, ok := d.opts.Actions[act]
-	if !ok {
-		dec := action.Decision{Time: d.opts.Now(), Action: act, Alert: a.Name(), Status: a.Status, Fingerprint: a.Fingerprint,
-			Result: action.Refused, Guard: guard.LabelValidation, Reason: fmt.Sprintf("this responder does not run %s", act)}
-		d.Record(dec)
-		return dec
-	}
-	return d.run(ctx, x, a)
-}
-
-// Record counts, logs and keeps a decision.
-func (d *Dispatcher) Record(dec action.Decision) {
-	d.metrics.actions.WithLabelValues(string(dec.Action), string(dec.Result)).Inc()
-	if dec.Result == action.Refused {
-		d.metrics.refusals.WithLabelValues(string(dec.Action), string(dec.Guard)).Inc()
-	}
-	level := slog.LevelInfo
-	switch dec.Result {
-	case action.Refused:
-		level = slog.LevelWarn
-	case action.Failed:
-		level = slog.LevelError
-	}
-	attrs := []any{"action", dec.Action, "result", dec.Result, "alertname", dec.Alert, "fingerprint", dec.Fingerprint,
-		"status", dec.Status, "target", dec.Target, "dry_run", dec.DryRun, "reason", dec.Reason, "duration_ms", dec.DurationMS}
-	if dec.Guard != "" {
-		attrs = append(attrs, "guard", dec.Guard)
-	}
-	if dec.Err != nil {
-		attrs = append(attrs, "err", dec.Err)
-	}
-	d.opts.Logger.Log(context.Background(), level, "decision", attrs...)
-	d.mu.Lock()
-	d.decisions = append(d.decisions, dec)
-	if len(d.decisions) > d.opts.MaxDecisions {
-		d.decisions = append(d.decisions[:0], d.decisions[len(d.decisions)-d.opts.MaxDecisions:]...)
-	}
-	d.mu.Unlock()
-}
-
-// Decisions returns the last decisions, newest last.
-func (d *Dispatcher) Decisions() []action.Decision {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]action.Decision(nil), d.decisions...)
-}
-
-// SweepLoop runs the actions' sweeps every interval while this replica
-// leads, until ctx ends.
+// SweepLoop runs the sweeps every interval while this replica leads, until
+// ctx ends.
 func (d *Dispatcher) SweepLoop(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -294,25 +299,12 @@ func (d *Dispatcher) SweepLoop(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// Sweep runs every action's sweep once, if this replica leads.
+// Sweep runs the sweeps once, if this replica leads.
 func (d *Dispatcher) Sweep(ctx context.Context) {
 	if !d.opts.IsLeader() {
 		return
 	}
-	names := make([]string, 0, len(d.opts.Actions))
-	for n := range d.opts.Actions {
-		names = append(names, string(n))
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		s, ok := d.opts.Actions[config.Action(n)].(Sweeper)
-		if !ok {
-			continue
-		}
-		sctx, cancel := context.WithTimeout(ctx, d.opts.ActionTimeout)
-		for _, dec := range s.Sweep(sctx) {
-			d.Record(dec)
-		}
-		cancel()
-	}
+	sctx, cancel := context.WithTimeout(ctx, d.opts.ActionTimeout)
+	defer cancel()
+	d.opts.Runner.Sweep(sctx)
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,25 +15,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/herd-k8s/herd/responder/action"
-	"github.com/herd-k8s/herd/responder/config"
-	"github.com/herd-k8s/herd/responder/guard"
-	"github.com/herd-k8s/herd/responder/webhook"
+	"github.com/herd-k8s/herd/responder/alert"
+	"github.com/herd-k8s/herd/responder/policy"
 )
 
 // fakeAction counts its calls and answers with decide.
 type fakeAction struct {
-	name     config.Action
+	name     policy.Action
 	fires    atomic.Int32
 	resolves atomic.Int32
 	// gate, when not nil, holds every call until it is closed.
 	gate   chan struct{}
-	decide func(call int32, a webhook.Alert) action.Decision
-	sweep  []action.Decision
+	decide func(call int32, a alert.Alert) action.Decision
 }
 
-func (f *fakeAction) Name() config.Action { return f.name }
-
-func (f *fakeAction) run(n int32, a webhook.Alert) action.Decision {
+func (f *fakeAction) run(n int32, a alert.Alert) action.Decision {
 	if f.gate != nil {
 		<-f.gate
 	}
@@ -46,17 +41,54 @@ func (f *fakeAction) run(n int32, a webhook.Alert) action.Decision {
 	return d
 }
 
-func (f *fakeAction) Fire(_ context.Context, a webhook.Alert) action.Decision {
-	return f.run(f.fires.Add(1), a)
+// fakeRunner stands in for the action Runner: it runs fake actions and
+// keeps their decisions and its sweeps.
+type fakeRunner struct {
+	mu        sync.Mutex
+	actions   map[policy.Action]*fakeAction
+	decisions []action.Decision
+	sweeps    atomic.Int32
+	ctxFn     func(context.Context)
 }
 
-func (f *fakeAction) Resolve(_ context.Context, a webhook.Alert) action.Decision {
-	return f.run(f.resolves.Add(1), a)
+func (r *fakeRunner) Runs(act policy.Action) bool { _, ok := r.actions[act]; return ok }
+
+func (r *fakeRunner) Handle(ctx context.Context, act policy.Action, a alert.Alert) action.Decision {
+	if r.ctxFn != nil {
+		r.ctxFn(ctx)
+	}
+	x := r.actions[act]
+	var d action.Decision
+	if a.Firing() {
+		d = x.run(x.fires.Add(1), a)
+	} else {
+		d = x.run(x.resolves.Add(1), a)
+	}
+	r.mu.Lock()
+	r.decisions = append(r.decisions, d)
+	r.mu.Unlock()
+	return d
 }
 
-type sweepAction struct{ *fakeAction }
+func (r *fakeRunner) Sweep(context.Context) { r.sweeps.Add(1) }
 
-func (s sweepAction) Sweep(context.Context) []action.Decision { return s.sweep }
+func (r *fakeRunner) results(act policy.Action, res action.Result) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, d := range r.decisions {
+		if d.Action == act && d.Result == res {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *fakeRunner) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.decisions)
+}
 
 // clock is a settable time source.
 type clock struct {
@@ -76,6 +108,7 @@ var t0 = time.Date(2025, 3, 4, 10, 0, 0, 0, time.UTC)
 type fixture struct {
 	d      *Dispatcher
 	reg    *prometheus.Registry
+	runner *fakeRunner
 	cordon *fakeAction
 	triage *fakeAction
 	clock  *clock
@@ -85,16 +118,17 @@ type fixture struct {
 
 func newFixture(t *testing.T, mod func(*Options)) *fixture {
 	t.Helper()
-	cfg, err := config.FromDefault(config.WithPrometheusURL("http://prometheus:9090"))
+	cfg, err := policy.FromDefault(policy.WithPrometheusURL("http://prometheus:9090"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{reg: prometheus.NewRegistry(), cordon: &fakeAction{name: config.ActionCordon}, triage: &fakeAction{name: config.ActionTriage},
+	f := &fixture{reg: prometheus.NewRegistry(), cordon: &fakeAction{name: policy.ActionCordon}, triage: &fakeAction{name: policy.ActionTriage},
 		clock: &clock{t: t0}, logs: &bytes.Buffer{}}
+	f.runner = &fakeRunner{actions: map[policy.Action]*fakeAction{policy.ActionCordon: f.cordon, policy.ActionTriage: f.triage}}
 	f.leader.Store(true)
 	opts := Options{
 		Config:     cfg,
-		Actions:    map[config.Action]action.Action{config.ActionCordon: f.cordon, config.ActionTriage: f.triage},
+		Runner:     f.runner,
 		IsLeader:   f.leader.Load,
 		Registerer: f.reg,
 		Logger:     slog.New(slog.NewJSONHandler(&syncWriter{w: f.logs}, nil)),
@@ -121,47 +155,47 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	return s.w.Write(p)
 }
 
-func stale(status, node string) webhook.Alert {
-	return webhook.Alert{Status: status, Labels: map[string]string{"alertname": "HerdStaleKubelet", "node": node},
+func stale(status, node string) alert.Alert {
+	return alert.Alert{Status: status, Labels: map[string]string{"alertname": "HerdStaleKubelet", "node": node},
 		StartsAt: t0.Add(-5 * time.Minute), Fingerprint: "fp-" + node}
 }
 
-func (f *fixture) actions(act config.Action, r action.Result) float64 {
-	return testutil.ToFloat64(f.d.metrics.actions.WithLabelValues(string(act), string(r)))
+func (f *fixture) actions(act policy.Action, r action.Result) float64 {
+	return float64(f.runner.results(act, r))
 }
 
-func (f *fixture) duplicates(act config.Action) float64 {
-	return testutil.ToFloat64(f.d.metrics.duplicates.WithLabelValues(string(act)))
+func (f *fixture) duplicates(act policy.Action) float64 {
+	return testutil.ToFloat64(f.d.duplicates.WithLabelValues(string(act)))
 }
 
 func TestRouting(t *testing.T) {
 	f := newFixture(t, func(o *Options) {
-		o.Config.Routes = append([]config.Route{{Match: map[string]string{"alertname": "Silenced"}, Action: config.ActionNone}}, o.Config.Routes...)
+		o.Config.Routes = append([]policy.Route{{Match: map[string]string{"alertname": "Silenced"}, Action: policy.ActionNone}}, o.Config.Routes...)
 	})
 	cases := []struct {
 		name   string
-		alert  webhook.Alert
+		alert  alert.Alert
 		err    string
 		cordon int32
 		triage int32
 	}{
-		{name: "no route", alert: webhook.Alert{Status: "firing", Labels: map[string]string{"alertname": "Watchdog"}}},
-		{name: "route to none", alert: webhook.Alert{Status: "firing", Labels: map[string]string{"alertname": "Silenced", "node": "n1"}}},
+		{name: "no route", alert: alert.Alert{Status: "firing", Labels: map[string]string{"alertname": "Watchdog"}}},
+		{name: "route to none", alert: alert.Alert{Status: "firing", Labels: map[string]string{"alertname": "Silenced", "node": "n1"}}},
 		{name: "cordon", alert: stale("firing", "n1"), cordon: 1},
-		{name: "triage", alert: webhook.Alert{Status: "firing", Labels: map[string]string{"alertname": "KubeAPIErrorBudgetBurn"}, Fingerprint: "b"}, cordon: 1, triage: 1},
-		{name: "an action this responder does not run", alert: webhook.Alert{Status: "firing", Labels: map[string]string{"alertname": "HerdRelistStorm"}},
+		{name: "triage", alert: alert.Alert{Status: "firing", Labels: map[string]string{"alertname": "KubeAPIErrorBudgetBurn"}, Fingerprint: "b"}, cordon: 1, triage: 1},
+		{name: "an action this responder does not run", alert: alert.Alert{Status: "firing", Labels: map[string]string{"alertname": "HerdRelistStorm"}},
 			err: "route to isolate, which this responder does not run", cordon: 1, triage: 1},
 	}
 	for _, tc := range cases {
 		err := f.d.Dispatch(context.Background(), tc.alert)
-		if (err == nil) != (tc.err == "") || (err != nil && (err.Error() != tc.err || errors.Is(err, webhook.ErrTransient))) {
+		if (err == nil) != (tc.err == "") || (err != nil && (err.Error() != tc.err || errors.Is(err, alert.ErrTransient))) {
 			t.Errorf("%s: err %v, want %q (not transient)", tc.name, err, tc.err)
 		}
 		if f.cordon.fires.Load() != tc.cordon || f.triage.fires.Load() != tc.triage {
 			t.Errorf("%s: cordon ran %d times, triage %d; want %d, %d", tc.name, f.cordon.fires.Load(), f.triage.fires.Load(), tc.cordon, tc.triage)
 		}
 	}
-	if n := len(f.d.Decisions()); n != 2 {
+	if n := f.runner.count(); n != 2 {
 		t.Errorf("%d decisions, want 2", n)
 	}
 }
@@ -170,10 +204,10 @@ func TestNotLeader(t *testing.T) {
 	f := newFixture(t, nil)
 	f.leader.Store(false)
 	err := f.d.Dispatch(context.Background(), stale("firing", "n1"))
-	if !errors.Is(err, webhook.ErrTransient) || !errors.Is(err, ErrNotLeader) {
+	if !errors.Is(err, alert.ErrTransient) || !errors.Is(err, ErrNotLeader) {
 		t.Errorf("err %v: want transient ErrNotLeader", err)
 	}
-	if f.cordon.fires.Load() != 0 || len(f.d.Decisions()) != 0 {
+	if f.cordon.fires.Load() != 0 || f.runner.count() != 0 {
 		t.Error("a replica that is not the leader acted")
 	}
 	// Not remembered: once it leads, the retry acts.
@@ -183,15 +217,13 @@ func TestNotLeader(t *testing.T) {
 	}
 	// An alert without an action is fine on any replica.
 	f.leader.Store(false)
-	if err := f.d.Dispatch(context.Background(), webhook.Alert{Status: "firing", Labels: map[string]string{"alertname": "Watchdog"}}); err != nil {
+	if err := f.d.Dispatch(context.Background(), alert.Alert{Status: "firing", Labels: map[string]string{"alertname": "Watchdog"}}); err != nil {
 		t.Errorf("unrouted alert on a follower: %v", err)
 	}
 	// The sweep does nothing on a follower.
-	s := &fakeAction{name: config.ActionIsolate, sweep: []action.Decision{{Action: config.ActionIsolate, Result: action.Applied}}}
-	f.d.opts.Actions[config.ActionIsolate] = sweepAction{s}
 	f.d.Sweep(context.Background())
-	if n := f.actions(config.ActionIsolate, action.Applied); n != 0 {
-		t.Errorf("a follower swept: %g", n)
+	if n := f.runner.sweeps.Load(); n != 0 {
+		t.Errorf("a follower swept %d times", n)
 	}
 }
 
@@ -207,7 +239,7 @@ func TestConcurrentDuplicates(t *testing.T) {
 			f := newFixture(t, nil)
 			f.cordon.gate = make(chan struct{})
 			if tc.err != nil {
-				f.cordon.decide = func(_ int32, a webhook.Alert) action.Decision {
+				f.cordon.decide = func(_ int32, a alert.Alert) action.Decision {
 					return action.Decision{Result: action.Failed, Err: tc.err, Error: tc.err.Error()}
 				}
 			}
@@ -218,9 +250,9 @@ func TestConcurrentDuplicates(t *testing.T) {
 			}
 			// Every delivery but the first waits for the first's decision.
 			deadline := time.Now().Add(10 * time.Second)
-			for f.duplicates(config.ActionCordon) < n-1 {
+			for f.duplicates(policy.ActionCordon) < n-1 {
 				if time.Now().After(deadline) {
-					t.Fatalf("%g duplicates waiting", f.duplicates(config.ActionCordon))
+					t.Fatalf("%g duplicates waiting", f.duplicates(policy.ActionCordon))
 				}
 				time.Sleep(time.Millisecond)
 			}
@@ -233,15 +265,15 @@ func TestConcurrentDuplicates(t *testing.T) {
 			if got := f.cordon.fires.Load(); got != 1 {
 				t.Errorf("the action ran %d times", got)
 			}
-			if got := len(f.d.Decisions()); got != 1 {
-				t.Errorf("%d decisions recorded", got)
+			if got := f.runner.count(); got != 1 {
+				t.Errorf("%d decisions made", got)
 			}
 			result := action.Applied
 			if tc.err != nil {
 				result = action.Failed
 			}
-			if got := f.actions(config.ActionCordon, result); got != 1 {
-				t.Errorf("herd_responder_actions_total{cordon,%s} = %g", result, got)
+			if got := f.actions(policy.ActionCordon, result); got != 1 {
+				t.Errorf("%g decisions %s", got, result)
 			}
 			// Delivered again later: still once after a decision; a failure
 			// is not remembered, so the next delivery acts again.
@@ -252,7 +284,7 @@ func TestConcurrentDuplicates(t *testing.T) {
 			if err := f.d.Dispatch(context.Background(), stale("firing", "n1")); err != tc.err || f.cordon.fires.Load() != wantFires {
 				t.Errorf("a later delivery: err %v, %d fires, want %d", err, f.cordon.fires.Load(), wantFires)
 			}
-			if got := f.duplicates(config.ActionCordon); got != wantDup {
+			if got := f.duplicates(policy.ActionCordon); got != wantDup {
 				t.Errorf("herd_responder_duplicate_deliveries_total{cordon} = %g, want %g", got, wantDup)
 			}
 		})
@@ -261,7 +293,7 @@ func TestConcurrentDuplicates(t *testing.T) {
 
 func TestKeys(t *testing.T) {
 	f := newFixture(t, nil)
-	dispatch := func(a webhook.Alert) {
+	dispatch := func(a alert.Alert) {
 		t.Helper()
 		if err := f.d.Dispatch(context.Background(), a); err != nil {
 			t.Fatal(err)
@@ -288,7 +320,7 @@ func TestKeys(t *testing.T) {
 		t.Errorf("fires %d after another node", f.cordon.fires.Load())
 	}
 	// Without a fingerprint the labels identify the alert.
-	noFP := func(node string) webhook.Alert {
+	noFP := func(node string) alert.Alert {
 		a := stale("firing", node)
 		a.Fingerprint = ""
 		return a
@@ -300,20 +332,20 @@ func TestKeys(t *testing.T) {
 		t.Errorf("fires %d after alerts without fingerprints", f.cordon.fires.Load())
 	}
 	// Labels whose concatenation is ambiguous stay apart.
-	a := webhook.Alert{Status: "firing", Labels: map[string]string{"alertname": "HerdStaleKubelet", "node": `a",x="b`}}
-	b := webhook.Alert{Status: "firing", Labels: map[string]string{"alertname": "HerdStaleKubelet", "node": "a", "x": "b"}}
+	a := alert.Alert{Status: "firing", Labels: map[string]string{"alertname": "HerdStaleKubelet", "node": `a",x="b`}}
+	b := alert.Alert{Status: "firing", Labels: map[string]string{"alertname": "HerdStaleKubelet", "node": "a", "x": "b"}}
 	if key(a) == key(b) {
 		t.Errorf("key(%v) == key(%v)", a.Labels, b.Labels)
 	}
-	if got := f.duplicates(config.ActionCordon); got != 4 {
+	if got := f.duplicates(policy.ActionCordon); got != 4 {
 		t.Errorf("duplicates %g, want 4", got)
 	}
 }
 
 func TestTransientFailureIsNotRemembered(t *testing.T) {
 	f := newFixture(t, nil)
-	transient := webhook.Transient(errors.New("apiserver unavailable"))
-	f.cordon.decide = func(call int32, _ webhook.Alert) action.Decision {
+	transient := alert.Transient(errors.New("apiserver unavailable"))
+	f.cordon.decide = func(call int32, _ alert.Alert) action.Decision {
 		if call == 1 {
 			return action.Decision{Result: action.Failed, Err: transient, Error: transient.Error()}
 		}
@@ -331,9 +363,9 @@ func TestTransientFailureIsNotRemembered(t *testing.T) {
 	if got := f.cordon.fires.Load(); got != 2 {
 		t.Errorf("fires %d, want 2 (the failure and the retry)", got)
 	}
-	if f.actions(config.ActionCordon, action.Failed) != 1 || f.actions(config.ActionCordon, action.Applied) != 1 || f.duplicates(config.ActionCordon) != 1 {
-		t.Errorf("failed %g, applied %g, duplicates %g", f.actions(config.ActionCordon, action.Failed),
-			f.actions(config.ActionCordon, action.Applied), f.duplicates(config.ActionCordon))
+	if f.actions(policy.ActionCordon, action.Failed) != 1 || f.actions(policy.ActionCordon, action.Applied) != 1 || f.duplicates(policy.ActionCordon) != 1 {
+		t.Errorf("failed %g, applied %g, duplicates %g", f.actions(policy.ActionCordon, action.Failed),
+			f.actions(policy.ActionCordon, action.Applied), f.duplicates(policy.ActionCordon))
 	}
 }
 
@@ -341,9 +373,9 @@ func TestTransientFailureIsNotRemembered(t *testing.T) {
 // transient error too, and their retries act.
 func TestTransientFailureReachesWaiters(t *testing.T) {
 	f := newFixture(t, nil)
-	transient := webhook.Transient(errors.New("conflict"))
+	transient := alert.Transient(errors.New("conflict"))
 	f.cordon.gate = make(chan struct{})
-	f.cordon.decide = func(call int32, _ webhook.Alert) action.Decision {
+	f.cordon.decide = func(call int32, _ alert.Alert) action.Decision {
 		if call == 1 {
 			return action.Decision{Result: action.Failed, Err: transient}
 		}
@@ -353,12 +385,12 @@ func TestTransientFailureReachesWaiters(t *testing.T) {
 	for range 5 {
 		go func() { errs <- f.d.Dispatch(context.Background(), stale("firing", "n1")) }()
 	}
-	for f.duplicates(config.ActionCordon) < 4 {
+	for f.duplicates(policy.ActionCordon) < 4 {
 		time.Sleep(time.Millisecond)
 	}
 	close(f.cordon.gate)
 	for range 5 {
-		if err := <-errs; !errors.Is(err, webhook.ErrTransient) {
+		if err := <-errs; !errors.Is(err, alert.ErrTransient) {
 			t.Errorf("err %v, want transient", err)
 		}
 	}
@@ -378,7 +410,7 @@ func TestWaiterContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	err := f.d.Dispatch(ctx, stale("firing", "n1"))
-	if !errors.Is(err, webhook.ErrTransient) || !errors.Is(err, context.Canceled) {
+	if !errors.Is(err, alert.ErrTransient) || !errors.Is(err, context.Canceled) {
 		t.Errorf("a waiter whose request ended: %v", err)
 	}
 	close(f.cordon.gate)
@@ -391,34 +423,28 @@ func TestWaiterContext(t *testing.T) {
 func TestActionContext(t *testing.T) {
 	var deadline time.Duration
 	var canceled bool
-	act := &ctxAction{fn: func(ctx context.Context) {
+	f := newFixture(t, func(o *Options) { o.ActionTimeout = 3 * time.Second })
+	f.runner.ctxFn = func(ctx context.Context) {
 		d, _ := ctx.Deadline()
 		deadline = time.Until(d)
 		canceled = ctx.Err() != nil
-	}}
-	f := newFixture(t, func(o *Options) {
-		o.Actions[config.ActionCordon] = act
-		o.ActionTimeout = 3 * time.Second
-	})
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := f.d.Dispatch(ctx, stale("firing", "n1")); err != nil {
+	// The sender went away: its answer may be the decision's or a 503
+	// nobody reads; the decision is made either way.
+	if err := f.d.Dispatch(ctx, stale("firing", "n1")); err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatal(err)
+	}
+	if err := f.d.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if f.cordon.fires.Load() != 1 {
+		t.Fatalf("the action ran %d times", f.cordon.fires.Load())
 	}
 	if canceled || deadline <= 2*time.Second || deadline > 3*time.Second {
 		t.Errorf("action context: canceled %v, deadline in %s", canceled, deadline)
 	}
-}
-
-type ctxAction struct{ fn func(context.Context) }
-
-func (*ctxAction) Name() config.Action { return config.ActionCordon }
-func (c *ctxAction) Fire(ctx context.Context, a webhook.Alert) action.Decision {
-	c.fn(ctx)
-	return action.Decision{Action: config.ActionCordon, Result: action.Noop}
-}
-func (c *ctxAction) Resolve(ctx context.Context, a webhook.Alert) action.Decision {
-	return c.Fire(ctx, a)
 }
 
 func TestMaxRemembered(t *testing.T) {
@@ -495,196 +521,92 @@ func TestRememberFor(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
-	d, err := New(Options{})
+	d, err := New(Options{Runner: &fakeRunner{}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	o := d.opts
-	if o.RememberFor != time.Hour || o.MaxRemembered != 10000 || o.MaxDecisions != 200 || o.ActionTimeout != 8*time.Second ||
+	if o.RememberFor != time.Hour || o.MaxRemembered != 10000 || o.ReplyTimeout != 8*time.Second || o.ActionTimeout != 30*time.Second ||
 		o.Logger == nil || o.Now == nil || o.IsLeader == nil || !o.IsLeader() {
 		t.Errorf("defaults %+v", o)
 	}
-}
-
-func TestDecisionsBounded(t *testing.T) {
-	f := newFixture(t, func(o *Options) { o.MaxDecisions = 3 })
-	for i := range 5 {
-		if err := f.d.Dispatch(context.Background(), stale("firing", fmt.Sprint("n", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ds := f.d.Decisions()
-	var fps []string
-	for _, d := range ds {
-		fps = append(fps, d.Fingerprint)
-	}
-	if strings.Join(fps, ",") != "fp-n2,fp-n3,fp-n4" {
-		t.Errorf("decisions %v, want the last 3, newest last", fps)
-	}
-	ds[0].Fingerprint = "changed"
-	if f.d.Decisions()[0].Fingerprint == "changed" {
-		t.Error("Decisions shares its slice")
-	}
-	if ds[2].DurationMS < 0 {
-		t.Errorf("duration %g", ds[2].DurationMS)
+	if _, err := New(Options{}); err == nil {
+		t.Error("a dispatcher without a runner")
 	}
 }
 
-func TestMetrics(t *testing.T) {
+func TestDuplicatesMetric(t *testing.T) {
 	f := newFixture(t, nil)
-	// Every series exists from the start.
-	nActions := len(config.AllActions) - 1 // none takes no action
-	for _, tc := range []struct {
-		c    prometheus.Collector
-		name string
-		want int
-	}{
-		{f.d.metrics.actions, "herd_responder_actions_total", nActions * len(action.Results)},
-		{f.d.metrics.refusals, "herd_responder_guard_refusals_total", nActions * len(guard.All)},
-		{f.d.metrics.duration, "herd_responder_action_duration_seconds", nActions},
-		{f.d.metrics.duplicates, "herd_responder_duplicate_deliveries_total", nActions},
-		{f.d.metrics.findings, "herd_responder_findings", len(action.Patterns)},
-	} {
-		if n := testutil.CollectAndCount(tc.c, tc.name); n != tc.want {
-			t.Errorf("%s: %d series, want %d", tc.name, n, tc.want)
-		}
-		if n, err := testutil.GatherAndCount(f.reg, tc.name); err != nil || n != tc.want {
-			t.Errorf("%s registered: %d series (%v), want %d", tc.name, n, err, tc.want)
-		}
+	nActions := len(policy.AllActions) - 1 // none takes no action
+	if n, err := testutil.GatherAndCount(f.reg, "herd_responder_duplicate_deliveries_total"); err != nil || n != nActions {
+		t.Errorf("herd_responder_duplicate_deliveries_total: %d series (%v), want %d from the start", n, err, nActions)
 	}
-	for _, a := range config.AllActions {
-		if a == config.ActionNone {
-			continue
-		}
-		for _, g := range guard.All {
-			if v := testutil.ToFloat64(f.d.metrics.refusals.WithLabelValues(string(a), string(g))); v != 0 {
-				t.Errorf("refusals{%s,%s} = %g", a, g, v)
-			}
-		}
-	}
-	if f.d.FindingsGauge() != f.d.metrics.findings {
-		t.Error("FindingsGauge is not herd_responder_findings")
-	}
-
-	results := []action.Decision{
-		{Result: action.Applied},
-		{Result: action.Refused, Guard: guard.MaxUnschedulableFraction},
-		{Result: action.Refused, Guard: guard.StormCooldown},
-		{Result: action.Refused, Guard: guard.StormCooldown},
-		{Result: action.Noop},
-		{Result: action.DryRun},
-	}
-	f.cordon.decide = func(call int32, _ webhook.Alert) action.Decision { return results[call-1] }
-	for i := range results {
-		if err := f.d.Dispatch(context.Background(), stale("firing", fmt.Sprint("n", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for r, want := range map[action.Result]float64{action.Applied: 1, action.Refused: 3, action.Noop: 1, action.DryRun: 1, action.Failed: 0} {
-		if got := f.actions(config.ActionCordon, r); got != want {
-			t.Errorf("actions{cordon,%s} = %g, want %g", r, got, want)
-		}
-	}
-	for g, want := range map[guard.Guard]float64{guard.MaxUnschedulableFraction: 1, guard.StormCooldown: 2, guard.Excluded: 0} {
-		if got := testutil.ToFloat64(f.d.metrics.refusals.WithLabelValues("cordon", string(g))); got != want {
-			t.Errorf("refusals{cordon,%s} = %g, want %g", g, got, want)
-		}
-	}
-	if got := f.actions(config.ActionTriage, action.Applied); got != 0 {
-		t.Errorf("actions{triage,applied} = %g", got)
-	}
-	// The series set did not grow: the labels used were all pre-created.
-	if n := testutil.CollectAndCount(f.d.metrics.refusals); n != nActions*len(guard.All) {
-		t.Errorf("%d refusal series after refusals", n)
-	}
-	// One duration observation per decision.
-	if n := histogramCount(t, f.reg, "herd_responder_action_duration_seconds", "cordon"); n != uint64(len(results)) {
-		t.Errorf("%d duration observations", n)
-	}
-	// Every decision is logged, refusals with their guard.
-	logs := f.logs.String()
-	if strings.Count(logs, `"msg":"decision"`) != len(results) || !strings.Contains(logs, `"guard":"storm_cooldown"`) ||
-		!strings.Contains(logs, `"level":"WARN"`) {
-		t.Errorf("logs:\n%s", logs)
+	if _, err := New(Options{Runner: f.runner, Registerer: f.reg}); err == nil {
+		t.Error("registering the metric twice succeeded")
 	}
 }
 
-func histogramCount(t *testing.T, reg *prometheus.Registry, name, act string) uint64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
+// A decision that outlasts ReplyTimeout: the delivery is answered 503
+// (transient) while the decision goes on; the retry waits for it and gets
+// its answer, and nothing acts twice.
+func TestReplyTimeout(t *testing.T) {
+	f := newFixture(t, func(o *Options) { o.ReplyTimeout = 20 * time.Millisecond })
+	f.cordon.gate = make(chan struct{})
+	err := f.d.Dispatch(context.Background(), stale("firing", "n1"))
+	if !errors.Is(err, alert.ErrTransient) || !errors.Is(err, ErrStillDeciding) {
+		t.Fatalf("a slow decision: %v, want transient ErrStillDeciding", err)
+	}
+	// The retry while it still runs: 503 again, no second action.
+	if err := f.d.Dispatch(context.Background(), stale("firing", "n1")); !errors.Is(err, ErrStillDeciding) {
+		t.Errorf("a retry during the decision: %v", err)
+	}
+	retry := make(chan error, 1)
+	f.d.opts.ReplyTimeout = 5 * time.Second
+	go func() { retry <- f.d.Dispatch(context.Background(), stale("firing", "n1")) }()
+	close(f.cordon.gate)
+	if err := <-retry; err != nil {
+		t.Errorf("the retry after the decision: %v", err)
+	}
+	if n := f.cordon.fires.Load(); n != 1 {
+		t.Errorf("the action ran %d times", n)
+	}
+	if err := f.d.Wait(context.Background()); err != nil {
+		t.Error(err)
+	}
+}
+
+// Wait waits for decisions under way, whose deliveries were answered.
+func TestWait(t *testing.T) {
+	f := newFixture(t, func(o *Options) { o.ReplyTimeout = time.Millisecond })
+	f.cordon.gate = make(chan struct{})
+	if err := f.d.Dispatch(context.Background(), stale("firing", "n1")); !errors.Is(err, ErrStillDeciding) {
 		t.Fatal(err)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "action" && l.GetValue() == act {
-					return m.GetHistogram().GetSampleCount()
-				}
-			}
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := f.d.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Wait with a decision under way: %v", err)
 	}
-	t.Fatalf("no %s{action=%q}", name, act)
-	return 0
-}
-
-func TestRegisterTwice(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	if _, err := New(Options{Registerer: reg}); err != nil {
-		t.Fatal(err)
+	close(f.cordon.gate)
+	if err := f.d.Wait(context.Background()); err != nil {
+		t.Errorf("Wait after the decision: %v", err)
 	}
-	if _, err := New(Options{Registerer: reg}); err == nil {
-		t.Error("registering the metrics twice succeeded")
-	}
-}
-
-func TestRemediate(t *testing.T) {
-	f := newFixture(t, nil)
-	a := stale("firing", "n1")
-	a.Fingerprint = "burn/triage/0"
-	// Remediations skip the delivery dedup: triage decides when to call.
-	for range 2 {
-		if d := f.d.Remediate(context.Background(), config.ActionCordon, a); d.Result != action.Applied {
-			t.Errorf("remediate: %+v", d)
-		}
-	}
-	if f.cordon.fires.Load() != 2 {
-		t.Errorf("fires %d", f.cordon.fires.Load())
-	}
-	d := f.d.Remediate(context.Background(), config.ActionQuarantine, a)
-	if d.Result != action.Refused || d.Guard != guard.LabelValidation || d.Reason != "this responder does not run quarantine" || d.Action != config.ActionQuarantine {
-		t.Errorf("remediate with an action not run: %+v", d)
-	}
-	if got := testutil.ToFloat64(f.d.metrics.refusals.WithLabelValues("quarantine", "label_validation")); got != 1 {
-		t.Errorf("refusals{quarantine,label_validation} = %g", got)
-	}
-	if n := len(f.d.Decisions()); n != 3 {
-		t.Errorf("%d decisions", n)
+	if f.runner.count() != 1 {
+		t.Errorf("%d decisions", f.runner.count())
 	}
 }
 
 func TestSweep(t *testing.T) {
 	f := newFixture(t, nil)
-	s := &fakeAction{name: config.ActionIsolate, sweep: []action.Decision{
-		{Action: config.ActionIsolate, Result: action.Applied, Target: "flowschema/herd-isolate-1"},
-		{Action: config.ActionIsolate, Result: action.Failed, Err: errors.New("x"), Target: "flowschema/herd-isolate-2"},
-	}}
-	f.d.opts.Actions[config.ActionIsolate] = sweepAction{s}
 	f.d.Sweep(context.Background())
-	if f.actions(config.ActionIsolate, action.Applied) != 1 || f.actions(config.ActionIsolate, action.Failed) != 1 {
-		t.Errorf("sweep decisions not recorded")
-	}
-	if n := len(f.d.Decisions()); n != 2 {
-		t.Errorf("%d decisions", n)
+	if n := f.runner.sweeps.Load(); n != 1 {
+		t.Errorf("%d sweeps", n)
 	}
 	// SweepLoop sweeps every interval until its context ends.
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { f.d.SweepLoop(ctx, time.Millisecond); close(done) }()
-	for f.actions(config.ActionIsolate, action.Applied) < 3 {
+	for f.runner.sweeps.Load() < 3 {
 		time.Sleep(time.Millisecond)
 	}
 	cancel()
@@ -699,8 +621,8 @@ func TestSweep(t *testing.T) {
 // an hour) do not grow the memory past MaxRemembered.
 func TestTransientRetriesStayBounded(t *testing.T) {
 	f := newFixture(t, func(o *Options) { o.MaxRemembered = 3 })
-	transient := webhook.Transient(errors.New("prometheus unavailable"))
-	f.cordon.decide = func(_ int32, a webhook.Alert) action.Decision {
+	transient := alert.Transient(errors.New("prometheus unavailable"))
+	f.cordon.decide = func(_ int32, a alert.Alert) action.Decision {
 		if a.Labels["node"] == "down" {
 			return action.Decision{Result: action.Failed, Err: transient}
 		}
@@ -711,7 +633,7 @@ func TestTransientRetriesStayBounded(t *testing.T) {
 	}
 	for range 50 {
 		f.clock.Advance(10 * time.Second)
-		if err := f.d.Dispatch(context.Background(), stale("firing", "down")); !errors.Is(err, webhook.ErrTransient) {
+		if err := f.d.Dispatch(context.Background(), stale("firing", "down")); !errors.Is(err, alert.ErrTransient) {
 			t.Fatalf("err %v", err)
 		}
 	}

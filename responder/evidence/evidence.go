@@ -162,9 +162,13 @@ func RelistRate(window, role, client, resource, cluster string) string {
 }
 
 // RelistIdentities are the identities of a client's top relisting
-// instances of one resource (herd_instance_relists keeps the top K).
+// instances of one resource (herd_instance_relists keeps the top K), each
+// with the relists in the window of its busiest instance: an identity's own
+// evidence, not its client's. An instance is (identity, node) within the
+// selector; its series from several exporter replicas are summed first.
 func RelistIdentities(role, client, resource, cluster string) string {
-	return "sum by (identity) (herd_instance_relists" + Selector(map[string]string{"role": role, "client": client, "resource": resource, "cluster": cluster}) + ")"
+	return "max by (identity) (sum by (identity, node) (herd_instance_relists" +
+		Selector(map[string]string{"role": role, "client": client, "resource": resource, "cluster": cluster}) + "))"
 }
 
 // MetricsServerTokenMode lists metrics-server Deployments in token mode;

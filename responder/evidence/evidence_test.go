@@ -120,8 +120,8 @@ func TestSelectorInjection(t *testing.T) {
 			if got := parseSelector(t, "herd:stale_kubelet:max", sel); !reflect.DeepEqual(got, in) {
 				t.Errorf("%s parses to %q, want %q", sel, got, in)
 			}
-			// The queries built on Selector parse too, as one aggregation of
-			// one selector.
+			// The queries built on Selector parse too, as aggregations (one
+			// within another at most) of one selector.
 			for _, q := range []string{StaleKubelet(v, v), GhostIdentity(v, v), RelistRate("5m", v, v, v, v),
 				RelistIdentities(v, v, v, v), MetricsServerTokenMode(v, v, v)} {
 				expr, err := parser.NewParser(parser.Options{}).ParseExpr(q)
@@ -132,7 +132,11 @@ func TestSelectorInjection(t *testing.T) {
 				if !ok {
 					t.Fatalf("%s parses as %T, want an aggregation", q, expr)
 				}
-				vs, ok := agg.Expr.(*parser.VectorSelector)
+				inner := agg.Expr
+				if a2, ok := inner.(*parser.AggregateExpr); ok {
+					inner = a2.Expr
+				}
+				vs, ok := inner.(*parser.VectorSelector)
 				if !ok {
 					t.Fatalf("%s: aggregates %T, want one selector", q, agg.Expr)
 				}
@@ -152,7 +156,7 @@ func TestQueries(t *testing.T) {
 		{StaleKubelet("n1", "prod"), `max(herd:stale_kubelet:max{cluster="prod", node="n1"})`},
 		{GhostIdentity("system:node:n1", ""), `max(herd:ghost_instance:max{identity="system:node:n1"})`},
 		{RelistRate("5m", "cni", "cilium", "pods", ""), `sum(herd:relists_by_resource:rate5m{client="cilium", resource="pods", role="cni"})`},
-		{RelistIdentities("cni", "cilium", "pods", "c"), `sum by (identity) (herd_instance_relists{client="cilium", cluster="c", resource="pods", role="cni"})`},
+		{RelistIdentities("cni", "cilium", "pods", "c"), `max by (identity) (sum by (identity, node) (herd_instance_relists{client="cilium", cluster="c", resource="pods", role="cni"}))`},
 		{MetricsServerTokenMode("", "", ""), `max by (namespace, deployment) (herd:metrics_server_kubelet_auth:max{mode="token"})`},
 		{MetricsServerTokenMode("kube-system", "metrics-server", ""), `max by (namespace, deployment) (herd:metrics_server_kubelet_auth:max{deployment="metrics-server", mode="token", namespace="kube-system"})`},
 	}

@@ -18,7 +18,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/herd-k8s/herd/responder/config"
+	"github.com/herd-k8s/herd/responder/policy"
 )
 
 // Guard names a guard. Values are metric label values.
@@ -56,11 +56,16 @@ const (
 	// Precedence: no FlowSchema precedence fits between system-node-high
 	// and the schema that serves the client now.
 	Precedence Guard = "apf_precedence"
+	// PriorityLevel: the priority level an APF action routes to is not
+	// installed, or is not what the action needs (a level that does not
+	// queue would jail an isolated client; one that does not reject would
+	// not quarantine).
+	PriorityLevel Guard = "apf_priority_level"
 )
 
 // All lists every guard, for metrics that exist from the start.
 var All = []Guard{LabelValidation, Verification, MaxUnschedulableFraction, MaxActionsPerHour, StormCooldown,
-	ControlPlane, Excluded, Ownership, MaxManagedFlowSchemas, SharedIdentity, Precedence}
+	ControlPlane, Excluded, Ownership, MaxManagedFlowSchemas, SharedIdentity, Precedence, PriorityLevel}
 
 // Refusal is a guard's "no", with the reason a person reads.
 type Refusal struct {
@@ -79,15 +84,15 @@ func Refuse(g Guard, format string, args ...any) *Refusal {
 // Safe for concurrent use.
 type Budget struct {
 	mu       sync.Mutex
-	perHour  map[config.Action]int
+	perHour  map[policy.Action]int
 	cooldown time.Duration
 	now      func() time.Time
-	taken    map[config.Action][]time.Time
-	until    map[config.Action]time.Time
+	taken    map[policy.Action][]time.Time
+	until    map[policy.Action]time.Time
 }
 
 // NewBudget returns budgets from the guards' configuration. now may be nil.
-func NewBudget(g config.Guards, now func() time.Time) *Budget {
+func NewBudget(g policy.Guards, now func() time.Time) *Budget {
 	if now == nil {
 		now = time.Now
 	}
@@ -95,15 +100,15 @@ func NewBudget(g config.Guards, now func() time.Time) *Budget {
 		perHour:  g.MaxActionsPerHour,
 		cooldown: time.Duration(g.StormCooldown),
 		now:      now,
-		taken:    map[config.Action][]time.Time{},
-		until:    map[config.Action]time.Time{},
+		taken:    map[policy.Action][]time.Time{},
+		until:    map[policy.Action]time.Time{},
 	}
 }
 
 // Take spends one action of a's hourly budget, or refuses: storm_cooldown
 // while a cooldown runs, max_actions_per_hour when the last hour's budget
 // is spent (which also starts the cooldown).
-func (b *Budget) Take(a config.Action) *Refusal {
+func (b *Budget) Take(a policy.Action) *Refusal {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.now()
@@ -129,7 +134,7 @@ func (b *Budget) Take(a config.Action) *Refusal {
 
 // Refund gives back the last action taken from a's budget: the action
 // turned out to be a no-op or failed before changing anything.
-func (b *Budget) Refund(a config.Action) {
+func (b *Budget) Refund(a policy.Action) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if n := len(b.taken[a]); n > 0 {
@@ -138,7 +143,7 @@ func (b *Budget) Refund(a config.Action) {
 }
 
 // Trip starts a's cooldown: a blast-radius guard refused it.
-func (b *Budget) Trip(a config.Action) {
+func (b *Budget) Trip(a policy.Action) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.until[a] = b.now().Add(b.cooldown)
@@ -147,13 +152,13 @@ func (b *Budget) Trip(a config.Action) {
 // Cooling refuses with storm_cooldown while a's cooldown runs. Actions
 // call it before their own blast-radius checks, so that a paused action
 // reports the pause rather than the guard behind it.
-func (b *Budget) Cooling(a config.Action) *Refusal {
+func (b *Budget) Cooling(a policy.Action) *Refusal {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.coolingLocked(a, b.now())
 }
 
-func (b *Budget) coolingLocked(a config.Action, now time.Time) *Refusal {
+func (b *Budget) coolingLocked(a policy.Action, now time.Time) *Refusal {
 	if u := b.until[a]; now.Before(u) {
 		return Refuse(StormCooldown, "a guard refused %s at %s; %s pauses until %s (guards.stormCooldown)",
 			a, u.Add(-b.cooldown).UTC().Format(time.RFC3339), a, u.UTC().Format(time.RFC3339))

@@ -9,7 +9,7 @@ import (
 
 	"github.com/prometheus/common/model"
 
-	"github.com/herd-k8s/herd/responder/config"
+	"github.com/herd-k8s/herd/responder/policy"
 )
 
 // clock is a settable time source.
@@ -32,23 +32,23 @@ func (c *clock) advance(d time.Duration) {
 
 var t0 = time.Date(2025, 3, 4, 10, 0, 0, 0, time.UTC)
 
-func newBudget(perHour map[config.Action]int, cooldown time.Duration) (*Budget, *clock) {
+func newBudget(perHour map[policy.Action]int, cooldown time.Duration) (*Budget, *clock) {
 	c := &clock{t: t0}
-	return NewBudget(config.Guards{MaxActionsPerHour: perHour, StormCooldown: model.Duration(cooldown)}, c.now), c
+	return NewBudget(policy.Guards{MaxActionsPerHour: perHour, StormCooldown: model.Duration(cooldown)}, c.now), c
 }
 
 // step is one operation on a budget and what it must answer.
 type step struct {
 	advance time.Duration // before the operation
 	op      string        // take, refund, trip, cooling
-	action  config.Action // default cordon
+	action  policy.Action // default cordon
 	guard   Guard         // "" = no refusal
 	reason  string        // exact reason, when not ""
 }
 
 func TestBudget(t *testing.T) {
-	const cordon, isolate = config.ActionCordon, config.ActionIsolate
-	limits := map[config.Action]int{cordon: 3, isolate: 1}
+	const cordon, isolate = policy.ActionCordon, policy.ActionIsolate
+	limits := map[policy.Action]int{cordon: 3, isolate: 1}
 	cases := []struct {
 		name  string
 		steps []step
@@ -152,7 +152,7 @@ func TestBudget(t *testing.T) {
 		{
 			name: "an action without a limit is refused",
 			steps: []step{
-				{op: "take", action: config.ActionQuarantine, guard: MaxActionsPerHour,
+				{op: "take", action: policy.ActionQuarantine, guard: MaxActionsPerHour,
 					reason: "0 quarantine actions in the last hour, the limit is 0 (guards.maxActionsPerHour); pausing quarantine for 30m0s"},
 			},
 		},
@@ -195,7 +195,7 @@ func TestBudget(t *testing.T) {
 }
 
 func TestBudgetConcurrentTakes(t *testing.T) {
-	b, _ := newBudget(map[config.Action]int{config.ActionCordon: 5}, time.Minute)
+	b, _ := newBudget(map[policy.Action]int{policy.ActionCordon: 5}, time.Minute)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	granted, refused := 0, 0
@@ -203,7 +203,7 @@ func TestBudgetConcurrentTakes(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := b.Take(config.ActionCordon)
+			r := b.Take(policy.ActionCordon)
 			mu.Lock()
 			defer mu.Unlock()
 			if r == nil {
@@ -220,16 +220,16 @@ func TestBudgetConcurrentTakes(t *testing.T) {
 }
 
 func TestNewBudgetDefaultsToTheWallClock(t *testing.T) {
-	b := NewBudget(config.Guards{MaxActionsPerHour: map[config.Action]int{config.ActionCordon: 1}, StormCooldown: model.Duration(time.Hour)}, nil)
-	if r := b.Take(config.ActionCordon); r != nil {
+	b := NewBudget(policy.Guards{MaxActionsPerHour: map[policy.Action]int{policy.ActionCordon: 1}, StormCooldown: model.Duration(time.Hour)}, nil)
+	if r := b.Take(policy.ActionCordon); r != nil {
 		t.Fatal(r)
 	}
-	r := b.Take(config.ActionCordon)
+	r := b.Take(policy.ActionCordon)
 	if r == nil || r.Guard != MaxActionsPerHour {
 		t.Fatalf("second take: %v", r)
 	}
 	// The cooldown ends an hour from now, on the wall clock.
-	r = b.Cooling(config.ActionCordon)
+	r = b.Cooling(policy.ActionCordon)
 	if r == nil {
 		t.Fatal("no cooldown")
 	}
@@ -263,7 +263,7 @@ func TestRefusal(t *testing.T) {
 
 func TestAllGuards(t *testing.T) {
 	want := []Guard{"label_validation", "verification", "max_unschedulable_fraction", "max_actions_per_hour", "storm_cooldown",
-		"control_plane", "excluded", "ownership", "max_managed_flowschemas", "shared_identity", "apf_precedence"}
+		"control_plane", "excluded", "ownership", "max_managed_flowschemas", "shared_identity", "apf_precedence", "apf_priority_level"}
 	if len(All) != len(want) {
 		t.Fatalf("All has %d guards, want %d: %v", len(All), len(want), All)
 	}

@@ -17,6 +17,7 @@ import (
 	amwebhook "github.com/prometheus/alertmanager/notify/webhook"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/webhook"
 	"github.com/herd-k8s/herd/test/promstack"
 )
@@ -150,16 +151,16 @@ func TestRealAlertmanager(t *testing.T) {
 	}
 	var mu sync.Mutex
 	calls := map[string]int{} // per fingerprint and status
-	var dispatched []webhook.Alert
+	var dispatched []alert.Alert
 	h, err := webhook.NewHandler(webhook.Options{
-		Dispatcher: webhook.DispatcherFunc(func(_ context.Context, a webhook.Alert) error {
+		Dispatcher: webhook.DispatcherFunc(func(_ context.Context, a alert.Alert) error {
 			mu.Lock()
 			defer mu.Unlock()
 			dispatched = append(dispatched, a)
 			key := a.Fingerprint + "/" + a.Status
 			calls[key]++
 			if a.Firing() && calls[key] == 1 {
-				return webhook.Transient(fmt.Errorf("kubernetes API unavailable (test)"))
+				return alert.Transient(fmt.Errorf("kubernetes API unavailable (test)"))
 			}
 			return nil
 		}),
@@ -239,7 +240,7 @@ receivers:
 		}
 	}
 	mu.Lock()
-	got := append([]webhook.Alert(nil), dispatched...)
+	got := append([]alert.Alert(nil), dispatched...)
 	mu.Unlock()
 	if len(got) != 2 {
 		t.Fatalf("dispatched %d alerts, want the same one twice", len(got))

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/webhook"
 )
 
@@ -28,8 +29,8 @@ func FuzzAlertsPayload(f *testing.F) {
 	f.Add([]byte("\xff\xfe{}"))
 
 	h, err := webhook.NewHandler(webhook.Options{
-		Dispatcher: webhook.DispatcherFunc(func(_ context.Context, a webhook.Alert) error {
-			if a.Status != webhook.StatusFiring && a.Status != webhook.StatusResolved {
+		Dispatcher: webhook.DispatcherFunc(func(_ context.Context, a alert.Alert) error {
+			if a.Status != alert.StatusFiring && a.Status != alert.StatusResolved {
 				panic("dispatched an alert with status " + a.Status)
 			}
 			return nil

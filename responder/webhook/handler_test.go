@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/webhook"
 )
 
@@ -37,7 +38,7 @@ func TestAlertmanager025Payload(t *testing.T) {
 		t.Fatalf("dispatched %d alerts, want 1", len(got))
 	}
 	a := got[0]
-	want := webhook.Alert{
+	want := alert.Alert{
 		Status: "firing",
 		Labels: map[string]string{
 			"alertname": "HerdStaleKubelet", "cluster": "prod-eu-1", "severity": "warning",
@@ -334,30 +335,30 @@ func TestDispatchErrors(t *testing.T) {
 	errKube := errors.New("kubernetes API unavailable: connection refused")
 	for _, tc := range []struct {
 		name string
-		fail func(webhook.Alert) error
+		fail func(alert.Alert) error
 		code int
 		body string
 	}{
-		{"transient", func(a webhook.Alert) error {
+		{"transient", func(a alert.Alert) error {
 			if a.Fingerprint == "81dbbdaf65c50f6a" {
-				return webhook.Transient(errKube)
+				return alert.Transient(errKube)
 			}
 			return nil
 		}, 503, "1 of 2 alerts failed transiently, retry: kubernetes API unavailable: connection refused\n"},
-		{"transient via %w", func(a webhook.Alert) error {
-			return fmt.Errorf("cordon %s: %w", a.Labels["node"], webhook.ErrTransient)
+		{"transient via %w", func(a alert.Alert) error {
+			return fmt.Errorf("cordon %s: %w", a.Labels["node"], alert.ErrTransient)
 		}, 503, "2 of 2 alerts failed transiently, retry: cordon ip-10-0-3-17.eu-west-1.compute.internal: transient\n"},
-		{"permanent", func(a webhook.Alert) error {
+		{"permanent", func(a alert.Alert) error {
 			if a.Status == "resolved" {
 				return errors.New("node label is not a DNS-1123 name")
 			}
 			return nil
 		}, 200, `{"alerts":2,"failed":1,"truncatedAlerts":0}` + "\n"},
-		{"transient and permanent", func(a webhook.Alert) error {
+		{"transient and permanent", func(a alert.Alert) error {
 			if a.Status == "resolved" {
 				return errors.New("refused")
 			}
-			return webhook.Transient(errKube)
+			return alert.Transient(errKube)
 		}, 503, "1 of 2 alerts failed transiently, retry: kubernetes API unavailable: connection refused\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -383,17 +384,17 @@ func TestDispatchErrors(t *testing.T) {
 
 func TestTransient(t *testing.T) {
 	base := errors.New("apiserver: 503")
-	err := webhook.Transient(base)
-	if !errors.Is(err, webhook.ErrTransient) || !errors.Is(err, base) || err.Error() != "apiserver: 503" {
+	err := alert.Transient(base)
+	if !errors.Is(err, alert.ErrTransient) || !errors.Is(err, base) || err.Error() != "apiserver: 503" {
 		t.Errorf("Transient(%v) = %v", base, err)
 	}
-	if wrapped := fmt.Errorf("cordon: %w", err); !errors.Is(wrapped, webhook.ErrTransient) {
+	if wrapped := fmt.Errorf("cordon: %w", err); !errors.Is(wrapped, alert.ErrTransient) {
 		t.Error("wrapping loses ErrTransient")
 	}
-	if webhook.Transient(nil) != nil {
+	if alert.Transient(nil) != nil {
 		t.Error("Transient(nil) != nil")
 	}
-	if errors.Is(base, webhook.ErrTransient) || errors.Is(context.Canceled, webhook.ErrTransient) {
+	if errors.Is(base, alert.ErrTransient) || errors.Is(context.Canceled, alert.ErrTransient) {
 		t.Error("plain errors are not transient")
 	}
 }
@@ -429,7 +430,7 @@ herd_responder_truncated_alerts_total 7
 func TestSenderWentAway(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	f := newFixture(t, nil)
-	f.rec.fail = func(webhook.Alert) error { cancel(); return nil }
+	f.rec.fail = func(alert.Alert) error { cancel(); return nil }
 	req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/alerts", bytes.NewReader(twoAlerts(t)))
 	w := httptest.NewRecorder()
 	f.h.ServeHTTP(w, req)
@@ -454,7 +455,7 @@ func TestConcurrentDeliveries(t *testing.T) {
 	f := newFixture(t, func(o *webhook.Options) { o.Auth = auth })
 	var mu sync.Mutex
 	inFlight, maxInFlight := 0, 0
-	f.rec.fail = func(a webhook.Alert) error {
+	f.rec.fail = func(a alert.Alert) error {
 		mu.Lock()
 		inFlight++
 		maxInFlight = max(maxInFlight, inFlight)
@@ -502,10 +503,10 @@ herd_responder_alerts_received_total{alertname="other",status="resolved"} %d
 // TestMetrics: every metric, exactly, after a mix of requests.
 func TestMetrics(t *testing.T) {
 	f := newFixture(t, nil)
-	f.rec.fail = func(a webhook.Alert) error {
+	f.rec.fail = func(a alert.Alert) error {
 		switch a.Labels["case"] {
 		case "transient":
-			return webhook.Transient(errors.New("apiserver down"))
+			return alert.Transient(errors.New("apiserver down"))
 		case "permanent":
 			return errors.New("refused")
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/webhook"
 )
 
@@ -34,11 +35,11 @@ func sample(t testing.TB) []byte {
 // (nil when fail is nil).
 type recorder struct {
 	mu     sync.Mutex
-	alerts []webhook.Alert
-	fail   func(webhook.Alert) error
+	alerts []alert.Alert
+	fail   func(alert.Alert) error
 }
 
-func (r *recorder) Dispatch(ctx context.Context, a webhook.Alert) error {
+func (r *recorder) Dispatch(ctx context.Context, a alert.Alert) error {
 	r.mu.Lock()
 	r.alerts = append(r.alerts, a)
 	fail := r.fail
@@ -49,10 +50,10 @@ func (r *recorder) Dispatch(ctx context.Context, a webhook.Alert) error {
 	return nil
 }
 
-func (r *recorder) got() []webhook.Alert {
+func (r *recorder) got() []alert.Alert {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]webhook.Alert(nil), r.alerts...)
+	return append([]alert.Alert(nil), r.alerts...)
 }
 
 // known is the Known func of the tests: one routed alertname.

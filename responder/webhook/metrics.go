@@ -5,6 +5,8 @@ import (
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/herd-k8s/herd/responder/alert"
 )
 
 type metrics struct {
@@ -43,7 +45,7 @@ func newMetrics(reg prometheus.Registerer, alertnames []string) (*metrics, error
 		m.requests.WithLabelValues(strconv.Itoa(c))
 	}
 	for _, name := range alertnames {
-		for _, st := range []string{StatusFiring, StatusResolved} {
+		for _, st := range []string{alert.StatusFiring, alert.StatusResolved} {
 			m.received.WithLabelValues(name, st)
 		}
 		for _, kind := range []string{"transient", "permanent"} {

@@ -22,7 +22,7 @@
 //	401 no, wrong or wrong-length bearer token (with WWW-Authenticate)
 //	405 not POST
 //	413 body over the limit (4 MiB)
-//	503 only when the Dispatcher returned an error marked ErrTransient (e.g. the
+//	503 only when the Dispatcher returned an error marked alert.ErrTransient (e.g. the
 //	    Kubernetes API is unavailable), so Alertmanager retries; also when the
 //	    sender went away before every alert was dispatched (nobody reads it)
 //
@@ -54,91 +54,31 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/prometheus/alertmanager/notify/webhook"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/herd-k8s/herd/responder/alert"
 )
 
 // DefaultMaxBodyBytes is the body limit of SPEC §4.1.
 const DefaultMaxBodyBytes = 4 << 20
 
-// ErrTransient marks a dispatch error worth a retry: the handler answers
-// 503 and Alertmanager sends the message again. Wrap it (Transient, or
-// fmt.Errorf("...: %w", ErrTransient)) only for failures that a later
-// delivery can fix, such as the Kubernetes API being unavailable.
-var ErrTransient = errors.New("transient")
-
-// Transient marks err as transient (errors.Is(err, ErrTransient)); nil
-// stays nil.
-func Transient(err error) error {
-	if err == nil {
-		return nil
-	}
-	return transientError{err}
-}
-
-type transientError struct{ err error }
-
-func (e transientError) Error() string        { return e.err.Error() }
-func (e transientError) Unwrap() []error      { return []error{e.err, ErrTransient} }
-func (e transientError) Is(target error) bool { return target == ErrTransient }
-
-// Alert statuses.
-const (
-	StatusFiring   = "firing"
-	StatusResolved = "resolved"
-)
-
-// Alert is one alert of a notification, with what the notification says
-// about the group it came in.
-type Alert struct {
-	// Status is StatusFiring or StatusResolved.
-	Status      string
-	Labels      map[string]string
-	Annotations map[string]string
-	StartsAt    time.Time
-	// EndsAt is zero while the alert fires (Alertmanager hides a future
-	// end) and the resolve time once it resolved.
-	EndsAt       time.Time
-	Fingerprint  string
-	GeneratorURL string
-
-	// GroupKey identifies the aggregation group, e.g.
-	// `{}:{alertname="HerdStaleKubelet"}`.
-	GroupKey string
-	// Receiver is the Alertmanager receiver's name.
-	Receiver string
-	// TruncatedAlerts is how many alerts of the group Alertmanager left out
-	// of this message (webhook_configs max_alerts). When it is not 0 the
-	// message does not show the whole group: the absence of an alert from
-	// it, or a "resolved" group status, is no evidence of anything.
-	TruncatedAlerts uint64
-	// ExternalURL is the Alertmanager's.
-	ExternalURL string
-}
-
-// Name is the alertname label.
-func (a Alert) Name() string { return a.Labels["alertname"] }
-
-// Firing reports whether the alert fires.
-func (a Alert) Firing() bool { return a.Status == StatusFiring }
-
 // Dispatcher acts on alerts. The handler calls it once per alert of a
 // message, in order, with the request's context; it may be called
 // concurrently for different requests, and with the same alert more than
-// once. An error wrapping ErrTransient makes the handler answer 503 (after
+// once. An error wrapping alert.ErrTransient makes the handler answer 503 (after
 // dispatching the rest of the message); any other error is logged, counted
 // and answered with 200, so Alertmanager does not retry it.
 type Dispatcher interface {
-	Dispatch(ctx context.Context, a Alert) error
+	Dispatch(ctx context.Context, a alert.Alert) error
 }
 
 // DispatcherFunc adapts a function to Dispatcher.
-type DispatcherFunc func(ctx context.Context, a Alert) error
+type DispatcherFunc func(ctx context.Context, a alert.Alert) error
 
 // Dispatch calls f.
-func (f DispatcherFunc) Dispatch(ctx context.Context, a Alert) error { return f(ctx, a) }
+func (f DispatcherFunc) Dispatch(ctx context.Context, a alert.Alert) error { return f(ctx, a) }
 
 // Options configure the handler.
 type Options struct {
@@ -274,7 +214,7 @@ func (h *Handler) serve(r *http.Request) (int, string) {
 		if ctx.Err() != nil {
 			return http.StatusServiceUnavailable, fmt.Sprintf("the sender went away after %d of %d alerts", i, len(msg.Alerts))
 		}
-		a := Alert{
+		a := alert.Alert{
 			Status:          am.Status,
 			Labels:          am.Labels,
 			Annotations:     am.Annotations,
@@ -296,7 +236,7 @@ func (h *Handler) serve(r *http.Request) (int, string) {
 			name = "other"
 		}
 		kind := "permanent"
-		if errors.Is(err, ErrTransient) {
+		if errors.Is(err, alert.ErrTransient) {
 			kind = "transient"
 			transient++
 			if firstTransient == nil {
@@ -332,7 +272,7 @@ func decode(body []byte) (*webhook.Message, error) {
 		return nil, errors.New(`payload has no "alerts" list`)
 	}
 	for i, a := range msg.Alerts {
-		if a.Status != StatusFiring && a.Status != StatusResolved {
+		if a.Status != alert.StatusFiring && a.Status != alert.StatusResolved {
 			return nil, fmt.Errorf("alerts[%d].status %q: want firing or resolved", i, a.Status)
 		}
 	}

@@ -28,7 +28,7 @@ import (
 
 	exporterconfig "github.com/herd-k8s/herd/exporter/config"
 	"github.com/herd-k8s/herd/internal/webauth"
-	responderconfig "github.com/herd-k8s/herd/responder/config"
+	responderpolicy "github.com/herd-k8s/herd/responder/policy"
 )
 
 // TestLint runs helm lint --strict on the default values and on the values
@@ -388,7 +388,7 @@ func TestRenderedConfigsLoad(t *testing.T) {
 	for _, r := range []release{defaults, {name: "herd", namespace: "herd", valuesFiles: []string{allOnValues}}} {
 		allOn := len(r.valuesFiles) > 0
 		objs := render(t, r)
-		rc, err := responderconfig.Parse([]byte(configMapData(t, objs, "herd-responder", "responder.yaml")))
+		rc, err := responderpolicy.Parse([]byte(configMapData(t, objs, "herd-responder", "responder.yaml")))
 		if err != nil {
 			t.Errorf("responder config (all-on %v): %v", allOn, err)
 		} else if rc.DryRun == allOn {

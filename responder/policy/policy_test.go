@@ -1,4 +1,4 @@
-package config
+package policy
 
 import (
 	"github.com/prometheus/common/model"
@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"sigs.k8s.io/yaml"
 )
 
 const promURL = "prometheus: {url: http://prometheus:9090}\n"
@@ -347,5 +349,39 @@ func assertRoundTrip(t *testing.T, c Config) {
 	}
 	if string(b) != string(b2) {
 		t.Fatalf("round trip changed the config:\n%s\n%s", b, b2)
+	}
+}
+
+// TestDocListsTheDefaults: the listing in the package comment is Default,
+// not a second copy that could drift from it.
+func TestDocListsTheDefaults(t *testing.T) {
+	src, err := os.ReadFile("policy.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc []string
+	in := false
+	for _, line := range strings.Split(string(src), "\n") {
+		if strings.HasPrefix(line, "//\tdryRun:") {
+			in = true
+		}
+		if in && !strings.HasPrefix(line, "//\t") {
+			break
+		}
+		if in {
+			doc = append(doc, strings.TrimPrefix(line, "//\t"))
+		}
+	}
+	if len(doc) < 20 {
+		t.Fatalf("found %d lines of the listing in policy.go's package comment", len(doc))
+	}
+	var listed Config
+	if err := yaml.UnmarshalStrict([]byte(strings.Join(doc, "\n")), &listed); err != nil {
+		t.Fatalf("the listing does not decode strictly: %v", err)
+	}
+	got, _ := json.Marshal(listed)
+	want, _ := json.Marshal(Default())
+	if string(got) != string(want) {
+		t.Errorf("the package comment lists\n%s\nDefault() is\n%s", got, want)
 	}
 }

@@ -1,21 +1,20 @@
-package dispatch
+package action
 
 import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/herd-k8s/herd/responder/action"
-	"github.com/herd-k8s/herd/responder/config"
 	"github.com/herd-k8s/herd/responder/guard"
+	"github.com/herd-k8s/herd/responder/policy"
 )
 
+// metrics are the Runner's: every decision counted with its result, every
+// refusal with its guard, and how long each took.
 type metrics struct {
-	actions    *prometheus.CounterVec
-	refusals   *prometheus.CounterVec
-	duration   *prometheus.HistogramVec
-	duplicates *prometheus.CounterVec
-	findings   *prometheus.GaugeVec
+	actions  *prometheus.CounterVec
+	refusals *prometheus.CounterVec
+	duration *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -31,41 +30,29 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "herd_responder_action_duration_seconds",
 			Help:    "Time from an alert's dispatch to its decision, evidence queries and API writes included.",
-			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
+			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
 		}, []string{"action"}),
-		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "herd_responder_duplicate_deliveries_total",
-			Help: "Deliveries of an alert already decided or being decided (Alertmanager retries, repeats and HA pairs), answered without acting again.",
-		}, []string{"action"}),
-		findings: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "herd_responder_findings",
-			Help: "Findings of the latest triage, by pattern.",
-		}, []string{"pattern"}),
 	}
 	// Every series exists from the start: rate() and increase() need a
 	// zero before the first event, and HerdResponderGuardTripped reads
 	// the refusals counter.
-	for _, a := range config.AllActions {
-		if a == config.ActionNone {
+	for _, a := range policy.AllActions {
+		if a == policy.ActionNone {
 			continue
 		}
-		for _, r := range action.Results {
+		for _, r := range Results {
 			m.actions.WithLabelValues(string(a), string(r))
 		}
 		for _, g := range guard.All {
 			m.refusals.WithLabelValues(string(a), string(g))
 		}
 		m.duration.WithLabelValues(string(a))
-		m.duplicates.WithLabelValues(string(a))
-	}
-	for _, p := range action.Patterns {
-		m.findings.WithLabelValues(p)
 	}
 	if reg == nil {
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.actions, m.refusals, m.duration, m.duplicates, m.findings} {
+	for _, c := range []prometheus.Collector{m.actions, m.refusals, m.duration} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}

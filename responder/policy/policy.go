@@ -1,5 +1,7 @@
-// Package config reads `herd responder --config`: which alerts lead to which
-// action, how each action is bounded, and the guards every action passes.
+// Package policy reads `herd responder --config`: which alert runs which
+// action, how each action is bounded, and the limits every action keeps.
+// Default is the one source of the defaults: the file is decoded over it,
+// and the listing below is checked against it by a test.
 //
 // The file is strict YAML: an unknown field is an error naming it, so a typo
 // never silently falls back to a default. Validation refuses any
@@ -38,6 +40,8 @@
 //	    handSize: 4                # 1..queues, entropy of (queues, handSize) at most 60 bits (APF API)
 //	    queueLengthLimit: 50       # at least 1 (APF API)
 //	    maxManagedFlowSchemas: 10  # 1..100
+//	    minSubjectRelists: 3       # an identity is a subject only with this many relists of its own in the
+//	                               # exporter's window (herd_instance_relists; its accounting.relistThreshold)
 //	  quarantine:
 //	    ttl: 24h
 //	    maxManagedFlowSchemas: 10
@@ -56,7 +60,7 @@
 // maxActionsPerHour is merged over its defaults key by key; routes replace
 // the default routes as a whole: omitted or null means the defaults, [] routes
 // nothing.
-package config
+package policy
 
 import (
 	"encoding/json"
@@ -168,6 +172,11 @@ type Isolate struct {
 	HandSize              int            `json:"handSize"`
 	QueueLengthLimit      int            `json:"queueLengthLimit"`
 	MaxManagedFlowSchemas int            `json:"maxManagedFlowSchemas"`
+	// MinSubjectRelists is how many relists of the resource in the
+	// exporter's window an identity must have made itself (its busiest
+	// instance, herd_instance_relists) to be a subject of the FlowSchema:
+	// sharing a client label with stormers is not evidence (issue 16).
+	MinSubjectRelists int `json:"minSubjectRelists"`
 }
 
 // Quarantine tunes the quarantine action.
@@ -221,6 +230,7 @@ func Default() Config {
 			Isolate: Isolate{
 				TTL: model.Duration(time.Hour), HoldDown: model.Duration(10 * time.Minute),
 				PriorityLevelShares: 2, Queues: 16, HandSize: 4, QueueLengthLimit: 50, MaxManagedFlowSchemas: 10,
+				MinSubjectRelists: 3,
 			},
 			Quarantine: Quarantine{TTL: model.Duration(24 * time.Hour), MaxManagedFlowSchemas: 10},
 		},
@@ -417,6 +427,9 @@ func (c Config) Validate() error {
 	}
 	if is.MaxManagedFlowSchemas < 1 || is.MaxManagedFlowSchemas > maxFlowSchemas {
 		fail("actions.isolate.maxManagedFlowSchemas %d: must be 1..%d (every request is matched against every FlowSchema)", is.MaxManagedFlowSchemas, maxFlowSchemas)
+	}
+	if is.MinSubjectRelists < 1 {
+		fail("actions.isolate.minSubjectRelists %d: must be at least 1 (an identity that did not relist carries no evidence)", is.MinSubjectRelists)
 	}
 	q := c.Actions.Quarantine
 	if q.TTL <= 0 {
