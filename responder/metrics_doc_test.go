@@ -10,8 +10,8 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/herd-k8s/herd/responder"
-	"github.com/herd-k8s/herd/responder/policy"
 	"github.com/herd-k8s/herd/responder/leader"
+	"github.com/herd-k8s/herd/responder/policy"
 )
 
 // TestEveryMetricIsDocumented fails when the responder exports a metric

@@ -17,9 +17,9 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/herd-k8s/herd/responder/alert"
-	"github.com/herd-k8s/herd/responder/policy"
 	"github.com/herd-k8s/herd/responder/evidence"
 	"github.com/herd-k8s/herd/responder/guard"
+	"github.com/herd-k8s/herd/responder/policy"
 )
 
 // Isolate and quarantine on the fake clientset: every guard, and the one

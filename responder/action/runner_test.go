@@ -34,7 +34,11 @@ type steps struct {
 func (s *steps) op(act policy.Action, a alert.Alert) Op {
 	return Op{
 		Action: act, Alert: a, Event: EventNames{Reason: "HerdTest", Verb: "Test"},
-		Labels:   func(c *Case) Outcome { s.ran = append(s.ran, "labels"); c.About("thing/x", nodeRef("x")); return s.labels },
+		Labels: func(c *Case) Outcome {
+			s.ran = append(s.ran, "labels")
+			c.About("thing/x", nodeRef("x"))
+			return s.labels
+		},
 		Evidence: func(context.Context, *Case) Outcome { s.ran = append(s.ran, "evidence"); return s.evidence },
 		Read:     func(context.Context, *Case) Outcome { s.ran = append(s.ran, "read"); return s.read },
 		Guards: func(context.Context, *Case) (*Write, Outcome) {

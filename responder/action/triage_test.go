@@ -13,9 +13,9 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/herd-k8s/herd/responder/alert"
-	"github.com/herd-k8s/herd/responder/policy"
 	"github.com/herd-k8s/herd/responder/evidence"
 	"github.com/herd-k8s/herd/responder/guard"
+	"github.com/herd-k8s/herd/responder/policy"
 )
 
 // The triage queries, by position in triageQueries.
