@@ -13,7 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/herd-k8s/herd/exporter/metricsserver"
+	"github.com/herd-k8s/herd/internal/kubeletauth"
 	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/evidence"
 	"github.com/herd-k8s/herd/responder/guard"
@@ -67,7 +67,7 @@ func TestFlagMetricsServerFire(t *testing.T) {
 	}
 	tokenAuth := firing("alertname", "HerdMetricsServerTokenAuth", "namespace", "kube-system", "deployment", "metrics-server")
 	storm := firing("alertname", "HerdKubeletTokenReviewStorm")
-	const applied = "annotated Deployment kube-system/metrics-server herd.dev/kubelet-auth=token; fix: " + metricsserver.TokenFix
+	const applied = "annotated Deployment kube-system/metrics-server herd.dev/kubelet-auth=token; fix: " + kubeletauth.TokenFix
 	cases := []struct {
 		name     string
 		objs     []runtime.Object
@@ -191,7 +191,7 @@ func TestFlagMetricsServerFire(t *testing.T) {
 			},
 			evidence: map[string][]evidence.Sample{anyMS: {msSample("kube-system", "metrics-server"), msSample("monitoring", "metrics-server")}},
 			alert:    storm,
-			want:     want{result: Applied, reason: "annotated Deployment monitoring/metrics-server herd.dev/kubelet-auth=token; fix: " + metricsserver.TokenFix},
+			want:     want{result: Applied, reason: "annotated Deployment monitoring/metrics-server herd.dev/kubelet-auth=token; fix: " + kubeletauth.TokenFix},
 			events:   []string{"Deployment/metrics-server HerdFlagMetricsServerNoop", "Deployment/metrics-server HerdFlagMetricsServerApplied"},
 			flagged:  []string{"kube-system/metrics-server", "monitoring/metrics-server"},
 		},

@@ -332,7 +332,21 @@ func helmLifecycle(ctx context.Context, t *testing.T, c *cluster) {
 		}
 		return out
 	}
+	// herd's priority levels have cluster-wide names: one release per
+	// cluster installs them. The releases applied above hold them; helm
+	// installs its own once they are gone, and removes them on uninstall.
+	plcGVR := schema.GroupVersionResource{Group: fc, Version: "v1", Resource: "prioritylevelconfigurations"}
+	for _, n := range []string{"herd-isolate", "herd-quarantine"} {
+		if err := c.dyn.Resource(plcGVR).Delete(ctx, n, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	notes := run("install", rel, chartDir)
+	for _, n := range []string{"herd-isolate", "herd-quarantine"} {
+		if _, err := c.dyn.Resource(plcGVR).Get(ctx, n, metav1.GetOptions{}); err != nil {
+			t.Errorf("after helm install, PriorityLevelConfiguration %s: %v", n, err)
+		}
+	}
 	for _, want := range []string{
 		"https://herd-helm-exporter-audit.herd-helm.svc:10381/audit",
 		"kubectl -n herd-helm get secret herd-helm-audit-tls -o jsonpath='{.data.ca\\.crt}'",
@@ -372,6 +386,14 @@ func helmLifecycle(ctx context.Context, t *testing.T, c *cluster) {
 	}
 	if l, err := c.kube.CoreV1().Secrets(rel).List(ctx, metav1.ListOptions{}); err != nil || len(l.Items) != 0 {
 		t.Errorf("after helm uninstall, Secrets in %s: %v %v", rel, l, err)
+	}
+	for _, n := range []string{"herd-isolate", "herd-quarantine"} {
+		if _, err := c.dyn.Resource(plcGVR).Get(ctx, n, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("after helm uninstall, PriorityLevelConfiguration %s: %v", n, err)
+		}
+	}
+	if _, err := c.kube.FlowcontrolV1().FlowSchemas().Get(ctx, rel+"-responder", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("after helm uninstall, FlowSchema %s-responder: %v", rel, err)
 	}
 }
 
@@ -490,12 +512,14 @@ func responderAllowed() []access {
 	}
 	names = append(names, "herd-quarantine-1", "herd-quarantine-2")
 	for _, n := range names {
-		for _, v := range []string{"create", "patch", "update", "delete"} {
+		for _, v := range []string{"create", "patch", "delete"} {
 			a = append(a, access{verb: v, group: fc, resource: "flowschemas", name: n})
 		}
 	}
+	// herd's installed levels: a missing one is created (server-side apply:
+	// patch, then create) at a sweep.
 	for _, n := range []string{"herd-isolate", "herd-quarantine"} {
-		for _, v := range []string{"create", "patch", "update", "delete"} {
+		for _, v := range []string{"create", "patch"} {
 			a = append(a, access{verb: v, group: fc, resource: "prioritylevelconfigurations", name: n})
 		}
 	}
@@ -529,6 +553,14 @@ var responderDenied = []access{
 	{verb: "patch", group: fc, resource: "prioritylevelconfigurations", name: "workload-high"},
 	{verb: "delete", group: fc, resource: "prioritylevelconfigurations", name: "global-default"},
 	{verb: "create", group: fc, resource: "prioritylevelconfigurations", name: "herd-other"},
+	// herd never PUTs its slots, and never changes or removes an installed level.
+	{verb: "update", group: fc, resource: "flowschemas", name: "herd-isolate-1"},
+	{verb: "update", group: fc, resource: "prioritylevelconfigurations", name: "herd-isolate"},
+	{verb: "delete", group: fc, resource: "prioritylevelconfigurations", name: "herd-isolate"},
+	{verb: "delete", group: fc, resource: "prioritylevelconfigurations", name: "herd-quarantine"},
+	// The responder's own FlowSchema is the installer's.
+	{verb: "patch", group: fc, resource: "flowschemas", name: "herd-responder"},
+	{verb: "delete", group: fc, resource: "flowschemas", name: "herd-responder"},
 	// Secrets, Pods, Nodes beyond patch.
 	{verb: "get", resource: "secrets", namespace: "herd", name: "alertmanager-herd-token"},
 	{verb: "get", resource: "secrets", namespace: "kube-system", name: "any"},
@@ -664,7 +696,12 @@ func applyPinnedByName(ctx context.Context, t *testing.T, c *cluster) {
 		return err
 	}
 
-	// Server-side apply creating objects named from herd's slots: allowed.
+	// Server-side apply creating objects named from herd's slots and
+	// levels: allowed (the chart installed the levels; remove one first, as
+	// the responder finds it when it creates it).
+	if err := c.dyn.Resource(plcGVR).Delete(ctx, "herd-isolate", metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
 	if err := apply(plcGVR, plc("herd-isolate")); err != nil {
 		t.Errorf("server-side apply creating PriorityLevelConfiguration herd-isolate as %s: %v", responderUsr, err)
 	} else {
@@ -712,12 +749,13 @@ func applyPinnedByName(ctx context.Context, t *testing.T, c *cluster) {
 		t.Errorf("POST create of FlowSchema herd-isolate-2: %v", err)
 	}
 
-	// Deleting its own objects: allowed.
+	// Deleting its own FlowSchemas: allowed. Its priority levels are
+	// installed: never deleted by the responder.
 	if err := dyn.Resource(fsGVR).Delete(ctx, "herd-isolate-1", metav1.DeleteOptions{}); err != nil {
 		t.Errorf("delete FlowSchema herd-isolate-1 as %s: %v", responderUsr, err)
 	}
-	if err := dyn.Resource(plcGVR).Delete(ctx, "herd-isolate", metav1.DeleteOptions{}); err != nil {
-		t.Errorf("delete PriorityLevelConfiguration herd-isolate as %s: %v", responderUsr, err)
+	if err := dyn.Resource(plcGVR).Delete(ctx, "herd-isolate", metav1.DeleteOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("delete PriorityLevelConfiguration herd-isolate as %s: got %v, want 403 Forbidden", responderUsr, err)
 	}
 }
 
