@@ -1,0 +1,411 @@
+package action
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+
+	"github.com/herd-k8s/herd/responder/alert"
+	"github.com/herd-k8s/herd/responder/evidence"
+	"github.com/herd-k8s/herd/responder/guard"
+	"github.com/herd-k8s/herd/responder/policy"
+	"github.com/herd-k8s/herd/test/controlplane"
+)
+
+// The runner's APF writes on a real kube-apiserver 1.36.3, as the
+// responder's service account with the RBAC herd ships
+// (manifests/rbac/responder.yaml) and its installed APF objects
+// (manifests/apf/herd.yaml): one server-side apply per decision, served
+// by the responder's own FlowSchema; preconditions from the cache; another's
+// object under a slot name never touched; a missing level created at a sweep.
+
+const responderSA = "herd-responder"
+
+// request is one request the responder's client made.
+type sent struct {
+	method, path, query string
+	status              int
+	flowSchemaUID       string // the FlowSchema APF served it with
+}
+
+func (s sent) String() string {
+	q := ""
+	if s.query != "" {
+		q = "?" + s.query
+	}
+	return fmt.Sprintf("%s %s%s → %d", s.method, s.path, q, s.status)
+}
+
+// counter records every request but the informers' watches.
+type counter struct {
+	mu   sync.Mutex
+	sent []sent
+}
+
+// counting is a RoundTripper that records into a counter.
+type counting struct {
+	rt http.RoundTripper
+	c  *counter
+}
+
+func (w counting) RoundTrip(r *http.Request) (*http.Response, error) {
+	c := w.c
+	resp, err := w.rt.RoundTrip(r)
+	if r.URL.Query().Get("watch") == "true" {
+		return resp, err
+	}
+	s := sent{method: r.Method, path: r.URL.Path, query: r.URL.RawQuery}
+	if resp != nil {
+		s.status, s.flowSchemaUID = resp.StatusCode, resp.Header.Get(flowcontrolv1.ResponseHeaderMatchedFlowSchemaUID)
+	}
+	c.mu.Lock()
+	c.sent = append(c.sent, s)
+	c.mu.Unlock()
+	return resp, err
+}
+
+func (c *counter) take() []sent {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.sent
+	c.sent = nil
+	return out
+}
+
+// applyFile server-side applies every object of a YAML file as admin.
+func applyFile(ctx context.Context, t *testing.T, cfg *rest.Config, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disc := discovery.NewDiscoveryClientForConfigOrDie(cfg)
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
+	dyn := dynamic.NewForConfigOrDie(cfg)
+	r := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(string(b)), 4096)
+	for {
+		var u unstructured.Unstructured
+		if err := r.Decode(&u.Object); errors.Is(err, io.EOF) {
+			return
+		} else if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if len(u.Object) == 0 {
+			continue
+		}
+		m, err := mapper.RESTMapping(u.GroupVersionKind().GroupKind(), u.GroupVersionKind().Version)
+		if err != nil {
+			t.Fatalf("%s: %s: %v", path, u.GetKind(), err)
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
+		if m.Scope.Name() == meta.RESTScopeNameNamespace {
+			ri = dyn.Resource(m.Resource).Namespace(u.GetNamespace())
+		}
+		if _, err := ri.Apply(ctx, u.GetName(), &u, metav1.ApplyOptions{FieldManager: "herd-test-install", Force: true}); err != nil {
+			t.Fatalf("%s: apply %s %s: %v", path, u.GetKind(), u.GetName(), err)
+		}
+	}
+}
+
+// liveResponder is a Runner acting as herd's service account on the real
+// apiserver, with a request counter on its client.
+type liveResponder struct {
+	env    *Env
+	runner *Runner
+	sent   *counter
+	q      *querier
+	stop   context.CancelFunc
+}
+
+func newLiveResponder(t *testing.T, cp *controlplane.ControlPlane, cfg func(*policy.Config)) *liveResponder {
+	t.Helper()
+	c, err := policy.FromDefault(policy.WithPrometheusURL("http://prometheus:9090"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.DryRun = false
+	if cfg != nil {
+		cfg(&c)
+	}
+	l := &liveResponder{q: &querier{}, sent: &counter{}}
+	rc := cp.Config(responderSA)
+	rc.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return counting{rt: rt, c: l.sent} }
+	client := kubernetes.NewForConfigOrDie(rc)
+	ctx, cancel := context.WithCancel(context.Background())
+	l.stop = cancel
+	t.Cleanup(cancel)
+	apf := NewAPFCache(client)
+	apf.Start(ctx)
+	if !apf.WaitForSync(ctx) {
+		t.Fatal("the APF cache did not sync")
+	}
+	l.env = &Env{Client: client, Config: c, Budget: guard.NewBudget(c.Guards, nil), Nodes: nodeCounter{total: 10}, APF: apf}
+	if l.runner, err = NewRunner(RunnerOptions{Env: l.env, Evidence: l.q, Events: &recorder{}, Self: selfRef}); err != nil {
+		t.Fatal(err)
+	}
+	l.sent.take() // the informers' first lists
+	return l
+}
+
+// storm makes the evidence of a storm of client's identities.
+func (l *liveResponder) storm(client string, ids ...string) alert.Alert {
+	l.q.set(evidence.RelistRate("5m", "cni", client, "pods", ""), sample(10))
+	var s []evidence.Sample
+	for _, id := range ids {
+		s = append(s, sample(30, "identity", id))
+	}
+	l.q.set(evidence.RelistIdentities("cni", client, "pods", ""), s...)
+	return firing("alertname", "HerdRelistStorm", "role", "cni", "client", client, "resource", "pods")
+}
+
+func TestAPFWritesOnAPIServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real kube-apiserver")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cp, err := controlplane.Start(ctx, controlplane.Options{Identities: map[string]controlplane.Identity{
+		responderSA: {User: "system:serviceaccount:herd:herd-responder", Groups: []string{"system:serviceaccounts", "system:serviceaccounts:herd"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cp.Stop)
+	admin := cp.Client(controlplane.Admin)
+	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "herd"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	applyFile(ctx, t, cp.Config(controlplane.Admin), "../../manifests/rbac/responder.yaml")
+	applyFile(ctx, t, cp.Config(controlplane.Admin), "../../manifests/apf/herd.yaml")
+	own, err := admin.FlowcontrolV1().FlowSchemas().Get(ctx, "herd-responder", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLiveResponder(t, cp, nil)
+	cilium := "system:serviceaccount:kube-system:cilium"
+
+	t.Run("isolate is one server-side apply, served by the responder's own FlowSchema", func(t *testing.T) {
+		iso := NewIsolate(l.env)
+		d := l.runner.Run(ctx, iso.Fire(l.storm("cilium", cilium, "system:anonymous")))
+		want{result: Applied, has: "isolated cilium's LISTs of pods from 1 identities in FlowSchema herd-isolate-1"}.check(t, d)
+		sent := l.sent.take()
+		if len(sent) != 1 || sent[0].method != http.MethodPatch || sent[0].path != "/apis/flowcontrol.apiserver.k8s.io/v1/flowschemas/herd-isolate-1" ||
+			!strings.Contains(sent[0].query, "fieldManager=herd") || !strings.Contains(sent[0].query, "force=true") || sent[0].status != http.StatusCreated {
+			t.Fatalf("requests %v, want one server-side apply of herd-isolate-1", sent)
+		}
+		t.Logf("isolate: %d request: %v", len(sent), sent[0])
+		if sent[0].flowSchemaUID != string(own.UID) {
+			t.Errorf("the apply was served by FlowSchema UID %q; herd-responder is %s", sent[0].flowSchemaUID, own.UID)
+		}
+		fs, err := admin.FlowcontrolV1().FlowSchemas().Get(ctx, "herd-isolate-1", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		subjects := fs.Spec.Rules[0].Subjects
+		if fs.Labels[ManagedByLabel] != ManagedByValue || len(subjects) != 1 || subjects[0].ServiceAccount == nil || subjects[0].ServiceAccount.Name != "cilium" ||
+			!slices.ContainsFunc(fs.ManagedFields, func(m metav1.ManagedFieldsEntry) bool {
+				return m.Manager == FieldManager && m.Operation == metav1.ManagedFieldsOperationApply
+			}) {
+			t.Errorf("herd-isolate-1: labels %v, subjects %+v, managers %+v", fs.Labels, subjects, fs.ManagedFields)
+		}
+		// The apiserver serves cilium's pod LISTs through it (APF applies a
+		// new schema within moments).
+		ciliumCfg := cp.Config(controlplane.Cilium)
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			if uid := servedBy(ctx, t, ciliumCfg, "/api/v1/pods?limit=1"); uid == string(fs.UID) {
+				break
+			} else if time.Now().After(deadline) {
+				t.Fatalf("cilium's pod LIST is served by FlowSchema UID %q, not herd-isolate-1 (%s)", uid, fs.UID)
+			}
+		}
+		// Again: a no-op from the cache, no request.
+		d = l.runner.Run(ctx, iso.Fire(l.storm("cilium", cilium)))
+		want{result: Noop}.check(t, d)
+		if sent := l.sent.take(); len(sent) != 0 {
+			t.Errorf("a repeated alert made requests: %v", sent)
+		}
+	})
+
+	t.Run("dry run is one server-side dry run, nothing stored", func(t *testing.T) {
+		dry := newLiveResponder(t, cp, func(c *policy.Config) { c.DryRun = true })
+		d := dry.runner.Run(ctx, NewIsolate(dry.env).Fire(dry.storm("calico-node", "system:serviceaccount:calico-system:calico-node")))
+		want{result: DryRun, has: "dry run: would have isolated calico-node's LISTs of pods from 1 identities in FlowSchema herd-isolate-2"}.check(t, d)
+		sent := dry.sent.take()
+		if len(sent) != 1 || sent[0].method != http.MethodPatch || !strings.Contains(sent[0].query, "dryRun=All") || sent[0].status != http.StatusCreated {
+			t.Fatalf("requests %v, want one server-side dry-run apply", sent)
+		}
+		if d.Object == nil {
+			t.Error("the dry-run decision does not show the object")
+		}
+		if _, err := admin.FlowcontrolV1().FlowSchemas().Get(ctx, "herd-isolate-2", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("herd-isolate-2 after a dry run: %v", err)
+		}
+	})
+
+	t.Run("a stale cache conflicts instead of overwriting", func(t *testing.T) {
+		stale := newLiveResponder(t, cp, nil)
+		stale.stop() // its informers stop: what it holds grows old
+		fs, err := admin.FlowcontrolV1().FlowSchemas().Get(ctx, "herd-isolate-1", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		patch := []byte(`{"metadata":{"annotations":{"someone":"changed it"}}}`)
+		if _, err := admin.FlowcontrolV1().FlowSchemas().Patch(ctx, "herd-isolate-1", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		d := stale.runner.Run(ctx, NewIsolate(stale.env).Resolve(resolved("alertname", "HerdRelistStorm", "role", "cni", "client", "cilium", "resource", "pods")))
+		want{result: Failed, reason: "resolve"}.check(t, d)
+		if !apierrors.IsConflict(errors.Unwrap(d.Err)) && !strings.Contains(d.Error, "the object has been modified") {
+			t.Errorf("err %v, want a 409 conflict", d.Err)
+		}
+		if !errors.Is(d.Err, alert.ErrTransient) {
+			t.Errorf("err %v is not transient", d.Err)
+		}
+		if sent := stale.sent.take(); len(sent) != 1 || sent[0].status != http.StatusConflict {
+			t.Errorf("requests %v, want one apply answered 409", sent)
+		}
+		after, err := admin.FlowcontrolV1().FlowSchemas().Get(ctx, "herd-isolate-1", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := after.Annotations[AnnotationResolvedAt]; ok || after.Annotations["someone"] != "changed it" || after.ResourceVersion == fs.ResourceVersion {
+			t.Errorf("herd-isolate-1 after the conflict: %v", after.Annotations)
+		}
+		// The live cache sees the change: its resolve goes through.
+		waitFor(t, func() bool {
+			c, _ := l.env.APF.FlowSchema("herd-isolate-1")
+			return c != nil && c.Annotations["someone"] != ""
+		})
+		d = l.runner.Run(ctx, NewIsolate(l.env).Resolve(resolved("alertname", "HerdRelistStorm", "role", "cni", "client", "cilium", "resource", "pods")))
+		want{result: Applied, has: "marked FlowSchema herd-isolate-1 resolved"}.check(t, d)
+		if sent := l.sent.take(); len(sent) != 1 {
+			t.Errorf("resolve made %d requests: %v", len(sent), sent)
+		}
+	})
+
+	t.Run("another's object under a slot name is never touched", func(t *testing.T) {
+		foreign := &flowcontrolv1.FlowSchema{
+			ObjectMeta: metav1.ObjectMeta{Name: "herd-quarantine-1"},
+			Spec: flowcontrolv1.FlowSchemaSpec{PriorityLevelConfiguration: flowcontrolv1.PriorityLevelConfigurationReference{Name: "global-default"},
+				MatchingPrecedence: 8000, Rules: []flowcontrolv1.PolicyRulesWithSubjects{{
+					Subjects:      []flowcontrolv1.Subject{{Kind: flowcontrolv1.SubjectKindUser, User: &flowcontrolv1.UserSubject{Name: "someone"}}},
+					ResourceRules: []flowcontrolv1.ResourcePolicyRule{{Verbs: []string{"get"}, APIGroups: []string{""}, Resources: []string{"pods"}, Namespaces: []string{"*"}}},
+				}}},
+		}
+		created, err := admin.FlowcontrolV1().FlowSchemas().Create(ctx, foreign, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ghost := "system:node:ghost-1"
+		one := newLiveResponder(t, cp, func(c *policy.Config) { c.Actions.Quarantine.MaxManagedFlowSchemas = 1 })
+		one.q.set(evidence.GhostIdentity(ghost, ""), sample(1))
+		d := one.runner.Run(ctx, NewQuarantine(one.env).Fire(ghostAlert(ghost)))
+		want{result: Refused, guard: guard.MaxManagedFlowSchemas}.check(t, d)
+		if sent := one.sent.take(); len(sent) != 0 {
+			t.Errorf("a refused quarantine made requests: %v", sent)
+		}
+		two := newLiveResponder(t, cp, func(c *policy.Config) { c.Actions.Quarantine.MaxManagedFlowSchemas = 2 })
+		two.q.set(evidence.GhostIdentity(ghost, ""), sample(1))
+		d = two.runner.Run(ctx, NewQuarantine(two.env).Fire(ghostAlert(ghost)))
+		want{result: Applied, has: "in FlowSchema herd-quarantine-2"}.check(t, d)
+		if sent := two.sent.take(); len(sent) != 1 {
+			t.Errorf("quarantine made %d requests: %v", len(sent), sent)
+		}
+		// (The apiserver's APF controller writes its status; herd writes
+		// nothing.)
+		after, err := admin.FlowcontrolV1().FlowSchemas().Get(ctx, "herd-quarantine-1", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(after.Spec, created.Spec) || len(after.Labels) != 0 || len(after.Annotations) != 0 ||
+			slices.ContainsFunc(after.ManagedFields, func(m metav1.ManagedFieldsEntry) bool { return m.Manager == FieldManager }) {
+			t.Errorf("the foreign herd-quarantine-1 changed: %+v", after)
+		}
+	})
+
+	t.Run("a missing level is created at a sweep, never on an action's path", func(t *testing.T) {
+		if err := admin.FlowcontrolV1().PriorityLevelConfigurations().Delete(ctx, QuarantineLevel, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool { pl, _ := l.env.APF.PriorityLevel(QuarantineLevel); return pl == nil })
+		ghost := "system:node:ghost-2"
+		l.q.set(evidence.GhostIdentity(ghost, ""), sample(1))
+		d := l.runner.Run(ctx, NewQuarantine(l.env).Fire(ghostAlert(ghost)))
+		want{result: Refused, guard: guard.PriorityLevel, has: "herd-quarantine is not installed"}.check(t, d)
+		if sent := l.sent.take(); len(sent) != 0 {
+			t.Errorf("a refused quarantine made requests: %v", sent)
+		}
+		q := NewQuarantine(l.env)
+		l.runner.Register(q)
+		l.runner.Sweep(ctx)
+		var created *Decision
+		for _, d := range l.runner.Decisions() {
+			if d.Target == "prioritylevelconfiguration/herd-quarantine" {
+				created = &d
+			}
+		}
+		if created == nil || created.Result != Applied {
+			t.Fatalf("the sweep did not create herd-quarantine: %+v", created)
+		}
+		sent := l.sent.take()
+		if len(sent) != 1 || sent[0].method != http.MethodPatch || sent[0].path != "/apis/flowcontrol.apiserver.k8s.io/v1/prioritylevelconfigurations/herd-quarantine" || sent[0].status != http.StatusCreated {
+			t.Errorf("requests %v, want one server-side apply creating the level", sent)
+		}
+		pl, err := admin.FlowcontrolV1().PriorityLevelConfigurations().Get(ctx, QuarantineLevel, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pl.Labels[ManagedByLabel] == ManagedByValue || pl.Labels["app.kubernetes.io/part-of"] != "herd" ||
+			pl.Spec.Limited == nil || pl.Spec.Limited.LimitResponse.Type != flowcontrolv1.LimitResponseTypeReject || *pl.Spec.Limited.NominalConcurrencyShares != 0 {
+			t.Errorf("created %+v", pl)
+		}
+		waitFor(t, func() bool { pl, _ := l.env.APF.PriorityLevel(QuarantineLevel); return pl != nil })
+		d = l.runner.Run(ctx, NewQuarantine(l.env).Fire(ghostAlert(ghost)))
+		want{result: Applied}.check(t, d)
+	})
+}
+
+// servedBy makes a GET as cfg's identity and returns the UID of the
+// FlowSchema APF chose for it.
+func servedBy(ctx context.Context, t *testing.T, cfg *rest.Config, uri string) string {
+	t.Helper()
+	rt, err := rest.TransportFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, cfg.Host+uri, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := (&http.Client{Transport: rt, Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", uri, err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.Header.Get(flowcontrolv1.ResponseHeaderMatchedFlowSchemaUID)
+}
