@@ -93,11 +93,11 @@ func (c *Cordon) Fire(a alert.Alert) Op {
 			}
 			return Continue
 		},
-		Guards: func(context.Context, *Case) (*Write, Outcome) { return c.guards(a, name, node) },
+		Guards: func(_ context.Context, cs *Case) (*Write, Outcome) { return c.guards(cs, a, name, node) },
 	}
 }
 
-func (c *Cordon) guards(a alert.Alert, name string, node *corev1.Node) (*Write, Outcome) {
+func (c *Cordon) guards(cs *Case, a alert.Alert, name string, node *corev1.Node) (*Write, Outcome) {
 	e := c.Env
 	for _, l := range controlPlaneLabels {
 		if _, ok := node.Labels[l]; ok {
@@ -118,11 +118,12 @@ func (c *Cordon) guards(a alert.Alert, name string, node *corev1.Node) (*Write, 
 		}
 		return nil, Nothing("node %s is already unschedulable, cordoned by someone else; herd leaves it as it is", name)
 	}
-	// The blast-radius decision and the reservation of this node's place
-	// under the limit happen under the lock; the API write does not, so
-	// cordons of different nodes do not queue behind each other's writes.
+	// The blast-radius decision, the reservation of this node's place
+	// under the limit and the budget happen under the lock; the API write
+	// does not, so cordons of different nodes do not queue behind each
+	// other's writes.
 	c.mu.Lock()
-	now, allowed, count, total, o := c.reserve(name)
+	now, allowed, count, total, o := c.reserve(cs, name)
 	c.mu.Unlock()
 	if o.Ends() {
 		return nil, o
@@ -174,12 +175,12 @@ func applyNode(ctx context.Context, e *Env, name string, body map[string]any, dr
 	return err
 }
 
-// reserve runs the guards that count (cooldown, blast radius) and, when
-// they pass, holds name's place among the unschedulable nodes until the
-// node cache shows the cordon (the Runner takes the budget next, and the
-// write's Release gives the place back if it does not happen). Callers hold
+// reserve runs the guards that count (cooldown, blast radius, budget) and,
+// when they pass, holds name's place among the unschedulable nodes until
+// the node cache shows the cordon (the write's Release gives it back if the
+// write does not happen, and the Runner refunds the budget). Callers hold
 // c.mu.
-func (c *Cordon) reserve(name string) (now time.Time, allowed, count, total int, o Outcome) {
+func (c *Cordon) reserve(cs *Case, name string) (now time.Time, allowed, count, total int, o Outcome) {
 	e := c.Env
 	now = e.now()
 	if t, seen := c.pending[name]; seen && now.Sub(t) < c.pendingFor() {
@@ -209,6 +210,9 @@ func (c *Cordon) reserve(name string) (now time.Time, allowed, count, total int,
 		return now, 0, 0, 0, Refuse(guard.Refuse(guard.MaxUnschedulableFraction,
 			"%d of %d nodes are unschedulable (%s); cordoning %s would make %d, over guards.maxUnschedulableFraction %g (at most %d); cordon pauses for guards.stormCooldown",
 			len(unschedulable), total, listSome(unschedulable, 5), name, len(unschedulable)+1, frac, allowed))
+	}
+	if r := cs.TakeBudget(); r != nil {
+		return now, 0, 0, 0, Refuse(r)
 	}
 	if c.pending == nil {
 		c.pending = map[string]time.Time{}

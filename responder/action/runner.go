@@ -132,6 +132,9 @@ type Case struct {
 	regarding runtime.Object
 	skipped   []skipped
 	ev        evidence.Querier
+	budget    *guard.Budget
+	// took: the guards took the budget themselves (TakeBudget).
+	took bool
 }
 
 type skipped struct {
@@ -190,6 +193,20 @@ func (c *Case) Skip(target string, regarding runtime.Object, o Outcome) {
 	d.Target = target
 	end(&d, o)
 	c.skipped = append(c.skipped, skipped{regarding: regarding, d: d})
+}
+
+// TakeBudget takes the action's budget now, inside the guards, for an
+// action whose guards reserve something under a lock of their own that the
+// budget must not be taken apart from (cordon's place under the
+// blast-radius limit: a cooldown another cordon trips in between must not
+// refuse one that already passed). The Runner then does not take it again,
+// and refunds it as always if the write does not happen.
+func (c *Case) TakeBudget() *guard.Refusal {
+	if r := c.budget.Take(c.d.Action); r != nil {
+		return r
+	}
+	c.took = true
+	return nil
 }
 
 // Recorder is the part of k8s.io/client-go/tools/events.EventRecorder the
@@ -307,7 +324,7 @@ var errNotLeader = alert.Transient(errors.New("this replica lost the leader Leas
 // §4.3; every decision, whatever step ended it, is recorded the same way.
 func (r *Runner) Run(ctx context.Context, op Op) Decision {
 	start := time.Now()
-	c := &Case{alert: op.Alert, ev: r.opts.Evidence, d: Decision{
+	c := &Case{alert: op.Alert, ev: r.opts.Evidence, budget: r.opts.Env.Budget, d: Decision{
 		Time: r.opts.Env.now(), Action: op.Action, Alert: op.Alert.Name(), Status: op.Alert.Status,
 		Fingerprint: op.Alert.Fingerprint, Labels: op.Alert.Labels, DryRun: r.opts.Env.Config.DryRun,
 	}}
@@ -347,6 +364,9 @@ func (r *Runner) decide(ctx context.Context, c *Case, op Op) {
 	}
 	w, o := op.Guards(ctx, c)
 	if w == nil {
+		if c.took {
+			r.opts.Env.Budget.Refund(op.Action)
+		}
 		if !o.Ends() {
 			o = Nothing("nothing to do")
 		}
@@ -358,17 +378,19 @@ func (r *Runner) decide(ctx context.Context, c *Case, op Op) {
 			w.Release()
 		}
 	}
-	// 5. The budget: actions per hour and the storm cooldown.
-	if w.Budget {
+	// 5. The budget: actions per hour and the storm cooldown (unless the
+	// guards took it, see Case.TakeBudget).
+	if w.Budget && !c.took {
 		if rf := r.opts.Env.Budget.Take(op.Action); rf != nil {
 			release()
 			end(&c.d, Refuse(rf))
 			return
 		}
+		c.took = true
 	}
 	undo := func() {
 		release()
-		if w.Budget {
+		if c.took {
 			r.opts.Env.Budget.Refund(op.Action)
 		}
 	}

@@ -67,7 +67,8 @@ type SlotAction interface {
 // SlotRequest is what one alert asks a slot action for.
 type SlotRequest interface {
 	// Key are the annotations that identify the slot serving this request
-	// across deliveries (herd.dev/action plus the target's labels).
+	// across deliveries: the target's labels (the slot machinery adds
+	// herd.dev/action).
 	Key() map[string]string
 	// Target names the request before a slot is chosen ("cni/cilium LISTs
 	// of pods").
@@ -132,6 +133,17 @@ func (o *SlotOps) isSlot(name string) bool {
 
 // owned reports whether herd created o (the managed-by label).
 func owned(o metav1.Object) bool { return o.GetLabels()[ManagedByLabel] == ManagedByValue }
+
+// key is req's key with the action's name: the annotations a slot serving
+// req carries.
+func (o *SlotOps) key(req SlotRequest) map[string]string {
+	k := map[string]string{}
+	for n, v := range req.Key() {
+		k[n] = v
+	}
+	k[AnnotationAction] = string(o.s.Action)
+	return k
+}
 
 func matchesKey(ann, key map[string]string) bool {
 	for k, v := range key {
@@ -262,7 +274,7 @@ func (o *SlotOps) Fire(a alert.Alert) Op {
 			return out
 		},
 		Guards: func(_ context.Context, c *Case) (*Write, Outcome) {
-			slot, existing, busy, r := o.claim(o.mine(all), req.Key())
+			slot, existing, busy, r := o.claim(o.mine(all), o.key(req))
 			if r != nil {
 				return nil, Refuse(r)
 			}
@@ -277,8 +289,7 @@ func (o *SlotOps) Fire(a alert.Alert) Op {
 				}
 			}()
 			now := o.env.now()
-			ann := req.Key()
-			ann[AnnotationAction] = string(o.s.Action)
+			ann := o.key(req)
 			ann[AnnotationAlert] = a.Name()
 			ann[AnnotationFingerprint] = a.Fingerprint
 			ann[AnnotationAppliedAt] = now.UTC().Format(time.RFC3339)
@@ -406,7 +417,7 @@ func (o *SlotOps) Resolve(a alert.Alert) Op {
 			}
 			mine := o.mine(all)
 			for _, name := range sortedNames(mine) {
-				if owned(mine[name]) && matchesKey(mine[name].Annotations, req.Key()) {
+				if owned(mine[name]) && matchesKey(mine[name].Annotations, o.key(req)) {
 					fs = mine[name]
 					break
 				}
