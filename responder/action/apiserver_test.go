@@ -143,14 +143,7 @@ type liveResponder struct {
 
 func newLiveResponder(t *testing.T, cp *controlplane.ControlPlane, cfg func(*policy.Config)) *liveResponder {
 	t.Helper()
-	c, err := policy.FromDefault(policy.WithPrometheusURL("http://prometheus:9090"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.DryRun = false
-	if cfg != nil {
-		cfg(&c)
-	}
+	c := testPolicy(t, cfg)
 	l := &liveResponder{q: &querier{}, sent: &counter{}}
 	rc := cp.Config(responderSA)
 	rc.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return counting{rt: rt, c: l.sent} }
@@ -164,6 +157,7 @@ func newLiveResponder(t *testing.T, cp *controlplane.ControlPlane, cfg func(*pol
 		t.Fatal("the APF cache did not sync")
 	}
 	l.env = &Env{Client: client, Config: c, Budget: guard.NewBudget(c.Guards, nil), Nodes: nodeCounter{total: 10}, APF: apf}
+	var err error
 	if l.runner, err = NewRunner(RunnerOptions{Env: l.env, Evidence: l.q, Events: &recorder{}, Self: selfRef}); err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +230,7 @@ func TestAPFWritesOnAPIServer(t *testing.T) {
 		// new schema within moments).
 		ciliumCfg := cp.Config(controlplane.Cilium)
 		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-			if uid := servedBy(ctx, t, ciliumCfg, "/api/v1/pods?limit=1"); uid == string(fs.UID) {
+			if uid := servedBy(ctx, t, ciliumCfg); uid == string(fs.UID) {
 				break
 			} else if time.Now().After(deadline) {
 				t.Fatalf("cilium's pod LIST is served by FlowSchema UID %q, not herd-isolate-1 (%s)", uid, fs.UID)
@@ -389,23 +383,16 @@ func TestAPFWritesOnAPIServer(t *testing.T) {
 	})
 }
 
-// servedBy makes a GET as cfg's identity and returns the UID of the
-// FlowSchema APF chose for it.
-func servedBy(ctx context.Context, t *testing.T, cfg *rest.Config, uri string) string {
+// servedBy lists pods as cfg's identity and returns the UID of the
+// FlowSchema APF chose for the request.
+func servedBy(ctx context.Context, t *testing.T, cfg *rest.Config) string {
 	t.Helper()
-	rt, err := rest.TransportFor(cfg)
-	if err != nil {
-		t.Fatal(err)
+	c := &counter{}
+	cfg = rest.CopyConfig(cfg)
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return counting{rt: rt, c: c} }
+	if _, err := kubernetes.NewForConfigOrDie(cfg).CoreV1().Pods("").List(ctx, metav1.ListOptions{Limit: 1}); err != nil {
+		t.Fatalf("list pods: %v", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, cfg.Host+uri, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := (&http.Client{Transport: rt, Timeout: 30 * time.Second}).Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", uri, err)
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	return resp.Header.Get(flowcontrolv1.ResponseHeaderMatchedFlowSchemaUID)
+	sent := c.take()
+	return sent[len(sent)-1].flowSchemaUID
 }

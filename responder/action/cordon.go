@@ -71,11 +71,10 @@ func (c *Cordon) Fire(a alert.Alert) Op {
 	return Op{
 		Action: policy.ActionCordon, Alert: a, Event: EventNames{Reason: ReasonCordon, Verb: "Cordon"},
 		Labels: func(cs *Case) Outcome {
-			var r *guard.Refusal
-			if name, r = label(a, "node", validNodeName); r != nil {
-				return Refuse(r)
+			if o := nodeLabel(cs, a, &name); o.Ends() {
+				return o
 			}
-			cs.About("node/"+name, nodeRef(name))
+			var r *guard.Refusal
 			cluster, r = clusterLabel(a)
 			return Refuse(r)
 		},
@@ -95,6 +94,17 @@ func (c *Cordon) Fire(a alert.Alert) Op {
 		},
 		Guards: func(_ context.Context, cs *Case) (*Write, Outcome) { return c.guards(cs, a, name, node) },
 	}
+}
+
+// nodeLabel reads the alert's node label into *name and makes the Node the
+// decision's target.
+func nodeLabel(cs *Case, a alert.Alert, name *string) Outcome {
+	var r *guard.Refusal
+	if *name, r = label(a, "node", validNodeName); r != nil {
+		return Refuse(r)
+	}
+	cs.About("node/"+*name, nodeRef(*name))
+	return Continue
 }
 
 func (c *Cordon) guards(cs *Case, a alert.Alert, name string, node *corev1.Node) (*Write, Outcome) {
@@ -232,14 +242,7 @@ func (c *Cordon) Resolve(a alert.Alert) Op {
 	)
 	return Op{
 		Action: policy.ActionCordon, Alert: a, Event: EventNames{Reason: ReasonUncordon, Verb: "Uncordon"},
-		Labels: func(cs *Case) Outcome {
-			var r *guard.Refusal
-			if name, r = label(a, "node", validNodeName); r != nil {
-				return Refuse(r)
-			}
-			cs.About("node/"+name, nodeRef(name))
-			return Continue
-		},
+		Labels: func(cs *Case) Outcome { return nodeLabel(cs, a, &name) },
 		Read: func(ctx context.Context, _ *Case) Outcome {
 			c.mu.Lock()
 			_, wouldHave = c.pending[name]

@@ -189,6 +189,25 @@ var selfRef = &corev1.ObjectReference{APIVersion: "coordination.k8s.io/v1", Kind
 // Its APF cache has synced the fake's FlowSchemas and priority levels.
 func newFixture(t *testing.T, cfg func(*policy.Config), objs ...runtime.Object) *fixture {
 	t.Helper()
+	c := testPolicy(t, cfg)
+	f := &fixture{client: fake.NewClientset(objs...), q: &querier{}, rec: &recorder{}, clock: &clock{t: t0}, leader: true}
+	f.env = &Env{
+		Client: f.client, Config: c, Budget: guard.NewBudget(c.Guards, f.clock.Now),
+		Nodes: nodeCounter{total: 1000}, APF: syncedAPF(t, f.client), Now: f.clock.Now,
+	}
+	var err error
+	f.runner, err = NewRunner(RunnerOptions{Env: f.env, Evidence: f.q, Events: f.rec, Self: selfRef,
+		IsLeader: func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.leader }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// testPolicy is the default policy, acting (dryRun false), changed by cfg
+// when not nil.
+func testPolicy(t *testing.T, cfg func(*policy.Config)) policy.Config {
+	t.Helper()
 	c, err := policy.FromDefault(policy.WithPrometheusURL("http://prometheus:9090"))
 	if err != nil {
 		t.Fatal(err)
@@ -197,17 +216,7 @@ func newFixture(t *testing.T, cfg func(*policy.Config), objs ...runtime.Object) 
 	if cfg != nil {
 		cfg(&c)
 	}
-	f := &fixture{client: fake.NewClientset(objs...), q: &querier{}, rec: &recorder{}, clock: &clock{t: t0}, leader: true}
-	f.env = &Env{
-		Client: f.client, Config: c, Budget: guard.NewBudget(c.Guards, f.clock.Now),
-		Nodes: nodeCounter{total: 1000}, APF: syncedAPF(t, f.client), Now: f.clock.Now,
-	}
-	f.runner, err = NewRunner(RunnerOptions{Env: f.env, Evidence: f.q, Events: f.rec, Self: selfRef,
-		IsLeader: func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.leader }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f
+	return c
 }
 
 // syncedAPF is an APFCache of client, synced, stopped with the test.

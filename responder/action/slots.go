@@ -245,6 +245,19 @@ func (o *SlotOps) readLevel(dryRun bool) (*flowcontrolv1.PriorityLevelConfigurat
 	return pl, Continue
 }
 
+// labels is the Labels step of Fire and Resolve: the action's request for
+// alert a, into *req.
+func (o *SlotOps) labels(a alert.Alert, req *SlotRequest) func(*Case) Outcome {
+	return func(c *Case) Outcome {
+		var r *guard.Refusal
+		if *req, r = o.sa.Request(a); r != nil {
+			return Refuse(r)
+		}
+		c.About((*req).Target(), nil)
+		return Continue
+	}
+}
+
 // Fire is the decision about a firing alert: apply (or re-arm) the slot
 // serving the request.
 func (o *SlotOps) Fire(a alert.Alert) Op {
@@ -255,14 +268,7 @@ func (o *SlotOps) Fire(a alert.Alert) Op {
 	)
 	return Op{
 		Action: o.s.Action, Alert: a, Event: o.s.Event,
-		Labels: func(c *Case) Outcome {
-			var r *guard.Refusal
-			if req, r = o.sa.Request(a); r != nil {
-				return Refuse(r)
-			}
-			c.About(req.Target(), nil)
-			return Continue
-		},
+		Labels:   o.labels(a, &req),
 		Evidence: func(ctx context.Context, c *Case) Outcome { return req.Evidence(ctx, c) },
 		Read: func(_ context.Context, c *Case) Outcome {
 			var err error
@@ -402,14 +408,7 @@ func (o *SlotOps) Resolve(a alert.Alert) Op {
 	exclude := o.env.Config.Guards.ExcludeAnnotation
 	return Op{
 		Action: o.s.Action, Alert: a, Event: o.s.Event,
-		Labels: func(c *Case) Outcome {
-			var r *guard.Refusal
-			if req, r = o.sa.Request(a); r != nil {
-				return Refuse(r)
-			}
-			c.About(req.Target(), nil)
-			return Continue
-		},
+		Labels: o.labels(a, &req),
 		Read: func(_ context.Context, c *Case) Outcome {
 			all, err := o.env.APF.FlowSchemas()
 			if err != nil {
