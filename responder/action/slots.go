@@ -479,22 +479,17 @@ func (o *SlotOps) remove(fs *flowcontrolv1.FlowSchema, what, why string) *Write 
 }
 
 // Sweep returns the removals of the action's schemas that expired or whose
-// alert resolved longer ago than the hold-down, and the creation of the
-// action's priority level when it is not installed (at most every
-// levelRetry). It returns nothing in dry-run mode (nothing was created),
-// before the cache has synced, and for objects that carry the exclude
-// annotation or are not herd's.
+// alert resolved longer ago than the hold-down. It returns nothing in
+// dry-run mode (nothing was created), before the cache has synced, and for
+// objects that carry the exclude annotation or are not herd's.
 func (o *SlotOps) Sweep() []Op {
 	if o.env.Config.DryRun || !o.env.APF.Synced() {
 		return nil
 	}
 	var ops []Op
-	if op, ok := o.createLevel(); ok {
-		ops = append(ops, op)
-	}
 	all, err := o.env.APF.FlowSchemas()
 	if err != nil {
-		return ops
+		return nil
 	}
 	now := o.env.now()
 	mine := o.mine(all)
@@ -534,23 +529,24 @@ func (o *SlotOps) Sweep() []Op {
 // sweep.
 const levelRetry = 10 * time.Minute
 
-// createLevel is the creation of the action's priority level when the
-// cache shows none: one server-side apply, authorized as create of that
-// name. The level is herd's installation, not an object an action manages
-// (no managed-by=herd label): the responder never changes or deletes it.
-func (o *SlotOps) createLevel() (Op, bool) {
+// Missing implements Installer: the creation of the action's priority level
+// when the cache shows none (nil when it is there, or was tried less than
+// levelRetry ago). One server-side apply, authorized as patch and create of
+// that name. The level is herd's installation, not an object an action
+// manages (no managed-by=herd label): the responder never changes or
+// deletes it, and its creation is not an action's decision.
+func (o *SlotOps) Missing() *Install {
 	pl, err := o.env.APF.PriorityLevel(o.s.Level)
 	if err != nil || pl != nil {
-		return Op{}, false
+		return nil
 	}
 	now := o.env.now()
 	o.mu.Lock()
+	defer o.mu.Unlock()
 	if !o.levelTried.IsZero() && now.Sub(o.levelTried) < levelRetry {
-		o.mu.Unlock()
-		return Op{}, false
+		return nil
 	}
 	o.levelTried = now
-	o.mu.Unlock()
 	obj := &flowcontrolv1.PriorityLevelConfiguration{
 		TypeMeta: metav1.TypeMeta{APIVersion: "flowcontrol.apiserver.k8s.io/v1", Kind: "PriorityLevelConfiguration"},
 		ObjectMeta: metav1.ObjectMeta{Name: o.s.Level, Labels: InstallLabels(),
@@ -558,27 +554,19 @@ func (o *SlotOps) createLevel() (Op, bool) {
 				"herd.dev/created-by": "herd responder: the level was not installed with herd (chart, manifests/apf/herd.yaml)"}},
 		Spec: o.s.LevelSpec,
 	}
-	return Op{
-		Action: o.s.Action,
-		Alert:  alert.Alert{Status: "sweep"},
-		Event:  EventNames{Reason: o.s.Event.Reason, Verb: "Create", Suffixes: map[Result]string{Applied: "LevelCreated", Failed: "LevelCreateFailed"}},
-		Guards: func(_ context.Context, c *Case) (*Write, Outcome) {
-			c.About("prioritylevelconfiguration/"+o.s.Level, plRef(o.s.Level))
-			return &Write{
-				What: "create priority level " + o.s.Level, Object: obj,
-				Done: fmt.Sprintf("created priority level %s, which was not installed (the chart and manifests/apf/herd.yaml install it)", o.s.Level),
-				Apply: func(ctx context.Context, dryRun bool) error {
-					ac, err := toApplyConfiguration[flowcontrolv1ac.PriorityLevelConfigurationApplyConfiguration](obj)
-					if err != nil {
-						return err
-					}
-					_, err = o.env.Client.FlowcontrolV1().PriorityLevelConfigurations().Apply(ctx, ac,
-						metav1.ApplyOptions{FieldManager: FieldManager, DryRun: dryRunOpt(dryRun)})
-					return err
-				},
-			}, Continue
+	return &Install{
+		Action: o.s.Action, Target: "prioritylevelconfiguration/" + o.s.Level, Regarding: plRef(o.s.Level),
+		Event: o.s.Event.Reason + "Level",
+		Done: fmt.Sprintf("created priority level %s, which was not installed (the chart and manifests/apf/herd.yaml install it)", o.s.Level),
+		Apply: func(ctx context.Context) error {
+			ac, err := toApplyConfiguration[flowcontrolv1ac.PriorityLevelConfigurationApplyConfiguration](obj)
+			if err != nil {
+				return err
+			}
+			_, err = o.env.Client.FlowcontrolV1().PriorityLevelConfigurations().Apply(ctx, ac, metav1.ApplyOptions{FieldManager: FieldManager})
+			return err
 		},
-	}, true
+	}
 }
 
 // InstallLabels are the labels of what herd's installation creates (the
