@@ -228,6 +228,7 @@ func (r *Responder) Run(ctx context.Context) error {
 	defer r.broadcast.Shutdown()
 	r.nodes.Start(bg)
 	r.apf.Start(bg)
+	go r.warnMissingLevels(bg)
 
 	electCtx, stopElection := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -267,6 +268,21 @@ func (r *Responder) Run(ctx context.Context) error {
 		err = nil
 	}
 	return err
+}
+
+// warnMissingLevels says, once the APF cache has synced, which of herd's
+// priority levels are not installed: the first decision that needs one
+// creates it, one more request during the storm it acts on.
+func (r *Responder) warnMissingLevels(ctx context.Context) {
+	if !r.apf.WaitForSync(ctx) {
+		return
+	}
+	for _, level := range []string{action.IsolateLevel, action.QuarantineLevel} {
+		if pl, err := r.apf.PriorityLevel(level); err == nil && pl == nil {
+			r.logger.Warn("herd's priority level is not installed: the first decision that needs it creates it, one more request during a storm; install it with the chart or kubectl apply -f manifests/apf/herd.yaml",
+				"level", level)
+		}
+	}
 }
 
 // Registry is the responder's metrics registry.

@@ -41,7 +41,8 @@ import (
 // (manifests/rbac/responder.yaml) and its installed APF objects
 // (manifests/apf/herd.yaml): one server-side apply per decision, served
 // by the responder's own FlowSchema; preconditions from the cache; another's
-// object under a slot name never touched; a missing level created at a sweep.
+// object under a slot name never touched; a level that was not installed
+// created once, by the first decision that needs it.
 
 const responderSA = "herd-responder"
 
@@ -341,28 +342,26 @@ func TestAPFWritesOnAPIServer(t *testing.T) {
 		}
 	})
 
-	t.Run("a missing level is created at a sweep, never on an action's path", func(t *testing.T) {
+	t.Run("a level that was not installed is created once, by the first decision that needs it", func(t *testing.T) {
 		if err := admin.FlowcontrolV1().PriorityLevelConfigurations().Delete(ctx, QuarantineLevel, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, func() bool { pl, _ := l.env.APF.PriorityLevel(QuarantineLevel); return pl == nil })
-		ghost := "system:node:ghost-2"
-		l.q.set(evidence.GhostIdentity(ghost, ""), sample(1))
-		d := l.runner.Run(ctx, NewQuarantine(l.env).Fire(ghostAlert(ghost)))
-		want{result: Refused, guard: guard.PriorityLevel, has: "herd-quarantine is not installed"}.check(t, d)
-		if sent := l.sent.take(); len(sent) != 0 {
-			t.Errorf("a refused quarantine made requests: %v", sent)
-		}
+		// The sweep installs nothing.
 		q := NewQuarantine(l.env)
 		l.runner.Register(q)
-		before := len(l.runner.Decisions())
 		l.runner.Sweep(ctx)
-		if ds := l.runner.Decisions()[before:]; len(ds) != 0 {
-			t.Errorf("creating the level recorded decisions: %+v", ds)
+		if sent := l.sent.take(); len(sent) != 0 {
+			t.Errorf("the sweep made requests: %v", sent)
 		}
+		ghost := "system:node:ghost-2"
+		l.q.set(evidence.GhostIdentity(ghost, ""), sample(1))
+		d := l.runner.Run(ctx, q.Fire(ghostAlert(ghost)))
+		want{result: Applied, has: "created priority level herd-quarantine first: it was not installed"}.check(t, d)
 		sent := l.sent.take()
-		if len(sent) != 1 || sent[0].method != http.MethodPatch || sent[0].path != "/apis/flowcontrol.apiserver.k8s.io/v1/prioritylevelconfigurations/herd-quarantine" || sent[0].status != http.StatusCreated {
-			t.Errorf("requests %v, want one server-side apply creating the level", sent)
+		if len(sent) != 2 || sent[0].path != "/apis/flowcontrol.apiserver.k8s.io/v1/prioritylevelconfigurations/herd-quarantine" || sent[0].status != http.StatusCreated ||
+			!strings.Contains(sent[1].path, "/flowschemas/herd-quarantine-") {
+			t.Errorf("requests %v, want the level's creation, then the FlowSchema's apply", sent)
 		}
 		pl, err := admin.FlowcontrolV1().PriorityLevelConfigurations().Get(ctx, QuarantineLevel, metav1.GetOptions{})
 		if err != nil {
@@ -372,9 +371,14 @@ func TestAPFWritesOnAPIServer(t *testing.T) {
 			pl.Spec.Limited == nil || pl.Spec.Limited.LimitResponse.Type != flowcontrolv1.LimitResponseTypeReject || *pl.Spec.Limited.NominalConcurrencyShares != 0 {
 			t.Errorf("created %+v", pl)
 		}
+		// Once: the next decision finds it.
 		waitFor(t, func() bool { pl, _ := l.env.APF.PriorityLevel(QuarantineLevel); return pl != nil })
-		d = l.runner.Run(ctx, NewQuarantine(l.env).Fire(ghostAlert(ghost)))
-		want{result: Applied}.check(t, d)
+		ghost = "system:node:ghost-3"
+		l.q.set(evidence.GhostIdentity(ghost, ""), sample(1))
+		want{result: Applied}.check(t, l.runner.Run(ctx, q.Fire(ghostAlert(ghost))))
+		if sent := l.sent.take(); len(sent) != 1 {
+			t.Errorf("the next quarantine made %d requests: %v", len(sent), sent)
+		}
 	})
 }
 

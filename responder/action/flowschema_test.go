@@ -286,16 +286,6 @@ func TestIsolateFire(t *testing.T) {
 			refunded: true,
 		},
 		{
-			name:     "the priority level is not installed",
-			noLevel:  true,
-			evidence: confirmed,
-			alert:    stormAlert(),
-			want: want{result: Refused, guard: guard.PriorityLevel,
-				reason: "PriorityLevelConfiguration herd-isolate is not installed: install herd's priority levels with the chart or `kubectl apply -f manifests/apf/herd.yaml`; the leader also creates a missing one at its next sweep"},
-			event:    "Lease/herd-responder HerdIsolateRefused",
-			refunded: true,
-		},
-		{
 			name:     "the priority level rejects",
 			noLevel:  true,
 			objs:     []runtime.Object{installed(IsolateLevel, QuarantineLevelSpec())},
@@ -386,8 +376,9 @@ func TestIsolateApplies(t *testing.T) {
 		result Result
 	}{
 		{"acting", false, true, Applied},
+		{"acting without the level: created first", false, false, Applied},
 		{"dry run", true, true, DryRun},
-		{"dry run without the level", true, false, DryRun},
+		{"dry run without the level: nothing created", true, false, DryRun},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			objs := clusterSchemas()
@@ -402,10 +393,23 @@ func TestIsolateApplies(t *testing.T) {
 			if got := f.rec.reasons(); !reflect.DeepEqual(got, []string{"FlowSchema/herd-isolate-1 HerdIsolate" + reasonSuffix[tc.result]}) {
 				t.Errorf("events %q", got)
 			}
-			if w := f.writes(); !reflect.DeepEqual(w, []string{"patch flowschemas/herd-isolate-1"}) {
-				t.Fatalf("writes %q, want one apply of herd-isolate-1", w)
+			wantWrites := []string{"patch flowschemas/herd-isolate-1"}
+			if !tc.level && !tc.dryRun {
+				// Once, on a cluster where herd's levels were not installed.
+				wantWrites = append([]string{"patch prioritylevelconfigurations/herd-isolate"}, wantWrites...)
+				if !strings.Contains(d.Reason, "created priority level herd-isolate first: it was not installed") {
+					t.Errorf("reason %q does not say the level was created", d.Reason)
+				}
+				pl, err := f.client.FlowcontrolV1().PriorityLevelConfigurations().Get(context.Background(), IsolateLevel, metav1.GetOptions{})
+				if err != nil || !reflect.DeepEqual(pl.Spec, IsolateLevelSpec(f.env.Config.Actions.Isolate)) || pl.Labels[ManagedByLabel] != "" ||
+					pl.Labels["app.kubernetes.io/part-of"] != "herd" {
+					t.Errorf("created level %+v (%v)", pl, err)
+				}
 			}
-			p := f.applies()[0]
+			if w := f.writes(); !reflect.DeepEqual(w, wantWrites) {
+				t.Fatalf("writes %q, want %q", w, wantWrites)
+			}
+			p := f.applies()[len(wantWrites)-1]
 			if p.PatchOptions.FieldManager != FieldManager || p.PatchOptions.Force == nil || !*p.PatchOptions.Force ||
 				!reflect.DeepEqual(p.PatchOptions.DryRun, dryRunOpt(tc.dryRun)) {
 				t.Errorf("apply options %+v", p.PatchOptions)
@@ -736,14 +740,6 @@ func TestQuarantineFire(t *testing.T) {
 			refunded: true,
 		},
 		{
-			name:     "the priority level is not installed",
-			noLevel:  true,
-			evidence: confirmed,
-			alert:    ghostAlert(ghost),
-			want:     want{result: Refused, guard: guard.PriorityLevel, has: "PriorityLevelConfiguration herd-quarantine is not installed"},
-			event:    "Lease/herd-responder HerdQuarantineRefused",
-		},
-		{
 			name:     "applied",
 			evidence: confirmed,
 			alert:    ghostAlert(ghost),
@@ -922,7 +918,7 @@ func TestSweep(t *testing.T) {
 		failOn    string // a FlowSchema whose delete fails
 		want      []string
 		deleted   []string
-		created   bool // herd-isolate was created
+		missing   bool // herd-isolate is not installed
 	}{
 		{
 			name: "expired and resolved go; the rest stay",
@@ -957,10 +953,10 @@ func TestSweep(t *testing.T) {
 			deleted: []string{"herd-isolate-1"},
 		},
 		{
-			// Not a decision (no isolation happened): an Event and a log line.
-			name:    "a missing priority level is created",
+			// The sweep removes; it installs nothing.
+			name:    "a missing priority level is not the sweep's to create",
 			objs:    []runtime.Object{slotObj("herd-isolate-1", true, ann(AnnotationExpiresAt, future), 1)},
-			created: true,
+			missing: true,
 		},
 		{
 			name:   "a failed delete keeps the level",
@@ -1000,22 +996,6 @@ func TestSweep(t *testing.T) {
 					t.Errorf("decision header %+v", d)
 				}
 			}
-			if tc.created {
-				pl, err := f.client.FlowcontrolV1().PriorityLevelConfigurations().Get(context.Background(), IsolateLevel, metav1.GetOptions{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if !reflect.DeepEqual(pl.Spec, IsolateLevelSpec(f.env.Config.Actions.Isolate)) || pl.Labels[ManagedByLabel] != "" || pl.Labels["app.kubernetes.io/part-of"] != "herd" {
-					t.Errorf("created %+v", pl)
-				}
-				// Not again at once, even if it went missing again.
-				if err := f.client.FlowcontrolV1().PriorityLevelConfigurations().Delete(context.Background(), IsolateLevel, metav1.DeleteOptions{}); err != nil {
-					t.Fatal(err)
-				}
-				if more := f.sweep(iso); len(more) != 0 {
-					t.Errorf("a second sweep: %+v", more)
-				}
-			}
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("decisions\n%q\nwant\n%q", got, tc.want)
 			}
@@ -1027,15 +1007,11 @@ func TestSweep(t *testing.T) {
 			for _, e := range f.rec.take() {
 				events = append(events, e.Kind+"/"+e.Name+" "+e.Reason)
 			}
-			if tc.created {
-				tc.want = append(tc.want, "the level's Event")
-			}
 			if len(events) != len(tc.want) {
 				t.Errorf("events %q", events)
 			}
 			for _, e := range events {
-				if !(strings.HasPrefix(e, "FlowSchema/herd-isolate-") && (strings.HasSuffix(e, " HerdIsolateRemoved") || strings.HasSuffix(e, " HerdIsolateRemoveFailed"))) &&
-					e != "PriorityLevelConfiguration/herd-isolate HerdIsolateLevelCreated" {
+				if !strings.HasPrefix(e, "FlowSchema/herd-isolate-") || !(strings.HasSuffix(e, " HerdIsolateRemoved") || strings.HasSuffix(e, " HerdIsolateRemoveFailed")) {
 					t.Errorf("event %q", e)
 				}
 			}
@@ -1060,11 +1036,11 @@ func TestSweep(t *testing.T) {
 					t.Errorf("%s: left %v, want deleted %v", fs.Name, left[fs.Name], wantGone)
 				}
 			}
-			// herd's installed level stays, whatever the sweep removed.
-			if !tc.created {
-				if _, err = f.client.FlowcontrolV1().PriorityLevelConfigurations().Get(context.Background(), IsolateLevel, metav1.GetOptions{}); err != nil {
-					t.Errorf("priority level: %v", err)
-				}
+			// herd's installed level stays, whatever the sweep removed; a
+			// missing one stays missing.
+			_, err = f.client.FlowcontrolV1().PriorityLevelConfigurations().Get(context.Background(), IsolateLevel, metav1.GetOptions{})
+			if gone := apierrors.IsNotFound(err); gone != tc.missing {
+				t.Errorf("priority level missing %v (%v), want %v", gone, err, tc.missing)
 			}
 		})
 	}

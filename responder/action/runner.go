@@ -298,7 +298,7 @@ func (r *Runner) Handle(ctx context.Context, act policy.Action, a alert.Alert) D
 }
 
 // Sweep runs every sweeping action's removals, in the actions' name order,
-// and repairs herd's installation, if this replica leads and acts.
+// if this replica leads.
 func (r *Runner) Sweep(ctx context.Context) {
 	if !r.opts.IsLeader() {
 		return
@@ -309,55 +309,12 @@ func (r *Runner) Sweep(ctx context.Context) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		x := r.actions[policy.Action(n)]
-		if in, ok := x.(Installer); ok && !r.opts.Env.Config.DryRun {
-			if i := in.Missing(); i != nil {
-				r.install(ctx, i)
-			}
-		}
-		if s, ok := x.(Sweeper); ok {
+		if s, ok := r.actions[policy.Action(n)].(Sweeper); ok {
 			for _, op := range s.Sweep() {
 				r.Run(ctx, op)
 			}
 		}
 	}
-}
-
-// Installer is an action with objects herd installs (a slot action's
-// priority level) that the sweep creates when they are missing.
-type Installer interface {
-	// Missing returns what to create, nil when nothing is missing.
-	Missing() *Install
-}
-
-// Install is the creation of a missing installed object. It is not a
-// decision about an alert: counting it in herd_responder_actions_total
-// would read as an isolation that never happened. It is logged and
-// recorded as an Event on the object.
-type Install struct {
-	Action    policy.Action
-	Target    string
-	Regarding runtime.Object
-	// Event prefixes the Event's reason: <Event>Created or <Event>CreateFailed.
-	Event string
-	Done  string
-	// Apply creates the object: one request.
-	Apply func(ctx context.Context) error
-}
-
-// install creates a missing installed object, leadership checked right
-// before the write.
-func (r *Runner) install(ctx context.Context, i *Install) {
-	if !r.opts.IsLeader() {
-		return
-	}
-	if err := i.Apply(ctx); err != nil {
-		r.opts.Logger.Error("herd's installation lacks an object and creating it failed", "action", i.Action, "target", i.Target, "err", err)
-		r.eventf(i.Regarding, corev1.EventTypeWarning, i.Event+"CreateFailed", "Create", fmt.Sprintf("%s: %v", i.Target, err))
-		return
-	}
-	r.opts.Logger.Warn("herd's installation lacked an object; created it", "action", i.Action, "target", i.Target, "reason", i.Done)
-	r.eventf(i.Regarding, corev1.EventTypeNormal, i.Event+"Created", "Create", i.Done)
 }
 
 // errNotLeader stops a write by a replica that is no longer the leader.
@@ -552,16 +509,8 @@ func (r *Runner) event(regarding runtime.Object, names EventNames, d Decision) {
 	if d.Err != nil {
 		note = d.Err.Error()
 	}
-	r.eventf(regarding, t, names.Reason+suffix, names.Verb, note)
-}
-
-// eventf records an Event; recording is asynchronous and never fails.
-func (r *Runner) eventf(regarding runtime.Object, eventtype, reason, verb, note string) {
-	if r.opts.Events == nil || regarding == nil {
-		return
-	}
 	// The events API caps a note at 1 KiB.
-	r.opts.Events.Eventf(regarding, nil, eventtype, reason, verb, "%s", truncate(note, 1000))
+	r.opts.Events.Eventf(regarding, nil, t, names.Reason+suffix, names.Verb, "%s", truncate(note, 1000))
 }
 
 // Decisions returns the last decisions, newest last: /debug/actions.

@@ -40,7 +40,7 @@ type Slots struct {
 	// Level is the priority level herd's schemas of this action route to.
 	Level string
 	// LevelSpec is the level's spec: what the chart installs, and what the
-	// responder creates when it finds the level missing (see Sweep).
+	// first decision that needs the level creates when it is missing.
 	LevelSpec flowcontrolv1.PriorityLevelConfigurationSpec
 	// LevelFits says why an installed level cannot serve the action ("" when
 	// it can): a level someone changed to Exempt or Reject must not receive
@@ -110,8 +110,6 @@ type SlotOps struct {
 	// claimed are slots whose write is under way, by name: a second
 	// request sees them taken before the cache shows the write.
 	claimed map[string]map[string]string
-	// levelTried is when the sweep last tried to create the level.
-	levelTried time.Time
 }
 
 // NewSlotOps returns the Ops maker of sa.
@@ -222,27 +220,51 @@ func (o *SlotOps) isClaimed(slot string) bool {
 }
 
 // readLevel reads the action's priority level from the cache and says
-// whether the action may route to it. A missing level is refused when
-// acting (a FlowSchema whose level does not exist is ignored by the
-// apiserver: k8s.io/apiserver@v0.36.3/pkg/util/flowcontrol/apf_controller.go,
-// "Ignoring FlowSchema ... because of bad priority level reference"); in
-// dry-run mode the decision goes on with the spec herd would create.
-func (o *SlotOps) readLevel(dryRun bool) (*flowcontrolv1.PriorityLevelConfiguration, Outcome) {
+// whether the action may route to it. missing: the level is not installed,
+// and the decision's write creates it first (createLevel); the level's spec
+// is then LevelSpec. A FlowSchema whose level does not exist would be
+// ignored by the apiserver (k8s.io/apiserver@v0.36.3/pkg/util/flowcontrol/
+// apf_controller.go: "Ignoring FlowSchema ... because of bad priority level
+// reference").
+func (o *SlotOps) readLevel() (pl *flowcontrolv1.PriorityLevelConfiguration, missing bool, out Outcome) {
 	pl, err := o.env.APF.PriorityLevel(o.s.Level)
 	if err != nil {
-		return nil, Fail("read priority level "+o.s.Level, err)
+		return nil, false, Fail("read priority level "+o.s.Level, err)
 	}
 	if pl == nil {
-		if dryRun {
-			return &flowcontrolv1.PriorityLevelConfiguration{ObjectMeta: metav1.ObjectMeta{Name: o.s.Level}, Spec: o.s.LevelSpec}, Continue
-		}
-		return nil, Refuse(guard.Refuse(guard.PriorityLevel,
-			"PriorityLevelConfiguration %s is not installed: install herd's priority levels with the chart or `kubectl apply -f manifests/apf/herd.yaml`; the leader also creates a missing one at its next sweep", o.s.Level))
+		return o.levelObject(), true, Continue
 	}
 	if why := o.s.LevelFits(pl); why != "" {
-		return nil, Refuse(guard.Refuse(guard.PriorityLevel, "PriorityLevelConfiguration %s %s; herd's %s needs the level the chart installs (manifests/apf/herd.yaml)", o.s.Level, why, o.s.Action))
+		return nil, false, Refuse(guard.Refuse(guard.PriorityLevel, "PriorityLevelConfiguration %s %s; herd's %s needs the level the chart installs (manifests/apf/herd.yaml)", o.s.Level, why, o.s.Action))
 	}
-	return pl, Continue
+	return pl, false, Continue
+}
+
+// levelObject is the action's priority level as herd installs it. When the
+// responder creates it, it is herd's installation, not an object an action
+// manages (no managed-by=herd label): no action changes or deletes it.
+func (o *SlotOps) levelObject() *flowcontrolv1.PriorityLevelConfiguration {
+	return &flowcontrolv1.PriorityLevelConfiguration{
+		TypeMeta: metav1.TypeMeta{APIVersion: "flowcontrol.apiserver.k8s.io/v1", Kind: "PriorityLevelConfiguration"},
+		ObjectMeta: metav1.ObjectMeta{Name: o.s.Level, Labels: InstallLabels(),
+			Annotations: map[string]string{AnnotationAction: string(o.s.Action),
+				"herd.dev/created-by": "herd responder: the level was not installed with herd (chart, manifests/apf/herd.yaml)"}},
+		Spec: o.s.LevelSpec,
+	}
+}
+
+// createLevel creates the action's missing priority level: one
+// server-side apply (authorized as patch and create of that name), without
+// force, so that a level someone installed meanwhile is not taken over.
+func (o *SlotOps) createLevel(ctx context.Context, pl *flowcontrolv1.PriorityLevelConfiguration) error {
+	ac, err := toApplyConfiguration[flowcontrolv1ac.PriorityLevelConfigurationApplyConfiguration](pl)
+	if err != nil {
+		return err
+	}
+	if _, err := o.env.Client.FlowcontrolV1().PriorityLevelConfigurations().Apply(ctx, ac, metav1.ApplyOptions{FieldManager: FieldManager}); err != nil {
+		return fmt.Errorf("create priority level %s (not installed): %w", pl.Name, err)
+	}
+	return nil
 }
 
 // labels is the Labels step of Fire and Resolve: the action's request for
@@ -262,9 +284,10 @@ func (o *SlotOps) labels(a alert.Alert, req *SlotRequest) func(*Case) Outcome {
 // serving the request.
 func (o *SlotOps) Fire(a alert.Alert) Op {
 	var (
-		req   SlotRequest
-		all   []*flowcontrolv1.FlowSchema
-		level *flowcontrolv1.PriorityLevelConfiguration
+		req     SlotRequest
+		all     []*flowcontrolv1.FlowSchema
+		level   *flowcontrolv1.PriorityLevelConfiguration
+		missing bool // the level is not installed
 	)
 	return Op{
 		Action: o.s.Action, Alert: a, Event: o.s.Event,
@@ -276,7 +299,7 @@ func (o *SlotOps) Fire(a alert.Alert) Op {
 				return Fail("read FlowSchemas", err)
 			}
 			var out Outcome
-			level, out = o.readLevel(c.DryRun())
+			level, missing, out = o.readLevel()
 			return out
 		},
 		Guards: func(_ context.Context, c *Case) (*Write, Outcome) {
@@ -325,12 +348,25 @@ func (o *SlotOps) Fire(a alert.Alert) Op {
 			if existing != nil {
 				done = "re-armed (alert fired again during the hold-down): " + done
 			}
+			if missing {
+				done += fmt.Sprintf("; created priority level %s first: it was not installed (install the chart's or manifests/apf/herd.yaml)", o.s.Level)
+			}
 			held = false // the write releases the claim
 			return &Write{
 				What: "apply FlowSchema " + slot, Done: done, Object: fs,
 				// A re-armed schema is the same action, already counted.
-				Budget:  existing == nil,
-				Apply:   func(ctx context.Context, dryRun bool) error { defer o.release(slot); return o.apply(ctx, fs, dryRun) },
+				Budget: existing == nil,
+				Apply: func(ctx context.Context, dryRun bool) error {
+					defer o.release(slot)
+					// Only on a cluster where herd's levels were not
+					// installed: once, one more request.
+					if missing && !dryRun {
+						if err := o.createLevel(ctx, level); err != nil {
+							return err
+						}
+					}
+					return o.apply(ctx, fs, dryRun)
+				},
 				Release: func() { o.release(slot) },
 			}, Continue
 		},
@@ -524,54 +560,9 @@ func (o *SlotOps) Sweep() []Op {
 	return ops
 }
 
-// levelRetry spaces the sweep's attempts to create a missing level, so
-// that a responder without the permission does not record a failure every
-// sweep.
-const levelRetry = 10 * time.Minute
-
-// Missing implements Installer: the creation of the action's priority level
-// when the cache shows none (nil when it is there, or was tried less than
-// levelRetry ago). One server-side apply, authorized as patch and create of
-// that name. The level is herd's installation, not an object an action
-// manages (no managed-by=herd label): the responder never changes or
-// deletes it, and its creation is not an action's decision.
-func (o *SlotOps) Missing() *Install {
-	pl, err := o.env.APF.PriorityLevel(o.s.Level)
-	if err != nil || pl != nil {
-		return nil
-	}
-	now := o.env.now()
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if !o.levelTried.IsZero() && now.Sub(o.levelTried) < levelRetry {
-		return nil
-	}
-	o.levelTried = now
-	obj := &flowcontrolv1.PriorityLevelConfiguration{
-		TypeMeta: metav1.TypeMeta{APIVersion: "flowcontrol.apiserver.k8s.io/v1", Kind: "PriorityLevelConfiguration"},
-		ObjectMeta: metav1.ObjectMeta{Name: o.s.Level, Labels: InstallLabels(),
-			Annotations: map[string]string{AnnotationAction: string(o.s.Action),
-				"herd.dev/created-by": "herd responder: the level was not installed with herd (chart, manifests/apf/herd.yaml)"}},
-		Spec: o.s.LevelSpec,
-	}
-	return &Install{
-		Action: o.s.Action, Target: "prioritylevelconfiguration/" + o.s.Level, Regarding: plRef(o.s.Level),
-		Event: o.s.Event.Reason + "Level",
-		Done: fmt.Sprintf("created priority level %s, which was not installed (the chart and manifests/apf/herd.yaml install it)", o.s.Level),
-		Apply: func(ctx context.Context) error {
-			ac, err := toApplyConfiguration[flowcontrolv1ac.PriorityLevelConfigurationApplyConfiguration](obj)
-			if err != nil {
-				return err
-			}
-			_, err = o.env.Client.FlowcontrolV1().PriorityLevelConfigurations().Apply(ctx, ac, metav1.ApplyOptions{FieldManager: FieldManager})
-			return err
-		},
-	}
-}
-
 // InstallLabels are the labels of what herd's installation creates (the
-// chart's and manifests' objects, and a priority level the responder had
-// to create): herd's, but not an action's to change or delete.
+// manifests' objects, and a priority level the responder had to create):
+// herd's, but not an action's to change or delete.
 func InstallLabels() map[string]string {
 	return map[string]string{"app.kubernetes.io/name": "herd", "app.kubernetes.io/component": "responder", "app.kubernetes.io/part-of": "herd"}
 }
