@@ -23,7 +23,6 @@
 package action
 
 import (
-	"fmt"
 	"strings"
 	"time"
 
@@ -194,6 +193,3 @@ func truncate(s string, n int) string {
 func nodeRef(name string) *corev1.ObjectReference {
 	return &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: name}
 }
-
-// noteRefused formats a refusal for reasons that quote another's.
-func noteRefused(r *guard.Refusal) string { return fmt.Sprintf("%s (%s)", r.Reason, r.Guard) }
