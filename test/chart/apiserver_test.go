@@ -14,7 +14,6 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -29,6 +28,7 @@ import (
 	"k8s.io/client-go/restmapper"
 
 	"github.com/herd-k8s/herd/test/controlplane"
+	"github.com/herd-k8s/herd/test/herdtest"
 )
 
 // The all-on release: its service accounts get tokens in the control plane's
@@ -164,7 +164,7 @@ func (c *cluster) installCRDs(ctx context.Context, t *testing.T) {
 		}
 	}
 	gvr := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
-	waitFor(t, 30*time.Second, "the CRDs to be established", func() bool {
+	herdtest.Wait(t, 30*time.Second, "the CRDs to be established", func() bool {
 		for _, crd := range crds {
 			got, err := c.dyn.Resource(gvr).Get(ctx, crd.GetName(), metav1.GetOptions{})
 			if err != nil {
@@ -182,7 +182,7 @@ func (c *cluster) installCRDs(ctx context.Context, t *testing.T) {
 		}
 		return true
 	})
-	waitFor(t, 30*time.Second, "the CRDs to be discoverable", func() bool {
+	herdtest.Wait(t, 30*time.Second, "the CRDs to be discoverable", func() bool {
 		c.refreshMapper(t)
 		_, err := c.mapper.RESTMapping(schema.GroupKind{Group: "monitoring.coreos.com", Kind: "ServiceMonitor"}, "v1")
 		return err == nil
@@ -398,113 +398,83 @@ func helmLifecycle(ctx context.Context, t *testing.T, c *cluster) {
 }
 
 // access is one request a service account might make.
-type access struct {
-	verb, group, resource, subresource, namespace, name string
-	path                                                string // a non-resource URL instead
-}
-
-func (a access) String() string {
-	if a.path != "" {
-		return a.verb + " " + a.path
-	}
-	s := a.verb + " " + a.resource
-	if a.subresource != "" {
-		s += "/" + a.subresource
-	}
-	if a.group != "" {
-		s += "." + a.group
-	}
-	if a.name != "" {
-		s += " " + a.name
-	}
-	if a.namespace == "" {
-		return s + " (cluster-wide)"
-	}
-	return s + " in " + a.namespace
-}
+type access = controlplane.Access
 
 // allowed asks the apiserver (SubjectAccessReview, what `kubectl auth can-i
 // --as` asks) whether user with groups may do a.
 func (c *cluster) allowed(ctx context.Context, t *testing.T, user string, groups []string, a access) bool {
 	t.Helper()
-	spec := authorizationv1.SubjectAccessReviewSpec{User: user, Groups: groups}
-	if a.path != "" {
-		spec.NonResourceAttributes = &authorizationv1.NonResourceAttributes{Path: a.path, Verb: a.verb}
-	} else {
-		spec.ResourceAttributes = &authorizationv1.ResourceAttributes{Verb: a.verb, Group: a.group, Resource: a.resource,
-			Subresource: a.subresource, Namespace: a.namespace, Name: a.name}
-	}
-	r, err := c.kube.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: spec}, metav1.CreateOptions{})
+	ok, err := c.cp.Allowed(ctx, user, groups, a)
 	if err != nil {
-		t.Fatalf("SubjectAccessReview %s: %v", a, err)
+		t.Fatal(err)
 	}
-	return r.Status.Allowed
+	return ok
 }
 
 const fc = "flowcontrol.apiserver.k8s.io"
 
 // exporterAllowed is everything the exporter's informers and probes do.
 var exporterAllowed = []access{
-	{verb: "get", resource: "nodes", name: "node-1"},
-	{verb: "list", resource: "nodes"},
-	{verb: "watch", resource: "nodes"},
-	{verb: "list", group: "coordination.k8s.io", resource: "leases", namespace: "kube-node-lease"},
-	{verb: "watch", group: "coordination.k8s.io", resource: "leases", namespace: "kube-node-lease"},
-	{verb: "list", group: "apiregistration.k8s.io", resource: "apiservices"},
-	{verb: "watch", group: "apiregistration.k8s.io", resource: "apiservices"},
-	{verb: "list", group: "discovery.k8s.io", resource: "endpointslices"},
-	{verb: "watch", group: "discovery.k8s.io", resource: "endpointslices", namespace: "monitoring"},
-	{verb: "list", group: "apps", resource: "deployments", namespace: "kube-system"},
-	{verb: "watch", group: "apps", resource: "deployments", namespace: "kube-system"},
-	{verb: "get", path: "/apis/metrics.k8s.io/v1beta1"},
+	{Verb: "get", Resource: "nodes", Name: "node-1"},
+	{Verb: "list", Resource: "nodes"},
+	{Verb: "watch", Resource: "nodes"},
+	{Verb: "list", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kube-node-lease"},
+	{Verb: "watch", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kube-node-lease"},
+	{Verb: "list", Group: "apiregistration.k8s.io", Resource: "apiservices"},
+	{Verb: "watch", Group: "apiregistration.k8s.io", Resource: "apiservices"},
+	{Verb: "list", Group: "discovery.k8s.io", Resource: "endpointslices"},
+	{Verb: "watch", Group: "discovery.k8s.io", Resource: "endpointslices", Namespace: "monitoring"},
+	{Verb: "list", Group: "apps", Resource: "deployments", Namespace: "kube-system"},
+	{Verb: "watch", Group: "apps", Resource: "deployments", Namespace: "kube-system"},
+	{Verb: "get", Path: "/apis/metrics.k8s.io/v1beta1"},
 }
 
 // exporterDenied: the exporter reads, never writes, and never reads Secrets.
 var exporterDenied = []access{
-	{verb: "get", resource: "secrets", namespace: "herd", name: "herd-audit-token"},
-	{verb: "list", resource: "secrets"},
-	{verb: "list", resource: "pods"},
-	{verb: "create", resource: "pods", subresource: "exec", namespace: "kube-system", name: "x"},
-	{verb: "delete", resource: "nodes", name: "node-1"},
-	{verb: "patch", resource: "nodes", name: "node-1"},
-	{verb: "update", resource: "nodes", name: "node-1"},
-	{verb: "create", group: fc, resource: "flowschemas", name: "herd-isolate-1"},
-	{verb: "patch", group: fc, resource: "flowschemas", name: "herd-isolate-1"},
-	{verb: "patch", group: "apps", resource: "deployments", namespace: "kube-system", name: "metrics-server"},
-	{verb: "create", group: "coordination.k8s.io", resource: "leases", namespace: "herd"},
-	{verb: "update", group: "coordination.k8s.io", resource: "leases", namespace: "kube-node-lease", name: "node-1"},
-	{verb: "create", group: "events.k8s.io", resource: "events", namespace: "default"},
-	{verb: "create", resource: "events", namespace: "default"},
-	{verb: "delete", group: "apiregistration.k8s.io", resource: "apiservices", name: "v1beta1.metrics.k8s.io"},
-	{verb: "create", group: "discovery.k8s.io", resource: "endpointslices", namespace: "kube-system"},
-	{verb: "create", resource: "configmaps", namespace: "herd"},
-	{verb: "bind", group: "rbac.authorization.k8s.io", resource: "clusterroles", name: "cluster-admin"},
-	{verb: "escalate", group: "rbac.authorization.k8s.io", resource: "clusterroles", name: "herd-exporter"},
-	{verb: "impersonate", resource: "serviceaccounts", namespace: "herd", name: "herd-responder"},
-	{verb: "post", path: "/apis/metrics.k8s.io/v1beta1"},
+	{Verb: "get", Resource: "secrets", Namespace: "herd", Name: "herd-audit-token"},
+	{Verb: "list", Resource: "secrets"},
+	{Verb: "list", Resource: "pods"},
+	{Verb: "create", Resource: "pods", Subresource: "exec", Namespace: "kube-system", Name: "x"},
+	{Verb: "delete", Resource: "nodes", Name: "node-1"},
+	{Verb: "patch", Resource: "nodes", Name: "node-1"},
+	{Verb: "update", Resource: "nodes", Name: "node-1"},
+	{Verb: "create", Group: fc, Resource: "flowschemas", Name: "herd-isolate-1"},
+	{Verb: "patch", Group: fc, Resource: "flowschemas", Name: "herd-isolate-1"},
+	{Verb: "patch", Group: "apps", Resource: "deployments", Namespace: "kube-system", Name: "metrics-server"},
+	{Verb: "create", Group: "coordination.k8s.io", Resource: "leases", Namespace: "herd"},
+	{Verb: "update", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kube-node-lease", Name: "node-1"},
+	{Verb: "create", Group: "events.k8s.io", Resource: "events", Namespace: "default"},
+	{Verb: "create", Resource: "events", Namespace: "default"},
+	{Verb: "delete", Group: "apiregistration.k8s.io", Resource: "apiservices", Name: "v1beta1.metrics.k8s.io"},
+	{Verb: "create", Group: "discovery.k8s.io", Resource: "endpointslices", Namespace: "kube-system"},
+	{Verb: "create", Resource: "configmaps", Namespace: "herd"},
+	{Verb: "bind", Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "cluster-admin"},
+	{Verb: "escalate", Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "herd-exporter"},
+	{Verb: "impersonate", Resource: "serviceaccounts", Namespace: "herd", Name: "herd-responder"},
+	{Verb: "post", Path: "/apis/metrics.k8s.io/v1beta1"},
 }
 
 // responderAllowed is what the responder needs with the all-on values
 // (isolate 3 slots, quarantine 2, the Lease herd-responder-leader).
 func responderAllowed() []access {
 	a := []access{
-		{verb: "get", resource: "nodes", name: "node-1"},
-		{verb: "list", resource: "nodes"},
-		{verb: "watch", resource: "nodes"},
-		{verb: "patch", resource: "nodes", name: "node-1"},
-		{verb: "list", group: fc, resource: "flowschemas"},
-		{verb: "watch", group: fc, resource: "flowschemas"},
-		{verb: "get", group: fc, resource: "flowschemas", name: "system-nodes"},
-		{verb: "list", group: fc, resource: "prioritylevelconfigurations"},
-		{verb: "watch", group: fc, resource: "prioritylevelconfigurations"},
-		{verb: "create", group: "events.k8s.io", resource: "events", namespace: "default"},
-		{verb: "patch", group: "events.k8s.io", resource: "events", namespace: "kube-system", name: "x"},
-		{verb: "create", group: "coordination.k8s.io", resource: "leases", namespace: "herd"},
-		{verb: "get", group: "coordination.k8s.io", resource: "leases", namespace: "herd", name: "herd-responder-leader"},
-		{verb: "update", group: "coordination.k8s.io", resource: "leases", namespace: "herd", name: "herd-responder-leader"},
-		{verb: "patch", group: "coordination.k8s.io", resource: "leases", namespace: "herd", name: "herd-responder-leader"},
-		{verb: "get", group: "apps", resource: "deployments", namespace: "kube-system", name: "metrics-server"},
-		{verb: "patch", group: "apps", resource: "deployments", namespace: "kube-system", name: "metrics-server"},
+		{Verb: "get", Resource: "nodes", Name: "node-1"},
+		{Verb: "list", Resource: "nodes"},
+		{Verb: "watch", Resource: "nodes"},
+		{Verb: "patch", Resource: "nodes", Name: "node-1"},
+		{Verb: "list", Group: fc, Resource: "flowschemas"},
+		{Verb: "watch", Group: fc, Resource: "flowschemas"},
+		{Verb: "get", Group: fc, Resource: "flowschemas", Name: "system-nodes"},
+		{Verb: "list", Group: fc, Resource: "prioritylevelconfigurations"},
+		{Verb: "watch", Group: fc, Resource: "prioritylevelconfigurations"},
+		{Verb: "create", Group: "events.k8s.io", Resource: "events", Namespace: "default"},
+		{Verb: "patch", Group: "events.k8s.io", Resource: "events", Namespace: "kube-system", Name: "x"},
+		{Verb: "create", Group: "coordination.k8s.io", Resource: "leases", Namespace: "herd"},
+		{Verb: "get", Group: "coordination.k8s.io", Resource: "leases", Namespace: "herd", Name: "herd-responder-leader"},
+		{Verb: "update", Group: "coordination.k8s.io", Resource: "leases", Namespace: "herd", Name: "herd-responder-leader"},
+		{Verb: "patch", Group: "coordination.k8s.io", Resource: "leases", Namespace: "herd", Name: "herd-responder-leader"},
+		{Verb: "get", Group: "apps", Resource: "deployments", Namespace: "kube-system", Name: "metrics-server"},
+		{Verb: "patch", Group: "apps", Resource: "deployments", Namespace: "kube-system", Name: "metrics-server"},
 	}
 	var names []string
 	for i := 1; i <= 3; i++ {
@@ -513,14 +483,14 @@ func responderAllowed() []access {
 	names = append(names, "herd-quarantine-1", "herd-quarantine-2")
 	for _, n := range names {
 		for _, v := range []string{"create", "patch", "delete"} {
-			a = append(a, access{verb: v, group: fc, resource: "flowschemas", name: n})
+			a = append(a, access{Verb: v, Group: fc, Resource: "flowschemas", Name: n})
 		}
 	}
 	// herd's installed levels: a missing one is created (server-side apply:
 	// patch, then create) at a sweep.
 	for _, n := range []string{"herd-isolate", "herd-quarantine"} {
 		for _, v := range []string{"create", "patch"} {
-			a = append(a, access{verb: v, group: fc, resource: "prioritylevelconfigurations", name: n})
+			a = append(a, access{Verb: v, Group: fc, Resource: "prioritylevelconfigurations", Name: n})
 		}
 	}
 	return a
@@ -530,58 +500,58 @@ func responderAllowed() []access {
 // metrics-server's annotation.
 var responderDenied = []access{
 	// Other Deployments, and metrics-server beyond get/patch.
-	{verb: "patch", group: "apps", resource: "deployments", namespace: "kube-system", name: "coredns"},
-	{verb: "patch", group: "apps", resource: "deployments", namespace: "herd", name: "herd-exporter"},
-	{verb: "patch", group: "apps", resource: "deployments", namespace: "default", name: "metrics-server"},
-	{verb: "update", group: "apps", resource: "deployments", namespace: "kube-system", name: "metrics-server"},
-	{verb: "delete", group: "apps", resource: "deployments", namespace: "kube-system", name: "metrics-server"},
-	{verb: "patch", group: "apps", resource: "deployments", subresource: "scale", namespace: "kube-system", name: "metrics-server"},
-	{verb: "list", group: "apps", resource: "deployments"},
+	{Verb: "patch", Group: "apps", Resource: "deployments", Namespace: "kube-system", Name: "coredns"},
+	{Verb: "patch", Group: "apps", Resource: "deployments", Namespace: "herd", Name: "herd-exporter"},
+	{Verb: "patch", Group: "apps", Resource: "deployments", Namespace: "default", Name: "metrics-server"},
+	{Verb: "update", Group: "apps", Resource: "deployments", Namespace: "kube-system", Name: "metrics-server"},
+	{Verb: "delete", Group: "apps", Resource: "deployments", Namespace: "kube-system", Name: "metrics-server"},
+	{Verb: "patch", Group: "apps", Resource: "deployments", Subresource: "scale", Namespace: "kube-system", Name: "metrics-server"},
+	{Verb: "list", Group: "apps", Resource: "deployments"},
 	// FlowSchemas and priority levels herd does not own, and slots beyond maxManagedFlowSchemas.
-	{verb: "patch", group: fc, resource: "flowschemas", name: "global-default"},
-	{verb: "update", group: fc, resource: "flowschemas", name: "global-default"},
-	{verb: "delete", group: fc, resource: "flowschemas", name: "global-default"},
-	{verb: "patch", group: fc, resource: "flowschemas", name: "system-nodes"},
-	{verb: "delete", group: fc, resource: "flowschemas", name: "system-nodes"},
-	{verb: "patch", group: fc, resource: "flowschemas", name: "herd-other"},
-	{verb: "create", group: fc, resource: "flowschemas", name: "herd-other"},
-	{verb: "create", group: fc, resource: "flowschemas", name: "herd-isolate-4"},
-	{verb: "create", group: fc, resource: "flowschemas", name: "herd-quarantine-3"},
-	{verb: "create", group: fc, resource: "flowschemas"}, // a POST without a name
-	{verb: "deletecollection", group: fc, resource: "flowschemas"},
-	{verb: "patch", group: fc, resource: "flowschemas", subresource: "status", name: "herd-isolate-1"},
-	{verb: "patch", group: fc, resource: "prioritylevelconfigurations", name: "workload-high"},
-	{verb: "delete", group: fc, resource: "prioritylevelconfigurations", name: "global-default"},
-	{verb: "create", group: fc, resource: "prioritylevelconfigurations", name: "herd-other"},
+	{Verb: "patch", Group: fc, Resource: "flowschemas", Name: "global-default"},
+	{Verb: "update", Group: fc, Resource: "flowschemas", Name: "global-default"},
+	{Verb: "delete", Group: fc, Resource: "flowschemas", Name: "global-default"},
+	{Verb: "patch", Group: fc, Resource: "flowschemas", Name: "system-nodes"},
+	{Verb: "delete", Group: fc, Resource: "flowschemas", Name: "system-nodes"},
+	{Verb: "patch", Group: fc, Resource: "flowschemas", Name: "herd-other"},
+	{Verb: "create", Group: fc, Resource: "flowschemas", Name: "herd-other"},
+	{Verb: "create", Group: fc, Resource: "flowschemas", Name: "herd-isolate-4"},
+	{Verb: "create", Group: fc, Resource: "flowschemas", Name: "herd-quarantine-3"},
+	{Verb: "create", Group: fc, Resource: "flowschemas"}, // a POST without a name
+	{Verb: "deletecollection", Group: fc, Resource: "flowschemas"},
+	{Verb: "patch", Group: fc, Resource: "flowschemas", Subresource: "status", Name: "herd-isolate-1"},
+	{Verb: "patch", Group: fc, Resource: "prioritylevelconfigurations", Name: "workload-high"},
+	{Verb: "delete", Group: fc, Resource: "prioritylevelconfigurations", Name: "global-default"},
+	{Verb: "create", Group: fc, Resource: "prioritylevelconfigurations", Name: "herd-other"},
 	// herd never PUTs its slots, and never changes or removes an installed level.
-	{verb: "update", group: fc, resource: "flowschemas", name: "herd-isolate-1"},
-	{verb: "update", group: fc, resource: "prioritylevelconfigurations", name: "herd-isolate"},
-	{verb: "delete", group: fc, resource: "prioritylevelconfigurations", name: "herd-isolate"},
-	{verb: "delete", group: fc, resource: "prioritylevelconfigurations", name: "herd-quarantine"},
+	{Verb: "update", Group: fc, Resource: "flowschemas", Name: "herd-isolate-1"},
+	{Verb: "update", Group: fc, Resource: "prioritylevelconfigurations", Name: "herd-isolate"},
+	{Verb: "delete", Group: fc, Resource: "prioritylevelconfigurations", Name: "herd-isolate"},
+	{Verb: "delete", Group: fc, Resource: "prioritylevelconfigurations", Name: "herd-quarantine"},
 	// The responder's own FlowSchema is the installer's.
-	{verb: "patch", group: fc, resource: "flowschemas", name: "herd-responder"},
-	{verb: "delete", group: fc, resource: "flowschemas", name: "herd-responder"},
+	{Verb: "patch", Group: fc, Resource: "flowschemas", Name: "herd-responder"},
+	{Verb: "delete", Group: fc, Resource: "flowschemas", Name: "herd-responder"},
 	// Secrets, Pods, Nodes beyond patch.
-	{verb: "get", resource: "secrets", namespace: "herd", name: "alertmanager-herd-token"},
-	{verb: "get", resource: "secrets", namespace: "kube-system", name: "any"},
-	{verb: "list", resource: "secrets"},
-	{verb: "list", resource: "pods"},
-	{verb: "create", resource: "pods", subresource: "eviction", namespace: "default", name: "x"},
-	{verb: "delete", resource: "nodes", name: "node-1"},
-	{verb: "update", resource: "nodes", name: "node-1"},
-	{verb: "create", resource: "nodes"},
-	{verb: "patch", resource: "nodes", subresource: "status", name: "node-1"},
+	{Verb: "get", Resource: "secrets", Namespace: "herd", Name: "alertmanager-herd-token"},
+	{Verb: "get", Resource: "secrets", Namespace: "kube-system", Name: "any"},
+	{Verb: "list", Resource: "secrets"},
+	{Verb: "list", Resource: "pods"},
+	{Verb: "create", Resource: "pods", Subresource: "eviction", Namespace: "default", Name: "x"},
+	{Verb: "delete", Resource: "nodes", Name: "node-1"},
+	{Verb: "update", Resource: "nodes", Name: "node-1"},
+	{Verb: "create", Resource: "nodes"},
+	{Verb: "patch", Resource: "nodes", Subresource: "status", Name: "node-1"},
 	// Other Leases.
-	{verb: "update", group: "coordination.k8s.io", resource: "leases", namespace: "kube-system", name: "kube-controller-manager"},
-	{verb: "update", group: "coordination.k8s.io", resource: "leases", namespace: "herd", name: "other"},
-	{verb: "update", group: "coordination.k8s.io", resource: "leases", namespace: "kube-node-lease", name: "node-1"},
-	{verb: "delete", group: "coordination.k8s.io", resource: "leases", namespace: "herd", name: "herd-responder-leader"},
+	{Verb: "update", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kube-system", Name: "kube-controller-manager"},
+	{Verb: "update", Group: "coordination.k8s.io", Resource: "leases", Namespace: "herd", Name: "other"},
+	{Verb: "update", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kube-node-lease", Name: "node-1"},
+	{Verb: "delete", Group: "coordination.k8s.io", Resource: "leases", Namespace: "herd", Name: "herd-responder-leader"},
 	// Privilege escalation.
-	{verb: "bind", group: "rbac.authorization.k8s.io", resource: "clusterroles", name: "cluster-admin"},
-	{verb: "escalate", group: "rbac.authorization.k8s.io", resource: "clusterroles", name: "herd-responder"},
-	{verb: "patch", group: "rbac.authorization.k8s.io", resource: "clusterroles", name: "herd-responder"},
-	{verb: "impersonate", resource: "users", name: "admin"},
-	{verb: "create", resource: "serviceaccounts", subresource: "token", namespace: "herd", name: "herd-exporter"},
+	{Verb: "bind", Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "cluster-admin"},
+	{Verb: "escalate", Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "herd-responder"},
+	{Verb: "patch", Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "herd-responder"},
+	{Verb: "impersonate", Resource: "users", Name: "admin"},
+	{Verb: "create", Resource: "serviceaccounts", Subresource: "token", Namespace: "herd", Name: "herd-exporter"},
 }
 
 // rbacMatrix checks, for both service accounts, every request herd needs
@@ -601,7 +571,7 @@ func rbacMatrix(ctx context.Context, t *testing.T, c *cluster) {
 	withAuth := append(slices.Clone(saGroups), "system:authenticated")
 	for _, a := range accounts {
 		// The RBAC authorizer reads bindings through informers: wait for them.
-		waitFor(t, 20*time.Second, a.user+"'s bindings to take effect", func() bool {
+		herdtest.Wait(t, 20*time.Second, a.user+"'s bindings to take effect", func() bool {
 			for _, req := range a.allowed {
 				if !c.allowed(ctx, t, a.user, saGroups, req) {
 					return false
@@ -642,7 +612,7 @@ func rbacMatrix(ctx context.Context, t *testing.T, c *cluster) {
 						ns = "kube-system"
 					}
 					checked++
-					if c.allowed(ctx, t, exporterUser, withAuth, access{verb: verb, group: g.Group.Name, resource: res, subresource: sub, namespace: ns}) {
+					if c.allowed(ctx, t, exporterUser, withAuth, access{Verb: verb, Group: g.Group.Name, Resource: res, Subresource: sub, Namespace: ns}) {
 						t.Errorf("%s may %s %s in group %q", exporterUser, verb, r.Name, g.Group.Name)
 					}
 				}
@@ -756,18 +726,6 @@ func applyPinnedByName(ctx context.Context, t *testing.T, c *cluster) {
 	}
 	if err := dyn.Resource(plcGVR).Delete(ctx, "herd-isolate", metav1.DeleteOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("delete PriorityLevelConfiguration herd-isolate as %s: got %v, want 403 Forbidden", responderUsr, err)
-	}
-}
-
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }
 

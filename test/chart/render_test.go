@@ -1,14 +1,9 @@
 package chart
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -29,6 +24,7 @@ import (
 	exporterconfig "github.com/herd-k8s/herd/exporter/config"
 	"github.com/herd-k8s/herd/internal/webauth"
 	responderpolicy "github.com/herd-k8s/herd/responder/policy"
+	"github.com/herd-k8s/herd/test/herdtest"
 )
 
 // TestLint runs helm lint --strict on the default values and on the values
@@ -442,27 +438,15 @@ func writeRebased(t *testing.T, dir, name, content string) string {
 // look for the mounted Secrets.
 func writeCerts(t *testing.T, dir string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	crt, key, err := herdtest.SelfSigned(herdtest.Cert{CommonName: "herd", DNSNames: []string{"herd"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "herd"}, NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, DNSNames: []string{"herd"},
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	crt := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	for _, sub := range []string{"audit-tls", "web-tls", "audit-client-ca"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			t.Fatal(err)
 		}
-		files := map[string][]byte{"tls.crt": crt, "tls.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), "ca.crt": crt}
+		files := map[string][]byte{"tls.crt": crt, "tls.key": key, "ca.crt": crt}
 		for name, b := range files {
 			if err := os.WriteFile(filepath.Join(dir, sub, name), b, 0o600); err != nil {
 				t.Fatal(err)

@@ -26,6 +26,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/herd-k8s/herd/test/drill"
+	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/nodesim"
 	"github.com/herd-k8s/herd/test/stack"
 )
@@ -93,6 +94,7 @@ func (d *demo) run(ctx context.Context) error {
 	o := d.o
 	fmt.Printf("herd demo: a relist storm (incident 002) on a real kube-apiserver, and herd calming it\n\n")
 	nodes := max(o.clients, o.agents)
+	defer herdtest.RemoveHerdBinary() // built when -herd is not given
 	d.say("starting etcd, kube-apiserver, herd exporter, herd responder, Prometheus and Alertmanager")
 	s, err := stack.Start(ctx, stack.Options{Nodes: nodes, HerdBin: o.herd, DryRun: false, IsolateHoldDown: 15 * time.Second, Log: stdoutLog{}})
 	if err != nil {

@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/herd-k8s/herd/test/herdtest"
 )
 
 // Namespace holds the drill's pods.
@@ -72,28 +72,11 @@ func CreateHeavyPods(ctx context.Context, c kubernetes.Interface, n int, nodes [
 	if _, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create namespace %s: %w", Namespace, err)
 	}
-	var next atomic.Int64
-	var first error
-	var once sync.Once
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				_, err := c.CoreV1().Pods(Namespace).Create(ctx, HeavyPod(i, nodes[i%len(nodes)], filler), metav1.CreateOptions{})
-				if err != nil && !apierrors.IsAlreadyExists(err) {
-					once.Do(func() { first = fmt.Errorf("create pod %s: %w", PodName(i), err) })
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if first == nil && ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return first
+	return herdtest.Parallel(ctx, n, workers, func(ctx context.Context, i int) error {
+		_, err := c.CoreV1().Pods(Namespace).Create(ctx, HeavyPod(i, nodes[i%len(nodes)], filler), metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create pod %s: %w", PodName(i), err)
+		}
+		return nil
+	})
 }

@@ -128,7 +128,7 @@ func WatchResponse(s *stack.Stack, alert string, match map[string]string, action
 
 func (w *ResponseWatch) poll(ctx context.Context, s *stack.Stack, alert string, match map[string]string, action string, since time.Time) {
 	a, _ := s.Alert(ctx, alert, match)
-	ds, _ := s.Decisions(ctx)
+	ds, _ := s.Responder.Decisions(ctx)
 	now := time.Now()
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -32,16 +32,26 @@ type Alertmanager struct {
 // stopped by t.Cleanup. A missing binary or a start failure fails the test.
 func StartAlertmanager(t testing.TB, cfgYAML string) *Alertmanager {
 	t.Helper()
-	bin, err := LookAlertmanager()
+	am, err := RunAlertmanager(t.TempDir(), cfgYAML)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
+	t.Cleanup(func() { cleanup(t, am.proc) })
+	return am
+}
+
+// RunAlertmanager is StartAlertmanager for a caller without a test:
+// Alertmanager keeps its files in dir, and the caller stops it with Stop.
+func RunAlertmanager(dir, cfgYAML string) (*Alertmanager, error) {
+	bin, err := LookAlertmanager()
+	if err != nil {
+		return nil, err
+	}
 	cfgPath := filepath.Join(dir, "alertmanager.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfgYAML), 0o644); err != nil {
-		t.Fatalf("start alertmanager: write config: %v", err)
+		return nil, fmt.Errorf("start alertmanager: write config: %w", err)
 	}
-	child, url := launch(t, "alertmanager", bin, dir, func(addr string) []string {
+	child, url, err := launch("alertmanager", bin, dir, func(addr string) []string {
 		return []string{
 			"--config.file=" + cfgPath,
 			"--storage.path=" + filepath.Join(dir, "data"),
@@ -52,8 +62,14 @@ func StartAlertmanager(t testing.TB, cfgYAML string) *Alertmanager {
 			"--cluster.listen-address=",
 		}
 	})
-	return &Alertmanager{URL: url, Dir: dir, proc: child}
+	if err != nil {
+		return nil, err
+	}
+	return &Alertmanager{URL: url, Dir: dir, proc: child}, nil
 }
+
+// Process is the Alertmanager process (its pid, log and state).
+func (am *Alertmanager) Process() *proc.Process { return am.proc }
 
 // Stop stops Alertmanager now rather than at cleanup, e.g. to test what
 // happens when it goes away. Calling it more than once is harmless.

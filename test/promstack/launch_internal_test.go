@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/herd-k8s/herd/test/proc"
 )
 
 // TestLaunchRetriesStolenPort simulates another process grabbing the port
@@ -23,9 +25,9 @@ func TestLaunchRetriesStolenPort(t *testing.T) {
 		if calls == 1 {
 			return thief.Addr().String(), nil
 		}
-		return freeLoopbackAddr()
+		return proc.FreeAddr()
 	}
-	t.Cleanup(func() { reserveAddr = freeLoopbackAddr })
+	t.Cleanup(func() { reserveAddr = proc.FreeAddr })
 
 	am := StartAlertmanager(t, "route:\n  receiver: none\nreceivers:\n  - name: none\n")
 	if calls != 2 {
@@ -37,7 +39,7 @@ func TestLaunchRetriesStolenPort(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(am.Dir, "alertmanager.2.log")); err != nil {
 		t.Errorf("second attempt should log to its own file: %v", err)
 	}
-	if !portStolen(filepath.Join(am.Dir, "alertmanager.log")) {
+	if !proc.PortTaken(filepath.Join(am.Dir, "alertmanager.log")) {
 		t.Errorf("first attempt's log does not mention the taken port")
 	}
 }

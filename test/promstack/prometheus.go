@@ -85,16 +85,27 @@ type Prometheus struct {
 // rule files, which Prometheus rejects at start) fails the test.
 func StartPrometheus(t testing.TB, opts PromOptions) *Prometheus {
 	t.Helper()
-	bin, err := LookPrometheus()
+	p, err := RunPrometheus(t.TempDir(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
+	t.Cleanup(func() { cleanup(t, p.proc) })
+	return p
+}
+
+// RunPrometheus is StartPrometheus for a caller without a test (the demo,
+// the drills, test/stack): Prometheus keeps its files in dir, and the
+// caller stops it with Stop.
+func RunPrometheus(dir string, opts PromOptions) (*Prometheus, error) {
+	bin, err := LookPrometheus()
+	if err != nil {
+		return nil, err
+	}
 	cfgPath, err := writePromConfig(dir, opts)
 	if err != nil {
-		t.Fatalf("start prometheus: %v", err)
+		return nil, fmt.Errorf("start prometheus: %w", err)
 	}
-	child, baseURL := launch(t, "prometheus", bin, dir, func(addr string) []string {
+	child, baseURL, err := launch("prometheus", bin, dir, func(addr string) []string {
 		args := []string{
 			"--config.file=" + cfgPath,
 			"--storage.tsdb.path=" + filepath.Join(dir, "data"),
@@ -112,12 +123,19 @@ func StartPrometheus(t testing.TB, opts PromOptions) *Prometheus {
 		}
 		return append(args, opts.ExtraArgs...)
 	})
+	if err != nil {
+		return nil, err
+	}
 	client, err := api.NewClient(api.Config{Address: baseURL})
 	if err != nil {
-		t.Fatalf("start prometheus: api client: %v", err)
+		_, _ = child.Stop(stopGrace)
+		return nil, fmt.Errorf("start prometheus: api client: %w", err)
 	}
-	return &Prometheus{URL: baseURL, Dir: dir, API: v1.NewAPI(client), proc: child}
+	return &Prometheus{URL: baseURL, Dir: dir, API: v1.NewAPI(client), proc: child}, nil
 }
+
+// Process is the Prometheus server process (its pid, log and state).
+func (p *Prometheus) Process() *proc.Process { return p.proc }
 
 // Stop stops Prometheus now rather than at cleanup. Calling it more than
 // once is harmless.

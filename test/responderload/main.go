@@ -46,9 +46,7 @@ import (
 	"math"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -57,6 +55,7 @@ import (
 	"time"
 
 	"github.com/herd-k8s/herd/test/controlplane"
+	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/hostinfo"
 )
 
@@ -172,12 +171,9 @@ func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
 	}
 	bin := c.Herd
 	if bin == "" {
-		bin = filepath.Join(c.Dir, "herd")
-		fmt.Fprintf(log, "responder-load: go build -o %s ./cmd/herd ...\n", bin)
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/herd-k8s/herd/cmd/herd")
-		cmd.Stdout, cmd.Stderr = log, log
-		if err := cmd.Run(); err != nil {
-			return nil, fmt.Errorf("build herd: %w", err)
+		fmt.Fprintf(log, "responder-load: go build ./cmd/herd ...\n")
+		if bin, err = herdtest.BuildHerd(ctx, c.Dir); err != nil {
+			return nil, err
 		}
 	} else if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("-herd %s: %w (make build builds bin/herd)", bin, err)
@@ -194,20 +190,11 @@ func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
 	defer s.stop()
 	rep.Prometheus = strings.TrimSpace(s.promVersion)
 	if err := s.measure(ctx, rep, log); err != nil {
-		return nil, fmt.Errorf("%w\nresponder log:\n%s", err, s.responder.Tail(20))
+		return nil, fmt.Errorf("%w\nresponder log:\n%s", err, s.responder.Proc.Tail(20))
 	}
 	rep.LoadAvg[1] = hostinfo.LoadAverageText()
-	var crashed []string
-	for _, p := range []interface {
-		Crashed() bool
-		Tail(int) string
-	}{s.responder, s.exporter, s.prometheus} {
-		if p.Crashed() {
-			crashed = append(crashed, p.Tail(20))
-		}
-	}
-	if len(crashed) > 0 {
-		return nil, fmt.Errorf("a process exited during the run:\n%s", strings.Join(crashed, "\n---\n"))
+	if crashed := s.Crashed(); len(crashed) > 0 {
+		return nil, fmt.Errorf("%s exited during the run:\n%s", strings.Join(crashed, ", "), s.Tails(20, true))
 	}
 	s.stop()
 	return rep, nil
@@ -233,16 +220,16 @@ func (s *stack) measure(ctx context.Context, rep *Report, log io.Writer) error {
 		{"GET + server-side apply Node, as herd writes", 1, true},
 		{fmt.Sprintf("GET + merge-PATCH Node, %d at once", c.Senders), c.Senders, false},
 	} {
-		r, err := nodeBaseline(ctx, s.admin, b.name, healthy, c.Baseline, b.workers, b.apply)
+		r, err := nodeBaseline(ctx, s.Admin, b.name, healthy, c.Baseline, b.workers, b.apply)
 		if err != nil {
 			return fmt.Errorf("baseline %s: %w", b.name, err)
 		}
 		rep.Baselines = append(rep.Baselines, r)
 	}
-	if err := uncordonAll(ctx, s.admin, healthy); err != nil {
+	if err := uncordonAll(ctx, s.Admin, healthy); err != nil {
 		return err
 	}
-	r, err := queryBaseline(ctx, s.promURL, s.stale(), c.Baseline)
+	r, err := queryBaseline(ctx, s.PrometheusURL, s.stale(), c.Baseline)
 	if err != nil {
 		return fmt.Errorf("baseline query: %w", err)
 	}
@@ -285,9 +272,9 @@ func (s *stack) measure(ctx context.Context, rep *Report, log io.Writer) error {
 	if rep.Uncordoned, _, err = s.herdCordoned(ctx); err != nil {
 		return err
 	}
-	rep.Duplicates = s.responderMetric(ctx, client, "herd_responder_duplicate_deliveries_total", "action=cordon")
-	rep.Applied = s.responderMetric(ctx, client, "herd_responder_actions_total", "action=cordon", "result=applied")
-	rep.OtherOutcomes = s.responderMetric(ctx, client, "herd_responder_actions_total", "action=cordon") - rep.Applied
+	rep.Duplicates = s.responderMetric(ctx, "herd_responder_duplicate_deliveries_total", "action=cordon")
+	rep.Applied = s.responderMetric(ctx, "herd_responder_actions_total", "action=cordon", "result=applied")
+	rep.OtherOutcomes = s.responderMetric(ctx, "herd_responder_actions_total", "action=cordon") - rep.Applied
 	return nil
 }
 

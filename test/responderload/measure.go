@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -135,20 +134,6 @@ type Phase struct {
 	PromCPU      time.Duration `json:"prometheusCPU"`
 }
 
-// decision is /debug/actions' view of one decision.
-type decision struct {
-	Time        time.Time `json:"time"`
-	Action      string    `json:"action"`
-	Status      string    `json:"status"`
-	Fingerprint string    `json:"fingerprint"`
-	Target      string    `json:"target"`
-	Result      string    `json:"result"`
-	Guard       string    `json:"guard"`
-	Reason      string    `json:"reason"`
-	Error       string    `json:"error"`
-	DurationMS  float64   `json:"durationMs"`
-}
-
 type delivery struct {
 	start, end time.Time
 	code       int
@@ -233,7 +218,7 @@ func (s *stack) deliver(ctx context.Context, client *http.Client, name, status s
 	ph.PerSec = float64(len(lat)) / ph.Wall.Seconds()
 	ph.Latency = stats(lat)
 
-	decs, err := s.decisions(ctx, client)
+	decs, err := s.responder.Decisions(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -278,12 +263,12 @@ func (s *stack) deliver(ctx context.Context, client *http.Client, name, status s
 
 func (s *stack) postAlerts(ctx context.Context, client *http.Client, body []byte) delivery {
 	d := delivery{start: time.Now()}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.responderURL+"/alerts", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.responder.URL+"/alerts", bytes.NewReader(body))
 	if err != nil {
 		d.end, d.err = time.Now(), err.Error()
 		return d
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Authorization", "Bearer "+s.responder.Token)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "Alertmanager/0.25.0")
 	resp, err := client.Do(req)
@@ -302,33 +287,16 @@ func (s *stack) postAlerts(ctx context.Context, client *http.Client, body []byte
 	return d
 }
 
-// decisions reads /debug/actions (the responder keeps its last 200).
-func (s *stack) decisions(ctx context.Context, client *http.Client) ([]decision, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.responderURL+"/debug/actions", nil)
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("GET /debug/actions: %w", err)
-	}
-	defer resp.Body.Close()
-	var page struct {
-		Decisions []decision `json:"decisions"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil {
-		return nil, fmt.Errorf("decode /debug/actions: %w", err)
-	}
-	return page.Decisions, nil
-}
-
 // cpu is the CPU time used so far by the responder, kube-apiserver and
 // Prometheus.
 func (s *stack) cpu() [3]time.Duration {
-	return [3]time.Duration{hostinfo.ProcCPU(s.responder.Pid()), hostinfo.ProcCPU(s.cp.APIServerPid()), hostinfo.ProcCPU(s.prometheus.Pid())}
+	return [3]time.Duration{hostinfo.ProcCPU(s.responder.Proc.Pid()), hostinfo.ProcCPU(s.CP.APIServerPid()), hostinfo.ProcCPU(s.Prom.Process().Pid())}
 }
 
 // herdCordoned lists the nodes that are unschedulable with herd's
 // cordoned-by annotation, and all unschedulable nodes.
 func (s *stack) herdCordoned(ctx context.Context) (herd, all int, err error) {
-	l, err := s.admin.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	l, err := s.Admin.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return 0, 0, err
 	}
@@ -468,29 +436,11 @@ func queryBaseline(ctx context.Context, promURL string, nodes []node, n int) (Ba
 	return b, nil
 }
 
-// responderMetric sums the samples of one metric in the responder's
-// exposition whose labels contain every pair in match ("k=v").
-func (s *stack) responderMetric(ctx context.Context, client *http.Client, name string, match ...string) float64 {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.responderURL+"/metrics", nil)
-	resp, err := client.Do(req)
+// responderMetric is Responder.Metric, -1 when it cannot be read.
+func (s *stack) responderMetric(ctx context.Context, name string, match ...string) float64 {
+	v, err := s.responder.Metric(ctx, name, match...)
 	if err != nil {
 		return -1
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	sum := 0.0
-	for _, line := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		ok := true
-		for _, m := range match {
-			k, v, _ := strings.Cut(m, "=")
-			ok = ok && strings.Contains(line, k+`="`+v+`"`)
-		}
-		if f, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); ok && err == nil {
-			sum += f
-		}
-	}
-	return sum
+	return v
 }

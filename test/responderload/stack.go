@@ -6,54 +6,30 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/yaml"
-
 	"github.com/herd-k8s/herd/responder/evidence"
 	"github.com/herd-k8s/herd/test/controlplane"
-	"github.com/herd-k8s/herd/test/proc"
+	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/promstack"
 	herdstack "github.com/herd-k8s/herd/test/stack"
 )
 
-// The identities herd runs as, as the chart's service accounts.
-const (
-	exporterID   = "herd"
-	responderID  = "herd-responder"
-	exporterUser = "system:serviceaccount:herd:herd-exporter"
-	// responderUser is the responder's service account.
-	responderUser = "system:serviceaccount:herd:herd-responder"
-	// jobName is the scrape job the generated mixin rules select (job="herd-exporter").
-	jobName = "herd-exporter"
-	// token is the bearer token the alert sender presents to the responder.
-	token = "responderload-alertmanager-token-0123456789"
-)
+// jobName is the scrape job the generated mixin rules select (job="herd-exporter").
+const jobName = herdstack.ExporterJob
 
-// stack is everything the run started; stop ends it in reverse order.
+// stack is test/stack's stack as the load test runs it, with the stale
+// kubelets' audit feeder and the one responder replica it measures.
 type stack struct {
-	cfg        Config
-	dir        string
-	cp         *controlplane.ControlPlane
-	admin      kubernetes.Interface
-	exporter   *proc.Process
-	prometheus *proc.Process
-	responder  *proc.Process
-	feeder     *feeder
-
-	exporterWeb, exporterAudit string
-	promURL, responderURL      string
-	promVersion                string
+	*herdstack.Stack
+	cfg         Config
+	responder   *herdstack.Responder
+	feeder      *feeder
+	promVersion string
 
 	nodes   []node // every Node; the first cfg.Stale have a stale kubelet
 	stopped sync.Once
@@ -76,12 +52,13 @@ func findBinaries() (prometheus string, err error) {
 	return p, nil
 }
 
-// startStack brings up the control plane with the Nodes, the exporter fed
-// with stale kubelets, Prometheus with the mixin's rules, and the
-// responder, and waits until Prometheus holds herd:stale_kubelet:max for
-// every stale node and the responder leads.
+// startStack brings up the control plane with the Nodes, the exporter
+// (no audit webhook: the feeder posts stale kubelets' events), Prometheus
+// with the mixin's shipped rules and no Alertmanager, and the responder
+// once Prometheus holds herd:stale_kubelet:max for every stale node; it
+// returns once the responder leads.
 func startStack(ctx context.Context, c Config, herdBin, promBin string, log io.Writer) (s *stack, err error) {
-	s = &stack{cfg: c, dir: c.Dir}
+	s = &stack{cfg: c}
 	defer func() {
 		if err != nil {
 			s.stop()
@@ -89,37 +66,30 @@ func startStack(ctx context.Context, c Config, herdBin, promBin string, log io.W
 		}
 	}()
 	for i := 1; i <= c.Nodes; i++ {
-		s.nodes = append(s.nodes, node{fmt.Sprintf("node-%d", i), fmt.Sprintf("10.%d.%d.%d", 1+i/65536, (i/256)%256, i%256)})
+		s.nodes = append(s.nodes, node{herdstack.NodeName(i), herdstack.NodeIP(i)})
 	}
 	out, _ := exec.CommandContext(ctx, promBin, "--version").CombinedOutput()
 	s.promVersion, _, _ = strings.Cut(string(out), "\n")
 
-	fmt.Fprintf(log, "responder-load: control plane (kube-apiserver %s + etcd) ...\n", controlplane.Version)
-	s.cp, err = controlplane.Start(ctx, controlplane.Options{
-		Identities: map[string]controlplane.Identity{
-			exporterID:  {User: exporterUser, Groups: []string{"system:serviceaccounts", "system:serviceaccounts:herd"}},
-			responderID: {User: responderUser, Groups: []string{"system:serviceaccounts", "system:serviceaccounts:herd"}},
+	fmt.Fprintf(log, "responder-load: control plane (kube-apiserver %s + etcd), %d Nodes, herd exporter, Prometheus ...\n", controlplane.Version, c.Nodes)
+	s.Stack, err = herdstack.Start(ctx, herdstack.Options{
+		Dir: c.Dir, Log: log, Root: c.Root, HerdBin: herdBin,
+		Nodes:          c.Nodes,
+		NoAuditWebhook: true,
+		Exporter: herdstack.ExporterOptions{
+			Config: fmt.Sprintf("accounting:\n  window: 1m\n  stalePodRelists: 6\ncluster:\n  maxStaleSeries: %d\n", max(200, c.Stale)),
+			Args:   []string{"--log.level=warn"},
 		},
-		Log: log,
+		// The mixin's generated recording and alerting rules, rate window 5m.
+		ShippedRules:   true,
+		ScrapeInterval: c.ScrapeInterval,
+		NoAlertmanager: true,
+		NoResponder:    true,
 	})
 	if err != nil {
 		return s, err
 	}
-	s.admin = s.cp.Client(controlplane.Admin)
-	for _, m := range []string{"manifests/rbac/exporter.yaml", "manifests/rbac/responder.yaml"} {
-		if err := herdstack.ApplyManifest(ctx, s.admin, filepath.Join(c.Root, m)); err != nil {
-			return s, err
-		}
-	}
-	fmt.Fprintf(log, "responder-load: creating %d Nodes ...\n", len(s.nodes))
-	if err := s.createNodes(ctx); err != nil {
-		return s, err
-	}
-
-	if err := s.startExporter(ctx, herdBin); err != nil {
-		return s, err
-	}
-	s.feeder = newFeeder("http://"+s.exporterAudit+"/audit", s.stale())
+	s.feeder = newFeeder(s.AuditURL, s.stale())
 	// Enough pod relists for accounting.stalePodRelists at once, then one
 	// per node every few seconds so that they stay stale in the window.
 	if err := s.feeder.post(ctx, 8); err != nil {
@@ -127,15 +97,12 @@ func startStack(ctx context.Context, c Config, herdBin, promBin string, log io.W
 	}
 	s.feeder.start(ctx, 5*time.Second)
 
-	if err := s.startPrometheus(ctx, promBin); err != nil {
-		return s, err
-	}
 	fmt.Fprintf(log, "responder-load: waiting for herd:stale_kubelet:max on %d nodes in Prometheus ...\n", c.Stale)
-	q, err := evidence.NewPrometheus(s.promURL, 5*time.Second, nil)
+	q, err := evidence.NewPrometheus(s.PrometheusURL, 5*time.Second, nil)
 	if err != nil {
 		return s, err
 	}
-	if err := waitUntil(ctx, 3*time.Minute, "herd:stale_kubelet:max for every stale node in Prometheus", func() error {
+	if err := herdtest.Poll(ctx, 3*time.Minute, "herd:stale_kubelet:max for every stale node in Prometheus", func(ctx context.Context) error {
 		if err := s.feeder.failed(); err != nil {
 			return err
 		}
@@ -148,13 +115,28 @@ func startStack(ctx context.Context, c Config, herdBin, promBin string, log io.W
 		}
 		return nil
 	}); err != nil {
-		return s, fmt.Errorf("%w\nexporter log:\n%s\nprometheus log:\n%s", err, s.exporter.Tail(10), s.prometheus.Tail(10))
+		return s, fmt.Errorf("%w\n%s", err, s.Tails(10, false))
 	}
 
-	if err := s.startResponder(ctx, herdBin); err != nil {
+	// Acting, one replica, guards that let every stale node be cordoned.
+	s.responder, err = s.StartResponder(ctx, herdstack.ResponderOptions{
+		Name: "responderload",
+		Config: fmt.Sprintf(`dryRun: false
+prometheus: {url: %q, timeout: 5s, rateWindow: 5m}
+guards:
+  maxUnschedulableFraction: %g
+  maxActionsPerHour: {cordon: 100000}
+`, s.PrometheusURL, c.Fraction),
+	})
+	if err != nil {
 		return s, err
 	}
-	return s, nil
+	return s, herdtest.Poll(ctx, time.Minute, "the responder to lead", func(ctx context.Context) error {
+		if !s.responder.Ready(ctx) {
+			return fmt.Errorf("/readyz is not 200\n%s", s.responder.Proc.Tail(10))
+		}
+		return nil
+	})
 }
 
 // stop ends every process the run started, newest first.
@@ -163,246 +145,10 @@ func (s *stack) stop() {
 		if s.feeder != nil {
 			s.feeder.stop()
 		}
-		for _, p := range []*proc.Process{s.responder, s.prometheus, s.exporter} {
-			if p != nil {
-				_, _ = p.Stop(10 * time.Second)
-			}
-		}
-		if s.cp != nil {
-			s.cp.Stop()
+		if s.Stack != nil {
+			_ = s.Close()
 		}
 	})
-}
-
-// createNodes creates every Node with an InternalIP and a Ready
-// condition, as a kubelet registering would.
-func (s *stack) createNodes(ctx context.Context) error {
-	work := make(chan node)
-	errs := make(chan error, 1)
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := range work {
-				if err := createNode(ctx, s.admin, n); err != nil {
-					select {
-					case errs <- err:
-					default:
-					}
-				}
-			}
-		}()
-	}
-	for _, n := range s.nodes {
-		work <- n
-	}
-	close(work)
-	wg.Wait()
-	select {
-	case err := <-errs:
-		return err
-	default:
-		return nil
-	}
-}
-
-func createNode(ctx context.Context, c kubernetes.Interface, n node) error {
-	obj, err := c.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{
-		Name: n.name, Labels: map[string]string{"kubernetes.io/hostname": n.name, "kubernetes.io/os": "linux"},
-	}}, metav1.CreateOptions{})
-	if err != nil {
-		return fmt.Errorf("create node %s: %w", n.name, err)
-	}
-	now := metav1.Now()
-	obj.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: n.ip}, {Type: corev1.NodeHostName, Address: n.name}}
-	obj.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastHeartbeatTime: now, LastTransitionTime: now}}
-	if _, err := c.CoreV1().Nodes().UpdateStatus(ctx, obj, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("node %s status: %w", n.name, err)
-	}
-	return nil
-}
-
-// startExporter runs `herd exporter` as its service account with a short
-// accounting window, and waits for /readyz (informers synced).
-func (s *stack) startExporter(ctx context.Context, bin string) error {
-	kc, err := s.cp.Kubeconfig(exporterID)
-	if err != nil {
-		return err
-	}
-	cfgPath := filepath.Join(s.dir, "exporter.yaml")
-	cfg := fmt.Sprintf("accounting:\n  window: 1m\n  stalePodRelists: 6\ncluster:\n  maxStaleSeries: %d\n", max(200, s.cfg.Stale))
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		return err
-	}
-	return retryPorts(ctx, func(ports []int) (*proc.Process, error) {
-		s.exporterWeb, s.exporterAudit = loopback(ports[0]), loopback(ports[1])
-		p, err := proc.Start("herd-exporter", bin, []string{"exporter",
-			"--kubeconfig=" + kc, "--config=" + cfgPath, "--audit.insecure",
-			"--web.listen-address=" + s.exporterWeb, "--audit.listen-address=" + s.exporterAudit,
-			"--log.level=warn",
-		}, filepath.Join(s.dir, "exporter.log"), nil)
-		if err != nil {
-			return nil, err
-		}
-		s.exporter = p
-		return p, waitHTTP(ctx, p, "http://"+s.exporterWeb+"/readyz", 60*time.Second)
-	}, 2)
-}
-
-// startPrometheus runs Prometheus with the mixin's generated recording and
-// alerting rules (rules/prometheus_{rules,alerts}.yaml, rate window 5m),
-// scraping the exporter as job herd-exporter.
-func (s *stack) startPrometheus(ctx context.Context, bin string) error {
-	dir := filepath.Join(s.dir, "prometheus")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	var files []string
-	for _, f := range []string{"prometheus_rules.yaml", "prometheus_alerts.yaml"} {
-		b, err := os.ReadFile(filepath.Join(s.cfg.Root, "rules", f))
-		if err != nil {
-			return fmt.Errorf("the mixin's rules (run from the repository root, or give -root): %w", err)
-		}
-		dst := filepath.Join(dir, f)
-		if err := os.WriteFile(dst, b, 0o644); err != nil {
-			return err
-		}
-		files = append(files, dst)
-	}
-	every := s.cfg.ScrapeInterval.String()
-	return retryPorts(ctx, func(ports []int) (*proc.Process, error) {
-		addr := loopback(ports[0])
-		s.promURL = "http://" + addr
-		conf, _ := yaml.Marshal(map[string]any{
-			"global":     map[string]string{"scrape_interval": every, "scrape_timeout": every, "evaluation_interval": every},
-			"rule_files": files,
-			"scrape_configs": []any{map[string]any{
-				"job_name": jobName, "static_configs": []any{map[string]any{"targets": []string{s.exporterWeb}}},
-			}},
-		})
-		cfgPath := filepath.Join(dir, "prometheus.yml")
-		if err := os.WriteFile(cfgPath, conf, 0o644); err != nil {
-			return nil, err
-		}
-		p, err := proc.StartWith("prometheus", bin, []string{
-			"--config.file=" + cfgPath, "--storage.tsdb.path=" + filepath.Join(dir, "data"),
-			"--web.listen-address=" + addr, "--web.external-url=" + s.promURL,
-		}, filepath.Join(dir, "prometheus.log"), proc.Options{Dir: dir})
-		if err != nil {
-			return nil, err
-		}
-		s.prometheus = p
-		return p, waitHTTP(ctx, p, s.promURL+"/-/ready", 60*time.Second)
-	}, 1)
-}
-
-// startResponder runs `herd responder` as its service account, acting
-// (dryRun: false), one replica, with bearer-token auth and guards that let
-// every stale node be cordoned; it waits until the replica leads.
-func (s *stack) startResponder(ctx context.Context, bin string) error {
-	kc, err := s.cp.Kubeconfig(responderID)
-	if err != nil {
-		return err
-	}
-	tokenPath := filepath.Join(s.dir, "token")
-	if err := os.WriteFile(tokenPath, []byte(token+"\n"), 0o600); err != nil {
-		return err
-	}
-	cfgPath := filepath.Join(s.dir, "responder.yaml")
-	cfg := fmt.Sprintf(`dryRun: false
-prometheus: {url: %q, timeout: 5s, rateWindow: 5m}
-guards:
-  maxUnschedulableFraction: %g
-  maxActionsPerHour: {cordon: 100000}
-`, s.promURL, s.cfg.Fraction)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		return err
-	}
-	return retryPorts(ctx, func(ports []int) (*proc.Process, error) {
-		addr := loopback(ports[0])
-		s.responderURL = "http://" + addr
-		p, err := proc.Start("herd-responder", bin, []string{"responder",
-			"--web.listen-address=" + addr, "--web.bearer-token-file=" + tokenPath,
-			"--config=" + cfgPath, "--kubeconfig=" + kc,
-			"--leader-election.namespace=herd", "--leader-election.identity=responderload",
-			"--log.level=info",
-		}, filepath.Join(s.dir, "responder.log"), nil)
-		if err != nil {
-			return nil, err
-		}
-		s.responder = p
-		return p, waitHTTP(ctx, p, s.responderURL+"/readyz", 60*time.Second)
-	}, 1)
-}
-
-func loopback(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
-
-// retryPorts starts a server on n free loopback ports, once more on other
-// ports if it did not come up (another process can take a free port before
-// the server binds it).
-func retryPorts(ctx context.Context, start func(ports []int) (*proc.Process, error), n int) error {
-	var last error
-	for attempt := 0; attempt < 2; attempt++ {
-		ports := make([]int, n)
-		for i := range ports {
-			p, err := proc.FreePort()
-			if err != nil {
-				return err
-			}
-			ports[i] = p
-		}
-		p, err := start(ports)
-		if err == nil {
-			return nil
-		}
-		if p != nil {
-			_, _ = p.Stop(5 * time.Second)
-			err = fmt.Errorf("%w\n%s", err, p.Tail(15))
-		}
-		last = err
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return last
-}
-
-// waitHTTP polls url until it answers 200.
-func waitHTTP(ctx context.Context, p *proc.Process, url string, timeout time.Duration) error {
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	return proc.WaitUntil(wctx, p, 100*time.Millisecond, func(ctx context.Context) error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET %s: %s: %s", url, resp.Status, bytes.TrimSpace(b))
-		}
-		return nil
-	})
-}
-
-// waitUntil polls check every 500ms until it returns nil or timeout passes.
-func waitUntil(ctx context.Context, timeout time.Duration, what string, check func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("waiting for %s: %v (last: %w)", what, ctx.Err(), err)
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
 }
 
 // feeder posts what the apiserver's audit webhook would send for kubelets

@@ -11,57 +11,85 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/yaml"
 )
 
-// ApplyManifest creates every object of a multi-document YAML file herd
-// ships (manifests/rbac: Namespaces, ServiceAccounts, RBAC), so herd runs
-// with exactly the permissions it documents. Objects that exist are left
-// as they are.
-func ApplyManifest(ctx context.Context, c kubernetes.Interface, path string) error {
+// ApplyManifest creates, as c, every object of a multi-document YAML file
+// herd ships (manifests/rbac: Namespaces, ServiceAccounts, RBAC), so herd
+// runs with exactly the permissions it documents. Decoding is strict: an
+// unknown field is an error, as is an object that cannot be created. It
+// returns the objects by kind, for static checks.
+func ApplyManifest(ctx context.Context, c kubernetes.Interface, path string) (map[string][]any, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("apply manifest: %w", err)
+		return nil, fmt.Errorf("apply manifest: %w", err)
 	}
+	objs := map[string][]any{}
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	for n := 1; ; n++ {
 		doc, err := r.Read()
 		if errors.Is(err, io.EOF) {
-			return nil
+			return objs, nil
 		}
 		if err != nil {
-			return fmt.Errorf("apply %s: document %d: %w", path, n, err)
+			return nil, fmt.Errorf("%s: document %d: %w", path, n, err)
 		}
-		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
+		var tm metav1.TypeMeta
+		if err := yaml.Unmarshal(doc, &tm); err != nil {
+			return nil, fmt.Errorf("%s: document %d: %w", path, n, err)
+		}
+		if tm.Kind == "" {
+			if len(bytes.TrimSpace(stripComments(doc))) != 0 {
+				return nil, fmt.Errorf("%s: document %d has no kind", path, n)
+			}
 			continue
 		}
-		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
-		if err != nil {
-			return fmt.Errorf("apply %s: document %d: %w", path, n, err)
-		}
-		switch o := obj.(type) {
-		case *corev1.Namespace:
-			_, err = c.CoreV1().Namespaces().Create(ctx, o, metav1.CreateOptions{})
-		case *corev1.ServiceAccount:
-			_, err = c.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
-		case *rbacv1.ClusterRole:
-			_, err = c.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
-		case *rbacv1.ClusterRoleBinding:
-			_, err = c.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
-		case *rbacv1.Role:
-			_, err = c.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
-		case *rbacv1.RoleBinding:
-			_, err = c.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		var obj any
+		var create func() error
+		switch tm.APIVersion + "/" + tm.Kind {
+		case "v1/Namespace":
+			o := &corev1.Namespace{}
+			obj, create = o, func() error { _, err := c.CoreV1().Namespaces().Create(ctx, o, metav1.CreateOptions{}); return err }
+		case "v1/ServiceAccount":
+			o := &corev1.ServiceAccount{}
+			obj, create = o, func() error {
+				_, err := c.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+				return err
+			}
+		case "rbac.authorization.k8s.io/v1/ClusterRole":
+			o := &rbacv1.ClusterRole{}
+			obj, create = o, func() error { _, err := c.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{}); return err }
+		case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
+			o := &rbacv1.ClusterRoleBinding{}
+			obj, create = o, func() error {
+				_, err := c.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
+				return err
+			}
+		case "rbac.authorization.k8s.io/v1/Role":
+			o := &rbacv1.Role{}
+			obj, create = o, func() error {
+				_, err := c.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+				return err
+			}
+		case "rbac.authorization.k8s.io/v1/RoleBinding":
+			o := &rbacv1.RoleBinding{}
+			obj, create = o, func() error {
+				_, err := c.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+				return err
+			}
 		default:
-			return fmt.Errorf("apply %s: document %d: %T is not a kind this harness creates", path, n, obj)
+			return nil, fmt.Errorf("%s: document %d: %s %s is not a kind this harness creates", path, n, tm.APIVersion, tm.Kind)
 		}
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("apply %s: document %d: %w", path, n, err)
+		if err := yaml.UnmarshalStrict(doc, obj); err != nil {
+			return nil, fmt.Errorf("%s: document %d (%s): %w", path, n, tm.Kind, err)
 		}
+		if err := create(); err != nil {
+			return nil, fmt.Errorf("%s: document %d (%s): create: %w", path, n, tm.Kind, err)
+		}
+		objs[tm.Kind] = append(objs[tm.Kind], obj)
 	}
 }
 

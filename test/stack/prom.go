@@ -3,19 +3,19 @@ package stack
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	jsonnet "github.com/google/go-jsonnet"
-	"github.com/prometheus/client_golang/api"
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
 
-	"github.com/herd-k8s/herd/test/proc"
+	"github.com/herd-k8s/herd/test/controlplane"
 	"github.com/herd-k8s/herd/test/promstack"
 )
 
@@ -43,15 +43,19 @@ func DemoMixin() map[string]any {
 }
 
 // Mixin is the rendered mixin: Prometheus rule files as JSON (which
-// Prometheus reads as YAML).
+// Prometheus reads as YAML), the dashboard and the effective _config.
 type Mixin struct {
-	Alerts json.RawMessage `json:"alerts"`
-	Rules  json.RawMessage `json:"rules"`
+	Alerts    json.RawMessage `json:"alerts"`
+	Rules     json.RawMessage `json:"rules"`
+	Dashboard map[string]any  `json:"dashboard"`
+	Config    map[string]any  `json:"config"`
 }
 
 // RenderMixin evaluates rulesDir/mixin.libsonnet with overrides mixed into
 // _config, as a user vendoring the mixin would; the committed rule files
-// stay untouched.
+// stay untouched. It checks that the overrides reached the rules (the
+// HerdRelistStorm rule carries relistStormFor and rateWindow, and no
+// responder alert is rendered when herdResponderEnabled is false).
 func RenderMixin(rulesDir string, overrides map[string]any) (Mixin, error) {
 	vm := jsonnet.MakeVM()
 	vm.Importer(&jsonnet.FileImporter{JPaths: []string{rulesDir, filepath.Join(rulesDir, "vendor")}})
@@ -62,7 +66,12 @@ func RenderMixin(rulesDir string, overrides map[string]any) (Mixin, error) {
 	vm.ExtCode("overrides", string(b))
 	out, err := vm.EvaluateAnonymousSnippet("stack.jsonnet", `
 local m = (import 'mixin.libsonnet') + { _config+:: std.extVar('overrides') };
-{ alerts: m.prometheusAlerts, rules: m.prometheusRules }`)
+{
+  alerts: m.prometheusAlerts,
+  rules: m.prometheusRules,
+  dashboard: m.grafanaDashboards['herd.json'],
+  config: m._config,
+}`)
 	if err != nil {
 		return Mixin{}, fmt.Errorf("render %s/mixin.libsonnet: %w", rulesDir, err)
 	}
@@ -70,136 +79,177 @@ local m = (import 'mixin.libsonnet') + { _config+:: std.extVar('overrides') };
 	if err := json.Unmarshal([]byte(out), &m); err != nil {
 		return Mixin{}, fmt.Errorf("render mixin: decode: %w", err)
 	}
-	return m, nil
+	return m, checkOverrides(m, overrides)
 }
 
-// startAlertmanager routes every alert to the responder within a second or
-// two (group_wait 1s, group_interval 2s), resolved ones too.
-func (s *Stack) startAlertmanager(ctx context.Context) error {
-	bin, err := promstack.LookAlertmanager()
-	if err != nil {
-		return err
+// RuleFile is a Prometheus rule file.
+type RuleFile struct {
+	Groups []struct {
+		Name  string `json:"name"`
+		Rules []struct {
+			Alert  string            `json:"alert"`
+			Record string            `json:"record"`
+			Expr   string            `json:"expr"`
+			For    string            `json:"for"`
+			Labels map[string]string `json:"labels"`
+		} `json:"rules"`
+	} `json:"groups"`
+}
+
+// checkOverrides fails when the rendered alerts do not carry overrides.
+func checkOverrides(m Mixin, overrides map[string]any) error {
+	var alerts RuleFile
+	if err := json.Unmarshal(m.Alerts, &alerts); err != nil {
+		return fmt.Errorf("render mixin: decode alerts: %w", err)
+	}
+	found := false
+	for _, g := range alerts.Groups {
+		for _, rule := range g.Rules {
+			if rule.Alert == "HerdRelistStorm" {
+				found = true
+				if f, ok := overrides["relistStormFor"]; ok && rule.For != f {
+					return fmt.Errorf("render mixin: HerdRelistStorm rendered without the overrides: for %q, want %v", rule.For, f)
+				}
+				if w, ok := overrides["rateWindow"]; ok && !strings.Contains(rule.Expr, fmt.Sprint("herd:relists_by_resource:rate", w)) {
+					return fmt.Errorf("render mixin: HerdRelistStorm rendered without rateWindow %v: %s", w, rule.Expr)
+				}
+			}
+			if strings.HasPrefix(rule.Alert, "HerdResponder") && overrides["herdResponderEnabled"] == false {
+				return fmt.Errorf("render mixin: %s rendered with herdResponderEnabled=false", rule.Alert)
+			}
+		}
+	}
+	if !found {
+		return errors.New("render mixin: the rendered alerts have no HerdRelistStorm")
+	}
+	return nil
+}
+
+// renderMixin renders the mixin with the stack's overrides; alert
+// descriptions name herd's debug pages, the stack's own.
+func (s *Stack) renderMixin() error {
+	if s.opts.ShippedRules {
+		return nil
+	}
+	s.Mixin["herdExporterURL"] = s.ExporterURL
+	if s.ResponderURL != "" {
+		s.Mixin["herdResponderURL"] = s.ResponderURL
+	}
+	var err error
+	s.Rendered, err = RenderMixin(filepath.Join(s.root, "rules"), s.Mixin)
+	return err
+}
+
+func (s *Stack) rulesSummary() string {
+	if s.opts.ShippedRules {
+		return "the shipped rules"
+	}
+	return fmt.Sprintf("the mixin with rateWindow %v, HerdRelistStorm for %v", s.Mixin["rateWindow"], s.Mixin["relistStormFor"])
+}
+
+// AlertmanagerConfig routes every alert to a webhook URL within a second or
+// two (group_wait 1s, group_interval 2s), resolved ones too, with
+// AlertmanagerToken, repeating a firing one every repeat.
+func AlertmanagerConfig(url string, repeat time.Duration) string {
+	return fmt.Sprintf(`route:
+  receiver: herd
+  group_by: [alertname]
+  group_wait: 1s
+  group_interval: 2s
+  repeat_interval: %s
+receivers:
+  - name: herd
+    webhook_configs:
+      - url: %q
+        send_resolved: true
+        max_alerts: 0
+        http_config:
+          authorization:
+            credentials: %s
+`, model.Duration(repeat), url, AlertmanagerToken)
+}
+
+func (s *Stack) startAlertmanager() error {
+	receiver := s.opts.AlertReceiver
+	if receiver == "" {
+		if s.ResponderURL == "" {
+			return errors.New("start alertmanager: no AlertReceiver and no responder of the stack's own")
+		}
+		receiver = s.ResponderURL + "/alerts"
 	}
 	dir := filepath.Join(s.Dir, "alertmanager")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("start alertmanager: %w", err)
 	}
-	cfg := filepath.Join(dir, "alertmanager.yml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, `route:
-  receiver: herd-responder
-  group_by: [alertname]
-  group_wait: 1s
-  group_interval: 2s
-  repeat_interval: 1m
-receivers:
-- name: herd-responder
-  webhook_configs:
-  - url: %q
-    send_resolved: true
-    http_config:
-      authorization: {credentials: %q}
-`, s.ResponderURL+"/alerts", alertmanagerToken), 0o644); err != nil {
-		return fmt.Errorf("start alertmanager: %w", err)
-	}
-	port, err := proc.FreePort()
+	am, err := promstack.RunAlertmanager(dir, AlertmanagerConfig(receiver, s.opts.AlertRepeat))
 	if err != nil {
 		return err
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	p, err := s.start("alertmanager", bin, []string{
-		"--config.file=" + cfg,
-		"--storage.path=" + filepath.Join(dir, "data"),
-		"--web.listen-address=" + addr,
-		"--web.external-url=http://" + addr,
-		"--cluster.listen-address=", // no HA gossip
-	})
-	if err != nil {
-		return err
-	}
-	s.AlertmanagerURL = "http://" + addr
-	if err := waitHTTP(ctx, p, s.AlertmanagerURL+"/-/ready", 30*time.Second); err != nil {
-		return fmt.Errorf("start alertmanager: %w\n%s", err, p.Tail(20))
-	}
+	s.track(am.Process())
+	s.AM, s.AlertmanagerURL = am, am.URL
 	return nil
 }
 
-// startPrometheus scrapes herd's exporter and responder every second and
-// evaluates the mixin every second, on the address startResponder reserved.
-func (s *Stack) startPrometheus(ctx context.Context, m Mixin) error {
-	bin, err := promstack.LookPrometheus()
-	if err != nil {
-		return err
+// startPrometheus scrapes herd's exporter (and the stack's responder, and
+// the apiserver if asked) and evaluates the rules at ScrapeInterval.
+func (s *Stack) startPrometheus() error {
+	rules := map[string]string{}
+	if s.opts.ShippedRules {
+		for _, f := range []string{"prometheus_rules.yaml", "prometheus_alerts.yaml"} {
+			b, err := os.ReadFile(filepath.Join(s.root, "rules", f))
+			if err != nil {
+				return fmt.Errorf("start prometheus: the mixin's rules: %w", err)
+			}
+			rules[f] = string(b)
+		}
+	} else {
+		rules["herd_alerts.json"], rules["herd_rules.json"] = string(s.Rendered.Alerts), string(s.Rendered.Rules)
+	}
+	maps.Copy(rules, s.opts.Rules)
+	scrape := []promstack.ScrapeConfig{{JobName: ExporterJob, Targets: []string{httpAddr(s.ExporterURL)}}}
+	if s.ResponderURL != "" {
+		scrape = append(scrape, promstack.ScrapeConfig{JobName: ResponderJob, Targets: []string{httpAddr(s.ResponderURL)}})
+	}
+	if s.opts.ScrapeAPIServer {
+		ca := filepath.Join(s.Dir, "apiserver-ca.crt")
+		if err := os.WriteFile(ca, s.CP.Config(controlplane.Admin).TLSClientConfig.CAData, 0o644); err != nil {
+			return fmt.Errorf("start prometheus: %w", err)
+		}
+		scrape = append(scrape, promstack.ScrapeConfig{
+			JobName: "apiserver", Targets: []string{strings.TrimPrefix(s.CP.URL, "https://")},
+			Scheme: "https", BearerToken: s.CP.Token(controlplane.Admin), CAFile: ca,
+			// kube-apiserver's /metrics is large: every 2 s is enough for
+			// burn-rate windows of 10 s and more.
+			ScrapeInterval: 2 * time.Second,
+		})
+	}
+	opts := promstack.PromOptions{
+		RuleFiles:          rules,
+		ScrapeConfigs:      scrape,
+		ScrapeInterval:     s.opts.ScrapeInterval,
+		EvaluationInterval: s.opts.ScrapeInterval,
+	}
+	if s.AM != nil {
+		opts.AlertmanagerURLs = []string{s.AM.URL}
 	}
 	dir := filepath.Join(s.Dir, "prometheus")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("start prometheus: %w", err)
 	}
-	alerts, rules := filepath.Join(dir, "herd_alerts.json"), filepath.Join(dir, "herd_rules.json")
-	for path, b := range map[string][]byte{alerts: m.Alerts, rules: m.Rules} {
-		if err := os.WriteFile(path, b, 0o644); err != nil {
-			return fmt.Errorf("start prometheus: %w", err)
-		}
-	}
-	host := func(u string) string { return strings.TrimPrefix(u, "http://") }
-	cfg := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, `global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}
-rule_files: [%q, %q]
-scrape_configs:
-- job_name: herd-exporter
-  static_configs: [{targets: [%q]}]
-- job_name: herd-responder
-  static_configs: [{targets: [%q]}]
-alerting:
-  alertmanagers:
-  - api_version: v2
-    static_configs: [{targets: [%q]}]
-`, alerts, rules, host(s.ExporterURL), host(s.ResponderURL), host(s.AlertmanagerURL)), 0o644); err != nil {
-		return fmt.Errorf("start prometheus: %w", err)
-	}
-	p, err := s.start("prometheus", bin, []string{
-		"--config.file=" + cfg,
-		"--storage.tsdb.path=" + filepath.Join(dir, "data"),
-		"--web.listen-address=" + host(s.PrometheusURL),
-		"--web.external-url=" + s.PrometheusURL,
-		// An alert evaluated before discovery hands the notifier its
-		// Alertmanager (up to 5 s after start) is re-sent a second later,
-		// not a minute later.
-		"--rules.alert.resend-delay=1s",
-	})
+	p, err := promstack.RunPrometheus(dir, opts)
 	if err != nil {
 		return err
 	}
-	if err := waitHTTP(ctx, p, s.PrometheusURL+"/-/ready", 30*time.Second); err != nil {
-		return fmt.Errorf("start prometheus: %w\n%s", err, p.Tail(20))
-	}
+	s.track(p.Process())
+	s.Prom, s.PrometheusURL = p, p.URL
 	return nil
-}
-
-func (s *Stack) promAPI() (v1.API, error) {
-	c, err := api.NewClient(api.Config{Address: s.PrometheusURL})
-	if err != nil {
-		return nil, fmt.Errorf("prometheus client: %w", err)
-	}
-	return v1.NewAPI(c), nil
 }
 
 // Query evaluates an instant query now; the result must be a vector.
 func (s *Stack) Query(ctx context.Context, expr string) (model.Vector, error) {
-	a, err := s.promAPI()
-	if err != nil {
-		return nil, err
-	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	val, _, _, err := a.Query(ctx, expr, time.Now())
-	if err != nil {
-		return nil, fmt.Errorf("query %q: %w", expr, err)
-	}
-	vec, ok := val.(model.Vector)
-	if !ok {
-		return nil, fmt.Errorf("query %q: result is a %s, want vector", expr, val.Type())
-	}
-	return vec, nil
+	return s.Prom.Query(ctx, expr)
 }
 
 // QueryValue is the sum of a query's samples (0 with no series).
@@ -217,13 +267,9 @@ func (s *Stack) QueryValue(ctx context.Context, expr string) (float64, error) {
 
 // Alert finds a pending or firing alert by name and labels in Prometheus.
 func (s *Stack) Alert(ctx context.Context, name string, match map[string]string) (*v1.Alert, error) {
-	a, err := s.promAPI()
-	if err != nil {
-		return nil, err
-	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	res, err := a.Alerts(ctx)
+	res, err := s.Prom.API.Alerts(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("prometheus alerts: %w", err)
 	}

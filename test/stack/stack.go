@@ -1,53 +1,64 @@
 // Package stack runs herd end to end on one machine, as it runs in a
 // cluster: a real etcd and kube-apiserver (test/controlplane) whose audit
-// webhook feeds the real `herd exporter` binary, Prometheus evaluating herd's
-// mixin (rendered with short demo windows), Alertmanager routing herd's
-// alerts to the real `herd responder` binary, which acts on the apiserver
-// with the RBAC herd ships. The demo (test/demo) and the drills (test/drill)
-// are built on it; test/e2e keeps its own in-process variant.
+// webhook feeds `herd exporter`, Prometheus evaluating herd's mixin,
+// Alertmanager routing herd's alerts to `herd responder`, which acts on the
+// apiserver with the RBAC herd ships. It is the one stack builder of the
+// repository: the demo (test/demo), the storm drill (test/drill), the
+// end-to-end tests (test/e2e) and the responder load test
+// (test/responderload) are all built on it, each with the Options it needs:
+// the exporter binary or an in-process exporter a test can inspect, the
+// demo's mixin windows or the shipped rules, a responder of the stack's own
+// or replicas the caller starts (StartResponder), Alertmanager routing to
+// the responder or to a receiver of the caller's, Prometheus scraping the
+// apiserver, and so on.
 //
 // Every process runs in its own process group and dies with the program that
 // started it (test/proc); Close stops them all, in reverse order. Callers
-// cancel Start's context on SIGINT and then call Close.
+// cancel Start's context on SIGINT and then call Close; tests use StartTest.
 package stack
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
+	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/herd-k8s/herd/test/controlplane"
+	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/proc"
+	"github.com/herd-k8s/herd/test/promstack"
 )
 
 // The service accounts herd runs as, as the chart and manifests/rbac name them.
 const (
 	ExporterUser  = "system:serviceaccount:herd:herd-exporter"
 	ResponderUser = "system:serviceaccount:herd:herd-responder"
-	// exporterIdentity and responderIdentity are their names in the
-	// control plane's token file.
-	exporterIdentity  = "herd-exporter"
-	responderIdentity = "herd-responder"
-	// alertmanagerToken is what Alertmanager presents to the responder.
-	alertmanagerToken = "herd-stack-alertmanager-token"
+	// ExporterIdentity and ResponderIdentity are their names in the
+	// control plane's token file (ControlPlane.Config and friends).
+	ExporterIdentity  = "herd-exporter"
+	ResponderIdentity = "herd-responder"
+	// AlertmanagerToken is the bearer token Alertmanager presents to the
+	// responder.
+	AlertmanagerToken = "herd-stack-alertmanager-token"
+	// ExporterJob and ResponderJob are Prometheus' scrape jobs for herd, as
+	// the mixin's selectors expect them.
+	ExporterJob  = "herd-exporter"
+	ResponderJob = "herd-responder"
 )
 
-// Options say what to run. The zero value runs a responder in dry-run with
-// three Nodes and the demo's mixin windows.
+// Options say what to run. The zero value is the demo's stack: three
+// Nodes, the shipped audit policy feeding the herd exporter binary,
+// Prometheus evaluating the mixin at the demo's windows, and Alertmanager
+// routing to a herd responder binary of the stack's own, in dry-run.
 type Options struct {
 	// Dir holds every component's configuration, data and log. Default: a
 	// new temporary directory, removed by Close unless KeepDir.
@@ -55,54 +66,120 @@ type Options struct {
 	KeepDir bool
 	// Log receives one line per step; default: discarded.
 	Log io.Writer
-	// HerdBin is the herd binary; empty builds cmd/herd into Dir.
+	// Root is the repository (manifests/, rules/); default: found upwards
+	// from the working directory.
+	Root string
+	// HerdBin is the herd binary; default: cmd/herd built once per process
+	// (herdtest.HerdBinary), and only if a binary is needed.
 	HerdBin string
-	// Nodes is how many Nodes (node-1..node-N, InternalIP NodeIP(i)) exist,
+
+	// Nodes is how many Nodes exist (NodeName(i), InternalIP NodeIP(i)),
 	// each with a kubelet identity. Default 3.
 	Nodes int
-	// DryRun runs the responder in dry-run (decide, record, change nothing).
-	DryRun bool
-	// Mixin overrides the mixin's _config over DemoMixin (e.g. a longer
-	// relistStormFor). The responder's prometheus.rateWindow and the
-	// exporter's accounting window follow the rateWindow given here.
-	Mixin map[string]any
-	// IsolateHoldDown is how long the responder keeps an isolation after its
-	// alert resolves (default 30s, so a demo sees it removed).
-	IsolateHoldDown time.Duration
+	// Ghosts are kubelet identities (system:node:NAME) without a Node:
+	// a removed worker's kubelet still calling.
+	Ghosts []string
+	// AuditPolicy is the apiserver's audit Policy; default: the one herd
+	// ships (manifests/control-plane/audit-policy.yaml).
+	AuditPolicy string
+	// AuditLog makes the apiserver also write its audit log, to
+	// AuditLogPath, so that a test can check what was written.
+	AuditLog bool
+	// NoAuditWebhook leaves the apiserver's audit webhook off: the caller
+	// posts events to AuditURL itself (the responder load test).
+	NoAuditWebhook bool
 	// APIServerArgs are extra kube-apiserver flags.
 	APIServerArgs []string
+	// Objects runs once the Nodes exist and before herd starts: the
+	// caller's cluster objects (APIServices, metrics-server, pods, cordons).
+	Objects func(ctx context.Context, s *Stack) error
+
+	Exporter ExporterOptions
+
+	// Mixin overrides the mixin's _config over DemoMixin (e.g. a longer
+	// relistStormFor). The stack's responder uses its rateWindow.
+	Mixin map[string]any
+	// ShippedRules loads the committed rules/prometheus_{rules,alerts}.yaml
+	// (production windows) instead of rendering the mixin with Mixin.
+	ShippedRules bool
+	// Rules are more rule files for Prometheus (name → YAML), e.g. a
+	// KubeAPIErrorBudgetBurn over the apiserver's metrics.
+	Rules map[string]string
+	// ScrapeInterval is Prometheus' scrape and evaluation interval;
+	// default 1s.
+	ScrapeInterval time.Duration
+	// ScrapeAPIServer makes Prometheus scrape kube-apiserver's /metrics
+	// (job "apiserver", https, the admin token, the serving CA), every 2 s.
+	ScrapeAPIServer bool
+
+	// NoAlertmanager runs no Alertmanager.
+	NoAlertmanager bool
+	// AlertReceiver is where Alertmanager delivers (a webhook URL);
+	// default: the stack's responder's /alerts.
+	AlertReceiver string
+	// AlertRepeat is Alertmanager's repeat_interval; default 1m.
+	AlertRepeat time.Duration
+
+	// NoResponder starts no responder of the stack's own: the caller starts
+	// the replicas it needs with StartResponder.
+	NoResponder bool
+	// DryRun runs the stack's responder in dry-run (decide, record,
+	// change nothing).
+	DryRun bool
+	// IsolateHoldDown is how long the stack's responder keeps an isolation
+	// after its alert resolves (default 30s, so a demo sees it removed).
+	IsolateHoldDown time.Duration
 }
 
 // Stack is a running stack. Its URLs are on loopback.
 type Stack struct {
 	CP    *controlplane.ControlPlane
 	Admin kubernetes.Interface
+	// Exporter is the in-process exporter (Options.Exporter.InProcess);
+	// nil when the binary runs.
+	Exporter *InProcessExporter
+	// Responder is the stack's own responder; nil with NoResponder.
+	Responder *Responder
+	Prom      *promstack.Prometheus
+	// AM is nil with NoAlertmanager.
+	AM *promstack.Alertmanager
 
 	ExporterURL     string // /metrics, /debug/clients, /readyz
-	ResponderURL    string // /alerts, /metrics, /debug/actions, /debug/triage
+	AuditURL        string // the exporter's POST /audit
+	ResponderURL    string // the stack's responder: /alerts, /metrics, /debug/actions, /debug/triage
 	PrometheusURL   string
 	AlertmanagerURL string
+	// AuditLogPath is the apiserver's audit log (Options.AuditLog).
+	AuditLogPath string
 	// Dir holds configurations, data and logs (see Options.Dir).
 	Dir string
-	// Mixin is the effective _config overrides the rules were rendered with.
-	Mixin map[string]any
+	// Mixin is the effective _config overrides the rules were rendered
+	// with; Rendered is what they rendered to.
+	Mixin    map[string]any
+	Rendered Mixin
 
-	opts   Options
-	ownDir bool
+	opts      Options
+	root      string
+	ownDir    bool
+	auditAddr string // the exporter's audit listener
+
+	exporterProc *proc.Process
+	exporterLog  *herdtest.LogBuffer
 
 	mu    sync.Mutex
 	procs []*proc.Process // in start order
 }
 
-// NodeName and NodeIP name Node i (1-based) of the stack.
+// NodeName is Node i's name (1-based).
 func NodeName(i int) string { return fmt.Sprintf("node-%d", i) }
 
-// NodeIP is Node i's InternalIP: 10.0.0.0/16, so up to 65,000 Nodes.
-func NodeIP(i int) string { return fmt.Sprintf("10.0.%d.%d", i/250, i%250+1) }
+// NodeIP is Node i's InternalIP: 10.0.0.i for the first 255, in 10.0.0.0/8
+// for up to 16 million.
+func NodeIP(i int) string { return fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255) }
 
-// Start brings the whole stack up and returns once the exporter is ready,
-// Prometheus scrapes it and the responder leads. On error, or when ctx ends
-// first, everything started so far is stopped.
+// Start brings the stack up and returns once Prometheus scrapes herd and the
+// stack's responder (if any) leads. On error, or when ctx ends first,
+// everything started so far is stopped.
 func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	if opts.Log == nil {
 		opts.Log = io.Discard
@@ -113,13 +190,19 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	if opts.IsolateHoldDown == 0 {
 		opts.IsolateHoldDown = 30 * time.Second
 	}
-	root, err := RepoRoot()
-	if err != nil {
-		return nil, err
+	if opts.ScrapeInterval == 0 {
+		opts.ScrapeInterval = time.Second
 	}
-	s = &Stack{opts: opts, Dir: opts.Dir, Mixin: DemoMixin()}
-	for k, v := range opts.Mixin {
-		s.Mixin[k] = v
+	if opts.AlertRepeat == 0 {
+		opts.AlertRepeat = time.Minute
+	}
+	opts.Exporter.defaults()
+	s = &Stack{opts: opts, Dir: opts.Dir, Mixin: DemoMixin(), root: opts.Root}
+	maps.Copy(s.Mixin, opts.Mixin)
+	if s.root == "" {
+		if s.root, err = herdtest.RepoRoot(); err != nil {
+			return nil, err
+		}
 	}
 	if s.Dir == "" {
 		if s.Dir, err = os.MkdirTemp("", "herd-stack-"); err != nil {
@@ -129,7 +212,7 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	}
 	defer func() {
 		if err != nil {
-			s.Close()
+			_ = s.Close()
 			s = nil
 		}
 	}()
@@ -137,81 +220,55 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 		fmt.Fprintf(opts.Log, "  stack: "+format+"\n", args...)
 	}
 
-	if s.opts.HerdBin == "" {
-		step("building herd (go build ./cmd/herd)")
-		if s.opts.HerdBin, err = BuildHerd(ctx, root, s.Dir); err != nil {
+	if err := s.startControlPlane(ctx, step); err != nil {
+		return s, err
+	}
+	if opts.Objects != nil {
+		if err := opts.Objects(ctx, s); err != nil {
+			return s, fmt.Errorf("start stack: the caller's objects: %w", err)
+		}
+	}
+
+	mode := "binary"
+	if opts.Exporter.InProcess {
+		mode = "in process"
+	}
+	step("starting herd exporter (%s)", mode)
+	if err := s.startExporter(ctx); err != nil {
+		return s, err
+	}
+	// Alertmanager and Prometheus need the stack's responder's address
+	// before it can start (it needs theirs): reserve it.
+	var responderAddr string
+	if !opts.NoResponder {
+		if responderAddr, err = proc.FreeAddr(); err != nil {
+			return s, err
+		}
+		s.ResponderURL = "http://" + responderAddr
+	}
+	if err := s.renderMixin(); err != nil {
+		return s, err
+	}
+	if !opts.NoAlertmanager {
+		step("starting Alertmanager")
+		if err := s.startAlertmanager(); err != nil {
 			return s, err
 		}
 	}
-	// Children run in Dir: a relative path would not resolve there.
-	if s.opts.HerdBin, err = filepath.Abs(s.opts.HerdBin); err != nil {
-		return s, fmt.Errorf("start stack: %w", err)
-	}
-	policy, err := os.ReadFile(filepath.Join(root, "manifests/control-plane/audit-policy.yaml"))
-	if err != nil {
-		return s, fmt.Errorf("start stack: the shipped audit policy: %w", err)
-	}
-
-	// The apiserver's webhook URL is fixed when it starts, before the
-	// exporter (which needs the apiserver's credentials) can: reserve the
-	// port now. Until the exporter listens, the apiserver retries batches.
-	auditPort, err := proc.FreePort()
-	if err != nil {
+	step("starting Prometheus (%s)", s.rulesSummary())
+	if err := s.startPrometheus(); err != nil {
 		return s, err
 	}
-	nodes := make([]string, opts.Nodes)
-	for i := range nodes {
-		nodes[i] = NodeName(i + 1)
-	}
-	step("starting etcd and kube-apiserver %s (audit webhook → herd exporter, shipped audit policy)", controlplane.Version)
-	cpDir := filepath.Join(s.Dir, "controlplane")
-	if err := os.MkdirAll(cpDir, 0o755); err != nil {
-		return s, fmt.Errorf("start stack: %w", err)
-	}
-	sa := func(user string) controlplane.Identity {
-		return controlplane.Identity{User: user, Groups: []string{"system:serviceaccounts", "system:serviceaccounts:herd"}}
-	}
-	s.CP, err = controlplane.Start(ctx, controlplane.Options{
-		Nodes:           nodes,
-		Identities:      map[string]controlplane.Identity{exporterIdentity: sa(ExporterUser), responderIdentity: sa(ResponderUser)},
-		AuditPolicy:     string(policy),
-		AuditWebhookURL: "http://127.0.0.1:" + strconv.Itoa(auditPort) + "/audit",
-		ExtraArgs:       opts.APIServerArgs,
-		Dir:             cpDir,
-	})
-	if err != nil {
-		return s, fmt.Errorf("start stack: %w", err)
-	}
-	s.Admin = s.CP.Client(controlplane.Admin)
-	for _, m := range []string{"manifests/rbac/exporter.yaml", "manifests/rbac/responder.yaml"} {
-		if err := ApplyManifest(ctx, s.Admin, filepath.Join(root, m)); err != nil {
+	if !opts.NoResponder {
+		step("starting herd responder (dryRun: %v, guards on)", opts.DryRun)
+		r, err := s.StartResponder(ctx, ResponderOptions{
+			Addr:   responderAddr,
+			Config: ResponderConfig(s.PrometheusURL, fmt.Sprint(s.Mixin["rateWindow"]), opts.DryRun, opts.IsolateHoldDown),
+		})
+		if err != nil {
 			return s, err
 		}
-	}
-	step("creating %d Nodes", opts.Nodes)
-	if err := createNodes(ctx, s.Admin, opts.Nodes); err != nil {
-		return s, err
-	}
-
-	step("starting herd exporter and herd responder (dryRun: %v, guards on)", opts.DryRun)
-	if err := s.startExporter(ctx, auditPort); err != nil {
-		return s, err
-	}
-	if err := s.startResponder(ctx); err != nil {
-		return s, err
-	}
-	step("starting Alertmanager and Prometheus (mixin with rateWindow %v, HerdRelistStorm for %v)", s.Mixin["rateWindow"], s.Mixin["relistStormFor"])
-	if err := s.startAlertmanager(ctx); err != nil {
-		return s, err
-	}
-	// Alert descriptions name herd's debug pages: the stack's own.
-	s.Mixin["herdExporterURL"], s.Mixin["herdResponderURL"] = s.ExporterURL, s.ResponderURL
-	mixin, err := RenderMixin(filepath.Join(root, "rules"), s.Mixin)
-	if err != nil {
-		return s, err
-	}
-	if err := s.startPrometheus(ctx, mixin); err != nil {
-		return s, err
+		s.Responder = r
 	}
 	if err := s.waitReady(ctx); err != nil {
 		return s, err
@@ -220,48 +277,122 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	return s, nil
 }
 
-// waitReady waits until Prometheus has scraped both herd targets (its
-// discovery hands targets over at most every 5 s) and the responder leads.
-func (s *Stack) waitReady(ctx context.Context) error {
-	wctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-	defer cancel()
-	for {
-		up, err := s.Query(wctx, `sum(up{job=~"herd-exporter|herd-responder"})`)
-		scraped := err == nil && len(up) == 1 && up[0].Value == 2
-		leads := httpStatus(wctx, s.ResponderURL+"/readyz") == http.StatusOK
-		if scraped && leads {
-			return nil
+// startControlPlane starts etcd and kube-apiserver, applies herd's RBAC
+// and creates the Nodes.
+func (s *Stack) startControlPlane(ctx context.Context, step func(string, ...any)) error {
+	opts := s.opts
+	policy := opts.AuditPolicy
+	if policy == "" {
+		b, err := os.ReadFile(filepath.Join(s.root, "manifests/control-plane/audit-policy.yaml"))
+		if err != nil {
+			return fmt.Errorf("start stack: the shipped audit policy: %w", err)
 		}
-		if crashed := s.Crashed(); len(crashed) > 0 {
-			return fmt.Errorf("start stack: %s exited:\n%s", strings.Join(crashed, ", "), s.tails())
-		}
-		select {
-		case <-wctx.Done():
-			return fmt.Errorf("start stack: waiting for Prometheus to scrape herd (%v) and the responder to lead (%v): %w", scraped, leads, wctx.Err())
-		case <-time.After(250 * time.Millisecond):
+		policy = string(b)
+	}
+	// The apiserver's webhook URL is fixed when it starts, before the
+	// exporter (which needs the apiserver's credentials) can: reserve the
+	// port now. Until the exporter listens, the apiserver retries batches.
+	var err error
+	if s.auditAddr, err = proc.FreeAddr(); err != nil {
+		return err
+	}
+	s.AuditURL = "http://" + s.auditAddr + "/audit"
+	cpOpts := controlplane.Options{
+		Identities:  map[string]controlplane.Identity{ExporterIdentity: serviceAccount(ExporterUser), ResponderIdentity: serviceAccount(ResponderUser)},
+		AuditPolicy: policy,
+		ExtraArgs:   opts.APIServerArgs,
+		Dir:         filepath.Join(s.Dir, "controlplane"),
+	}
+	if !opts.NoAuditWebhook {
+		cpOpts.AuditWebhookURL = s.AuditURL
+	}
+	if opts.AuditLog {
+		s.AuditLogPath = filepath.Join(s.Dir, "audit.log")
+		cpOpts.AuditLogPath = s.AuditLogPath
+	}
+	cpOpts.Nodes = append(cpOpts.Nodes, opts.Ghosts...)
+	for i := 1; i <= opts.Nodes; i++ {
+		cpOpts.Nodes = append(cpOpts.Nodes, NodeName(i))
+	}
+	step("starting etcd and kube-apiserver %s (audit webhook → herd exporter: %v)", controlplane.Version, !opts.NoAuditWebhook)
+	if err := os.MkdirAll(cpOpts.Dir, 0o755); err != nil {
+		return fmt.Errorf("start stack: %w", err)
+	}
+	if s.CP, err = controlplane.Start(ctx, cpOpts); err != nil {
+		return fmt.Errorf("start stack: %w", err)
+	}
+	s.Admin = s.CP.Client(controlplane.Admin)
+	for _, m := range []string{"manifests/rbac/exporter.yaml", "manifests/rbac/responder.yaml"} {
+		if _, err := ApplyManifest(ctx, s.Admin, filepath.Join(s.root, m)); err != nil {
+			return err
 		}
 	}
+	step("creating %d Nodes", opts.Nodes)
+	nodes := make([]*corev1.Node, opts.Nodes)
+	for i := range nodes {
+		nodes[i] = herdtest.Node(NodeName(i+1), NodeIP(i+1))
+	}
+	return herdtest.CreateNodes(ctx, s.Admin, nodes, 8)
 }
 
-// start runs a child process whose output goes to Dir/<name>.log, and
-// remembers it for Close.
-func (s *Stack) start(name, bin string, args []string) (*proc.Process, error) {
-	p, err := proc.StartWith(name, bin, args, filepath.Join(s.Dir, name+".log"), proc.Options{Dir: s.Dir})
-	if err != nil {
-		return nil, err
+func serviceAccount(user string) controlplane.Identity {
+	return controlplane.Identity{User: user, Groups: []string{"system:serviceaccounts", "system:serviceaccounts:herd"}}
+}
+
+// herdBin is the herd binary, built on first use.
+func (s *Stack) herdBin(ctx context.Context) (string, error) {
+	if s.opts.HerdBin == "" {
+		fmt.Fprintf(s.opts.Log, "  stack: building herd (go build ./cmd/herd)\n")
+		bin, err := herdtest.HerdBinary(ctx)
+		if err != nil {
+			return "", err
+		}
+		s.opts.HerdBin = bin
 	}
+	// Children run in Dir: a relative path would not resolve there.
+	return filepath.Abs(s.opts.HerdBin)
+}
+
+// waitReady waits until Prometheus has scraped herd's targets and the
+// stack's responder leads.
+func (s *Stack) waitReady(ctx context.Context) error {
+	jobs := []string{ExporterJob}
+	if s.Responder != nil {
+		jobs = append(jobs, ResponderJob)
+	}
+	query := fmt.Sprintf(`count(up{job=~%q} == 1)`, strings.Join(jobs, "|"))
+	return herdtest.Poll(ctx, 90*time.Second, "Prometheus to scrape "+strings.Join(jobs, " and ")+" (and the responder to lead)", func(ctx context.Context) error {
+		if crashed := s.Crashed(); len(crashed) > 0 {
+			return fmt.Errorf("%s exited:\n%s", strings.Join(crashed, ", "), s.Tails(20, true))
+		}
+		if v, err := s.QueryValue(ctx, query); err != nil || int(v) != len(jobs) {
+			return fmt.Errorf("%s = %v (%v)", query, v, err)
+		}
+		if s.Responder != nil && !s.Responder.Ready(ctx) {
+			return errors.New("the responder does not lead yet")
+		}
+		return nil
+	})
+}
+
+// track remembers a child process for Crashed, Tails and Close.
+func (s *Stack) track(p *proc.Process) {
 	s.mu.Lock()
 	s.procs = append(s.procs, p)
 	s.mu.Unlock()
-	return p, nil
 }
 
-// Crashed names the stack's processes that exited although nobody stopped them.
-func (s *Stack) Crashed() []string {
+func (s *Stack) processes() []*proc.Process {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return append([]*proc.Process(nil), s.procs...)
+}
+
+// Crashed names the stack's processes that exited although nobody stopped
+// them.
+func (s *Stack) Crashed() []string {
 	var out []string
-	for _, p := range s.procs {
+	for _, p := range s.processes() {
 		if p.Crashed() {
 			out = append(out, p.Name)
 		}
@@ -269,28 +400,51 @@ func (s *Stack) Crashed() []string {
 	return out
 }
 
-// tails is the end of every crashed process's log, for errors.
-func (s *Stack) tails() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// Tails is the end of each process's log (only the crashed ones' if
+// crashedOnly), for errors and failing tests.
+func (s *Stack) Tails(n int, crashedOnly bool) string {
 	var b strings.Builder
-	for _, p := range s.procs {
-		if p.Crashed() {
-			fmt.Fprintf(&b, "--- %s (%s)\n%s\n", p.Name, p.LogPath, p.Tail(20))
+	for _, p := range s.processes() {
+		if !crashedOnly || p.Crashed() {
+			fmt.Fprintf(&b, "--- %s (%s)\n%s\n", p.Name, p.LogPath, p.Tail(n))
 		}
+	}
+	if s.exporterLog != nil && !crashedOnly {
+		fmt.Fprintf(&b, "--- herd exporter (in process)\n%s\n", s.exporterLog.Tail(n))
 	}
 	return b.String()
 }
 
+// ExporterLog is the end of the exporter's log, in process or binary.
+func (s *Stack) ExporterLog(n int) string {
+	if s.exporterLog != nil {
+		return s.exporterLog.Tail(n)
+	}
+	if s.exporterProc != nil {
+		return s.exporterProc.Tail(n)
+	}
+	return ""
+}
+
 // Close stops every process in reverse start order, then the control
-// plane, and removes Dir if Start created it. It is safe to call twice.
-func (s *Stack) Close() {
+// plane, and removes Dir if Start created it. It returns the in-process
+// exporter's error and any process that outlived SIGKILL. It is safe to
+// call twice.
+func (s *Stack) Close() error {
+	var errs []error
 	s.mu.Lock()
 	procs := s.procs
 	s.procs = nil
 	s.mu.Unlock()
 	for i := len(procs) - 1; i >= 0; i-- {
-		_, _ = procs[i].Stop(5 * time.Second)
+		if _, err := procs[i].Stop(5 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.Exporter != nil {
+		if err := s.Exporter.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("herd exporter (in process): %w", err))
+		}
 	}
 	if s.CP != nil {
 		s.CP.Stop()
@@ -300,82 +454,8 @@ func (s *Stack) Close() {
 		os.RemoveAll(s.Dir)
 		s.ownDir = false
 	}
+	return errors.Join(errs...)
 }
 
-// RepoRoot is the directory of herd's go.mod, found upwards from the
-// working directory: the mains run from anywhere inside the repository.
-func RepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("find the herd repository: %w", err)
-	}
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.HasPrefix(b, []byte("module github.com/herd-k8s/herd\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("find the herd repository: no go.mod of github.com/herd-k8s/herd above the working directory; run from inside the repository")
-		}
-		dir = parent
-	}
-}
-
-// BuildHerd builds cmd/herd into dir and returns the binary's path.
-func BuildHerd(ctx context.Context, root, dir string) (string, error) {
-	bin := filepath.Join(dir, "herd")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/herd")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/herd: %w\n%s", err, out)
-	}
-	return bin, nil
-}
-
-func createNodes(ctx context.Context, c kubernetes.Interface, n int) error {
-	for i := 1; i <= n; i++ {
-		node, err := c.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{
-			Name: NodeName(i), Labels: map[string]string{"kubernetes.io/hostname": NodeName(i), "kubernetes.io/os": "linux"},
-		}}, metav1.CreateOptions{})
-		if err != nil {
-			return fmt.Errorf("create node %s: %w", NodeName(i), err)
-		}
-		now := metav1.Now()
-		node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: NodeIP(i)}, {Type: corev1.NodeHostName, Address: NodeName(i)}}
-		node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: now, LastTransitionTime: now}}
-		if _, err := c.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
-			return fmt.Errorf("node %s status: %w", NodeName(i), err)
-		}
-	}
-	return nil
-}
-
-// httpStatus is GET url's status code (0 when no answer).
-func httpStatus(ctx context.Context, url string) int {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
-// waitHTTP polls url until it answers 200, p exits or ctx ends.
-func waitHTTP(ctx context.Context, p *proc.Process, url string, timeout time.Duration) error {
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	return proc.WaitUntil(wctx, p, 100*time.Millisecond, func(ctx context.Context) error {
-		if c := httpStatus(ctx, url); c != http.StatusOK {
-			return fmt.Errorf("GET %s: %d", url, c)
-		}
-		return nil
-	})
-}
+// httpAddr is host:port of an http:// URL.
+func httpAddr(url string) string { return strings.TrimPrefix(url, "http://") }

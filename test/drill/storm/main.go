@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/herd-k8s/herd/test/drill"
+	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/hostinfo"
 	"github.com/herd-k8s/herd/test/stack"
 )
@@ -96,12 +97,8 @@ func drillAll(ctx context.Context, o options) error {
 	}
 	defer os.RemoveAll(dir)
 	if o.herd == "" {
-		root, err := stack.RepoRoot()
-		if err != nil {
-			return err
-		}
 		logf("building herd")
-		if o.herd, err = stack.BuildHerd(ctx, root, dir); err != nil {
+		if o.herd, err = herdtest.BuildHerd(ctx, dir); err != nil {
 			return err
 		}
 	}

@@ -1,0 +1,249 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+)
+
+// What herd did, read from the apiserver: its objects, its Events, the
+// FlowSchema APF chose for a request, and every write in the audit log.
+
+// auditRecord is what the responder tests read of an audit log line.
+type auditRecord struct {
+	Stage      string `json:"stage"`
+	Verb       string `json:"verb"`
+	RequestURI string `json:"requestURI"`
+	User       struct {
+		Username string `json:"username"`
+	} `json:"user"`
+	ObjectRef *struct {
+		Resource  string `json:"resource"`
+		Namespace string `json:"namespace"`
+		Name      string `json:"name"`
+		APIGroup  string `json:"apiGroup"`
+	} `json:"objectRef"`
+	ResponseStatus *struct {
+		Code int `json:"code"`
+	} `json:"responseStatus"`
+}
+
+// writesBy returns the mutating requests (create, update, patch, delete)
+// that user made, at ResponseComplete, from the apiserver's audit log.
+func writesBy(t *testing.T, logPath, user string) []auditRecord {
+	t.Helper()
+	f, err := os.Open(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []auditRecord
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 4<<20)
+	for sc.Scan() {
+		var e auditRecord
+		if json.Unmarshal(sc.Bytes(), &e) != nil || e.Stage != "ResponseComplete" || e.User.Username != user {
+			continue
+		}
+		switch e.Verb {
+		case "create", "update", "patch", "delete", "deletecollection":
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (e auditRecord) String() string {
+	code := 0
+	if e.ResponseStatus != nil {
+		code = e.ResponseStatus.Code
+	}
+	return fmt.Sprintf("%s %s -> %d", e.Verb, e.RequestURI, code)
+}
+
+// dryRun reports whether the request asked for a server-side dry run.
+func (e auditRecord) dryRun() bool { return strings.Contains(e.RequestURI, "dryRun=All") }
+
+// bookkeeping reports whether the write is the responder's own
+// bookkeeping (its leader Lease, Events) rather than an action.
+func (e auditRecord) bookkeeping() bool {
+	return e.ObjectRef != nil && (e.ObjectRef.Resource == "events" || e.ObjectRef.Resource == "leases")
+}
+
+func (e auditRecord) on(resource, name string) bool {
+	return e.ObjectRef != nil && e.ObjectRef.Resource == resource && e.ObjectRef.Name == name
+}
+
+func unschedulable(ctx context.Context, t *testing.T, c kubernetes.Interface) []string {
+	t.Helper()
+	l, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, n := range l.Items {
+		if n.Spec.Unschedulable {
+			out = append(out, n.Name)
+		}
+	}
+	return out
+}
+
+func herdFlowSchemas(ctx context.Context, t *testing.T, c kubernetes.Interface) []string {
+	t.Helper()
+	l, err := c.FlowcontrolV1().FlowSchemas().List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=herd"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, fs := range l.Items {
+		out = append(out, fs.Name)
+	}
+	return out
+}
+
+func herdLevels(ctx context.Context, t *testing.T, c kubernetes.Interface) []string {
+	t.Helper()
+	l, err := c.FlowcontrolV1().PriorityLevelConfigurations().List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=herd"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, pl := range l.Items {
+		out = append(out, pl.Name)
+	}
+	return out
+}
+
+func appliedBy(mf []metav1.ManagedFieldsEntry, manager string) bool {
+	for _, m := range mf {
+		if m.Manager == manager && m.Operation == metav1.ManagedFieldsOperationApply {
+			return true
+		}
+	}
+	return false
+}
+
+func managers(mf []metav1.ManagedFieldsEntry) []string {
+	var out []string
+	for _, m := range mf {
+		out = append(out, m.Manager+"/"+string(m.Operation))
+	}
+	return out
+}
+
+// checkEvent waits for an events.k8s.io Event with reason about an object
+// of kind, from herd's responder.
+func checkEvent(ctx context.Context, t *testing.T, c kubernetes.Interface, kind, reason string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		l, err := c.EventsV1().Events(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+		if err == nil {
+			for _, e := range l.Items {
+				if e.Reason == reason && e.Regarding.Kind == kind && e.ReportingController == "herd.dev/responder" {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("no Event with reason %s regarding a %s from herd.dev/responder (err %v)", reason, kind, err)
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// servedBy makes a request as cfg's identity and returns the UID of the
+// FlowSchema that APF chose for it (the X-Kubernetes-PF-FlowSchema-UID
+// response header).
+func servedBy(ctx context.Context, t *testing.T, cfg *rest.Config, uri string) string {
+	t.Helper()
+	rt, err := rest.TransportFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, cfg.Host+uri, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := (&http.Client{Transport: rt, Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", uri, err)
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	return resp.Header.Get("X-Kubernetes-PF-FlowSchema-UID")
+}
+
+// apfDispatched reads apiserver_flowcontrol_dispatched_requests_total for
+// a FlowSchema from the apiserver's /metrics.
+func apfDispatched(ctx context.Context, t *testing.T, c kubernetes.Interface, flowSchema string) float64 {
+	t.Helper()
+	b, err := c.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		t.Fatalf("apiserver /metrics: %v", err)
+	}
+	sum := 0.0
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "apiserver_flowcontrol_dispatched_requests_total{") && strings.Contains(line, `flow_schema="`+flowSchema+`"`) {
+			if f, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); err == nil {
+				sum += f
+			}
+		}
+	}
+	return sum
+}
+
+// createMetricsServer creates a metrics-server Deployment without
+// --kubelet-client-certificate/--kubelet-client-key: token mode (incident
+// 004). It returns it as created.
+func createMetricsServer(ctx context.Context, c kubernetes.Interface) (*appsv1.Deployment, error) {
+	labels := map[string]string{"k8s-app": "metrics-server"}
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "metrics-server", Namespace: "kube-system", Labels: labels},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "metrics-server", Image: "registry.k8s.io/metrics-server/metrics-server:v0.7.2",
+					Args: []string{"--secure-port=10250", "--kubelet-preferred-address-types=InternalIP", "--kubelet-use-node-status-port"},
+				}}},
+			},
+		},
+	}
+	return c.AppsV1().Deployments("kube-system").Create(ctx, d, metav1.CreateOptions{})
+}
+
+// withSourceIP makes cfg's requests carry X-Forwarded-For: ip, which the
+// apiserver reports as their source IP (see nodesim.Options.SourceIP).
+func withSourceIP(cfg *rest.Config, ip string) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+			req = req.Clone(req.Context())
+			req.Header.Set("X-Forwarded-For", ip)
+			return rt.RoundTrip(req)
+		})
+	})
+	return cfg
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }

@@ -1,0 +1,220 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/exporter-toolkit/web"
+
+	"github.com/herd-k8s/herd/exporter"
+	"github.com/herd-k8s/herd/exporter/apiservices"
+	"github.com/herd-k8s/herd/exporter/config"
+	"github.com/herd-k8s/herd/internal/kube"
+	"github.com/herd-k8s/herd/test/herdtest"
+	"github.com/herd-k8s/herd/test/proc"
+)
+
+// ExporterOptions say how the stack runs `herd exporter`: as its service
+// account, under the RBAC herd ships, fed by the apiserver's audit webhook
+// (unless Options.NoAuditWebhook) on a listener without authentication
+// (everything is on loopback, and the apiserver sends its webhook token
+// only over https).
+type ExporterOptions struct {
+	// InProcess runs the exporter in this process (exporter.New), so that a
+	// test can read its registry and the race detector covers it; its
+	// accounting window may then be shorter than the 1m herd's
+	// configuration allows. Default: the herd binary.
+	InProcess bool
+	// Window is the accounting window (herd_relisting_instances, top-K);
+	// default 1m, as short as the binary allows, as the mixin's windows are
+	// shortened for the demo.
+	Window time.Duration
+	// GhostGrace is --cluster.ghost-grace; default 1m.
+	GhostGrace time.Duration
+	// ProbeInterval is how often aggregated APIServices are probed;
+	// default herd's.
+	ProbeInterval time.Duration
+	// FollowAuditLog also feeds the exporter the apiserver's audit log
+	// (Options.AuditLog): the duplicates are dropped by auditID.
+	FollowAuditLog bool
+	// Config is the binary's whole --config YAML; default: the window.
+	Config string
+	// Args are more flags for the binary (--log.level=warn).
+	Args []string
+}
+
+func (o *ExporterOptions) defaults() {
+	if o.Window == 0 {
+		o.Window = time.Minute
+	}
+	if o.GhostGrace == 0 {
+		o.GhostGrace = time.Minute
+	}
+}
+
+// startExporter runs the exporter on the audit address reserved for the
+// apiserver's webhook, and waits for /readyz (informers synced).
+func (s *Stack) startExporter(ctx context.Context) error {
+	o := s.opts.Exporter
+	auditAddr := s.auditAddr
+	var logFiles []string
+	if o.FollowAuditLog {
+		if s.AuditLogPath == "" {
+			return errors.New("start herd exporter: FollowAuditLog needs Options.AuditLog")
+		}
+		logFiles = []string{s.AuditLogPath}
+	}
+	if o.InProcess {
+		cfg := config.Default()
+		cfg.Accounting.Window = model.Duration(o.Window)
+		s.exporterLog = &herdtest.LogBuffer{}
+		e, err := RunExporter(exporter.Options{
+			Config:        cfg,
+			AuditInsecure: true,
+			LogFiles:      logFiles,
+			Kube:          kube.Tune(s.CP.Config(ExporterIdentity), "exporter"),
+			GhostGrace:    o.GhostGrace,
+			APIServices:   apiservices.Options{ProbeInterval: o.ProbeInterval},
+			Logger:        slog.New(slog.NewTextHandler(s.exporterLog, nil)),
+		}, auditAddr)
+		if err != nil {
+			return err
+		}
+		s.Exporter, s.ExporterURL = e, e.MetricsURL
+		p := herdtest.Poll(ctx, time.Minute, "herd exporter /readyz (informers synced under the shipped RBAC)", func(ctx context.Context) error {
+			if c := herdtest.Status(ctx, e.MetricsURL+"/readyz"); c != 200 {
+				return fmt.Errorf("/readyz: %d", c)
+			}
+			return nil
+		})
+		if p != nil {
+			return fmt.Errorf("start herd exporter: %w\n%s", p, s.exporterLog.Tail(20))
+		}
+		return nil
+	}
+
+	bin, err := s.herdBin(ctx)
+	if err != nil {
+		return err
+	}
+	kubeconfig, err := s.CP.Kubeconfig(ExporterIdentity)
+	if err != nil {
+		return err
+	}
+	cfgYAML := o.Config
+	if cfgYAML == "" {
+		cfgYAML = fmt.Sprintf("accounting: {window: %s}\n", model.Duration(o.Window))
+	}
+	cfg := filepath.Join(s.Dir, "exporter.yaml")
+	if err := os.WriteFile(cfg, []byte(cfgYAML), 0o644); err != nil {
+		return fmt.Errorf("start herd exporter: %w", err)
+	}
+	args := []string{"exporter",
+		"--audit.listen-address=" + auditAddr,
+		"--audit.insecure",
+		"--kubeconfig=" + kubeconfig,
+		"--config=" + cfg,
+		"--cluster.ghost-grace=" + o.GhostGrace.String(),
+	}
+	for _, f := range logFiles {
+		args = append(args, "--audit.log-file="+f)
+	}
+	if o.ProbeInterval > 0 {
+		args = append(args, "--apiservices.probe-interval="+o.ProbeInterval.String())
+	}
+	args = append(args, o.Args...)
+	p, addr, err := proc.StartServer(ctx, proc.Server{
+		Name: "herd-exporter", Bin: bin,
+		Args:      func(addr string) []string { return append(args, "--web.listen-address="+addr) },
+		LogPath:   filepath.Join(s.Dir, "herd-exporter.log"),
+		Options:   proc.Options{Dir: s.Dir},
+		ReadyPath: "/readyz",
+		Timeout:   time.Minute,
+	})
+	if err != nil {
+		return fmt.Errorf("start herd exporter: %w", err)
+	}
+	s.track(p)
+	s.exporterProc, s.ExporterURL = p, "http://"+addr
+	return nil
+}
+
+// InProcessExporter is `herd exporter` running in this process.
+type InProcessExporter struct {
+	*exporter.Exporter
+	// MetricsURL serves /metrics, the debug pages and health.
+	MetricsURL string
+	// AuditURL is POST /audit, https when opts.Audit has a web config.
+	AuditURL string
+
+	cancel context.CancelFunc
+	done   chan error
+	err    error
+}
+
+// RunExporter runs an exporter in this process until Stop: opts.Web
+// listens on a free loopback port and opts.Audit on auditAddr (a free one
+// when empty); the caller sets the configuration, auth and feeds. It
+// returns once /healthz answers.
+func RunExporter(opts exporter.Options, auditAddr string) (*InProcessExporter, error) {
+	webAddr, err := proc.FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	if auditAddr == "" {
+		if auditAddr, err = proc.FreeAddr(); err != nil {
+			return nil, err
+		}
+	}
+	webAddrs, auditAddrs := []string{webAddr}, []string{auditAddr}
+	off, empty := false, ""
+	opts.Web = web.FlagConfig{WebListenAddresses: &webAddrs, WebSystemdSocket: &off, WebConfigFile: &empty}
+	if opts.Audit.WebConfigFile == nil {
+		opts.Audit.WebConfigFile = &empty
+	}
+	opts.Audit.WebListenAddresses, opts.Audit.WebSystemdSocket = &auditAddrs, &off
+	e, err := exporter.New(opts)
+	if err != nil {
+		return nil, fmt.Errorf("start herd exporter (in process): %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &InProcessExporter{Exporter: e, MetricsURL: "http://" + webAddr, AuditURL: "http://" + auditAddr + "/audit", cancel: cancel, done: make(chan error, 1)}
+	if *opts.Audit.WebConfigFile != "" {
+		r.AuditURL = "https://" + auditAddr + "/audit"
+	}
+	go func() { r.done <- e.Run(ctx) }()
+	err = herdtest.Poll(ctx, 10*time.Second, "the in-process exporter to listen", func(ctx context.Context) error {
+		select {
+		case err := <-r.done:
+			r.done <- err
+			return fmt.Errorf("exporter exited: %w", err)
+		default:
+		}
+		if herdtest.Status(ctx, r.MetricsURL+"/healthz") == 0 {
+			return errors.New("no answer on /healthz")
+		}
+		return nil
+	})
+	if err != nil {
+		_ = r.Stop()
+		return nil, fmt.Errorf("start herd exporter (in process): %w", err)
+	}
+	return r, nil
+}
+
+// Stop ends the exporter and returns what its Run returned. It is safe to
+// call twice.
+func (e *InProcessExporter) Stop() error {
+	e.cancel()
+	if e.done != nil {
+		e.err = <-e.done
+		e.done = nil
+	}
+	return e.err
+}
