@@ -21,6 +21,8 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 	yaml "go.yaml.in/yaml/v2"
+
+	"github.com/herd-k8s/herd/test/grafana"
 )
 
 const (
@@ -213,7 +215,7 @@ func recordingRules(t *testing.T) map[string]bool {
 
 func variables(t *testing.T, d map[string]any) map[string]bool {
 	vars := map[string]bool{}
-	for _, v := range list(d["templating"], "list") {
+	for _, v := range grafana.Variables(d) {
 		name, _ := v["name"].(string)
 		if name == "" || vars[name] {
 			t.Errorf("template variable with an empty or duplicate name %q", name)
@@ -247,16 +249,16 @@ func (c *checker) dashboard() {
 		}
 	}
 
-	for _, v := range list(d["templating"], "list") {
+	for _, v := range grafana.Variables(d) {
 		c.variable(v)
 	}
-	for _, a := range list(d["annotations"], "list") {
+	for _, a := range grafana.List(d["annotations"], "list") {
 		if expr, ok := a["expr"].(string); ok {
 			c.query(fmt.Sprintf("annotation %q", a["name"]), expr)
 		}
 	}
 
-	panels := flatten(list(d, "panels"))
+	panels := grafana.Panels(d)
 	if len(panels) == 0 {
 		t.Fatal("dashboard has no panels")
 	}
@@ -297,7 +299,7 @@ func (c *checker) dashboard() {
 		if uid := dsUID(p["datasource"]); uid != "${datasource}" {
 			t.Errorf("panel %q: datasource uid %q, want ${datasource}", title, uid)
 		}
-		targets := list(p, "targets")
+		targets := grafana.List(p, "targets")
 		if len(targets) == 0 {
 			t.Errorf("panel %q has no targets", title)
 		}
@@ -319,8 +321,6 @@ func (c *checker) dashboard() {
 	t.Logf("%d panels, %d queries checked", len(panels), queries)
 }
 
-var labelValues = regexp.MustCompile(`^label_values\((.*),\s*([a-zA-Z_][a-zA-Z0-9_]*)\)$`)
-
 func (c *checker) variable(v map[string]any) {
 	if v["type"] != "query" {
 		return
@@ -335,12 +335,12 @@ func (c *checker) variable(v map[string]any) {
 			c.t.Errorf("variable %v: query %q differs from definition %q", name, s, q)
 		}
 	}
-	m := labelValues.FindStringSubmatch(q)
-	if m == nil {
+	selector, _, ok := grafana.LabelValues(q)
+	if !ok {
 		c.t.Errorf("variable %v: %q is not label_values(selector, label)", name, q)
 		return
 	}
-	expr, err := c.substitute(m[1])
+	expr, err := c.substitute(selector)
 	if err != nil {
 		c.t.Errorf("variable %v: %v", name, err)
 		return
@@ -352,7 +352,7 @@ func (c *checker) variable(v map[string]any) {
 	}
 	vs, ok := e.(*parser.VectorSelector)
 	if !ok {
-		c.t.Errorf("variable %v: %q is not a selector", name, m[1])
+		c.t.Errorf("variable %v: %q is not a selector", name, selector)
 		return
 	}
 	scope := scopeCluster
@@ -362,33 +362,20 @@ func (c *checker) variable(v map[string]any) {
 	c.selector(fmt.Sprintf("variable %v", name), vs, scope)
 }
 
-// Grafana variables start with a letter or _; $1 is a label_replace back-reference.
-var templateVar = regexp.MustCompile(`\$(?:\{([a-zA-Z_][a-zA-Z0-9_]*)(?::[a-z]+)?\}|([a-zA-Z_][a-zA-Z0-9_]*))`)
-
 // substitute replaces Grafana's variables with values PromQL accepts: durations for the interval
 // and range variables, VAR_<name> for the dashboard's own variables.
 func (c *checker) substitute(expr string) (string, error) {
-	var bad []string
-	out := templateVar.ReplaceAllStringFunc(expr, func(s string) string {
-		m := templateVar.FindStringSubmatch(s)
-		name := m[1] + m[2]
+	return grafana.Substitute(expr, func(name string) (string, bool) {
 		switch name {
 		case "__rate_interval", "__interval", "__range":
-			return "5m"
+			return "5m", true
 		case "__interval_ms", "__range_ms":
-			return "300000"
+			return "300000", true
 		case "__range_s":
-			return "300"
+			return "300", true
 		}
-		if !c.vars[name] {
-			bad = append(bad, s)
-		}
-		return "VAR_" + name
+		return "VAR_" + name, c.vars[name]
 	})
-	if bad != nil {
-		return "", fmt.Errorf("%q uses undefined variables %v", expr, bad)
-	}
-	return out, nil
 }
 
 // query checks one PromQL expression of a panel or an annotation.
@@ -574,28 +561,6 @@ func gridPos(p map[string]any) (box, error) {
 		return b, fmt.Errorf("gridPos %+v is empty or wider than the 24-column grid", b)
 	}
 	return b, nil
-}
-
-// flatten returns the panels with those of collapsed rows.
-func flatten(panels []map[string]any) []map[string]any {
-	var out []map[string]any
-	for _, p := range panels {
-		out = append(out, p)
-		out = append(out, flatten(list(p, "panels"))...)
-	}
-	return out
-}
-
-func list(v any, key string) []map[string]any {
-	m, _ := v.(map[string]any)
-	items, _ := m[key].([]any)
-	out := make([]map[string]any, 0, len(items))
-	for _, it := range items {
-		if o, ok := it.(map[string]any); ok {
-			out = append(out, o)
-		}
-	}
-	return out
 }
 
 func dsUID(v any) string {

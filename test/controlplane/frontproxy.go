@@ -1,16 +1,10 @@
 package controlplane
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"os"
-	"time"
+
+	"github.com/herd-k8s/herd/test/herdtest"
 )
 
 // FrontProxyClientName is the CommonName of the client certificate the
@@ -40,57 +34,23 @@ func (cp *ControlPlane) frontProxyArgs() []string {
 // writeFrontProxyCerts generates the requestheader CA and the
 // front-proxy-client certificate it signs.
 func (cp *ControlPlane) writeFrontProxyCerts() error {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return fmt.Errorf("front-proxy CA key: %w", err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "herd-test-front-proxy-ca"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	ca, err := herdtest.NewCA("herd-test-front-proxy-ca")
 	if err != nil {
 		return fmt.Errorf("front-proxy CA: %w", err)
 	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return fmt.Errorf("front-proxy CA: %w", err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return fmt.Errorf("front-proxy client key: %w", err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: FrontProxyClientName},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	cert, key, err := ca.Issue(herdtest.Cert{CommonName: FrontProxyClientName, Client: true})
 	if err != nil {
 		return fmt.Errorf("front-proxy client certificate: %w", err)
 	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return fmt.Errorf("front-proxy client key: %w", err)
-	}
-	cp.frontProxyCA = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	cp.frontProxyCA = ca.PEM
 	files := []struct {
 		name string
 		data []byte
 		mode os.FileMode
 	}{
 		{"certs/front-proxy-ca.crt", cp.frontProxyCA, 0o644},
-		{"certs/front-proxy-client.crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644},
-		{"certs/front-proxy-client.key", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600},
+		{"certs/front-proxy-client.crt", cert, 0o644},
+		{"certs/front-proxy-client.key", key, 0o600},
 	}
 	for _, f := range files {
 		if err := os.WriteFile(cp.path(f.name), f.data, f.mode); err != nil {

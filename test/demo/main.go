@@ -133,13 +133,8 @@ func (d *demo) run(ctx context.Context) error {
 	mem := s.WatchAPIServer(250*time.Millisecond, 6<<30)
 	defer mem.Stop()
 	var schedRec, stormRec drill.Recorder
-	schedCtx, stopSched := context.WithCancel(ctx)
-	schedDone := make(chan struct{})
-	go func() {
-		defer close(schedDone)
-		drill.OpenLoop(schedCtx, sched, drill.SchedulerURI(), 100*time.Millisecond, 400, &schedRec)
-	}()
-	defer func() { stopSched(); <-schedDone }()
+	stopSched := drill.Scheduler(ctx, sched, &schedRec)
+	defer stopSched()
 
 	d.say("kube-scheduler reads a pod every 100 ms (APF level workload-high); watching for 10 s before the storm")
 	if err := sleep(ctx, 10*time.Second); err != nil {
@@ -182,15 +177,11 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	wave := func(done func() bool) (phase, error) {
 		p := phase{from: time.Now()}
-		wctx, stopWave := context.WithCancel(ctx)
-		waveDone := make(chan struct{})
-		go func() {
-			defer close(waveDone)
-			drill.ClosedLoop(wctx, storm, func(int) string { return drill.StormURI }, 0, &stormRec)
-		}()
+		stopWave := herdtest.Background(ctx, func(ctx context.Context) {
+			drill.ClosedLoop(ctx, storm, func(int) string { return drill.StormURI }, 0, &stormRec)
+		})
 		err := follow(done)
 		stopWave()
-		<-waveDone
 		p.to = time.Now()
 		return p, err
 	}
@@ -254,7 +245,6 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	phases[len(phases)-1].to = time.Now()
 	stopSched()
-	<-schedDone
 	mem.Stop()
 	watch.Stop()
 

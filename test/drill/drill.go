@@ -15,14 +15,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/client-go/rest"
+
+	"github.com/herd-k8s/herd/test/nodesim"
 )
 
 // Client sends raw GETs as one identity and counts the bytes it read.
@@ -40,20 +40,11 @@ type Client struct {
 func NewClient(cfg *rest.Config, userAgent, sourceIP string, timeout time.Duration) (*Client, error) {
 	cfg = rest.CopyConfig(cfg)
 	cfg.UserAgent = userAgent
-	u, err := url.Parse(cfg.Host)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("new client: bad host %q", cfg.Host)
-	}
-	tlsCfg, err := rest.TLSConfigFor(cfg)
+	host, t, rt, err := nodesim.Transport(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("new client: TLS config: %w", err)
+		return nil, fmt.Errorf("new client: %w", err)
 	}
-	t := utilnet.SetTransportDefaults(&http.Transport{TLSClientConfig: tlsCfg})
-	rt, err := rest.HTTPWrappersForConfig(cfg, t)
-	if err != nil {
-		return nil, fmt.Errorf("new client: transport: %w", err)
-	}
-	return &Client{host: u.Scheme + "://" + u.Host, transport: t, http: &http.Client{Transport: rt, Timeout: timeout}, sourceIP: sourceIP}, nil
+	return &Client{host: host, transport: t, http: &http.Client{Transport: rt, Timeout: timeout}, sourceIP: sourceIP}, nil
 }
 
 // Close drops the client's idle connections.

@@ -10,6 +10,7 @@ import (
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 
 	"github.com/herd-k8s/herd/test/controlplane"
+	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/nodesim"
 	"github.com/herd-k8s/herd/test/stack"
 )
@@ -28,6 +29,14 @@ const (
 // KubeletPodsURI is node's kubelet's consistent LIST of its own pods.
 func KubeletPodsURI(node string) string {
 	return "/api/v1/pods?fieldSelector=spec.nodeName%3D" + node
+}
+
+// Scheduler runs kube-scheduler's reads, a GET of one heavy pod every
+// 100 ms (OpenLoop, at most 400 at once), until the returned stop.
+func Scheduler(ctx context.Context, c *Client, rec *Recorder) (stop func()) {
+	return herdtest.Background(ctx, func(ctx context.Context) {
+		OpenLoop(ctx, c, SchedulerURI(), 100*time.Millisecond, 400, rec)
+	})
 }
 
 // SchedulerURI is a GET of one heavy pod.

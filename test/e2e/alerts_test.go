@@ -3,21 +3,20 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
-	"hash/fnv"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/alertmanager/notify/webhook"
+	"github.com/prometheus/alertmanager/template"
 
+	"github.com/herd-k8s/herd/test/promstack"
 	"github.com/herd-k8s/herd/test/stack"
 )
 
@@ -44,47 +43,18 @@ func postAs(t *testing.T, url, token string, body []byte) int {
 	return resp.StatusCode
 }
 
-// alertPayload builds an Alertmanager webhook message (version 4) with
-// fixed fingerprints, as Alertmanager would send it.
-func alertPayload(status string, startsAt time.Time, alerts ...map[string]string) []byte {
-	type alert struct {
-		Status       string            `json:"status"`
-		Labels       map[string]string `json:"labels"`
-		Annotations  map[string]string `json:"annotations"`
-		StartsAt     time.Time         `json:"startsAt"`
-		EndsAt       time.Time         `json:"endsAt"`
-		GeneratorURL string            `json:"generatorURL"`
-		Fingerprint  string            `json:"fingerprint"`
+// alertPayload is what Alertmanager would send for alerts with these
+// labels (promstack.Notification).
+func alertPayload(status string, startsAt time.Time, labels ...map[string]string) []byte {
+	alerts := make([]template.Alert, 0, len(labels))
+	for _, l := range labels {
+		alerts = append(alerts, template.Alert{Labels: l, Annotations: template.KV{}, StartsAt: startsAt})
 	}
-	msg := map[string]any{
-		"version": "4", "groupKey": `{}:{alertname="test"}`, "status": status, "receiver": "herd",
-		"groupLabels": map[string]string{}, "commonLabels": map[string]string{}, "commonAnnotations": map[string]string{},
-		"externalURL": "http://alertmanager.test", "truncatedAlerts": 0,
+	b, err := json.Marshal(promstack.Notification(status, alerts...))
+	if err != nil {
+		panic(err) // maps of strings and times always marshal
 	}
-	var as []alert
-	for _, l := range alerts {
-		keys := make([]string, 0, len(l))
-		for k, v := range l {
-			keys = append(keys, k+"="+v)
-		}
-		fp := fmt.Sprintf("%016x", fnv64(strings.Join(sortedStrings(keys), ",")))
-		as = append(as, alert{Status: status, Labels: l, Annotations: map[string]string{}, StartsAt: startsAt, Fingerprint: fp})
-	}
-	msg["alerts"] = as
-	b, _ := json.Marshal(msg)
 	return b
-}
-
-func fnv64(s string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(s))
-	return h.Sum64()
-}
-
-func sortedStrings(s []string) []string {
-	out := slices.Clone(s)
-	slices.Sort(out)
-	return out
 }
 
 // leaderService stands in for a Kubernetes Service in front of the

@@ -85,7 +85,7 @@ func TestDrill002RelistStorm(t *testing.T) {
 	})
 	// From node-1's address, as the agents call: from loopback herd would
 	// rightly see a cilium-agent on no Node (a ghost).
-	cilium := withSourceIP(s.CP.Config(controlplane.Cilium), stack.NodeIP(1))
+	cilium := nodesim.WithSourceIP(s.CP.Config(controlplane.Cilium), stack.NodeIP(1))
 	var fs *flowcontrolv1.FlowSchema
 	effective := herdtest.NewPrereq("herd-isolate-1 serving cilium's pod LISTs", func(t *testing.T) {
 		isolated.Need(t)
@@ -109,7 +109,8 @@ func TestDrill002RelistStorm(t *testing.T) {
 		stopped = time.Now()
 		s.mark(t, "the storm stops (%v after it started)", stopped.Sub(stormStart).Round(time.Second))
 		herdtest.Wait(t, 2*time.Minute, "herd's FlowSchema and priority level removed", func() bool {
-			return len(herdFlowSchemas(ctx, t, s.Admin)) == 0 && len(herdLevels(ctx, t, s.Admin)) == 0
+			fs, levels := herdAPF(ctx, t, s.Admin)
+			return len(fs) == 0 && len(levels) == 0
 		})
 		s.mark(t, "herd-isolate-1 and herd-isolate removed, %v after the storm stopped", time.Since(stopped).Round(time.Second))
 	})
@@ -142,21 +143,13 @@ func TestDrill002RelistStorm(t *testing.T) {
 	t.Run("the FlowSchema catches cilium pod LISTs and nothing else", func(t *testing.T) {
 		effective.Need(t)
 		// Not its watches, its other LISTs or its GETs.
-		for _, tc := range []struct {
-			what, uri string
-			isolated  bool
-		}{
+		servedByIsolation(ctx, t, cilium, fs.UID, "cilium", []isolationCase{
 			{"LIST pods", "/api/v1/pods", true},
 			{"LIST pods in a namespace", "/api/v1/namespaces/default/pods", true},
 			{"WATCH pods", "/api/v1/pods?watch=true&timeoutSeconds=1", false},
 			{"GET a pod", "/api/v1/namespaces/default/pods/app-0", false},
 			{"LIST nodes", "/api/v1/nodes", false},
-		} {
-			uid := servedBy(ctx, t, cilium, tc.uri)
-			if (uid == string(fs.UID)) != tc.isolated {
-				t.Errorf("cilium %s: served by FlowSchema UID %q; herd-isolate-1 is %s; want isolated=%v", tc.what, uid, fs.UID, tc.isolated)
-			}
-		}
+		})
 		// Nobody else's LISTs of pods.
 		if uid := servedBy(ctx, t, s.CP.Config(controlplane.KubeScheduler), "/api/v1/pods?limit=1"); uid == string(fs.UID) {
 			t.Errorf("the scheduler's pod LIST is served by herd-isolate-1")
@@ -178,14 +171,7 @@ func TestDrill002RelistStorm(t *testing.T) {
 	})
 	t.Run("the responder writes only its isolation objects", func(t *testing.T) {
 		undone.Need(t)
-		for _, w := range writesBy(t, s.AuditLogPath, stack.ResponderUser) {
-			if w.bookkeeping() || w.ObjectRef == nil {
-				continue
-			}
-			if !(w.on("flowschemas", "herd-isolate-1") || w.on("prioritylevelconfigurations", "herd-isolate")) {
-				t.Errorf("the responder wrote to %s", w)
-			}
-		}
+		wroteOnly(t, s.AuditLogPath, "flowschemas/herd-isolate-1", "prioritylevelconfigurations/herd-isolate")
 	})
 	t.Run("isolation queues the storm LISTs and never fails them", func(t *testing.T) {
 		undone.Need(t)

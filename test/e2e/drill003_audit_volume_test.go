@@ -211,7 +211,7 @@ func runAuditLoad(t *testing.T, policy string, webhook bool) *auditRun {
 			t.Fatal(err)
 		}
 		n.lease = lease
-		kcfg := withSourceIP(cp.Config(controlplane.KubeletIdentity(name)), n.ip)
+		kcfg := nodesim.WithSourceIP(cp.Config(controlplane.KubeletIdentity(name)), n.ip)
 		kcfg.UserAgent = nodesim.KubeletUserAgent
 		n.kubelet = kubernetes.NewForConfigOrDie(kcfg)
 		k := newClient(t, func() (*nodesim.Client, error) { return nodesim.NewKubelet(cp, name, nodesim.Options{SourceIP: n.ip}) })

@@ -95,7 +95,7 @@ func TestDrill004TokenReviewStorm(t *testing.T) {
 		if v, ok := s.query(ctx, t, `herd:tokenreview_nodes:max`); !ok || v != drillTRNodes {
 			t.Errorf("herd:tokenreview_nodes:max = %v (%v), want %d", v, ok, drillTRNodes)
 		}
-		if v, ok := s.query(ctx, t, `sum(herd:tokenreviews:rate`+mixinOverrides["rateWindow"].(string)+`{role="kubelet"})`); ok {
+		if v, ok := s.query(ctx, t, `sum(herd:tokenreviews:rate`+rateWindow+`{role="kubelet"})`); ok {
 			t.Logf("kubelets' TokenReviews: %.1f/s in herd's evidence", v)
 		}
 	})

@@ -119,7 +119,7 @@ prometheus: {url: %q, timeout: 5s, rateWindow: %s}
 actions:
   isolate: {ttl: 30m, holdDown: 5s}
   quarantine: {ttl: 30m}
-`, promURL, mixinOverrides["rateWindow"])
+`, promURL, rateWindow)
 }
 
 // startDrill brings the stack up; the drill's load starts afterwards.

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -56,27 +57,45 @@ const (
 	ghostIP   = "10.99.0.7"
 )
 
-// mixinOverrides shorten the mixin's `for` durations and rate window so the
-// alerts fire within seconds. Thresholds keep their production values: the
-// scenarios are sized to cross them (12 kubelets in a relist loop against
-// relistStormMinInstances 10, ~6 relists/s against relistStormMinRate 0.5).
-// The responder's own alerts are off: the tests run no responder that
-// Prometheus scrapes.
+// mixinOverrides are the e2e scenarios' changes to the stack's DemoMixin
+// (a 20 s rate window and `for`s of seconds). Thresholds keep their
+// production values: the scenarios are sized to cross them (12 kubelets in
+// a relist loop against relistStormMinInstances 10, ~6 relists/s against
+// relistStormMinRate 0.5). The responder's own alerts are off: the tests
+// run no responder that Prometheus scrapes.
 var mixinOverrides = map[string]any{
-	"rateWindow":                 "20s",
-	"relistStormFor":             "15s",
-	"syncRelistFor":              "5s",
-	"staleKubeletFor":            "10s",
-	"ghostNodeClientFor":         "10s",
-	"tooLargeResourceVersionFor": "10s",
-	"apiserviceUnavailableFor":   "10s",
-	"apiserviceSlowFor":          "10s",
-	"apiserviceFlapFor":          "10s",
-	"tokenReviewStormFor":        "10s",
-	"metricsServerTokenAuthFor":  "10s",
-	"auditStalledFor":            "10s",
-	"auditRejectedFor":           "10s",
-	"herdResponderEnabled":       false,
+	"relistStormFor":       "15s",
+	"ghostNodeClientFor":   "10s",
+	"auditStalledFor":      "10s",
+	"auditRejectedFor":     "10s",
+	"herdResponderEnabled": false,
+}
+
+// rateWindow is the mixin's rate window in every scenario (DemoMixin's).
+var rateWindow = stack.DemoMixin()["rateWindow"].(string)
+
+// metadataPolicy is an audit Policy that logs, at Metadata level and
+// without RequestReceived, the requests of groups and users, and nothing
+// else: every event herd sees comes from a request the test made.
+func metadataPolicy(groups, users []string) string {
+	var b strings.Builder
+	b.WriteString("apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n")
+	if len(groups) > 0 {
+		fmt.Fprintf(&b, "- level: Metadata\n  userGroups: [%s]\n", quoteAll(groups))
+	}
+	if len(users) > 0 {
+		fmt.Fprintf(&b, "- level: Metadata\n  users: [%s]\n", quoteAll(users))
+	}
+	b.WriteString("- level: None\n")
+	return b.String()
+}
+
+func quoteAll(s []string) string {
+	q := make([]string, len(s))
+	for i, v := range s {
+		q[i] = strconv.Quote(v)
+	}
+	return strings.Join(q, ", ")
 }
 
 // scenarioExporter is the in-process exporter of the scenario stacks.

@@ -25,18 +25,7 @@ import (
 
 // nodeClientsPolicy audits only the simulated node-side identities, so every
 // event herd sees comes from a request this test made.
-const nodeClientsPolicy = `apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: [RequestReceived]
-rules:
-- level: Metadata
-  users:
-  - system:node:node-1
-  - system:node:node-2
-  - system:serviceaccount:kube-system:kube-proxy
-  - system:serviceaccount:kube-system:cilium
-- level: None
-`
+var nodeClientsPolicy = metadataPolicy(nil, []string{"system:node:node-1", "system:node:node-2", "system:serviceaccount:kube-system:kube-proxy", "system:serviceaccount:kube-system:cilium"})
 
 // TestAuditPipelineExactCounts is issue 3's acceptance test: known numbers of
 // every kind of request, made by simulated kubelets, kube-proxy and cilium

@@ -25,19 +25,8 @@ import (
 	"github.com/herd-k8s/herd/test/stack"
 )
 
-const clusterPolicy = `apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: [RequestReceived]
-rules:
-- level: Metadata
-  users:
-  - system:node:node-1
-  - system:node:node-2
-  - system:node:old-worker-7
-  - system:serviceaccount:kube-system:kube-proxy
-  - ` + stack.ExporterUser + `
-- level: None
-`
+// clusterPolicy audits the test's node-side clients and herd itself.
+var clusterPolicy = metadataPolicy(nil, []string{"system:node:node-1", "system:node:node-2", "system:node:" + ghostName, "system:serviceaccount:kube-system:kube-proxy", stack.ExporterUser})
 
 type debugClient struct {
 	Identity    string `json:"identity"`

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,8 +17,11 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/herd-k8s/herd/test/stack"
 )
 
 // What herd did, read from the apiserver: its objects, its Events, the
@@ -103,30 +107,57 @@ func unschedulable(ctx context.Context, t *testing.T, c kubernetes.Interface) []
 	return out
 }
 
-func herdFlowSchemas(ctx context.Context, t *testing.T, c kubernetes.Interface) []string {
+// herdAPF lists the FlowSchemas and priority levels herd manages.
+func herdAPF(ctx context.Context, t *testing.T, c kubernetes.Interface) (flowSchemas, levels []string) {
 	t.Helper()
-	l, err := c.FlowcontrolV1().FlowSchemas().List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=herd"})
+	sel := metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=herd"}
+	fs, err := c.FlowcontrolV1().FlowSchemas().List(ctx, sel)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
-	for _, fs := range l.Items {
-		out = append(out, fs.Name)
+	pl, err := c.FlowcontrolV1().PriorityLevelConfigurations().List(ctx, sel)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	for _, o := range fs.Items {
+		flowSchemas = append(flowSchemas, o.Name)
+	}
+	for _, o := range pl.Items {
+		levels = append(levels, o.Name)
+	}
+	return flowSchemas, levels
 }
 
-func herdLevels(ctx context.Context, t *testing.T, c kubernetes.Interface) []string {
+// wroteOnly fails t for every write of the responder in the audit log,
+// its bookkeeping aside, to an object not in owned ("resource/name").
+func wroteOnly(t *testing.T, logPath string, owned ...string) {
 	t.Helper()
-	l, err := c.FlowcontrolV1().PriorityLevelConfigurations().List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=herd"})
-	if err != nil {
-		t.Fatal(err)
+	for _, w := range writesBy(t, logPath, stack.ResponderUser) {
+		if w.bookkeeping() || w.ObjectRef == nil {
+			continue
+		}
+		if !slices.Contains(owned, w.ObjectRef.Resource+"/"+w.ObjectRef.Name) {
+			t.Errorf("the responder wrote to %s, which is not its own", w)
+		}
 	}
-	var out []string
-	for _, pl := range l.Items {
-		out = append(out, pl.Name)
+}
+
+// servedByIsolation checks, for each request as cfg's identity, whether
+// APF serves it through the FlowSchema uid (isolated) or not.
+func servedByIsolation(ctx context.Context, t *testing.T, cfg *rest.Config, uid types.UID, who string, cases []isolationCase) {
+	t.Helper()
+	for _, tc := range cases {
+		got := servedBy(ctx, t, cfg, tc.uri)
+		if (got == string(uid)) != tc.isolated {
+			t.Errorf("%s %s: served by FlowSchema UID %q; herd's isolation is %s; want isolated=%v", who, tc.what, got, uid, tc.isolated)
+		}
 	}
-	return out
+}
+
+// isolationCase is one request and whether an isolation must catch it.
+type isolationCase struct {
+	what, uri string
+	isolated  bool
 }
 
 func appliedBy(mf []metav1.ManagedFieldsEntry, manager string) bool {
@@ -229,21 +260,3 @@ func createMetricsServer(ctx context.Context, c kubernetes.Interface) (*appsv1.D
 	}
 	return c.AppsV1().Deployments("kube-system").Create(ctx, d, metav1.CreateOptions{})
 }
-
-// withSourceIP makes cfg's requests carry X-Forwarded-For: ip, which the
-// apiserver reports as their source IP (see nodesim.Options.SourceIP).
-func withSourceIP(cfg *rest.Config, ip string) *rest.Config {
-	cfg = rest.CopyConfig(cfg)
-	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
-		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
-			req = req.Clone(req.Context())
-			req.Header.Set("X-Forwarded-For", ip)
-			return rt.RoundTrip(req)
-		})
-	})
-	return cfg
-}
-
-type roundTripperFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }

@@ -7,7 +7,6 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -19,6 +18,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/herd-k8s/herd/test/controlplane"
+	"github.com/herd-k8s/herd/test/grafana"
 	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/nodesim"
 	"github.com/herd-k8s/herd/test/promstack"
@@ -33,16 +33,7 @@ const mixinStormNodes = 12
 
 // mixinAuditPolicy audits every kubelet and kube-proxy: the node-side
 // clients of the scenario.
-const mixinAuditPolicy = `apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: [RequestReceived]
-rules:
-- level: Metadata
-  userGroups: ["system:nodes"]
-- level: Metadata
-  users: ["system:serviceaccount:kube-system:kube-proxy"]
-- level: None
-`
+var mixinAuditPolicy = metadataPolicy([]string{"system:nodes"}, []string{"system:serviceaccount:kube-system:kube-proxy"})
 
 // mixinExpectedEmpty are the dashboard panels that have no data in this
 // scenario, each with the reason. Everything else must return data.
@@ -106,7 +97,7 @@ func TestMixin(t *testing.T) {
 		AlertRepeat:   time.Hour,
 		NoResponder:   true,
 	})
-	window := mixinOverrides["rateWindow"].(string)
+	window := rateWindow
 	t.Cleanup(func() {
 		if t.Failed() {
 			dumpMixin(t, s, recv, window)
@@ -415,27 +406,9 @@ func mixinFiredAlerts(ctx context.Context, t *testing.T, prom *promstack.Prometh
 	return names
 }
 
-// mixinTemplateVar matches Grafana variables ($name, ${name}, ${name:fmt});
-// $1 (a label_replace back-reference) is not one.
-var mixinTemplateVar = regexp.MustCompile(`\$(?:\{([a-zA-Z_][a-zA-Z0-9_]*)(?::[a-z]+)?\}|([a-zA-Z_][a-zA-Z0-9_]*))`)
-
-var mixinLabelValues = regexp.MustCompile(`^label_values\((.*),\s*([a-zA-Z_][a-zA-Z0-9_]*)\)$`)
-
 // mixinSubstitute replaces Grafana's variables in expr with vars.
 func mixinSubstitute(expr string, vars map[string]string) (string, error) {
-	var unknown []string
-	out := mixinTemplateVar.ReplaceAllStringFunc(expr, func(s string) string {
-		m := mixinTemplateVar.FindStringSubmatch(s)
-		v, ok := vars[m[1]+m[2]]
-		if !ok {
-			unknown = append(unknown, s)
-		}
-		return v
-	})
-	if unknown != nil {
-		return "", fmt.Errorf("unknown variables %v in %q", unknown, expr)
-	}
-	return out, nil
+	return grafana.Substitute(expr, func(name string) (string, bool) { v, ok := vars[name]; return v, ok })
 }
 
 // mixinVariables resolves the dashboard's template variables against
@@ -449,23 +422,23 @@ func mixinVariables(ctx context.Context, t *testing.T, prom *promstack.Prometheu
 		"__interval_ms": "15000", "__range_ms": "3600000", "__range_s": "3600",
 		"datasource": "prometheus",
 	}
-	for _, v := range mixinList(d["templating"], "list") {
+	for _, v := range grafana.Variables(d) {
 		name, _ := v["name"].(string)
 		if v["type"] != "query" {
 			continue
 		}
 		def, _ := v["definition"].(string)
-		m := mixinLabelValues.FindStringSubmatch(def)
-		if m == nil {
+		selector, label, ok := grafana.LabelValues(def)
+		if !ok {
 			t.Fatalf("variable %s: %q is not label_values(selector, label)", name, def)
 		}
-		sel, err := mixinSubstitute(m[1], vars)
+		sel, err := mixinSubstitute(selector, vars)
 		if err != nil {
 			t.Fatalf("variable %s: %v", name, err)
 		}
-		values, _, _, err := prom.API.LabelValues(ctx, m[2], []string{sel}, time.Now().Add(-time.Hour), time.Now())
+		values, _, _, err := prom.API.LabelValues(ctx, label, []string{sel}, time.Now().Add(-time.Hour), time.Now())
 		if err != nil {
-			t.Errorf("variable %s: label_values(%s, %s): %v", name, sel, m[2], err)
+			t.Errorf("variable %s: label_values(%s, %s): %v", name, sel, label, err)
 		}
 		all, _ := v["includeAll"].(bool)
 		switch {
@@ -476,7 +449,7 @@ func mixinVariables(ctx context.Context, t *testing.T, prom *promstack.Prometheu
 		default:
 			vars[name] = ""
 		}
-		t.Logf("variable %s: label_values(%s, %s) = %v; using %q", name, sel, m[2], values, vars[name])
+		t.Logf("variable %s: label_values(%s, %s) = %v; using %q", name, sel, label, values, vars[name])
 		if name == "job" && !slices.Contains(values, model.LabelValue(mixinJob)) {
 			t.Errorf("variable job offers %v, not the scraped job %q", values, mixinJob)
 		}
@@ -544,7 +517,7 @@ func mixinDashboardPass(ctx context.Context, prom *promstack.Prometheus, d map[s
 		return false, nil
 	}
 
-	for _, a := range mixinList(d["annotations"], "list") {
+	for _, a := range grafana.List(d["annotations"], "list") {
 		if expr, ok := a["expr"].(string); ok {
 			if _, err := run(fmt.Sprintf("annotation %q", a["name"]), expr); err != nil {
 				res.errs = append(res.errs, fmt.Sprintf("annotation %q: %v", a["name"], err))
@@ -552,7 +525,7 @@ func mixinDashboardPass(ctx context.Context, prom *promstack.Prometheus, d map[s
 		}
 	}
 	seen := map[string]bool{}
-	for _, p := range mixinFlatten(mixinList(d, "panels")) {
+	for _, p := range grafana.Panels(d) {
 		if p["type"] == "row" {
 			continue
 		}
@@ -561,7 +534,7 @@ func mixinDashboardPass(ctx context.Context, prom *promstack.Prometheus, d map[s
 		res.panels++
 		has := false
 		var empty []string
-		for _, tg := range mixinList(p, "targets") {
+		for _, tg := range grafana.List(p, "targets") {
 			raw, _ := tg["expr"].(string)
 			ok, err := run(fmt.Sprintf("panel %q target %v", title, tg["refId"]), raw)
 			if err != nil {
@@ -606,26 +579,4 @@ func mixinHasData(v model.Value) bool {
 		return v != nil
 	}
 	return false
-}
-
-// flatten returns the panels with those nested in rows.
-func mixinFlatten(panels []map[string]any) []map[string]any {
-	var out []map[string]any
-	for _, p := range panels {
-		out = append(out, p)
-		out = append(out, mixinFlatten(mixinList(p, "panels"))...)
-	}
-	return out
-}
-
-func mixinList(v any, key string) []map[string]any {
-	m, _ := v.(map[string]any)
-	items, _ := m[key].([]any)
-	out := make([]map[string]any, 0, len(items))
-	for _, it := range items {
-		if o, ok := it.(map[string]any); ok {
-			out = append(out, o)
-		}
-	}
-	return out
 }

@@ -25,24 +25,17 @@ import (
 )
 
 const (
-	respNodes     = 20 // Nodes in the cluster
-	respStale     = 12 // kubelets in a relist loop: HerdStaleKubelet, and a HerdRelistStorm of kubelet pod LISTs
-	respPersonal  = "node-20"
-	respFraction  = 0.15 // of 20 nodes: at most 3 unschedulable
-	respAllowed   = 3
-	respHoldDown  = 5 * time.Second
-	respRepeat    = 20 * time.Second
-	respAuditRule = `apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: [RequestReceived]
-rules:
-- level: Metadata
-  userGroups: ["system:nodes"]
-- level: Metadata
-  users: ["` + stack.ResponderUser + `"]
-- level: None
-`
+	respNodes    = 20 // Nodes in the cluster
+	respStale    = 12 // kubelets in a relist loop: HerdStaleKubelet, and a HerdRelistStorm of kubelet pod LISTs
+	respPersonal = "node-20"
+	respFraction = 0.15 // of 20 nodes: at most 3 unschedulable
+	respAllowed  = 3
+	respHoldDown = 5 * time.Second
+	respRepeat   = 20 * time.Second
 )
+
+// respAuditPolicy logs the node-side clients and what the responder does.
+var respAuditPolicy = metadataPolicy([]string{"system:nodes"}, []string{stack.ResponderUser})
 
 // responderConfig is the responder's --config in the scenario.
 func responderConfig(promURL string, dryRun bool) string {
@@ -58,7 +51,7 @@ guards:
   maxUnschedulableFraction: %g
   maxActionsPerHour: {cordon: 10}
   stormCooldown: 10m
-`, promURL, mixinOverrides["rateWindow"], model.Duration(respHoldDown), respFraction)
+`, promURL, rateWindow, model.Duration(respHoldDown), respFraction)
 }
 
 // responderScenario is the stack the responder acts on and what its
@@ -141,7 +134,27 @@ func TestResponder(t *testing.T) {
 		})
 		t.Logf("%s: dry run decided every action", s.since())
 	})
+	// What the whole run's dry-run phase waits for, for a step run alone:
+	// Prometheus fires every alert the scenario causes, so that evidence
+	// confirms what Alertmanager delivers.
+	evidence := herdtest.NewPrereq("the scenario's alerts firing in Prometheus", func(t *testing.T) {
+		want := map[string]float64{"HerdStaleKubelet": respStale, "HerdRelistStorm": 1, "HerdGhostNodeClient": 1, "HerdMetricsServerTokenAuth": 1}
+		herdtest.Wait(t, 3*time.Minute, fmt.Sprintf("Prometheus to fire %v", want), func() bool {
+			vec, err := s.Query(ctx, `count by (alertname) (ALERTS{alertstate="firing"})`)
+			if err != nil {
+				return false
+			}
+			n := 0
+			for _, v := range vec {
+				if w, ok := want[string(v.Metric["alertname"])]; ok && float64(v.Value) >= w {
+					n++
+				}
+			}
+			return n == len(want)
+		})
+	})
 	acting := herdtest.NewPrereq("two acting replicas, one leading", func(t *testing.T) {
+		evidence.Need(t)
 		if s.dryRun != nil {
 			_, _ = s.dryRun.Proc.Stop(10 * time.Second)
 		}
@@ -249,7 +262,8 @@ func TestResponder(t *testing.T) {
 			if err != nil || n1.Spec.Unschedulable || n1.Annotations["herd.dev/cordoned-by"] != "" {
 				return false
 			}
-			return len(herdFlowSchemas(ctx, t, s.Admin)) == 0 && len(herdLevels(ctx, t, s.Admin)) == 0
+			fs, levels := herdAPF(ctx, t, s.Admin)
+			return len(fs) == 0 && len(levels) == 0
 		})
 		t.Logf("%s: resolved and undone %v after the storm stopped", s.since(), time.Since(s.stopped).Round(time.Second))
 	})
@@ -285,7 +299,7 @@ func TestResponder(t *testing.T) {
 		if dry == 0 {
 			t.Errorf("dry run: no server-side dry-run request in the audit log; herd should validate what it would do")
 		}
-		if fs := herdFlowSchemas(ctx, t, s.Admin); len(fs) != 0 {
+		if fs, _ := herdAPF(ctx, t, s.Admin); len(fs) != 0 {
 			t.Errorf("dry run created FlowSchemas %v", fs)
 		}
 		if un := unschedulable(ctx, t, s.Admin); len(un) != 1 || un[0] != respPersonal {
@@ -411,21 +425,12 @@ func TestResponder(t *testing.T) {
 			t.Errorf("FlowSchema herd-isolate-1: managers %v, precedence %d, level %s, labels %v; want applied by herd, 400 < precedence < 500 (system-nodes), herd-isolate, managed-by herd",
 				managers(fs.ManagedFields), fs.Spec.MatchingPrecedence, fs.Spec.PriorityLevelConfiguration.Name, fs.Labels)
 		}
-		kubelet := s.CP.Config("kubelet:node-1")
-		for _, tc := range []struct {
-			what, uri string
-			isolated  bool
-		}{
+		servedByIsolation(ctx, t, s.CP.Config("kubelet:node-1"), fs.UID, "kubelet node-1", []isolationCase{
 			{"LIST pods", "/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-1", true},
 			{"its Lease", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/node-1", false},
 			{"its Node", "/api/v1/nodes/node-1", false},
 			{"WATCH pods", "/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-1&watch=true&timeoutSeconds=1", false},
-		} {
-			uid := servedBy(ctx, t, kubelet, tc.uri)
-			if (uid == string(fs.UID)) != tc.isolated {
-				t.Errorf("kubelet node-1 %s: served by FlowSchema UID %q; herd-isolate-1 is %s; want isolated=%v", tc.what, uid, fs.UID, tc.isolated)
-			}
-		}
+		})
 		s.dispatched = apfDispatched(ctx, t, s.Admin, "herd-isolate-1")
 		if s.dispatched == 0 {
 			t.Errorf("apiserver_flowcontrol_dispatched_requests_total{flow_schema=\"herd-isolate-1\"} = 0")
@@ -506,18 +511,10 @@ func TestResponder(t *testing.T) {
 		loadStopped.Need(t)
 		// Everything herd wrote, from the audit log: only its own objects,
 		// the nodes it cordoned and metrics-server's annotation.
-		allowed := map[string]bool{"nodes/node-1": true, "nodes/" + s.herdCordoned: true,
-			"flowschemas/herd-isolate-1": true, "flowschemas/herd-quarantine-1": true,
-			"prioritylevelconfigurations/herd-isolate": true, "prioritylevelconfigurations/herd-quarantine": true,
-			"deployments/metrics-server": true}
-		for _, w := range writesBy(t, s.AuditLogPath, stack.ResponderUser) {
-			if w.bookkeeping() || w.ObjectRef == nil {
-				continue
-			}
-			if !allowed[w.ObjectRef.Resource+"/"+w.ObjectRef.Name] {
-				t.Errorf("herd wrote to an object it does not own: %s", w)
-			}
-		}
+		wroteOnly(t, s.AuditLogPath, "nodes/node-1", "nodes/"+s.herdCordoned,
+			"flowschemas/herd-isolate-1", "flowschemas/herd-quarantine-1",
+			"prioritylevelconfigurations/herd-isolate", "prioritylevelconfigurations/herd-quarantine",
+			"deployments/metrics-server")
 	})
 }
 
@@ -534,7 +531,7 @@ func startResponderScenario(ctx context.Context, t *testing.T) *responderScenari
 	s.Stack = stack.StartTest(ctx, t, stack.Options{
 		Nodes:       respNodes,
 		Ghosts:      []string{ghostName},
-		AuditPolicy: respAuditRule,
+		AuditPolicy: respAuditPolicy,
 		AuditLog:    true,
 		Objects: func(ctx context.Context, st *stack.Stack) error {
 			// A person cordoned node-20 before anything happened.

@@ -3,8 +3,10 @@ package herdtest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -93,4 +95,15 @@ func Main(m *testing.M) int {
 	code := m.Run()
 	RemoveHerdBinary()
 	return code
+}
+
+// PrintReport writes a load tool's report: indented JSON, or its Print.
+func PrintReport(w io.Writer, rep interface{ Print(io.Writer) }, asJSON bool) {
+	if !asJSON {
+		rep.Print(w)
+		return
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(rep)
 }

@@ -23,7 +23,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -44,6 +43,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/hostinfo"
 	"github.com/herd-k8s/herd/test/load/auditgen"
 	"github.com/herd-k8s/herd/test/proc"
@@ -145,13 +145,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "load:", err)
 		os.Exit(2)
 	}
-	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(rep)
-	} else {
-		rep.Print(os.Stdout)
-	}
+	herdtest.PrintReport(os.Stdout, rep, *asJSON)
 	if *check && len(rep.Missed()) > 0 {
 		os.Exit(1)
 	}
@@ -198,12 +192,10 @@ func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
 
 	bin := c.Herd
 	if bin == "" {
-		bin = filepath.Join(c.Dir, "herd")
-		fmt.Fprintf(log, "load: go build -o %s ./cmd/herd ...\n", bin)
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/herd-k8s/herd/cmd/herd")
-		cmd.Stdout, cmd.Stderr = log, log
-		if err := cmd.Run(); err != nil {
-			return nil, fmt.Errorf("build herd: %w", err)
+		fmt.Fprintf(log, "load: go build ./cmd/herd ...\n")
+		var err error
+		if bin, err = herdtest.BuildHerd(ctx, c.Dir); err != nil {
+			return nil, err
 		}
 	}
 	h, err := startHerd(ctx, bin, c.Dir)
@@ -239,44 +231,23 @@ type herdProc struct {
 // other ports if it could not bind) and waits for /healthz.
 func startHerd(ctx context.Context, bin, dir string) (*herdProc, error) {
 	help, _ := exec.CommandContext(ctx, bin, "exporter", "--help").CombinedOutput()
-	var last error
-	for attempt := 0; attempt < 2; attempt++ {
-		wp, err1 := proc.FreePort()
-		ap, err2 := proc.FreePort()
-		if err := errors.Join(err1, err2); err != nil {
-			return nil, err
-		}
-		h := &herdProc{web: fmt.Sprintf("127.0.0.1:%d", wp), audit: fmt.Sprintf("127.0.0.1:%d", ap)}
-		args := []string{"exporter", "--audit.insecure", "--web.listen-address=" + h.web, "--audit.listen-address=" + h.audit, "--log.level=warn"}
-		if bytes.Contains(help, []byte("--[no-]no-kube")) || bytes.Contains(help, []byte("--no-kube")) {
-			args = append(args, "--no-kube")
-		}
-		p, err := proc.Start("herd", bin, args, filepath.Join(dir, "herd.log"), nil)
-		if err != nil {
-			return nil, err
-		}
-		h.p = p
-		wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		last = proc.WaitUntil(wctx, p, 50*time.Millisecond, func(ctx context.Context) error {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h.web+"/healthz", nil)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				return err
+	h := &herdProc{}
+	p, web, err := proc.StartServer(ctx, proc.Server{
+		Name: "herd", Bin: bin, LogPath: filepath.Join(dir, "herd.log"), ReadyPath: "/healthz", Timeout: 15 * time.Second,
+		Args: func(web string) []string {
+			h.audit, _ = proc.FreeAddr() // none: herd fails to listen and says so
+			args := []string{"exporter", "--audit.insecure", "--web.listen-address=" + web, "--audit.listen-address=" + h.audit, "--log.level=warn"}
+			if bytes.Contains(help, []byte("--[no-]no-kube")) || bytes.Contains(help, []byte("--no-kube")) {
+				args = append(args, "--no-kube")
 			}
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				return fmt.Errorf("/healthz: %s", resp.Status)
-			}
-			return nil
-		})
-		cancel()
-		if last == nil {
-			return h, nil
-		}
-		_, _ = p.Stop(2 * time.Second)
-		last = fmt.Errorf("%w\n%s", last, p.Tail(10))
+			return args
+		},
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, last
+	h.p, h.web = p, web
+	return h, nil
 }
 
 // baseline serves POST /audit in-process with a handler that reads the

@@ -135,19 +135,9 @@ func NewClient(cfg *rest.Config, agent string, opts Options) (*Client, error) {
 	if opts.SourceIP != "" && !validIP(opts.SourceIP) {
 		return nil, fmt.Errorf("new client: source IP %q is not an IP address", opts.SourceIP)
 	}
-	u, err := url.Parse(cfg.Host)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("new client: bad host %q", cfg.Host)
-	}
-	tlsCfg, err := rest.TLSConfigFor(cfg)
+	host, t, rt, err := Transport(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("new client: TLS config: %w", err)
-	}
-	t := utilnet.SetTransportDefaults(&http.Transport{TLSClientConfig: tlsCfg})
-	rt, err := rest.HTTPWrappersForConfig(cfg, t)
-	if err != nil {
-		t.CloseIdleConnections()
-		return nil, fmt.Errorf("new client: transport: %w", err)
+		return nil, fmt.Errorf("new client: %w", err)
 	}
 	if opts.SourceIP != "" {
 		rt = forwardedFor{ip: opts.SourceIP, next: rt}
@@ -156,12 +146,44 @@ func NewClient(cfg *rest.Config, agent string, opts Options) (*Client, error) {
 		Agent:     agent,
 		UserAgent: cfg.UserAgent,
 		SourceIP:  opts.SourceIP,
-		host:      strings.TrimSuffix(u.Scheme+"://"+u.Host, "/"),
+		host:      host,
 		transport: t,
 		http:      &http.Client{Transport: rt},
 		config:    cfg,
 	}
 	return c, nil
+}
+
+// Transport is an HTTP transport for cfg of its own, not client-go's
+// process-wide TLS cache, so that closing it really drops its connections
+// (a test can prove nothing leaks, and each simulated agent has its own
+// connection as on its own node). It returns the apiserver's base URL, the
+// transport and the round tripper that adds cfg's credentials and user
+// agent.
+func Transport(cfg *rest.Config) (host string, t *http.Transport, rt http.RoundTripper, err error) {
+	u, err := url.Parse(cfg.Host)
+	if err != nil || u.Host == "" {
+		return "", nil, nil, fmt.Errorf("bad host %q", cfg.Host)
+	}
+	tlsCfg, err := rest.TLSConfigFor(cfg)
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("TLS config: %w", err)
+	}
+	t = utilnet.SetTransportDefaults(&http.Transport{TLSClientConfig: tlsCfg})
+	if rt, err = rest.HTTPWrappersForConfig(cfg, t); err != nil {
+		t.CloseIdleConnections()
+		return "", nil, nil, fmt.Errorf("transport: %w", err)
+	}
+	return strings.TrimSuffix(u.Scheme+"://"+u.Host, "/"), t, rt, nil
+}
+
+// WithSourceIP is cfg with every request carrying X-Forwarded-For: ip, which
+// the apiserver reports as the request's source IP (see Options.SourceIP),
+// for client-go clients of a simulated host-network agent.
+func WithSourceIP(cfg *rest.Config, ip string) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return forwardedFor{ip: ip, next: rt} })
+	return cfg
 }
 
 // Close drops the client's idle connections. Requests still running are not

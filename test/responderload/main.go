@@ -38,7 +38,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -123,13 +122,7 @@ func main() {
 		stop()
 		os.Exit(2)
 	}
-	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(rep)
-	} else {
-		rep.Print(os.Stdout)
-	}
+	herdtest.PrintReport(os.Stdout, rep, *asJSON)
 	if *check && len(rep.Missed())+len(rep.Problems()) > 0 {
 		stop()
 		os.Exit(1)

@@ -5,12 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"net/http"
 	"slices"
-	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -19,8 +16,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	"github.com/prometheus/alertmanager/template"
+
 	"github.com/herd-k8s/herd/responder/evidence"
 	"github.com/herd-k8s/herd/test/hostinfo"
+	"github.com/herd-k8s/herd/test/promstack"
 )
 
 // Stats are the percentiles of a set of durations.
@@ -52,32 +52,16 @@ type alert struct {
 
 func newAlert(node string, startsAt time.Time) alert {
 	l := map[string]string{"alertname": "HerdStaleKubelet", "node": node, "reason": "relist_loop", "severity": "warning", "job": jobName}
-	keys := make([]string, 0, len(l))
-	for k, v := range l {
-		keys = append(keys, k+"="+v)
-	}
-	sort.Strings(keys)
-	h := fnv.New64a()
-	h.Write([]byte(strings.Join(keys, ",")))
-	return alert{Node: node, Labels: l, Fingerprint: fmt.Sprintf("%016x", h.Sum64()), StartsAt: startsAt}
+	return alert{Node: node, Labels: l, Fingerprint: promstack.Fingerprint(l), StartsAt: startsAt}
 }
 
 // payload is an Alertmanager webhook message (version 4) for alerts, all
 // of one status, as one aggregation group (group_by: [alertname]) sends.
 func payload(status string, alerts []alert, endsAt time.Time) []byte {
-	type amAlert struct {
-		Status       string            `json:"status"`
-		Labels       map[string]string `json:"labels"`
-		Annotations  map[string]string `json:"annotations"`
-		StartsAt     time.Time         `json:"startsAt"`
-		EndsAt       time.Time         `json:"endsAt"`
-		GeneratorURL string            `json:"generatorURL"`
-		Fingerprint  string            `json:"fingerprint"`
-	}
-	as := make([]amAlert, 0, len(alerts))
+	as := make([]template.Alert, 0, len(alerts))
 	for _, a := range alerts {
-		x := amAlert{Status: status, Labels: a.Labels, StartsAt: a.StartsAt, Fingerprint: a.Fingerprint,
-			Annotations: map[string]string{
+		x := template.Alert{Labels: a.Labels, StartsAt: a.StartsAt, Fingerprint: a.Fingerprint,
+			Annotations: template.KV{
 				"summary":     "The kubelet on " + a.Node + " relists its pods in a loop.",
 				"description": "herd saw the kubelet on " + a.Node + " relist its pods at least accounting.stalePodRelists times in its window.",
 				"runbook_url": "https://github.com/herd-k8s/herd/blob/main/docs/runbooks.md#herdstalekubelet",
@@ -88,16 +72,7 @@ func payload(status string, alerts []alert, endsAt time.Time) []byte {
 		}
 		as = append(as, x)
 	}
-	common := map[string]string{"alertname": "HerdStaleKubelet", "reason": "relist_loop", "severity": "warning", "job": jobName}
-	if len(alerts) == 1 {
-		common = alerts[0].Labels
-	}
-	b, _ := json.Marshal(map[string]any{
-		"version": "4", "groupKey": `{}:{alertname="HerdStaleKubelet"}`, "truncatedAlerts": 0,
-		"status": status, "receiver": "herd", "groupLabels": map[string]string{"alertname": "HerdStaleKubelet"},
-		"commonLabels": common, "commonAnnotations": map[string]string{}, "externalURL": "http://alertmanager.test",
-		"alerts": as,
-	})
+	b, _ := json.Marshal(promstack.Notification(status, as...))
 	return b
 }
 

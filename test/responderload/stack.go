@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os/exec"
 	"strings"
 	"sync"
@@ -155,13 +154,12 @@ func (s *stack) stop() {
 // in a pod relist loop: consistent LISTs of their node's pods, as the
 // kubelet's identity from the node's address.
 type feeder struct {
-	url    string
-	nodes  []node
-	seq    atomic.Uint64
-	cancel context.CancelFunc
-	done   chan struct{}
-	mu     sync.Mutex
-	err    error
+	url      string
+	nodes    []node
+	seq      atomic.Uint64
+	stopLoop func()
+	mu       sync.Mutex
+	err      error
 }
 
 func newFeeder(url string, nodes []node) *feeder { return &feeder{url: url, nodes: nodes} }
@@ -191,19 +189,9 @@ func (f *feeder) post(ctx context.Context, perNode int) error {
 		}
 	}
 	b.WriteString("]}")
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.url, &b)
+	body, err := herdtest.PostAudit(ctx, f.url, b.Bytes())
 	if err != nil {
 		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("post audit events: %w", err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("post audit events: %s: %s", resp.Status, body)
 	}
 	if want := fmt.Sprintf(`"accounted":%d,`, n); !bytes.Contains(body, []byte(want)) {
 		return fmt.Errorf("post audit events: herd answered %s, want %s", bytes.TrimSpace(body), want)
@@ -213,25 +201,15 @@ func (f *feeder) post(ctx context.Context, perNode int) error {
 
 // start posts one event per node every interval until stop.
 func (f *feeder) start(ctx context.Context, every time.Duration) {
-	ctx, f.cancel = context.WithCancel(ctx)
-	f.done = make(chan struct{})
-	go func() {
-		defer close(f.done)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
+	f.stopLoop = herdtest.Background(ctx, func(ctx context.Context) {
+		herdtest.Every(ctx, every, func() {
 			if err := f.post(ctx, 1); err != nil && ctx.Err() == nil {
 				f.mu.Lock()
 				f.err = err
 				f.mu.Unlock()
 			}
-		}
-	}()
+		})
+	})
 }
 
 func (f *feeder) failed() error {
@@ -241,8 +219,7 @@ func (f *feeder) failed() error {
 }
 
 func (f *feeder) stop() {
-	if f.cancel != nil {
-		f.cancel()
-		<-f.done
+	if f.stopLoop != nil {
+		f.stopLoop()
 	}
 }

@@ -13,16 +13,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -32,6 +30,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/herd-k8s/herd/test/controlplane"
+	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/hostinfo"
 	"github.com/herd-k8s/herd/test/proc"
 )
@@ -59,11 +58,8 @@ func measure(n, workers int, herdBin string) error {
 	}
 	defer os.RemoveAll(dir)
 	if herdBin == "" {
-		herdBin = filepath.Join(dir, "herd")
-		build := exec.Command("go", "build", "-o", herdBin, "./cmd/herd")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			return fmt.Errorf("build herd: %w", err)
+		if herdBin, err = herdtest.BuildHerd(ctx, dir); err != nil {
+			return err
 		}
 	}
 	cp, err := controlplane.Start(ctx, controlplane.Options{
@@ -177,15 +173,8 @@ func postInstances(ctx context.Context, url string, n int) error {
 	var batch []string
 	send := func() error {
 		body := `{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[` + strings.Join(batch, ",") + `]}`
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return fmt.Errorf("post audit batch: %w", err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("post audit batch: %s: %s", resp.Status, b)
+		if _, err := herdtest.PostAudit(ctx, url, []byte(body)); err != nil {
+			return err
 		}
 		batch = batch[:0]
 		return nil
@@ -221,44 +210,19 @@ func postInstances(ctx context.Context, url string, n int) error {
 
 // createNodes creates n Nodes as kubelets would (then their status) and a Lease each.
 func createNodes(ctx context.Context, c kubernetes.Interface, n, workers int) error {
-	var next atomic.Int64
-	var firstErr error
-	var once sync.Once
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				if err := createNode(ctx, c, i); err != nil {
-					once.Do(func() { firstErr = err })
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return firstErr
+	return herdtest.Parallel(ctx, n, workers, func(ctx context.Context, i int) error { return createNode(ctx, c, i) })
 }
 
 func createNode(ctx context.Context, c kubernetes.Interface, i int) error {
 	name := fmt.Sprintf("ip-10-%d-%d-%d.ec2.internal", i/62500, i/250%250, i%250)
 	ip := fmt.Sprintf("10.%d.%d.%d", i/62500, i/250%250, i%250+1)
-	node, err := c.CoreV1().Nodes().Create(ctx, &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
-			"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-			"node.kubernetes.io/instance-type": "m6i.2xlarge", "topology.kubernetes.io/zone": "us-east-1a",
-			"topology.kubernetes.io/region": "us-east-1", "eks.amazonaws.com/nodegroup": "general-purpose",
-		}, Annotations: map[string]string{"node.alpha.kubernetes.io/ttl": "0", "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
-		Spec: corev1.NodeSpec{PodCIDR: fmt.Sprintf("10.244.%d.0/24", i%250), ProviderID: "aws:///us-east-1a/i-0123456789abcdef0"},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return fmt.Errorf("create node %s: %w", name, err)
-	}
+	node := herdtest.Node(name, ip)
+	maps.Copy(node.Labels, map[string]string{
+		"kubernetes.io/arch": "amd64", "node.kubernetes.io/instance-type": "m6i.2xlarge", "topology.kubernetes.io/zone": "us-east-1a",
+		"topology.kubernetes.io/region": "us-east-1", "eks.amazonaws.com/nodegroup": "general-purpose",
+	})
+	node.Annotations = map[string]string{"node.alpha.kubernetes.io/ttl": "0", "volumes.kubernetes.io/controller-managed-attach-detach": "true"}
+	node.Spec = corev1.NodeSpec{PodCIDR: fmt.Sprintf("10.244.%d.0/24", i%250), ProviderID: "aws:///us-east-1a/i-0123456789abcdef0"}
 	now := metav1.Now()
 	node.Status = corev1.NodeStatus{
 		Addresses:   []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}, {Type: corev1.NodeHostName, Address: name}, {Type: corev1.NodeInternalDNS, Address: name}},
@@ -281,11 +245,11 @@ func createNode(ctx context.Context, c kubernetes.Interface, i int) error {
 			SizeBytes: int64(50_000_000 + j),
 		})
 	}
-	if _, err := c.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("node %s status: %w", name, err)
+	if err := herdtest.CreateNode(ctx, c, node); err != nil {
+		return err
 	}
 	holder, secs := name, int32(40)
-	_, err = c.CoordinationV1().Leases("kube-node-lease").Create(ctx, &coordinationv1.Lease{
+	_, err := c.CoordinationV1().Leases("kube-node-lease").Create(ctx, &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec:       coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &secs, RenewTime: &metav1.MicroTime{Time: time.Now()}},
 	}, metav1.CreateOptions{})

@@ -214,13 +214,8 @@ func drillOne(ctx context.Context, o options, name string, ref reference) (*resu
 	r.mem = s.WatchAPIServer(250*time.Millisecond, int64(o.rssCap*(1<<30)))
 	defer r.mem.Stop()
 	var schedRec, stormRec drill.Recorder
-	schedCtx, stopSched := context.WithCancel(ctx)
-	schedDone := make(chan struct{})
-	go func() {
-		defer close(schedDone)
-		drill.OpenLoop(schedCtx, sched, drill.SchedulerURI(), 100*time.Millisecond, 400, &schedRec)
-	}()
-	defer func() { stopSched(); <-schedDone }()
+	stopSched := drill.Scheduler(ctx, sched, &schedRec)
+	defer stopSched()
 	if err := sleep(ctx, 3*time.Second); err != nil { // the scheduler's quiet baseline
 		return nil, err
 	}
@@ -232,10 +227,10 @@ func drillOne(ctx context.Context, o options, name string, ref reference) (*resu
 		w := span{start: time.Now()}
 		logf("%s run: wave %d: %d %s clients for %v (apiserver RSS %s)", name, n, len(storm), client, length, stack.MiB(r.mem.Last().RSS))
 		wctx, stopWave := context.WithTimeout(ctx, length)
-		progress := startProgress(wctx, name, r, watch, &stormRec)
+		stopProgress := herdtest.Background(wctx, func(ctx context.Context) { progress(ctx, name, r, watch, &stormRec) })
 		drill.ClosedLoop(wctx, storm, uri, pause, &stormRec)
 		stopWave()
-		<-progress
+		stopProgress()
 		w.end = time.Now()
 		r.waves = append(r.waves, w)
 		return ctx.Err()
@@ -276,7 +271,6 @@ func drillOne(ctx context.Context, o options, name string, ref reference) (*resu
 		return nil, err
 	}
 	stopSched()
-	<-schedDone
 	r.mem.Stop()
 	watch.Stop()
 	r.resp = watch.Snapshot()
@@ -299,44 +293,32 @@ func drillOne(ctx context.Context, o options, name string, ref reference) (*resu
 	return r, nil
 }
 
-// startProgress prints a line every 5 s during a wave.
-func startProgress(ctx context.Context, name string, r *result, watch *drill.ResponseWatch, rec *drill.Recorder) <-chan struct{} {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(5 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			now := time.Now()
-			recent := drill.Completed(rec.Outcomes(), now.Add(-5*time.Second), now)
-			sc := drill.Summarize(rec.Outcomes(), time.Time{}, time.Time{})
-			resp := watch.Snapshot()
-			state := "no alert"
-			switch {
-			case !resp.Decided.IsZero():
-				state = fmt.Sprintf("responder: %s %s", resp.Decision.Result, resp.Decision.Target)
-			case len(resp.Failures) > 0:
-				f := resp.Failures[len(resp.Failures)-1]
-				state = fmt.Sprintf("HerdRelistStorm firing; responder attempt %d %s: %s %s", len(resp.Failures), f.Result, f.Reason, f.Error)
-			case !resp.Firing.IsZero():
-				state = "HerdRelistStorm firing"
-			case !resp.Pending.IsZero():
-				state = "HerdRelistStorm pending"
-			}
-			killed := ""
-			if k := r.mem.KilledAt(); k > 0 {
-				killed = fmt.Sprintf(" (apiserver killed at %s)", stack.MiB(k))
-			}
-			logf("%s run: +%3.0fs  apiserver RSS %s%s  LISTs served %d (%d in the last 5 s, other answers %d)  %s",
-				name, now.Sub(r.start).Seconds(), stack.MiB(r.mem.Last().RSS), killed, sc.OK, recent, sc.Failed, state)
+// progress prints a line every 5 s during a wave, until ctx ends.
+func progress(ctx context.Context, name string, r *result, watch *drill.ResponseWatch, rec *drill.Recorder) {
+	herdtest.Every(ctx, 5*time.Second, func() {
+		now := time.Now()
+		recent := drill.Completed(rec.Outcomes(), now.Add(-5*time.Second), now)
+		sc := drill.Summarize(rec.Outcomes(), time.Time{}, time.Time{})
+		resp := watch.Snapshot()
+		state := "no alert"
+		switch {
+		case !resp.Decided.IsZero():
+			state = fmt.Sprintf("responder: %s %s", resp.Decision.Result, resp.Decision.Target)
+		case len(resp.Failures) > 0:
+			f := resp.Failures[len(resp.Failures)-1]
+			state = fmt.Sprintf("HerdRelistStorm firing; responder attempt %d %s: %s %s", len(resp.Failures), f.Result, f.Reason, f.Error)
+		case !resp.Firing.IsZero():
+			state = "HerdRelistStorm firing"
+		case !resp.Pending.IsZero():
+			state = "HerdRelistStorm pending"
 		}
-	}()
-	return done
+		killed := ""
+		if k := r.mem.KilledAt(); k > 0 {
+			killed = fmt.Sprintf(" (apiserver killed at %s)", stack.MiB(k))
+		}
+		logf("%s run: +%3.0fs  apiserver RSS %s%s  LISTs served %d (%d in the last 5 s, other answers %d)  %s",
+			name, now.Sub(r.start).Seconds(), stack.MiB(r.mem.Last().RSS), killed, sc.OK, recent, sc.Failed, state)
+	})
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

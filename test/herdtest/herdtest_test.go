@@ -1,0 +1,151 @@
+package herdtest
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestPollSaysWhatItWaitedFor(t *testing.T) {
+	calls := 0
+	err := Poll(context.Background(), 3*Interval/2, "the answer", func(context.Context) error {
+		calls++
+		return fmt.Errorf("attempt %d", calls)
+	})
+	if err == nil || !strings.Contains(err.Error(), "waiting for the answer") || !strings.Contains(err.Error(), fmt.Sprintf("attempt %d", calls)) {
+		t.Errorf("Poll: %v; want it to name what it waited for and the last check's error", err)
+	}
+	if calls < 2 {
+		t.Errorf("check called %d times in 1.5 intervals, want 2", calls)
+	}
+	if err := Poll(context.Background(), time.Second, "x", func(context.Context) error { return nil }); err != nil {
+		t.Errorf("Poll of a check that holds: %v", err)
+	}
+}
+
+func TestParallelStopsAtTheFirstError(t *testing.T) {
+	var ran atomic.Int64
+	boom := errors.New("boom")
+	err := Parallel(context.Background(), 1000, 4, func(ctx context.Context, i int) error {
+		ran.Add(1)
+		if i == 10 {
+			return boom
+		}
+		time.Sleep(time.Millisecond)
+		return nil
+	})
+	if !errors.Is(err, boom) {
+		t.Errorf("Parallel: %v, want boom", err)
+	}
+	if n := ran.Load(); n >= 1000 {
+		t.Errorf("%d jobs ran after the error, want the rest left out", n)
+	}
+	var sum atomic.Int64
+	if err := Parallel(context.Background(), 100, 7, func(_ context.Context, i int) error { sum.Add(int64(i)); return nil }); err != nil || sum.Load() != 4950 {
+		t.Errorf("Parallel over 0..99: sum %d, err %v; want every job once (4950)", sum.Load(), err)
+	}
+}
+
+func TestPrereqRunsOnceAndFailsItsDependents(t *testing.T) {
+	runs := 0
+	ok := NewPrereq("ok", func(*testing.T) { runs++ })
+	t.Run("first", func(t *testing.T) { ok.Need(t) })
+	t.Run("second", func(t *testing.T) { ok.Need(t) })
+	if runs != 1 {
+		t.Errorf("the stage ran %d times, want once", runs)
+	}
+
+	// A stage that unwinds before its end (FailNow, SkipNow) is marked
+	// failed, so that every later step needing it fails at once instead of
+	// running on a stage that is not there. (Needing it again would fail
+	// this test, so the mark is checked.)
+	failing := NewPrereq("failing", func(t *testing.T) { t.SkipNow() })
+	t.Run("needs a stage that stops early", func(t *testing.T) { failing.Need(t) })
+	if !failing.ran || !failing.failed {
+		t.Errorf("a stage that stopped before its end: ran %v, failed %v; want both", failing.ran, failing.failed)
+	}
+	withFinding := NewPrereq("with a finding", func(t *testing.T) {})
+	t.Run("needs a stage that finishes", func(t *testing.T) { withFinding.Need(t) })
+	if withFinding.failed {
+		t.Errorf("a stage that finished is marked failed")
+	}
+}
+
+func TestCertificatesVerify(t *testing.T) {
+	ca, err := NewCA("test-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverPEM, serverKey, err := ca.Issue(Cert{CommonName: "server", IPs: []net.IP{net.ParseIP("127.0.0.1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientPEM, _, err := ca.Issue(Cert{CommonName: "client", Client: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca.PEM)
+	for name, c := range map[string]struct {
+		pem   []byte
+		usage x509.ExtKeyUsage
+	}{"server": {serverPEM, x509.ExtKeyUsageServerAuth}, "client": {clientPEM, x509.ExtKeyUsageClientAuth}} {
+		b, _ := pem.Decode(c.pem)
+		cert, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{c.usage}}); err != nil {
+			t.Errorf("%s certificate does not verify against its CA: %v", name, err)
+		}
+	}
+
+	// A self-signed serving certificate is trusted by its own PEM, as the
+	// apiserver's audit webhook trusts herd's.
+	self, selfKey, err := SelfSigned(Cert{CommonName: "self", IPs: []net.IP{net.ParseIP("127.0.0.1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, pair := range map[string][2][]byte{"CA-issued": {serverPEM, serverKey}, "self-signed": {self, selfKey}} {
+		kp, err := tls.X509KeyPair(pair[0], pair[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+		srv.TLS = &tls.Config{Certificates: []tls.Certificate{kp}}
+		srv.StartTLS()
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(map[string][]byte{"CA-issued": ca.PEM, "self-signed": self}[name])
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+		resp, err := c.Get(srv.URL)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+		} else {
+			resp.Body.Close()
+		}
+		srv.Close()
+	}
+}
+
+func TestLogBufferTail(t *testing.T) {
+	var l LogBuffer
+	for i := range 5 {
+		fmt.Fprintf(&l, "line %d\n", i)
+	}
+	if got := l.Tail(2); got != "line 3\nline 4" {
+		t.Errorf("Tail(2) = %q", got)
+	}
+	if got := l.Tail(10); !strings.HasPrefix(got, "line 0") {
+		t.Errorf("Tail(10) = %q, want every line", got)
+	}
+}
