@@ -7,11 +7,8 @@
 package chart
 
 import (
-	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,8 +17,9 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/herd-k8s/herd/test/herdtest"
 )
 
 const (
@@ -139,25 +137,22 @@ func renderErr(t *testing.T, r release) string {
 // decodeAll splits a multi-document YAML stream into objects, skipping
 // documents that hold only comments.
 func decodeAll(data []byte) ([]*unstructured.Unstructured, error) {
+	docs, err := herdtest.YAMLDocuments(data)
+	if err != nil {
+		return nil, err
+	}
 	var objs []*unstructured.Unstructured
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for n := 1; ; n++ {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return objs, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("document %d: %w", n, err)
-		}
+	for n, doc := range docs {
 		var m map[string]any
 		if err := yaml.Unmarshal(doc, &m); err != nil {
-			return nil, fmt.Errorf("document %d: %w\n%s", n, err, doc)
+			return nil, fmt.Errorf("document %d: %w\n%s", n+1, err, doc)
 		}
 		if len(m) == 0 {
 			continue
 		}
 		objs = append(objs, &unstructured.Unstructured{Object: m})
 	}
+	return objs, nil
 }
 
 // find returns the rendered object of kind and name (and namespace, when

@@ -204,10 +204,7 @@ func TestDrill000GhostKubelet(t *testing.T) {
 	})
 	t.Run("the ghost LISTs went from 504 to 429", func(t *testing.T) {
 		rejecting.Need(t)
-		cancel()
-		s.loops.wg.Wait()
-		tally := s.loops.tally("ghost")
-		t.Logf("the ghost's LISTs: %+v", tally)
+		tally := s.stopLoad(t, cancel, "ghost")
 		if tally.Codes[http.StatusGatewayTimeout] == 0 || tally.Codes[http.StatusTooManyRequests] == 0 {
 			t.Errorf("the ghost's LISTs %+v: want 504s before the quarantine and 429s after", tally)
 		}

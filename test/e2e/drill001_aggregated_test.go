@@ -196,10 +196,7 @@ func TestDrill001AggregatedAPI(t *testing.T) {
 	})
 	t.Run("user requests for the group never succeed", func(t *testing.T) {
 		alerted.Need(t) // the users' loops ran through the incident
-		cancel()
-		s.loops.wg.Wait()
-		userTally := s.loops.tally("user")
-		t.Logf("users' GET /apis/projectcalico.org/v3: %+v", userTally)
+		userTally := s.stopLoad(t, cancel, "user")
 		if userTally.Codes[http.StatusOK] > 0 {
 			t.Errorf("users' requests for the group succeeded %d times; the backend should never answer in time", userTally.Codes[http.StatusOK])
 		}

@@ -175,10 +175,7 @@ func TestDrill002RelistStorm(t *testing.T) {
 	})
 	t.Run("isolation queues the storm LISTs and never fails them", func(t *testing.T) {
 		undone.Need(t)
-		cancel()
-		s.loops.wg.Wait()
-		tally := s.loops.tally("storm")
-		t.Logf("the storm's LISTs: %+v", tally)
+		tally := s.stopLoad(t, cancel, "storm")
 		if tally.Errors > 0 || tally.Codes[http.StatusOK] != tally.Requests {
 			t.Errorf("the storm's LISTs %+v: isolation queues, it must not fail them", tally)
 		}

@@ -144,10 +144,7 @@ func TestDrill004TokenReviewStorm(t *testing.T) {
 	})
 	t.Run("every TokenReview is created", func(t *testing.T) {
 		flaggedTwice.Need(t) // the storm ran through both alerts
-		cancel()
-		s.loops.wg.Wait()
-		tally := s.loops.tally("tokenreview")
-		t.Logf("TokenReviews: %+v", tally)
+		tally := s.stopLoad(t, cancel, "tokenreview")
 		if tally.Errors > 0 || tally.Codes[http.StatusCreated] != tally.Requests {
 			t.Errorf("TokenReviews %+v, want every one created (201)", tally)
 		}

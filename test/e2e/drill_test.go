@@ -19,6 +19,7 @@ import (
 
 	cpfiles "github.com/herd-k8s/herd/manifests/control-plane"
 	"github.com/herd-k8s/herd/test/herdtest"
+	"github.com/herd-k8s/herd/test/nodesim"
 	"github.com/herd-k8s/herd/test/stack"
 )
 
@@ -265,6 +266,17 @@ func (s *drill) waitDecision(t *testing.T, timeout time.Duration, what string, p
 		return true
 	})
 	return got
+}
+
+// stopLoad ends the drill's load (cancel ends its context) and returns the
+// tally of the loops called name, logged.
+func (s *drill) stopLoad(t *testing.T, cancel context.CancelFunc, name string) nodesim.Tally {
+	t.Helper()
+	cancel()
+	s.loops.wg.Wait()
+	tally := s.loops.tally(name)
+	t.Logf("%s: %+v", name, tally)
+	return tally
 }
 
 // triageReports is the responder's /debug/triage.

@@ -1,20 +1,17 @@
 package stack
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
+
+	"github.com/herd-k8s/herd/test/herdtest"
 )
 
 // ApplyManifest creates, as c, every object of a multi-document YAML file
@@ -27,25 +24,19 @@ func ApplyManifest(ctx context.Context, c kubernetes.Interface, path string) (ma
 	if err != nil {
 		return nil, fmt.Errorf("apply manifest: %w", err)
 	}
+	docs, err := herdtest.YAMLDocuments(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	objs := map[string][]any{}
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for n := 1; ; n++ {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return objs, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: document %d: %w", path, n, err)
-		}
+	for i, doc := range docs {
+		n := i + 1
 		var tm metav1.TypeMeta
 		if err := yaml.Unmarshal(doc, &tm); err != nil {
 			return nil, fmt.Errorf("%s: document %d: %w", path, n, err)
 		}
 		if tm.Kind == "" {
-			if len(bytes.TrimSpace(stripComments(doc))) != 0 {
-				return nil, fmt.Errorf("%s: document %d has no kind", path, n)
-			}
-			continue
+			return nil, fmt.Errorf("%s: document %d has no kind", path, n)
 		}
 		var obj any
 		var create func() error
@@ -91,17 +82,5 @@ func ApplyManifest(ctx context.Context, c kubernetes.Interface, path string) (ma
 		}
 		objs[tm.Kind] = append(objs[tm.Kind], obj)
 	}
-}
-
-// stripComments drops YAML comment lines: a document of comments only is
-// not an object.
-func stripComments(doc []byte) []byte {
-	var out bytes.Buffer
-	for _, line := range bytes.Split(doc, []byte("\n")) {
-		if t := bytes.TrimSpace(line); len(t) > 0 && t[0] != '#' {
-			out.Write(line)
-			out.WriteByte('\n')
-		}
-	}
-	return out.Bytes()
+	return objs, nil
 }

@@ -176,13 +176,15 @@ type Decision struct {
 // Decisions reads /debug/actions, oldest first (the responder keeps its
 // last 200).
 func (r *Responder) Decisions(ctx context.Context) ([]Decision, error) {
-	var page struct {
-		Decisions []Decision `json:"decisions"`
-	}
-	if err := herdtest.GetJSON(ctx, r.URL+"/debug/actions", &page); err != nil {
-		return nil, err
-	}
-	return page.Decisions, nil
+	page, err := debugPage[struct{ Decisions []Decision }](ctx, r.URL+"/debug/actions")
+	return page.Decisions, err
+}
+
+// debugPage decodes one of the responder's JSON debug pages.
+func debugPage[T any](ctx context.Context, url string) (T, error) {
+	var page T
+	err := herdtest.GetJSON(ctx, url, &page)
+	return page, err
 }
 
 // TriageFinding and TriageReport are /debug/triage's view of a triage.
@@ -207,13 +209,8 @@ type TriageReport struct {
 
 // Triage reads /debug/triage.
 func (r *Responder) Triage(ctx context.Context) ([]TriageReport, error) {
-	var page struct {
-		Reports []TriageReport `json:"reports"`
-	}
-	if err := herdtest.GetJSON(ctx, r.URL+"/debug/triage", &page); err != nil {
-		return nil, err
-	}
-	return page.Reports, nil
+	page, err := debugPage[struct{ Reports []TriageReport }](ctx, r.URL+"/debug/triage")
+	return page.Reports, err
 }
 
 // Metric sums the samples of one metric in the replica's exposition whose
