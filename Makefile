@@ -51,8 +51,8 @@ test: deps controlplane vet rules-check chart-check ## Unit and real-control-pla
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: e2e
-e2e: deps controlplane ## Only the end-to-end suite: the responder, the mixin and the five incident drills on the real stack (make test runs it too).
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -v ./test/e2e/
+e2e: deps controlplane ## Only the end-to-end suite: the responder, the mixin and the five incident drills on the real stack (make test runs it too); RUN='TestResponder/uncordon' runs one behaviour.
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -v -run '$(RUN)' ./test/e2e/
 
 .PHONY: vet
 vet: ## go vet and gofmt.
