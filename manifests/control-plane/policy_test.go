@@ -3,15 +3,8 @@ package controlplane_test
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -39,6 +32,7 @@ import (
 	"github.com/herd-k8s/herd/exporter/config"
 	controlplane "github.com/herd-k8s/herd/manifests/control-plane"
 	harness "github.com/herd-k8s/herd/test/controlplane"
+	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/nodesim"
 	"github.com/herd-k8s/herd/test/proc"
 )
@@ -891,11 +885,20 @@ func (r *loadRun) bytesByKind() string {
 // a client certificate, as audit-webhook-kubeconfig.yaml documents.
 func startHerd(t *testing.T, dir string) (*exporter.Exporter, string, func()) {
 	t.Helper()
-	ca := newCA(t)
-	serverCert, serverKey := ca.issue(t, "herd", nil, []net.IP{net.ParseIP("127.0.0.1")}, x509.ExtKeyUsageServerAuth)
-	clientCert, clientKey := ca.issue(t, "kube-apiserver", []string{"kube-apiserver-audit"}, nil, x509.ExtKeyUsageClientAuth)
+	ca, err := herdtest.NewCA("herd-policy-test-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverCert, serverKey, err := ca.Issue(herdtest.Cert{CommonName: "herd", IPs: []net.IP{net.ParseIP("127.0.0.1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientCert, clientKey, err := ca.Issue(herdtest.Cert{CommonName: "kube-apiserver", DNSNames: []string{"kube-apiserver-audit"}, Client: true})
+	if err != nil {
+		t.Fatal(err)
+	}
 	files := map[string][]byte{
-		"herd-ca.crt": ca.pem, "tls.crt": serverCert, "tls.key": serverKey,
+		"herd-ca.crt": ca.PEM, "tls.crt": serverCert, "tls.key": serverKey,
 		"audit-client.crt": clientCert, "audit-client.key": clientKey,
 	}
 	for name, b := range files {
@@ -1007,73 +1010,4 @@ func gatherValue(t *testing.T, e *exporter.Exporter, name string, labels map[str
 		}
 	}
 	return total
-}
-
-// testCA signs the test's serving and client certificates.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "herd-policy-test-ca"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-var serial = struct {
-	sync.Mutex
-	n int64
-}{n: 1}
-
-func (ca *testCA) issue(t *testing.T, cn string, dns []string, ips []net.IP, usage x509.ExtKeyUsage) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial.Lock()
-	serial.n++
-	sn := serial.n
-	serial.Unlock()
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(sn),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		DNSNames:     dns,
-		IPAddresses:  ips,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
 }
