@@ -177,9 +177,10 @@ func NodeName(i int) string { return fmt.Sprintf("node-%d", i) }
 // for up to 16 million.
 func NodeIP(i int) string { return fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255) }
 
-// Start brings the stack up and returns once Prometheus scrapes herd and the
-// stack's responder (if any) leads. On error, or when ctx ends first,
-// everything started so far is stopped.
+// Start brings the stack up. With a responder of its own it returns once
+// Prometheus scrapes herd and the responder leads; without, once every
+// server answers. On error, or when ctx ends first, everything started so
+// far is stopped.
 func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	if opts.Log == nil {
 		opts.Log = io.Discard
@@ -270,8 +271,13 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 		}
 		s.Responder = r
 	}
-	if err := s.waitReady(ctx); err != nil {
-		return s, err
+	// With a responder of its own the stack is a demo's: ready once
+	// Prometheus scrapes herd and the responder leads. Without, the caller
+	// starts its load at once, as on a Prometheus that has just started.
+	if s.Responder != nil {
+		if err := s.waitReady(ctx); err != nil {
+			return s, err
+		}
 	}
 	step("stack ready")
 	return s, nil
@@ -356,10 +362,7 @@ func (s *Stack) herdBin(ctx context.Context) (string, error) {
 // waitReady waits until Prometheus has scraped herd's targets and the
 // stack's responder leads.
 func (s *Stack) waitReady(ctx context.Context) error {
-	jobs := []string{ExporterJob}
-	if s.Responder != nil {
-		jobs = append(jobs, ResponderJob)
-	}
+	jobs := []string{ExporterJob, ResponderJob}
 	query := fmt.Sprintf(`count(up{job=~%q} == 1)`, strings.Join(jobs, "|"))
 	return herdtest.Poll(ctx, 90*time.Second, "Prometheus to scrape "+strings.Join(jobs, " and ")+" (and the responder to lead)", func(ctx context.Context) error {
 		if crashed := s.Crashed(); len(crashed) > 0 {
@@ -368,7 +371,7 @@ func (s *Stack) waitReady(ctx context.Context) error {
 		if v, err := s.QueryValue(ctx, query); err != nil || int(v) != len(jobs) {
 			return fmt.Errorf("%s = %v (%v)", query, v, err)
 		}
-		if s.Responder != nil && !s.Responder.Ready(ctx) {
+		if !s.Responder.Ready(ctx) {
 			return errors.New("the responder does not lead yet")
 		}
 		return nil
