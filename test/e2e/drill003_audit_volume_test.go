@@ -341,8 +341,8 @@ func runAuditLoad(t *testing.T, policy string, webhook bool) *auditRun {
 	}
 	if herd != nil {
 		s := gather(t, herd.Exporter)
-		run.herdEvents = s.sum("herd_audit_events_total", "source=webhook", "result=accounted")
-		run.herdBytes = s.sum("herd_audit_bytes_total", "source=webhook")
+		run.herdEvents = sum(s, "herd_audit_events_total", "source=webhook", "result=accounted")
+		run.herdBytes = sum(s, "herd_audit_bytes_total", "source=webhook")
 	}
 	t.Logf("%d log lines; steady state %v: %d node-side events, %d bytes, %d re-watches", run.allEvents, run.window.Round(100*time.Millisecond), run.events, run.bytes, run.rewatches)
 	return run

@@ -32,6 +32,7 @@ import (
 
 	"github.com/herd-k8s/herd/exporter"
 	"github.com/herd-k8s/herd/exporter/config"
+	"github.com/herd-k8s/herd/test/auditcount"
 	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/nodesim"
 	"github.com/herd-k8s/herd/test/stack"
@@ -214,9 +215,10 @@ func (l *loops) tally(name string) nodesim.Tally {
 	return l.tallies[name]
 }
 
-// series is a gathered sample keyed by "name{l1=v1,l2=v2}" with sorted labels;
-// histograms contribute name_count.
-type series map[string]float64
+// series is a gathered sample keyed by "name{l1=v1,l2=v2}" with sorted
+// labels, as test/auditcount keys its counts; histograms contribute
+// name_count.
+type series = auditcount.Series
 
 func gather(t *testing.T, e *exporter.Exporter) series {
 	t.Helper()
@@ -249,9 +251,9 @@ func gather(t *testing.T, e *exporter.Exporter) series {
 	return s
 }
 
-// sum adds the samples of name whose labels include every one of match
-// ("k=v").
-func (s series) sum(name string, match ...string) float64 {
+// sum adds the samples of name in s whose labels include every one of
+// match ("k=v").
+func sum(s series, name string, match ...string) float64 {
 	total := 0.0
 	for k, v := range s {
 		if !strings.HasPrefix(k, name+"{") {
@@ -266,17 +268,4 @@ func (s series) sum(name string, match ...string) float64 {
 		}
 	}
 	return total
-}
-
-func (s series) String() string {
-	keys := make([]string, 0, len(s))
-	for k := range s {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for _, k := range keys {
-		fmt.Fprintf(&b, "%s %g\n", k, s[k])
-	}
-	return b.String()
 }

@@ -191,7 +191,7 @@ func TestAuditPipelineExactCounts(t *testing.T) {
 		t.Run("the "+ex.name+" feed counts every request exactly", func(t *testing.T) {
 			requested.Need(t)
 			herdtest.Wait(t, 30*time.Second, ex.name+" exporter to account every request", func() bool {
-				return gather(t, ex.e.Exporter).sum("herd_requests_total") >= totalRequests
+				return sum(gather(t, ex.e.Exporter), "herd_requests_total") >= totalRequests
 			})
 			time.Sleep(time.Second) // a late duplicate or straggler would show now
 			got := gather(t, ex.e.Exporter)
@@ -207,11 +207,11 @@ func TestAuditPipelineExactCounts(t *testing.T) {
 						wantSum += v
 					}
 				}
-				if s := got.sum(family); s != wantSum {
+				if s := sum(got, family); s != wantSum {
 					t.Errorf("%s: sum(%s) = %g, want %g (an unexpected series?)", ex.name, family, s, wantSum)
 				}
 			}
-			if got.sum("herd_requests_total", "role=other") != 0 {
+			if sum(got, "herd_requests_total", "role=other") != 0 {
 				t.Errorf("%s: requests classified other; the policy audits only node-side identities", ex.name)
 			}
 			if t.Failed() {
@@ -222,11 +222,11 @@ func TestAuditPipelineExactCounts(t *testing.T) {
 	t.Run("the webhook events are accounted and none malformed", func(t *testing.T) {
 		requested.Need(t)
 		herdtest.Wait(t, 30*time.Second, "the webhook exporter to account every request", func() bool {
-			return gather(t, viaWebhook.Exporter).sum("herd_requests_total") >= totalRequests
+			return sum(gather(t, viaWebhook.Exporter), "herd_requests_total") >= totalRequests
 		})
 		webhookSource := gather(t, viaWebhook.Exporter)
-		if webhookSource.sum("herd_audit_events_total", "source=webhook", "result=malformed") != 0 ||
-			webhookSource.sum("herd_audit_events_total", "source=webhook", "result=accounted") == 0 {
+		if sum(webhookSource, "herd_audit_events_total", "source=webhook", "result=malformed") != 0 ||
+			sum(webhookSource, "herd_audit_events_total", "source=webhook", "result=accounted") == 0 {
 			t.Errorf("webhook ingest: %s", webhookSource)
 		}
 	})

@@ -133,15 +133,15 @@ func TestClusterView(t *testing.T) {
 		ghostKey := "herd_ghost_instance{client=kubelet,identity=system:node:old-worker-7,node=old-worker-7,reason=no_such_node,role=kubelet,source_ip=10.99.0.7}"
 		herdtest.Wait(t, 30*time.Second, "the ghost kubelet to be reported", func() bool { return gather(t, herd.Exporter)[ghostKey] == 1 })
 		got := gather(t, herd.Exporter)
-		if n := got.sum("herd_ghost_instances"); n != 1 {
+		if n := sum(got, "herd_ghost_instances"); n != 1 {
 			t.Errorf("herd_ghost_instances total = %g, want 1 (only old-worker-7):\n%s", n, got)
 		}
 		if got["herd_ghost_instances{client=kubelet,role=kubelet}"] != 1 {
 			t.Errorf("ghost count for kubelets: %s", got)
 		}
 		// Flagged instances get per-node series even outside the top K.
-		if got.sum("herd_instance_relists", "node=old-worker-7") != 2 {
-			t.Errorf("ghost's relists by node: %g, want 2", got.sum("herd_instance_relists", "node=old-worker-7"))
+		if sum(got, "herd_instance_relists", "node=old-worker-7") != 2 {
+			t.Errorf("ghost's relists by node: %g, want 2", sum(got, "herd_instance_relists", "node=old-worker-7"))
 		}
 	})
 	t.Run("clients are placed on their node by identity or source IP", func(t *testing.T) {
@@ -175,7 +175,7 @@ func TestClusterView(t *testing.T) {
 		wg.Wait()
 		staleKey := "herd_stale_kubelet{node=node-1,reason=too_large_resource_version}"
 		herdtest.Wait(t, 20*time.Second, "node-1 to be a stale kubelet", func() bool { return gather(t, herd.Exporter)[staleKey] == 1 })
-		if got := gather(t, herd.Exporter); got.sum("herd_stale_kubelet") != 1 {
+		if got := gather(t, herd.Exporter); sum(got, "herd_stale_kubelet") != 1 {
 			t.Errorf("stale kubelets: %s", got)
 		}
 		herdtest.Wait(t, 30*time.Second, "node-1 to drop out once the window passed", func() bool { _, ok := gather(t, herd.Exporter)[staleKey]; return !ok })

@@ -10,12 +10,10 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/exporter-toolkit/web"
 	auditv1 "k8s.io/apiserver/pkg/apis/audit/v1"
 
 	"github.com/herd-k8s/herd/exporter"
@@ -23,8 +21,10 @@ import (
 	"github.com/herd-k8s/herd/exporter/config"
 	"github.com/herd-k8s/herd/test/auditcount"
 	"github.com/herd-k8s/herd/test/controlplane"
+	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/hollow"
 	"github.com/herd-k8s/herd/test/proc"
+	"github.com/herd-k8s/herd/test/stack"
 )
 
 // nodeAgentsPolicy audits every request of the node agents, at Metadata:
@@ -175,49 +175,32 @@ func TestRealAgentsSteadyState(t *testing.T) {
 // Audit batches reach its handler through the tee, which authenticates them.
 func startExporter(t *testing.T, cp *controlplane.ControlPlane) *exporter.Exporter {
 	t.Helper()
-	webPort, err := proc.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	auditPort, err := proc.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	webAddrs := []string{"127.0.0.1:" + strconv.Itoa(webPort)}
-	auditAddrs := []string{"127.0.0.1:" + strconv.Itoa(auditPort)}
-	off, empty := false, ""
-	e, err := exporter.New(exporter.Options{
+	e, err := stack.RunExporter(exporter.Options{
 		Config:        config.Default(),
-		Web:           web.FlagConfig{WebListenAddresses: &webAddrs, WebSystemdSocket: &off, WebConfigFile: &empty},
-		Audit:         web.FlagConfig{WebListenAddresses: &auditAddrs, WebSystemdSocket: &off, WebConfigFile: &empty},
 		AuditInsecure: true,
 		Kube:          cp.Config(controlplane.Admin),
 		GhostGrace:    ghostGrace,
+	}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.Stop(); err != nil {
+			t.Errorf("exporter: %v", err)
+		}
+	})
+	err = herdtest.Poll(t.Context(), 30*time.Second, "the exporter to be ready", func(context.Context) error {
+		rec := httptest.NewRecorder()
+		e.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		if rec.Code != http.StatusOK {
+			return fmt.Errorf("/readyz: %d %s", rec.Code, rec.Body)
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("exporter: %v", err)
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		rec := httptest.NewRecorder()
-		e.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
-		if rec.Code == http.StatusOK {
-			return e
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("exporter not ready: %d %s", rec.Code, rec.Body)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return e.Exporter
 }
 
 // debugClients is what the suite reads of /debug/clients.
@@ -292,19 +275,18 @@ func compareWithAuditLog(t *testing.T, ex *exporter.Exporter, tee *auditcount.Te
 	// The apiserver writes the log before it batches the webhook, so the log
 	// normally holds every delivered event already.
 	var res auditcount.Result
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	err := herdtest.Poll(t.Context(), 10*time.Second, "every event herd was delivered in the audit log", func(context.Context) error {
 		var err error
 		if res, err = auditcount.Count(logPath, delivered, auditcount.NodeAgents); err != nil {
-			t.Fatal(err)
+			return err
 		}
-		if res.Missing == 0 || time.Now().After(deadline) {
-			break
+		if res.Missing > 0 {
+			return fmt.Errorf("%s: %d events herd was delivered are not in the audit log", when, res.Missing)
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if res.Missing > 0 {
-		t.Fatalf("%s: %d events herd was delivered are not in the audit log", when, res.Missing)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	configmapRelists := 0.0
 	for k, v := range res.Series {
