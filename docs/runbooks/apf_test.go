@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,16 +36,9 @@ func readAPFExamples(t *testing.T) apfExamples {
 		schemas: map[string]flowcontrolv1.FlowSchema{},
 		from:    map[string]string{},
 	}
-	files, err := filepath.Glob("*.md")
-	if err != nil {
-		t.Fatal(err)
-	}
+	files, texts := pages(t)
 	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, block := range fencedBlocks(string(b), "yaml") {
+		for _, block := range fencedBlocks(texts[f], "yaml") {
 			for _, doc := range strings.Split(block, "\n---\n") {
 				var head struct {
 					APIVersion string `json:"apiVersion"`

@@ -149,6 +149,25 @@ func substance(s string) string {
 	return b.String()
 }
 
+// pages is every Markdown page of this directory, by file name, in name
+// order.
+func pages(t *testing.T) (names []string, text map[string]string) {
+	t.Helper()
+	names, err := filepath.Glob("*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text = map[string]string{}
+	for _, f := range names {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text[f] = string(b)
+	}
+	return names, text
+}
+
 func readRunbook(t *testing.T, name string) string {
 	t.Helper()
 	b, err := os.ReadFile(name + ".md")
@@ -237,16 +256,9 @@ func TestDiagnosisIsConcrete(t *testing.T) {
 
 func TestMetricNamesAndLabelsAreDocumented(t *testing.T) {
 	docs := documentedMetrics(t)
-	files, err := filepath.Glob("*.md")
-	if err != nil {
-		t.Fatal(err)
-	}
+	files, texts := pages(t)
 	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		text := string(b)
+		text := texts[f]
 		seen := map[string]bool{}
 		for _, name := range metricRef.FindAllString(text, -1) {
 			if seen[name] {
@@ -343,20 +355,13 @@ func TestPromQLParses(t *testing.T) {
 	if err != nil {
 		t.Fatal("promtool not found: install it with `apt-get install prometheus` (make deps does)")
 	}
-	files, err := filepath.Glob("*.md")
-	if err != nil {
-		t.Fatal(err)
-	}
+	files, texts := pages(t)
 	var b strings.Builder
 	b.WriteString("groups:\n- name: runbooks\n  rules:\n")
 	n := 0
 	where := map[string]string{}
 	for _, f := range files {
-		text, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, q := range promqlBlocks(string(text)) {
+		for _, q := range promqlBlocks(texts[f]) {
 			n++
 			name := fmt.Sprintf("runbook_query_%d", n)
 			where[name] = f + ": " + q
@@ -487,16 +492,9 @@ func anchors(t *testing.T, path string) map[string]bool {
 // exists and, with a #fragment, at one of its headings.
 func TestRelativeLinks(t *testing.T) {
 	link := regexp.MustCompile(`\]\(([^)#\s]*)(#[^)\s]*)?\)`)
-	files, err := filepath.Glob("*.md")
-	if err != nil {
-		t.Fatal(err)
-	}
+	files, texts := pages(t)
 	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range link.FindAllStringSubmatch(string(b), -1) {
+		for _, m := range link.FindAllStringSubmatch(texts[f], -1) {
 			target, frag := m[1], strings.TrimPrefix(m[2], "#")
 			if strings.Contains(target, "://") {
 				continue
