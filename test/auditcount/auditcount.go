@@ -118,6 +118,9 @@ func (t *Tee) serve(w http.ResponseWriter, r *http.Request) {
 	fwd := r.Clone(r.Context())
 	fwd.Body = io.NopCloser(bytes.NewReader(body))
 	fwd.ContentLength = int64(len(body))
+	// herd serves audit batches on /audit only, whatever path the
+	// apiserver's webhook posted to the tee.
+	fwd.URL.Path, fwd.RequestURI = "/audit", "/audit"
 	rec := httptest.NewRecorder()
 	t.next.ServeHTTP(rec, fwd)
 	if rec.Code == http.StatusOK {

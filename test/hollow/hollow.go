@@ -172,9 +172,12 @@ func Start(ctx context.Context, cp *controlplane.ControlPlane, opts Options) (c 
 		}
 		c.ownDir = true
 	}
+	// The named result is nil by the time an error return runs this: stop
+	// what was started through the cluster itself.
+	started := c
 	defer func() {
 		if err != nil {
-			c.Stop()
+			started.Stop()
 		}
 	}()
 	proxyConfig, err := cp.Kubeconfig(controlplane.KubeProxy)
