@@ -56,6 +56,9 @@ type Options struct {
 	// APIServices tunes the aggregated-APIService probes.
 	APIServices apiservices.Options
 	Logger      *slog.Logger
+	// Now is the ledger's clock; nil is time.Now. Tests read recorded
+	// fixtures at a fixed time with it.
+	Now func() time.Time
 }
 
 // Exporter is a configured, not yet running, `herd exporter`.
@@ -67,7 +70,6 @@ type Exporter struct {
 	audit     *ingest.Handler
 	logger    *slog.Logger
 	cluster   *cluster.View
-	judge     *cluster.Collector
 	msrv      *metricsserver.Informer
 	apis      *apiservices.View
 	synced    []func() bool
@@ -105,7 +107,7 @@ func New(opts Options) (*Exporter, error) {
 		return nil, fmt.Errorf("config rules: %w", err)
 	}
 	reg := prometheus.NewRegistry()
-	extra := map[string]collector.Collector{}
+	var sources collector.Sources
 	var view *cluster.View
 	var resolver accounting.NodeResolver
 	var synced []func() bool
@@ -117,48 +119,51 @@ func New(opts Options) (*Exporter, error) {
 			return nil, fmt.Errorf("kubernetes client: %w", err)
 		}
 		view = cluster.New(client, cluster.Options{ControlPlaneCIDRs: opts.ControlPlaneCIDRs, Grace: opts.GhostGrace, Logger: logger})
-		resolver = view
+		resolver = view // and the ledger's Judge: snapshots carry the verdicts
+		sources.Cluster = view
 		msOpts := opts.MetricsServer
 		msOpts.Logger = logger
 		if msrv, err = metricsserver.New(client, msOpts); err != nil {
 			return nil, fmt.Errorf("metrics-server: %w", err)
 		}
-		extra["metricsserver"] = msrv
+		sources.MetricsServer = msrv
 		apiOpts := opts.APIServices
 		apiOpts.Logger = logger
 		if apis, err = apiservices.New(opts.Kube, apiOpts); err != nil {
 			return nil, fmt.Errorf("apiservices: %w", err)
 		}
-		extra["apiservices"] = apis
+		sources.APIServices = apis
 		synced = append(synced, view.Synced, msrv.Synced, apis.Synced)
 	}
-	ledger := accounting.New(opts.Config.LedgerConfig(), cls, resolver)
-	var judge *cluster.Collector
-	if view != nil {
-		judge = &cluster.Collector{View: view, Ledger: ledger,
-			MaxGhosts: opts.Config.Cluster.MaxGhostSeries, MaxStale: opts.Config.Cluster.MaxStaleSeries}
-		ledger.SetFlagger(judge)
-		extra["cluster"] = judge
+	ledger, err := accounting.New(opts.Config.Accounting, cls, resolver)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
 	}
+	if opts.Now != nil {
+		ledger.SetClock(opts.Now)
+	}
+	sources.Ledger = ledger
 	in := opts.Config.Ingest
 	followers := map[string]*tail.Follower{}
 	for _, path := range opts.LogFiles {
-		followers[path] = tail.New(path, tail.Options{FromStart: opts.LogFromStart, MaxLineBytes: in.MaxEventBytes, Logger: logger})
-	}
-	if len(followers) > 0 {
-		extra["auditfiles"] = fileCollector{followers}
+		f := tail.New(path, tail.Options{FromStart: opts.LogFromStart, MaxLineBytes: in.MaxEventBytes, Logger: logger})
+		followers[path] = f
+		if sources.AuditFiles == nil {
+			sources.AuditFiles = map[string]collector.FileSource{}
+		}
+		sources.AuditFiles[path] = f
 	}
 	metrics := ingest.NewMetrics(reg)
 	pipeline := ingest.NewPipeline(ledger, ingest.NewDedup(time.Duration(in.DedupWindow), in.DedupMaxEntries), metrics)
 	reg.MustRegister(
-		collector.New(ledger, logger, extra),
+		collector.New(sources, logger),
 		versioncollector.NewCollector("herd"),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return &Exporter{
 		opts: opts, ledger: ledger, pipeline: pipeline, registry: reg, logger: logger,
-		cluster: view, judge: judge, msrv: msrv, apis: apis, synced: synced, followers: followers,
+		cluster: view, msrv: msrv, apis: apis, synced: synced, followers: followers,
 		audit: ingest.NewHandler(pipeline, ingest.HandlerOptions{
 			Tokens: tokens, MaxBodyBytes: in.MaxBodyBytes, MaxEventBytes: in.MaxEventBytes,
 			MaxInFlight: in.MaxInFlight, Logger: logger,
@@ -220,16 +225,7 @@ func (e *Exporter) debugClients(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Limit = n
 	}
-	views := e.ledger.Clients(f)
-	out := make([]debugClient, len(views))
-	for i := range views {
-		out[i].ClientView = &views[i]
-		if e.judge != nil {
-			v := e.cluster.Judge(views[i].Window(), e.judge.Thresholds())
-			out[i].Cluster = &v
-		}
-	}
-	page := debugClientsPage{Clients: out, TokenReviewNodes: e.ledger.Snapshot().TokenReviewNodes}
+	page := debugClientsPage{Clients: e.ledger.Clients(f), TokenReviewNodes: e.ledger.TokenReviewNodes()}
 	if e.msrv != nil {
 		page.MetricsServer = e.msrv.Deployments()
 	}
@@ -237,17 +233,12 @@ func (e *Exporter) debugClients(w http.ResponseWriter, r *http.Request) {
 }
 
 // debugClientsPage puts metrics-server's kubelet auth mode next to the
-// kubelets that create TokenReviews because of it (incident 004).
+// kubelets that create TokenReviews because of it (incident 004). Each
+// client carries the ledger's verdict on it (ghost, stale, node, Lease age).
 type debugClientsPage struct {
 	MetricsServer    []metricsserver.DeploymentView `json:"metricsServer,omitempty"`
 	TokenReviewNodes int                            `json:"tokenReviewNodes"`
-	Clients          []debugClient                  `json:"clients"`
-}
-
-// debugClient is an instance with the cluster view's verdict on it.
-type debugClient struct {
-	*accounting.ClientView
-	Cluster *cluster.Verdict `json:"cluster,omitempty"`
+	Clients          []accounting.ClientView        `json:"clients"`
 }
 
 // readyz is ready once every informer has synced; with --no-kube at once.
@@ -324,29 +315,6 @@ func (e *Exporter) follow(ctx context.Context, f *tail.Follower, path string) er
 		return nil
 	}
 	return err
-}
-
-// fileCollector exports the followers' rotation and truncation counts, so a
-// log pipeline that rotates faster than herd reads shows up.
-type fileCollector struct{ followers map[string]*tail.Follower }
-
-var (
-	fileRotationsDesc = prometheus.NewDesc("herd_audit_file_rotations_total",
-		"Rename rotations of a followed audit log file (--audit.log-file).", []string{"file"}, nil)
-	fileTruncationsDesc = prometheus.NewDesc("herd_audit_file_truncations_total",
-		"Truncations (copytruncate) of a followed audit log file; lines written just before one may be lost.", []string{"file"}, nil)
-	fileOversizedDesc = prometheus.NewDesc("herd_audit_file_oversized_lines_total",
-		"Lines of a followed audit log file skipped for exceeding ingest.maxEventBytes.", []string{"file"}, nil)
-)
-
-func (c fileCollector) Update(_ *collector.Scrape, ch chan<- prometheus.Metric) error {
-	for path, f := range c.followers {
-		st := f.Stats()
-		ch <- prometheus.MustNewConstMetric(fileRotationsDesc, prometheus.CounterValue, float64(st.Rotations), path)
-		ch <- prometheus.MustNewConstMetric(fileTruncationsDesc, prometheus.CounterValue, float64(st.Truncations), path)
-		ch <- prometheus.MustNewConstMetric(fileOversizedDesc, prometheus.CounterValue, float64(st.Oversized), path)
-	}
-	return nil
 }
 
 // newServer sets the timeouts a slow or hostile client must not outlast; a

@@ -2,7 +2,9 @@ package exporter_test
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -10,11 +12,15 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/herd-k8s/herd/exporter"
 	"github.com/herd-k8s/herd/exporter/classify"
+	"github.com/herd-k8s/herd/exporter/config"
 	"github.com/herd-k8s/herd/exporter/ingest"
 )
 
@@ -149,4 +155,69 @@ func TestRecordedFixtures(t *testing.T) {
 		}
 	}
 	compare(t, "file", counters(t, viaFile), want)
+}
+
+var update = flag.Bool("update", false, "rewrite testdata/*.prom from what the code exports now")
+
+// fixtureTime is when TestFixtureExposition reads the ledger: 74 s after
+// the last recorded event, so every windowed series is in its window.
+var fixtureTime = time.Date(2026, 11, 23, 8, 20, 0, 0, time.UTC)
+
+// TestFixtureExposition replays the recorded webhook batches into an
+// exporter whose clock stands at fixtureTime and compares the whole herd_
+// exposition (but the scrape durations, the lag histogram that depends on
+// the wall clock, and build info) with testdata/fixtures.prom byte for
+// byte: restructuring the ledger or the collectors must not change what
+// herd exports. A behaviour change rewrites the file (go test -update) and
+// shows in review as a diff of series.
+func TestFixtureExposition(t *testing.T) {
+	empty, addrs, off := "", []string{"127.0.0.1:0"}, false
+	e, err := exporter.New(exporter.Options{
+		Config:        config.Default(),
+		Web:           web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &off, WebConfigFile: &empty},
+		Audit:         web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &off, WebConfigFile: &empty},
+		AuditInsecure: true,
+		Now:           func() time.Time { return fixtureTime },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batches, err := os.ReadFile("../testdata/audit/webhook-batches.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, body := range strings.Split(strings.TrimSpace(string(batches)), "\n") {
+		rec := httptest.NewRecorder()
+		e.AuditHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/audit", strings.NewReader(body)))
+		if rec.Code != http.StatusOK {
+			t.Fatalf("batch %d: %d %s", i, rec.Code, rec.Body)
+		}
+	}
+	families, err := e.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	for _, mf := range families {
+		switch n := mf.GetName(); {
+		case !strings.HasPrefix(n, "herd_"), strings.HasPrefix(n, "herd_scrape_collector_"),
+			n == "herd_audit_event_lag_seconds", n == "herd_build_info":
+			continue
+		}
+		if _, err := expfmt.MetricFamilyToText(&got, mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if *update {
+		if err := os.WriteFile("testdata/fixtures.prom", got.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile("testdata/fixtures.prom")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Bytes(), want) {
+		t.Errorf("exposition differs from testdata/fixtures.prom (go test -update rewrites it):\n%s", got.Bytes())
+	}
 }

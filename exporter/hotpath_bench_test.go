@@ -102,7 +102,9 @@ func (h *hotState) get(b *testing.B, resolve bool) *hotState {
 			}
 			nodes = r
 		}
-		h.ledger = accounting.New(cfg.LedgerConfig(), cls, nodes)
+		if h.ledger, err = accounting.New(cfg.Accounting, cls, nodes); err != nil {
+			b.Fatal(err)
+		}
 		dedup := ingest.NewDedup(time.Duration(cfg.Ingest.DedupWindow), cfg.Ingest.DedupMaxEntries)
 		// Fill both dedup generations: one full generation plus one pair
 		// rotates, the next full generation rotates again.

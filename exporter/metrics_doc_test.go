@@ -2,19 +2,30 @@ package exporter_test
 
 import (
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/herd-k8s/herd/exporter"
+	"github.com/herd-k8s/herd/exporter/accounting"
+	"github.com/herd-k8s/herd/exporter/apiservices"
+	"github.com/herd-k8s/herd/exporter/audit"
+	"github.com/herd-k8s/herd/exporter/classify"
+	"github.com/herd-k8s/herd/exporter/collector"
 	"github.com/herd-k8s/herd/exporter/config"
+	"github.com/herd-k8s/herd/exporter/metricsserver"
 )
 
 // newTestExporter builds an exporter with no listeners and no auth.
@@ -67,8 +78,119 @@ func exerciseEveryMetric(t *testing.T, e *exporter.Exporter) {
 	post(strings.Join(lines, "\n"), "application/x-ndjson") // all duplicates
 }
 
+// documented parses docs/metrics.md's tables: metric name → "type|labels"
+// (labels sorted, comma-separated).
+func documented(t *testing.T) map[string]string {
+	t.Helper()
+	doc, err := os.ReadFile("../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("^\\| `(herd_[a-z_]+)` \\| ([a-z]+)[^|]*\\|([^|]*)\\|")
+	out := map[string]string{}
+	for _, line := range strings.Split(string(doc), "\n") {
+		m := row.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		var labels []string
+		for _, l := range strings.Split(m[3], ",") {
+			if l = strings.TrimSpace(l); l != "" {
+				labels = append(labels, l)
+			}
+		}
+		sort.Strings(labels)
+		out[m[1]] = m[2] + "|" + strings.Join(labels, ",")
+	}
+	if len(out) < 30 {
+		t.Fatalf("only %d metrics parsed from docs/metrics.md; is the table format broken?", len(out))
+	}
+	return out
+}
+
+// exported is the same for gathered families.
+func exported(families []*dto.MetricFamily) map[string]string {
+	out := map[string]string{}
+	for _, mf := range families {
+		if !strings.HasPrefix(mf.GetName(), "herd_") {
+			continue
+		}
+		labels := map[string]bool{}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				labels[lp.GetName()] = true
+			}
+		}
+		var names []string
+		for l := range labels {
+			names = append(names, l)
+		}
+		sort.Strings(names)
+		out[mf.GetName()] = strings.ToLower(mf.GetType().String()) + "|" + strings.Join(names, ",")
+	}
+	return out
+}
+
+// nodesNamed is a cluster view for the doc test: node-1 exists, any other
+// node name is a ghost's.
+type nodesNamed struct{}
+
+func (nodesNamed) NodeForIP([]byte) (string, bool) { return "", false }
+func (nodesNamed) Nodes() int                      { return 1 }
+func (nodesNamed) Synced() bool                    { return true }
+func (nodesNamed) Judge(w *accounting.InstanceWindow, _ int64) accounting.NodeVerdict {
+	v := accounting.NodeVerdict{Synced: true, NodeExists: w.Node == "node-1"}
+	if !v.NodeExists {
+		v.GhostReason = "no_such_node"
+	}
+	return v
+}
+
+type apiServicesState []apiservices.Status
+
+func (s apiServicesState) Status() []apiservices.Status { return s }
+
+type metricsServerState []metricsserver.DeploymentView
+
+func (metricsServerState) Synced() bool                                  { return true }
+func (s metricsServerState) Deployments() []metricsserver.DeploymentView { return s }
+
+// clusterSideFamilies gathers what the collectors export from the cluster
+// view, APIServices and metrics-server, over a ledger with a ghost and a
+// stale kubelet: the series `--no-kube` never has.
+func clusterSideFamilies(t *testing.T) []*dto.MetricFamily {
+	t.Helper()
+	cls, _ := classify.New(nil)
+	l, err := accounting.New(accounting.DefaultConfig(), cls, nodesNamed{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for i, user := range []string{"system:node:node-1", "system:node:node-1", "system:node:node-1", "system:node:gone"} {
+		l.Account(&audit.Event{AuditID: []byte("x"), Stage: audit.StageResponseComplete, Verb: []byte("list"), User: []byte(user),
+			Resource: []byte("runtimeclasses"), Code: 504, TooLargeResourceVersion: true, StageTimestampNanos: now.Add(time.Duration(i) * time.Second).UnixNano()})
+	}
+	failures := map[string]uint64{}
+	for _, r := range apiservices.Reasons {
+		failures[r] = 0
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector.New(collector.Sources{Ledger: l, Cluster: nodesNamed{},
+		APIServices: apiServicesState{{Name: "v1beta1.metrics.k8s.io", Namespace: "kube-system", Service: "metrics-server", Available: true,
+			BackendsKnown: true, Ready: 1, Backends: []apiservices.Backend{{Pod: "ms-0", Node: "node-1", Ready: true}},
+			Probe: &apiservices.ProbeCounts{Count: 1, Sum: 0.01, Buckets: map[float64]uint64{0.01: 1}, Failures: failures}}},
+		MetricsServer: metricsServerState{{Namespace: "kube-system", Name: "metrics-server", Mode: metricsserver.ModeToken}},
+	}, slog.New(slog.DiscardHandler)))
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return families
+}
+
 // TestEveryMetricIsDocumented fails when herd exports a metric that
-// docs/metrics.md does not describe, and runs promlint over the exposition.
+// docs/metrics.md does not describe, or describes with another type or
+// other labels, and runs promlint over the exposition.
 func TestEveryMetricIsDocumented(t *testing.T) {
 	e := newTestExporter(t)
 	exerciseEveryMetric(t, e)
@@ -76,41 +198,39 @@ func TestEveryMetricIsDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc, err := os.ReadFile("../docs/metrics.md")
-	if err != nil {
-		t.Fatal(err)
+	doc := documented(t)
+	got := exported(families)
+	for name, typeLabels := range exported(clusterSideFamilies(t)) {
+		got[name] = typeLabels
 	}
-	seen := 0
-	for _, mf := range families {
-		name := mf.GetName()
-		if !strings.HasPrefix(name, "herd_") {
-			continue
-		}
-		seen++
-		if !strings.Contains(string(doc), "`"+name+"`") {
+	for name, typeLabels := range got {
+		want, ok := doc[name]
+		switch {
+		case !ok:
 			t.Errorf("metric %s is exported but not documented in docs/metrics.md", name)
+		case want != typeLabels:
+			t.Errorf("metric %s is exported as %s (type|labels) but docs/metrics.md says %s", name, typeLabels, want)
 		}
 	}
-	// Every metric the SPEC's table names for the audit pipeline must be among them.
+	// Every metric the SPEC's table names for the exporter must be among them.
 	for _, want := range []string{
 		"herd_relists_total", "herd_list_pages_total", "herd_relist_interval_seconds", "herd_relisting_instances",
 		"herd_instance_relists", "herd_requests_total", "herd_too_large_resource_version_total",
 		"herd_tokenreviews_total", "herd_tokenreview_nodes", "herd_audit_events_total", "herd_audit_bytes_total",
 		"herd_audit_event_lag_seconds", "herd_audit_last_event_timestamp_seconds",
 		"herd_audit_file_rotations_total", "herd_audit_file_truncations_total",
+		"herd_stale_kubelet", "herd_ghost_instances", "herd_ghost_instance", "herd_apiservice_available",
+		"herd_apiservice_probe_duration_seconds", "herd_apiservice_probe_failures_total", "herd_apiservice_endpoints",
+		"herd_apiservice_backend", "herd_metrics_server_kubelet_auth",
 	} {
-		found := false
-		for _, mf := range families {
-			found = found || mf.GetName() == want
-		}
-		if !found {
+		if _, ok := got[want]; !ok {
 			t.Errorf("metric %s was not exported after exercising every path", want)
 		}
 	}
-	if seen < 15 {
-		t.Errorf("only %d herd_ metrics gathered; the exercise is broken", seen)
+	if len(got) < 30 {
+		t.Errorf("only %d herd_ metrics gathered; the exercise is broken", len(got))
 	}
-	problems, err := promlint.NewWithMetricFamilies(families).Lint()
+	problems, err := promlint.NewWithMetricFamilies(append(families, clusterSideFamilies(t)...)).Lint()
 	if err != nil {
 		t.Fatal(err)
 	}

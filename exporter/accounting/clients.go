@@ -24,12 +24,12 @@ type ClientView struct {
 	WindowRelists   int          `json:"windowRelists"`
 	WindowTooLarge  int          `json:"windowTooLargeResourceVersion"`
 	Resources       []StreamView `json:"resources"`
+	// Cluster is the verdict on the instance, made as the snapshot makes
+	// it; nil without a cluster view (--no-kube, herd analyze).
+	Cluster *Verdict `json:"cluster,omitempty"`
 
 	window InstanceWindow
 }
-
-// Window is the instance's window summary, for the cluster view's verdict.
-func (v *ClientView) Window() *InstanceWindow { return &v.window }
 
 // StreamView is an instance's traffic on one resource.
 type StreamView struct {
@@ -55,9 +55,10 @@ func (f ClientFilter) match(in *Instance) bool {
 		(f.Node == "" || f.Node == in.Node) && (f.Identity == "" || f.Identity == in.Identity)
 }
 
-// Clients lists instances with their counters, busiest in the window first.
+// Clients lists instances with their counters and verdicts, busiest in the
+// window first.
 func (l *Ledger) Clients(f ClientFilter) []ClientView {
-	return l.ClientsAt(l.now().UnixNano(), f)
+	return l.ClientsAt(l.clock(), f)
 }
 
 // ClientsAt is Clients with windows ending at now (Unix ns).
@@ -116,5 +117,25 @@ func (l *Ledger) ClientsAt(now int64, f ClientFilter) []ClientView {
 	if f.Limit > 0 && len(out) > f.Limit {
 		out = out[:f.Limit]
 	}
+	for i := range out {
+		if v, ok := l.verdict(&out[i].window, now); ok {
+			out[i].Cluster = &v
+		}
+	}
 	return out
+}
+
+// TokenReviewNodes is how many nodes' kubelets created TokenReviews in the
+// window ending now, as Snapshot counts them.
+func (l *Ledger) TokenReviewNodes() int {
+	now := l.clock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	nodes := map[string]bool{}
+	for _, in := range l.instances {
+		if l.reviewsTokens(in, now) {
+			nodes[in.Node] = true
+		}
+	}
+	return len(nodes)
 }

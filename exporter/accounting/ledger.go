@@ -19,67 +19,6 @@ import (
 	"github.com/herd-k8s/herd/exporter/classify"
 )
 
-// Config bounds and tunes a Ledger. Zero fields take the defaults in
-// DefaultConfig.
-type Config struct {
-	// Window is W: the span of the windowed signals (relisting instances,
-	// top-K, TokenReview nodes, stale kubelets).
-	Window time.Duration `json:"window"`
-	// RelistThreshold is N: an instance relisting a resource at least N times
-	// in W counts in herd_relisting_instances.
-	RelistThreshold int `json:"relistThreshold"`
-	// TopK is how many instances get per-node series.
-	TopK int `json:"topK"`
-	// MaxInstances caps the instance table; the least recently seen are
-	// evicted first.
-	MaxInstances int `json:"maxInstances"`
-	// MaxResources caps distinct resource label values; the rest are "other".
-	MaxResources int `json:"maxResources"`
-	// StaleTooLarge and StalePodRelists are the stale-kubelet thresholds
-	// within W (SPEC §3.3).
-	StaleTooLarge   int `json:"staleTooLarge"`
-	StalePodRelists int `json:"stalePodRelists"`
-}
-
-// DefaultConfig is what herd runs with when nothing is configured.
-func DefaultConfig() Config {
-	return Config{
-		Window:          10 * time.Minute,
-		RelistThreshold: 3,
-		TopK:            20,
-		MaxInstances:    50000,
-		MaxResources:    256,
-		StaleTooLarge:   3,
-		StalePodRelists: 6,
-	}
-}
-
-func (c Config) withDefaults() Config {
-	d := DefaultConfig()
-	if c.Window <= 0 {
-		c.Window = d.Window
-	}
-	if c.RelistThreshold <= 0 {
-		c.RelistThreshold = d.RelistThreshold
-	}
-	if c.TopK <= 0 {
-		c.TopK = d.TopK
-	}
-	if c.MaxInstances <= 0 {
-		c.MaxInstances = d.MaxInstances
-	}
-	if c.MaxResources <= 0 {
-		c.MaxResources = d.MaxResources
-	}
-	if c.StaleTooLarge <= 0 {
-		c.StaleTooLarge = d.StaleTooLarge
-	}
-	if c.StalePodRelists <= 0 {
-		c.StalePodRelists = d.StalePodRelists
-	}
-	return c
-}
-
 // Consistency is how a relist is served (SPEC §3.3).
 type Consistency uint8
 
@@ -127,6 +66,7 @@ func (a Attribution) String() string {
 
 // NodeResolver maps a source IP to the Node that has that address. The cluster
 // view (informers) implements it; without one, source IPs attribute nothing.
+// It is called for every event: it must not allocate.
 type NodeResolver interface {
 	NodeForIP(ip []byte) (string, bool)
 }
@@ -137,6 +77,7 @@ type Ledger struct {
 	width      int64 // window bucket width, ns
 	classifier *classify.Classifier
 	nodes      NodeResolver
+	judge      Judge // nodes, when it also judges (the cluster view)
 	now        func() time.Time
 
 	mu        sync.Mutex
@@ -153,7 +94,6 @@ type Ledger struct {
 	intervals    map[streamKey]*histogram
 	requests     map[requestKey]uint64
 	tokenReviews map[clientKey]uint64
-	flagger      Flagger
 	stageSeen    func(e *audit.Event, s audit.Stage) bool
 	// sawWatchStart is set once any watch's ResponseStarted arrives: from then
 	// on watches count at that stage, else (a policy that omits it) at
@@ -182,9 +122,13 @@ type requestKey struct {
 	code int32
 }
 
-// New returns an empty Ledger. nodes may be nil.
-func New(cfg Config, c *classify.Classifier, nodes NodeResolver) *Ledger {
-	cfg = cfg.withDefaults()
+// New returns an empty Ledger for a valid cfg. nodes may be nil (no
+// attribution by address, no verdicts: `--no-kube`); when it also implements
+// Judge, as the cluster view does, snapshots carry the verdicts.
+func New(cfg Config, c *classify.Classifier, nodes NodeResolver) (*Ledger, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	l := &Ledger{
 		cfg:          cfg,
 		width:        int64(cfg.Window) / buckets,
@@ -205,8 +149,23 @@ func New(cfg Config, c *classify.Classifier, nodes NodeResolver) *Ledger {
 	for _, name := range c.Clients() {
 		l.clients.id(name)
 	}
-	return l
+	if j, ok := nodes.(Judge); ok {
+		l.judge = j
+	}
+	return l, nil
 }
+
+// SetClock replaces the ledger's clock (time.Now), which ends the windows of
+// Snapshot and Clients and stamps events without a usable timestamp. Tests
+// and fixtures read the ledger at a fixed time with it. Call it before use.
+func (l *Ledger) SetClock(now func() time.Time) {
+	l.mu.Lock()
+	l.now = now
+	l.mu.Unlock()
+}
+
+// clock is the ledger's current time, Unix ns.
+func (l *Ledger) clock() int64 { return l.now().UnixNano() }
 
 // SetStageLookup lets the ledger ask whether another stage of the same
 // request was already seen (the dedup set knows), so that a watch counts once

@@ -41,13 +41,22 @@ func (e ev) event() *audit.Event {
 	}
 }
 
-func newLedger(t *testing.T, cfg Config) *Ledger {
+// newLedger is a ledger with the default configuration, changed by mod,
+// whose clock stands one minute after t0.
+func newLedger(t *testing.T, mod func(*Config)) *Ledger {
 	t.Helper()
 	c, err := classify.New(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := New(cfg, c, nil)
+	cfg := DefaultConfig()
+	if mod != nil {
+		mod(&cfg)
+	}
+	l, err := New(cfg, c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	l.now = func() time.Time { return t0.Add(time.Minute) }
 	return l
 }
@@ -61,7 +70,7 @@ const (
 )
 
 func TestRelistsPagesAndWatches(t *testing.T) {
-	l := newLedger(t, Config{})
+	l := newLedger(t, nil)
 	for _, e := range []ev{
 		{user: kubelet1, ua: kubeUA, verb: "list", resource: "pods", rv: "0"},                                       // cache relist
 		{user: kubelet1, ua: kubeUA, verb: "list", resource: "pods", rv: ""},                                        // consistent relist
@@ -109,7 +118,7 @@ func TestRelistsPagesAndWatches(t *testing.T) {
 
 func TestWatchFallsBackToResponseComplete(t *testing.T) {
 	// A policy that omits ResponseStarted: watches count when they end.
-	l := newLedger(t, Config{})
+	l := newLedger(t, nil)
 	l.Account(ev{user: kubelet1, verb: "watch", resource: "pods", initial: true, stage: audit.StageResponseComplete}.event())
 	s := l.Snapshot()
 	if len(s.Relists) != 1 || s.Relists[0].Value != 1 {
@@ -118,7 +127,7 @@ func TestWatchFallsBackToResponseComplete(t *testing.T) {
 }
 
 func TestWindowedSignals(t *testing.T) {
-	l := newLedger(t, Config{Window: 10 * time.Minute, RelistThreshold: 3, TopK: 2})
+	l := newLedger(t, func(c *Config) { c.RelistThreshold, c.TopK = 3, 2 })
 	// node-1 relists pods 5 times in the last minute, node-2 twice, node-3 once
 	// long ago (outside the window); cilium on node-3's IP once.
 	for i := 0; i < 5; i++ {
@@ -158,7 +167,7 @@ func TestWindowedSignals(t *testing.T) {
 }
 
 func TestIntervalsAndTooLarge(t *testing.T) {
-	l := newLedger(t, Config{})
+	l := newLedger(t, nil)
 	for _, at := range []time.Duration{0, 3 * time.Second, 10 * time.Second} {
 		l.Account(ev{user: kubelet1, verb: "list", resource: "runtimeclasses", group: "node.k8s.io", rv: "191700552", code: 504, tooLarge: true, at: at}.event())
 	}
@@ -172,7 +181,7 @@ func TestIntervalsAndTooLarge(t *testing.T) {
 }
 
 func TestBounds(t *testing.T) {
-	l := newLedger(t, Config{MaxInstances: 100, MaxResources: 10})
+	l := newLedger(t, func(c *Config) { c.MaxInstances, c.MaxResources = 100, 10 })
 	for i := 0; i < 1000; i++ {
 		name := []byte{'n', byte('a' + i%26), byte('a' + i/26%26), byte('a' + i/676)}
 		l.Account(ev{user: "system:node:" + string(name), verb: "list", resource: "r" + string(name), at: time.Duration(i) * time.Millisecond}.event())
@@ -194,7 +203,7 @@ func TestBounds(t *testing.T) {
 }
 
 func TestAccountDoesNotAllocateForKnownInstances(t *testing.T) {
-	l := newLedger(t, Config{})
+	l := newLedger(t, nil)
 	e := ev{user: cilium, ua: ciliumUA, verb: "list", resource: "pods", rv: "0", ip: "10.0.0.1"}.event()
 	l.Account(e)
 	allocs := testing.AllocsPerRun(1000, func() { l.Account(e) })
@@ -204,7 +213,7 @@ func TestAccountDoesNotAllocateForKnownInstances(t *testing.T) {
 }
 
 func TestWatchCountsOnceWhicheverStageComesFirst(t *testing.T) {
-	l := newLedger(t, Config{})
+	l := newLedger(t, nil)
 	seen := map[string]bool{}
 	l.SetStageLookup(func(e *audit.Event, s audit.Stage) bool { return seen[string(e.AuditID)+s.String()] })
 	deliver := func(id string, stage audit.Stage) {
@@ -230,7 +239,7 @@ func TestWatchCountsOnceWhicheverStageComesFirst(t *testing.T) {
 }
 
 func TestTimestampsBefore1970(t *testing.T) {
-	l := newLedger(t, Config{})
+	l := newLedger(t, nil)
 	e := ev{user: kubelet1, verb: "list", resource: "pods"}.event()
 	e.StageTimestampNanos = -5e18 // 1811: hostile or broken
 	l.Account(e)                  // must not panic
@@ -249,7 +258,7 @@ func TestTimestampsBefore1970(t *testing.T) {
 // accounts) change source address on almost every event without a node
 // resolver: that must not allocate.
 func TestChangingSourceIPDoesNotAllocate(t *testing.T) {
-	l := newLedger(t, Config{})
+	l := newLedger(t, nil)
 	ips := [][]byte{[]byte("10.0.0.1"), []byte("10.0.0.2"), []byte("fd00::1234:5678:9abc:def0")}
 	e := ev{user: cilium, ua: ciliumUA, verb: "list", resource: "pods", rv: "0"}.event()
 	l.Account(e)

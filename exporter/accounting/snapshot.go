@@ -1,14 +1,20 @@
 package accounting
 
 import (
-	"sort"
+	"cmp"
+	"slices"
 
 	"github.com/herd-k8s/herd/exporter/classify"
 )
 
-// Snapshot is the ledger at one moment, in label values, for collectors,
-// debug pages and `herd analyze`. Building it holds the ledger's lock for one
-// pass over the instance table.
+// Snapshot is the ledger at one moment, in label values, with every
+// verdict already made: the one thing every collector of a scrape reads,
+// whatever order they run in, and what `herd analyze` reports from.
+//
+// Building it holds the ledger's lock for one pass over the instance table
+// (counters and windows are copied); the cluster view is asked about each
+// host-network instance, the caps are applied and top-K is chosen after the
+// lock is released.
 type Snapshot struct {
 	AtNanos int64
 
@@ -24,13 +30,28 @@ type Snapshot struct {
 	// so the series does not vanish when a storm ends).
 	RelistingInstances []StreamCount
 	// TopInstances are the TopK instance streams by relists in the window,
-	// summed by (role, client, node, resource).
+	// summed by (role, client, node, resource), and every flagged instance's
+	// streams (Ghosts and Stale) whatever their rank (SPEC §3.4).
 	TopInstances []InstanceRelists
 	// TokenReviewNodes is how many nodes' kubelets created TokenReviews in the window.
 	TokenReviewNodes int
 
 	Instances int
 	Evicted   uint64
+
+	// Judged is set when the ledger has a cluster view (Judge): the verdict
+	// fields below are filled only then.
+	Judged bool
+	// GhostCounts has one entry per (role, client) of a host-network
+	// instance in the table: how many of them are ghosts, 0 included.
+	GhostCounts []ClientCount
+	// Ghosts are the ghost instances, most recently active first, at most
+	// MaxGhostSeries distinct label sets.
+	Ghosts []GhostInstance
+	// Stale are the stale kubelets, worst first, at most MaxStaleSeries
+	// distinct (node, reason); StaleTotal counts them all.
+	Stale      []StaleKubelet
+	StaleTotal int
 }
 
 type ClientLabels struct{ Role, Client string }
@@ -80,6 +101,15 @@ type InstanceRelists struct {
 	Relists  int
 }
 
+// GhostInstance is one herd_ghost_instance series.
+type GhostInstance struct {
+	ClientLabels
+	Identity, Node, SourceIP, Reason string
+}
+
+// StaleKubelet is one herd_stale_kubelet series.
+type StaleKubelet struct{ Node, Reason string }
+
 func (l *Ledger) clientLabels(k clientKey) ClientLabels {
 	return ClientLabels{Role: k.role.String(), Client: l.clients.name(k.client)}
 }
@@ -90,15 +120,43 @@ func (l *Ledger) streamLabels(k streamKey) StreamLabels {
 
 // Snapshot reads the ledger at the current time.
 func (l *Ledger) Snapshot() Snapshot {
-	return l.SnapshotAt(l.now().UnixNano())
+	return l.SnapshotAt(l.clock())
 }
+
+// topKey is one instance's stream: a candidate herd_instance_relists series.
+type topKey struct {
+	streamKey
+	node, identity string
+}
+
+type topCount struct {
+	key     topKey
+	relists int
+}
+
+// flagKey names an instance flagged by a verdict.
+type flagKey struct{ identity, node string }
 
 // SnapshotAt reads the ledger with windows ending at now (Unix ns); `herd
 // analyze` passes the last event's time.
 func (l *Ledger) SnapshotAt(now int64) Snapshot {
+	s, tops, judged := l.read(now)
+	flagged := map[flagKey]bool{}
+	if l.judge != nil {
+		s.Judged = true
+		l.judgeAll(&s, judged, now, flagged)
+	}
+	s.TopInstances = l.topK(tops, flagged)
+	return s
+}
+
+// read copies what the snapshot needs under the ledger's lock: counters,
+// each instance stream's window, and the windows of the host-network
+// instances the cluster view is to judge.
+func (l *Ledger) read(now int64) (s Snapshot, tops []topCount, judged []InstanceWindow) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	s := Snapshot{AtNanos: now, Instances: len(l.instances), Evicted: l.evicted}
+	s = Snapshot{AtNanos: now, Instances: len(l.instances), Evicted: l.evicted}
 	for k, v := range l.relists {
 		s.Relists = append(s.Relists, RelistCount{StreamLabels: l.streamLabels(k.streamKey), Consistency: k.consistency.String(), Value: v})
 	}
@@ -122,15 +180,10 @@ func (l *Ledger) SnapshotAt(now int64) Snapshot {
 	for k := range l.relists {
 		relisting[k.streamKey] += 0
 	}
-	type top struct {
-		key     topKey
-		relists int
-	}
 	perNode := map[topKey]int{}
-	flagged := map[topKey]bool{}
 	tokenReviewNodes := map[string]bool{}
+	pods, havePods := l.resources.ids["pods"]
 	for _, in := range l.instances {
-		isFlagged := l.flagger != nil && l.flagger.Flagged(in.Identity, in.Node)
 		for _, st := range in.streams {
 			n := st.win.sum(now, l.width)
 			if n == 0 {
@@ -140,50 +193,112 @@ func (l *Ledger) SnapshotAt(now int64) Snapshot {
 			if n >= l.cfg.RelistThreshold {
 				relisting[sk]++
 			}
-			tk := topKey{streamKey: sk, node: in.Node, identity: in.Identity}
-			perNode[tk] += n
-			if isFlagged {
-				flagged[tk] = true
-			}
+			perNode[topKey{streamKey: sk, node: in.Node, identity: in.Identity}] += n
 		}
-		if in.Role == classify.RoleKubelet && in.Node != "" && in.tokenReviewWin.sum(now, l.width) > 0 {
+		if l.reviewsTokens(in, now) {
 			tokenReviewNodes[in.Node] = true
+		}
+		if l.judge != nil && classify.HostAgent(in.Role) {
+			judged = append(judged, InstanceWindow{})
+			l.window(in, now, pods, havePods, &judged[len(judged)-1])
 		}
 	}
 	for k, v := range relisting {
 		s.RelistingInstances = append(s.RelistingInstances, StreamCount{l.streamLabels(k), v})
 	}
-	tops := make([]top, 0, len(perNode))
+	tops = make([]topCount, 0, len(perNode))
 	for k, v := range perNode {
-		tops = append(tops, top{k, v})
+		tops = append(tops, topCount{k, v})
 	}
-	sort.Slice(tops, func(i, j int) bool {
-		if tops[i].relists != tops[j].relists {
-			return tops[i].relists > tops[j].relists
+	s.TokenReviewNodes = len(tokenReviewNodes)
+	return s, tops, judged
+}
+
+// judgeAll makes every verdict of the snapshot: ghost counts, the capped
+// ghost and stale series, and the instances they flag.
+func (l *Ledger) judgeAll(s *Snapshot, judged []InstanceWindow, now int64, flagged map[flagKey]bool) {
+	type ghost struct {
+		GhostInstance
+		lastSeen int64
+	}
+	type stale struct {
+		StaleKubelet
+		identity string
+		severity int
+	}
+	counts := map[ClientLabels]uint64{}
+	var ghosts []ghost
+	var stales []stale
+	for i := range judged {
+		w := &judged[i]
+		k := ClientLabels{Role: w.Role.String(), Client: w.Client}
+		counts[k] += 0
+		v, _ := l.verdict(w, now)
+		if v.Ghost {
+			counts[k]++
+			ghosts = append(ghosts, ghost{GhostInstance{k, w.Identity, w.Node, w.SourceIP, v.GhostReason}, w.LastSeen})
 		}
-		if tops[i].key.node != tops[j].key.node {
-			return tops[i].key.node < tops[j].key.node
+		if v.Stale {
+			stales = append(stales, stale{StaleKubelet{w.Node, v.StaleReason}, w.Identity, w.TooLarge*1000 + w.PodRelists})
 		}
-		return tops[i].key.identity < tops[j].key.identity
+	}
+	for k, n := range counts {
+		s.GhostCounts = append(s.GhostCounts, ClientCount{k, n})
+	}
+
+	slices.SortFunc(ghosts, func(a, b ghost) int {
+		return cmp.Or(cmp.Compare(b.lastSeen, a.lastSeen), cmp.Compare(a.Identity, b.Identity), cmp.Compare(a.Node, b.Node),
+			cmp.Compare(a.SourceIP, b.SourceIP), cmp.Compare(a.Client, b.Client))
 	})
-	if len(tops) > l.cfg.TopK {
-		// Keep the top K, then every flagged stream below them.
-		kept := tops[:l.cfg.TopK]
-		for _, t := range tops[l.cfg.TopK:] {
-			if flagged[t.key] {
+	shown := map[GhostInstance]bool{}
+	for _, g := range ghosts {
+		if len(shown) >= l.cfg.MaxGhostSeries || shown[g.GhostInstance] {
+			continue
+		}
+		shown[g.GhostInstance] = true
+		flagged[flagKey{g.Identity, g.Node}] = true
+		s.Ghosts = append(s.Ghosts, g.GhostInstance)
+	}
+
+	slices.SortFunc(stales, func(a, b stale) int {
+		return cmp.Or(cmp.Compare(b.severity, a.severity), cmp.Compare(a.Node, b.Node), cmp.Compare(a.identity, b.identity))
+	})
+	staleShown := map[StaleKubelet]bool{}
+	for _, st := range stales {
+		if staleShown[st.StaleKubelet] || len(staleShown) >= l.cfg.MaxStaleSeries {
+			continue
+		}
+		staleShown[st.StaleKubelet] = true
+		flagged[flagKey{st.identity, st.Node}] = true
+		s.Stale = append(s.Stale, st.StaleKubelet)
+	}
+	s.StaleTotal = len(stales)
+}
+
+// topK keeps the TopK instance streams by windowed relists, then every
+// flagged instance's streams below them. Ties are broken by label values,
+// so the same state always gives the same series.
+func (l *Ledger) topK(tops []topCount, flagged map[flagKey]bool) []InstanceRelists {
+	out := make([]InstanceRelists, len(tops))
+	// Interned names never change, but the interners' slices grow under
+	// Account: read them under the lock.
+	l.mu.Lock()
+	for i, t := range tops {
+		out[i] = InstanceRelists{StreamLabels: l.streamLabels(t.key.streamKey), Node: t.key.node, Identity: t.key.identity, Relists: t.relists}
+	}
+	l.mu.Unlock()
+	slices.SortFunc(out, func(a, b InstanceRelists) int {
+		return cmp.Or(cmp.Compare(b.Relists, a.Relists), cmp.Compare(a.Node, b.Node), cmp.Compare(a.Identity, b.Identity),
+			cmp.Compare(a.Role, b.Role), cmp.Compare(a.Client, b.Client), cmp.Compare(a.Resource, b.Resource))
+	})
+	if len(out) > l.cfg.TopK {
+		kept := out[:l.cfg.TopK]
+		for _, t := range out[l.cfg.TopK:] {
+			if flagged[flagKey{t.Identity, t.Node}] {
 				kept = append(kept, t)
 			}
 		}
-		tops = kept
+		out = kept
 	}
-	for _, t := range tops {
-		s.TopInstances = append(s.TopInstances, InstanceRelists{StreamLabels: l.streamLabels(t.key.streamKey), Node: t.key.node, Identity: t.key.identity, Relists: t.relists})
-	}
-	s.TokenReviewNodes = len(tokenReviewNodes)
-	return s
-}
-
-type topKey struct {
-	streamKey
-	node, identity string
+	return out
 }

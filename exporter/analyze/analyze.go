@@ -22,6 +22,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/common/model"
+
 	"github.com/herd-k8s/herd/exporter/accounting"
 	"github.com/herd-k8s/herd/exporter/audit"
 	"github.com/herd-k8s/herd/exporter/classify"
@@ -171,15 +173,19 @@ func New(opts Options) (*Analyzer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("analyze: rules: %w", err)
 	}
-	lc := cfg.LedgerConfig()
+	lc := cfg.Accounting
 	if opts.Window > 0 {
-		lc.Window = opts.Window
+		lc.Window = model.Duration(opts.Window)
+	}
+	ledger, err := accounting.New(lc, c, sourceIPResolver{})
+	if err != nil {
+		return nil, fmt.Errorf("analyze: config: %w", err)
 	}
 	a := &Analyzer{
 		opts:       opts,
 		cfg:        cfg,
 		classifier: c,
-		ledger:     accounting.New(lc, c, sourceIPResolver{}),
+		ledger:     ledger,
 		// Offline, time does not pass between events: the dedup is given a
 		// fixed "now", so it forgets only when full (DedupMaxEntries/2 to
 		// DedupMaxEntries pairs), never because the log's clock moved. That

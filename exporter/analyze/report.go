@@ -263,7 +263,7 @@ func (a *Analyzer) Report() *Report {
 		end = &last
 	}
 	all := a.opts.Window == WindowAll
-	r.Window = Window{All: all, Seconds: cfg.Window.Seconds(), End: end}
+	r.Window = Window{All: all, Seconds: time.Duration(cfg.Window).Seconds(), End: end}
 	if all {
 		r.Window.Seconds = 0
 		if r.Span != nil {

@@ -115,7 +115,7 @@ func (o *Options) defaults() error {
 }
 
 // View watches APIServices and their backends, probes them, and serves the
-// result as metrics (it is a collector.Collector) and as /debug/apiservices.
+// result as Status (exporter/collector makes the metrics of it) and as /debug/apiservices.
 type View struct {
 	opts   Options
 	logger *slog.Logger

@@ -105,7 +105,8 @@ func run(m *testing.M) int {
 		time.Sleep(20 * time.Millisecond)
 	}
 	env.registry = prometheus.NewRegistry()
-	env.registry.MustRegister(viewCollector{view})
+	// herd's collector set over the view alone, as `herd exporter` runs it.
+	env.registry.MustRegister(collector.New(collector.Sources{APIServices: view}, slog.New(slog.DiscardHandler)))
 	code := m.Run()
 	if code != 0 {
 		fmt.Fprintln(os.Stderr, "herd and harness log:\n"+env.logs.String())
@@ -128,17 +129,6 @@ func grantHerd(ctx context.Context, cp *controlplane.ControlPlane) error {
 	}
 	_, err := c.RbacV1().ClusterRoleBindings().Create(ctx, b, metav1.CreateOptions{})
 	return err
-}
-
-// viewCollector runs the View as herd's collector set does, under the
-// collector.Collector contract.
-type viewCollector struct{ v *apiservices.View }
-
-func (viewCollector) Describe(chan<- *prometheus.Desc) {}
-func (c viewCollector) Collect(ch chan<- prometheus.Metric) {
-	if err := c.v.Update(&collector.Scrape{}, ch); err != nil {
-		panic(err)
-	}
 }
 
 // backendServer is an aggregated API server on loopback: it trusts the

@@ -31,6 +31,13 @@ const (
 	RoleMetricsServer = nodeclient.RoleMetricsServer
 )
 
+// HostAgent reports whether a role runs on the host network of a node
+// (kubelet, kube-proxy, CNI agents), so that its identity and address must
+// belong to a Node: the roles that can be ghosts.
+func HostAgent(r Role) bool {
+	return r == RoleKubelet || r == RoleKubeProxy || r == RoleCNI
+}
+
 // ParseRole is the inverse of Role.String.
 func ParseRole(s string) (Role, error) { return nodeclient.ParseRole(s) }
 

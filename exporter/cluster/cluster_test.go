@@ -129,16 +129,15 @@ func TestJudge(t *testing.T) {
 	}
 	node := realisticNode(1).Name // address 10.0.0.1
 	old := time.Now().Add(-time.Hour).UnixNano()
-	th := Thresholds{TooLarge: 3, PodRelists: 6}
 
 	w := func(role classify.Role, ident, node string, attr accounting.Attribution, ip string) *accounting.InstanceWindow {
 		return &accounting.InstanceWindow{Role: role, Client: "c", Identity: ident, Node: node, Attribution: attr, SourceIP: ip, FirstSeen: old}
 	}
 	// Before the grace after sync has passed, nobody is a ghost.
-	if got := v.Judge(w(classify.RoleKubelet, "system:node:gone", "gone", accounting.AttrUsername, "10.9.9.9"), th); got.Ghost {
+	if got := v.Judge(w(classify.RoleKubelet, "system:node:gone", "gone", accounting.AttrUsername, "10.9.9.9"), time.Now().UnixNano()); got.GhostReason != "" || !got.Synced {
 		t.Fatalf("ghost called during the grace period: %+v", got)
 	}
-	v.now = func() time.Time { return time.Now().Add(2 * time.Minute) }
+	now := time.Now().Add(2 * time.Minute).UnixNano()
 
 	if n, ok := v.NodeForIP([]byte("10.0.0.1")); !ok || n != node {
 		t.Fatalf("NodeForIP(10.0.0.1) = %q %v", n, ok)
@@ -147,55 +146,25 @@ func TestJudge(t *testing.T) {
 		name       string
 		w          *accounting.InstanceWindow
 		ghost      string
-		stale      string
 		nodeExists bool
 	}{
-		{"kubelet of an existing node", w(classify.RoleKubelet, "system:node:"+node, node, accounting.AttrUsername, "10.0.0.1"), "", "", true},
-		{"kubelet of a deleted node", w(classify.RoleKubelet, "system:node:old-worker-7", "old-worker-7", accounting.AttrUsername, "10.0.0.1"), ReasonNoSuchNode, "", false},
-		{"kube-proxy from an unknown address", w(classify.RoleKubeProxy, "sa", "", accounting.AttrUnknown, "10.99.0.7"), ReasonUnknownSourceIP, "", false},
-		{"kube-proxy from a control-plane address", w(classify.RoleKubeProxy, "sa", "", accounting.AttrUnknown, "192.168.0.10"), "", "", false},
-		{"cni from a node address", w(classify.RoleCNI, "sa", node, accounting.AttrSourceIP, "10.0.0.1"), "", "", true},
-		{"metrics-server is never a ghost", w(classify.RoleMetricsServer, "sa", "", accounting.AttrUnknown, "10.99.0.7"), "", "", false},
+		{"kubelet of an existing node", w(classify.RoleKubelet, "system:node:"+node, node, accounting.AttrUsername, "10.0.0.1"), "", true},
+		{"kubelet of a deleted node", w(classify.RoleKubelet, "system:node:old-worker-7", "old-worker-7", accounting.AttrUsername, "10.0.0.1"), ReasonNoSuchNode, false},
+		{"kube-proxy from an unknown address", w(classify.RoleKubeProxy, "sa", "", accounting.AttrUnknown, "10.99.0.7"), ReasonUnknownSourceIP, false},
+		{"kube-proxy from a control-plane address", w(classify.RoleKubeProxy, "sa", "", accounting.AttrUnknown, "192.168.0.10"), "", false},
+		{"cni from a node address", w(classify.RoleCNI, "sa", node, accounting.AttrSourceIP, "10.0.0.1"), "", true},
+		{"metrics-server is never a ghost", w(classify.RoleMetricsServer, "sa", "", accounting.AttrUnknown, "10.99.0.7"), "", false},
 	}
 	for _, tc := range tests {
-		got := v.Judge(tc.w, th)
-		if got.Ghost != (tc.ghost != "") || got.GhostReason != tc.ghost || got.Stale != (tc.stale != "") {
-			t.Errorf("%s: %+v, want ghost %q stale %q", tc.name, got, tc.ghost, tc.stale)
+		got := v.Judge(tc.w, now)
+		if !got.Synced || got.GhostReason != tc.ghost || got.NodeExists != tc.nodeExists {
+			t.Errorf("%s: %+v, want ghost %q, node exists %v", tc.name, got, tc.ghost, tc.nodeExists)
 		}
-		if tc.w.Node != "" && (got.NodeExists == nil || *got.NodeExists != tc.nodeExists) {
-			t.Errorf("%s: nodeExists %v, want %v", tc.name, got.NodeExists, tc.nodeExists)
-		}
-	}
-
-	stale := w(classify.RoleKubelet, "system:node:"+node, node, accounting.AttrUsername, "10.0.0.1")
-	stale.TooLarge = 3
-	if got := v.Judge(stale, th); !got.Stale || got.StaleReason != ReasonTooLargeRV {
-		t.Errorf("3 too-large errors: %+v", got)
-	}
-	stale.TooLarge, stale.PodRelists = 0, 6
-	if got := v.Judge(stale, th); !got.Stale || got.StaleReason != ReasonRelistLoop {
-		t.Errorf("6 pod relists: %+v", got)
-	}
-	stale.PodRelists = 5
-	if got := v.Judge(stale, th); got.Stale {
-		t.Errorf("5 pod relists is below the threshold: %+v", got)
-	}
-	// A ghost that went quiet for longer than the window is no longer one
-	// (its alert must resolve); within the window it still is.
-	quiet := w(classify.RoleKubelet, "system:node:old-worker-7", "old-worker-7", accounting.AttrUsername, "10.0.0.1")
-	windowed := Thresholds{TooLarge: 3, PodRelists: 6, Window: 10 * time.Minute}
-	quiet.LastSeen = v.now().Add(-11 * time.Minute).UnixNano()
-	if got := v.Judge(quiet, windowed); got.Ghost {
-		t.Errorf("a ghost quiet for 11m with a 10m window: %+v, want no longer a ghost", got)
-	}
-	quiet.LastSeen = v.now().Add(-9 * time.Minute).UnixNano()
-	if got := v.Judge(quiet, windowed); !got.Ghost {
-		t.Errorf("a ghost last seen 9m ago with a 10m window: %+v, want still a ghost", got)
 	}
 	// A brand-new instance gets the grace period too.
 	fresh := w(classify.RoleKubelet, "system:node:new", "new", accounting.AttrUsername, "10.0.0.1")
-	fresh.FirstSeen = v.now().UnixNano()
-	if got := v.Judge(fresh, th); got.Ghost {
+	fresh.FirstSeen = now
+	if got := v.Judge(fresh, now); got.GhostReason != "" {
 		t.Errorf("a kubelet seen for the first time just now is not a ghost yet: %+v", got)
 	}
 	// Deleting the Node removes its address.

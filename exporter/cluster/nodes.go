@@ -50,8 +50,9 @@ type View struct {
 	factory []informers.SharedInformerFactory
 
 	mu       sync.RWMutex
-	byIP     map[string]string   // address → node name
-	addrs    map[string][]string // node name → its addresses (to undo byIP on update)
+	byIP     map[string]string    // address → node name
+	addrs    map[string][]string  // node name → its addresses (to undo byIP on update)
+	renewed  map[string]time.Time // node name → its Lease's renewTime
 	syncedAt time.Time
 	now      func() time.Time
 }
@@ -64,7 +65,7 @@ func New(client kubernetes.Interface, opts Options) *View {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	v := &View{opts: opts, client: client, byIP: map[string]string{}, addrs: map[string][]string{}, now: time.Now}
+	v := &View{opts: opts, client: client, byIP: map[string]string{}, addrs: map[string][]string{}, renewed: map[string]time.Time{}, now: time.Now}
 	nf := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(SlimNode))
 	v.nodes = nf.Core().V1().Nodes().Informer()
 	lf := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(NodeLeaseNamespace), informers.WithTransform(slimLease))
@@ -74,6 +75,11 @@ func New(client kubernetes.Interface, opts Options) *View {
 		AddFunc:    func(o any) { v.setNode(o) },
 		UpdateFunc: func(_, o any) { v.setNode(o) },
 		DeleteFunc: v.deleteNode,
+	})
+	_, _ = v.leases.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { v.setLease(o) },
+		UpdateFunc: func(_, o any) { v.setLease(o) },
+		DeleteFunc: v.deleteLease,
 	})
 	return v
 }
@@ -198,6 +204,41 @@ func (v *View) dropAddrs(node string) {
 	}
 }
 
+// setLease records when a node's kubelet last renewed its Lease (a Lease in
+// kube-node-lease is named after its node), so that Judge reads a map rather
+// than building a store key per instance per scrape.
+func (v *View) setLease(obj any) {
+	l, ok := obj.(*coordinationv1.Lease)
+	if !ok {
+		return
+	}
+	v.mu.Lock()
+	if l.Spec.RenewTime != nil {
+		v.renewed[l.Name] = l.Spec.RenewTime.Time
+	} else {
+		delete(v.renewed, l.Name)
+	}
+	v.mu.Unlock()
+}
+
+func (v *View) deleteLease(obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	if l, ok := obj.(*coordinationv1.Lease); ok {
+		v.mu.Lock()
+		delete(v.renewed, l.Name)
+		v.mu.Unlock()
+	}
+}
+
+// Nodes is how many Nodes the view holds (herd_cluster_nodes).
+func (v *View) Nodes() int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return len(v.addrs)
+}
+
 // NodeForIP implements accounting.NodeResolver: the Node with address ip.
 // It does not allocate.
 func (v *View) NodeForIP(ip []byte) (string, bool) {
@@ -218,15 +259,13 @@ func (v *View) Node(name string) (*corev1.Node, bool) {
 
 // LeaseAge is how long ago node's kubelet last renewed its Lease.
 func (v *View) LeaseAge(node string) (time.Duration, bool) {
-	obj, ok, err := v.leases.GetStore().GetByKey(NodeLeaseNamespace + "/" + node)
-	if err != nil || !ok {
+	v.mu.RLock()
+	renewed, ok := v.renewed[node]
+	v.mu.RUnlock()
+	if !ok {
 		return 0, false
 	}
-	l := obj.(*coordinationv1.Lease)
-	if l.Spec.RenewTime == nil {
-		return 0, false
-	}
-	return v.now().Sub(l.Spec.RenewTime.Time), true
+	return v.now().Sub(renewed), true
 }
 
 // inControlPlane reports whether ip is in a configured control-plane CIDR.

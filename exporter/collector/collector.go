@@ -1,7 +1,13 @@
 // Package collector turns herd's state into Prometheus metrics at scrape
 // time, in the manner of node_exporter: one file per collector, const metrics
-// built from a snapshot (so no stale series survive an instance that went
-// away), and a duration and success series per collector.
+// built from what the sources hold at that moment (so no stale series
+// survive an instance that went away), and a duration and success series
+// per collector.
+//
+// Every audit-derived collector reads one accounting.Snapshot, taken once
+// per scrape, in which the ledger has already made every verdict (ghosts,
+// stale kubelets, the flagged instances and top-K): no collector depends on
+// another having run first.
 package collector
 
 import (
@@ -13,6 +19,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/herd-k8s/herd/exporter/accounting"
+	"github.com/herd-k8s/herd/exporter/apiservices"
+	"github.com/herd-k8s/herd/exporter/metricsserver"
+	"github.com/herd-k8s/herd/exporter/tail"
 )
 
 const namespace = "herd"
@@ -29,6 +38,41 @@ type Collector interface {
 	Update(s *Scrape, ch chan<- prometheus.Metric) error
 }
 
+// Sources is what the collectors read. Only Ledger is needed; a nil source
+// leaves its collector out (`--no-kube` has no cluster view, APIServices or
+// metrics-server; no --audit.log-file, no file collector).
+type Sources struct {
+	Ledger        *accounting.Ledger
+	Cluster       ClusterSource
+	APIServices   APIServiceSource
+	MetricsServer MetricsServerSource
+	// AuditFiles are the followed --audit.log-file paths.
+	AuditFiles map[string]FileSource
+}
+
+// ClusterSource is the cluster view (exporter/cluster.View).
+type ClusterSource interface {
+	Nodes() int
+	Synced() bool
+}
+
+// APIServiceSource is the aggregated-APIService view (exporter/apiservices.View).
+type APIServiceSource interface {
+	Status() []apiservices.Status
+}
+
+// MetricsServerSource is the metrics-server Deployment informer
+// (exporter/metricsserver.Informer).
+type MetricsServerSource interface {
+	Synced() bool
+	Deployments() []metricsserver.DeploymentView
+}
+
+// FileSource is a followed audit log file (exporter/tail.Follower).
+type FileSource interface {
+	Stats() tail.Stats
+}
+
 // Scrape is what the collectors of one scrape share: the ledger snapshot is
 // taken once, however many collectors read it.
 type Scrape struct {
@@ -37,9 +81,13 @@ type Scrape struct {
 	snapshot accounting.Snapshot
 }
 
-// Ledger returns this scrape's snapshot of the ledger.
-func (s *Scrape) Ledger() *accounting.Snapshot {
-	s.once.Do(func() { s.snapshot = s.ledger.Snapshot() })
+// Snapshot returns this scrape's snapshot of the ledger (empty without one).
+func (s *Scrape) Snapshot() *accounting.Snapshot {
+	s.once.Do(func() {
+		if s.ledger != nil {
+			s.snapshot = s.ledger.Snapshot()
+		}
+	})
 	return &s.snapshot
 }
 
@@ -47,22 +95,39 @@ func (s *Scrape) Ledger() *accounting.Snapshot {
 type Herd struct {
 	ledger     *accounting.Ledger
 	collectors map[string]Collector
-	logger     *slog.Logger
+	// names is the order Collect runs them in; any order gives the same
+	// metrics (TestCollectorOrderDoesNotMatter).
+	names  []string
+	logger *slog.Logger
 }
 
-// New returns the collector set over ledger: the audit-derived collectors,
-// plus any extra ones (the cluster view adds its own).
-func New(ledger *accounting.Ledger, logger *slog.Logger, extra map[string]Collector) *Herd {
-	cs := map[string]Collector{
-		"relists":      relistCollector{},
-		"requests":     requestCollector{},
-		"tokenreviews": tokenReviewCollector{},
-		"ledger":       ledgerCollector{},
+// New returns the collector set over sources.
+func New(src Sources, logger *slog.Logger) *Herd {
+	cs := map[string]Collector{}
+	if src.Ledger != nil {
+		cs["relists"] = relistCollector{}
+		cs["requests"] = requestCollector{}
+		cs["tokenreviews"] = tokenReviewCollector{}
+		cs["ledger"] = ledgerCollector{}
 	}
-	for name, c := range extra {
-		cs[name] = c
+	if src.Cluster != nil {
+		cs["cluster"] = clusterCollector{src.Cluster}
 	}
-	return &Herd{ledger: ledger, collectors: cs, logger: logger}
+	if src.APIServices != nil {
+		cs["apiservices"] = apiServiceCollector{src.APIServices}
+	}
+	if src.MetricsServer != nil {
+		cs["metricsserver"] = metricsServerCollector{src.MetricsServer}
+	}
+	if len(src.AuditFiles) > 0 {
+		cs["auditfiles"] = fileCollector{src.AuditFiles}
+	}
+	names := make([]string, 0, len(cs))
+	for n := range cs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return &Herd{ledger: src.Ledger, collectors: cs, names: names, logger: logger}
 }
 
 // Describe sends only the per-collector descriptors, as node_exporter does:
@@ -72,15 +137,10 @@ func (h *Herd) Describe(ch chan<- *prometheus.Desc) {
 	ch <- scrapeSuccessDesc
 }
 
-// Collect runs every collector in name order.
+// Collect runs every collector.
 func (h *Herd) Collect(ch chan<- prometheus.Metric) {
 	s := &Scrape{ledger: h.ledger}
-	names := make([]string, 0, len(h.collectors))
-	for n := range h.collectors {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range h.names {
 		start := time.Now()
 		err := h.collectors[name].Update(s, ch)
 		success := 1.0

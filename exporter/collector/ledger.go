@@ -9,10 +9,11 @@ var (
 		"Instances dropped from the table because it was full (least recently seen first).", nil, nil)
 )
 
+// ledgerCollector exports the instance table's size and evictions.
 type ledgerCollector struct{}
 
 func (ledgerCollector) Update(s *Scrape, ch chan<- prometheus.Metric) error {
-	snap := s.Ledger()
+	snap := s.Snapshot()
 	ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(snap.Instances))
 	ch <- prometheus.MustNewConstMetric(evictedDesc, prometheus.CounterValue, float64(snap.Evicted))
 	return nil

@@ -1,8 +1,6 @@
 package collector
 
 import (
-	"strconv"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/herd-k8s/herd/exporter/accounting"
@@ -26,10 +24,12 @@ var (
 		[]string{"role", "client", "node", "identity", "resource"}, nil)
 )
 
+// relistCollector exports relists, pages, intervals, relisting instances
+// and the top-K (and flagged) instances' windowed relists.
 type relistCollector struct{}
 
 func (relistCollector) Update(s *Scrape, ch chan<- prometheus.Metric) error {
-	snap := s.Ledger()
+	snap := s.Snapshot()
 	for _, r := range snap.Relists {
 		ch <- prometheus.MustNewConstMetric(relistsDesc, prometheus.CounterValue, float64(r.Value), r.Role, r.Client, r.Resource, r.Consistency)
 	}
@@ -48,24 +48,4 @@ func emitStreams(ch chan<- prometheus.Metric, d *prometheus.Desc, t prometheus.V
 	for _, c := range counts {
 		ch <- prometheus.MustNewConstMetric(d, t, float64(c.Value), c.Role, c.Client, c.Resource)
 	}
-}
-
-var (
-	requestsDesc = prometheus.NewDesc(namespace+"_requests_total",
-		"Requests by node-side clients, counted once each (lists at ResponseComplete, watches at ResponseStarted).",
-		[]string{"role", "client", "verb", "code"}, nil)
-	tooLargeDesc = prometheus.NewDesc(namespace+"_too_large_resource_version_total",
-		`Requests answered "Too large resource version" (a client asking for a resourceVersion the apiserver has not reached).`,
-		[]string{"role", "client", "resource"}, nil)
-)
-
-type requestCollector struct{}
-
-func (requestCollector) Update(s *Scrape, ch chan<- prometheus.Metric) error {
-	snap := s.Ledger()
-	for _, r := range snap.Requests {
-		ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(r.Value), r.Role, r.Client, r.Verb, strconv.Itoa(int(r.Code)))
-	}
-	emitStreams(ch, tooLargeDesc, prometheus.CounterValue, snap.TooLarge)
-	return nil
 }

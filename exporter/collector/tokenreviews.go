@@ -10,10 +10,12 @@ var (
 		"Nodes whose kubelet created TokenReviews in the window.", nil, nil)
 )
 
+// tokenReviewCollector exports TokenReviews by client and the nodes whose
+// kubelets created them in the window (incident 004).
 type tokenReviewCollector struct{}
 
 func (tokenReviewCollector) Update(s *Scrape, ch chan<- prometheus.Metric) error {
-	snap := s.Ledger()
+	snap := s.Snapshot()
 	for _, c := range snap.TokenReviews {
 		ch <- prometheus.MustNewConstMetric(tokenReviewsDesc, prometheus.CounterValue, float64(c.Value), c.Role, c.Client)
 	}

@@ -1,6 +1,11 @@
 // Package config reads `herd exporter --config`: strict YAML, where an
 // unknown field is an error naming it, so a typo never silently falls back to
 // a default on a 5,000-node cluster.
+//
+// Each section is decoded into the type of the part it configures
+// (accounting.Config for `accounting`), over that type's one default
+// (accounting.DefaultConfig, DefaultIngest), in the manner of
+// blackbox_exporter: there is no second copy of a setting or its default.
 package config
 
 import (
@@ -13,38 +18,31 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/herd-k8s/herd/exporter/accounting"
+	"github.com/herd-k8s/herd/exporter/audit"
 	"github.com/herd-k8s/herd/exporter/classify"
+	"github.com/herd-k8s/herd/exporter/ingest"
 )
 
 // Config is the exporter's configuration file.
 type Config struct {
 	// Rules are extra classification rules, tried before the defaults.
-	Rules      []classify.Rule `json:"rules,omitempty"`
-	Accounting Accounting      `json:"accounting"`
-	Ingest     Ingest          `json:"ingest"`
-	Cluster    Cluster         `json:"cluster"`
+	Rules      []classify.Rule   `json:"rules,omitempty"`
+	Accounting accounting.Config `json:"accounting"`
+	Ingest     Ingest            `json:"ingest"`
+	// Cluster is the section maxGhostSeries and maxStaleSeries lived in
+	// before they moved to accounting (the ledger's snapshot applies them
+	// now). Still read, so existing files keep working; never written.
+	Cluster *DeprecatedCluster `json:"cluster,omitempty"`
 }
 
-// Cluster bounds the per-instance series of the cluster view.
-type Cluster struct {
-	// MaxGhostSeries caps herd_ghost_instance series (most recent first).
-	MaxGhostSeries int `json:"maxGhostSeries"`
-	// MaxStaleSeries caps herd_stale_kubelet series (worst first).
-	MaxStaleSeries int `json:"maxStaleSeries"`
+// DeprecatedCluster is the old `cluster` section; set values override
+// accounting.maxGhostSeries and accounting.maxStaleSeries.
+type DeprecatedCluster struct {
+	MaxGhostSeries *int `json:"maxGhostSeries,omitempty"`
+	MaxStaleSeries *int `json:"maxStaleSeries,omitempty"`
 }
 
-// Accounting tunes the ledger (see accounting.Config).
-type Accounting struct {
-	Window          model.Duration `json:"window"`
-	RelistThreshold int            `json:"relistThreshold"`
-	TopK            int            `json:"topK"`
-	MaxInstances    int            `json:"maxInstances"`
-	MaxResources    int            `json:"maxResources"`
-	StaleTooLarge   int            `json:"staleTooLarge"`
-	StalePodRelists int            `json:"stalePodRelists"`
-}
-
-// Ingest bounds the audit inputs.
+// Ingest bounds the audit inputs (exporter/ingest, exporter/audit).
 type Ingest struct {
 	MaxBodyBytes    int64          `json:"maxBodyBytes"`
 	MaxEventBytes   int            `json:"maxEventBytes"`
@@ -53,21 +51,20 @@ type Ingest struct {
 	DedupMaxEntries int            `json:"dedupMaxEntries"`
 }
 
+// DefaultIngest is the ingest section with no file: the limits
+// exporter/ingest and exporter/audit define (SPEC §3.1), and the dedup
+// bounds.
+var DefaultIngest = Ingest{
+	MaxBodyBytes:    ingest.DefaultMaxBodyBytes,
+	MaxEventBytes:   audit.DefaultMaxEventBytes,
+	MaxInFlight:     ingest.DefaultMaxInFlight,
+	DedupWindow:     model.Duration(2 * time.Minute),
+	DedupMaxEntries: 1 << 20,
+}
+
 // Default is the configuration with no file.
 func Default() Config {
-	a := accounting.DefaultConfig()
-	return Config{
-		Accounting: Accounting{
-			Window: model.Duration(a.Window), RelistThreshold: a.RelistThreshold, TopK: a.TopK,
-			MaxInstances: a.MaxInstances, MaxResources: a.MaxResources,
-			StaleTooLarge: a.StaleTooLarge, StalePodRelists: a.StalePodRelists,
-		},
-		Cluster: Cluster{MaxGhostSeries: 50, MaxStaleSeries: 200},
-		Ingest: Ingest{
-			MaxBodyBytes: 16 << 20, MaxEventBytes: 256 << 10, MaxInFlight: 8,
-			DedupWindow: model.Duration(2 * time.Minute), DedupMaxEntries: 1 << 20,
-		},
-	}
+	return Config{Accounting: accounting.DefaultConfig(), Ingest: DefaultIngest}
 }
 
 // Load reads path over the defaults and validates the result.
@@ -89,44 +86,34 @@ func Parse(b []byte) (Config, error) {
 	if err := yaml.UnmarshalStrict(b, &c); err != nil {
 		return Config{}, err
 	}
+	if old := c.Cluster; old != nil {
+		if old.MaxGhostSeries != nil {
+			c.Accounting.MaxGhostSeries = *old.MaxGhostSeries
+		}
+		if old.MaxStaleSeries != nil {
+			c.Accounting.MaxStaleSeries = *old.MaxStaleSeries
+		}
+		c.Cluster = nil
+	}
 	return c, c.Validate()
 }
 
-// Validate checks ranges and the classification rules.
+// Validate checks every section and the classification rules.
 func (c Config) Validate() error {
-	var errs []error
+	errs := []error{c.Accounting.Validate()}
 	check := func(ok bool, format string, args ...any) {
 		if !ok {
 			errs = append(errs, fmt.Errorf(format, args...))
 		}
 	}
-	a, in := c.Accounting, c.Ingest
-	check(a.Window >= model.Duration(time.Minute), "accounting.window %s: must be at least 1m", a.Window)
-	check(a.RelistThreshold >= 1, "accounting.relistThreshold %d: must be at least 1", a.RelistThreshold)
-	check(a.TopK >= 1 && a.TopK <= 1000, "accounting.topK %d: must be 1..1000 (each is a series per resource)", a.TopK)
-	check(a.MaxInstances >= 100, "accounting.maxInstances %d: must be at least 100", a.MaxInstances)
-	check(a.MaxResources >= 8 && a.MaxResources <= 4096, "accounting.maxResources %d: must be 8..4096", a.MaxResources)
-	check(a.StaleTooLarge >= 1, "accounting.staleTooLarge %d: must be at least 1", a.StaleTooLarge)
-	check(a.StalePodRelists >= 1, "accounting.stalePodRelists %d: must be at least 1", a.StalePodRelists)
+	in := c.Ingest
 	check(in.MaxBodyBytes >= 64<<10, "ingest.maxBodyBytes %d: must be at least 65536", in.MaxBodyBytes)
 	check(in.MaxEventBytes >= 4<<10 && int64(in.MaxEventBytes) <= in.MaxBodyBytes, "ingest.maxEventBytes %d: must be 4096..maxBodyBytes", in.MaxEventBytes)
 	check(in.MaxInFlight >= 1, "ingest.maxInFlight %d: must be at least 1", in.MaxInFlight)
 	check(in.DedupWindow >= model.Duration(10*time.Second), "ingest.dedupWindow %s: must be at least 10s", in.DedupWindow)
 	check(in.DedupMaxEntries >= 1000, "ingest.dedupMaxEntries %d: must be at least 1000", in.DedupMaxEntries)
-	check(c.Cluster.MaxGhostSeries >= 1 && c.Cluster.MaxGhostSeries <= 10000, "cluster.maxGhostSeries %d: must be 1..10000", c.Cluster.MaxGhostSeries)
-	check(c.Cluster.MaxStaleSeries >= 1 && c.Cluster.MaxStaleSeries <= 10000, "cluster.maxStaleSeries %d: must be 1..10000", c.Cluster.MaxStaleSeries)
 	if _, err := classify.New(c.Rules); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
-}
-
-// LedgerConfig is the accounting section as the ledger takes it.
-func (c Config) LedgerConfig() accounting.Config {
-	a := c.Accounting
-	return accounting.Config{
-		Window: time.Duration(a.Window), RelistThreshold: a.RelistThreshold, TopK: a.TopK,
-		MaxInstances: a.MaxInstances, MaxResources: a.MaxResources,
-		StaleTooLarge: a.StaleTooLarge, StalePodRelists: a.StalePodRelists,
-	}
 }

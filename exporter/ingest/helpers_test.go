@@ -96,9 +96,12 @@ func newAuditWith(t testing.TB, nodes accounting.NodeResolver, mod func(*ingest.
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	ledger := accounting.New(cfg.LedgerConfig(), cls, nodes)
+	ledger, err := accounting.New(cfg.Accounting, cls, nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
 	p := ingest.NewPipeline(ledger, ingest.NewDedup(time.Duration(cfg.Ingest.DedupWindow), cfg.Ingest.DedupMaxEntries), ingest.NewMetrics(reg))
-	reg.MustRegister(collector.New(ledger, slog.New(slog.DiscardHandler), nil))
+	reg.MustRegister(collector.New(collector.Sources{Ledger: ledger}, slog.New(slog.DiscardHandler)))
 	opts := ingest.HandlerOptions{MaxBodyBytes: cfg.Ingest.MaxBodyBytes, MaxEventBytes: cfg.Ingest.MaxEventBytes, MaxInFlight: cfg.Ingest.MaxInFlight}
 	if mod != nil {
 		mod(&opts)

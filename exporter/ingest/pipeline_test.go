@@ -21,7 +21,11 @@ func newPipeline(t *testing.T) (*ingest.Pipeline, *prometheus.Registry) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	return ingest.NewPipeline(accounting.New(accounting.Config{}, cls, nil), ingest.NewDedup(time.Minute, 1000), ingest.NewMetrics(reg)), reg
+	ledger, err := accounting.New(accounting.DefaultConfig(), cls, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ingest.NewPipeline(ledger, ingest.NewDedup(time.Minute, 1000), ingest.NewMetrics(reg)), reg
 }
 
 // TestLineSink: log lines are counted like webhook events, under source

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -157,28 +155,16 @@ func TestMetricsServerModeOnRealControlPlane(t *testing.T) {
 	t.Logf("informer requests: %d WatchList, %d LIST", watchLists, lists)
 }
 
-// scrape runs the collector once and returns "namespace/deployment=mode" per series.
+// scrape reads the informer as herd's metrics-server collector does at
+// scrape time: "namespace/deployment=mode" per Deployment.
 func scrape(t *testing.T, inf *metricsserver.Informer) []string {
 	t.Helper()
-	ch := make(chan prometheus.Metric, 16)
-	if err := inf.Update(nil, ch); err != nil {
-		t.Fatal(err)
+	if !inf.Synced() {
+		t.Fatal("informer not synced")
 	}
-	close(ch)
 	var out []string
-	for m := range ch {
-		var pb dto.Metric
-		if err := m.Write(&pb); err != nil {
-			t.Fatal(err)
-		}
-		l := map[string]string{}
-		for _, lp := range pb.GetLabel() {
-			l[lp.GetName()] = lp.GetValue()
-		}
-		if pb.GetGauge().GetValue() != 1 {
-			t.Errorf("value %v, want 1", pb.GetGauge().GetValue())
-		}
-		out = append(out, l["namespace"]+"/"+l["deployment"]+"="+l["mode"])
+	for _, v := range inf.Deployments() {
+		out = append(out, v.Namespace+"/"+v.Name+"="+string(v.Mode))
 	}
 	return out
 }

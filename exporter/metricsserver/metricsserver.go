@@ -34,12 +34,10 @@ package metricsserver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 
-	"github.com/prometheus/client_golang/prometheus"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -49,8 +47,6 @@ import (
 	appsinformers "k8s.io/client-go/informers/apps/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-
-	"github.com/herd-k8s/herd/exporter/collector"
 )
 
 // DefaultNamespace is where metrics-server runs unless Options say otherwise.
@@ -82,8 +78,8 @@ type Options struct {
 	OnWatchError func(error)
 }
 
-// Informer watches metrics-server Deployments. It is a collector.Collector
-// for herd_metrics_server_kubelet_auth.
+// Informer watches metrics-server Deployments; exporter/collector reads
+// Deployments for herd_metrics_server_kubelet_auth.
 type Informer struct {
 	opts     Options
 	selector labels.Selector // server-side; nil means the default match
@@ -91,8 +87,6 @@ type Informer struct {
 	logger   *slog.Logger
 	start    sync.Once
 }
-
-var _ collector.Collector = (*Informer)(nil)
 
 // New builds the informer; Start runs it.
 func New(client kubernetes.Interface, opts Options) (*Informer, error) {
@@ -209,26 +203,4 @@ func (i *Informer) Deployments() []DeploymentView {
 	}
 	sortViews(vs)
 	return vs
-}
-
-var authDesc = prometheus.NewDesc("herd_metrics_server_kubelet_auth",
-	"metrics-server Deployments by how they authenticate to kubelets, always 1: mode=token means every kubelet creates TokenReviews for its scrapes, certificate means a client certificate kubelets verify locally, unknown means only one of --kubelet-client-certificate and --kubelet-client-key is set or no metrics-server container was found.",
-	[]string{"namespace", "deployment", "mode"}, nil)
-
-// errNotSynced fails the collector (herd_scrape_collector_success 0) until
-// the informer has its initial state, rather than reporting "no
-// metrics-server" while it does not know yet.
-var errNotSynced = errors.New("metrics-server deployment informer has not synced")
-
-// Update emits herd_metrics_server_kubelet_auth for each metrics-server
-// Deployment, built at scrape time so that a deleted Deployment leaves no
-// series behind.
-func (i *Informer) Update(_ *collector.Scrape, ch chan<- prometheus.Metric) error {
-	if !i.Synced() {
-		return errNotSynced
-	}
-	for _, v := range i.Deployments() {
-		ch <- prometheus.MustNewConstMetric(authDesc, prometheus.GaugeValue, 1, v.Namespace, v.Name, string(v.Mode))
-	}
-	return nil
 }

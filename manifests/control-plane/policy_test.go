@@ -716,7 +716,10 @@ func account(t *testing.T, r *loadRun, skipUser string) map[string]uint64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ledger := accounting.New(accounting.DefaultConfig(), c, nil)
+	ledger, err := accounting.New(accounting.DefaultConfig(), c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	seen := map[string]bool{}
 	ledger.SetStageLookup(func(e *audit.Event, s audit.Stage) bool { return seen[string(e.AuditID)+"/"+s.String()] })
 	var dec audit.Decoder

@@ -134,10 +134,10 @@ local p = import 'panels.libsonnet';
             p.timeseries('Ghost instance count by client', 'Host-network instances (kubelet, kube-proxy, CNI) whose node name is not a Node, or whose source address belongs to no Node, after the grace period (HerdGhostNodeClient).', [
               ts('sum by (role, client) (herd_ghost_instances{%(exp)s})', '{{client}}'),
             ], w=8),
-            p.table('Ghost instances', 'One row per ghost (at most cluster.maxGhostSeries per replica), deduplicated across replicas. identity is what the responder quarantines.', [
+            p.table('Ghost instances', 'One row per ghost (at most accounting.maxGhostSeries per replica), deduplicated across replicas. identity is what the responder quarantines.', [
               tab('max by (role, client, identity, node, source_ip, reason) (%(ghostInstance)s)'),
             ], w=16, rename={ Value: 'ghost' }),
-            p.timeseries('Stale kubelet count', 'All stale kubelets (herd_stale_kubelets, uncapped, summed over replicas) against those listed per node (herd_stale_kubelet, capped at cluster.maxStaleSeries): a gap means the cap cut some.', [
+            p.timeseries('Stale kubelet count', 'All stale kubelets (herd_stale_kubelets, uncapped, summed over replicas) against those listed per node (herd_stale_kubelet, capped at accounting.maxStaleSeries): a gap means the cap cut some.', [
               ts('sum(herd_stale_kubelets{%(exp)s})', 'stale (all)'),
               ts('count(max by (node) (%(staleKubelet)s))', 'stale (listed)'),
             ], w=8),

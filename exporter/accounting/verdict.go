@@ -1,0 +1,133 @@
+package accounting
+
+import (
+	"time"
+
+	"github.com/herd-k8s/herd/exporter/classify"
+)
+
+// InstanceWindow is an instance's identity and its windowed counts, as the
+// cluster view needs them to call it a ghost, and as the stale-kubelet
+// verdict reads them. Strings are the instance's own (no copies).
+type InstanceWindow struct {
+	Role        classify.Role
+	Client      string
+	Identity    string
+	Node        string
+	Attribution Attribution
+	SourceIP    string
+	FirstSeen   int64 // Unix ns
+	LastSeen    int64
+	// Relists, PodRelists and TooLarge are counts in the window.
+	Relists    int
+	PodRelists int
+	TooLarge   int
+}
+
+// NodeVerdict is the cluster view's answer about one instance: what only
+// the Node and Lease informers know.
+type NodeVerdict struct {
+	// Synced is false until the view has read Nodes and Leases once; the
+	// other fields mean nothing before.
+	Synced bool
+	// NodeExists says whether the instance's node is a Node.
+	NodeExists bool
+	// LeaseAge is how long ago the node's kubelet renewed its Lease, when
+	// HasLease.
+	LeaseAge time.Duration
+	HasLease bool
+	// GhostReason is why the instance belongs to no live Node; "" when it
+	// is not a ghost.
+	GhostReason string
+}
+
+// Judge is the cluster's half of a verdict. The cluster view implements it
+// next to NodeResolver; the ledger asks it once per host-network instance
+// per snapshot (and once per listed instance on /debug/clients), so it
+// answers from what it already knows, without allocating.
+type Judge interface {
+	Judge(w *InstanceWindow, now int64) NodeVerdict
+}
+
+// Stale-kubelet reasons, the `reason` label of herd_stale_kubelet.
+const (
+	ReasonTooLargeRV = "too_large_resource_version"
+	ReasonRelistLoop = "relist_loop"
+)
+
+// Verdict is what herd concludes about one instance: computed by the
+// ledger (verdict) for the snapshot's series and for /debug/clients alike.
+type Verdict struct {
+	Ghost       bool   `json:"ghost"`
+	GhostReason string `json:"ghostReason,omitempty"`
+	Stale       bool   `json:"stale"`
+	StaleReason string `json:"staleReason,omitempty"`
+	// NodeExists is nil when the instance has no node or the view has not synced.
+	NodeExists *bool `json:"nodeExists,omitempty"`
+	// LeaseAgeSeconds is the age of the node's kubelet Lease, when there is one.
+	LeaseAgeSeconds *float64 `json:"leaseAgeSeconds,omitempty"`
+}
+
+// verdict judges one instance; ok is false when the ledger has no cluster
+// view to ask. Ghost-ness is the view's (it knows Nodes, addresses and
+// Leases); recency and the stale thresholds are the ledger's. It reads only
+// w and immutable configuration, so it runs without the ledger's lock.
+//
+//   - ghost: the view's reason, while the instance called within the window
+//     (a ghost that went quiet — stopped, or quarantined and given up — must
+//     let its alert resolve);
+//   - stale (SPEC §3.3): a kubelet of an existing Node with at least
+//     StaleTooLarge too-large answers, or StalePodRelists pod relists, in
+//     the window.
+func (l *Ledger) verdict(w *InstanceWindow, now int64) (v Verdict, ok bool) {
+	if l.judge == nil {
+		return v, false
+	}
+	nv := l.judge.Judge(w, now)
+	if !nv.Synced {
+		return v, true
+	}
+	if nv.GhostReason != "" && now-w.LastSeen <= int64(l.cfg.Window) {
+		v.Ghost, v.GhostReason = true, nv.GhostReason
+	}
+	if w.Role == classify.RoleKubelet && nv.NodeExists {
+		switch {
+		case w.TooLarge >= l.cfg.StaleTooLarge:
+			v.Stale, v.StaleReason = true, ReasonTooLargeRV
+		case w.PodRelists >= l.cfg.StalePodRelists:
+			v.Stale, v.StaleReason = true, ReasonRelistLoop
+		}
+	}
+	if w.Node != "" {
+		exists := nv.NodeExists
+		v.NodeExists = &exists
+		if nv.HasLease {
+			s := nv.LeaseAge.Seconds()
+			v.LeaseAgeSeconds = &s
+		}
+	}
+	return v, true
+}
+
+// window fills w with in's identity and its counts in the window ending at
+// now; call it with the ledger's lock held.
+func (l *Ledger) window(in *Instance, now int64, pods uint16, havePods bool, w *InstanceWindow) {
+	*w = InstanceWindow{
+		Role: in.Role, Client: in.Client, Identity: in.Identity, Node: in.Node, Attribution: in.Attribution,
+		SourceIP: in.sourceIP(), FirstSeen: in.FirstSeen, LastSeen: in.LastSeen,
+	}
+	for _, s := range in.streams {
+		n := s.win.sum(now, l.width)
+		w.Relists += n
+		if havePods && s.resource == pods {
+			w.PodRelists += n
+		}
+		w.TooLarge += s.tooLargeWin.sum(now, l.width)
+	}
+}
+
+// reviewsTokens reports whether in is a node's kubelet that created
+// TokenReviews in the window ending at now (herd_tokenreview_nodes).
+func (l *Ledger) reviewsTokens(in *Instance, now int64) bool {
+	return in.Role == classify.RoleKubelet && in.Node != "" && in.tokenReviewWin.sum(now, l.width) > 0
+}

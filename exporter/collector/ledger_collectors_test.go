@@ -1,0 +1,143 @@
+package collector
+
+import (
+	"testing"
+
+	"github.com/herd-k8s/herd/exporter/accounting"
+)
+
+var (
+	kubeletPods = accounting.StreamLabels{ClientLabels: accounting.ClientLabels{Role: "kubelet", Client: "kubelet"}, Resource: "pods"}
+	ciliumPods  = accounting.StreamLabels{ClientLabels: accounting.ClientLabels{Role: "cni", Client: "cilium-agent"}, Resource: "pods"}
+)
+
+func TestRelistCollector(t *testing.T) {
+	runTable(t, []tableCase{
+		{name: "nothing accounted", c: relistCollector{}, want: ``},
+		{name: "relists, pages, intervals, relisting and top instances", c: relistCollector{}, s: scrapeOf(accounting.Snapshot{
+			Relists: []accounting.RelistCount{
+				{StreamLabels: kubeletPods, Consistency: "cache", Value: 7},
+				{StreamLabels: ciliumPods, Consistency: "consistent", Value: 2},
+			},
+			Pages: []accounting.StreamCount{{StreamLabels: ciliumPods, Value: 3}},
+			Intervals: []accounting.IntervalHistogram{{StreamLabels: kubeletPods, Count: 2, Sum: 10,
+				Buckets: map[float64]uint64{1: 0, 5: 1, 15: 2}}},
+			RelistingInstances: []accounting.StreamCount{{StreamLabels: kubeletPods, Value: 1}, {StreamLabels: ciliumPods, Value: 0}},
+			TopInstances: []accounting.InstanceRelists{
+				{StreamLabels: kubeletPods, Node: "node-1", Identity: "system:node:node-1", Relists: 5},
+				{StreamLabels: ciliumPods, Node: "", Identity: "system:serviceaccount:kube-system:cilium", Relists: 2},
+			},
+		}), want: `
+			# TYPE herd_instance_relists gauge
+			herd_instance_relists{client="cilium-agent",identity="system:serviceaccount:kube-system:cilium",node="",resource="pods",role="cni"} 2
+			herd_instance_relists{client="kubelet",identity="system:node:node-1",node="node-1",resource="pods",role="kubelet"} 5
+			# TYPE herd_list_pages_total counter
+			herd_list_pages_total{client="cilium-agent",resource="pods",role="cni"} 3
+			# TYPE herd_relist_interval_seconds histogram
+			herd_relist_interval_seconds_bucket{client="kubelet",resource="pods",role="kubelet",le="1"} 0
+			herd_relist_interval_seconds_bucket{client="kubelet",resource="pods",role="kubelet",le="5"} 1
+			herd_relist_interval_seconds_bucket{client="kubelet",resource="pods",role="kubelet",le="15"} 2
+			herd_relist_interval_seconds_bucket{client="kubelet",resource="pods",role="kubelet",le="+Inf"} 2
+			herd_relist_interval_seconds_sum{client="kubelet",resource="pods",role="kubelet"} 10
+			herd_relist_interval_seconds_count{client="kubelet",resource="pods",role="kubelet"} 2
+			# TYPE herd_relisting_instances gauge
+			herd_relisting_instances{client="cilium-agent",resource="pods",role="cni"} 0
+			herd_relisting_instances{client="kubelet",resource="pods",role="kubelet"} 1
+			# TYPE herd_relists_total counter
+			herd_relists_total{client="cilium-agent",consistency="consistent",resource="pods",role="cni"} 2
+			herd_relists_total{client="kubelet",consistency="cache",resource="pods",role="kubelet"} 7
+		`},
+	})
+}
+
+func TestRequestCollector(t *testing.T) {
+	runTable(t, []tableCase{
+		{name: "requests by verb and code, too-large answers", c: requestCollector{}, s: scrapeOf(accounting.Snapshot{
+			Requests: []accounting.RequestCount{
+				{ClientLabels: kubeletPods.ClientLabels, Verb: "list", Code: 200, Value: 9},
+				{ClientLabels: kubeletPods.ClientLabels, Verb: "list", Code: 504, Value: 3},
+			},
+			TooLarge: []accounting.StreamCount{{StreamLabels: kubeletPods, Value: 3}},
+		}), want: `
+			# TYPE herd_requests_total counter
+			herd_requests_total{client="kubelet",code="200",role="kubelet",verb="list"} 9
+			herd_requests_total{client="kubelet",code="504",role="kubelet",verb="list"} 3
+			# TYPE herd_too_large_resource_version_total counter
+			herd_too_large_resource_version_total{client="kubelet",resource="pods",role="kubelet"} 3
+		`},
+	})
+}
+
+func TestTokenReviewCollector(t *testing.T) {
+	runTable(t, []tableCase{
+		{name: "none: the node gauge is still there", c: tokenReviewCollector{}, want: `
+			# TYPE herd_tokenreview_nodes gauge
+			herd_tokenreview_nodes 0
+		`},
+		{name: "kubelets reviewing tokens", c: tokenReviewCollector{}, s: scrapeOf(accounting.Snapshot{
+			TokenReviews:     []accounting.ClientCount{{ClientLabels: kubeletPods.ClientLabels, Value: 40}},
+			TokenReviewNodes: 4,
+		}), want: `
+			# TYPE herd_tokenreview_nodes gauge
+			herd_tokenreview_nodes 4
+			# TYPE herd_tokenreviews_total counter
+			herd_tokenreviews_total{client="kubelet",role="kubelet"} 40
+		`},
+	})
+}
+
+func TestLedgerCollector(t *testing.T) {
+	runTable(t, []tableCase{
+		{name: "table size and evictions", c: ledgerCollector{}, s: scrapeOf(accounting.Snapshot{Instances: 15000, Evicted: 12}), want: `
+			# TYPE herd_instances gauge
+			herd_instances 15000
+			# TYPE herd_instances_evicted_total counter
+			herd_instances_evicted_total 12
+		`},
+	})
+}
+
+// staticCluster is a cluster view's state: so many Nodes, synced or not.
+type staticCluster struct {
+	nodes  int
+	synced bool
+}
+
+func (c staticCluster) Nodes() int   { return c.nodes }
+func (c staticCluster) Synced() bool { return c.synced }
+
+func TestClusterCollector(t *testing.T) {
+	runTable(t, []tableCase{
+		{name: "not synced, nothing judged", c: clusterCollector{staticCluster{}}, want: `
+			# TYPE herd_cluster_nodes gauge
+			herd_cluster_nodes 0
+			# TYPE herd_cluster_synced gauge
+			herd_cluster_synced 0
+		`},
+		{name: "ghosts and stale kubelets", c: clusterCollector{staticCluster{nodes: 3, synced: true}}, s: scrapeOf(accounting.Snapshot{
+			Judged: true,
+			GhostCounts: []accounting.ClientCount{
+				{ClientLabels: kubeletPods.ClientLabels, Value: 2},
+				{ClientLabels: ciliumPods.ClientLabels, Value: 0},
+			},
+			Ghosts: []accounting.GhostInstance{{ClientLabels: kubeletPods.ClientLabels, Identity: "system:node:gone", Node: "gone",
+				SourceIP: "10.99.0.1", Reason: "no_such_node"}},
+			Stale:      []accounting.StaleKubelet{{Node: "node-2", Reason: accounting.ReasonTooLargeRV}},
+			StaleTotal: 3,
+		}), want: `
+			# TYPE herd_cluster_nodes gauge
+			herd_cluster_nodes 3
+			# TYPE herd_cluster_synced gauge
+			herd_cluster_synced 1
+			# TYPE herd_ghost_instance gauge
+			herd_ghost_instance{client="kubelet",identity="system:node:gone",node="gone",reason="no_such_node",role="kubelet",source_ip="10.99.0.1"} 1
+			# TYPE herd_ghost_instances gauge
+			herd_ghost_instances{client="cilium-agent",role="cni"} 0
+			herd_ghost_instances{client="kubelet",role="kubelet"} 2
+			# TYPE herd_stale_kubelet gauge
+			herd_stale_kubelet{node="node-2",reason="too_large_resource_version"} 1
+			# TYPE herd_stale_kubelets gauge
+			herd_stale_kubelets 3
+		`},
+	})
+}

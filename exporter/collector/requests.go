@@ -1,0 +1,29 @@
+package collector
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+var (
+	requestsDesc = prometheus.NewDesc(namespace+"_requests_total",
+		"Requests by node-side clients, counted once each (lists at ResponseComplete, watches at ResponseStarted).",
+		[]string{"role", "client", "verb", "code"}, nil)
+	tooLargeDesc = prometheus.NewDesc(namespace+"_too_large_resource_version_total",
+		`Requests answered "Too large resource version" (a client asking for a resourceVersion the apiserver has not reached).`,
+		[]string{"role", "client", "resource"}, nil)
+)
+
+// requestCollector exports every request by verb and code, and the
+// too-large-resourceVersion answers.
+type requestCollector struct{}
+
+func (requestCollector) Update(s *Scrape, ch chan<- prometheus.Metric) error {
+	snap := s.Snapshot()
+	for _, r := range snap.Requests {
+		ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(r.Value), r.Role, r.Client, r.Verb, strconv.Itoa(int(r.Code)))
+	}
+	emitStreams(ch, tooLargeDesc, prometheus.CounterValue, snap.TooLarge)
+	return nil
+}
