@@ -55,6 +55,9 @@ func wantFromScenario(t *testing.T) map[string]float64 {
 		}
 		n := float64(e.Requests)
 		want[fmt.Sprintf("herd_requests_total{client=%s,code=%d,role=%s,verb=%s}", client, e.Code, role, e.Verb)] += n
+		if e.Code == 401 || e.Code == 403 {
+			continue // refused: counted as a request, nothing else
+		}
 		switch e.Kind {
 		case "list", "watchlist":
 			want[fmt.Sprintf("herd_relists_total{client=%s,consistency=%s,resource=%s,role=%s}", client, e.Consistency, res, role)] += n

@@ -238,3 +238,39 @@ func TestEveryMetricIsDocumented(t *testing.T) {
 		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
 }
+
+// Issue 16 point 6: one event stamped an hour ahead moved
+// herd_audit_last_event_timestamp_seconds an hour ahead, masking
+// HerdAuditIngestStalled. It is accounted at the receive time instead.
+func TestFutureEventDoesNotMoveTheLastEventGauge(t *testing.T) {
+	e := newTestExporter(t)
+	now := time.Now().UTC()
+	kubelet, ua := "system:node:node-1", "kubelet/v1.36.3 (linux/amd64) kubernetes/abc"
+	body := strings.Join([]string{
+		event("00000000-0000-0000-0000-0000000000a1", "ResponseComplete", "list", kubelet, ua, "/api/v1/pods?resourceVersion=0", "pods", "", 200, "", now.Add(-time.Second)),
+		event("00000000-0000-0000-0000-0000000000a2", "ResponseComplete", "list", kubelet, ua, "/api/v1/pods?resourceVersion=0", "pods", "", 200, "", now.Add(time.Hour)),
+	}, "\n")
+	req := httptest.NewRequest(http.MethodPost, "/audit", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	rec := httptest.NewRecorder()
+	e.AuditHandler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("POST /audit = %d: %s", rec.Code, rec.Body)
+	}
+	families, err := e.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last float64
+	for _, mf := range families {
+		if mf.GetName() == "herd_audit_last_event_timestamp_seconds" {
+			for _, m := range mf.GetMetric() {
+				last = max(last, m.GetGauge().GetValue())
+			}
+		}
+	}
+	bound := float64(time.Now().Add(time.Duration(config.Default().Accounting.MaxClockSkew)).UnixNano()) / 1e9
+	if last < float64(now.Add(-2*time.Second).Unix()) || last > bound {
+		t.Errorf("herd_audit_last_event_timestamp_seconds = %.0f, want about now (%d), never past now+maxClockSkew", last, now.Unix())
+	}
+}

@@ -7,12 +7,19 @@ import (
 
 // ClientView is one instance as /debug/clients and `herd analyze` show it.
 type ClientView struct {
-	Role            string       `json:"role"`
-	Client          string       `json:"client"`
-	Identity        string       `json:"identity"`
-	Node            string       `json:"node"`
-	Attribution     string       `json:"attribution"`
+	Role        string `json:"role"`
+	Client      string `json:"client"`
+	Identity    string `json:"identity"`
+	Node        string `json:"node"`
+	Attribution string `json:"attribution"`
+	// ClassifiedBy is "identity", or "user_agent" when only the User-Agent
+	// matched a rule.
+	ClassifiedBy string `json:"classifiedBy"`
+	// SourceIP is the last sourceIPs[0]: X-Forwarded-For's first hop when
+	// the client sent one, shown, never trusted. TrustedSourceIP is the
+	// address attribution and ghost verdicts use.
 	SourceIP        string       `json:"sourceIP,omitempty"`
+	TrustedSourceIP string       `json:"trustedSourceIP,omitempty"`
 	SourceIPChanges uint64       `json:"sourceIPChanges,omitempty"`
 	UserAgent       string       `json:"userAgent,omitempty"`
 	FirstSeen       time.Time    `json:"firstSeen"`
@@ -72,7 +79,8 @@ func (l *Ledger) ClientsAt(now int64, f ClientFilter) []ClientView {
 		}
 		v := ClientView{
 			Role: in.Role.String(), Client: in.Client, Identity: in.Identity, Node: in.Node,
-			Attribution: in.Attribution.String(), SourceIP: in.sourceIP(), SourceIPChanges: in.SourceIPChanges,
+			Attribution: in.Attribution.String(), ClassifiedBy: classifiedBy(in.ByUserAgent),
+			SourceIP: in.source.String(), TrustedSourceIP: in.trusted.String(), SourceIPChanges: in.SourceIPChanges,
 			UserAgent: in.UserAgent, FirstSeen: time.Unix(0, in.FirstSeen).UTC(), LastSeen: time.Unix(0, in.LastSeen).UTC(),
 			Requests: in.Requests, Errors: in.Errors, LastErrorCode: in.LastErrorCode, TokenReviews: in.TokenReviews,
 		}
@@ -138,4 +146,12 @@ func (l *Ledger) TokenReviewNodes() int {
 		}
 	}
 	return len(nodes)
+}
+
+// classifiedBy is the classified_by label value and /debug/clients field.
+func classifiedBy(byUserAgent bool) string {
+	if byUserAgent {
+		return "user_agent"
+	}
+	return "identity"
 }

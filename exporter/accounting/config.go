@@ -3,6 +3,7 @@ package accounting
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -18,8 +19,13 @@ type Config struct {
 	// RelistThreshold is N: an instance relisting a resource at least N times
 	// in W counts in herd_relisting_instances.
 	RelistThreshold int `json:"relistThreshold"`
-	// TopK is how many instances get per-node series.
-	TopK int `json:"topK"`
+	// TopK is how many instances of each stream — (role, client, resource)
+	// — get per-node herd_instance_relists series, so that one noisy
+	// instance cannot push another client's storm out; MaxTopKStreams caps
+	// how many streams have them (the busiest in the window). Flagged
+	// instances (ghosts, stale kubelets) get them whatever their rank.
+	TopK           int `json:"topK"`
+	MaxTopKStreams int `json:"maxTopKStreams"`
 	// MaxInstances caps the instance table; the least recently seen are
 	// evicted first.
 	MaxInstances int `json:"maxInstances"`
@@ -36,6 +42,15 @@ type Config struct {
 	// Counts are exported whole.
 	MaxGhostSeries int `json:"maxGhostSeries"`
 	MaxStaleSeries int `json:"maxStaleSeries"`
+	// TrustedProxies are the CIDRs of proxies between node-side clients and
+	// the apiserver whose X-Forwarded-For entries herd may believe: the
+	// trusted source address is then the right-most sourceIPs entry that
+	// is not one of them. Empty (the default): the connection's own
+	// address, the last entry, is the only one trusted.
+	TrustedProxies []string `json:"trustedProxies,omitempty"`
+	// MaxClockSkew is how far ahead of herd's clock an event's
+	// stageTimestamp may be; a later one is accounted at the receive time.
+	MaxClockSkew model.Duration `json:"maxClockSkew"`
 }
 
 // DefaultConfig is what herd runs with when nothing is configured.
@@ -44,12 +59,14 @@ func DefaultConfig() Config {
 		Window:          model.Duration(10 * time.Minute),
 		RelistThreshold: 3,
 		TopK:            20,
+		MaxTopKStreams:  32,
 		MaxInstances:    50000,
 		MaxResources:    256,
 		StaleTooLarge:   3,
 		StalePodRelists: 6,
 		MaxGhostSeries:  50,
 		MaxStaleSeries:  200,
+		MaxClockSkew:    model.Duration(10 * time.Second),
 	}
 }
 
@@ -63,12 +80,31 @@ func (c Config) Validate() error {
 	}
 	check(c.Window >= model.Duration(time.Minute), "accounting.window %s: must be at least 1m", c.Window)
 	check(c.RelistThreshold >= 1, "accounting.relistThreshold %d: must be at least 1", c.RelistThreshold)
-	check(c.TopK >= 1 && c.TopK <= 1000, "accounting.topK %d: must be 1..1000 (each is a series per resource)", c.TopK)
+	check(c.TopK >= 1 && c.TopK <= 1000, "accounting.topK %d: must be 1..1000 (each is a series per stream)", c.TopK)
+	check(c.MaxTopKStreams >= 1 && c.MaxTopKStreams <= 1000, "accounting.maxTopKStreams %d: must be 1..1000", c.MaxTopKStreams)
+	check(c.TopK*c.MaxTopKStreams <= 20000, "accounting.topK × maxTopKStreams %d: must be at most 20000 series", c.TopK*c.MaxTopKStreams)
 	check(c.MaxInstances >= 100, "accounting.maxInstances %d: must be at least 100", c.MaxInstances)
 	check(c.MaxResources >= 8 && c.MaxResources <= 4096, "accounting.maxResources %d: must be 8..4096", c.MaxResources)
 	check(c.StaleTooLarge >= 1, "accounting.staleTooLarge %d: must be at least 1", c.StaleTooLarge)
 	check(c.StalePodRelists >= 1, "accounting.stalePodRelists %d: must be at least 1", c.StalePodRelists)
 	check(c.MaxGhostSeries >= 1 && c.MaxGhostSeries <= 10000, "accounting.maxGhostSeries %d: must be 1..10000", c.MaxGhostSeries)
 	check(c.MaxStaleSeries >= 1 && c.MaxStaleSeries <= 10000, "accounting.maxStaleSeries %d: must be 1..10000", c.MaxStaleSeries)
+	check(c.MaxClockSkew >= 0 && c.MaxClockSkew <= model.Duration(time.Hour), "accounting.maxClockSkew %s: must be 0..1h", c.MaxClockSkew)
+	if _, err := c.trustedProxies(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// trustedProxies parses TrustedProxies.
+func (c Config) trustedProxies() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for i, s := range c.TrustedProxies {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("accounting.trustedProxies[%d] %q: must be a CIDR such as 10.0.0.0/8", i, s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }

@@ -3,14 +3,16 @@
 // resource, and relists are told apart from pages and plain re-watches
 // (SPEC §3.3).
 //
-// Memory is bounded by configuration, never by cluster size: instances,
-// resources and verbs are capped, and counters are keyed by small interned
-// ids, so accounting an event that belongs to a known instance does not
-// allocate.
+// Memory is bounded by configuration, never by cluster size or by what a
+// client sends: instances, resources, verbs and codes are capped (and what
+// a client chooses cannot take a slot for good), and counters are keyed by
+// small interned ids, so accounting an event that belongs to a known
+// instance does not allocate.
 package accounting
 
 import (
 	"bytes"
+	"net/netip"
 	"sort"
 	"sync"
 	"time"
@@ -18,51 +20,6 @@ import (
 	"github.com/herd-k8s/herd/exporter/audit"
 	"github.com/herd-k8s/herd/exporter/classify"
 )
-
-// Consistency is how a relist is served (SPEC §3.3).
-type Consistency uint8
-
-const (
-	// Cache: resourceVersion=0, or NotOlderThan with a resourceVersion — the watch cache serves it.
-	Cache Consistency = iota
-	// Exact: resourceVersionMatch=Exact.
-	Exact
-	// Consistent: no resourceVersion — a quorum read, the expensive one.
-	Consistent
-	numConsistency
-)
-
-var consistencyNames = [numConsistency]string{"cache", "exact", "consistent"}
-
-func (c Consistency) String() string { return consistencyNames[c] }
-
-// ConsistencyOf classifies a read by its parameters.
-func ConsistencyOf(q *audit.Query) Consistency {
-	switch {
-	case string(q.ResourceVersionMatch) == "Exact":
-		return Exact
-	case len(q.ResourceVersion) == 0:
-		return Consistent
-	default:
-		// "0", or any resourceVersion with NotOlderThan or no match (which
-		// the apiserver treats as NotOlderThan).
-		return Cache
-	}
-}
-
-// Attribution says how an instance's node was found (SPEC §3.2).
-type Attribution uint8
-
-const (
-	AttrUnknown Attribution = iota
-	AttrUsername
-	AttrSourceIP
-	AttrFieldSelector
-)
-
-func (a Attribution) String() string {
-	return [...]string{"unknown", "username", "source_ip", "field_selector"}[a]
-}
 
 // NodeResolver maps a source IP to the Node that has that address. The cluster
 // view (informers) implements it; without one, source IPs attribute nothing.
@@ -75,12 +32,14 @@ type NodeResolver interface {
 type Ledger struct {
 	cfg        Config
 	width      int64 // window bucket width, ns
+	proxies    []netip.Prefix
 	classifier *classify.Classifier
 	nodes      NodeResolver
 	judge      Judge // nodes, when it also judges (the cluster view)
 	now        func() time.Time
 
 	mu        sync.Mutex
+	lastClock int64 // the clock's last reading, Unix ns (timestamp)
 	resources interner
 	verbs     interner
 	clients   interner
@@ -119,7 +78,7 @@ type relistKey struct {
 type requestKey struct {
 	clientKey
 	verb uint16
-	code int32
+	code int32 // codeOther for a code outside codeLabels
 }
 
 // New returns an empty Ledger for a valid cfg. nodes may be nil (no
@@ -129,14 +88,19 @@ func New(cfg Config, c *classify.Classifier, nodes NodeResolver) (*Ledger, error
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	proxies, err := cfg.trustedProxies()
+	if err != nil {
+		return nil, err
+	}
 	l := &Ledger{
 		cfg:          cfg,
 		width:        int64(cfg.Window) / buckets,
+		proxies:      proxies,
 		classifier:   c,
 		nodes:        nodes,
 		now:          time.Now,
 		resources:    newInterner(cfg.MaxResources),
-		verbs:        newInterner(32),
+		verbs:        newInterner(len(knownVerbs) + 1),
 		clients:      newInterner(len(c.Clients()) + 1),
 		instances:    map[string]*Instance{},
 		relists:      map[relistKey]uint64{},
@@ -149,6 +113,10 @@ func New(cfg Config, c *classify.Classifier, nodes NodeResolver) (*Ledger, error
 	for _, name := range c.Clients() {
 		l.clients.id(name)
 	}
+	for _, v := range knownVerbs {
+		l.verbs.id(v)
+	}
+	l.verbs.id(Other)
 	if j, ok := nodes.(Judge); ok {
 		l.judge = j
 	}
@@ -156,11 +124,13 @@ func New(cfg Config, c *classify.Classifier, nodes NodeResolver) (*Ledger, error
 }
 
 // SetClock replaces the ledger's clock (time.Now), which ends the windows of
-// Snapshot and Clients and stamps events without a usable timestamp. Tests
-// and fixtures read the ledger at a fixed time with it. Call it before use.
+// Snapshot and Clients, stamps events without a usable timestamp and bounds
+// future ones. Tests and fixtures read the ledger at a fixed time with it.
+// Call it before use.
 func (l *Ledger) SetClock(now func() time.Time) {
 	l.mu.Lock()
 	l.now = now
+	l.lastClock = 0
 	l.mu.Unlock()
 }
 
@@ -194,39 +164,42 @@ var (
 	grpAuthn        = []byte("authentication.k8s.io")
 )
 
-// Account charges one event. Events at stages herd does not count are
-// ignored; the caller has already dropped duplicates.
-func (l *Ledger) Account(e *audit.Event) {
+// Account charges one event and returns the time it was accounted at
+// (Unix ns): its stageTimestamp, bounded by the receive time plus
+// MaxClockSkew (see timestamp). Events at stages herd does not count change
+// nothing; the caller has already dropped duplicates.
+func (l *Ledger) Account(e *audit.Event) int64 {
 	isWatch := bytes.Equal(e.Verb, verbWatch)
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	t := l.timestamp(e.StageTimestampNanos)
 	switch {
 	case isWatch && e.Stage == audit.StageResponseStarted:
 		l.sawWatchStart = true
 		if l.seen(e, audit.StageResponseComplete) {
-			return // its ResponseComplete came first and was counted
+			return t // its ResponseComplete came first and was counted
 		}
 	case isWatch && e.Stage == audit.StageResponseComplete:
 		if l.sawWatchStart || l.seen(e, audit.StageResponseStarted) {
-			return // counted at ResponseStarted
+			return t // counted at ResponseStarted
 		}
 	case !isWatch && e.Stage == audit.StageResponseComplete:
 	default:
-		return
-	}
-	t := e.StageTimestampNanos
-	if t <= 0 {
-		// Absent, or before 1970: a broken or hostile event is accounted now.
-		t = l.now().UnixNano()
+		return t
 	}
 
-	cls := l.classifier.Classify(e.User, e.UserAgent)
+	cls := classify.Unauthenticated
+	if !e.Unauthenticated {
+		cls = l.classifier.Classify(e.User, e.UserAgent)
+	}
 	ck := clientKey{role: cls.Role, client: l.clients.id(cls.Client)}
+	l.requests[requestKey{clientKey: ck, verb: l.verbs.lookup(e.Verb), code: codeKey(e.Code)}]++
+	if refused(e.Code) {
+		return t
+	}
+
 	inst := l.instance(cls, ck, e, t)
-
-	l.requests[requestKey{clientKey: ck, verb: l.verbs.idBytes(e.Verb), code: e.Code}]++
 	inst.Requests++
-
 	res := l.resourceID(e)
 	sk := streamKey{clientKey: ck, resource: res}
 	switch {
@@ -267,34 +240,51 @@ func (l *Ledger) Account(e *audit.Event) {
 		inst.TokenReviews++
 		inst.tokenReviewWin.add(t, l.width)
 	}
+	return t
 }
 
-// resourceID interns objectRef as <resource> for the core group and
-// <resource>.<group> otherwise (endpointslices.discovery.k8s.io).
+// resourceID names objectRef as <resource> for the core group and
+// <resource>.<group> otherwise (endpointslices.discovery.k8s.io). A name
+// takes a slot of the bounded table only once an answer proved it real
+// (provesResource); until then it is "other".
 func (l *Ledger) resourceID(e *audit.Event) uint16 {
-	if len(e.Resource) == 0 {
+	name := e.Resource
+	if len(name) > 0 && len(e.APIGroup) > 0 {
+		l.keyBuf = append(append(append(l.keyBuf[:0], e.Resource...), '.'), e.APIGroup...)
+		name = l.keyBuf
+	}
+	if len(name) == 0 {
 		return l.resources.id("")
 	}
-	if len(e.APIGroup) == 0 {
-		return l.resources.idBytes(e.Resource)
+	if provesResource(e) {
+		return l.resources.idBytes(name)
 	}
-	l.keyBuf = append(append(append(l.keyBuf[:0], e.Resource...), '.'), e.APIGroup...)
-	return l.resources.idBytes(l.keyBuf)
+	return l.resources.lookup(name)
 }
 
-// instance finds or creates the instance an event belongs to.
+// instance finds or creates the instance an event belongs to. Its node is,
+// in order (SPEC §3.2): NAME of system:node:NAME; the node its pod-bound
+// token was issued for; the Node whose address is the trusted source
+// address; a field selector's node. The first two are the apiserver's word,
+// the third the connection's; only the last is the client's.
 func (l *Ledger) instance(cls classify.Result, ck clientKey, e *audit.Event, t int64) *Instance {
 	node, attr := classify.NodeFromUsername(e.User), AttrUsername
 	var resolved string
+	trusted := l.TrustedSourceIP(e)
 	if node == nil {
-		attr = AttrUnknown
-		if l.nodes != nil && len(e.SourceIP) > 0 {
-			if n, ok := l.nodes.NodeForIP(e.SourceIP); ok {
-				resolved, attr = n, AttrSourceIP
+		switch {
+		case len(e.NodeNameExtra) > 0 && labelSafe(e.NodeNameExtra):
+			node, attr = e.NodeNameExtra, AttrToken
+		default:
+			attr = AttrUnknown
+			if l.nodes != nil && len(trusted) > 0 {
+				if n, ok := l.nodes.NodeForIP(trusted); ok {
+					resolved, attr = n, AttrSourceIP
+				}
 			}
-		}
-		if attr == AttrUnknown && len(e.Query.FieldSelectorNode) > 0 {
-			node, attr = e.Query.FieldSelectorNode, AttrFieldSelector
+			if attr == AttrUnknown && len(e.Query.FieldSelectorNode) > 0 {
+				node, attr = e.Query.FieldSelectorNode, AttrFieldSelector
+			}
 		}
 	}
 	k := append(l.keyBuf[:0], byte(ck.role))
@@ -322,6 +312,7 @@ func (l *Ledger) instance(cls classify.Result, ck clientKey, e *audit.Event, t i
 			Identity:    string(e.User),
 			Node:        nodeName,
 			Attribution: attr,
+			ByUserAgent: cls.ByUserAgent,
 			FirstSeen:   t,
 			ck:          ck,
 		}
@@ -330,9 +321,9 @@ func (l *Ledger) instance(cls classify.Result, ck clientKey, e *audit.Event, t i
 	if t > inst.LastSeen {
 		inst.LastSeen = t
 	}
-	if len(e.SourceIP) > 0 {
-		inst.setSourceIP(e.SourceIP)
-	}
+	inst.source.set(e.SourceIP, &inst.SourceIPChanges)
+	var trustedChanges uint64
+	inst.trusted.set(trusted, &trustedChanges)
 	if len(e.UserAgent) > 0 && string(e.UserAgent) != inst.UserAgent {
 		inst.UserAgent = string(e.UserAgent)
 	}
@@ -361,30 +352,63 @@ func (l *Ledger) evictOldest() {
 // Instance is one node-side client process as herd sees it. Exported fields
 // are what /debug/clients shows.
 type Instance struct {
-	Role classify.Role `json:"-"`
-	// SourceIP is the last source address as a string, refreshed from ip
-	// when read (sourceIP): agents that share one identity across nodes
-	// change address on almost every event, and must not allocate each time.
-	Client          string      `json:"client"`
-	Identity        string      `json:"identity"`
-	Node            string      `json:"node"`
-	Attribution     Attribution `json:"-"`
-	SourceIP        string      `json:"sourceIP"`
-	SourceIPChanges uint64      `json:"sourceIPChanges"`
-	UserAgent       string      `json:"userAgent"`
-	FirstSeen       int64       `json:"-"`
-	LastSeen        int64       `json:"-"`
-	Requests        uint64      `json:"requests"`
-	Errors          uint64      `json:"errors"`
-	LastErrorCode   int32       `json:"lastErrorCode,omitempty"`
-	TokenReviews    uint64      `json:"tokenReviews"`
+	Role            classify.Role `json:"-"`
+	Client          string        `json:"client"`
+	Identity        string        `json:"identity"`
+	Node            string        `json:"node"`
+	Attribution     Attribution   `json:"-"`
+	ByUserAgent     bool          `json:"-"`
+	SourceIPChanges uint64        `json:"sourceIPChanges"`
+	UserAgent       string        `json:"userAgent"`
+	FirstSeen       int64         `json:"-"`
+	LastSeen        int64         `json:"-"`
+	Requests        uint64        `json:"requests"`
+	Errors          uint64        `json:"errors"`
+	LastErrorCode   int32         `json:"lastErrorCode,omitempty"`
+	TokenReviews    uint64        `json:"tokenReviews"`
 
-	ck             clientKey
-	ip             [45]byte // the longest textual IPv6 address
-	ipLen          uint8
-	ipDirty        bool
-	streams        []*Stream
-	tokenReviewWin window
+	ck clientKey
+	// source is sourceIPs[0], for display (the client may have chosen it);
+	// trusted is the trusted source address (TrustedSourceIP), which
+	// attribution and ghost verdicts use.
+	source, trusted address
+	streams         []*Stream
+	tokenReviewWin  window
+}
+
+// address is the last source address an instance was seen from, kept
+// without allocating: agents that share one identity across nodes change
+// address on almost every event.
+type address struct {
+	ip    [45]byte // the longest textual IPv6 address
+	n     uint8
+	text  string // ip[:n] as a string, refreshed when read (String)
+	dirty bool
+}
+
+// set records b, counting a change in *changes; it keeps the last valid
+// address when b is empty or not UTF-8.
+func (a *address) set(b []byte, changes *uint64) {
+	if len(b) == 0 || !labelSafe(b) {
+		return
+	}
+	b = b[:min(len(b), len(a.ip))]
+	if bytes.Equal(b, a.ip[:a.n]) {
+		return
+	}
+	if a.n > 0 {
+		*changes++
+	}
+	a.n = uint8(copy(a.ip[:], b))
+	a.dirty = true
+}
+
+// String is the address; call it with the ledger's lock held.
+func (a *address) String() string {
+	if a.dirty {
+		a.text, a.dirty = string(a.ip[:a.n]), false
+	}
+	return a.text
 }
 
 // Stream is an instance's traffic on one resource.
@@ -399,27 +423,6 @@ type Stream struct {
 	tooLargeWin     window
 }
 
-// setSourceIP records the event's source address without allocating.
-func (in *Instance) setSourceIP(b []byte) {
-	b = b[:min(len(b), len(in.ip))]
-	if bytes.Equal(b, in.ip[:in.ipLen]) {
-		return
-	}
-	if in.ipLen > 0 {
-		in.SourceIPChanges++
-	}
-	in.ipLen = uint8(copy(in.ip[:], b))
-	in.ipDirty = true
-}
-
-// sourceIP is the last source address; call it with the ledger's lock held.
-func (in *Instance) sourceIP() string {
-	if in.ipDirty {
-		in.SourceIP, in.ipDirty = string(in.ip[:in.ipLen]), false
-	}
-	return in.SourceIP
-}
-
 func (in *Instance) stream(res uint16) *Stream {
 	for _, s := range in.streams {
 		if s.resource == res {
@@ -430,37 +433,3 @@ func (in *Instance) stream(res uint16) *Stream {
 	in.streams = append(in.streams, s)
 	return s
 }
-
-// interner maps label values to small ids, up to a bound; past it every new
-// value is "other". Lookups of known values do not allocate.
-type interner struct {
-	ids   map[string]uint16
-	names []string
-	max   int
-}
-
-func newInterner(max int) interner {
-	return interner{ids: map[string]uint16{}, max: max}
-}
-
-func (in *interner) id(s string) uint16 {
-	if id, ok := in.ids[s]; ok {
-		return id
-	}
-	if len(in.names) >= in.max-1 && s != "other" {
-		return in.id("other")
-	}
-	id := uint16(len(in.names))
-	in.ids[s] = id
-	in.names = append(in.names, s)
-	return id
-}
-
-func (in *interner) idBytes(b []byte) uint16 {
-	if id, ok := in.ids[string(b)]; ok {
-		return id
-	}
-	return in.id(string(b))
-}
-
-func (in *interner) name(id uint16) string { return in.names[id] }

@@ -29,9 +29,10 @@ type Snapshot struct {
 	// instances with at least RelistThreshold relists in the window (0 included,
 	// so the series does not vanish when a storm ends).
 	RelistingInstances []StreamCount
-	// TopInstances are the TopK instance streams by relists in the window,
-	// summed by (role, client, node, resource), and every flagged instance's
-	// streams (Ghosts and Stale) whatever their rank (SPEC §3.4).
+	// TopInstances are, for each of the MaxTopKStreams busiest streams
+	// (role, client, resource), its TopK instances by relists in the window;
+	// and every flagged instance's streams (Ghosts and Stale), whatever
+	// their rank (SPEC §3.4).
 	TopInstances []InstanceRelists
 	// TokenReviewNodes is how many nodes' kubelets created TokenReviews in the window.
 	TokenReviewNodes int
@@ -96,9 +97,14 @@ type InstanceRelists struct {
 	Node string
 	// Identity is the authenticated user (system:node:<node>, a service
 	// account): the subject the responder's isolate action puts in a
-	// FlowSchema. One per node for kubelets, so it adds no series.
+	// FlowSchema, on the evidence of this series. One per node for
+	// kubelets, so it adds no series.
 	Identity string
-	Relists  int
+	// ClassifiedBy is "identity", or "user_agent" when only the client's
+	// User-Agent put it in this role and client: such an identity is a
+	// subject only on its own relists.
+	ClassifiedBy string
+	Relists      int
 }
 
 // GhostInstance is one herd_ghost_instance series.
@@ -127,6 +133,7 @@ func (l *Ledger) Snapshot() Snapshot {
 type topKey struct {
 	streamKey
 	node, identity string
+	byUserAgent    bool
 }
 
 type topCount struct {
@@ -193,7 +200,7 @@ func (l *Ledger) read(now int64) (s Snapshot, tops []topCount, judged []Instance
 			if n >= l.cfg.RelistThreshold {
 				relisting[sk]++
 			}
-			perNode[topKey{streamKey: sk, node: in.Node, identity: in.Identity}] += n
+			perNode[topKey{streamKey: sk, node: in.Node, identity: in.Identity, byUserAgent: in.ByUserAgent}] += n
 		}
 		if l.reviewsTokens(in, now) {
 			tokenReviewNodes[in.Node] = true
@@ -275,30 +282,54 @@ func (l *Ledger) judgeAll(s *Snapshot, judged []InstanceWindow, now int64, flagg
 	s.StaleTotal = len(stales)
 }
 
-// topK keeps the TopK instance streams by windowed relists, then every
-// flagged instance's streams below them. Ties are broken by label values,
-// so the same state always gives the same series.
+// topK keeps, for each of the MaxTopKStreams streams with the most relists
+// in the window, its TopK instances; then every flagged instance's streams.
+// Per stream, so that one noisy instance — or many cheap refused requests,
+// which are not relists at all — cannot push another client's storm out:
+// the identities storming a stream are in its top K, the evidence the
+// responder's isolate action needs for each subject. Ties are broken by
+// label values, so the same state always gives the same series.
 func (l *Ledger) topK(tops []topCount, flagged map[flagKey]bool) []InstanceRelists {
-	out := make([]InstanceRelists, len(tops))
+	all := make([]InstanceRelists, len(tops))
 	// Interned names never change, but the interners' slices grow under
 	// Account: read them under the lock.
 	l.mu.Lock()
 	for i, t := range tops {
-		out[i] = InstanceRelists{StreamLabels: l.streamLabels(t.key.streamKey), Node: t.key.node, Identity: t.key.identity, Relists: t.relists}
+		all[i] = InstanceRelists{StreamLabels: l.streamLabels(t.key.streamKey), Node: t.key.node, Identity: t.key.identity,
+			ClassifiedBy: classifiedBy(t.key.byUserAgent), Relists: t.relists}
 	}
 	l.mu.Unlock()
-	slices.SortFunc(out, func(a, b InstanceRelists) int {
-		return cmp.Or(cmp.Compare(b.Relists, a.Relists), cmp.Compare(a.Node, b.Node), cmp.Compare(a.Identity, b.Identity),
-			cmp.Compare(a.Role, b.Role), cmp.Compare(a.Client, b.Client), cmp.Compare(a.Resource, b.Resource))
+	slices.SortFunc(all, func(a, b InstanceRelists) int {
+		return cmp.Or(compareStream(a.StreamLabels, b.StreamLabels), cmp.Compare(b.Relists, a.Relists),
+			cmp.Compare(a.Node, b.Node), cmp.Compare(a.Identity, b.Identity))
 	})
-	if len(out) > l.cfg.TopK {
-		kept := out[:l.cfg.TopK]
-		for _, t := range out[l.cfg.TopK:] {
-			if flagged[flagKey{t.Identity, t.Node}] {
-				kept = append(kept, t)
+	type stream struct {
+		from, to int // all[from:to], busiest first
+		relists  int
+	}
+	var streams []stream
+	for i := 0; i < len(all); {
+		st := stream{from: i}
+		for ; i < len(all) && all[i].StreamLabels == all[st.from].StreamLabels; i++ {
+			st.relists += all[i].Relists
+		}
+		st.to = i
+		streams = append(streams, st)
+	}
+	slices.SortFunc(streams, func(a, b stream) int {
+		return cmp.Or(cmp.Compare(b.relists, a.relists), compareStream(all[a.from].StreamLabels, all[b.from].StreamLabels))
+	})
+	var out []InstanceRelists
+	for rank, st := range streams {
+		for i, t := range all[st.from:st.to] {
+			if rank < l.cfg.MaxTopKStreams && i < l.cfg.TopK || flagged[flagKey{t.Identity, t.Node}] {
+				out = append(out, t)
 			}
 		}
-		out = kept
 	}
 	return out
+}
+
+func compareStream(a, b StreamLabels) int {
+	return cmp.Or(cmp.Compare(a.Role, b.Role), cmp.Compare(a.Client, b.Client), cmp.Compare(a.Resource, b.Resource))
 }

@@ -15,9 +15,13 @@ type InstanceWindow struct {
 	Identity    string
 	Node        string
 	Attribution Attribution
-	SourceIP    string
-	FirstSeen   int64 // Unix ns
-	LastSeen    int64
+	// ByUserAgent: classified by its user agent alone (classify.Result).
+	ByUserAgent bool
+	// SourceIP is the trusted source address (TrustedSourceIP): the one a
+	// ghost-by-address verdict may rest on.
+	SourceIP  string
+	FirstSeen int64 // Unix ns
+	LastSeen  int64
 	// Relists, PodRelists and TooLarge are counts in the window.
 	Relists    int
 	PodRelists int
@@ -75,7 +79,10 @@ type Verdict struct {
 //
 //   - ghost: the view's reason, while the instance called within the window
 //     (a ghost that went quiet — stopped, or quarantined and given up — must
-//     let its alert resolve);
+//     let its alert resolve), unless it was classified by its user agent
+//     alone: then its identity proves nothing about any node, and calling
+//     it a ghost would make its identity a quarantine subject on the
+//     strength of a header it chose;
 //   - stale (SPEC §3.3): a kubelet of an existing Node with at least
 //     StaleTooLarge too-large answers, or StalePodRelists pod relists, in
 //     the window.
@@ -87,7 +94,7 @@ func (l *Ledger) verdict(w *InstanceWindow, now int64) (v Verdict, ok bool) {
 	if !nv.Synced {
 		return v, true
 	}
-	if nv.GhostReason != "" && now-w.LastSeen <= int64(l.cfg.Window) {
+	if nv.GhostReason != "" && !w.ByUserAgent && now-w.LastSeen <= int64(l.cfg.Window) {
 		v.Ghost, v.GhostReason = true, nv.GhostReason
 	}
 	if w.Role == classify.RoleKubelet && nv.NodeExists {
@@ -114,7 +121,7 @@ func (l *Ledger) verdict(w *InstanceWindow, now int64) (v Verdict, ok bool) {
 func (l *Ledger) window(in *Instance, now int64, pods uint16, havePods bool, w *InstanceWindow) {
 	*w = InstanceWindow{
 		Role: in.Role, Client: in.Client, Identity: in.Identity, Node: in.Node, Attribution: in.Attribution,
-		SourceIP: in.sourceIP(), FirstSeen: in.FirstSeen, LastSeen: in.LastSeen,
+		ByUserAgent: in.ByUserAgent, SourceIP: in.trusted.String(), FirstSeen: in.FirstSeen, LastSeen: in.LastSeen,
 	}
 	for _, s := range in.streams {
 		n := s.win.sum(now, l.width)

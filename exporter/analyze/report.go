@@ -103,7 +103,8 @@ type RoleTotals struct {
 	Relists      uint64 `json:"relists"`
 	TooLarge     uint64 `json:"tooLargeResourceVersion"`
 	TokenReviews uint64 `json:"tokenReviews"`
-	// Errors counts responses with code ≥ 400.
+	// Requests and Errors (responses with code ≥ 400) count every request,
+	// those refused with 401/403 included.
 	Errors uint64 `json:"errors"`
 }
 

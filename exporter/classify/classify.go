@@ -41,14 +41,26 @@ func HostAgent(r Role) bool {
 // ParseRole is the inverse of Role.String.
 func ParseRole(s string) (Role, error) { return nodeclient.ParseRole(s) }
 
-// Result is a classification. Client is one of the rules' client names or "other".
+// Result is a classification. Client is one of the rules' client names,
+// "other" or "unauthenticated".
 type Result struct {
 	Role   Role
 	Client string
+	// ByUserAgent is set when only the User-Agent matched (the rule has no
+	// identity matcher): the client chose its classification. Such an
+	// instance is measured, but its identity proves nothing about a node,
+	// so it is never judged a ghost, and the responder acts on its identity
+	// only on that identity's own evidence (SPEC §3.1 "What herd trusts").
+	ByUserAgent bool
 }
 
 // Other is the classification of anything no rule matches.
 var Other = Result{Role: RoleOther, Client: "other"}
+
+// Unauthenticated is the classification of every unauthenticated or
+// anonymous request (audit.Event.Unauthenticated), whatever its user agent:
+// a caller without credentials never joins a node-side role.
+var Unauthenticated = Result{Role: RoleOther, Client: "unauthenticated"}
 
 // Rule maps an identity or user agent to a role and client. At least one
 // matcher must be set; all that are set must match. Rules from the user's
@@ -145,8 +157,8 @@ func New(userRules []Rule) (*Classifier, error) {
 	// One (identity, user agent) pair per kubelet: the cache must hold a
 	// cluster's worth (50,000, as accounting.maxInstances) or it thrashes.
 	c := &Classifier{cache: map[string]Result{}, maxCache: 50000}
-	seen := map[string]bool{"other": true}
-	c.clients = []string{"other"}
+	seen := map[string]bool{Other.Client: true, Unauthenticated.Client: true}
+	c.clients = []string{Other.Client, Unauthenticated.Client}
 	all := append(append([]Rule{}, userRules...), DefaultRules()...)
 	for i, r := range all {
 		where := fmt.Sprintf("rules[%d]", i)
@@ -160,11 +172,15 @@ func New(userRules []Rule) (*Classifier, error) {
 		if !nodeclient.ValidClientName(r.Client) {
 			return nil, fmt.Errorf("%s: client %q must be a lowercase DNS label (a-z, 0-9, '-', '.')", where, r.Client)
 		}
+		if r.Client == Unauthenticated.Client {
+			return nil, fmt.Errorf("%s: client %q is reserved for requests without credentials", where, r.Client)
+		}
 		if r.Username == "" && r.UsernamePrefix == "" && r.ServiceAccount == "" && r.UserAgentPrefix == "" {
 			return nil, fmt.Errorf("%s: set at least one of username, usernamePrefix, serviceAccount, userAgentPrefix", where)
 		}
 		cr := compiledRule{
-			result:          Result{Role: role, Client: r.Client},
+			result: Result{Role: role, Client: r.Client,
+				ByUserAgent: r.Username == "" && r.UsernamePrefix == "" && r.ServiceAccount == ""},
 			username:        nilIfEmpty(r.Username),
 			usernamePrefix:  nilIfEmpty(r.UsernamePrefix),
 			userAgentPrefix: nilIfEmpty(r.UserAgentPrefix),
@@ -195,8 +211,8 @@ func nilIfEmpty(s string) []byte {
 	return []byte(s)
 }
 
-// Clients lists every client name the rules can produce, "other" first. The
-// responder validates alert labels against it.
+// Clients lists every client name the rules can produce, "other" and
+// "unauthenticated" first. The responder validates alert labels against it.
 func (c *Classifier) Clients() []string { return append([]string(nil), c.clients...) }
 
 var saPrefix = []byte(nodeclient.ServiceAccountUserPrefix)

@@ -13,22 +13,24 @@ func TestClassifyDefaults(t *testing.T) {
 		user, ua string
 		want     Result
 	}{
-		{"system:node:node-1", "kubelet/v1.36.3 (linux/amd64) kubernetes/abc", Result{RoleKubelet, "kubelet"}},
-		{"system:node:node-1", "", Result{RoleKubelet, "kubelet"}},
+		{"system:node:node-1", "kubelet/v1.36.3 (linux/amd64) kubernetes/abc", Result{Role: RoleKubelet, Client: "kubelet"}},
+		{"system:node:node-1", "", Result{Role: RoleKubelet, Client: "kubelet"}},
 		{"system:node:", "kubelet/v1.36.3", Other}, // no node name: not a kubelet identity
-		{"nodeclient", "kubelet/v1.15.7", Result{RoleKubelet, "kubelet"}},
-		{"system:serviceaccount:kube-system:kube-proxy", "kube-proxy/v1.36.3 (linux/amd64)", Result{RoleKubeProxy, "kube-proxy"}},
-		{"system:kube-proxy", "", Result{RoleKubeProxy, "kube-proxy"}},
-		{"system:serviceaccount:kube-system:calico-node", "calico-node/v3.30.0", Result{RoleCNI, "calico-node"}},
-		{"system:serviceaccount:calico-system:calico-node", "Go-http-client/1.1", Result{RoleCNI, "calico-node"}},
-		{"system:serviceaccount:kube-system:cilium", "cilium-agent/1.18.0", Result{RoleCNI, "cilium-agent"}},
-		{"system:serviceaccount:kube-flannel:flannel", "flanneld/0.26", Result{RoleCNI, "flannel"}},
-		{"system:serviceaccount:kube-system:antrea-agent", "", Result{RoleCNI, "antrea-agent"}},
-		{"system:serviceaccount:kube-system:kube-router", "", Result{RoleCNI, "kube-router"}},
-		{"system:serviceaccount:kube-system:aws-node", "", Result{RoleCNI, "aws-node"}},
-		{"system:serviceaccount:kube-system:metrics-server", "metrics-server/v0.7.2", Result{RoleMetricsServer, "metrics-server"}},
+		{"nodeclient", "kubelet/v1.15.7", Result{Role: RoleKubelet, Client: "kubelet"}},
+		{"system:serviceaccount:kube-system:kube-proxy", "kube-proxy/v1.36.3 (linux/amd64)", Result{Role: RoleKubeProxy, Client: "kube-proxy"}},
+		{"system:kube-proxy", "", Result{Role: RoleKubeProxy, Client: "kube-proxy"}},
+		{"system:serviceaccount:kube-system:calico-node", "calico-node/v3.30.0", Result{Role: RoleCNI, Client: "calico-node"}},
+		{"system:serviceaccount:calico-system:calico-node", "Go-http-client/1.1", Result{Role: RoleCNI, Client: "calico-node"}},
+		{"system:serviceaccount:kube-system:cilium", "cilium-agent/1.18.0", Result{Role: RoleCNI, Client: "cilium-agent"}},
+		{"system:serviceaccount:kube-flannel:flannel", "flanneld/0.26", Result{Role: RoleCNI, Client: "flannel"}},
+		{"system:serviceaccount:kube-system:antrea-agent", "", Result{Role: RoleCNI, Client: "antrea-agent"}},
+		{"system:serviceaccount:kube-system:kube-router", "", Result{Role: RoleCNI, Client: "kube-router"}},
+		{"system:serviceaccount:kube-system:aws-node", "", Result{Role: RoleCNI, Client: "aws-node"}},
+		{"system:serviceaccount:kube-system:metrics-server", "metrics-server/v0.7.2", Result{Role: RoleMetricsServer, Client: "metrics-server"}},
 		// A user agent alone classifies (e.g. an agent run with a custom account).
-		{"someone", "cilium-agent/1.18.0", Result{RoleCNI, "cilium-agent"}},
+		{"someone", "cilium-agent/1.18.0", Result{Role: RoleCNI, Client: "cilium-agent", ByUserAgent: true}},
+		// The service-account rule is tried first: identity, whatever the user agent.
+		{"system:serviceaccount:kube-system:cilium", "curl/8.0", Result{Role: RoleCNI, Client: "cilium-agent"}},
 		// kube-system:cilium-operator is not the agent.
 		{"system:serviceaccount:kube-system:cilium-operator", "cilium-operator/1.18", Other},
 		{"system:kube-controller-manager", "kube-controller-manager/v1.36.3", Other},
@@ -53,17 +55,17 @@ func TestUserRulesComeFirst(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.Classify([]byte("system:serviceaccount:net:agent"), nil); got != (Result{RoleCNI, "my-cni"}) {
+	if got := c.Classify([]byte("system:serviceaccount:net:agent"), nil); got != (Result{Role: RoleCNI, Client: "my-cni"}) {
 		t.Errorf("user rule: got %+v", got)
 	}
-	if got := c.Classify([]byte("system:node:vk-1"), []byte("virtual-kubelet/1.11")); got != (Result{RoleKubelet, "virtual-kubelet"}) {
+	if got := c.Classify([]byte("system:node:vk-1"), []byte("virtual-kubelet/1.11")); got != (Result{Role: RoleKubelet, Client: "virtual-kubelet"}) {
 		t.Errorf("two matchers: got %+v", got)
 	}
 	// Both matchers must hold: same identity, kubelet's own agent → default rule.
-	if got := c.Classify([]byte("system:node:vk-1"), []byte("kubelet/v1.36")); got != (Result{RoleKubelet, "kubelet"}) {
+	if got := c.Classify([]byte("system:node:vk-1"), []byte("kubelet/v1.36")); got != (Result{Role: RoleKubelet, Client: "kubelet"}) {
 		t.Errorf("partial match: got %+v", got)
 	}
-	want := []string{"other", "my-cni", "virtual-kubelet", "kubelet"}
+	want := []string{"other", "unauthenticated", "my-cni", "virtual-kubelet", "kubelet"}
 	got := c.Clients()
 	for i, w := range want {
 		if got[i] != w {
@@ -118,5 +120,31 @@ func BenchmarkClassifyCached(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		c.Classify(user, ua)
+	}
+}
+
+// A client matched by its user agent alone is marked: it chose that
+// classification. A rule with an identity matcher (and a user agent) is not
+// user-agent-only.
+func TestByUserAgentMarksClientChosenClassifications(t *testing.T) {
+	c, err := New([]Rule{{Role: "kubelet", Client: "virtual-kubelet", UsernamePrefix: "system:node:vk-", UserAgentPrefix: "virtual-kubelet/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		user, ua string
+		byUA     bool
+	}{
+		{"system:node:vk-1", "virtual-kubelet/1.11", false},
+		{"system:serviceaccount:default:app", "calico-node/v3.30.0", true},
+		{"system:serviceaccount:calico-system:calico-node", "calico-node/v3.30.0", false},
+	} {
+		if got := c.Classify([]byte(tc.user), []byte(tc.ua)); got.ByUserAgent != tc.byUA || got.Role == RoleOther {
+			t.Errorf("Classify(%q, %q) = %+v, want ByUserAgent %v", tc.user, tc.ua, got, tc.byUA)
+		}
+	}
+	if _, err := New([]Rule{{Role: "cni", Client: "unauthenticated", UserAgentPrefix: "x/"}}); err == nil ||
+		err.Error() != `rules[0]: client "unauthenticated" is reserved for requests without credentials` {
+		t.Errorf("reserved client name: %v", err)
 	}
 }

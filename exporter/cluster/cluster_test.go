@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -116,8 +117,16 @@ func TestSlimNodeKeepsWhatHerdReads(t *testing.T) {
 	}
 }
 
+func lease(node string, renewed time.Time) *coordinationv1.Lease {
+	rt := metav1.NewMicroTime(renewed)
+	return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: node, Namespace: NodeLeaseNamespace}, Spec: coordinationv1.LeaseSpec{RenewTime: &rt}}
+}
+
 func TestJudge(t *testing.T) {
-	client := fake.NewSimpleClientset(realisticNode(1))
+	now := time.Now().Add(2 * time.Minute).UnixNano()
+	client := fake.NewSimpleClientset(realisticNode(1), realisticNode(2),
+		lease(realisticNode(1).Name, time.Unix(0, now).Add(-5*time.Second)), // fresh
+		lease(realisticNode(2).Name, time.Unix(0, now).Add(-5*time.Minute))) // stale: the node is down
 	cidrs, _ := ParseCIDRs([]string{"192.168.0.0/24"})
 	v := New(client, Options{ControlPlaneCIDRs: cidrs, Grace: time.Minute})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -128,6 +137,7 @@ func TestJudge(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	node := realisticNode(1).Name // address 10.0.0.1
+	down := realisticNode(2).Name // address 10.0.0.2
 	old := time.Now().Add(-time.Hour).UnixNano()
 
 	w := func(role classify.Role, ident, node string, attr accounting.Attribution, ip string) *accounting.InstanceWindow {
@@ -137,7 +147,14 @@ func TestJudge(t *testing.T) {
 	if got := v.Judge(w(classify.RoleKubelet, "system:node:gone", "gone", accounting.AttrUsername, "10.9.9.9"), time.Now().UnixNano()); got.GhostReason != "" || !got.Synced {
 		t.Fatalf("ghost called during the grace period: %+v", got)
 	}
-	now := time.Now().Add(2 * time.Minute).UnixNano()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, ok := v.LeaseAge(down); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Leases not seen")
+		}
+	}
 
 	if n, ok := v.NodeForIP([]byte("10.0.0.1")); !ok || n != node {
 		t.Fatalf("NodeForIP(10.0.0.1) = %q %v", n, ok)
@@ -154,6 +171,17 @@ func TestJudge(t *testing.T) {
 		{"kube-proxy from a control-plane address", w(classify.RoleKubeProxy, "sa", "", accounting.AttrUnknown, "192.168.0.10"), "", false},
 		{"cni from a node address", w(classify.RoleCNI, "sa", node, accounting.AttrSourceIP, "10.0.0.1"), "", true},
 		{"metrics-server is never a ghost", w(classify.RoleMetricsServer, "sa", "", accounting.AttrUnknown, "10.99.0.7"), "", false},
+		// Identity before address (SPEC §3.2): a kubelet whose Node exists and
+		// whose Lease is fresh is not a ghost from an address no Node has
+		// (NAT, multi-homed, IPv4/IPv6, loopback in tests)...
+		{"live kubelet behind NAT", w(classify.RoleKubelet, "system:node:"+node, node, accounting.AttrUsername, "10.99.0.7"), "", true},
+		{"kube-proxy whose token names a live node, behind NAT", w(classify.RoleKubeProxy, "sa", node, accounting.AttrToken, "10.99.0.7"), "", true},
+		// ...but one whose Lease is stale is judged by its address...
+		{"kubelet of a down node from elsewhere", w(classify.RoleKubelet, "system:node:"+down, down, accounting.AttrUsername, "10.99.0.7"), ReasonUnknownSourceIP, true},
+		// ...and a token naming a deleted Node is a ghost (issue 13).
+		{"token naming a deleted node", w(classify.RoleCNI, "sa", "old-worker-7", accounting.AttrToken, "10.0.0.1"), ReasonNoSuchNode, false},
+		// A field selector is the client's word, not a vouched node.
+		{"cni selecting a deleted node's pods", w(classify.RoleCNI, "sa", "old-worker-7", accounting.AttrFieldSelector, "10.0.0.1"), "", false},
 	}
 	for _, tc := range tests {
 		got := v.Judge(tc.w, now)

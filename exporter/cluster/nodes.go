@@ -37,9 +37,21 @@ type Options struct {
 	ControlPlaneCIDRs []netip.Prefix
 	// Grace spares an instance from being called a ghost while its Node may
 	// still be registering, and while informers have just synced.
-	Grace  time.Duration
-	Logger *slog.Logger
+	Grace time.Duration
+	// LeaseFresh is how recently a node's Lease must have been renewed for
+	// its vouched identity to prove the node live (Judge); 0 means
+	// DefaultLeaseFresh.
+	LeaseFresh time.Duration
+	Logger     *slog.Logger
 }
+
+// DefaultLeaseFresh is kube-controller-manager's node-monitor grace period,
+// after which it marks a node whose Lease was not renewed NotReady
+// (k8s.io/kubernetes@v1.36.3 pkg/controller/nodelifecycle/config/v1alpha1/
+// defaults.go: 50 s). A kubelet renews every 10 s (a quarter of its 40 s
+// lease duration: pkg/kubelet/apis/config/v1beta1/defaults.go and
+// pkg/kubelet/kubelet.go nodeLeaseRenewIntervalFraction).
+const DefaultLeaseFresh = 50 * time.Second
 
 // View tracks Nodes and node Leases.
 type View struct {
@@ -61,6 +73,9 @@ type View struct {
 func New(client kubernetes.Interface, opts Options) *View {
 	if opts.Grace <= 0 {
 		opts.Grace = 5 * time.Minute
+	}
+	if opts.LeaseFresh <= 0 {
+		opts.LeaseFresh = DefaultLeaseFresh
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)

@@ -24,13 +24,13 @@ func TestRelistCollector(t *testing.T) {
 				Buckets: map[float64]uint64{1: 0, 5: 1, 15: 2}}},
 			RelistingInstances: []accounting.StreamCount{{StreamLabels: kubeletPods, Value: 1}, {StreamLabels: ciliumPods, Value: 0}},
 			TopInstances: []accounting.InstanceRelists{
-				{StreamLabels: kubeletPods, Node: "node-1", Identity: "system:node:node-1", Relists: 5},
-				{StreamLabels: ciliumPods, Node: "", Identity: "system:serviceaccount:kube-system:cilium", Relists: 2},
+				{StreamLabels: kubeletPods, Node: "node-1", Identity: "system:node:node-1", ClassifiedBy: "identity", Relists: 5},
+				{StreamLabels: ciliumPods, Node: "", Identity: "system:serviceaccount:default:app", ClassifiedBy: "user_agent", Relists: 2},
 			},
 		}), want: `
 			# TYPE herd_instance_relists gauge
-			herd_instance_relists{client="cilium-agent",identity="system:serviceaccount:kube-system:cilium",node="",resource="pods",role="cni"} 2
-			herd_instance_relists{client="kubelet",identity="system:node:node-1",node="node-1",resource="pods",role="kubelet"} 5
+			herd_instance_relists{classified_by="identity",client="kubelet",identity="system:node:node-1",node="node-1",resource="pods",role="kubelet"} 5
+			herd_instance_relists{classified_by="user_agent",client="cilium-agent",identity="system:serviceaccount:default:app",node="",resource="pods",role="cni"} 2
 			# TYPE herd_list_pages_total counter
 			herd_list_pages_total{client="cilium-agent",resource="pods",role="cni"} 3
 			# TYPE herd_relist_interval_seconds histogram
@@ -56,12 +56,14 @@ func TestRequestCollector(t *testing.T) {
 			Requests: []accounting.RequestCount{
 				{ClientLabels: kubeletPods.ClientLabels, Verb: "list", Code: 200, Value: 9},
 				{ClientLabels: kubeletPods.ClientLabels, Verb: "list", Code: 504, Value: 3},
+				{ClientLabels: kubeletPods.ClientLabels, Verb: "other", Code: 0, Value: 2}, // a code outside the HTTP set
 			},
 			TooLarge: []accounting.StreamCount{{StreamLabels: kubeletPods, Value: 3}},
 		}), want: `
 			# TYPE herd_requests_total counter
 			herd_requests_total{client="kubelet",code="200",role="kubelet",verb="list"} 9
 			herd_requests_total{client="kubelet",code="504",role="kubelet",verb="list"} 3
+			herd_requests_total{client="kubelet",code="other",role="kubelet",verb="other"} 2
 			# TYPE herd_too_large_resource_version_total counter
 			herd_too_large_resource_version_total{client="kubelet",resource="pods",role="kubelet"} 3
 		`},

@@ -31,7 +31,7 @@ func (nodesNamed) Judge(w *accounting.InstanceWindow, _ int64) accounting.NodeVe
 
 // TestCollectorOrderDoesNotMatter runs the collectors in many orders over
 // one ledger and gets the same exposition each time. The case that used to
-// depend on order is here: a stale kubelet below the top K (1) keeps its
+// depend on order is here: a ghost below its stream's top K (1) keeps its
 // per-node relist series because the verdict is made in the snapshot, not
 // by a collector that had to run first.
 func TestCollectorOrderDoesNotMatter(t *testing.T) {
@@ -61,7 +61,7 @@ func TestCollectorOrderDoesNotMatter(t *testing.T) {
 	skip := func(name string) bool { return name == "herd_scrape_collector_duration_seconds" }
 	want := gatherText(t, reg, skip)
 	for _, node := range []string{"node-1", "node-2", "gone"} {
-		if !strings.Contains(want, `herd_instance_relists{client="kubelet",identity="system:node:`+node+`"`) {
+		if !strings.Contains(want, `herd_instance_relists{classified_by="identity",client="kubelet",identity="system:node:`+node+`"`) {
 			t.Errorf("no herd_instance_relists series for %s (top, stale, ghost):\n%s", node, want)
 		}
 	}

@@ -20,8 +20,8 @@ var (
 		"Instances with at least the configured number of relists of a resource in the window.",
 		[]string{"role", "client", "resource"}, nil)
 	instanceRelistsDesc = prometheus.NewDesc(namespace+"_instance_relists",
-		"Relists in the window by the top-K instances, by node and identity.",
-		[]string{"role", "client", "node", "identity", "resource"}, nil)
+		"Relists in the window by the top-K instances of each stream and the flagged ones, by node and identity; classified_by=user_agent marks an identity only its User-Agent put in this client.",
+		[]string{"role", "client", "node", "identity", "classified_by", "resource"}, nil)
 )
 
 // relistCollector exports relists, pages, intervals, relisting instances
@@ -39,7 +39,7 @@ func (relistCollector) Update(s *Scrape, ch chan<- prometheus.Metric) error {
 	}
 	emitStreams(ch, relistingDesc, prometheus.GaugeValue, snap.RelistingInstances)
 	for _, t := range snap.TopInstances {
-		ch <- prometheus.MustNewConstMetric(instanceRelistsDesc, prometheus.GaugeValue, float64(t.Relists), t.Role, t.Client, t.Node, t.Identity, t.Resource)
+		ch <- prometheus.MustNewConstMetric(instanceRelistsDesc, prometheus.GaugeValue, float64(t.Relists), t.Role, t.Client, t.Node, t.Identity, t.ClassifiedBy, t.Resource)
 	}
 	return nil
 }

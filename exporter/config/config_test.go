@@ -48,11 +48,11 @@ func TestParseInvalid(t *testing.T) {
 		{"bad duration", "accounting:\n  window: 5 minutes\n", `error unmarshaling JSON: while decoding JSON: unknown unit " minutes" in duration "5 minutes"`},
 		{"number duration", "accounting:\n  window: 300\n", `error unmarshaling JSON: while decoding JSON: json: cannot unmarshal number into Go struct field Config.accounting.window of type string`},
 		{"window too short", "accounting:\n  window: 10s\n", "accounting.window 10s: must be at least 1m"},
-		{"topK zero", "accounting:\n  topK: 0\n", "accounting.topK 0: must be 1..1000 (each is a series per resource)"},
+		{"topK zero", "accounting:\n  topK: 0\n", "accounting.topK 0: must be 1..1000 (each is a series per stream)"},
 		{"ghost cap zero", "accounting:\n  maxGhostSeries: 0\n", "accounting.maxGhostSeries 0: must be 1..10000"},
 		{"old cluster section, bad value", "cluster:\n  maxStaleSeries: 20000\n", "accounting.maxStaleSeries 20000: must be 1..10000"},
 		{"old cluster section, unknown field", "cluster:\n  maxGhosts: 1\n", `error unmarshaling JSON: while decoding JSON: json: unknown field "maxGhosts"`},
-		{"two errors", "accounting:\n  topK: 0\ningest:\n  maxInFlight: 0\n", "accounting.topK 0: must be 1..1000 (each is a series per resource)\ningest.maxInFlight 0: must be at least 1"},
+		{"two errors", "accounting:\n  topK: 0\ningest:\n  maxInFlight: 0\n", "accounting.topK 0: must be 1..1000 (each is a series per stream)\ningest.maxInFlight 0: must be at least 1"},
 		{"bad rule", "rules:\n- role: cni\n  client: x\n", "rules[0]: set at least one of username, usernamePrefix, serviceAccount, userAgentPrefix"},
 		{"not yaml", "accounting: [\n", "error converting YAML to JSON: yaml: line 1: did not find expected node content"},
 	}

@@ -102,9 +102,13 @@ func (b *batch) event(e *audit.Event) {
 		b.dupes++
 		return
 	}
-	b.p.ledger.Account(e)
+	// The ledger returns the time it accounted the event at: a future
+	// stageTimestamp is bounded by the receive time, so one event stamped
+	// ahead cannot move herd_audit_last_event_timestamp_seconds ahead and
+	// mask a stalled feed.
+	at := b.p.ledger.Account(e)
 	b.accounted++
-	if ts := e.StageTimestampNanos; ts > 0 {
+	if ts := min(e.StageTimestampNanos, at); ts > 0 {
 		b.m.lag.Observe(max(0, float64(b.now.UnixNano()-ts)/1e9))
 		if ts > b.newest {
 			b.newest = ts

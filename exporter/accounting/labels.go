@@ -1,0 +1,170 @@
+package accounting
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/herd-k8s/herd/exporter/audit"
+)
+
+// Consistency is how a relist is served (SPEC §3.3).
+type Consistency uint8
+
+const (
+	// Cache: resourceVersion=0, or NotOlderThan with a resourceVersion — the watch cache serves it.
+	Cache Consistency = iota
+	// Exact: resourceVersionMatch=Exact.
+	Exact
+	// Consistent: no resourceVersion. Since 1.31 (ConsistentListFromCache,
+	// GA 1.34) the watch cache serves it once it is fresh; before, and when
+	// the cache cannot, it is a quorum read from etcd.
+	Consistent
+	numConsistency
+)
+
+var consistencyNames = [numConsistency]string{"cache", "exact", "consistent"}
+
+func (c Consistency) String() string { return consistencyNames[c] }
+
+// ConsistencyOf classifies a read by its parameters.
+func ConsistencyOf(q *audit.Query) Consistency {
+	switch {
+	case string(q.ResourceVersionMatch) == "Exact":
+		return Exact
+	case len(q.ResourceVersion) == 0:
+		return Consistent
+	default:
+		// "0", or any resourceVersion with NotOlderThan or no match (which
+		// the apiserver treats as NotOlderThan).
+		return Cache
+	}
+}
+
+// Attribution says how an instance's node was found (SPEC §3.2), in the
+// order herd tries them.
+type Attribution uint8
+
+const (
+	AttrUnknown Attribution = iota
+	// AttrUsername: system:node:NAME.
+	AttrUsername
+	// AttrToken: the pod-bound service-account token's node name
+	// (user.extra authentication.kubernetes.io/node-name), which the
+	// apiserver vouches for.
+	AttrToken
+	// AttrSourceIP: the trusted source address is a Node's.
+	AttrSourceIP
+	// AttrFieldSelector: a spec.nodeName= (or, on nodes, metadata.name=)
+	// field selector: what the client asked for, not who it is.
+	AttrFieldSelector
+)
+
+func (a Attribution) String() string {
+	return [...]string{"unknown", "username", "token", "source_ip", "field_selector"}[a]
+}
+
+// Other is the label value of everything past a bound: resources, verbs
+// and codes outside their sets.
+const Other = "other"
+
+// knownVerbs are the verbs kube-apiserver can write, pre-interned so that no
+// request can take their place: the resource verbs, and for non-resource
+// URLs the lowercased HTTP method (k8s.io/apiserver@v0.36.3
+// pkg/endpoints/request/requestinfo.go: `Verb: strings.ToLower(req.Method)`,
+// any method token a client sends). Anything else is "other".
+var knownVerbs = []string{
+	"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "proxy",
+	"post", "put", "head", "options",
+}
+
+// codeLabels are the label values of the HTTP status codes net/http knows;
+// any other code (or none) is "other": a response code is a label value, so
+// it must come from a fixed set (200,000 distinct codes once made 201,831
+// series).
+var codeLabels = func() map[int32]string {
+	m := map[int32]string{}
+	for c := 100; c < 600; c++ {
+		if http.StatusText(c) != "" {
+			m[int32(c)] = strconv.Itoa(c)
+		}
+	}
+	return m
+}()
+
+// codeOther is how requestKey records a code outside codeLabels.
+const codeOther int32 = 0
+
+// codeKey maps a response code to its requestKey value.
+func codeKey(code int32) int32 {
+	if _, ok := codeLabels[code]; ok {
+		return code
+	}
+	return codeOther
+}
+
+// CodeLabel is the `code` label value of a RequestCount's Code.
+func CodeLabel(code int32) string {
+	if s, ok := codeLabels[code]; ok {
+		return s
+	}
+	return Other
+}
+
+// refused reports a request the apiserver refused to authenticate (401) or
+// authorize (403): it cost the apiserver almost nothing and asked for
+// nothing it got, so it is counted in herd_requests_total under its code and
+// nowhere else — not a relist, page, TokenReview, instance or load.
+func refused(code int32) bool { return code == http.StatusUnauthorized || code == http.StatusForbidden }
+
+// provesResource reports whether an answer proves the request's resource
+// is one the apiserver serves, so that it may take a slot of the bounded
+// resource table: a 2xx, or "Too large resource version", which only the
+// storage layer of a served resource answers. A 404 for a made-up resource,
+// a 401/403, a 5xx do not: otherwise anyone able to send requests could
+// fill the table for good with names of their choosing, and every resource
+// seen afterwards would be "other".
+func provesResource(e *audit.Event) bool {
+	return e.Code >= 200 && e.Code < 300 || e.TooLargeResourceVersion
+}
+
+// interner maps label values to small ids, up to a bound; past it every new
+// value is "other". Lookups of known values do not allocate.
+type interner struct {
+	ids   map[string]uint16
+	names []string
+	max   int
+}
+
+func newInterner(max int) interner {
+	return interner{ids: map[string]uint16{}, max: max}
+}
+
+func (in *interner) id(s string) uint16 {
+	if id, ok := in.ids[s]; ok {
+		return id
+	}
+	if len(in.names) >= in.max-1 && s != Other {
+		return in.id(Other)
+	}
+	id := uint16(len(in.names))
+	in.ids[s] = id
+	in.names = append(in.names, s)
+	return id
+}
+
+func (in *interner) idBytes(b []byte) uint16 {
+	if id, ok := in.ids[string(b)]; ok {
+		return id
+	}
+	return in.id(string(b))
+}
+
+// lookup is the id of a known value, or of "other"; it never adds one.
+func (in *interner) lookup(b []byte) uint16 {
+	if id, ok := in.ids[string(b)]; ok {
+		return id
+	}
+	return in.id(Other)
+}
+
+func (in *interner) name(id uint16) string { return in.names[id] }
