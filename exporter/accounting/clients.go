@@ -38,9 +38,11 @@ type ClientView struct {
 	window InstanceWindow
 }
 
-// StreamView is an instance's traffic on one resource.
+// StreamView is an instance's traffic on one resource, in one shape.
 type StreamView struct {
-	Resource       string            `json:"resource"`
+	Resource string `json:"resource"`
+	// Shape is what its relists select: all, node, selected or object.
+	Shape          string            `json:"shape"`
 	Relists        uint64            `json:"relists"`
 	ByConsistency  map[string]uint64 `json:"byConsistency,omitempty"`
 	Pages          uint64            `json:"pages,omitempty"`
@@ -87,7 +89,7 @@ func (l *Ledger) ClientsAt(now int64, f ClientFilter) []ClientView {
 		l.window(in, now, pods, havePods, &v.window)
 		for _, s := range in.streams {
 			sv := StreamView{
-				Resource: l.resources.name(s.resource), Relists: s.Relists, Pages: s.Pages, TooLarge: s.TooLarge,
+				Resource: l.resources.name(s.resource), Shape: s.shape.String(), Relists: s.Relists, Pages: s.Pages, TooLarge: s.TooLarge,
 				WindowRelists: s.win.sum(now, l.width), WindowTooLarge: s.tooLargeWin.sum(now, l.width),
 			}
 			for c, n := range s.ByConsistency {
@@ -109,7 +111,10 @@ func (l *Ledger) ClientsAt(now int64, f ClientFilter) []ClientView {
 		if v.Resources == nil {
 			v.Resources = []StreamView{}
 		}
-		sort.Slice(v.Resources, func(i, j int) bool { return v.Resources[i].Resource < v.Resources[j].Resource })
+		sort.Slice(v.Resources, func(i, j int) bool {
+			a, b := v.Resources[i], v.Resources[j]
+			return a.Resource < b.Resource || a.Resource == b.Resource && a.Shape < b.Shape
+		})
 		out = append(out, v)
 	}
 	l.mu.Unlock()

@@ -40,6 +40,69 @@ func ConsistencyOf(q *audit.Query) Consistency {
 	}
 }
 
+// Shape is what a relist selects (SPEC §3.3): with its consistency and the
+// size of the resource, what one relist costs the apiserver. It is part of
+// how a relist is counted (herd_relists_total and the windowed series carry
+// it) and judged (a stale kubelet's pod relists are whole-node ones; the
+// mixin's storm alerts leave per-object reflectors out).
+type Shape uint8
+
+const (
+	// ShapeAll: no selector, the whole resource (in the namespace, if any).
+	ShapeAll Shape = iota
+	// ShapeNode: an indexed spec.nodeName= selector, one node's objects —
+	// served from the watch cache's index (k8s.io/kubernetes@v1.36.3
+	// pkg/registry/core/pod/strategy.go Indexers and MatchPod's IndexFields;
+	// k8s.io/apiserver@v0.36.3 pkg/storage/cacher/watch_cache.go
+	// listLatestRV, which lists by index when the predicate's MatcherIndex
+	// names one, pkg/storage/selection_predicate.go). Pods and
+	// ResourceSlices have that index.
+	ShapeNode
+	// ShapeSelected: any other field or label selector. The watch cache
+	// has no index for it: it walks the whole resource and filters.
+	ShapeSelected
+	// ShapeObject: fieldSelector=metadata.name=, at most one object — the
+	// kubelet's per-object ConfigMap and Secret reflectors, and every
+	// agent's informer on its own Node. The apiserver reads only that
+	// object's key (k8s.io/apiserver@v0.36.3 pkg/registry/generic/registry/
+	// store.go: a list whose predicate MatchesSingle is a non-recursive
+	// GetList of one key; pkg/storage/cacher/watch_cache.go
+	// getAllEventsSinceLocked does the same for a WatchList). The cheapest
+	// relist there is: the kubelet's normal way of working, never a storm.
+	ShapeObject
+	// ShapeUnknown: the event does not keep the request's query (a GKE
+	// LogEntry without a logged request: audit.Query.Unknown). Counted, and
+	// never taken for a cheap shape.
+	ShapeUnknown
+	numShapes
+)
+
+var shapeNames = [numShapes]string{"all", "node", "selected", "object", "unknown"}
+
+func (s Shape) String() string { return shapeNames[s] }
+
+// ShapeOf is the shape of a read (the event's objectRef and query). A
+// metadata.name= term makes it one object whatever else is selected; on
+// nodes the decoder reports metadata.name= as FieldSelectorNode, which is one
+// Node too. spec.nodeName= is indexed for pods and ResourceSlices only (see
+// ShapeNode); elsewhere it is one more selector.
+func ShapeOf(e *audit.Event) Shape {
+	q := &e.Query
+	core := len(e.APIGroup) == 0
+	switch {
+	case q.Unknown:
+		return ShapeUnknown
+	case len(q.FieldSelectorName) > 0, len(q.FieldSelectorNode) > 0 && core && string(e.Resource) == "nodes":
+		return ShapeObject
+	case len(q.FieldSelectorNode) > 0 && (core && string(e.Resource) == "pods" ||
+		string(e.Resource) == "resourceslices" && string(e.APIGroup) == "resource.k8s.io"):
+		return ShapeNode
+	case len(q.FieldSelectorNode) > 0, q.OtherFieldSelector, q.LabelSelector:
+		return ShapeSelected
+	}
+	return ShapeAll
+}
+
 // Attribution says how an instance's node was found (SPEC §3.2), in the
 // order herd tries them.
 type Attribution uint8

@@ -50,7 +50,7 @@ type Ledger struct {
 	relists      map[relistKey]uint64
 	pages        map[streamKey]uint64
 	tooLarge     map[streamKey]uint64
-	intervals    map[streamKey]*histogram
+	intervals    map[shapeKey]*histogram
 	requests     map[requestKey]uint64
 	tokenReviews map[clientKey]uint64
 	stageSeen    func(e *audit.Event, s audit.Stage) bool
@@ -70,8 +70,15 @@ type streamKey struct {
 	resource uint16
 }
 
-type relistKey struct {
+// shapeKey is a stream and the shape of its relists: what relisting
+// instances, intervals and top-K are kept by.
+type shapeKey struct {
 	streamKey
+	shape Shape
+}
+
+type relistKey struct {
+	shapeKey
 	consistency Consistency
 }
 
@@ -106,7 +113,7 @@ func New(cfg Config, c *classify.Classifier, nodes NodeResolver) (*Ledger, error
 		relists:      map[relistKey]uint64{},
 		pages:        map[streamKey]uint64{},
 		tooLarge:     map[streamKey]uint64{},
-		intervals:    map[streamKey]*histogram{},
+		intervals:    map[shapeKey]*histogram{},
 		requests:     map[requestKey]uint64{},
 		tokenReviews: map[clientKey]uint64{},
 	}
@@ -202,19 +209,20 @@ func (l *Ledger) Account(e *audit.Event) int64 {
 	inst.Requests++
 	res := l.resourceID(e)
 	sk := streamKey{clientKey: ck, resource: res}
+	shk := shapeKey{streamKey: sk, shape: ShapeOf(e)}
 	switch {
 	case bytes.Equal(e.Verb, verbList) && e.Query.Continue:
 		l.pages[sk]++
-		inst.stream(res).Pages++
+		inst.stream(shk).Pages++
 	case bytes.Equal(e.Verb, verbList) || (isWatch && e.Query.SendInitialEvents):
 		cons := ConsistencyOf(&e.Query)
-		l.relists[relistKey{streamKey: sk, consistency: cons}]++
-		s := inst.stream(res)
+		l.relists[relistKey{shapeKey: shk, consistency: cons}]++
+		s := inst.stream(shk)
 		if s.LastRelistNanos > 0 && t > s.LastRelistNanos {
-			h := l.intervals[sk]
+			h := l.intervals[shk]
 			if h == nil {
 				h = &histogram{}
-				l.intervals[sk] = h
+				l.intervals[shk] = h
 			}
 			h.observe(float64(t-s.LastRelistNanos) / 1e9)
 		}
@@ -227,7 +235,7 @@ func (l *Ledger) Account(e *audit.Event) int64 {
 	}
 	if e.TooLargeResourceVersion {
 		l.tooLarge[sk]++
-		s := inst.stream(res)
+		s := inst.stream(shk)
 		s.TooLarge++
 		s.tooLargeWin.add(t, l.width)
 	}
@@ -411,9 +419,10 @@ func (a *address) String() string {
 	return a.text
 }
 
-// Stream is an instance's traffic on one resource.
+// Stream is an instance's traffic on one resource, in one shape.
 type Stream struct {
 	resource        uint16
+	shape           Shape
 	Relists         uint64                 `json:"relists"`
 	ByConsistency   [numConsistency]uint64 `json:"-"`
 	Pages           uint64                 `json:"pages"`
@@ -423,13 +432,13 @@ type Stream struct {
 	tooLargeWin     window
 }
 
-func (in *Instance) stream(res uint16) *Stream {
+func (in *Instance) stream(k shapeKey) *Stream {
 	for _, s := range in.streams {
-		if s.resource == res {
+		if s.resource == k.resource && s.shape == k.shape {
 			return s
 		}
 	}
-	s := &Stream{resource: res}
+	s := &Stream{resource: k.resource, shape: k.shape}
 	in.streams = append(in.streams, s)
 	return s
 }

@@ -25,14 +25,15 @@ type Snapshot struct {
 	Requests     []RequestCount
 	TokenReviews []ClientCount
 
-	// RelistingInstances counts, per stream with any relist on record,
-	// instances with at least RelistThreshold relists in the window (0 included,
-	// so the series does not vanish when a storm ends).
-	RelistingInstances []StreamCount
+	// RelistingInstances counts, per stream and shape with any relist on
+	// record, instances with at least RelistThreshold relists of that shape
+	// in the window (0 included, so the series does not vanish when a storm
+	// ends).
+	RelistingInstances []ShapeCount
 	// TopInstances are, for each of the MaxTopKStreams busiest streams
-	// (role, client, resource), its TopK instances by relists in the window;
-	// and every flagged instance's streams (Ghosts and Stale), whatever
-	// their rank (SPEC §3.4).
+	// (role, client, resource, shape), its TopK instances by relists in the
+	// window; and every flagged instance's streams (Ghosts and Stale),
+	// whatever their rank (SPEC §3.4).
 	TopInstances []InstanceRelists
 	// TokenReviewNodes is how many nodes' kubelets created TokenReviews in the window.
 	TokenReviewNodes int
@@ -64,8 +65,20 @@ type StreamLabels struct {
 
 type RelistCount struct {
 	StreamLabels
+	Shape       string
 	Consistency string
 	Value       uint64
+}
+
+// ShapeLabels are a stream's labels and the shape of its relists.
+type ShapeLabels struct {
+	StreamLabels
+	Shape string
+}
+
+type ShapeCount struct {
+	ShapeLabels
+	Value uint64
 }
 
 type StreamCount struct {
@@ -86,14 +99,14 @@ type ClientCount struct {
 }
 
 type IntervalHistogram struct {
-	StreamLabels
+	ShapeLabels
 	Count   uint64
 	Sum     float64
 	Buckets map[float64]uint64
 }
 
 type InstanceRelists struct {
-	StreamLabels
+	ShapeLabels
 	Node string
 	// Identity is the authenticated user (system:node:<node>, a service
 	// account): the subject the responder's isolate action puts in a
@@ -124,6 +137,10 @@ func (l *Ledger) streamLabels(k streamKey) StreamLabels {
 	return StreamLabels{ClientLabels: l.clientLabels(k.clientKey), Resource: l.resources.name(k.resource)}
 }
 
+func (l *Ledger) shapeLabels(k shapeKey) ShapeLabels {
+	return ShapeLabels{StreamLabels: l.streamLabels(k.streamKey), Shape: k.shape.String()}
+}
+
 // Snapshot reads the ledger at the current time.
 func (l *Ledger) Snapshot() Snapshot {
 	return l.SnapshotAt(l.clock())
@@ -131,7 +148,7 @@ func (l *Ledger) Snapshot() Snapshot {
 
 // topKey is one instance's stream: a candidate herd_instance_relists series.
 type topKey struct {
-	streamKey
+	shapeKey
 	node, identity string
 	byUserAgent    bool
 }
@@ -165,7 +182,7 @@ func (l *Ledger) read(now int64) (s Snapshot, tops []topCount, judged []Instance
 	defer l.mu.Unlock()
 	s = Snapshot{AtNanos: now, Instances: len(l.instances), Evicted: l.evicted}
 	for k, v := range l.relists {
-		s.Relists = append(s.Relists, RelistCount{StreamLabels: l.streamLabels(k.streamKey), Consistency: k.consistency.String(), Value: v})
+		s.Relists = append(s.Relists, RelistCount{StreamLabels: l.streamLabels(k.streamKey), Shape: k.shape.String(), Consistency: k.consistency.String(), Value: v})
 	}
 	for k, v := range l.pages {
 		s.Pages = append(s.Pages, StreamCount{l.streamLabels(k), v})
@@ -174,7 +191,7 @@ func (l *Ledger) read(now int64) (s Snapshot, tops []topCount, judged []Instance
 		s.TooLarge = append(s.TooLarge, StreamCount{l.streamLabels(k), v})
 	}
 	for k, h := range l.intervals {
-		s.Intervals = append(s.Intervals, IntervalHistogram{StreamLabels: l.streamLabels(k), Count: h.count, Sum: h.sum, Buckets: h.cumulative()})
+		s.Intervals = append(s.Intervals, IntervalHistogram{ShapeLabels: l.shapeLabels(k), Count: h.count, Sum: h.sum, Buckets: h.cumulative()})
 	}
 	for k, v := range l.requests {
 		s.Requests = append(s.Requests, RequestCount{ClientLabels: l.clientLabels(k.clientKey), Verb: l.verbs.name(k.verb), Code: k.code, Value: v})
@@ -183,9 +200,9 @@ func (l *Ledger) read(now int64) (s Snapshot, tops []topCount, judged []Instance
 		s.TokenReviews = append(s.TokenReviews, ClientCount{l.clientLabels(k), v})
 	}
 
-	relisting := map[streamKey]uint64{}
+	relisting := map[shapeKey]uint64{}
 	for k := range l.relists {
-		relisting[k.streamKey] += 0
+		relisting[k.shapeKey] += 0
 	}
 	perNode := map[topKey]int{}
 	tokenReviewNodes := map[string]bool{}
@@ -196,11 +213,11 @@ func (l *Ledger) read(now int64) (s Snapshot, tops []topCount, judged []Instance
 			if n == 0 {
 				continue
 			}
-			sk := streamKey{clientKey: in.ck, resource: st.resource}
+			sk := shapeKey{streamKey{clientKey: in.ck, resource: st.resource}, st.shape}
 			if n >= l.cfg.RelistThreshold {
 				relisting[sk]++
 			}
-			perNode[topKey{streamKey: sk, node: in.Node, identity: in.Identity, byUserAgent: in.ByUserAgent}] += n
+			perNode[topKey{shapeKey: sk, node: in.Node, identity: in.Identity, byUserAgent: in.ByUserAgent}] += n
 		}
 		if l.reviewsTokens(in, now) {
 			tokenReviewNodes[in.Node] = true
@@ -211,7 +228,7 @@ func (l *Ledger) read(now int64) (s Snapshot, tops []topCount, judged []Instance
 		}
 	}
 	for k, v := range relisting {
-		s.RelistingInstances = append(s.RelistingInstances, StreamCount{l.streamLabels(k), v})
+		s.RelistingInstances = append(s.RelistingInstances, ShapeCount{l.shapeLabels(k), v})
 	}
 	tops = make([]topCount, 0, len(perNode))
 	for k, v := range perNode {
@@ -282,8 +299,11 @@ func (l *Ledger) judgeAll(s *Snapshot, judged []InstanceWindow, now int64, flagg
 	s.StaleTotal = len(stales)
 }
 
-// topK keeps, for each of the MaxTopKStreams streams with the most relists
-// in the window, its TopK instances; then every flagged instance's streams.
+// topK keeps, for each of the MaxTopKStreams streams (role, client,
+// resource, shape) with the most relists in the window, its TopK instances;
+// then every flagged instance's streams. A shape is a stream of its own, so
+// that kubelets' per-object reflectors never crowd out whole-resource
+// relists of the same resource.
 // Per stream, so that one noisy instance — or many cheap refused requests,
 // which are not relists at all — cannot push another client's storm out:
 // the identities storming a stream are in its top K, the evidence the
@@ -295,12 +315,12 @@ func (l *Ledger) topK(tops []topCount, flagged map[flagKey]bool) []InstanceRelis
 	// Account: read them under the lock.
 	l.mu.Lock()
 	for i, t := range tops {
-		all[i] = InstanceRelists{StreamLabels: l.streamLabels(t.key.streamKey), Node: t.key.node, Identity: t.key.identity,
+		all[i] = InstanceRelists{ShapeLabels: l.shapeLabels(t.key.shapeKey), Node: t.key.node, Identity: t.key.identity,
 			ClassifiedBy: classifiedBy(t.key.byUserAgent), Relists: t.relists}
 	}
 	l.mu.Unlock()
 	slices.SortFunc(all, func(a, b InstanceRelists) int {
-		return cmp.Or(compareStream(a.StreamLabels, b.StreamLabels), cmp.Compare(b.Relists, a.Relists),
+		return cmp.Or(compareStream(a.ShapeLabels, b.ShapeLabels), cmp.Compare(b.Relists, a.Relists),
 			cmp.Compare(a.Node, b.Node), cmp.Compare(a.Identity, b.Identity))
 	})
 	type stream struct {
@@ -310,14 +330,14 @@ func (l *Ledger) topK(tops []topCount, flagged map[flagKey]bool) []InstanceRelis
 	var streams []stream
 	for i := 0; i < len(all); {
 		st := stream{from: i}
-		for ; i < len(all) && all[i].StreamLabels == all[st.from].StreamLabels; i++ {
+		for ; i < len(all) && all[i].ShapeLabels == all[st.from].ShapeLabels; i++ {
 			st.relists += all[i].Relists
 		}
 		st.to = i
 		streams = append(streams, st)
 	}
 	slices.SortFunc(streams, func(a, b stream) int {
-		return cmp.Or(cmp.Compare(b.relists, a.relists), compareStream(all[a.from].StreamLabels, all[b.from].StreamLabels))
+		return cmp.Or(cmp.Compare(b.relists, a.relists), compareStream(all[a.from].ShapeLabels, all[b.from].ShapeLabels))
 	})
 	var out []InstanceRelists
 	for rank, st := range streams {
@@ -330,6 +350,6 @@ func (l *Ledger) topK(tops []topCount, flagged map[flagKey]bool) []InstanceRelis
 	return out
 }
 
-func compareStream(a, b StreamLabels) int {
-	return cmp.Or(cmp.Compare(a.Role, b.Role), cmp.Compare(a.Client, b.Client), cmp.Compare(a.Resource, b.Resource))
+func compareStream(a, b ShapeLabels) int {
+	return cmp.Or(cmp.Compare(a.Role, b.Role), cmp.Compare(a.Client, b.Client), cmp.Compare(a.Resource, b.Resource), cmp.Compare(a.Shape, b.Shape))
 }

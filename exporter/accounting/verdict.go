@@ -22,7 +22,10 @@ type InstanceWindow struct {
 	SourceIP  string
 	FirstSeen int64 // Unix ns
 	LastSeen  int64
-	// Relists, PodRelists and TooLarge are counts in the window.
+	// Relists, PodRelists and TooLarge are counts in the window. PodRelists
+	// are relists of pods of a whole-node shape (node or all): the
+	// stale-kubelet signal (SPEC §3.3), which per-object and other selected
+	// reads are not.
 	Relists    int
 	PodRelists int
 	TooLarge   int
@@ -126,7 +129,7 @@ func (l *Ledger) window(in *Instance, now int64, pods uint16, havePods bool, w *
 	for _, s := range in.streams {
 		n := s.win.sum(now, l.width)
 		w.Relists += n
-		if havePods && s.resource == pods {
+		if havePods && s.resource == pods && (s.shape == ShapeNode || s.shape == ShapeAll || s.shape == ShapeUnknown) {
 			w.PodRelists += n
 		}
 		w.TooLarge += s.tooLargeWin.sum(now, l.width)

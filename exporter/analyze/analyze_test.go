@@ -136,11 +136,11 @@ func TestScenarioJSON(t *testing.T) {
 			{Role: "other"},
 		},
 		Relisting: RelistingSection{Threshold: 3, Count: 3, Rows: []RelistRow{
-			{Instance: kubelet("node-7"), Resource: "pods", Relists: 12, WindowRelists: 12,
+			{Instance: kubelet("node-7"), Resource: "pods", Shape: "node", Relists: 12, WindowRelists: 12,
 				ByConsistency: ConsistencyMix{Consistent: 12}, LastRelist: &end, PossiblyStale: true},
-			{Instance: kubelet("old-worker-7"), Resource: "csidrivers.storage.k8s.io", Relists: 3, WindowRelists: 3,
+			{Instance: kubelet("old-worker-7"), Resource: "csidrivers.storage.k8s.io", Shape: "all", Relists: 3, WindowRelists: 3,
 				ByConsistency: ConsistencyMix{Cache: 3}, LastRelist: at(5*time.Minute + 20*time.Second + 20*time.Millisecond), PossiblyStale: true},
-			{Instance: kubelet("old-worker-7"), Resource: "runtimeclasses.node.k8s.io", Relists: 3, WindowRelists: 3,
+			{Instance: kubelet("old-worker-7"), Resource: "runtimeclasses.node.k8s.io", Shape: "all", Relists: 3, WindowRelists: 3,
 				ByConsistency: ConsistencyMix{Cache: 3}, LastRelist: at(3*time.Minute + 20*time.Second + 20*time.Millisecond), PossiblyStale: true},
 		}},
 		TooLarge: TooLargeSection{Errors: 6, Count: 2, Rows: []TooLargeRow{

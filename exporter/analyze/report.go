@@ -133,7 +133,10 @@ type RelistingSection struct {
 // RelistRow is one instance's relists of one resource.
 type RelistRow struct {
 	Instance
-	Resource      string         `json:"resource"`
+	Resource string `json:"resource"`
+	// Shape is what the relists select (all, node, selected, object): a
+	// resource relisted in two shapes has a row for each.
+	Shape         string         `json:"shape"`
 	Relists       uint64         `json:"relists"`
 	WindowRelists int            `json:"windowRelists"`
 	ByConsistency ConsistencyMix `json:"byConsistency"`
@@ -312,7 +315,7 @@ func (a *Analyzer) Report() *Report {
 			}
 			if s.Relists >= uint64(cfg.RelistThreshold) {
 				relists = append(relists, RelistRow{
-					Instance: inst, Resource: s.Resource, Relists: s.Relists, WindowRelists: windowRelists,
+					Instance: inst, Resource: s.Resource, Shape: s.Shape, Relists: s.Relists, WindowRelists: windowRelists,
 					ByConsistency: ConsistencyMix{Cache: s.ByConsistency["cache"], Exact: s.ByConsistency["exact"], Consistent: s.ByConsistency["consistent"]},
 					Pages:         s.Pages, LastRelist: s.LastRelist, PossiblyStale: stale,
 				})
@@ -404,8 +407,8 @@ func (a *Analyzer) possiblyStale(c *accounting.ClientView, cfg accounting.Config
 		if a.opts.Window == WindowAll {
 			relists, tl = int(s.Relists), int(s.TooLarge)
 		}
-		if s.Resource == "pods" && relists >= cfg.StalePodRelists {
-			return true
+		if s.Resource == "pods" && (s.Shape == accounting.ShapeNode.String() || s.Shape == accounting.ShapeAll.String()) && relists >= cfg.StalePodRelists {
+			return true // whole-node pod relists (SPEC §3.3), not per-object reads
 		}
 		tooLarge += tl
 	}

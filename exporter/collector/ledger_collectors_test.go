@@ -9,6 +9,8 @@ import (
 var (
 	kubeletPods = accounting.StreamLabels{ClientLabels: accounting.ClientLabels{Role: "kubelet", Client: "kubelet"}, Resource: "pods"}
 	ciliumPods  = accounting.StreamLabels{ClientLabels: accounting.ClientLabels{Role: "cni", Client: "cilium-agent"}, Resource: "pods"}
+
+	kubeletConfigMaps = accounting.StreamLabels{ClientLabels: accounting.ClientLabels{Role: "kubelet", Client: "kubelet"}, Resource: "configmaps"}
 )
 
 func TestRelistCollector(t *testing.T) {
@@ -16,36 +18,43 @@ func TestRelistCollector(t *testing.T) {
 		{name: "nothing accounted", c: relistCollector{}, want: ``},
 		{name: "relists, pages, intervals, relisting and top instances", c: relistCollector{}, s: scrapeOf(accounting.Snapshot{
 			Relists: []accounting.RelistCount{
-				{StreamLabels: kubeletPods, Consistency: "cache", Value: 7},
-				{StreamLabels: ciliumPods, Consistency: "consistent", Value: 2},
+				{StreamLabels: kubeletPods, Shape: "node", Consistency: "cache", Value: 7},
+				{StreamLabels: kubeletConfigMaps, Shape: "object", Consistency: "cache", Value: 40},
+				{StreamLabels: ciliumPods, Shape: "all", Consistency: "consistent", Value: 2},
 			},
 			Pages: []accounting.StreamCount{{StreamLabels: ciliumPods, Value: 3}},
-			Intervals: []accounting.IntervalHistogram{{StreamLabels: kubeletPods, Count: 2, Sum: 10,
+			Intervals: []accounting.IntervalHistogram{{ShapeLabels: accounting.ShapeLabels{StreamLabels: kubeletPods, Shape: "node"}, Count: 2, Sum: 10,
 				Buckets: map[float64]uint64{1: 0, 5: 1, 15: 2}}},
-			RelistingInstances: []accounting.StreamCount{{StreamLabels: kubeletPods, Value: 1}, {StreamLabels: ciliumPods, Value: 0}},
+			RelistingInstances: []accounting.ShapeCount{
+				{ShapeLabels: accounting.ShapeLabels{StreamLabels: kubeletPods, Shape: "node"}, Value: 1},
+				{ShapeLabels: accounting.ShapeLabels{StreamLabels: kubeletConfigMaps, Shape: "object"}, Value: 30},
+				{ShapeLabels: accounting.ShapeLabels{StreamLabels: ciliumPods, Shape: "all"}, Value: 0},
+			},
 			TopInstances: []accounting.InstanceRelists{
-				{StreamLabels: kubeletPods, Node: "node-1", Identity: "system:node:node-1", ClassifiedBy: "identity", Relists: 5},
-				{StreamLabels: ciliumPods, Node: "", Identity: "system:serviceaccount:default:app", ClassifiedBy: "user_agent", Relists: 2},
+				{ShapeLabels: accounting.ShapeLabels{StreamLabels: kubeletPods, Shape: "node"}, Node: "node-1", Identity: "system:node:node-1", ClassifiedBy: "identity", Relists: 5},
+				{ShapeLabels: accounting.ShapeLabels{StreamLabels: ciliumPods, Shape: "all"}, Node: "", Identity: "system:serviceaccount:default:app", ClassifiedBy: "user_agent", Relists: 2},
 			},
 		}), want: `
 			# TYPE herd_instance_relists gauge
-			herd_instance_relists{classified_by="identity",client="kubelet",identity="system:node:node-1",node="node-1",resource="pods",role="kubelet"} 5
-			herd_instance_relists{classified_by="user_agent",client="cilium-agent",identity="system:serviceaccount:default:app",node="",resource="pods",role="cni"} 2
+			herd_instance_relists{classified_by="identity",client="kubelet",identity="system:node:node-1",node="node-1",resource="pods",role="kubelet",shape="node"} 5
+			herd_instance_relists{classified_by="user_agent",client="cilium-agent",identity="system:serviceaccount:default:app",node="",resource="pods",role="cni",shape="all"} 2
 			# TYPE herd_list_pages_total counter
 			herd_list_pages_total{client="cilium-agent",resource="pods",role="cni"} 3
 			# TYPE herd_relist_interval_seconds histogram
-			herd_relist_interval_seconds_bucket{client="kubelet",resource="pods",role="kubelet",le="1"} 0
-			herd_relist_interval_seconds_bucket{client="kubelet",resource="pods",role="kubelet",le="5"} 1
-			herd_relist_interval_seconds_bucket{client="kubelet",resource="pods",role="kubelet",le="15"} 2
-			herd_relist_interval_seconds_bucket{client="kubelet",resource="pods",role="kubelet",le="+Inf"} 2
-			herd_relist_interval_seconds_sum{client="kubelet",resource="pods",role="kubelet"} 10
-			herd_relist_interval_seconds_count{client="kubelet",resource="pods",role="kubelet"} 2
+			herd_relist_interval_seconds_bucket{client="kubelet",resource="pods",role="kubelet",shape="node",le="1"} 0
+			herd_relist_interval_seconds_bucket{client="kubelet",resource="pods",role="kubelet",shape="node",le="5"} 1
+			herd_relist_interval_seconds_bucket{client="kubelet",resource="pods",role="kubelet",shape="node",le="15"} 2
+			herd_relist_interval_seconds_bucket{client="kubelet",resource="pods",role="kubelet",shape="node",le="+Inf"} 2
+			herd_relist_interval_seconds_sum{client="kubelet",resource="pods",role="kubelet",shape="node"} 10
+			herd_relist_interval_seconds_count{client="kubelet",resource="pods",role="kubelet",shape="node"} 2
 			# TYPE herd_relisting_instances gauge
-			herd_relisting_instances{client="cilium-agent",resource="pods",role="cni"} 0
-			herd_relisting_instances{client="kubelet",resource="pods",role="kubelet"} 1
+			herd_relisting_instances{client="cilium-agent",resource="pods",role="cni",shape="all"} 0
+			herd_relisting_instances{client="kubelet",resource="configmaps",role="kubelet",shape="object"} 30
+			herd_relisting_instances{client="kubelet",resource="pods",role="kubelet",shape="node"} 1
 			# TYPE herd_relists_total counter
-			herd_relists_total{client="cilium-agent",consistency="consistent",resource="pods",role="cni"} 2
-			herd_relists_total{client="kubelet",consistency="cache",resource="pods",role="kubelet"} 7
+			herd_relists_total{client="cilium-agent",consistency="consistent",resource="pods",role="cni",shape="all"} 2
+			herd_relists_total{client="kubelet",consistency="cache",resource="configmaps",role="kubelet",shape="object"} 40
+			herd_relists_total{client="kubelet",consistency="cache",resource="pods",role="kubelet",shape="node"} 7
 		`},
 	})
 }

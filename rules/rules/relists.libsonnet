@@ -10,7 +10,7 @@
         name: 'herd-relists.rules',
         rules: [
           {
-            // Relists per second by role, client, resource and consistency, cluster-wide.
+            // Relists per second by role, client, resource, consistency and shape, cluster-wide.
             record: 'herd:relists:rate%s' % w,
             expr: |||
               sum without (instance, pod) (
@@ -19,10 +19,14 @@
             ||| % c,
           },
           {
-            // The same, all consistencies together: what HerdRelistStorm compares to a baseline.
+            // The same, all consistencies and shapes together but per-object reads (shape="object":
+            // fieldSelector=metadata.name=, at most one object, such as the kubelet's per-object
+            // ConfigMap and Secret reflectors; the cheapest relist there is): what HerdRelistStorm
+            // compares to a baseline and the responder's evidence reads. A series without a shape
+            // label (herd before shapes) counts.
             record: 'herd:relists_by_resource:rate%s' % w,
             expr: |||
-              sum without (consistency) (herd:relists:rate%(rateWindow)s)
+              sum without (consistency, shape) (herd:relists:rate%(rateWindow)s{shape!="object"})
             ||| % c,
           },
           {
@@ -37,12 +41,13 @@
             ||| % c,
           },
           {
-            // Instances with >= accounting.relistThreshold relists in the window, cluster-wide.
-            // Exact while each instance stays on one apiserver; a split under- or over-counts
-            // (docs/scaling.md), which is why HerdRelistStorm also looks at the summed rate.
+            // Instances with >= accounting.relistThreshold relists in the window, cluster-wide, per-object
+            // reads left out (as above). Exact while each instance stays on one apiserver; a split
+            // under- or over-counts (docs/scaling.md), which is why HerdRelistStorm also looks at the
+            // summed rate. An instance relisting a resource in two shapes counts in each.
             record: 'herd:relisting_instances:sum',
             expr: |||
-              sum without (instance, pod) (herd_relisting_instances{%(herdExporterSelector)s})
+              sum without (instance, pod, shape) (herd_relisting_instances{%(herdExporterSelector)s, shape!="object"})
             ||| % c,
           },
           {
@@ -86,16 +91,19 @@
             // apiserver restart moves it to another exporter replica).
             // The bucket is le="120.0" when Prometheus scraped OpenMetrics (as herd serves it,
             // and as Prometheus 3 always stores it) and le="120" from the text format: match both.
+            // Per-object reads (shape="object") are left out: a deploy wave makes every kubelet
+            // start per-object ConfigMap and Secret reflectors at once, which costs the apiserver
+            // one key read each.
             record: 'herd:instances_relisted:increase2m',
             expr: |||
               clamp_min(
                 (
-                  sum without (instance, pod, consistency) (increase(herd_relists_total{%(herdExporterSelector)s}[2m]))
+                  sum without (instance, pod, consistency, shape) (increase(herd_relists_total{%(herdExporterSelector)s, shape!="object"}[2m]))
                   -
-                  sum without (instance, pod, le) (increase(herd_relist_interval_seconds_bucket{%(herdExporterSelector)s, le=~"120|120[.]0"}[2m]))
+                  sum without (instance, pod, le, shape) (increase(herd_relist_interval_seconds_bucket{%(herdExporterSelector)s, shape!="object", le=~"120|120[.]0"}[2m]))
                 )
                 or
-                sum without (instance, pod, consistency) (increase(herd_relists_total{%(herdExporterSelector)s}[2m])),
+                sum without (instance, pod, consistency, shape) (increase(herd_relists_total{%(herdExporterSelector)s, shape!="object"}[2m])),
                 0
               )
             ||| % c,
