@@ -156,8 +156,9 @@ func (metricsServerState) Synced() bool                                  { retur
 func (s metricsServerState) Deployments() []metricsserver.DeploymentView { return s }
 
 // clusterSideFamilies gathers what the collectors export from the cluster
-// view, APIServices and metrics-server, over a ledger with a ghost and a
-// stale kubelet: the series `--no-kube` never has.
+// view, APIServices and metrics-server, over a ledger with a ghost, a stale
+// kubelet and a slow request: the series `--no-kube` never has, and those
+// only annotated requests make.
 func clusterSideFamilies(t *testing.T) []*dto.MetricFamily {
 	t.Helper()
 	cls, _ := classify.New(nil)
@@ -170,6 +171,12 @@ func clusterSideFamilies(t *testing.T) []*dto.MetricFamily {
 		l.Account(&audit.Event{AuditID: []byte("x"), Stage: audit.StageResponseComplete, Verb: []byte("list"), User: []byte(user),
 			Resource: []byte("runtimeclasses"), Code: 504, TooLargeResourceVersion: true, StageTimestampNanos: now.Add(time.Duration(i) * time.Second).UnixNano()})
 	}
+	// A slow LIST the apiserver annotated with its per-phase latency (the
+	// decoder fills Event.Latency from apiserver.latency.k8s.io/*).
+	slow := &audit.Event{AuditID: []byte("slow"), Stage: audit.StageResponseComplete, Verb: []byte("list"),
+		User: []byte("system:serviceaccount:kube-system:cilium"), Resource: []byte("pods"), Code: 200, StageTimestampNanos: now.UnixNano()}
+	slow.Latency[audit.LatencyTotal], slow.Latency[audit.LatencyEtcd] = int64(2*time.Second), int64(time.Second)
+	l.Account(slow)
 	failures := map[string]uint64{}
 	for _, r := range apiservices.Reasons {
 		failures[r] = 0
@@ -222,6 +229,7 @@ func TestEveryMetricIsDocumented(t *testing.T) {
 		"herd_stale_kubelet", "herd_ghost_instances", "herd_ghost_instance", "herd_apiservice_available",
 		"herd_apiservice_probe_duration_seconds", "herd_apiservice_probe_failures_total", "herd_apiservice_endpoints",
 		"herd_apiservice_backend", "herd_metrics_server_kubelet_auth",
+		"herd_request_latency_seconds_total", "herd_latency_annotated_requests_total",
 	} {
 		if _, ok := got[want]; !ok {
 			t.Errorf("metric %s was not exported after exercising every path", want)

@@ -53,6 +53,7 @@ type Ledger struct {
 	intervals    map[shapeKey]*histogram
 	requests     map[requestKey]uint64
 	tokenReviews map[clientKey]uint64
+	latency      map[streamKey]*latencySums
 	stageSeen    func(e *audit.Event, s audit.Stage) bool
 	// sawWatchStart is set once any watch's ResponseStarted arrives: from then
 	// on watches count at that stage, else (a policy that omits it) at
@@ -116,6 +117,7 @@ func New(cfg Config, c *classify.Classifier, nodes NodeResolver) (*Ledger, error
 		intervals:    map[shapeKey]*histogram{},
 		requests:     map[requestKey]uint64{},
 		tokenReviews: map[clientKey]uint64{},
+		latency:      map[streamKey]*latencySums{},
 	}
 	for _, name := range c.Clients() {
 		l.clients.id(name)
@@ -248,8 +250,43 @@ func (l *Ledger) Account(e *audit.Event) int64 {
 		inst.TokenReviews++
 		inst.tokenReviewWin.add(t, l.width)
 	}
+	if e.Latency[audit.LatencyTotal] > 0 && !isWatch {
+		l.addLatency(sk, &e.Latency)
+	}
 	return t
 }
+
+// latencySums are the apiserver's own latency annotations of one stream's
+// slow requests, summed by phase.
+type latencySums struct {
+	requests uint64
+	nanos    [audit.NumLatencyPhases]int64
+}
+
+// addLatency adds a request's apiserver.latency.k8s.io/* annotations. The
+// apiserver writes them only for a request slower than 500 ms
+// (k8s.io/apiserver@v0.36.3 pkg/endpoints/filters/audit.go
+// writeLatencyToAnnotation; phases from pkg/endpoints/request/
+// webhook_duration.go AuditAnnotationsFromLatencyTrackers): so they say
+// which client makes the apiserver spend etcd or serialization time.
+// Watches are left out: their total is the watch's lifetime. A negative
+// or absurd value (a broken or hostile event) adds nothing.
+func (l *Ledger) addLatency(sk streamKey, lat *[audit.NumLatencyPhases]int64) {
+	sums := l.latency[sk]
+	if sums == nil {
+		sums = &latencySums{}
+		l.latency[sk] = sums
+	}
+	sums.requests++
+	for i, ns := range lat {
+		if ns > 0 && ns <= maxLatency {
+			sums.nanos[i] += ns
+		}
+	}
+}
+
+// maxLatency bounds one annotation: no apiserver request runs for a day.
+const maxLatency = int64(24 * time.Hour)
 
 // resourceID names objectRef as <resource> for the core group and
 // <resource>.<group> otherwise (endpointslices.discovery.k8s.io). A name

@@ -83,3 +83,34 @@ func TestRelistShapes(t *testing.T) {
 		t.Errorf("configmaps top instances by shape %v: the unfiltered LIST has its own stream", top)
 	}
 }
+
+// The apiserver's latency annotations of slow requests are summed per
+// stream and phase; watches (whose total is their lifetime), refused
+// requests and nonsense values add nothing; accounting them allocates
+// nothing once the stream is known.
+func TestLatencyAnnotations(t *testing.T) {
+	l := ledgerWith(t, nil, nil)
+	slow := func(verb string, code int32, total, etcd time.Duration) *audit.Event {
+		e := request{user: "system:serviceaccount:kube-system:cilium", ua: "cilium-agent/1.18.0", resource: "pods", code: code}.event()
+		e.Verb = []byte(verb)
+		if verb == "watch" {
+			e.Stage = audit.StageResponseStarted
+		}
+		e.Latency[audit.LatencyTotal], e.Latency[audit.LatencyEtcd] = int64(total), int64(etcd)
+		return e
+	}
+	l.Account(slow("list", 200, 2*time.Second, 1500*time.Millisecond))
+	e := slow("list", 504, 3*time.Second, -time.Second) // a negative phase adds nothing
+	l.Account(e)
+	l.Account(slow("watch", 200, 10*time.Minute, time.Second))
+	l.Account(slow("list", 403, 9*time.Second, 9*time.Second))
+	l.Account(slow("list", 200, 0, 0)) // not annotated: fast
+	s := l.Snapshot()
+	if len(s.Latency) != 1 || s.Latency[0].Requests != 2 || s.Latency[0].Seconds[audit.LatencyTotal] != 5 ||
+		s.Latency[0].Seconds[audit.LatencyEtcd] != 1.5 || s.Latency[0].Resource != "pods" || s.Latency[0].Client != "cilium-agent" {
+		t.Errorf("latency %+v: want 2 annotated requests of cilium-agent pods, 5 s total, 1.5 s etcd", s.Latency)
+	}
+	if allocs := testing.AllocsPerRun(1000, func() { l.Account(e) }); allocs != 0 {
+		t.Errorf("Account of an annotated request allocates %.1f times, want 0", allocs)
+	}
+}

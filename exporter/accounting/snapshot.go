@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"slices"
 
+	"github.com/herd-k8s/herd/exporter/audit"
 	"github.com/herd-k8s/herd/exporter/classify"
 )
 
@@ -24,6 +25,9 @@ type Snapshot struct {
 	Intervals    []IntervalHistogram
 	Requests     []RequestCount
 	TokenReviews []ClientCount
+	// Latency sums, per stream, the apiserver's latency annotations of
+	// requests slower than 500 ms.
+	Latency []LatencySums
 
 	// RelistingInstances counts, per stream and shape with any relist on
 	// record, instances with at least RelistThreshold relists of that shape
@@ -96,6 +100,14 @@ type RequestCount struct {
 type ClientCount struct {
 	ClientLabels
 	Value uint64
+}
+
+// LatencySums are one stream's annotated (slow) requests and the seconds
+// the apiserver spent on them, by phase (audit.LatencyPhase).
+type LatencySums struct {
+	StreamLabels
+	Requests uint64
+	Seconds  [audit.NumLatencyPhases]float64
 }
 
 type IntervalHistogram struct {
@@ -198,6 +210,13 @@ func (l *Ledger) read(now int64) (s Snapshot, tops []topCount, judged []Instance
 	}
 	for k, v := range l.tokenReviews {
 		s.TokenReviews = append(s.TokenReviews, ClientCount{l.clientLabels(k), v})
+	}
+	for k, v := range l.latency {
+		ls := LatencySums{StreamLabels: l.streamLabels(k), Requests: v.requests}
+		for i, ns := range v.nanos {
+			ls.Seconds[i] = float64(ns) / 1e9
+		}
+		s.Latency = append(s.Latency, ls)
 	}
 
 	relisting := map[shapeKey]uint64{}

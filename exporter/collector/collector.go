@@ -107,6 +107,7 @@ func New(src Sources, logger *slog.Logger) *Herd {
 	if src.Ledger != nil {
 		cs["relists"] = relistCollector{}
 		cs["requests"] = requestCollector{}
+		cs["latency"] = latencyCollector{}
 		cs["tokenreviews"] = tokenReviewCollector{}
 		cs["ledger"] = ledgerCollector{}
 	}

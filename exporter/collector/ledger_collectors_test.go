@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/herd-k8s/herd/exporter/accounting"
+	"github.com/herd-k8s/herd/exporter/audit"
 )
 
 var (
@@ -75,6 +76,31 @@ func TestRequestCollector(t *testing.T) {
 			herd_requests_total{client="kubelet",code="other",role="kubelet",verb="other"} 2
 			# TYPE herd_too_large_resource_version_total counter
 			herd_too_large_resource_version_total{client="kubelet",resource="pods",role="kubelet"} 3
+		`},
+	})
+}
+
+func TestLatencyCollector(t *testing.T) {
+	runTable(t, []tableCase{
+		{name: "no slow request", c: latencyCollector{}, want: ``},
+		{name: "slow pod LISTs, every phase exported", c: latencyCollector{}, s: scrapeOf(accounting.Snapshot{
+			Latency: []accounting.LatencySums{{StreamLabels: ciliumPods, Requests: 4, Seconds: [audit.NumLatencyPhases]float64{6.5, 4, 0, 1.5, 0.25, 0.5}}},
+		}), want: `
+			# TYPE herd_latency_annotated_requests_total counter
+			herd_latency_annotated_requests_total{client="cilium-agent",resource="pods",role="cni"} 4
+			# TYPE herd_request_latency_seconds_total counter
+			herd_request_latency_seconds_total{client="cilium-agent",phase="apf-queue-wait",resource="pods",role="cni"} 0
+			herd_request_latency_seconds_total{client="cilium-agent",phase="authentication",resource="pods",role="cni"} 0
+			herd_request_latency_seconds_total{client="cilium-agent",phase="authorization",resource="pods",role="cni"} 0
+			herd_request_latency_seconds_total{client="cilium-agent",phase="decode-response-object",resource="pods",role="cni"} 0
+			herd_request_latency_seconds_total{client="cilium-agent",phase="etcd",resource="pods",role="cni"} 4
+			herd_request_latency_seconds_total{client="cilium-agent",phase="impersonation",resource="pods",role="cni"} 0
+			herd_request_latency_seconds_total{client="cilium-agent",phase="mutating-webhook",resource="pods",role="cni"} 0
+			herd_request_latency_seconds_total{client="cilium-agent",phase="response-write",resource="pods",role="cni"} 0.5
+			herd_request_latency_seconds_total{client="cilium-agent",phase="serialize-response-object",resource="pods",role="cni"} 1.5
+			herd_request_latency_seconds_total{client="cilium-agent",phase="total",resource="pods",role="cni"} 6.5
+			herd_request_latency_seconds_total{client="cilium-agent",phase="transform-response-object",resource="pods",role="cni"} 0.25
+			herd_request_latency_seconds_total{client="cilium-agent",phase="validating-webhook",resource="pods",role="cni"} 0
 		`},
 	})
 }

@@ -123,6 +123,12 @@ local p = import 'panels.libsonnet';
             p.timeseries('Relist interval p50 by client', 'Median time between relists of the same resource by one instance, per client and resource.', [
               ts('histogram_quantile(0.5, sum by (client, resource, le) (rate(herd_relist_interval_seconds_bucket{%(exp)s}[$__rate_interval])))', '{{client}} {{resource}}'),
             ], unit='s', min=null),
+            p.timeseries('Relists by shape', 'Relists by client, resource and shape: object (metadata.name=, one object: the kubelet per-object ConfigMap and Secret reflectors, which the storm alerts leave out), node (spec.nodeName=, served from the watch cache index), selected (any other selector: the whole resource is walked), all (no selector).', [
+              ts('sum by (client, resource, shape) (rate(herd_relists_total{%(exp)s}[$__rate_interval]))', '{{client}} {{resource}} {{shape}}'),
+            ], unit='reqps'),
+            p.timeseries('apiserver time on slow requests by client and phase', 'Seconds per second kube-apiserver spent on requests slower than 500 ms, by client and phase (etcd, apf-queue-wait, serialize-response-object, ...), from its own apiserver.latency.k8s.io audit annotations: which client costs the apiserver etcd or serialization time. Watches are left out.', [
+              ts('sum by (client, phase) (rate(herd_request_latency_seconds_total{%(exp)s, phase!="total"}[$__rate_interval])) > 0', '{{client}} {{phase}}'),
+            ], unit='s'),
             p.table('Top relisting nodes', 'The instances with the most relists in the window (herd_instance_relists: top-K per replica plus every flagged ghost or stale instance), summed over replicas. An empty node means the instance could not be attributed to a node.', [
               tab('topk(%(topk)d, sum by (node, role, client, resource) (%(instanceRelists)s))'),
             ], w=24, h=9, rename={ Value: 'relists in window' }),
