@@ -16,11 +16,9 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/herd-k8s/herd/exporter"
 	"github.com/herd-k8s/herd/exporter/classify"
-	"github.com/herd-k8s/herd/exporter/config"
 	"github.com/herd-k8s/herd/exporter/ingest"
 )
 
@@ -178,17 +176,8 @@ var fixtureTime = time.Date(2026, 11, 23, 8, 20, 0, 0, time.UTC)
 // herd exports. A behaviour change rewrites the file (go test -update) and
 // shows in review as a diff of series.
 func TestFixtureExposition(t *testing.T) {
-	empty, addrs, off := "", []string{"127.0.0.1:0"}, false
-	e, err := exporter.New(exporter.Options{
-		Config:        config.Default(),
-		Web:           web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &off, WebConfigFile: &empty},
-		Audit:         web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &off, WebConfigFile: &empty},
-		AuditInsecure: true,
-		Now:           func() time.Time { return fixtureTime },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// No log file: its path, in the file collector's label, changes per run.
+	e := newTestExporter(t, func(o *exporter.Options) { o.LogFiles, o.Now = nil, func() time.Time { return fixtureTime } })
 	batches, err := os.ReadFile("../testdata/audit/webhook-batches.jsonl")
 	if err != nil {
 		t.Fatal(err)

@@ -28,18 +28,24 @@ import (
 	"github.com/herd-k8s/herd/exporter/metricsserver"
 )
 
-// newTestExporter builds an exporter with no listeners and no auth.
-func newTestExporter(t *testing.T) *exporter.Exporter {
+// newTestExporter builds an exporter with no listeners and no auth,
+// following an (unread) audit log file so that its collector reports;
+// mods change the options first.
+func newTestExporter(t *testing.T, mods ...func(*exporter.Options)) *exporter.Exporter {
 	t.Helper()
 	empty, addrs, off := "", []string{"127.0.0.1:0"}, false
-	e, err := exporter.New(exporter.Options{
+	opts := exporter.Options{
 		Config:        config.Default(),
 		Web:           web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &off, WebConfigFile: &empty},
 		Audit:         web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &off, WebConfigFile: &empty},
 		AuditInsecure: true,
 		// Not followed (Run is not called), but its collector reports.
 		LogFiles: []string{filepath.Join(t.TempDir(), "audit.log")},
-	})
+	}
+	for _, mod := range mods {
+		mod(&opts)
+	}
+	e, err := exporter.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/herd-k8s/herd/exporter/audit"
-	"github.com/herd-k8s/herd/exporter/classify"
 )
 
 var t0 = time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)
@@ -42,23 +41,10 @@ func (e ev) event() *audit.Event {
 }
 
 // newLedger is a ledger with the default configuration, changed by mod,
-// whose clock stands one minute after t0.
+// whose clock stands one minute after t0 (ledgerWith, without a resolver).
 func newLedger(t *testing.T, mod func(*Config)) *Ledger {
 	t.Helper()
-	c, err := classify.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := DefaultConfig()
-	if mod != nil {
-		mod(&cfg)
-	}
-	l, err := New(cfg, c, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.now = func() time.Time { return t0.Add(time.Minute) }
-	return l
+	return ledgerWith(t, nil, mod)
 }
 
 const (
