@@ -269,6 +269,7 @@ type Result struct {
 // event when delivered is nil) that count for their request.
 func Count(path string, delivered map[Key]bool, classify Classifier) (Result, error) {
 	res := Result{Series: Series{}}
+	c := counter{s: res.Series, classify: classify, proven: map[string]bool{}}
 	found := 0
 	err := Each(path, func(e *auditv1.Event) {
 		if delivered != nil {
@@ -280,7 +281,7 @@ func Count(path string, delivered map[Key]bool, classify Classifier) (Result, er
 		if !Counted(e) {
 			return
 		}
-		countEvent(res.Series, e, classify)
+		c.event(e)
 	})
 	if err != nil {
 		return res, err
@@ -312,15 +313,46 @@ func Each(path string, f func(*auditv1.Event)) error {
 	return sc.Err()
 }
 
-func countEvent(s Series, e *auditv1.Event, classify Classifier) {
-	role, client := classify(e.User.Username, e.UserAgent)
+// counter counts events in log order: a resource name is a label value only
+// once an answer proved the resource real, so the order matters.
+type counter struct {
+	s        Series
+	classify Classifier
+	proven   map[string]bool
+}
+
+// The label rules of docs/exporter.md ("What herd trusts", "What herd
+// counts"), written from the docs.
+var (
+	knownVerbs = map[string]bool{"get": true, "list": true, "watch": true, "create": true, "update": true, "patch": true,
+		"delete": true, "deletecollection": true, "proxy": true, "post": true, "put": true, "head": true, "options": true}
+	// indexedByNode are the resources whose spec.nodeName selector the watch
+	// cache serves from an index: <resource>.<group>, core without group.
+	indexedByNode = map[string]bool{"pods": true, "resourceslices.resource.k8s.io": true}
+)
+
+func (c *counter) event(e *auditv1.Event) {
+	role, client := c.classify(e.User.Username, e.UserAgent)
+	if unauthenticated(e) {
+		role, client = "other", "unauthenticated"
+	}
 	code := 0
 	message := ""
 	if e.ResponseStatus != nil {
 		code = int(e.ResponseStatus.Code)
 		message = e.ResponseStatus.Message
 	}
-	s.add("herd_requests_total", 1, "role", role, "client", client, "verb", e.Verb, "code", fmt.Sprint(code))
+	codeLabel, verb := fmt.Sprint(code), e.Verb
+	if http.StatusText(code) == "" {
+		codeLabel = "other"
+	}
+	if !knownVerbs[verb] {
+		verb = "other"
+	}
+	c.s.add("herd_requests_total", 1, "role", role, "client", client, "verb", verb, "code", codeLabel)
+	if code == http.StatusUnauthorized || code == http.StatusForbidden {
+		return // refused: a request, nothing else
+	}
 
 	resource := ""
 	if e.ObjectRef != nil {
@@ -329,19 +361,70 @@ func countEvent(s Series, e *auditv1.Event, classify Classifier) {
 			resource += "." + e.ObjectRef.APIGroup
 		}
 	}
+	tooLarge := strings.Contains(message, "Too large resource version")
+	if resource != "" && (code >= 200 && code < 300 || tooLarge) {
+		c.proven[resource] = true
+	}
+	if resource != "" && !c.proven[resource] {
+		resource = "other"
+	}
 	q := Query(e.RequestURI)
 	switch {
 	case e.Verb == "list" && q.Get("continue") != "":
-		s.add("herd_list_pages_total", 1, "role", role, "client", client, "resource", resource)
+		c.s.add("herd_list_pages_total", 1, "role", role, "client", client, "resource", resource)
 	case e.Verb == "list" || (e.Verb == "watch" && q.Get("sendInitialEvents") == "true"):
-		s.add("herd_relists_total", 1, "role", role, "client", client, "resource", resource, "consistency", Consistency(q))
+		c.s.add("herd_relists_total", 1, "role", role, "client", client, "resource", resource, "consistency", Consistency(q), "shape", Shape(resource, q))
 	}
-	if strings.Contains(message, "Too large resource version") {
-		s.add("herd_too_large_resource_version_total", 1, "role", role, "client", client, "resource", resource)
+	if tooLarge {
+		c.s.add("herd_too_large_resource_version_total", 1, "role", role, "client", client, "resource", resource)
 	}
 	if e.Verb == "create" && e.ObjectRef != nil && e.ObjectRef.Resource == "tokenreviews" && e.ObjectRef.APIGroup == "authentication.k8s.io" {
-		s.add("herd_tokenreviews_total", 1, "role", role, "client", client)
+		c.s.add("herd_tokenreviews_total", 1, "role", role, "client", client)
 	}
+}
+
+// unauthenticated: a request without credentials (system:anonymous, an
+// empty username, or the system:unauthenticated group).
+func unauthenticated(e *auditv1.Event) bool {
+	if e.User.Username == "" || e.User.Username == "system:anonymous" {
+		return true
+	}
+	for _, g := range e.User.Groups {
+		if g == "system:unauthenticated" {
+			return true
+		}
+	}
+	return false
+}
+
+// Shape is what a read of resource (<resource>[.<group>]) selects: object
+// (a metadata.name= term, or on nodes the node's own), node (spec.nodeName=
+// on an indexed resource), selected (any other field or label selector) or
+// all.
+func Shape(resource string, q url.Values) string {
+	var node, name, other bool
+	for _, term := range strings.Split(q.Get("fieldSelector"), ",") {
+		field, value, _ := strings.Cut(term, "=")
+		value = strings.TrimPrefix(value, "=")
+		switch {
+		case term == "":
+		case field == "metadata.name" && value != "":
+			name = true
+		case field == "spec.nodeName" && value != "":
+			node = true
+		default:
+			other = true
+		}
+	}
+	switch {
+	case name:
+		return "object"
+	case node && indexedByNode[resource]:
+		return "node"
+	case node || other || q.Get("labelSelector") != "":
+		return "selected"
+	}
+	return "all"
 }
 
 // Query parses a requestURI's query ("" values for a URI that does not parse).

@@ -26,6 +26,13 @@ func TestCount(t *testing.T) {
 		`{"auditID":"e","stage":"ResponseComplete","verb":"list","requestURI":"/api/v1/pods?resourceVersion=99&resourceVersionMatch=Exact","user":{"username":"system:node:n1"},"objectRef":{"resource":"pods"},"responseStatus":{"code":504,"message":"Too large resource version: 99, current: 7"}}`,
 		// a TokenReview by a kubelet
 		`{"auditID":"f","stage":"ResponseComplete","verb":"create","requestURI":"/apis/authentication.k8s.io/v1/tokenreviews","user":{"username":"system:node:n1"},"objectRef":{"resource":"tokenreviews","apiGroup":"authentication.k8s.io"},"responseStatus":{"code":201}}`,
+		// refused (403): a request, not a relist, and its made-up resource takes no name
+		`{"auditID":"h","stage":"ResponseComplete","verb":"list","requestURI":"/api/v1/madeup","user":{"username":"system:node:n1"},"objectRef":{"resource":"madeup"},"responseStatus":{"code":403}}`,
+		// without credentials: role other, client unauthenticated, whatever its user agent
+		`{"auditID":"i","stage":"ResponseComplete","verb":"list","requestURI":"/api/v1/pods","user":{"username":"system:anonymous","groups":["system:unauthenticated"]},"userAgent":"calico-node/v3.30.0","objectRef":{"resource":"pods"},"responseStatus":{"code":200}}`,
+		// per-object reflector and a selected list
+		`{"auditID":"j","stage":"ResponseComplete","verb":"list","requestURI":"/api/v1/namespaces/a/configmaps?fieldSelector=metadata.name%3Dcm&resourceVersion=0","user":{"username":"system:node:n1"},"objectRef":{"resource":"configmaps","namespace":"a"},"responseStatus":{"code":200}}`,
+		`{"auditID":"k","stage":"ResponseComplete","verb":"list","requestURI":"/api/v1/services?fieldSelector=spec.clusterIP%21%3DNone&resourceVersion=0","user":{"username":"system:node:n1"},"objectRef":{"resource":"services"},"responseStatus":{"code":200}}`,
 		// never delivered to herd: not counted with the delivered set
 		`{"auditID":"g","stage":"ResponseComplete","verb":"get","requestURI":"/api/v1/nodes/n1","user":{"username":"system:node:n1"},"objectRef":{"resource":"nodes"},"responseStatus":{"code":200}}`,
 	}
@@ -35,7 +42,8 @@ func TestCount(t *testing.T) {
 	}
 	delivered := map[Key]bool{}
 	for _, k := range []Key{{"a", "ResponseStarted"}, {"a", "ResponseComplete"}, {"b", "ResponseComplete"}, {"c", "ResponseStarted"}, {"c", "ResponseComplete"},
-		{"d", "ResponseStarted"}, {"e", "ResponseComplete"}, {"f", "ResponseComplete"}, {"z", "ResponseComplete"}} {
+		{"d", "ResponseStarted"}, {"e", "ResponseComplete"}, {"f", "ResponseComplete"}, {"z", "ResponseComplete"},
+		{"h", "ResponseComplete"}, {"i", "ResponseComplete"}, {"j", "ResponseComplete"}, {"k", "ResponseComplete"}} {
 		delivered[k] = true
 	}
 	res, err := Count(path, delivered, NodeAgents)
@@ -43,17 +51,22 @@ func TestCount(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Series{
-		"herd_requests_total{client=kubelet,code=200,role=kubelet,verb=list}":                                                   2,
-		"herd_requests_total{client=kubelet,code=504,role=kubelet,verb=list}":                                                   1,
-		"herd_requests_total{client=kubelet,code=200,role=kubelet,verb=watch}":                                                  1,
-		"herd_requests_total{client=kubelet,code=201,role=kubelet,verb=create}":                                                 1,
-		"herd_requests_total{client=kube-proxy,code=200,role=kube-proxy,verb=watch}":                                            1,
-		"herd_relists_total{client=kubelet,consistency=cache,resource=pods,role=kubelet}":                                       1,
-		"herd_relists_total{client=kubelet,consistency=exact,resource=pods,role=kubelet}":                                       1,
-		"herd_relists_total{client=kube-proxy,consistency=consistent,resource=endpointslices.discovery.k8s.io,role=kube-proxy}": 1,
-		"herd_list_pages_total{client=kubelet,resource=pods,role=kubelet}":                                                      1,
-		"herd_too_large_resource_version_total{client=kubelet,resource=pods,role=kubelet}":                                      1,
-		"herd_tokenreviews_total{client=kubelet,role=kubelet}":                                                                  1,
+		"herd_requests_total{client=kubelet,code=200,role=kubelet,verb=list}":                                                             4,
+		"herd_requests_total{client=kubelet,code=403,role=kubelet,verb=list}":                                                             1,
+		"herd_requests_total{client=unauthenticated,code=200,role=other,verb=list}":                                                       1,
+		"herd_requests_total{client=kubelet,code=504,role=kubelet,verb=list}":                                                             1,
+		"herd_requests_total{client=kubelet,code=200,role=kubelet,verb=watch}":                                                            1,
+		"herd_requests_total{client=kubelet,code=201,role=kubelet,verb=create}":                                                           1,
+		"herd_requests_total{client=kube-proxy,code=200,role=kube-proxy,verb=watch}":                                                      1,
+		"herd_relists_total{client=kubelet,consistency=cache,resource=pods,role=kubelet,shape=all}":                                       1,
+		"herd_relists_total{client=kubelet,consistency=exact,resource=pods,role=kubelet,shape=all}":                                       1,
+		"herd_relists_total{client=kubelet,consistency=cache,resource=configmaps,role=kubelet,shape=object}":                              1,
+		"herd_relists_total{client=kubelet,consistency=cache,resource=services,role=kubelet,shape=selected}":                              1,
+		"herd_relists_total{client=unauthenticated,consistency=consistent,resource=pods,role=other,shape=all}":                            1,
+		"herd_relists_total{client=kube-proxy,consistency=consistent,resource=endpointslices.discovery.k8s.io,role=kube-proxy,shape=all}": 1,
+		"herd_list_pages_total{client=kubelet,resource=pods,role=kubelet}":                                                                1,
+		"herd_too_large_resource_version_total{client=kubelet,resource=pods,role=kubelet}":                                                1,
+		"herd_tokenreviews_total{client=kubelet,role=kubelet}":                                                                            1,
 	}
 	if d := Diff(want, res.Series); len(d) > 0 {
 		t.Errorf("count differs:\n%s", strings.Join(d, "\n"))
