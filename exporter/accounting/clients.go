@@ -131,9 +131,7 @@ func (l *Ledger) ClientsAt(now int64, f ClientFilter) []ClientView {
 		out = out[:f.Limit]
 	}
 	for i := range out {
-		if v, ok := l.verdict(&out[i].window, now); ok {
-			out[i].Cluster = &v
-		}
+		out[i].Cluster = l.debugVerdict(&out[i].window, now)
 	}
 	return out
 }

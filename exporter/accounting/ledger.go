@@ -37,6 +37,7 @@ type Ledger struct {
 	nodes      NodeResolver
 	judge      Judge // nodes, when it also judges (the cluster view)
 	now        func() time.Time
+	scratch    scratch // SnapshotAt's working sets
 
 	mu        sync.Mutex
 	lastClock int64 // the clock's last reading, Unix ns (timestamp)

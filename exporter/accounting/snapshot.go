@@ -3,6 +3,7 @@ package accounting
 import (
 	"cmp"
 	"slices"
+	"sync"
 
 	"github.com/herd-k8s/herd/exporter/audit"
 	"github.com/herd-k8s/herd/exporter/classify"
@@ -173,23 +174,37 @@ type topCount struct {
 // flagKey names an instance flagged by a verdict.
 type flagKey struct{ identity, node string }
 
+// scratch holds a snapshot's per-instance working sets between snapshots,
+// so that a scrape at 15,000 instances reuses them rather than allocating
+// them again; snapshots take turns on it.
+type scratch struct {
+	mu     sync.Mutex
+	tops   []topCount
+	judged []InstanceWindow
+}
+
 // SnapshotAt reads the ledger with windows ending at now (Unix ns); `herd
 // analyze` passes the last event's time.
 func (l *Ledger) SnapshotAt(now int64) Snapshot {
-	s, tops, judged := l.read(now)
+	l.scratch.mu.Lock()
+	defer l.scratch.mu.Unlock()
+	s := l.read(now)
 	flagged := map[flagKey]bool{}
 	if l.judge != nil {
 		s.Judged = true
-		l.judgeAll(&s, judged, now, flagged)
+		l.judgeAll(&s, l.scratch.judged, now, flagged)
 	}
-	s.TopInstances = l.topK(tops, flagged)
+	s.TopInstances = l.topK(l.scratch.tops, flagged)
+	// Drop the references to instances' strings the buffers hold.
+	clear(l.scratch.tops)
+	clear(l.scratch.judged)
 	return s
 }
 
 // read copies what the snapshot needs under the ledger's lock: counters,
 // each instance stream's window, and the windows of the host-network
 // instances the cluster view is to judge.
-func (l *Ledger) read(now int64) (s Snapshot, tops []topCount, judged []InstanceWindow) {
+func (l *Ledger) read(now int64) (s Snapshot) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s = Snapshot{AtNanos: now, Instances: len(l.instances), Evicted: l.evicted}
@@ -223,7 +238,7 @@ func (l *Ledger) read(now int64) (s Snapshot, tops []topCount, judged []Instance
 	for k := range l.relists {
 		relisting[k.shapeKey] += 0
 	}
-	perNode := map[topKey]int{}
+	tops, judged := l.scratch.tops[:0], l.scratch.judged[:0]
 	tokenReviewNodes := map[string]bool{}
 	pods, havePods := l.resources.ids["pods"]
 	for _, in := range l.instances {
@@ -236,7 +251,9 @@ func (l *Ledger) read(now int64) (s Snapshot, tops []topCount, judged []Instance
 			if n >= l.cfg.RelistThreshold {
 				relisting[sk]++
 			}
-			perNode[topKey{shapeKey: sk, node: in.Node, identity: in.Identity, byUserAgent: in.ByUserAgent}] += n
+			// One per instance stream: an instance is (role, client,
+			// identity, node), so no two share a key.
+			tops = append(tops, topCount{topKey{shapeKey: sk, node: in.Node, identity: in.Identity, byUserAgent: in.ByUserAgent}, n})
 		}
 		if l.reviewsTokens(in, now) {
 			tokenReviewNodes[in.Node] = true
@@ -249,12 +266,9 @@ func (l *Ledger) read(now int64) (s Snapshot, tops []topCount, judged []Instance
 	for k, v := range relisting {
 		s.RelistingInstances = append(s.RelistingInstances, ShapeCount{l.shapeLabels(k), v})
 	}
-	tops = make([]topCount, 0, len(perNode))
-	for k, v := range perNode {
-		tops = append(tops, topCount{k, v})
-	}
+	l.scratch.tops, l.scratch.judged = tops, judged
 	s.TokenReviewNodes = len(tokenReviewNodes)
-	return s, tops, judged
+	return s
 }
 
 // judgeAll makes every verdict of the snapshot: ghost counts, the capped
@@ -276,13 +290,13 @@ func (l *Ledger) judgeAll(s *Snapshot, judged []InstanceWindow, now int64, flagg
 		w := &judged[i]
 		k := ClientLabels{Role: w.Role.String(), Client: w.Client}
 		counts[k] += 0
-		v, _ := l.verdict(w, now)
-		if v.Ghost {
+		ghostReason, staleReason, _, _ := l.verdict(w, now)
+		if ghostReason != "" {
 			counts[k]++
-			ghosts = append(ghosts, ghost{GhostInstance{k, w.Identity, w.Node, w.SourceIP, v.GhostReason}, w.LastSeen})
+			ghosts = append(ghosts, ghost{GhostInstance{k, w.Identity, w.Node, w.SourceIP, ghostReason}, w.LastSeen})
 		}
-		if v.Stale {
-			stales = append(stales, stale{StaleKubelet{w.Node, v.StaleReason}, w.Identity, w.TooLarge*1000 + w.PodRelists})
+		if staleReason != "" {
+			stales = append(stales, stale{StaleKubelet{w.Node, staleReason}, w.Identity, w.TooLarge*1000 + w.PodRelists})
 		}
 	}
 	for k, n := range counts {
@@ -322,47 +336,46 @@ func (l *Ledger) judgeAll(s *Snapshot, judged []InstanceWindow, now int64, flagg
 // resource, shape) with the most relists in the window, its TopK instances;
 // then every flagged instance's streams. A shape is a stream of its own, so
 // that kubelets' per-object reflectors never crowd out whole-resource
-// relists of the same resource.
-// Per stream, so that one noisy instance — or many cheap refused requests,
-// which are not relists at all — cannot push another client's storm out:
-// the identities storming a stream are in its top K, the evidence the
-// responder's isolate action needs for each subject. Ties are broken by
-// label values, so the same state always gives the same series.
+// relists of the same resource. Per stream, so that one noisy instance — or
+// many cheap refused requests, which are not relists at all — cannot push
+// another client's storm out: the identities storming a stream are in its
+// top K, the evidence the responder's isolate action needs for each
+// subject. Ties are broken by label values, so the same state always gives
+// the same series. Candidates are sorted by their ids; only streams and the
+// kept instances get label values.
 func (l *Ledger) topK(tops []topCount, flagged map[flagKey]bool) []InstanceRelists {
-	all := make([]InstanceRelists, len(tops))
-	// Interned names never change, but the interners' slices grow under
-	// Account: read them under the lock.
-	l.mu.Lock()
-	for i, t := range tops {
-		all[i] = InstanceRelists{ShapeLabels: l.shapeLabels(t.key.shapeKey), Node: t.key.node, Identity: t.key.identity,
-			ClassifiedBy: classifiedBy(t.key.byUserAgent), Relists: t.relists}
-	}
-	l.mu.Unlock()
-	slices.SortFunc(all, func(a, b InstanceRelists) int {
-		return cmp.Or(compareStream(a.ShapeLabels, b.ShapeLabels), cmp.Compare(b.Relists, a.Relists),
-			cmp.Compare(a.Node, b.Node), cmp.Compare(a.Identity, b.Identity))
+	slices.SortFunc(tops, func(a, b topCount) int {
+		x, y := a.key, b.key
+		return cmp.Or(cmp.Compare(x.role, y.role), cmp.Compare(x.client, y.client), cmp.Compare(x.resource, y.resource),
+			cmp.Compare(x.shape, y.shape), cmp.Compare(b.relists, a.relists), cmp.Compare(x.node, y.node), cmp.Compare(x.identity, y.identity))
 	})
 	type stream struct {
-		from, to int // all[from:to], busiest first
+		labels   ShapeLabels
+		from, to int // tops[from:to], busiest first
 		relists  int
 	}
 	var streams []stream
-	for i := 0; i < len(all); {
-		st := stream{from: i}
-		for ; i < len(all) && all[i].ShapeLabels == all[st.from].ShapeLabels; i++ {
-			st.relists += all[i].Relists
+	// Interned names never change, but the interners' slices grow under
+	// Account: read them under the lock.
+	l.mu.Lock()
+	for i := 0; i < len(tops); {
+		st := stream{labels: l.shapeLabels(tops[i].key.shapeKey), from: i}
+		for ; i < len(tops) && tops[i].key.shapeKey == tops[st.from].key.shapeKey; i++ {
+			st.relists += tops[i].relists
 		}
 		st.to = i
 		streams = append(streams, st)
 	}
+	l.mu.Unlock()
 	slices.SortFunc(streams, func(a, b stream) int {
-		return cmp.Or(cmp.Compare(b.relists, a.relists), compareStream(all[a.from].ShapeLabels, all[b.from].ShapeLabels))
+		return cmp.Or(cmp.Compare(b.relists, a.relists), compareStream(a.labels, b.labels))
 	})
 	var out []InstanceRelists
 	for rank, st := range streams {
-		for i, t := range all[st.from:st.to] {
-			if rank < l.cfg.MaxTopKStreams && i < l.cfg.TopK || flagged[flagKey{t.Identity, t.Node}] {
-				out = append(out, t)
+		for i, t := range tops[st.from:st.to] {
+			if rank < l.cfg.MaxTopKStreams && i < l.cfg.TopK || flagged[flagKey{t.key.identity, t.key.node}] {
+				out = append(out, InstanceRelists{ShapeLabels: st.labels, Node: t.key.node, Identity: t.key.identity,
+					ClassifiedBy: classifiedBy(t.key.byUserAgent), Relists: t.relists})
 			}
 		}
 	}

@@ -78,7 +78,8 @@ type Verdict struct {
 // verdict judges one instance; ok is false when the ledger has no cluster
 // view to ask. Ghost-ness is the view's (it knows Nodes, addresses and
 // Leases); recency and the stale thresholds are the ledger's. It reads only
-// w and immutable configuration, so it runs without the ledger's lock.
+// w and immutable configuration, so it runs without the ledger's lock, and
+// allocates nothing: the snapshot judges every host-network instance.
 //
 //   - ghost: the view's reason, while the instance called within the window
 //     (a ghost that went quiet — stopped, or quarantined and given up — must
@@ -87,28 +88,38 @@ type Verdict struct {
 //     it a ghost would make its identity a quarantine subject on the
 //     strength of a header it chose;
 //   - stale (SPEC §3.3): a kubelet of an existing Node with at least
-//     StaleTooLarge too-large answers, or StalePodRelists pod relists, in
-//     the window.
-func (l *Ledger) verdict(w *InstanceWindow, now int64) (v Verdict, ok bool) {
+//     StaleTooLarge too-large answers, or StalePodRelists whole-node pod
+//     relists, in the window.
+func (l *Ledger) verdict(w *InstanceWindow, now int64) (ghost, stale string, nv NodeVerdict, ok bool) {
 	if l.judge == nil {
-		return v, false
+		return "", "", nv, false
 	}
-	nv := l.judge.Judge(w, now)
+	nv = l.judge.Judge(w, now)
 	if !nv.Synced {
-		return v, true
+		return "", "", nv, true
 	}
 	if nv.GhostReason != "" && !w.ByUserAgent && now-w.LastSeen <= int64(l.cfg.Window) {
-		v.Ghost, v.GhostReason = true, nv.GhostReason
+		ghost = nv.GhostReason
 	}
 	if w.Role == classify.RoleKubelet && nv.NodeExists {
 		switch {
 		case w.TooLarge >= l.cfg.StaleTooLarge:
-			v.Stale, v.StaleReason = true, ReasonTooLargeRV
+			stale = ReasonTooLargeRV
 		case w.PodRelists >= l.cfg.StalePodRelists:
-			v.Stale, v.StaleReason = true, ReasonRelistLoop
+			stale = ReasonRelistLoop
 		}
 	}
-	if w.Node != "" {
+	return ghost, stale, nv, true
+}
+
+// debugVerdict is verdict as /debug/clients shows it.
+func (l *Ledger) debugVerdict(w *InstanceWindow, now int64) *Verdict {
+	ghost, stale, nv, ok := l.verdict(w, now)
+	if !ok {
+		return nil
+	}
+	v := &Verdict{Ghost: ghost != "", GhostReason: ghost, Stale: stale != "", StaleReason: stale}
+	if nv.Synced && w.Node != "" {
 		exists := nv.NodeExists
 		v.NodeExists = &exists
 		if nv.HasLease {
@@ -116,7 +127,7 @@ func (l *Ledger) verdict(w *InstanceWindow, now int64) (v Verdict, ok bool) {
 			v.LeaseAgeSeconds = &s
 		}
 	}
-	return v, true
+	return v
 }
 
 // window fills w with in's identity and its counts in the window ending at
