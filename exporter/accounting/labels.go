@@ -140,18 +140,18 @@ var knownVerbs = []string{
 	"post", "put", "head", "options",
 }
 
-// codeLabels are the label values of the HTTP status codes net/http knows;
-// any other code (or none) is "other": a response code is a label value, so
-// it must come from a fixed set (200,000 distinct codes once made 201,831
-// series).
-var codeLabels = func() map[int32]string {
-	m := map[int32]string{}
-	for c := 100; c < 600; c++ {
+// codeLabels are the label values of the HTTP status codes net/http knows,
+// by code; any other code (or none) is "other": a response code is a label
+// value, so it must come from a fixed set (200,000 distinct codes once made
+// 201,831 series). An array, so that the hot path looks a code up without
+// hashing.
+var codeLabels = func() (t [600]string) {
+	for c := range t {
 		if http.StatusText(c) != "" {
-			m[int32(c)] = strconv.Itoa(c)
+			t[c] = strconv.Itoa(c)
 		}
 	}
-	return m
+	return t
 }()
 
 // codeOther is how requestKey records a code outside codeLabels.
@@ -159,7 +159,7 @@ const codeOther int32 = 0
 
 // codeKey maps a response code to its requestKey value.
 func codeKey(code int32) int32 {
-	if _, ok := codeLabels[code]; ok {
+	if code > 0 && int(code) < len(codeLabels) && codeLabels[code] != "" {
 		return code
 	}
 	return codeOther
@@ -167,8 +167,8 @@ func codeKey(code int32) int32 {
 
 // CodeLabel is the `code` label value of a RequestCount's Code.
 func CodeLabel(code int32) string {
-	if s, ok := codeLabels[code]; ok {
-		return s
+	if code > 0 && int(code) < len(codeLabels) && codeLabels[code] != "" {
+		return codeLabels[code]
 	}
 	return Other
 }

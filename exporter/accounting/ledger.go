@@ -435,11 +435,8 @@ type address struct {
 // set records b, counting a change in *changes; it keeps the last valid
 // address when b is empty or not UTF-8.
 func (a *address) set(b []byte, changes *uint64) {
-	if len(b) == 0 || !labelSafe(b) {
-		return
-	}
 	b = b[:min(len(b), len(a.ip))]
-	if bytes.Equal(b, a.ip[:a.n]) {
+	if len(b) == 0 || bytes.Equal(b, a.ip[:a.n]) || !labelSafe(b) {
 		return
 	}
 	if a.n > 0 {
