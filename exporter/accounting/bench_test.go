@@ -26,11 +26,11 @@ func BenchmarkAccount(b *testing.B) {
 	addrs := benchAddrs{}
 	var evs []*audit.Event
 	now := time.Now()
-	// uri and sel: the request's selector, as the decoder reports it.
 	for i := 0; i < 500; i++ {
 		node, ip := fmt.Sprintf("node-%d", i), fmt.Sprintf("10.0.%d.%d", i/250, i%250)
 		addrs[ip] = node
-		mk := func(user, ua, verb, res, group, uri string, sel bool) *audit.Event {
+		// sel: a spec.nodeName=<node> selector, as the decoder reports it.
+		mk := func(user, ua, verb, res, group string, sel bool) *audit.Event {
 			e := &audit.Event{AuditID: []byte(fmt.Sprint(len(evs))), Stage: audit.StageResponseComplete, Verb: []byte(verb),
 				User: []byte(user), UserAgent: []byte(ua), SourceIP: []byte(ip), Resource: []byte(res), APIGroup: []byte(group),
 				Code: 200, StageTimestampNanos: now.UnixNano(), Query: audit.Query{ResourceVersion: []byte("0")}}
@@ -40,9 +40,9 @@ func BenchmarkAccount(b *testing.B) {
 			return e
 		}
 		evs = append(evs,
-			mk("system:node:"+node, "kubelet/v1.36.3 (linux/amd64) kubernetes/abc", "list", "pods", "", "", true),
-			mk("system:serviceaccount:kube-system:kube-proxy", "kube-proxy/v1.36.3", "list", "endpointslices", "discovery.k8s.io", "", false),
-			mk("system:serviceaccount:kube-system:cilium", "cilium-agent/1.18.0", "list", "pods", "", "", false))
+			mk("system:node:"+node, "kubelet/v1.36.3 (linux/amd64) kubernetes/abc", "list", "pods", "", true),
+			mk("system:serviceaccount:kube-system:kube-proxy", "kube-proxy/v1.36.3", "list", "endpointslices", "discovery.k8s.io", false),
+			mk("system:serviceaccount:kube-system:cilium", "cilium-agent/1.18.0", "list", "pods", "", false))
 	}
 	l, err := New(DefaultConfig(), c, addrs)
 	if err != nil {
