@@ -219,3 +219,30 @@ func FuzzParseAddr(f *testing.F) {
 		}
 	})
 }
+
+// Scrapes and /debug/clients read the ledger while ingest writes it: run
+// them together under the race detector (go test -race).
+func TestSnapshotWhileAccounting(t *testing.T) {
+	l := ledgerWith(t, judgeGhosts{}, func(c *Config) { c.TopK = 2 })
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 3000; i++ {
+			node := "node-" + string(rune('a'+i%20))
+			l.Account(request{user: "system:node:" + node, ua: "kubelet/v1", resource: []string{"pods", "services", "made-up"}[i%3],
+				code: []int32{200, 200, 404}[i%3], at: time.Duration(i) * time.Millisecond}.event())
+		}
+	}()
+	for i := 0; ; i++ {
+		select {
+		case <-done:
+			if s := l.Snapshot(); len(s.TopInstances) == 0 {
+				t.Error("no top instances after accounting")
+			}
+			return
+		default:
+		}
+		_ = l.Snapshot()
+		_ = l.Clients(ClientFilter{Limit: 5})
+	}
+}
