@@ -125,7 +125,8 @@ func (sourceIPResolver) NodeForIP(ip []byte) (string, bool) { return string(ip),
 
 // instKey names an instance the way the ledger does with sourceIPResolver:
 // identity plus the node from system:node:NAME or, failing that, the
-// source IP, or a field selector ("" when none).
+// token's node name, the trusted source IP (accounting.TrustedSourceIP), or
+// a field selector ("" when none).
 type instKey struct{ identity, node string }
 
 // facts is what the report needs per instance beyond the ledger's counters:
@@ -348,9 +349,15 @@ func (a *Analyzer) note(e *audit.Event) {
 		return
 	}
 	userNode := classify.NodeFromUsername(e.User)
+	// The address the apiserver vouches for, never a client's
+	// X-Forwarded-For (SPEC §3.1).
+	trusted := a.ledger.TrustedSourceIP(e)
 	node := userNode
 	if node == nil {
-		node = e.SourceIP
+		node = e.NodeNameExtra // the ledger's order: token, then the trusted address
+	}
+	if len(node) == 0 {
+		node = trusted
 	}
 	if len(node) == 0 {
 		node = e.Query.FieldSelectorNode
@@ -364,11 +371,11 @@ func (a *Analyzer) note(e *audit.Event) {
 		f = &facts{}
 		a.facts[instKey{string(e.User), string(node)}] = f
 	}
-	if cls.Role == classify.RoleKubelet && userNode != nil && len(e.SourceIP) > 0 && !a.kubeletIPs[string(e.SourceIP)] &&
+	if cls.Role == classify.RoleKubelet && userNode != nil && len(trusted) > 0 && !a.kubeletIPs[string(trusted)] &&
 		len(a.kubeletIPs) < a.cfg.Accounting.MaxInstances {
-		a.kubeletIPs[string(e.SourceIP)] = true
+		a.kubeletIPs[string(trusted)] = true
 	}
-	if ip := e.SourceIP; len(ip) > 0 && !containsBytes(f.ips, ip) {
+	if ip := trusted; len(ip) > 0 && !containsBytes(f.ips, ip) {
 		if len(f.ips) < maxTrackedIPs {
 			f.ips = append(f.ips, string(ip))
 		} else {
