@@ -78,7 +78,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf(format, args...))
 		}
 	}
-	check(c.Window >= model.Duration(time.Minute), "accounting.window %s: must be at least 1m", c.Window)
+	check(c.Window >= model.Duration(10*time.Second), "accounting.window %s: must be at least 10s", c.Window)
 	check(c.RelistThreshold >= 1, "accounting.relistThreshold %d: must be at least 1", c.RelistThreshold)
 	check(c.TopK >= 1 && c.TopK <= 1000, "accounting.topK %d: must be 1..1000 (each is a series per stream)", c.TopK)
 	check(c.MaxTopKStreams >= 1 && c.MaxTopKStreams <= 1000, "accounting.maxTopKStreams %d: must be 1..1000", c.MaxTopKStreams)

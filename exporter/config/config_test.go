@@ -47,7 +47,7 @@ func TestParseInvalid(t *testing.T) {
 		{"unknown top-level", "acounting: {}\n", `error unmarshaling JSON: while decoding JSON: json: unknown field "acounting"`},
 		{"bad duration", "accounting:\n  window: 5 minutes\n", `error unmarshaling JSON: while decoding JSON: unknown unit " minutes" in duration "5 minutes"`},
 		{"number duration", "accounting:\n  window: 300\n", `error unmarshaling JSON: while decoding JSON: json: cannot unmarshal number into Go struct field Config.accounting.window of type string`},
-		{"window too short", "accounting:\n  window: 10s\n", "accounting.window 10s: must be at least 1m"},
+		{"window too short", "accounting:\n  window: 5s\n", "accounting.window 5s: must be at least 10s"},
 		{"topK zero", "accounting:\n  topK: 0\n", "accounting.topK 0: must be 1..1000 (each is a series per stream)"},
 		{"ghost cap zero", "accounting:\n  maxGhostSeries: 0\n", "accounting.maxGhostSeries 0: must be 1..10000"},
 		{"old cluster section, bad value", "cluster:\n  maxStaleSeries: 20000\n", "accounting.maxStaleSeries 20000: must be 1..10000"},
