@@ -37,6 +37,7 @@ func BenchmarkAccount(b *testing.B) {
 			if sel {
 				e.Query.FieldSelectorNode = []byte(node)
 			}
+			e.SourceIPTail[0], e.NumSourceIPTail = e.SourceIP, 1 // sourceIPs [ip]: the connection's
 			return e
 		}
 		evs = append(evs,

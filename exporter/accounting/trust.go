@@ -21,19 +21,12 @@ import (
 // entry that is not one of them. Never sourceIPs[0] (Event.SourceIP), which a
 // client chooses with X-Forwarded-For. When every entry herd keeps is a
 // trusted proxy, the left-most is the best it knows. nil when the event has
-// no address.
-//
-// An event whose decoder filled only SourceIP (it knew one address, not
-// the chain: a provider envelope with a single caller IP, or a decoder
-// that does not fill SourceIPTail) has that one address as its peer. The
-// audit decoder fills SourceIPTail whenever sourceIPs has an entry, so a
-// client's X-Forwarded-For never reaches this fallback.
+// no address the apiserver vouches for: the decoder fills SourceIPTail from
+// sourceIPs, and leaves it empty when it knows one address without knowing
+// whose it is (a GKE LogEntry's callerIp, kept in SourceIP for display).
 func (l *Ledger) TrustedSourceIP(e *audit.Event) []byte {
 	n := e.NumSourceIPTail
 	if n <= 0 || n > len(e.SourceIPTail) {
-		if len(e.SourceIP) > 0 {
-			return e.SourceIP
-		}
 		return nil
 	}
 	if len(l.proxies) == 0 {

@@ -23,14 +23,21 @@ import (
 
 var update = flag.Bool("update", false, "rewrite testdata/*.prom from what the code exports now")
 
+// account is one LIST from ip, the connection's address (sourceIPs [ip]).
 func account(l *accounting.Ledger, user, ip, resource string, tooLarge bool, at time.Time) {
 	code := int32(200)
 	if tooLarge {
 		code = 504
 	}
-	l.Account(&audit.Event{AuditID: []byte(at.String() + user), Stage: audit.StageResponseComplete, Verb: []byte("list"),
-		User: []byte(user), UserAgent: []byte("kubelet/v1.36.3"), SourceIP: []byte(ip), Resource: []byte(resource),
-		Code: code, TooLargeResourceVersion: tooLarge, StageTimestampNanos: at.UnixNano()})
+	l.Account(from(ip, &audit.Event{AuditID: []byte(at.String() + user), Stage: audit.StageResponseComplete, Verb: []byte("list"),
+		User: []byte(user), UserAgent: []byte("kubelet/v1.36.3"), Resource: []byte(resource),
+		Code: code, TooLargeResourceVersion: tooLarge, StageTimestampNanos: at.UnixNano()}))
+}
+
+// from sets e's sourceIPs to [ip], as the decoder does for a direct connection.
+func from(ip string, e *audit.Event) *audit.Event {
+	e.SourceIP, e.SourceIPTail[0], e.NumSourceIPTail = []byte(ip), []byte(ip), 1
+	return e
 }
 
 // syncedView is a View over nodes (fake clientset), synced, and the time
@@ -195,10 +202,10 @@ func BenchmarkScrape15k(b *testing.B) {
 		node := realisticNode(i)
 		ip := node.Status.Addresses[0].Address
 		account(l, "system:node:"+node.Name, ip, "pods", false, now)
-		l.Account(&audit.Event{AuditID: []byte("p"), Stage: audit.StageResponseComplete, Verb: []byte("list"),
-			User: []byte("system:serviceaccount:kube-system:kube-proxy"), SourceIP: []byte(ip), Resource: []byte("services"), Code: 200, StageTimestampNanos: now.UnixNano()})
-		l.Account(&audit.Event{AuditID: []byte("c"), Stage: audit.StageResponseComplete, Verb: []byte("list"),
-			User: []byte("system:serviceaccount:kube-system:cilium"), SourceIP: []byte(ip), Resource: []byte("pods"), Code: 200, StageTimestampNanos: now.UnixNano()})
+		l.Account(from(ip, &audit.Event{AuditID: []byte("p"), Stage: audit.StageResponseComplete, Verb: []byte("list"),
+			User: []byte("system:serviceaccount:kube-system:kube-proxy"), Resource: []byte("services"), Code: 200, StageTimestampNanos: now.UnixNano()}))
+		l.Account(from(ip, &audit.Event{AuditID: []byte("c"), Stage: audit.StageResponseComplete, Verb: []byte("list"),
+			User: []byte("system:serviceaccount:kube-system:cilium"), Resource: []byte("pods"), Code: 200, StageTimestampNanos: now.UnixNano()}))
 	}
 	if got := l.Snapshot().Instances; got != 3*n {
 		b.Fatalf("instances = %d, want %d", got, 3*n)
