@@ -78,55 +78,37 @@ type Rule struct {
 	UserAgentPrefix string `json:"userAgentPrefix,omitempty"`
 }
 
-// DefaultRules know the common node-side agents. Service accounts are listed
-// with the namespaces their upstream charts use.
+// DefaultRules know the common node-side agents (internal/nodeclient's
+// DefaultAgents, which the responder's APF measurement shares): for each,
+// its fleet's username prefix, its exact usernames, its service account
+// (in any namespace, or in the namespaces its installers use), then its
+// user agents.
 func DefaultRules() []Rule {
 	var r []Rule
-	add := func(role, client string, matchers ...Rule) {
-		for _, m := range matchers {
-			m.Role, m.Client = role, client
+	for _, a := range nodeclient.DefaultAgents() {
+		add := func(m Rule) {
+			m.Role, m.Client = a.Role.String(), a.Client
 			r = append(r, m)
 		}
+		if a.UsernamePrefix != "" {
+			add(Rule{UsernamePrefix: a.UsernamePrefix})
+		}
+		for _, u := range append(append([]string(nil), a.Usernames...), a.LegacyUsernames...) {
+			add(Rule{Username: u})
+		}
+		if a.ServiceAccount != "" {
+			if a.AnyNamespace {
+				add(Rule{ServiceAccount: "*:" + a.ServiceAccount})
+			} else {
+				for _, ns := range a.ServiceAccountNamespaces {
+					add(Rule{ServiceAccount: ns + ":" + a.ServiceAccount})
+				}
+			}
+		}
+		for _, p := range a.UserAgentPrefixes {
+			add(Rule{UserAgentPrefix: p})
+		}
 	}
-	add("kubelet", "kubelet",
-		Rule{UsernamePrefix: "system:node:"},
-		// AKS before 1.16 ran every kubelet as one shared identity.
-		Rule{Username: "nodeclient"},
-	)
-	add("kube-proxy", "kube-proxy",
-		Rule{Username: "system:kube-proxy"},
-		Rule{ServiceAccount: "kube-system:kube-proxy"},
-		Rule{UserAgentPrefix: "kube-proxy/"},
-	)
-	add("cni", "calico-node",
-		Rule{ServiceAccount: "*:calico-node"},
-		Rule{UserAgentPrefix: "calico-node/"},
-	)
-	add("cni", "cilium-agent",
-		Rule{ServiceAccount: "*:cilium"},
-		Rule{UserAgentPrefix: "cilium-agent/"},
-	)
-	add("cni", "flannel",
-		Rule{ServiceAccount: "*:flannel"},
-		Rule{UserAgentPrefix: "flanneld/"},
-	)
-	add("cni", "antrea-agent",
-		Rule{ServiceAccount: "*:antrea-agent"},
-		Rule{UserAgentPrefix: "antrea-agent/"},
-	)
-	add("cni", "kube-router",
-		Rule{ServiceAccount: "*:kube-router"},
-		Rule{UserAgentPrefix: "kube-router/"},
-	)
-	add("cni", "aws-node",
-		Rule{ServiceAccount: "kube-system:aws-node"},
-		Rule{UserAgentPrefix: "aws-node/"},
-		Rule{UserAgentPrefix: "amazon-vpc-cni-k8s/"},
-	)
-	add("metrics-server", "metrics-server",
-		Rule{ServiceAccount: "*:metrics-server"},
-		Rule{UserAgentPrefix: "metrics-server/"},
-	)
 	return r
 }
 

@@ -1,6 +1,7 @@
 package classify
 
 import (
+	"reflect"
 	"testing"
 )
 
@@ -146,5 +147,36 @@ func TestByUserAgentMarksClientChosenClassifications(t *testing.T) {
 	if _, err := New([]Rule{{Role: "cni", Client: "unauthenticated", UserAgentPrefix: "x/"}}); err == nil ||
 		err.Error() != `rules[0]: client "unauthenticated" is reserved for requests without credentials` {
 		t.Errorf("reserved client name: %v", err)
+	}
+}
+
+// TestDefaultRulesUnchanged pins the default rules as they were written
+// before the agents moved to internal/nodeclient: the same matchers, in the
+// same order (the first match wins).
+func TestDefaultRulesUnchanged(t *testing.T) {
+	want := []Rule{
+		{Role: "kubelet", Client: "kubelet", UsernamePrefix: "system:node:"},
+		{Role: "kubelet", Client: "kubelet", Username: "nodeclient"},
+		{Role: "kube-proxy", Client: "kube-proxy", Username: "system:kube-proxy"},
+		{Role: "kube-proxy", Client: "kube-proxy", ServiceAccount: "kube-system:kube-proxy"},
+		{Role: "kube-proxy", Client: "kube-proxy", UserAgentPrefix: "kube-proxy/"},
+		{Role: "cni", Client: "calico-node", ServiceAccount: "*:calico-node"},
+		{Role: "cni", Client: "calico-node", UserAgentPrefix: "calico-node/"},
+		{Role: "cni", Client: "cilium-agent", ServiceAccount: "*:cilium"},
+		{Role: "cni", Client: "cilium-agent", UserAgentPrefix: "cilium-agent/"},
+		{Role: "cni", Client: "flannel", ServiceAccount: "*:flannel"},
+		{Role: "cni", Client: "flannel", UserAgentPrefix: "flanneld/"},
+		{Role: "cni", Client: "antrea-agent", ServiceAccount: "*:antrea-agent"},
+		{Role: "cni", Client: "antrea-agent", UserAgentPrefix: "antrea-agent/"},
+		{Role: "cni", Client: "kube-router", ServiceAccount: "*:kube-router"},
+		{Role: "cni", Client: "kube-router", UserAgentPrefix: "kube-router/"},
+		{Role: "cni", Client: "aws-node", ServiceAccount: "kube-system:aws-node"},
+		{Role: "cni", Client: "aws-node", UserAgentPrefix: "aws-node/"},
+		{Role: "cni", Client: "aws-node", UserAgentPrefix: "amazon-vpc-cni-k8s/"},
+		{Role: "metrics-server", Client: "metrics-server", ServiceAccount: "*:metrics-server"},
+		{Role: "metrics-server", Client: "metrics-server", UserAgentPrefix: "metrics-server/"},
+	}
+	if got := DefaultRules(); !reflect.DeepEqual(got, want) {
+		t.Errorf("DefaultRules:\n%+v\nwant\n%+v", got, want)
 	}
 }

@@ -53,6 +53,14 @@ var clientName = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
 // not come from herd.
 func ValidClientName(s string) bool { return clientName.MatchString(s) }
 
+// resourceName is a resource as herd's resource label writes it: the
+// plural, then .group for a resource outside the core group
+// (endpointslices.discovery.k8s.io).
+var resourceName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}(\.[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?)?$`)
+
+// ValidResource reports whether s can be a resource label value.
+func ValidResource(s string) bool { return resourceName.MatchString(s) }
+
 // Identity prefixes the apiserver's authenticators give.
 const (
 	NodeUserPrefix           = "system:node:"

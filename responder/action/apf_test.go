@@ -63,9 +63,9 @@ func TestServingSuggestedFlowSchemas(t *testing.T) {
 		{"kube-scheduler", userOf("system:kube-scheduler"), listPods, "kube-scheduler", 800},
 		{"kube-scheduler gets a lease", userOf("system:kube-scheduler"), request{verb: "get", group: "coordination.k8s.io", resource: "leases"}, "system-leader-election", 100},
 		{"a person", userOf("alice@example.com"), listPods, "global-default", 9900},
-		{"system:masters", user{name: "admin", groups: []string{"system:masters", "system:authenticated"}}, listPods, "exempt", 1},
+		{"system:masters", user{Name: "admin", Groups: []string{"system:masters", "system:authenticated"}}, listPods, "exempt", 1},
 		{"a malformed service account name is a plain user", userOf("system:serviceaccount:kube-system"), listPods, "global-default", 9900},
-		{"unauthenticated", user{name: "system:anonymous", groups: []string{"system:unauthenticated"}}, listPods, "global-default", 9900},
+		{"unauthenticated", user{Name: "system:anonymous", Groups: []string{"system:unauthenticated"}}, listPods, "global-default", 9900},
 	}
 	all := apiserverSchemas()
 	for _, tc := range cases {
@@ -129,107 +129,6 @@ func TestServingPrecedence(t *testing.T) {
 				t.Errorf("served by %v, want %s", fs, tc.want)
 			}
 		})
-	}
-}
-
-func TestSchemaMatches(t *testing.T) {
-	rule := func(rr flowcontrolv1.ResourcePolicyRule) *flowcontrolv1.FlowSchema {
-		return &flowcontrolv1.FlowSchema{Spec: flowcontrolv1.FlowSchemaSpec{Rules: []flowcontrolv1.PolicyRulesWithSubjects{{
-			Subjects:      []flowcontrolv1.Subject{{Kind: flowcontrolv1.SubjectKindUser, User: &flowcontrolv1.UserSubject{Name: "u"}}},
-			ResourceRules: []flowcontrolv1.ResourcePolicyRule{rr},
-		}}}}
-	}
-	u := user{name: "u"}
-	listPods := request{verb: "list", resource: "pods", clusterScope: true}
-	cases := []struct {
-		name string
-		fs   *flowcontrolv1.FlowSchema
-		u    user
-		r    request
-		want bool
-	}{
-		{"exact", rule(flowcontrolv1.ResourcePolicyRule{Verbs: []string{"list"}, APIGroups: []string{""}, Resources: []string{"pods"}, ClusterScope: true}), u, listPods, true},
-		{"wildcards", rule(flowcontrolv1.ResourcePolicyRule{Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"}, ClusterScope: true}), u, listPods, true},
-		{"other user", rule(flowcontrolv1.ResourcePolicyRule{Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"}, ClusterScope: true}), user{name: "v"}, listPods, false},
-		{"other verb", rule(flowcontrolv1.ResourcePolicyRule{Verbs: []string{"watch"}, APIGroups: []string{""}, Resources: []string{"pods"}, ClusterScope: true}), u, listPods, false},
-		{"other group", rule(flowcontrolv1.ResourcePolicyRule{Verbs: []string{"list"}, APIGroups: []string{"apps"}, Resources: []string{"pods"}, ClusterScope: true}), u, listPods, false},
-		{"other resource", rule(flowcontrolv1.ResourcePolicyRule{Verbs: []string{"list"}, APIGroups: []string{""}, Resources: []string{"nodes"}, ClusterScope: true}), u, listPods, false},
-		{"namespaced rule, cluster-wide request", rule(flowcontrolv1.ResourcePolicyRule{Verbs: []string{"list"}, APIGroups: []string{""}, Resources: []string{"pods"}, Namespaces: []string{"*"}}), u, listPods, false},
-		{"namespaced rule, namespaced request", rule(flowcontrolv1.ResourcePolicyRule{Verbs: []string{"list"}, APIGroups: []string{""}, Resources: []string{"pods"}, Namespaces: []string{"*"}}), u, request{verb: "list", resource: "pods"}, true},
-		{"cluster rule, namespaced request", rule(flowcontrolv1.ResourcePolicyRule{Verbs: []string{"list"}, APIGroups: []string{""}, Resources: []string{"pods"}, ClusterScope: true}), u, request{verb: "list", resource: "pods"}, false},
-		{"no rules", &flowcontrolv1.FlowSchema{}, u, listPods, false},
-	}
-	for _, tc := range cases {
-		if got := schemaMatches(tc.fs, tc.u, tc.r); got != tc.want {
-			t.Errorf("%s: schemaMatches = %v, want %v", tc.name, got, tc.want)
-		}
-	}
-}
-
-func TestSubjectsMatch(t *testing.T) {
-	userS := func(n string) flowcontrolv1.Subject {
-		return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindUser, User: &flowcontrolv1.UserSubject{Name: n}}
-	}
-	groupS := func(n string) flowcontrolv1.Subject {
-		return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindGroup, Group: &flowcontrolv1.GroupSubject{Name: n}}
-	}
-	saS := func(ns, n string) flowcontrolv1.Subject {
-		return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindServiceAccount, ServiceAccount: &flowcontrolv1.ServiceAccountSubject{Namespace: ns, Name: n}}
-	}
-	cilium := userOf("system:serviceaccount:kube-system:cilium")
-	kubelet := userOf("system:node:n1")
-	cases := []struct {
-		name     string
-		subjects []flowcontrolv1.Subject
-		u        user
-		want     bool
-	}{
-		{"none", nil, cilium, false},
-		{"user by name", []flowcontrolv1.Subject{userS("system:node:n1")}, kubelet, true},
-		{"user by another name", []flowcontrolv1.Subject{userS("system:node:n2")}, kubelet, false},
-		{"user *", []flowcontrolv1.Subject{userS("*")}, kubelet, true},
-		{"group", []flowcontrolv1.Subject{groupS("system:nodes")}, kubelet, true},
-		{"group the user is not in", []flowcontrolv1.Subject{groupS("system:nodes")}, cilium, false},
-		{"group *", []flowcontrolv1.Subject{groupS("*")}, cilium, true},
-		{"all authenticated", []flowcontrolv1.Subject{groupS("system:authenticated")}, cilium, true},
-		{"service accounts group", []flowcontrolv1.Subject{groupS("system:serviceaccounts")}, cilium, true},
-		{"service accounts of the namespace", []flowcontrolv1.Subject{groupS("system:serviceaccounts:kube-system")}, cilium, true},
-		{"service accounts of another namespace", []flowcontrolv1.Subject{groupS("system:serviceaccounts:default")}, cilium, false},
-		{"service account", []flowcontrolv1.Subject{saS("kube-system", "cilium")}, cilium, true},
-		{"service account *", []flowcontrolv1.Subject{saS("kube-system", "*")}, cilium, true},
-		{"service account in another namespace", []flowcontrolv1.Subject{saS("default", "*")}, cilium, false},
-		{"another service account", []flowcontrolv1.Subject{saS("kube-system", "coredns")}, cilium, false},
-		{"service account subject, user not a service account", []flowcontrolv1.Subject{saS("kube-system", "*")}, kubelet, false},
-		{"nil pointers are skipped", []flowcontrolv1.Subject{{Kind: flowcontrolv1.SubjectKindUser}, {Kind: flowcontrolv1.SubjectKindGroup},
-			{Kind: flowcontrolv1.SubjectKindServiceAccount}, userS("system:node:n1")}, kubelet, true},
-		{"unknown kind", []flowcontrolv1.Subject{{Kind: "Robot", User: &flowcontrolv1.UserSubject{Name: "*"}}}, kubelet, false},
-	}
-	for _, tc := range cases {
-		if got := subjectsMatch(tc.subjects, tc.u); got != tc.want {
-			t.Errorf("%s: subjectsMatch = %v, want %v", tc.name, got, tc.want)
-		}
-	}
-}
-
-func TestUserOf(t *testing.T) {
-	cases := []struct {
-		identity string
-		groups   []string
-	}{
-		{"system:serviceaccount:kube-system:cilium", []string{"system:authenticated", "system:serviceaccounts", "system:serviceaccounts:kube-system"}},
-		{"system:serviceaccount:monitoring:prometheus-k8s", []string{"system:authenticated", "system:serviceaccounts", "system:serviceaccounts:monitoring"}},
-		{"system:node:ip-10-0-3-17.eu-west-1.compute.internal", []string{"system:authenticated", "system:nodes"}},
-		{"system:serviceaccount:kube-system", []string{"system:authenticated"}},
-		{"system:serviceaccount::x", []string{"system:authenticated"}},
-		{"system:serviceaccount:x:", []string{"system:authenticated"}},
-		{"system:kube-proxy", []string{"system:authenticated"}},
-		{"alice", []string{"system:authenticated"}},
-	}
-	for _, tc := range cases {
-		u := userOf(tc.identity)
-		if u.name != tc.identity || !reflect.DeepEqual(u.groups, tc.groups) {
-			t.Errorf("userOf(%q) = %+v, want groups %q", tc.identity, u, tc.groups)
-		}
 	}
 }
 

@@ -3,7 +3,6 @@ package action
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -105,8 +104,6 @@ func IsolateLevelSpec(is policy.Isolate) flowcontrolv1.PriorityLevelConfiguratio
 	}
 }
 
-var resourceRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}(\.[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?)?$`)
-
 // stormRequest is what a storm alert asks isolate for.
 type stormRequest struct {
 	env                             *Env
@@ -140,7 +137,7 @@ func (i *Isolate) Request(a alert.Alert) (SlotRequest, *guard.Refusal) {
 		return nil, guard.Refuse(guard.LabelValidation, `client "other" is every unclassified caller, not one client`)
 	}
 	if t.resource, r = label(a, "resource", func(v string) []string {
-		if !resourceRE.MatchString(v) {
+		if !nodeclient.ValidResource(v) {
 			return []string{"not a resource name (plural, or plural.group)"}
 		}
 		return nil

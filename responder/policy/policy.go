@@ -46,6 +46,21 @@
 //	    ttl: 24h
 //	    maxManagedFlowSchemas: 10
 //	  flagMetricsServer: {}
+//	measurement:                   # without audit logs: per-client LIST counters from API Priority and Fairness
+//	  enabled: false               # true: the leader keeps one FlowSchema per (subject, resource) below, in the
+//	                               # priority level and with the distinguisher the apiserver chose without it
+//	                               # (docs/apf-measurement.md); written even with dryRun: true, which governs actions
+//	  maxFlowSchemas: 50           # slots herd-measure-1..N (RBAC pins them); subjects x resources must fit, 1..100
+//	  ownerClusterRole: herd-responder # owner of every measurement FlowSchema: deleting it (uninstall) deletes them
+//	  clients:                     # omitted or null: these, the node-side agents herd classifies; [] measures nothing
+//	  - {role: kubelet, client: kubelet, subjects: [{group: "system:nodes"}], resources: [pods, services]}
+//	  - {role: kube-proxy, client: kube-proxy, subjects: [{user: "system:kube-proxy"}, {serviceAccount: "kube-system:kube-proxy"}], resources: [services, endpointslices.discovery.k8s.io, nodes]}
+//	  - {role: cni, client: calico-node, subjects: [{serviceAccount: "kube-system:calico-node"}, {serviceAccount: "calico-system:calico-node"}], resources: [pods, nodes, services, endpointslices.discovery.k8s.io]}
+//	  - {role: cni, client: cilium-agent, subjects: [{serviceAccount: "kube-system:cilium"}], resources: [pods, nodes, services, endpointslices.discovery.k8s.io, ciliumendpoints.cilium.io, ciliumnodes.cilium.io, ciliumidentities.cilium.io]}
+//	  - {role: cni, client: flannel, subjects: [{serviceAccount: "kube-flannel:flannel"}, {serviceAccount: "kube-system:flannel"}], resources: [pods, nodes, services, endpointslices.discovery.k8s.io]}
+//	  - {role: cni, client: antrea-agent, subjects: [{serviceAccount: "kube-system:antrea-agent"}], resources: [pods, nodes, services, endpointslices.discovery.k8s.io]}
+//	  - {role: cni, client: kube-router, subjects: [{serviceAccount: "kube-system:kube-router"}], resources: [pods, nodes, services, endpointslices.discovery.k8s.io]}
+//	  - {role: cni, client: aws-node, subjects: [{serviceAccount: "kube-system:aws-node"}], resources: [pods, nodes, services, endpointslices.discovery.k8s.io]}
 //	guards:
 //	  maxUnschedulableFraction: 0.10  # of all nodes, counting every cordoned node, not only herd's
 //	  maxActionsPerHour: {triage: 30, cordon: 3, isolate: 5, quarantine: 5, flag-metrics-server: 5}
@@ -57,9 +72,9 @@
 // XHerdFoo). A label an alert lacks has the value "". A route matches when all
 // its matchers do.
 //
-// maxActionsPerHour is merged over its defaults key by key; routes replace
-// the default routes as a whole: omitted or null means the defaults, [] routes
-// nothing.
+// maxActionsPerHour is merged over its defaults key by key; routes and
+// measurement.clients replace their defaults as a whole: omitted or null
+// means the defaults, [] means none.
 package policy
 
 import (
@@ -77,8 +92,11 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/validate/content"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apiserver/pkg/util/shufflesharding"
 	"sigs.k8s.io/yaml"
+
+	"github.com/herd-k8s/herd/internal/nodeclient"
 )
 
 // Action names what herd does about an alert.
@@ -114,7 +132,82 @@ type Config struct {
 	// Routes map alerts to actions; the first that matches wins.
 	Routes  []Route `json:"routes"`
 	Actions Actions `json:"actions"`
-	Guards  Guards  `json:"guards"`
+	// Measurement keeps the APF measurement FlowSchemas (without audit
+	// logs); it is not an action and DryRun does not govern it.
+	Measurement Measurement `json:"measurement"`
+	Guards      Guards      `json:"guards"`
+}
+
+// Measurement configures the APF measurement FlowSchemas: for each subject
+// of each client and each of its resources, a FlowSchema for `list` that
+// keeps the requests in the priority level they had, so that the
+// apiserver's apiserver_flowcontrol_* metrics count them per client and
+// resource (docs/apf-measurement.md).
+type Measurement struct {
+	// Enabled writes the schemas; false removes any the responder wrote.
+	Enabled bool `json:"enabled"`
+	// MaxFlowSchemas is the number of slots herd-measure-1..N, the names
+	// the responder's RBAC pins its writes to.
+	MaxFlowSchemas int `json:"maxFlowSchemas"`
+	// OwnerClusterRole owns every measurement FlowSchema (ownerReferences):
+	// the responder's own ClusterRole, so that deleting it (helm uninstall,
+	// kubectl delete -f manifests/rbac/responder.yaml) has the garbage
+	// collector delete the schemas.
+	OwnerClusterRole string `json:"ownerClusterRole"`
+	// Clients are what is measured; nil means DefaultMeasuredClients.
+	Clients []MeasuredClient `json:"clients"`
+}
+
+// MeasuredClient is one node-side client and what to measure of it.
+type MeasuredClient struct {
+	Role   string `json:"role"`
+	Client string `json:"client"`
+	// Subjects are the client's identities: each gets its own FlowSchema
+	// per resource, so that each carries its own evidence.
+	Subjects []nodeclient.Subject `json:"subjects"`
+	// Resources are plural[.group], as herd's resource label writes them
+	// (pods, endpointslices.discovery.k8s.io).
+	Resources []string `json:"resources"`
+}
+
+// Schemas is the number of FlowSchemas the clients take.
+func (m Measurement) Schemas() int {
+	n := 0
+	for _, c := range m.Clients {
+		n += len(c.Subjects) * len(c.Resources)
+	}
+	return n
+}
+
+// measuredResources are what each role's agents LIST that a storm makes
+// expensive: whole-cluster pods, nodes, services and endpoint slices, and
+// Cilium's own objects. A kubelet's Node and its ConfigMaps and Secrets are
+// read one object at a time (metadata.name=), which APF cannot tell from a
+// relist, so they are not measured.
+var measuredResources = map[nodeclient.Role][]string{
+	nodeclient.RoleKubelet:   {"pods", "services"},
+	nodeclient.RoleKubeProxy: {"services", "endpointslices.discovery.k8s.io", "nodes"},
+	nodeclient.RoleCNI:       {"pods", "nodes", "services", "endpointslices.discovery.k8s.io"},
+}
+
+var extraMeasuredResources = map[string][]string{
+	"cilium-agent": {"ciliumendpoints.cilium.io", "ciliumnodes.cilium.io", "ciliumidentities.cilium.io"},
+}
+
+// DefaultMeasuredClients are the node-side agents herd classifies
+// (nodeclient.DefaultAgents) but metrics-server, each with its identities
+// as APF subjects and the resources its role lists.
+func DefaultMeasuredClients() []MeasuredClient {
+	var out []MeasuredClient
+	for _, a := range nodeclient.DefaultAgents() {
+		res, ok := measuredResources[a.Role]
+		if !ok {
+			continue
+		}
+		out = append(out, MeasuredClient{Role: a.Role.String(), Client: a.Client, Subjects: a.Subjects(),
+			Resources: append(slices.Clone(res), extraMeasuredResources[a.Client]...)})
+	}
+	return out
 }
 
 // Prometheus is where the evidence comes from.
@@ -234,6 +327,7 @@ func Default() Config {
 			},
 			Quarantine: Quarantine{TTL: model.Duration(24 * time.Hour), MaxManagedFlowSchemas: 10},
 		},
+		Measurement: Measurement{MaxFlowSchemas: 50, OwnerClusterRole: "herd-responder", Clients: DefaultMeasuredClients()},
 		Guards: Guards{
 			MaxUnschedulableFraction: 0.10,
 			MaxActionsPerHour: map[Action]int{
@@ -282,20 +376,33 @@ func Parse(b []byte, opts ...Option) (Config, error) {
 	// keep the first default's match. Decode routes into nothing instead,
 	// and put the defaults back only when the file has no routes.
 	c.Routes = nil
+	c.Measurement.Clients = nil
 	if err := yaml.UnmarshalStrict(b, &c); err != nil {
 		return Config{}, err
 	}
-	if c.Routes == nil {
+	if c.Routes == nil || c.Measurement.Clients == nil {
 		var has struct {
-			Routes *[]json.RawMessage `json:"routes"`
+			Routes      *[]json.RawMessage `json:"routes"`
+			Measurement struct {
+				Clients *[]json.RawMessage `json:"clients"`
+			} `json:"measurement"`
 		}
 		if err := yaml.Unmarshal(b, &has); err != nil {
 			return Config{}, err
 		}
-		if has.Routes == nil { // omitted or null
+		switch {
+		case c.Routes != nil:
+		case has.Routes == nil: // omitted or null
 			c.Routes = DefaultRoutes()
-		} else {
+		default:
 			c.Routes = []Route{}
+		}
+		switch {
+		case c.Measurement.Clients != nil:
+		case has.Measurement.Clients == nil:
+			c.Measurement.Clients = DefaultMeasuredClients()
+		default:
+			c.Measurement.Clients = []MeasuredClient{}
 		}
 	}
 	for _, o := range opts {
@@ -439,6 +546,8 @@ func (c Config) Validate() error {
 		fail("actions.quarantine.maxManagedFlowSchemas %d: must be 1..%d (every request is matched against every FlowSchema)", q.MaxManagedFlowSchemas, maxFlowSchemas)
 	}
 
+	errs = append(errs, c.Measurement.validate()...)
+
 	// Guards.
 	g := c.Guards
 	if !(g.MaxUnschedulableFraction > 0 && g.MaxUnschedulableFraction < 1) {
@@ -475,6 +584,83 @@ func (c Config) Validate() error {
 		fail("guards.excludeAnnotation %q: not an annotation key: %s", g.ExcludeAnnotation, strings.Join(msgs, "; "))
 	}
 	return errors.Join(errs...)
+}
+
+// validate checks the measurement settings; each error names its field.
+func (m Measurement) validate() []error {
+	var errs []error
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if m.MaxFlowSchemas < 1 || m.MaxFlowSchemas > maxFlowSchemas {
+		fail("measurement.maxFlowSchemas %d: must be 1..%d (every request is matched against every FlowSchema)", m.MaxFlowSchemas, maxFlowSchemas)
+	}
+	if msgs := validation.IsDNS1123Subdomain(m.OwnerClusterRole); len(msgs) > 0 {
+		fail("measurement.ownerClusterRole %q: not a ClusterRole name: %s", m.OwnerClusterRole, strings.Join(msgs, "; "))
+	}
+	seen := map[string]string{} // identity/resource → where
+	for i, mc := range m.Clients {
+		at := fmt.Sprintf("measurement.clients[%d]", i)
+		if role, err := nodeclient.ParseRole(mc.Role); err != nil || role == nodeclient.RoleOther {
+			fail("%s.role %q: must be a node-side role (kubelet, kube-proxy, cni, metrics-server)", at, mc.Role)
+		}
+		if !nodeclient.ValidClientName(mc.Client) || mc.Client == "other" {
+			fail("%s.client %q: must be a client name (a lowercase DNS label, dots allowed), not other", at, mc.Client)
+		}
+		if len(mc.Subjects) == 0 {
+			fail("%s.subjects: at least one identity (group, user or serviceAccount)", at)
+		}
+		if len(mc.Resources) == 0 {
+			fail("%s.resources: at least one resource (plural, or plural.group)", at)
+		}
+		for j, sub := range mc.Subjects {
+			if why := subjectProblem(sub); why != "" {
+				fail("%s.subjects[%d]: %s", at, j, why)
+			}
+		}
+		for j, r := range mc.Resources {
+			if !nodeclient.ValidResource(r) || r == "other" {
+				fail("%s.resources[%d] %q: not a resource (plural, or plural.group, as herd's resource label writes it)", at, j, r)
+			}
+			for _, sub := range mc.Subjects {
+				key := sub.Identity() + " " + r
+				if prev, ok := seen[key]; ok {
+					fail("%s: %s's LISTs of %s are measured already by %s: one FlowSchema per identity and resource", at, sub.Identity(), r, prev)
+				}
+				seen[key] = at
+			}
+		}
+	}
+	if n := m.Schemas(); n > m.MaxFlowSchemas && m.MaxFlowSchemas > 0 {
+		fail("measurement.clients need %d FlowSchemas (one per subject and resource); measurement.maxFlowSchemas is %d (raise it, and the RBAC rendered from it, or measure less)", n, m.MaxFlowSchemas)
+	}
+	return errs
+}
+
+// subjectProblem says why s cannot be a measurement subject ("" when it can).
+func subjectProblem(s nodeclient.Subject) string {
+	set := 0
+	for _, v := range []string{s.Group, s.User, s.ServiceAccount} {
+		if v != "" {
+			set++
+		}
+	}
+	switch {
+	case set != 1:
+		return "set exactly one of group, user, serviceAccount"
+	case s.Group != "" && nodeclient.BroadGroup(s.Group):
+		return fmt.Sprintf("group %q takes in callers that are not one node-side client", s.Group)
+	case s.User != "" && (strings.Contains(s.User, "*") || nodeclient.Unauthenticated(s.User)):
+		return fmt.Sprintf("user %q: not one authenticated user", s.User)
+	case s.User != "" && strings.HasPrefix(s.User, nodeclient.ServiceAccountUserPrefix):
+		return fmt.Sprintf("user %q is a service account: write serviceAccount: NAMESPACE:NAME", s.User)
+	case s.User != "" && strings.HasPrefix(s.User, nodeclient.NodeUserPrefix):
+		return fmt.Sprintf("user %q is one kubelet: measure the fleet with group: %s", s.User, nodeclient.NodesGroup)
+	case s.ServiceAccount != "":
+		ns, name, ok := strings.Cut(s.ServiceAccount, ":")
+		if !ok || len(validation.IsDNS1123Label(ns)) > 0 || len(validation.IsDNS1123Subdomain(name)) > 0 {
+			return fmt.Sprintf("serviceAccount %q: want NAMESPACE:NAME (no wildcard: an APF subject names its namespace)", s.ServiceAccount)
+		}
+	}
+	return ""
 }
 
 // Bounds on the APF objects herd applies: the API's where it has one, herd's
