@@ -65,6 +65,35 @@ func stripManagedFields(obj any) (any, error) {
 	return obj, nil
 }
 
+// OnChange calls f (without arguments, from the informers' goroutines)
+// whenever a FlowSchema or priority level is added, changed or deleted:
+// the measurement controller follows the schemas in force this way. f
+// must not block.
+func (c *APFCache) OnChange(f func()) {
+	h := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { f() },
+		UpdateFunc: func(any, any) { f() },
+		DeleteFunc: func(any) { f() },
+	}
+	_, _ = c.fs.AddEventHandler(h) // an error means the informer stopped: nothing left to follow
+	_, _ = c.pl.AddEventHandler(h)
+}
+
+// PriorityLevels returns every priority level, by name. The objects are
+// shared: never change them.
+func (c *APFCache) PriorityLevels() (map[string]*flowcontrolv1.PriorityLevelConfiguration, error) {
+	if !c.Synced() {
+		return nil, errAPFNotSynced
+	}
+	out := map[string]*flowcontrolv1.PriorityLevelConfiguration{}
+	for _, o := range c.pl.GetStore().List() {
+		if pl, ok := o.(*flowcontrolv1.PriorityLevelConfiguration); ok {
+			out[pl.Name] = pl
+		}
+	}
+	return out, nil
+}
+
 // Start runs the informers until ctx ends.
 func (c *APFCache) Start(ctx context.Context) {
 	go c.fs.RunWithContext(ctx)

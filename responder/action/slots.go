@@ -10,7 +10,6 @@ import (
 	"time"
 
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	flowcontrolv1ac "k8s.io/client-go/applyconfigurations/flowcontrol/v1"
 
@@ -397,26 +396,9 @@ func (o *SlotOps) flowSchema(slot string, rule SlotRule, ann map[string]string, 
 	return fs
 }
 
-// apply server-side applies fs as herd, one request: force, because the
-// object is herd's own and herd takes back the fields it sets; the
-// resourceVersion and UID of an existing object are preconditions. No
-// dry-run pass precedes it: a spec the apiserver rejects fails this one
-// request, before anything changes. In dry-run mode it is the server-side
-// dry run.
+// apply is ApplyFlowSchema with the action's client and cache.
 func (o *SlotOps) apply(ctx context.Context, fs *flowcontrolv1.FlowSchema, dryRun bool) error {
-	ac, err := toApplyConfiguration[flowcontrolv1ac.FlowSchemaApplyConfiguration](fs)
-	if err != nil {
-		return err
-	}
-	got, err := o.env.Client.FlowcontrolV1().FlowSchemas().Apply(ctx, ac,
-		metav1.ApplyOptions{FieldManager: FieldManager, Force: true, DryRun: dryRunOpt(dryRun)})
-	if err != nil {
-		return fmt.Errorf("apply flowschemas %s: %w", fs.Name, err)
-	}
-	if !dryRun && got != nil {
-		o.env.APF.Wrote(got)
-	}
-	return nil
+	return ApplyFlowSchema(ctx, o.env.Client, o.env.APF, fs, dryRun)
 }
 
 // toApplyConfiguration converts a typed object to its apply configuration
@@ -494,22 +476,12 @@ func (o *SlotOps) Resolve(a alert.Alert) Op {
 	}
 }
 
-// remove is the write that deletes fs: one DELETE with its UID and
-// resourceVersion as preconditions. A schema already gone is removed.
+// remove is the write that deletes fs (DeleteFlowSchema).
 func (o *SlotOps) remove(fs *flowcontrolv1.FlowSchema, what, why string) *Write {
-	uid, rv := fs.UID, fs.ResourceVersion
 	return &Write{
 		What: what, Done: fmt.Sprintf("removed FlowSchema %s: %s", fs.Name, why),
 		Apply: func(ctx context.Context, dryRun bool) error {
-			err := o.env.Client.FlowcontrolV1().FlowSchemas().Delete(ctx, fs.Name, metav1.DeleteOptions{
-				DryRun: dryRunOpt(dryRun), Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: &rv}})
-			if err != nil && !apierrors.IsNotFound(err) {
-				return fmt.Errorf("delete flowschema %s: %w", fs.Name, err)
-			}
-			if !dryRun {
-				o.env.APF.Deleted(fs.Name, rv)
-			}
-			return nil
+			return DeleteFlowSchema(ctx, o.env.Client, o.env.APF, fs, dryRun)
 		},
 	}
 }
