@@ -262,8 +262,8 @@ func TestPlanSlots(t *testing.T) {
 // view is a placement's outcome, printable.
 type view struct {
 	Serving, PriorityLevel, Distinguisher, Skip string
-	Precedence                                int32
-	Namespaced                                bool
+	Precedence                                  int32
+	Namespaced                                  bool
 }
 
 func viewOf(p Placement) view {
