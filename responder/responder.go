@@ -34,6 +34,7 @@ import (
 	"github.com/herd-k8s/herd/responder/evidence"
 	"github.com/herd-k8s/herd/responder/guard"
 	"github.com/herd-k8s/herd/responder/leader"
+	"github.com/herd-k8s/herd/responder/measure"
 	"github.com/herd-k8s/herd/responder/policy"
 	"github.com/herd-k8s/herd/responder/webhook"
 )
@@ -75,6 +76,7 @@ type Responder struct {
 	runner     *action.Runner
 	dispatcher *dispatch.Dispatcher
 	triage     *action.Triage
+	measure    *measure.Controller
 	webhook    *webhook.Handler
 	broadcast  events.EventBroadcaster
 	draining   chan struct{}
@@ -137,6 +139,11 @@ func New(opts Options) (*Responder, error) {
 		return nil, err
 	}
 	r.runner.Register(r.triage, &action.Cordon{Env: env}, action.NewIsolate(env), action.NewQuarantine(env), &action.FlagMetricsServer{Env: env})
+	r.measure, err = measure.New(measure.Options{Client: client, APF: r.apf, Config: opts.Config.Measurement, IsLeader: r.elector.IsLeader,
+		Registerer: reg, Logger: opts.Logger.With("component", "measurement")})
+	if err != nil {
+		return nil, err
+	}
 	r.dispatcher, err = dispatch.New(dispatch.Options{
 		Config: opts.Config, Runner: r.runner, IsLeader: r.elector.IsLeader, Registerer: reg, Logger: opts.Logger,
 	})
@@ -170,7 +177,7 @@ func (unconfigured) Query(context.Context, string) ([]evidence.Sample, error) {
 }
 
 // Handler serves every endpoint: POST /alerts, /metrics, /healthz,
-// /readyz, /debug/actions, /debug/triage.
+// /readyz, /debug/actions, /debug/triage, /debug/measurement.
 func (r *Responder) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/alerts", r.webhook)
@@ -199,11 +206,15 @@ func (r *Responder) Handler() http.Handler {
 	mux.HandleFunc("/debug/triage", func(w http.ResponseWriter, _ *http.Request) {
 		webserver.WriteJSON(w, map[string]any{"reports": r.triage.Reports()})
 	})
+	mux.HandleFunc("/debug/measurement", func(w http.ResponseWriter, _ *http.Request) {
+		webserver.WriteJSON(w, r.measure.Status())
+	})
 	if landing, err := webserver.Landing("herd responder", "Acts on Alertmanager's alerts about the node-side clients of a Kubernetes control plane, guarded. POST /alerts is the webhook.",
 		webserver.Link{Address: "/metrics", Text: "Metrics"},
 		webserver.Link{Address: "/readyz", Text: "Ready (while leading)"},
 		webserver.Link{Address: "/debug/actions", Text: "The last decisions and why (JSON)"},
 		webserver.Link{Address: "/debug/triage", Text: "The last triage reports (JSON)"},
+		webserver.Link{Address: "/debug/measurement", Text: "The APF measurement FlowSchemas: where each goes and why (JSON)"},
 	); err == nil {
 		mux.Handle("/", landing)
 	}
@@ -238,6 +249,11 @@ func (r *Responder) Run(ctx context.Context) error {
 	var sweepWG sync.WaitGroup
 	sweepWG.Add(1)
 	go func() { defer sweepWG.Done(); r.dispatcher.SweepLoop(sweepCtx, r.opts.SweepInterval) }()
+	// The measurement schemas are kept (or, disabled, removed) by the
+	// leader. They outlive the process: a restart or a new leader changes
+	// nothing in how requests are served, and stopping writes nothing.
+	sweepWG.Add(1)
+	go func() { defer sweepWG.Done(); r.measure.Run(sweepCtx) }()
 
 	// A whole alert body (at most 4 MiB) within 30 s.
 	srv := webserver.New(r.Handler(), 30*time.Second)

@@ -475,12 +475,14 @@ func responderAllowed() []access {
 		{Verb: "patch", Group: "coordination.k8s.io", Resource: "leases", Namespace: "herd", Name: "herd-responder-leader"},
 		{Verb: "get", Group: "apps", Resource: "deployments", Namespace: "kube-system", Name: "metrics-server"},
 		{Verb: "patch", Group: "apps", Resource: "deployments", Namespace: "kube-system", Name: "metrics-server"},
+		// The owner of the measurement FlowSchemas: its own ClusterRole.
+		{Verb: "get", Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "herd-responder"},
 	}
 	var names []string
 	for i := 1; i <= 3; i++ {
 		names = append(names, "herd-isolate-"+strconv.Itoa(i))
 	}
-	names = append(names, "herd-quarantine-1", "herd-quarantine-2")
+	names = append(names, "herd-quarantine-1", "herd-quarantine-2", "herd-measure-1", "herd-measure-4")
 	for _, n := range names {
 		for _, v := range []string{"create", "patch", "delete"} {
 			a = append(a, access{Verb: v, Group: fc, Resource: "flowschemas", Name: n})
@@ -517,6 +519,8 @@ var responderDenied = []access{
 	{Verb: "create", Group: fc, Resource: "flowschemas", Name: "herd-other"},
 	{Verb: "create", Group: fc, Resource: "flowschemas", Name: "herd-isolate-4"},
 	{Verb: "create", Group: fc, Resource: "flowschemas", Name: "herd-quarantine-3"},
+	{Verb: "create", Group: fc, Resource: "flowschemas", Name: "herd-measure-5"},
+	{Verb: "update", Group: fc, Resource: "flowschemas", Name: "herd-measure-1"},
 	{Verb: "create", Group: fc, Resource: "flowschemas"}, // a POST without a name
 	{Verb: "deletecollection", Group: fc, Resource: "flowschemas"},
 	{Verb: "patch", Group: fc, Resource: "flowschemas", Subresource: "status", Name: "herd-isolate-1"},
@@ -550,6 +554,8 @@ var responderDenied = []access{
 	{Verb: "bind", Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "cluster-admin"},
 	{Verb: "escalate", Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "herd-responder"},
 	{Verb: "patch", Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "herd-responder"},
+	{Verb: "get", Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "herd-exporter"},
+	{Verb: "list", Group: "rbac.authorization.k8s.io", Resource: "clusterroles"},
 	{Verb: "impersonate", Resource: "users", Name: "admin"},
 	{Verb: "create", Resource: "serviceaccounts", Subresource: "token", Namespace: "herd", Name: "herd-exporter"},
 }

@@ -339,21 +339,49 @@ func slotNames(t *testing.T, objs []*unstructured.Unstructured, role string) []s
 }
 
 // TestRBACSlotsFromValues: the FlowSchema slots follow
-// responder.config.actions.*.maxManagedFlowSchemas, the numbers the responder
-// reads from the same config, and the metrics-server grant follows
+// responder.config.actions.*.maxManagedFlowSchemas and
+// measurement.maxFlowSchemas, the numbers the responder reads from the same
+// config; the owner of the measurement schemas is the responder's
+// ClusterRole, readable by name; the metrics-server grant follows
 // metricsServer.
 func TestRBACSlotsFromValues(t *testing.T) {
 	r := defaults
 	r.set = []string{"responder.config.actions.isolate.maxManagedFlowSchemas=25", "responder.config.actions.quarantine.maxManagedFlowSchemas=1",
-		"metricsServer.namespace=monitoring", "metricsServer.name=ms"}
+		"responder.config.measurement.maxFlowSchemas=2", "metricsServer.namespace=monitoring", "metricsServer.name=ms"}
 	objs := render(t, r)
 	var want []string
 	for i := 1; i <= 25; i++ {
 		want = append(want, "herd-isolate-"+strconv.Itoa(i))
 	}
-	want = append(want, "herd-quarantine-1")
+	want = append(want, "herd-quarantine-1", "herd-measure-1", "herd-measure-2")
 	if got := slotNames(t, objs, "herd-responder"); !reflect.DeepEqual(got, want) {
 		t.Errorf("slots %v, want %v", got, want)
+	}
+	for _, tc := range []struct {
+		set         []string
+		name, owner string
+	}{
+		{nil, "herd-responder", "herd-responder"},
+		{[]string{"fullnameOverride=ops-herd"}, "ops-herd-responder", "ops-herd-responder"},
+		{[]string{"responder.config.measurement.ownerClusterRole=installed-elsewhere"}, "herd-responder", "installed-elsewhere"},
+	} {
+		r := defaults
+		r.set = tc.set
+		objs := render(t, r)
+		rc, err := responderpolicy.Parse([]byte(configMapData(t, objs, tc.name, "responder.yaml")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rc.Measurement.OwnerClusterRole != tc.owner {
+			t.Errorf("%v: measurement.ownerClusterRole %q, want %q", tc.set, rc.Measurement.OwnerClusterRole, tc.owner)
+		}
+		var cr rbacv1.ClusterRole
+		into(t, find(t, objs, "ClusterRole", "", tc.name), &cr)
+		if !slices.ContainsFunc(cr.Rules, func(r rbacv1.PolicyRule) bool {
+			return slices.Equal(r.Resources, []string{"clusterroles"}) && slices.Equal(r.Verbs, []string{"get"}) && slices.Equal(r.ResourceNames, []string{tc.owner})
+		}) {
+			t.Errorf("%v: the responder's ClusterRole cannot get its owner %s: %+v", tc.set, tc.owner, cr.Rules)
+		}
 	}
 	var ms rbacv1.Role
 	into(t, find(t, objs, "Role", "monitoring", "herd-responder-metrics-server"), &ms)
@@ -391,6 +419,9 @@ func TestRenderedConfigsLoad(t *testing.T) {
 			t.Errorf("responder config (all-on %v): dryRun %v", allOn, rc.DryRun)
 		}
 		if allOn {
+			if !rc.Measurement.Enabled || rc.Measurement.Schemas() != 4 || rc.Measurement.OwnerClusterRole != "herd-responder" {
+				t.Errorf("all-on responder config: measurement %+v", rc.Measurement)
+			}
 			if rc.Actions.Isolate.MaxManagedFlowSchemas != 3 || rc.Actions.Quarantine.MaxManagedFlowSchemas != 2 {
 				t.Errorf("all-on responder config: maxManagedFlowSchemas %d/%d, want 3/2", rc.Actions.Isolate.MaxManagedFlowSchemas, rc.Actions.Quarantine.MaxManagedFlowSchemas)
 			}

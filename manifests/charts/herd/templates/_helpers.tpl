@@ -80,6 +80,20 @@ app.kubernetes.io/component: {{ . }}
 {{- end }}
 {{- end }}
 
+{{/*
+The responder's --config: responder.config with measurement.ownerClusterRole defaulted to the
+responder's own ClusterRole, which owns the measurement FlowSchemas (uninstalling deletes them).
+*/}}
+{{- define "herd.responder.config" -}}
+{{- $cfg := deepCopy .Values.responder.config }}
+{{- $m := get $cfg "measurement" | default dict }}
+{{- if not (get $m "ownerClusterRole") }}
+{{- $_ := set $m "ownerClusterRole" (include "herd.responder.fullname" .) }}
+{{- end }}
+{{- $_ := set $cfg "measurement" $m }}
+{{- toYaml $cfg }}
+{{- end }}
+
 {{- define "herd.responder.leaseName" -}}
 {{- default (include "herd.responder.fullname" .) .Values.responder.leaderElection.name }}
 {{- end }}
