@@ -50,11 +50,43 @@ const recentFor = time.Minute
 // NewAPFCache returns an APFCache; Start runs it.
 func NewAPFCache(client kubernetes.Interface) *APFCache {
 	f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(stripManagedFields))
-	return &APFCache{
+	c := &APFCache{
 		fs:     f.Flowcontrol().V1().FlowSchemas().Informer(),
 		pl:     f.Flowcontrol().V1().PriorityLevelConfigurations().Informer(),
 		now:    time.Now,
 		recent: map[string]recentWrite{},
+	}
+	// A write the watch has shown needs no overlay any more, even if the
+	// object is gone again by the time someone reads (deleted by another,
+	// or by the garbage collector, right after herd wrote it).
+	_, _ = c.fs.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { c.caughtUp(o) },
+		UpdateFunc: func(_, o any) { c.caughtUp(o) },
+		DeleteFunc: func(o any) {
+			if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+				o = d.Obj
+			}
+			c.caughtUp(o)
+		},
+	})
+	return c
+}
+
+// caughtUp drops the overlay of the FlowSchema the watch just showed when
+// it shows herd's write or a later version.
+func (c *APFCache) caughtUp(o any) {
+	fs, ok := o.(*flowcontrolv1.FlowSchema)
+	if !ok {
+		return
+	}
+	rv, err := strconv.ParseUint(fs.ResourceVersion, 10, 64)
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if w, ok := c.recent[fs.Name]; ok && w.obj != nil && rv >= w.rv {
+		delete(c.recent, fs.Name)
 	}
 }
 

@@ -74,6 +74,33 @@ func TestAPFCacheOverlay(t *testing.T) {
 	}
 }
 
+// TestAPFCacheWriteThenDeletedByAnother: the watch shows herd's write,
+// then another deletes the object (the garbage collector, once its owner
+// is gone): the cache shows it gone, not herd's write, with no read in
+// between.
+func TestAPFCacheWriteThenDeletedByAnother(t *testing.T) {
+	client := fake.NewClientset()
+	c := syncedAPF(t, client)
+	// (The fake keeps the resourceVersion it is given.)
+	written, err := client.FlowcontrolV1().FlowSchemas().Create(context.Background(), fsAt("herd-measure-1", "5", "herd"), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Wrote(written)
+	if err := client.FlowcontrolV1().FlowSchemas().Delete(context.Background(), "herd-measure-1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		_, ok := c.recent["herd-measure-1"]
+		return !ok
+	})
+	if fs, _ := c.FlowSchema("herd-measure-1"); fs != nil {
+		t.Errorf("deleted by another after herd's write, still shown: %+v", fs.ObjectMeta)
+	}
+}
+
 func TestAPFCacheNotSynced(t *testing.T) {
 	c := NewAPFCache(fake.NewClientset())
 	if _, err := c.FlowSchemas(); !errors.Is(err, alert.ErrTransient) {

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -17,17 +15,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
 
 	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/evidence"
@@ -98,37 +89,10 @@ func (c *counter) take() []sent {
 }
 
 // applyFile server-side applies every object of a YAML file as admin.
-func applyFile(ctx context.Context, t *testing.T, cfg *rest.Config, path string) {
+func applyFile(ctx context.Context, t *testing.T, cp *controlplane.ControlPlane, path string) {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
+	if err := cp.ApplyFile(ctx, controlplane.Admin, path); err != nil {
 		t.Fatal(err)
-	}
-	disc := discovery.NewDiscoveryClientForConfigOrDie(cfg)
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
-	dyn := dynamic.NewForConfigOrDie(cfg)
-	r := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(string(b)), 4096)
-	for {
-		var u unstructured.Unstructured
-		if err := r.Decode(&u.Object); errors.Is(err, io.EOF) {
-			return
-		} else if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		if len(u.Object) == 0 {
-			continue
-		}
-		m, err := mapper.RESTMapping(u.GroupVersionKind().GroupKind(), u.GroupVersionKind().Version)
-		if err != nil {
-			t.Fatalf("%s: %s: %v", path, u.GetKind(), err)
-		}
-		var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
-		if m.Scope.Name() == meta.RESTScopeNameNamespace {
-			ri = dyn.Resource(m.Resource).Namespace(u.GetNamespace())
-		}
-		if _, err := ri.Apply(ctx, u.GetName(), &u, metav1.ApplyOptions{FieldManager: "herd-test-install", Force: true}); err != nil {
-			t.Fatalf("%s: apply %s %s: %v", path, u.GetKind(), u.GetName(), err)
-		}
 	}
 }
 
@@ -194,8 +158,8 @@ func TestAPFWritesOnAPIServer(t *testing.T) {
 	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "herd"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	applyFile(ctx, t, cp.Config(controlplane.Admin), "../../manifests/rbac/responder.yaml")
-	applyFile(ctx, t, cp.Config(controlplane.Admin), "../../manifests/apf/herd.yaml")
+	applyFile(ctx, t, cp, "../../manifests/rbac/responder.yaml")
+	applyFile(ctx, t, cp, "../../manifests/apf/herd.yaml")
 	own, err := admin.FlowcontrolV1().FlowSchemas().Get(ctx, "herd-responder", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)

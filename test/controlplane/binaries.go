@@ -12,6 +12,9 @@ import (
 type Binaries struct {
 	APIServer string
 	Etcd      string
+	// ControllerManager is kube-controller-manager, which only tests that
+	// ask for a controller need (Options.Controllers).
+	ControllerManager string
 }
 
 // BinDir is where `make controlplane` caches the binaries for Version:
@@ -36,11 +39,19 @@ func BinDir() string {
 // missing the error says how to build them; tests fail on it, never skip.
 func FindBinaries() (Binaries, error) {
 	dir := BinDir()
-	b := Binaries{APIServer: filepath.Join(dir, "kube-apiserver"), Etcd: filepath.Join(dir, "etcd")}
+	b := Binaries{APIServer: filepath.Join(dir, "kube-apiserver"), Etcd: filepath.Join(dir, "etcd"), ControllerManager: filepath.Join(dir, "kube-controller-manager")}
 	for _, p := range []string{b.APIServer, b.Etcd} {
-		if st, err := os.Stat(p); err != nil || st.Mode()&0o111 == 0 {
-			return b, fmt.Errorf("%w: %s is missing; run `make controlplane` to build kube-apiserver %s and etcd from Go modules into %s (about 10 minutes on 2 cores the first time)", proc.ErrMissingBinary, p, Version, dir)
+		if err := executable(p); err != nil {
+			return b, err
 		}
 	}
 	return b, nil
+}
+
+// executable says how to build p when it is missing.
+func executable(p string) error {
+	if st, err := os.Stat(p); err != nil || st.Mode()&0o111 == 0 {
+		return fmt.Errorf("%w: %s is missing; run `make controlplane` to build kube-apiserver %s, etcd, kubemark's hollow node and kube-controller-manager from Go modules into %s (about 10 minutes on 2 cores the first time)", proc.ErrMissingBinary, p, Version, filepath.Dir(p))
+	}
+	return nil
 }

@@ -94,6 +94,10 @@ type Options struct {
 
 	// ExtraArgs are appended to kube-apiserver's flags (later ones win).
 	ExtraArgs []string
+	// Controllers, when not empty, also runs kube-controller-manager with
+	// only these controllers (--controllers), as the admin: e.g.
+	// garbagecollector, which deletes objects whose owners are gone.
+	Controllers []string
 	// Dir holds data, certificates and logs; default: a new temp dir, removed by Stop.
 	Dir string
 	// Log receives progress lines; default: discarded.
@@ -116,9 +120,10 @@ type ControlPlane struct {
 	// frontProxyCA is the requestheader CA (see frontproxy.go).
 	frontProxyCA []byte
 
-	mu        sync.Mutex
-	etcd      *proc.Process
-	apiserver *proc.Process
+	mu         sync.Mutex
+	etcd       *proc.Process
+	apiserver  *proc.Process
+	controller *proc.Process
 }
 
 // Start builds nothing: it runs the cached binaries (see FindBinaries), waits
@@ -160,6 +165,11 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 	}
 	if err := cp.grantTestRBAC(ctx); err != nil {
 		return nil, fmt.Errorf("start control plane: %w", err)
+	}
+	if len(opts.Controllers) > 0 {
+		if err := cp.startControllerManager(ctx); err != nil {
+			return nil, err
+		}
 	}
 	fmt.Fprintf(opts.Log, "control plane ready at %s (dir %s)\n", cp.URL, cp.Dir)
 	return cp, nil
@@ -437,6 +447,45 @@ func (cp *ControlPlane) RestartAPIServer(ctx context.Context) error {
 	return fmt.Errorf("restart kube-apiserver: %w", err)
 }
 
+// startControllerManager runs kube-controller-manager with only
+// Options.Controllers, as the admin, serving nothing (--secure-port=0):
+// what the tests need of it is what its controllers do.
+func (cp *ControlPlane) startControllerManager(ctx context.Context) error {
+	if err := executable(cp.bins.ControllerManager); err != nil {
+		return err
+	}
+	kubeconfig, err := cp.Kubeconfig(Admin)
+	if err != nil {
+		return err
+	}
+	p, err := proc.Start("kube-controller-manager", cp.bins.ControllerManager, []string{
+		"--kubeconfig=" + kubeconfig,
+		"--controllers=" + strings.Join(cp.opts.Controllers, ","),
+		"--leader-elect=false",
+		"--use-service-account-credentials=false",
+		"--secure-port=0",
+		"--v=1",
+	}, cp.path("kube-controller-manager.log"), nil)
+	if err != nil {
+		return err
+	}
+	cp.mu.Lock()
+	cp.controller = p
+	cp.mu.Unlock()
+	// It has no endpoint to poll: give it a moment, and fail if it exits.
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-p.Done():
+		return fmt.Errorf("start kube-controller-manager: it exited\n%s", p.Tail(30))
+	case <-time.After(2 * time.Second):
+	}
+	return nil
+}
+
+// ControllerManagerLog is the path of kube-controller-manager's output.
+func (cp *ControlPlane) ControllerManagerLog() string { return cp.path("kube-controller-manager.log") }
+
 // APIServerPid is the running apiserver's process id (for RSS measurements).
 func (cp *ControlPlane) APIServerPid() int {
 	cp.mu.Lock()
@@ -450,11 +499,15 @@ func (cp *ControlPlane) APIServerPid() int {
 // APIServerLog is the path of kube-apiserver's output.
 func (cp *ControlPlane) APIServerLog() string { return cp.path("kube-apiserver.log") }
 
-// Stop ends kube-apiserver then etcd and removes the directory Start created.
+// Stop ends kube-controller-manager, kube-apiserver, then etcd and removes
+// the directory Start created.
 func (cp *ControlPlane) Stop() {
 	cp.mu.Lock()
-	api, etcd := cp.apiserver, cp.etcd
+	api, etcd, kcm := cp.apiserver, cp.etcd, cp.controller
 	cp.mu.Unlock()
+	if kcm != nil {
+		_, _ = kcm.Stop(10 * time.Second)
+	}
 	if api != nil {
 		_, _ = api.Stop(10 * time.Second)
 	}
