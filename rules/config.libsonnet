@@ -21,6 +21,24 @@
     // HerdResponderGuardTripped.
     herdResponderEnabled: true,
 
+    // Where the counts of node-side clients' LISTs come from (docs/apf-measurement.md):
+    //   'audit' herd's exporter, fed the apiserver's audit events: relists, pages, consistency,
+    //           per-node attribution, ghosts, stale kubelets;
+    //   'apf'   the apiserver's API Priority and Fairness metrics, per client and resource through
+    //           the responder's measurement FlowSchemas (measurement.enabled): LISTs only, no
+    //           node, no consistency; the audit feed's alerts are dropped;
+    //   'both'  audit where herd's exporter sees a (role, client, resource), APF for the rest:
+    //           the same recording rules, never a LIST counted twice.
+    // 'both' is right for either install: without measurement schemas its APF rules are empty.
+    nodeClientSource: 'both',
+    // The apiserver's scrape job, as kube-prometheus names it: apiserver_flowcontrol_* come from it.
+    apiserverSelector: 'job="apiserver"',
+
+    // HerdNodeClientRejected: API Priority and Fairness rejects (429) more than this many of one
+    // node-side client's LISTs of one resource per second in the priority level it is measured in.
+    apfRejectedRate: 0.1,
+    apfRejectedFor: '10m',
+
     // Window of the rate() recording rules. Recording rule names carry it (herd:relists:rate5m).
     rateWindow: '5m',
 

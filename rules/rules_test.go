@@ -37,6 +37,8 @@ var specAlerts = []string{
 	"HerdTooLargeResourceVersion", "HerdAggregatedAPIUnavailable", "HerdAggregatedAPISlow",
 	"HerdAggregatedAPIFlapping", "HerdKubeletTokenReviewStorm", "HerdMetricsServerTokenAuth",
 	"HerdAuditIngestStalled", "HerdAuditEventsRejected", "HerdResponderGuardTripped", "HerdResponderDown",
+	// Without audit logs (issue 15; docs/apf-measurement.md): the SPEC §5 list needs it added.
+	"HerdNodeClientRejected",
 }
 
 // responderMetrics are the responder's metrics named in SPEC §4 (the responder documents them
@@ -48,6 +50,15 @@ var responderMetrics = map[string]metric{
 	"herd_responder_action_duration_seconds": {"histogram", []string{"action"}},
 	"herd_responder_leader":                  {"gauge", nil},
 	"herd_responder_findings":                {"gauge", []string{"pattern"}},
+}
+
+// apiserverMetrics are kube-apiserver's API Priority and Fairness metrics the APF measurement
+// rules read (k8s.io/apiserver@v0.36.3/pkg/util/flowcontrol/metrics/metrics.go), with their labels.
+var apiserverMetrics = map[string]metric{
+	"apiserver_flowcontrol_dispatched_requests_total":     {"counter", []string{"priority_level", "flow_schema"}},
+	"apiserver_flowcontrol_rejected_requests_total":       {"counter", []string{"priority_level", "flow_schema", "reason"}},
+	"apiserver_flowcontrol_request_wait_duration_seconds": {"histogram", []string{"priority_level", "flow_schema", "execute"}},
+	"apiserver_flowcontrol_current_executing_seats":       {"gauge", []string{"priority_level", "flow_schema"}},
 }
 
 // targetLabels are attached by the scrape (target labels, relabelling), not by herd; cluster
@@ -228,9 +239,11 @@ func lookup(name string, families map[string]metric) (metric, bool) {
 
 func TestRuleMetrics(t *testing.T) {
 	documented := documentedMetrics(t)
-	for name, m := range responderMetrics {
-		if _, ok := documented[name]; !ok {
-			documented[name] = m
+	for _, extra := range []map[string]metric{responderMetrics, apiserverMetrics} {
+		for name, m := range extra {
+			if _, ok := documented[name]; !ok {
+				documented[name] = m
+			}
 		}
 	}
 	documented["up"] = metric{typ: "gauge"}
@@ -264,7 +277,7 @@ func TestRuleMetrics(t *testing.T) {
 			}
 			m, ok := lookup(series, documented)
 			if !ok {
-				t.Errorf("%s reads %s: not in docs/metrics.md, not a recording rule of the mixin, not a responder metric (SPEC §4), not up", name, series)
+				t.Errorf("%s reads %s: not in docs/metrics.md, not a recording rule of the mixin, not a responder metric (SPEC §4), not an apiserver APF metric, not up", name, series)
 				continue
 			}
 			for _, lm := range v.LabelMatchers {
@@ -330,12 +343,86 @@ std.uniq(std.sort([r.annotations.runbook_url for g in m.prometheusAlerts.groups 
 	if err := json.Unmarshal([]byte(out), &urls); err != nil {
 		t.Fatal(err)
 	}
-	if len(urls) != 14 {
-		t.Fatalf("got %d distinct runbook URLs, want one per alert (14): %v", len(urls), urls)
+	if len(urls) != len(specAlerts) {
+		t.Fatalf("got %d distinct runbook URLs, want one per alert (%d): %v", len(urls), len(specAlerts), urls)
 	}
 	for _, u := range urls {
 		if !strings.HasPrefix(u, "https://runbooks.example/Herd") {
 			t.Errorf("runbook_url %q ignores the _config override", u)
 		}
+	}
+}
+
+// render evaluates the mixin with _config overrides (a JSON object) and returns its alerts and
+// recording rules.
+func render(t *testing.T, overrides string) (alerts, records map[string]string) {
+	t.Helper()
+	vm := jsonnet.MakeVM()
+	vm.Importer(&jsonnet.FileImporter{JPaths: []string{"."}})
+	vm.ExtCode("overrides", overrides)
+	out, err := vm.EvaluateAnonymousSnippet("mode.jsonnet", `
+local m = (import 'mixin.libsonnet') + { _config+:: std.extVar('overrides') };
+{ alerts: [[r.alert, r.expr] for g in m.prometheusAlerts.groups for r in g.rules],
+  records: [[r.record, r.expr] for g in m.prometheusRules.groups for r in g.rules] }`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct{ Alerts, Records [][2]string }
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatal(err)
+	}
+	alerts, records = map[string]string{}, map[string]string{}
+	for _, a := range v.Alerts {
+		alerts[a[0]] += a[1]
+	}
+	for _, r := range v.Records {
+		records[r[0]] += r[1]
+	}
+	return alerts, records
+}
+
+// TestNodeClientSource: _config.nodeClientSource chooses where the shared recording rules count
+// from. 'audit' is the mixin without APF rules; 'apf' reads APF alone and drops the audit feed's
+// alerts; 'both' (the default, the committed files) merges them.
+func TestNodeClientSource(t *testing.T) {
+	auditAlerts, auditRecords := render(t, `{nodeClientSource: 'audit'}`)
+	apfAlerts, apfRecords := render(t, `{nodeClientSource: 'apf'}`)
+	bothAlerts, bothRecords := render(t, `{}`)
+	const shared = "herd:relists_by_resource:rate5m"
+
+	if strings.Contains(auditRecords[shared], "apiserver_flowcontrol") || auditRecords["herd:apf_lists:rate5m"] != "" ||
+		auditAlerts["HerdNodeClientRejected"] != "" || strings.Contains(auditAlerts["HerdAuditIngestStalled"], "herd_measurement_flowschema_info") {
+		t.Errorf("audit mode has APF rules: %q", auditRecords[shared])
+	}
+	if strings.Contains(apfRecords[shared], "herd:relists:rate5m") || !strings.Contains(apfRecords[shared], "herd:apf_lists:rate5m") ||
+		strings.Contains(apfRecords["herd:instances_relisted:increase2m"], "herd_relists_total") {
+		t.Errorf("apf mode reads the audit feed: %q", apfRecords[shared])
+	}
+	for _, a := range []string{"HerdAuditIngestStalled", "HerdAuditEventsRejected"} {
+		if _, ok := apfAlerts[a]; ok {
+			t.Errorf("apf mode keeps %s: there is no audit feed to watch", a)
+		}
+		if _, ok := bothAlerts[a]; !ok {
+			t.Errorf("both mode lacks %s", a)
+		}
+	}
+	for _, a := range []string{"HerdNodeClientRejected", "HerdRelistStorm", "HerdSynchronizedRelist"} {
+		if apfAlerts[a] == "" || bothAlerts[a] == "" {
+			t.Errorf("%s missing in apf or both mode", a)
+		}
+	}
+	if !strings.Contains(bothRecords[shared], "herd:relists:rate5m") || !strings.Contains(bothRecords[shared], "or on (cluster, role, client, resource)") {
+		t.Errorf("both mode does not merge: %q", bothRecords[shared])
+	}
+	// The audit expression is kept whole inside the merged one.
+	if !strings.Contains(bothRecords[shared], strings.TrimSpace(auditRecords[shared])) {
+		t.Errorf("both mode changed the audit expression:\n%s\nnot in\n%s", auditRecords[shared], bothRecords[shared])
+	}
+
+	vm := jsonnet.MakeVM()
+	vm.Importer(&jsonnet.FileImporter{JPaths: []string{"."}})
+	if _, err := vm.EvaluateAnonymousSnippet("bad.jsonnet", `((import 'mixin.libsonnet') + { _config+:: { nodeClientSource: 'logs' } }).prometheusRules`); err == nil ||
+		!strings.Contains(err.Error(), "_config.nodeClientSource must be 'audit', 'apf' or 'both', not logs") {
+		t.Errorf("an unknown nodeClientSource: %v", err)
 	}
 }

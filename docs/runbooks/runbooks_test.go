@@ -25,7 +25,7 @@ var alerts = []string{
 	"HerdTooLargeResourceVersion", "HerdAggregatedAPIUnavailable", "HerdAggregatedAPISlow",
 	"HerdAggregatedAPIFlapping", "HerdKubeletTokenReviewStorm", "HerdMetricsServerTokenAuth",
 	"HerdAuditIngestStalled", "HerdAuditEventsRejected", "HerdResponderGuardTripped",
-	"HerdResponderDown", "KubeAPIErrorBudgetBurn",
+	"HerdResponderDown", "HerdNodeClientRejected", "KubeAPIErrorBudgetBurn",
 }
 
 // requiredSections must be present, in this order, each with real content.

@@ -91,6 +91,9 @@ func (c *counting) RoundTrip(r *http.Request) (*http.Response, error) {
 	return c.rt.RoundTrip(r)
 }
 
+// WrappedRoundTripper lets client-go cancel requests through it.
+func (c *counting) WrappedRoundTripper() http.RoundTripper { return c.rt }
+
 func (c *counting) take() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -2,4 +2,5 @@
 (import 'cluster.libsonnet') +
 (import 'apiservices.libsonnet') +
 (import 'audit.libsonnet') +
-(import 'responder.libsonnet')
+(import 'responder.libsonnet') +
+(import 'apf.libsonnet')

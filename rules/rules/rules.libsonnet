@@ -1,4 +1,5 @@
 (import 'relists.libsonnet') +
 (import 'cluster.libsonnet') +
 (import 'apiservices.libsonnet') +
-(import 'audit.libsonnet')
+(import 'audit.libsonnet') +
+(import 'apf.libsonnet')
