@@ -163,6 +163,12 @@ func TestSubjectsFor(t *testing.T) {
 		{name: "users by name", ids: []string{"system:kube-proxy", "alice"}, want: []flowcontrolv1.Subject{userS("alice"), userS("system:kube-proxy")}},
 		{name: "mixed", ids: []string{"system:node:n2", "system:serviceaccount:kube-system:cilium", "system:node:n1", "bob"},
 			want: []flowcontrolv1.Subject{userS("bob"), nodes, sa("kube-system", "cilium")}},
+		{name: "a measured group and the kubelets' identities are one subject", ids: []string{"group:system:nodes", "system:node:n1"}, want: []flowcontrolv1.Subject{nodes}},
+		{name: "a measured group", ids: []string{"group:ops-agents"}, want: []flowcontrolv1.Subject{{Kind: flowcontrolv1.SubjectKindGroup, Group: &flowcontrolv1.GroupSubject{Name: "ops-agents"}}}},
+		{name: "a group of every caller", ids: []string{"group:system:authenticated"}, guard: guard.Verification,
+			reason: `group "system:authenticated" takes in callers that are not one client's fleet: herd never isolates it`},
+		{name: "an empty group", ids: []string{"group:"}, guard: guard.Verification,
+			reason: `group "" takes in callers that are not one client's fleet: herd never isolates it`},
 		{name: "a wildcard system name", ids: []string{"system:*"}, guard: guard.LabelValidation, reason: `identity "system:*" is not a user name`},
 		// "*" is APF's wildcard for user and service-account names: a
 		// subject made from it would throttle every user's LISTs.

@@ -127,7 +127,10 @@ func (f *fixture) assertRefunded(t *testing.T, a policy.Action) {
 var (
 	stormRate = evidence.RelistRate("5m", "cni", "cilium", "pods", "")
 	stormIDs  = evidence.RelistIdentities("cni", "cilium", "pods", "")
-	stormKey  = ann(AnnotationAction, "isolate", AnnotationRole, "cni", AnnotationClient, "cilium", AnnotationResource, "pods")
+	// Without audit (docs/apf-measurement.md).
+	measuredIDs   = evidence.MeasuredIdentities("5m", "cni", "cilium", "pods", "")
+	isolatedLists = evidence.IsolatedLists("5m", "cni", "cilium", "pods", "")
+	stormKey      = ann(AnnotationAction, "isolate", AnnotationRole, "cni", AnnotationClient, "cilium", AnnotationResource, "pods")
 )
 
 func stormAlert(kv ...string) alert.Alert {
@@ -205,8 +208,31 @@ func TestIsolateFire(t *testing.T) {
 			evidence: map[string][]evidence.Sample{stormRate: {sample(3)}, stormIDs: {sample(3)}},
 			alert:    stormAlert(),
 			want: want{result: Refused, guard: guard.Verification,
-				reason: "Prometheus names no identity of the client among herd's top relisting instances (herd_instance_relists): nothing to put in a FlowSchema"},
+				reason: "Prometheus names no identity of the client among herd's top relisting instances (herd_instance_relists) nor among its APF measurement schemas (herd:apf_lists): nothing to put in a FlowSchema"},
 			event: "Lease/herd-responder HerdIsolateRefused",
+		},
+		{
+			name:     "without audit, a group of every caller is never a subject",
+			evidence: map[string][]evidence.Sample{stormRate: {sample(12.5)}, measuredIDs: {sample(3600, "identity", "group:system:authenticated")}},
+			alert:    stormAlert(),
+			want:     want{result: Refused, guard: guard.Verification, reason: `group "system:authenticated" takes in callers that are not one client's fleet: herd never isolates it`},
+			event:    "Lease/herd-responder HerdIsolateRefused",
+		},
+		{
+			// While herd's isolation stands the client's LISTs leave its
+			// measurement schemas: the isolate schema's own LISTs carry its
+			// subjects' evidence, and the decision sees the slot in place.
+			name: "without audit, during the isolation",
+			objs: []runtime.Object{func() *flowcontrolv1.FlowSchema {
+				fs := slotObj("herd-isolate-1", true, withKey(stormKey, AnnotationExpiresAt, "2025-03-04T11:00:00Z"), 0)
+				fs.Spec.Rules = []flowcontrolv1.PolicyRulesWithSubjects{{Subjects: []flowcontrolv1.Subject{{Kind: flowcontrolv1.SubjectKindServiceAccount,
+					ServiceAccount: &flowcontrolv1.ServiceAccountSubject{Namespace: "kube-system", Name: "cilium"}}}, ResourceRules: catchEverything.ResourceRules}}
+				return fs
+			}()},
+			evidence: map[string][]evidence.Sample{stormRate: {sample(12.5)}, isolatedLists: {sample(3000, "flow_schema", "herd-isolate-1")}},
+			alert:    stormAlert(),
+			want:     want{result: Noop, reason: "FlowSchema herd-isolate-1 already isolates cilium's LISTs of pods (until 2025-03-04T11:00:00Z)"},
+			event:    "FlowSchema/herd-isolate-1 HerdIsolateNoop",
 		},
 		{
 			name:     "a wildcard identity",
@@ -351,6 +377,46 @@ func TestIsolateFire(t *testing.T) {
 			f.assertNoWrites(t)
 			if tc.refunded {
 				f.assertRefunded(t, policy.ActionIsolate)
+			}
+		})
+	}
+}
+
+// TestIsolateAppliesWithoutAudit: with no audit feed (docs/apf-measurement.md),
+// each identity's own measurement schema is its evidence: the one write's
+// subjects are the identities whose schemas counted at least
+// minSubjectRelists LISTs in the window, a kubelet fleet as its group.
+func TestIsolateAppliesWithoutAudit(t *testing.T) {
+	sa := func(ns, n string) flowcontrolv1.Subject {
+		return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindServiceAccount, ServiceAccount: &flowcontrolv1.ServiceAccountSubject{Namespace: ns, Name: n}}
+	}
+	for _, tc := range []struct {
+		name     string
+		measured []evidence.Sample
+		want     []flowcontrolv1.Subject
+	}{
+		{"service accounts", []evidence.Sample{
+			sample(3600, "identity", "system:serviceaccount:kube-system:cilium"),
+			sample(1, "identity", "system:serviceaccount:cilium:cilium"), // one LIST in the window: no evidence of its own
+		}, []flowcontrolv1.Subject{sa("kube-system", "cilium")}},
+		{"the kubelets' group", []evidence.Sample{sample(3600, "identity", "group:system:nodes")},
+			[]flowcontrolv1.Subject{{Kind: flowcontrolv1.SubjectKindGroup, Group: &flowcontrolv1.GroupSubject{Name: "system:nodes"}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, nil, clusterSchemas()...)
+			f.q.set(stormRate, sample(12.5))
+			f.q.set(measuredIDs, tc.measured...)
+			d := f.run(NewIsolate(f.env).Fire(stormAlert()))
+			want{result: Applied, has: "isolated cilium's LISTs of pods from 1 identities in FlowSchema herd-isolate-1"}.check(t, d)
+			if len(d.Evidence) != 3 || d.Evidence[1].Query != stormIDs || d.Evidence[2].Query != measuredIDs || !d.Evidence[2].Confirmed {
+				t.Errorf("evidence %+v: want the rate, the audit identities (none), the measured ones", d.Evidence)
+			}
+			var fs flowcontrolv1.FlowSchema
+			if err := json.Unmarshal(f.applies()[0].Patch, &fs); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(fs.Spec.Rules[0].Subjects, tc.want) {
+				t.Errorf("subjects %+v, want %+v", fs.Spec.Rules[0].Subjects, tc.want)
 			}
 		})
 	}

@@ -173,17 +173,26 @@ func (t *stormRequest) Evidence(ctx context.Context, c *Case) Outcome {
 		IsolateMinRelistRate, fmt.Sprintf("that %s relists %s at more than %g/s", t.client, t.resource, IsolateMinRelistRate)); o.Ends() {
 		return o
 	}
+	min := float64(t.env.Config.Actions.Isolate.MinSubjectRelists)
 	q := evidence.RelistIdentities(t.role, t.client, t.resource, t.cluster)
 	samples, err := c.Query(ctx, q)
 	if err != nil {
 		c.AddEvidence(evidence.Check{Query: q})
 		return Fail("read evidence", err)
 	}
-	ids, passed := stormingIdentities(samples, float64(t.env.Config.Actions.Isolate.MinSubjectRelists))
-	t.ids = ids
+	ids, passed := stormingIdentities(samples, min)
 	c.AddEvidence(evidence.Check{Query: q, Series: len(ids), Confirmed: len(ids) > 0})
+	if len(samples) == 0 {
+		// No audit feed for this client: its identities' own LISTs, as
+		// API Priority and Fairness counts them (docs/apf-measurement.md).
+		var o Outcome
+		if ids, passed, o = t.measuredIdentities(ctx, c, min); o.Ends() {
+			return o
+		}
+	}
+	t.ids = ids
 	if len(ids) == 0 {
-		why := "Prometheus names no identity of the client among herd's top relisting instances (herd_instance_relists): nothing to put in a FlowSchema"
+		why := "Prometheus names no identity of the client among herd's top relisting instances (herd_instance_relists) nor among its APF measurement schemas (herd:apf_lists): nothing to put in a FlowSchema"
 		if len(passed) > 0 {
 			why = fmt.Sprintf("no identity of the client storms itself: herd_instance_relists shows %s, and a subject needs at least %d relists of its own (actions.isolate.minSubjectRelists) and an authenticated identity",
 				strings.Join(passed, ", "), t.env.Config.Actions.Isolate.MinSubjectRelists)
@@ -193,6 +202,65 @@ func (t *stormRequest) Evidence(ctx context.Context, c *Case) Outcome {
 	var r *guard.Refusal
 	t.subjects, r = subjectsFor(ids)
 	return Refuse(r)
+}
+
+// measuredIdentities are the client's identities whose own measurement
+// schemas counted at least min LISTs of the resource in the rate window
+// (each identity has one schema per resource, so this is its own
+// evidence, as herd_instance_relists is in the audit feed). While herd's
+// isolate schema stands, the client's LISTs leave the measurement schemas
+// for it: its subjects, which it still serves, are then the identities.
+func (t *stormRequest) measuredIdentities(ctx context.Context, c *Case, min float64) (ids, passed []string, o Outcome) {
+	window := t.env.Config.Prometheus.RateWindow
+	q := evidence.MeasuredIdentities(window, t.role, t.client, t.resource, t.cluster)
+	samples, err := c.Query(ctx, q)
+	if err != nil {
+		c.AddEvidence(evidence.Check{Query: q})
+		return nil, nil, Fail("read evidence", err)
+	}
+	ids, passed = stormingIdentities(samples, min)
+	c.AddEvidence(evidence.Check{Query: q, Series: len(ids), Confirmed: len(ids) > 0})
+	if len(ids) > 0 {
+		return ids, passed, Continue
+	}
+	q = evidence.IsolatedLists(window, t.role, t.client, t.resource, t.cluster)
+	samples, err = c.Query(ctx, q)
+	if err != nil {
+		c.AddEvidence(evidence.Check{Query: q})
+		return nil, nil, Fail("read evidence", err)
+	}
+	seen := map[string]bool{}
+	for _, s := range samples {
+		fs, err := t.env.APF.FlowSchema(s.Labels["flow_schema"])
+		if err != nil || fs == nil || !owned(fs) || s.Value < min || fs.Annotations[AnnotationAction] != string(policy.ActionIsolate) {
+			continue
+		}
+		for _, rule := range fs.Spec.Rules {
+			for _, sub := range rule.Subjects {
+				if id := subjectIdentity(sub); id != "" && !seen[id] {
+					seen[id] = true
+					ids = append(ids, id)
+				}
+			}
+		}
+	}
+	sort.Strings(ids)
+	c.AddEvidence(evidence.Check{Query: q, Series: len(ids), Confirmed: len(ids) > 0})
+	return ids, passed, Continue
+}
+
+// subjectIdentity is an APF subject as herd's identity labels write it
+// (nodeclient.Subject.Identity); "" for a malformed one.
+func subjectIdentity(s flowcontrolv1.Subject) string {
+	switch {
+	case s.ServiceAccount != nil:
+		return nodeclient.Subject{ServiceAccount: s.ServiceAccount.Namespace + ":" + s.ServiceAccount.Name}.Identity()
+	case s.Group != nil:
+		return nodeclient.Subject{Group: s.Group.Name}.Identity()
+	case s.User != nil:
+		return s.User.Name
+	}
+	return ""
 }
 
 // stormingIdentities keeps the identities that carry their own evidence:
@@ -268,7 +336,8 @@ func levelSize(pl *flowcontrolv1.PriorityLevelConfiguration) string {
 
 // subjectsFor turns identities into FlowSchema subjects: service accounts
 // as themselves, kubelets as the system:nodes group (one subject for the
-// fleet), other users by name.
+// fleet), a group (group:NAME, a measurement schema's subject) as itself
+// unless it takes in more than one client's fleet, other users by name.
 func subjectsFor(ids []string) ([]flowcontrolv1.Subject, *guard.Refusal) {
 	if len(ids) == 0 {
 		return nil, guard.Refuse(guard.Verification, "Prometheus names no identity of the client among herd's top relisting instances (herd_instance_relists): nothing to put in a FlowSchema")
@@ -289,6 +358,18 @@ func subjectsFor(ids []string) ([]flowcontrolv1.Subject, *guard.Refusal) {
 			// "*" is APF's wildcard for user and service-account names:
 			// a subject made from it would match every user.
 			return nil, guard.Refuse(guard.LabelValidation, "identity %q is not a user name", id)
+		case strings.HasPrefix(id, nodeclient.GroupIdentityPrefix):
+			g := strings.TrimPrefix(id, nodeclient.GroupIdentityPrefix)
+			if g == "" || nodeclient.BroadGroup(g) {
+				return nil, guard.Refuse(guard.Verification, "group %q takes in callers that are not one client's fleet: herd never isolates it", g)
+			}
+			add("group:"+g, flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindGroup, Group: &flowcontrolv1.GroupSubject{Name: g}})
+		case strings.HasPrefix(id, nodeclient.GroupIdentityPrefix):
+			g := strings.TrimPrefix(id, nodeclient.GroupIdentityPrefix)
+			if g == "" || nodeclient.BroadGroup(g) {
+				return nil, guard.Refuse(guard.Verification, "group %q takes in callers that are not one client's fleet: herd never isolates it", g)
+			}
+			add("group:"+g, flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindGroup, Group: &flowcontrolv1.GroupSubject{Name: g}})
 		case nodeclient.Unauthenticated(id):
 			// Never a subject: nothing proves who sent it (issue 16).
 			return nil, guard.Refuse(guard.Verification, "identity %q is unauthenticated: herd never puts it in a FlowSchema", id)

@@ -28,10 +28,14 @@ const (
 	PatternRelistStorm      = "relist_storm"
 	PatternTokenReviewStorm = "tokenreview_storm"
 	PatternAuditPipeline    = "audit_pipeline"
+	// PatternAPFRejections: API Priority and Fairness rejects a node-side
+	// client's LISTs in its own priority level (measured without audit
+	// logs, docs/apf-measurement.md).
+	PatternAPFRejections = "apf_rejections"
 )
 
 // Patterns lists them, for metrics that exist from the start.
-var Patterns = []string{PatternGhostClient, PatternTooLargeRV, PatternAggregatedAPI, PatternRelistStorm, PatternTokenReviewStorm, PatternAuditPipeline}
+var Patterns = []string{PatternGhostClient, PatternTooLargeRV, PatternAggregatedAPI, PatternRelistStorm, PatternTokenReviewStorm, PatternAuditPipeline, PatternAPFRejections}
 
 // Finding is one suspected cause of an error-budget burn.
 type Finding struct {
@@ -150,10 +154,16 @@ func triageQueries(window, cluster string) []triageQuery {
 		}},
 		// role="other" is every unclassified caller (controllers, herd's own
 		// reads): not a node-side client, and not one client to isolate.
+		// Without audit logs the same recording rule counts the client's
+		// LISTs through API Priority and Fairness (source="apf").
 		{PatternRelistStorm, `herd:relists_by_resource:rate` + window + nodeSide + ` >= 0.5`, func(s evidence.Sample) Finding {
 			l := s.Labels
-			return Finding{Score: s.Value, Summary: fmt.Sprintf("%s (%s) relists %s at %.1f/s: every LIST costs apiserver memory and, when consistent, an etcd read (incident 002)",
-				l["client"], l["role"], l["resource"], s.Value),
+			what := "relists"
+			if l["source"] == "apf" {
+				what = "LISTs (counted by API Priority and Fairness: pages included, no node known)"
+			}
+			return Finding{Score: s.Value, Summary: fmt.Sprintf("%s (%s) %s %s at %.1f/s: every LIST costs apiserver memory and, when consistent, an etcd read (incident 002)",
+				l["client"], l["role"], what, l["resource"], s.Value),
 				Next: fmt.Sprintf("isolate %s's LISTs of %s", l["client"], l["resource"]), Remediation: policy.ActionIsolate,
 				Labels: pick(l, "role", "client", "resource", "cluster")}
 		}},
@@ -161,9 +171,23 @@ func triageQueries(window, cluster string) []triageQuery {
 			return Finding{Score: s.Value / 2, Summary: fmt.Sprintf("kubelets create %.1f TokenReviews/s: a caller (usually metrics-server without a client certificate) authenticates to every kubelet with a token (incident 004)", s.Value),
 				Next: "flag metrics-server", Remediation: policy.ActionFlagMetricsServer, Labels: pick(s.Labels, "cluster")}
 		}},
-		{PatternAuditPipeline, `time() - max without (source, instance, pod, job) (herd_audit_last_event_timestamp_seconds` + sel + `) > 300`, func(s evidence.Sample) Finding {
+		// The exporter exports the gauge at 0 until its first event.
+		{PatternAuditPipeline, `time() - max without (source, instance, pod, job) (herd_audit_last_event_timestamp_seconds` + sel + ` > 0) > 300`, func(s evidence.Sample) Finding {
 			return Finding{Score: 20, Summary: fmt.Sprintf("herd has received no audit event for %.0f s: it is blind, and its other findings may be missing", s.Value),
 				Next: "check the apiserver's --audit-webhook-config-file and herd's POST /audit (docs/runbooks/HerdAuditIngestStalled.md)"}
+		}},
+		// Never fed: blind, unless the cluster is measured through API
+		// Priority and Fairness instead (docs/apf-measurement.md).
+		{PatternAuditPipeline, `max without (source, instance, pod, job) (herd_audit_last_event_timestamp_seconds` + sel + `) == 0 unless on (cluster) count by (cluster) (herd_measurement_flowschema_info` + with("action", "measure") + `)`, func(evidence.Sample) Finding {
+			return Finding{Score: 20, Summary: "herd's exporter has never received an audit event, and no APF measurement schema counts node-side clients instead: herd is blind, and its other findings are missing",
+				Next: "feed it audit events (docs/install.md), or turn on the responder's measurement.enabled (docs/apf-measurement.md)"}
+		}},
+		{PatternAPFRejections, `sum by (role, client, resource, priority_level) (herd:apf_rejected:rate` + window + with("action", "measure") + `) > 0.1`, func(s evidence.Sample) Finding {
+			l := s.Labels
+			return Finding{Score: s.Value, Summary: fmt.Sprintf("API Priority and Fairness rejects %.1f/s of %s (%s) LISTs of %s in priority level %s: the level is full, and what else it serves waits or is rejected too",
+				s.Value, l["client"], l["role"], l["resource"], l["priority_level"]),
+				Next: fmt.Sprintf("see who fills the level: sum by (client, resource) (herd:apf_lists:rate%s{priority_level=%q}); kubectl get --raw /debug/api_priority_and_fairness/dump_priority_levels (docs/runbooks/HerdNodeClientRejected.md)",
+					window, l["priority_level"])}
 		}},
 	}
 }

@@ -27,6 +27,8 @@ const (
 	qRelist
 	qTokenReview
 	qAudit
+	qAuditNever
+	qAPFRejections
 	nQueries
 )
 
@@ -153,6 +155,23 @@ func TestTriageRanking(t *testing.T) {
 			},
 			want:     []string{"aggregated_api 50", "audit_pipeline 20", "tokenreview_storm 15", "ghost_client 13.5", "aggregated_api 10", "too_large_rv 3.5", "relist_storm 2"},
 			findings: map[string]float64{"aggregated_api": 2, "audit_pipeline": 1, "tokenreview_storm": 1, "ghost_client": 1, "too_large_rv": 1, "relist_storm": 1},
+		},
+		{
+			// Without audit logs (docs/apf-measurement.md): a storm counted
+			// through APF, its rejections, and no blind-pipeline finding.
+			name: "without audit, APF names the client class and resource",
+			answers: map[int][]evidence.Sample{
+				qRelist:        {sample(25, "role", "cni", "client", "cilium-agent", "resource", "pods", "source", "apf")},
+				qAPFRejections: {sample(1.5, "role", "cni", "client", "cilium-agent", "resource", "pods", "priority_level", "workload-high")},
+			},
+			want:     []string{"relist_storm 25", "apf_rejections 1.5"},
+			findings: map[string]float64{"relist_storm": 1, "apf_rejections": 1},
+		},
+		{
+			name:     "an exporter never fed, with nothing measured instead",
+			answers:  map[int][]evidence.Sample{qAuditNever: {sample(0)}},
+			want:     []string{"audit_pipeline 20"},
+			findings: map[string]float64{"audit_pipeline": 1},
 		},
 		{
 			name: "relist storms rank by rate",
@@ -434,5 +453,32 @@ func TestTriageRelistStormSkipsOther(t *testing.T) {
 				t.Errorf("cluster %q: %s: %v", cluster, q.query, err)
 			}
 		}
+	}
+}
+
+// TestTriageWithoutAudit: the findings of the APF measurement mode say
+// where their numbers come from and what to do, and a storm counted
+// through APF still asks isolate for the client and resource.
+func TestTriageWithoutAudit(t *testing.T) {
+	tf := newTriage(t, nil)
+	tf.q.set(tq(qRelist), sample(25, "role", "cni", "client", "cilium-agent", "resource", "pods", "source", "apf"))
+	tf.q.set(tq(qAPFRejections), sample(1.5, "role", "cni", "client", "cilium-agent", "resource", "pods", "priority_level", "workload-high"))
+	tf.run(tf.triage.Fire(burn()))
+	rep := tf.triage.Reports()[0]
+	if len(rep.Findings) != 2 {
+		t.Fatalf("findings %+v", rep.Findings)
+	}
+	r, rej := rep.Findings[0], rep.Findings[1]
+	if want := "cilium-agent (cni) LISTs (counted by API Priority and Fairness: pages included, no node known) pods at 25.0/s: every LIST costs apiserver memory and, when consistent, an etcd read (incident 002)"; r.Summary != want {
+		t.Errorf("summary %q\nwant    %q", r.Summary, want)
+	}
+	if r.Remediation != policy.ActionIsolate || !reflect.DeepEqual(r.Labels, map[string]string{"role": "cni", "client": "cilium-agent", "resource": "pods"}) {
+		t.Errorf("remediation %s %v", r.Remediation, r.Labels)
+	}
+	if want := "API Priority and Fairness rejects 1.5/s of cilium-agent (cni) LISTs of pods in priority level workload-high: the level is full, and what else it serves waits or is rejected too"; rej.Summary != want {
+		t.Errorf("summary %q\nwant    %q", rej.Summary, want)
+	}
+	if !strings.Contains(rej.Next, `herd:apf_lists:rate5m{priority_level="workload-high"}`) || rej.Remediation != "" {
+		t.Errorf("next %q, remediation %q", rej.Next, rej.Remediation)
 	}
 }

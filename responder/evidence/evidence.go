@@ -171,6 +171,39 @@ func RelistIdentities(role, client, resource, cluster string) string {
 		Selector(map[string]string{"role": role, "client": client, "resource": resource, "cluster": cluster}) + "))"
 }
 
+// The evidence of the APF measurement mode (docs/apf-measurement.md): the
+// mixin joins the apiserver's apiserver_flowcontrol_* metrics with
+// herd_measurement_flowschema_info into herd:apf_lists:rate<window>, per
+// FlowSchema, with the client's role, client, resource and, for a
+// measurement schema, its one identity.
+
+// MeasuredIdentities are a client's identities measured through APF, each
+// with its own LISTs of one resource in the rate window: what
+// RelistIdentities is to the audit feed (an identity is the subject of its
+// own measurement schema: a username, or group:NAME).
+func MeasuredIdentities(window, role, client, resource, cluster string) string {
+	return "sum by (identity) (herd:apf_lists:rate" + window +
+		Selector(map[string]string{"role": role, "client": client, "resource": resource, "cluster": cluster, "action": "measure"}) + ") * " + seconds(window)
+}
+
+// IsolatedLists are a client's LISTs of one resource in the rate window
+// that herd's isolate schemas serve, by FlowSchema: while an isolation
+// stands, the client's LISTs leave its measurement schemas for it.
+func IsolatedLists(window, role, client, resource, cluster string) string {
+	return "sum by (flow_schema) (herd:apf_lists:rate" + window +
+		Selector(map[string]string{"role": role, "client": client, "resource": resource, "cluster": cluster, "action": "isolate"}) + ") * " + seconds(window)
+}
+
+// seconds is a Prometheus duration (validated by the responder's config)
+// in seconds, as PromQL takes a number.
+func seconds(window string) string {
+	d, err := model.ParseDuration(window)
+	if err != nil || d <= 0 {
+		d = model.Duration(5 * time.Minute)
+	}
+	return strconv.FormatFloat(time.Duration(d).Seconds(), 'f', -1, 64)
+}
+
 // MetricsServerTokenMode lists metrics-server Deployments in token mode;
 // namespace and deployment may be "" for all.
 func MetricsServerTokenMode(namespace, deployment, cluster string) string {

@@ -146,6 +146,30 @@ func TestSelectorInjection(t *testing.T) {
 					}
 				}
 			}
+			// The APF measurement's: one selector, aggregated, times the window.
+			for _, q := range []string{MeasuredIdentities("5m", v, v, v, v), IsolatedLists("5m", v, v, v, v)} {
+				expr, err := parser.NewParser(parser.Options{}).ParseExpr(q)
+				if err != nil {
+					t.Fatalf("%s does not parse: %v", q, err)
+				}
+				b, ok := expr.(*parser.BinaryExpr)
+				if !ok {
+					t.Fatalf("%s parses as %T, want aggregation * window", q, expr)
+				}
+				agg, ok := b.LHS.(*parser.AggregateExpr)
+				if !ok {
+					t.Fatalf("%s: %T, want an aggregation", q, b.LHS)
+				}
+				vs, ok := agg.Expr.(*parser.VectorSelector)
+				if !ok {
+					t.Fatalf("%s: aggregates %T, want one selector", q, agg.Expr)
+				}
+				for _, m := range vs.LabelMatchers {
+					if m.Name != labels.MetricName && m.Name != "action" && m.Value != v {
+						t.Errorf("%s: %s, want the value %q", q, m, v)
+					}
+				}
+			}
 		})
 	}
 }
@@ -157,6 +181,8 @@ func TestQueries(t *testing.T) {
 		{GhostIdentity("system:node:n1", ""), `max(herd:ghost_instance:max{identity="system:node:n1"})`},
 		{RelistRate("5m", "cni", "cilium", "pods", ""), `sum(herd:relists_by_resource:rate5m{client="cilium", resource="pods", role="cni"})`},
 		{RelistIdentities("cni", "cilium", "pods", "c"), `max by (identity) (sum by (identity, node) (herd_instance_relists{client="cilium", cluster="c", resource="pods", role="cni"}))`},
+		{MeasuredIdentities("5m", "cni", "cilium", "pods", "c"), `sum by (identity) (herd:apf_lists:rate5m{action="measure", client="cilium", cluster="c", resource="pods", role="cni"}) * 300`},
+		{IsolatedLists("90s", "kubelet", "kubelet", "pods", ""), `sum by (flow_schema) (herd:apf_lists:rate90s{action="isolate", client="kubelet", resource="pods", role="kubelet"}) * 90`},
 		{MetricsServerTokenMode("", "", ""), `max by (namespace, deployment) (herd:metrics_server_kubelet_auth:max{mode="token"})`},
 		{MetricsServerTokenMode("kube-system", "metrics-server", ""), `max by (namespace, deployment) (herd:metrics_server_kubelet_auth:max{deployment="metrics-server", mode="token", namespace="kube-system"})`},
 	}
