@@ -20,6 +20,7 @@ import (
 	cpfiles "github.com/herd-k8s/herd/manifests/control-plane"
 	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/nodesim"
+	"github.com/herd-k8s/herd/test/proc"
 	"github.com/herd-k8s/herd/test/stack"
 )
 
@@ -68,6 +69,12 @@ type drillSetup struct {
 	// Objects runs after the Nodes exist and before herd starts: the
 	// drill's cluster objects (APIServices, metrics-server, pods).
 	Objects func(ctx context.Context, s *stack.Stack) error
+	// NoAuditWebhook sends herd no audit event at all (the apiserver
+	// still writes its log: the independent count).
+	NoAuditWebhook bool
+	// Measurement turns on the responder's APF measurement
+	// (docs/apf-measurement.md).
+	Measurement bool
 }
 
 // drill is one drill's running stack.
@@ -140,6 +147,16 @@ func startDrill(ctx context.Context, t *testing.T, setup drillSetup) *drill {
 	s.tap = newDrillTap(t, s.svc.URL+"/alerts")
 	exp := scenarioExporter
 	exp.ProbeInterval = 2 * time.Second
+	// A measuring responder is scraped: its herd_measurement_flowschema_info
+	// is what the mixin joins the apiserver's APF metrics with.
+	var respAddrs []string
+	if setup.Measurement {
+		addr, err := proc.FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		respAddrs = []string{addr}
+	}
 	s.Stack = stack.StartTest(ctx, t, stack.Options{
 		Nodes:           setup.Nodes,
 		Ghosts:          setup.Ghosts,
@@ -150,11 +167,17 @@ func startDrill(ctx context.Context, t *testing.T, setup drillSetup) *drill {
 		Mixin:           overrides,
 		Rules:           rules,
 		ScrapeAPIServer: setup.ScrapeAPIServer,
+		NoAuditWebhook:  setup.NoAuditWebhook,
 		AlertReceiver:   s.tap.URL,
 		AlertRepeat:     20 * time.Second,
 		NoResponder:     true,
+		ResponderAddrs:  respAddrs,
 	})
-	s.resp = startReplica(ctx, t, s.Stack, "drill", drillResponderConfig(s.PrometheusURL))
+	ro := stack.ResponderOptions{Name: "drill", Config: drillResponderConfig(s.PrometheusURL) + stack.MeasurementConfig(setup.Measurement)}
+	if len(respAddrs) > 0 {
+		ro.Addr = respAddrs[0]
+	}
+	s.resp = startReplicaWith(ctx, t, s.Stack, ro)
 	s.svc.set(s.resp)
 	herdtest.Wait(t, 30*time.Second, "the responder to lead", func() bool { return s.resp.Ready(ctx) })
 	t.Cleanup(func() {

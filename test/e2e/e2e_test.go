@@ -123,10 +123,15 @@ func startExporter(t *testing.T, cfg config.Config, opts exporter.Options, audit
 // short Lease, a fast sweep, debug logs.
 func startReplica(ctx context.Context, t *testing.T, s *stack.Stack, name, cfg string) *stack.Responder {
 	t.Helper()
-	r, err := s.StartResponder(ctx, stack.ResponderOptions{
-		Name: name, Config: cfg, LeaseDuration: respLease,
-		RetryPeriod: 500 * time.Millisecond, SweepInterval: time.Second, LogLevel: "debug",
-	})
+	return startReplicaWith(ctx, t, s, stack.ResponderOptions{Name: name, Config: cfg})
+}
+
+// startReplicaWith is startReplica with the caller's options (a reserved
+// address, say); the scenarios' Lease, sweep and log level fill the rest.
+func startReplicaWith(ctx context.Context, t *testing.T, s *stack.Stack, o stack.ResponderOptions) *stack.Responder {
+	t.Helper()
+	o.LeaseDuration, o.RetryPeriod, o.SweepInterval, o.LogLevel = respLease, 500*time.Millisecond, time.Second, "debug"
+	r, err := s.StartResponder(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}

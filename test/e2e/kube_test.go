@@ -16,6 +16,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -204,6 +205,14 @@ func checkEvent(ctx context.Context, t *testing.T, c kubernetes.Interface, kind,
 // response header).
 func servedBy(ctx context.Context, t *testing.T, cfg *rest.Config, uri string) string {
 	t.Helper()
+	schema, _ := servedIn(ctx, t, cfg, uri)
+	return schema
+}
+
+// servedIn is the FlowSchema and the priority level (their UIDs, from the
+// X-Kubernetes-PF-* response headers) that served a GET of uri as cfg.
+func servedIn(ctx context.Context, t *testing.T, cfg *rest.Config, uri string) (schema, level string) {
+	t.Helper()
 	rt, err := rest.TransportFor(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -218,7 +227,7 @@ func servedBy(ctx context.Context, t *testing.T, cfg *rest.Config, uri string) s
 	}
 	defer resp.Body.Close()
 	io.Copy(io.Discard, resp.Body)
-	return resp.Header.Get("X-Kubernetes-PF-FlowSchema-UID")
+	return resp.Header.Get(flowcontrolv1.ResponseHeaderMatchedFlowSchemaUID), resp.Header.Get(flowcontrolv1.ResponseHeaderMatchedPriorityLevelConfigurationUID)
 }
 
 // apfDispatched reads apiserver_flowcontrol_dispatched_requests_total for

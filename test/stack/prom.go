@@ -207,8 +207,13 @@ func (s *Stack) startPrometheus() error {
 	}
 	maps.Copy(rules, s.opts.Rules)
 	scrape := []promstack.ScrapeConfig{{JobName: ExporterJob, Targets: []string{httpAddr(s.ExporterURL)}}}
+	var responders []string
 	if s.ResponderURL != "" {
-		scrape = append(scrape, promstack.ScrapeConfig{JobName: ResponderJob, Targets: []string{httpAddr(s.ResponderURL)}})
+		responders = append(responders, httpAddr(s.ResponderURL))
+	}
+	responders = append(responders, s.opts.ResponderAddrs...)
+	if len(responders) > 0 {
+		scrape = append(scrape, promstack.ScrapeConfig{JobName: ResponderJob, Targets: responders})
 	}
 	if s.opts.ScrapeAPIServer {
 		ca := filepath.Join(s.Dir, "apiserver-ca.crt")

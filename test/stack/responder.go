@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/common/model"
 
+	"github.com/herd-k8s/herd/responder/measure"
 	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/proc"
 )
@@ -28,6 +29,15 @@ prometheus: {url: %q, timeout: 5s, rateWindow: %s}
 actions:
   isolate: {ttl: 30m, holdDown: %s}
 `, dryRun, promURL, rateWindow, model.Duration(holdDown))
+}
+
+// MeasurementConfig is the responder --config block that turns the APF
+// measurement on (its default clients), or nothing when on is false.
+func MeasurementConfig(on bool) string {
+	if !on {
+		return ""
+	}
+	return "measurement: {enabled: true}\n"
 }
 
 // ResponderOptions say how StartResponder runs one `herd responder`
@@ -211,6 +221,12 @@ type TriageReport struct {
 func (r *Responder) Triage(ctx context.Context) ([]TriageReport, error) {
 	page, err := debugPage[struct{ Reports []TriageReport }](ctx, r.URL+"/debug/triage")
 	return page.Reports, err
+}
+
+// Measurement is the replica's /debug/measurement: where each measurement
+// FlowSchema goes, or why it has none.
+func (r *Responder) Measurement(ctx context.Context) (measure.Status, error) {
+	return debugPage[measure.Status](ctx, r.URL+"/debug/measurement")
 }
 
 // Metric sums the samples of one metric in the replica's exposition whose

@@ -123,12 +123,22 @@ type Options struct {
 	// NoResponder starts no responder of the stack's own: the caller starts
 	// the replicas it needs with StartResponder.
 	NoResponder bool
+	// ResponderAddrs are where replicas the caller starts will listen
+	// (ResponderOptions.Addr; reserve them with proc.FreeAddr): Prometheus
+	// scrapes them as job herd-responder, e.g. for the measurement's
+	// herd_measurement_flowschema_info.
+	ResponderAddrs []string
 	// DryRun runs the stack's responder in dry-run (decide, record,
 	// change nothing).
 	DryRun bool
 	// IsolateHoldDown is how long the stack's responder keeps an isolation
 	// after its alert resolves (default 30s, so a demo sees it removed).
 	IsolateHoldDown time.Duration
+	// Measurement turns on the stack's responder's APF measurement
+	// (measurement.enabled, its default clients): one FlowSchema per
+	// node-side identity and resource, without audit logs
+	// (docs/apf-measurement.md).
+	Measurement bool
 }
 
 // Stack is a running stack. Its URLs are on loopback.
@@ -264,7 +274,7 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 		step("starting herd responder (dryRun: %v, guards on)", opts.DryRun)
 		r, err := s.StartResponder(ctx, ResponderOptions{
 			Addr:   responderAddr,
-			Config: ResponderConfig(s.PrometheusURL, fmt.Sprint(s.Mixin["rateWindow"]), opts.DryRun, opts.IsolateHoldDown),
+			Config: ResponderConfig(s.PrometheusURL, fmt.Sprint(s.Mixin["rateWindow"]), opts.DryRun, opts.IsolateHoldDown) + MeasurementConfig(opts.Measurement),
 		})
 		if err != nil {
 			return s, err

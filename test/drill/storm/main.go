@@ -48,6 +48,7 @@ type options struct {
 	herd                    string
 	recoveryLimit           time.Duration
 	keep                    bool
+	measurement             bool
 }
 
 func main() { os.Exit(run()) }
@@ -69,6 +70,7 @@ func run() int {
 	flag.StringVar(&o.herd, "herd", "", "herd binary (default: go build ./cmd/herd)")
 	flag.DurationVar(&o.recoveryLimit, "recovery-limit", 500*time.Millisecond, "the scheduler has recovered once every GET for 5 s answers 200 within this")
 	flag.BoolVar(&o.keep, "keep", false, "keep each run's directory (logs, configs)")
+	flag.BoolVar(&o.measurement, "measurement", false, "run the responder's APF measurement FlowSchemas (docs/apf-measurement.md) in every run: compare the scheduler's p99 with a run without")
 	flag.Parse()
 	o.runs = strings.Split(*runs, ",")
 	for _, r := range o.runs {
@@ -164,7 +166,7 @@ func drillOne(ctx context.Context, o options, name string, ref reference) (*resu
 	logf("%s run: load average %s; starting a fresh stack", name, r.load)
 	nodes := max(o.clients, o.kubelets)
 	s, err := stack.Start(ctx, stack.Options{
-		Nodes: nodes, HerdBin: o.herd, DryRun: name != "protected", KeepDir: o.keep,
+		Nodes: nodes, HerdBin: o.herd, DryRun: name != "protected", KeepDir: o.keep, Measurement: o.measurement,
 		// Kept through the pause: wave 2 meets the isolation wave 1 caused.
 		IsolateHoldDown: 10 * time.Minute,
 		Log:             logWriter{},

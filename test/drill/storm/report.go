@@ -30,6 +30,10 @@ func report(w io.Writer, o options, rs map[string]*result) {
 		"scrape and evaluation 1 s, Alertmanager group_wait 1 s, group_interval 2 s. apiserver RSS sampled every 250 ms, killed "+
 		"above %.0f GiB. A fresh control plane and stack per run.\n\n",
 		o.pods, list, o.clients, o.wave, mix["rateWindow"], mix["relistStormFor"], o.rssCap)
+	if o.measurement {
+		fmt.Fprintf(w, "With the responder's APF measurement FlowSchemas (`-measurement`, docs/apf-measurement.md): every node-side "+
+			"client's LISTs served by its herd-measure schema in the level it had; compare the scheduler's p99 with a run without.\n\n")
+	}
 
 	p, u := rs["protected"], rs["unprotected"]
 	if p != nil || u != nil {
