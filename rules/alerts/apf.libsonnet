@@ -2,8 +2,9 @@
 // HerdSynchronizedRelist need nothing here: they read the shared recording rules, which
 // rules/rules/apf.libsonnet feeds from APF too. This file adds the rejection alert and fits the audit
 // feed's alerts to the mode: 'apf' has no audit feed to watch; in 'both', an exporter that never
-// received an audit event in a cluster the measurement schemas count is no stalled feed but a
-// cluster measured through APF alone.
+// received an audit event (herd_audit_last_event_timestamp_seconds is exported at 0 until the first)
+// in a cluster the measurement schemas count is no stalled feed but a cluster measured through APF
+// alone.
 {
   prometheusAlerts+:: {
     local c = $._config,
@@ -21,7 +22,7 @@
             (
               count by (%(clusterLabel)s) (herd_measurement_flowschema_info{%(herdResponderSelector)s, action="measure"})
               unless on (%(clusterLabel)s)
-              count by (%(clusterLabel)s) (herd_audit_last_event_timestamp_seconds{%(herdExporterSelector)s})
+              count by (%(clusterLabel)s) (herd_audit_last_event_timestamp_seconds{%(herdExporterSelector)s} > 0)
             )
           ||| % (c { expr: std.join('\n', ['  ' + l for l in std.split(std.stripChars(r.expr, '\n'), '\n')]) }),
         } else r

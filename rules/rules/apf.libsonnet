@@ -47,28 +47,25 @@
 
     // LISTs of a client and resource in the last two minutes above the pace of the ten minutes
     // before: APF cannot tell instances apart, so this stands for the audit rule's "instances that
-    // relisted after being quiet" (a relist loop keeps its pace and adds nothing; a client seen for
-    // the first time counts whole).
-    local increase(range, offset) = byClient('increase(apiserver_flowcontrol_dispatched_requests_total{%s}[%s]%s)' % [herdSchemas, range, offset],
-                                             'role, client, resource'),
+    // relisted after being quiet". A relist loop keeps its pace and adds nothing; a schema without
+    // LISTs counted 2 to 12 minutes ago (a client herd has just begun to measure) has no pace yet and
+    // adds nothing either, as a stream without a baseline in HerdRelistStorm.
     local apfIncrease = apfSource(|||
       clamp_min(
-        (
-          sum by (%(key)s) (
-      %(now)s
-          )
-          -
-          sum by (%(key)s) (
-      %(before)s
-          ) / 5
-        )
-        or
         sum by (%(key)s) (
-      %(now)s
+          (
+            increase(apiserver_flowcontrol_dispatched_requests_total{%(herdSchemas)s}[2m])
+            -
+            increase(apiserver_flowcontrol_dispatched_requests_total{%(herdSchemas)s}[10m] offset 2m) / 5
+            and
+            apiserver_flowcontrol_dispatched_requests_total{%(herdSchemas)s} offset 12m
+          )
+          * on (%(clusterLabel)s, flow_schema) group_left (role, client, resource)
+          %(info)s
         ),
         0
       )
-    ||| % { key: key, now: indent(increase('2m', ''), 6), before: indent(increase('10m', ' offset 2m'), 6) }),
+    ||| % { key: key, herdSchemas: herdSchemas, clusterLabel: c.clusterLabel, info: info }),
     local apfRatio = |||
       clamp_max(
         herd:instances_relisted:increase2m{source="apf", role=~"%(syncRelistRoles)s"}
