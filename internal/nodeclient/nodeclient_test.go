@@ -1,6 +1,9 @@
 package nodeclient
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestRoles(t *testing.T) {
 	for r := RoleOther; r < NumRoles; r++ {
@@ -50,6 +53,45 @@ func TestIdentities(t *testing.T) {
 		"system:node:node-1": false, "system:serviceaccount:calico-system:calico-node": false, "admin": false} {
 		if Unauthenticated(id) != want {
 			t.Errorf("Unauthenticated(%q) = %v", id, !want)
+		}
+	}
+}
+
+func TestAgentSubjects(t *testing.T) {
+	byClient := map[string]Agent{}
+	for _, a := range DefaultAgents() {
+		byClient[a.Client] = a
+	}
+	for client, want := range map[string][]string{
+		"kubelet":     {"group:system:nodes"},
+		"kube-proxy":  {"system:kube-proxy", "system:serviceaccount:kube-system:kube-proxy"},
+		"calico-node": {"system:serviceaccount:kube-system:calico-node", "system:serviceaccount:calico-system:calico-node"},
+	} {
+		var got []string
+		for _, s := range byClient[client].Subjects() {
+			got = append(got, s.Identity())
+			if back := SubjectOf(s.Identity()); back != s {
+				t.Errorf("SubjectOf(%q) = %+v, want %+v", s.Identity(), back, s)
+			}
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("%s subjects %v, want %v", client, got, want)
+		}
+	}
+	for g, broad := range map[string]bool{"system:nodes": false, "ops-agents": false, "*": true, "system:authenticated": true,
+		"system:unauthenticated": true, "system:serviceaccounts": true, "system:serviceaccounts:kube-system": true, "system:masters": true} {
+		if BroadGroup(g) != broad {
+			t.Errorf("BroadGroup(%q) = %v", g, !broad)
+		}
+	}
+	for _, r := range []string{"pods", "endpointslices.discovery.k8s.io", "ciliumnodes.cilium.io"} {
+		if !ValidResource(r) {
+			t.Errorf("%q refused", r)
+		}
+	}
+	for _, r := range []string{"", "Pods", "pods/status", "pods.", "a b"} {
+		if ValidResource(r) {
+			t.Errorf("%q accepted", r)
 		}
 	}
 }

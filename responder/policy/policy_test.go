@@ -385,3 +385,71 @@ func TestDocListsTheDefaults(t *testing.T) {
 		t.Errorf("the package comment lists\n%s\nDefault() is\n%s", got, want)
 	}
 }
+
+// TestMeasurementDefaults: off by default; the default clients are the
+// node-side agents herd classifies but metrics-server, 43 schemas within the
+// 50 slots; clients omitted or null means those, [] means none.
+func TestMeasurementDefaults(t *testing.T) {
+	c, err := Parse([]byte(promURL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := c.Measurement
+	if m.Enabled || m.MaxFlowSchemas != 50 || m.OwnerClusterRole != "herd-responder" || m.Schemas() != 43 {
+		t.Errorf("defaults: enabled %v, max %d, owner %q, %d schemas", m.Enabled, m.MaxFlowSchemas, m.OwnerClusterRole, m.Schemas())
+	}
+	var clients []string
+	for _, mc := range m.Clients {
+		clients = append(clients, mc.Role+"/"+mc.Client)
+	}
+	if want := "kubelet/kubelet kube-proxy/kube-proxy cni/calico-node cni/cilium-agent cni/flannel cni/antrea-agent cni/kube-router cni/aws-node"; strings.Join(clients, " ") != want {
+		t.Errorf("default clients %v, want %s", clients, want)
+	}
+	for y, want := range map[string]int{
+		promURL + "measurement: {enabled: true}\n":                43,
+		promURL + "measurement: {enabled: true, clients: null}\n": 43,
+		promURL + "measurement: {enabled: true, clients: []}\n":   0,
+		promURL + "measurement:\n  clients:\n  - {role: cni, client: cilium-agent, subjects: [{serviceAccount: 'cilium:cilium'}], resources: [pods, nodes]}\n": 2,
+	} {
+		c, err := Parse([]byte(y))
+		if err != nil || c.Measurement.Schemas() != want {
+			t.Errorf("%q: %d schemas, %v; want %d", y, c.Measurement.Schemas(), err, want)
+		}
+	}
+}
+
+// TestMeasurementInvalid: every refusal of the measurement settings, with
+// the exact message.
+func TestMeasurementInvalid(t *testing.T) {
+	client := func(subjects, resources string) string {
+		return promURL + "measurement:\n  clients:\n  - {role: cni, client: cilium-agent, subjects: " + subjects + ", resources: " + resources + "}\n"
+	}
+	for _, tc := range []struct{ name, yaml, err string }{
+		{"unknown field", promURL + "measurement: {enable: true}\n", `error unmarshaling JSON: while decoding JSON: json: unknown field "enable"`},
+		{"no slot", promURL + "measurement: {maxFlowSchemas: 0}\n", "measurement.maxFlowSchemas 0: must be 1..100 (every request is matched against every FlowSchema)"},
+		{"too few slots", promURL + "measurement: {maxFlowSchemas: 40}\n", "measurement.clients need 43 FlowSchemas (one per subject and resource); measurement.maxFlowSchemas is 40 (raise it, and the RBAC rendered from it, or measure less)"},
+		{"owner", promURL + "measurement: {ownerClusterRole: 'Herd Responder'}\n", `measurement.ownerClusterRole "Herd Responder": not a ClusterRole name: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')`},
+		{"role", promURL + "measurement:\n  clients:\n  - {role: other, client: x, subjects: [{group: g}], resources: [pods]}\n", `measurement.clients[0].role "other": must be a node-side role (kubelet, kube-proxy, cni, metrics-server)`},
+		{"client", promURL + "measurement:\n  clients:\n  - {role: cni, client: 'Cilium Agent', subjects: [{group: g}], resources: [pods]}\n", `measurement.clients[0].client "Cilium Agent": must be a client name (a lowercase DNS label, dots allowed), not other`},
+		{"no subject", client("[]", "[pods]"), "measurement.clients[0].subjects: at least one identity (group, user or serviceAccount)"},
+		{"no resource", client("[{group: g}]", "[]"), "measurement.clients[0].resources: at least one resource (plural, or plural.group)"},
+		{"two kinds", client("[{group: g, user: u}]", "[pods]"), "measurement.clients[0].subjects[0]: set exactly one of group, user, serviceAccount"},
+		{"every caller", client("[{group: 'system:authenticated'}]", "[pods]"), `measurement.clients[0].subjects[0]: group "system:authenticated" takes in callers that are not one node-side client`},
+		{"a namespace's service accounts", client("[{group: 'system:serviceaccounts:kube-system'}]", "[pods]"), `measurement.clients[0].subjects[0]: group "system:serviceaccounts:kube-system" takes in callers that are not one node-side client`},
+		{"wildcard user", client("[{user: '*'}]", "[pods]"), `measurement.clients[0].subjects[0]: user "*": not one authenticated user`},
+		{"anonymous", client("[{user: 'system:anonymous'}]", "[pods]"), `measurement.clients[0].subjects[0]: user "system:anonymous": not one authenticated user`},
+		{"service account as user", client("[{user: 'system:serviceaccount:kube-system:cilium'}]", "[pods]"), `measurement.clients[0].subjects[0]: user "system:serviceaccount:kube-system:cilium" is a service account: write serviceAccount: NAMESPACE:NAME`},
+		{"one kubelet", client("[{user: 'system:node:n1'}]", "[pods]"), `measurement.clients[0].subjects[0]: user "system:node:n1" is one kubelet: measure the fleet with group: system:nodes`},
+		{"wildcard namespace", client("[{serviceAccount: '*:cilium'}]", "[pods]"), `measurement.clients[0].subjects[0]: serviceAccount "*:cilium": want NAMESPACE:NAME (no wildcard: an APF subject names its namespace)`},
+		{"bad resource", client("[{group: g}]", "['Pods']"), `measurement.clients[0].resources[0] "Pods": not a resource (plural, or plural.group, as herd's resource label writes it)`},
+		{"twice", promURL + "measurement:\n  clients:\n  - {role: cni, client: a, subjects: [{group: g}], resources: [pods]}\n  - {role: cni, client: b, subjects: [{group: g}], resources: [pods]}\n",
+			"measurement.clients[1]: group:g's LISTs of pods are measured already by measurement.clients[0]: one FlowSchema per identity and resource"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml))
+			if err == nil || err.Error() != tc.err {
+				t.Errorf("error = %v\nwant    %s", err, tc.err)
+			}
+		})
+	}
+}

@@ -228,39 +228,10 @@ func TestAPFMeasurement(t *testing.T) {
 		if wait := time.Until(loadStart.Add(time.Duration(window) + 15*time.Second)); wait > 0 {
 			time.Sleep(wait)
 		}
-		q := `herd:relists_by_resource:rate` + rateWindow + `{source="apf"}`
-		vec, err := s.Query(ctx, q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		stamps, err := s.Query(ctx, `timestamp(`+q+`)`)
-		if err != nil || len(stamps) == 0 {
-			t.Fatalf("timestamp(%s): %v %v", q, stamps, err)
-		}
-		evaluated := time.Unix(0, int64(float64(stamps[0].Value)*1e9))
-		time.Sleep(2 * time.Second) // the log has every event of the window
-		counted := auditLISTs(t, s.AuditLogPath, evaluated.Add(-time.Duration(window)), evaluated)
-		apf := map[apfKey]float64{}
-		for _, smp := range vec {
-			m := smp.Metric
-			apf[apfKey{string(m["role"]), string(m["client"]), string(m["resource"])}] = float64(smp.Value)
-		}
-		for _, k := range []apfKey{
+		apfMatchesAuditLog(ctx, t, s.Stack, window, []apfKey{
 			{"kubelet", "kubelet", "pods"}, {"kube-proxy", "kube-proxy", "services"}, {"kube-proxy", "kube-proxy", "endpointslices.discovery.k8s.io"},
 			{"cni", "calico-node", "pods"}, {"cni", "cilium-agent", "pods"}, {"cni", "cilium-agent", "nodes"},
-		} {
-			logRate := counted[k] / time.Duration(window).Seconds()
-			got, ok := apf[k]
-			if !ok || logRate == 0 {
-				t.Errorf("%s: APF %v (%v), audit log %.0f LISTs", k, got, ok, counted[k])
-				continue
-			}
-			dev := (got - logRate) / logRate
-			t.Logf("%-46s APF %6.2f/s  audit log %6.2f/s (%3.0f LISTs in %s)  %+5.1f %%", k, got, logRate, counted[k], rateWindow, 100*dev)
-			if math.Abs(dev) > apfTolerance {
-				t.Errorf("%s: APF counts %.2f/s, the audit log %.2f/s: %+.1f %%, beyond ±%.0f %%", k, got, logRate, 100*dev, 100*apfTolerance)
-			}
-		}
+		})
 	})
 
 	storm := map[string]string{"role": "cni", "client": "cilium-agent", "resource": "pods", "source": "apf"}
@@ -318,6 +289,11 @@ func TestAPFMeasurement(t *testing.T) {
 			return ok && v > 1
 		})
 		s.mark(t, "cilium-agent's pod LISTs isolated in herd-isolate-1 and still counted for it")
+		// The storm's rate, isolated LISTs included, against the log: under
+		// a load the machine bounds, not a steady pace.
+		window, _ := model.ParseDuration(rateWindow)
+		time.Sleep(time.Duration(window))
+		apfMatchesAuditLog(ctx, t, s.Stack, window, []apfKey{{"cni", "cilium-agent", "pods"}})
 	})
 
 	t.Run("triage names the client class and resource from APF", func(t *testing.T) {
@@ -344,4 +320,42 @@ func TestAPFMeasurement(t *testing.T) {
 			t.Errorf("HerdAuditIngestStalled delivered at %s: %v", at.Sub(s.start), l)
 		}
 	})
+}
+
+// apfMatchesAuditLog checks that herd:relists_by_resource:rate<window>
+// {source="apf"}, as Prometheus last evaluated it, equals the LISTs of the
+// audit log whose response completed in the window it covers, within
+// apfTolerance, for each key.
+func apfMatchesAuditLog(ctx context.Context, t *testing.T, s *stack.Stack, window model.Duration, keys []apfKey) {
+	t.Helper()
+	q := `herd:relists_by_resource:rate` + rateWindow + `{source="apf"}`
+	vec, err := s.Query(ctx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stamps, err := s.Query(ctx, `timestamp(`+q+`)`)
+	if err != nil || len(stamps) == 0 {
+		t.Fatalf("timestamp(%s): %v %v", q, stamps, err)
+	}
+	evaluated := time.Unix(0, int64(float64(stamps[0].Value)*1e9))
+	time.Sleep(2 * time.Second) // the log has every event of the window
+	counted := auditLISTs(t, s.AuditLogPath, evaluated.Add(-time.Duration(window)), evaluated)
+	apf := map[apfKey]float64{}
+	for _, smp := range vec {
+		m := smp.Metric
+		apf[apfKey{string(m["role"]), string(m["client"]), string(m["resource"])}] = float64(smp.Value)
+	}
+	for _, k := range keys {
+		logRate := counted[k] / time.Duration(window).Seconds()
+		got, ok := apf[k]
+		if !ok || logRate == 0 {
+			t.Errorf("%s: APF %v (%v), audit log %.0f LISTs", k, got, ok, counted[k])
+			continue
+		}
+		dev := (got - logRate) / logRate
+		t.Logf("%-46s APF %6.2f/s  audit log %6.2f/s (%4.0f LISTs in %s)  %+5.1f %%", k, got, logRate, counted[k], rateWindow, 100*dev)
+		if math.Abs(dev) > apfTolerance {
+			t.Errorf("%s: APF counts %.2f/s, the audit log %.2f/s: %+.1f %%, beyond ±%.0f %%", k, got, logRate, 100*dev, 100*apfTolerance)
+		}
+	}
 }
