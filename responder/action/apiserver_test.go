@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -35,7 +34,7 @@ import (
 // object under a slot name never touched; a level that was not installed
 // created once, by the first decision that needs it.
 
-const responderSA = "herd-responder"
+const responderSA = controlplane.Responder
 
 // request is one request the responder's client made.
 type sent struct {
@@ -86,14 +85,6 @@ func (c *counter) take() []sent {
 	out := c.sent
 	c.sent = nil
 	return out
-}
-
-// applyFile server-side applies every object of a YAML file as admin.
-func applyFile(ctx context.Context, t *testing.T, cp *controlplane.ControlPlane, path string) {
-	t.Helper()
-	if err := cp.ApplyFile(ctx, controlplane.Admin, path); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // liveResponder is a Runner acting as herd's service account on the real
@@ -147,19 +138,12 @@ func TestAPFWritesOnAPIServer(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{Identities: map[string]controlplane.Identity{
-		responderSA: {User: "system:serviceaccount:herd:herd-responder", Groups: []string{"system:serviceaccounts", "system:serviceaccounts:herd"}},
-	}})
+	cp, err := controlplane.Start(ctx, controlplane.Options{InstallResponder: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(cp.Stop)
 	admin := cp.Client(controlplane.Admin)
-	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "herd"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	applyFile(ctx, t, cp, "../../manifests/rbac/responder.yaml")
-	applyFile(ctx, t, cp, "../../manifests/apf/herd.yaml")
 	own, err := admin.FlowcontrolV1().FlowSchemas().Get(ctx, "herd-responder", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)

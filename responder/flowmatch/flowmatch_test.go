@@ -46,15 +46,6 @@ func TestSchemaMatches(t *testing.T) {
 }
 
 func TestSubjectsMatch(t *testing.T) {
-	userS := func(n string) flowcontrolv1.Subject {
-		return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindUser, User: &flowcontrolv1.UserSubject{Name: n}}
-	}
-	groupS := func(n string) flowcontrolv1.Subject {
-		return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindGroup, Group: &flowcontrolv1.GroupSubject{Name: n}}
-	}
-	saS := func(ns, n string) flowcontrolv1.Subject {
-		return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindServiceAccount, ServiceAccount: &flowcontrolv1.ServiceAccountSubject{Namespace: ns, Name: n}}
-	}
 	cilium := UserOf("system:serviceaccount:kube-system:cilium")
 	kubelet := UserOf("system:node:n1")
 	cases := []struct {
@@ -64,23 +55,23 @@ func TestSubjectsMatch(t *testing.T) {
 		want     bool
 	}{
 		{"none", nil, cilium, false},
-		{"user by name", []flowcontrolv1.Subject{userS("system:node:n1")}, kubelet, true},
-		{"user by another name", []flowcontrolv1.Subject{userS("system:node:n2")}, kubelet, false},
-		{"user *", []flowcontrolv1.Subject{userS("*")}, kubelet, true},
-		{"group", []flowcontrolv1.Subject{groupS("system:nodes")}, kubelet, true},
-		{"group the user is not in", []flowcontrolv1.Subject{groupS("system:nodes")}, cilium, false},
-		{"group *", []flowcontrolv1.Subject{groupS("*")}, cilium, true},
-		{"all authenticated", []flowcontrolv1.Subject{groupS("system:authenticated")}, cilium, true},
-		{"service accounts group", []flowcontrolv1.Subject{groupS("system:serviceaccounts")}, cilium, true},
-		{"service accounts of the namespace", []flowcontrolv1.Subject{groupS("system:serviceaccounts:kube-system")}, cilium, true},
-		{"service accounts of another namespace", []flowcontrolv1.Subject{groupS("system:serviceaccounts:default")}, cilium, false},
-		{"service account", []flowcontrolv1.Subject{saS("kube-system", "cilium")}, cilium, true},
-		{"service account *", []flowcontrolv1.Subject{saS("kube-system", "*")}, cilium, true},
-		{"service account in another namespace", []flowcontrolv1.Subject{saS("default", "*")}, cilium, false},
-		{"another service account", []flowcontrolv1.Subject{saS("kube-system", "coredns")}, cilium, false},
-		{"service account subject, user not a service account", []flowcontrolv1.Subject{saS("kube-system", "*")}, kubelet, false},
+		{"user by name", []flowcontrolv1.Subject{userSubject("system:node:n1")}, kubelet, true},
+		{"user by another name", []flowcontrolv1.Subject{userSubject("system:node:n2")}, kubelet, false},
+		{"user *", []flowcontrolv1.Subject{userSubject("*")}, kubelet, true},
+		{"group", []flowcontrolv1.Subject{groupSubject("system:nodes")}, kubelet, true},
+		{"group the user is not in", []flowcontrolv1.Subject{groupSubject("system:nodes")}, cilium, false},
+		{"group *", []flowcontrolv1.Subject{groupSubject("*")}, cilium, true},
+		{"all authenticated", []flowcontrolv1.Subject{groupSubject("system:authenticated")}, cilium, true},
+		{"service accounts group", []flowcontrolv1.Subject{groupSubject("system:serviceaccounts")}, cilium, true},
+		{"service accounts of the namespace", []flowcontrolv1.Subject{groupSubject("system:serviceaccounts:kube-system")}, cilium, true},
+		{"service accounts of another namespace", []flowcontrolv1.Subject{groupSubject("system:serviceaccounts:default")}, cilium, false},
+		{"service account", []flowcontrolv1.Subject{saSubject("kube-system", "cilium")}, cilium, true},
+		{"service account *", []flowcontrolv1.Subject{saSubject("kube-system", "*")}, cilium, true},
+		{"service account in another namespace", []flowcontrolv1.Subject{saSubject("default", "*")}, cilium, false},
+		{"another service account", []flowcontrolv1.Subject{saSubject("kube-system", "coredns")}, cilium, false},
+		{"service account subject, user not a service account", []flowcontrolv1.Subject{saSubject("kube-system", "*")}, kubelet, false},
 		{"nil pointers are skipped", []flowcontrolv1.Subject{{Kind: flowcontrolv1.SubjectKindUser}, {Kind: flowcontrolv1.SubjectKindGroup},
-			{Kind: flowcontrolv1.SubjectKindServiceAccount}, userS("system:node:n1")}, kubelet, true},
+			{Kind: flowcontrolv1.SubjectKindServiceAccount}, userSubject("system:node:n1")}, kubelet, true},
 		{"unknown kind", []flowcontrolv1.Subject{{Kind: "Robot", User: &flowcontrolv1.UserSubject{Name: "*"}}}, kubelet, false},
 	}
 	for _, tc := range cases {
@@ -214,15 +205,6 @@ func TestRepresentative(t *testing.T) {
 func TestMayOverlap(t *testing.T) {
 	listPods := flowcontrolv1.ResourcePolicyRule{Verbs: []string{"list"}, APIGroups: []string{""}, Resources: []string{"pods"}, ClusterScope: true}
 	nsPods := flowcontrolv1.ResourcePolicyRule{Verbs: []string{"list"}, APIGroups: []string{""}, Resources: []string{"pods"}, Namespaces: []string{"kube-system"}}
-	user := func(n string) flowcontrolv1.Subject {
-		return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindUser, User: &flowcontrolv1.UserSubject{Name: n}}
-	}
-	group := func(n string) flowcontrolv1.Subject {
-		return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindGroup, Group: &flowcontrolv1.GroupSubject{Name: n}}
-	}
-	sa := func(ns, n string) flowcontrolv1.Subject {
-		return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindServiceAccount, ServiceAccount: &flowcontrolv1.ServiceAccountSubject{Namespace: ns, Name: n}}
-	}
 	nodes := nodeclient.Subject{Group: "system:nodes"}
 	cilium := nodeclient.Subject{ServiceAccount: "kube-system:cilium"}
 	proxy := nodeclient.Subject{User: "system:kube-proxy"}
@@ -234,21 +216,33 @@ func TestMayOverlap(t *testing.T) {
 		namespaced bool
 		want       bool
 	}{
-		{"one node's name may be a member", schema("x", 1, "l", rulesFor(user("system:node:n1"), listPods)), nodes, false, true},
-		{"another group may hold members", schema("x", 1, "l", rulesFor(group("ops"), listPods)), nodes, false, true},
-		{"a service account may be in a group", schema("x", 1, "l", rulesFor(sa("kube-system", "cilium"), listPods)), nodes, false, true},
-		{"a service account's groups are known", schema("x", 1, "l", rulesFor(group("ops"), listPods)), cilium, false, false},
-		{"its own namespace's group", schema("x", 1, "l", rulesFor(group("system:serviceaccounts:kube-system"), listPods)), cilium, false, true},
-		{"another service account", schema("x", 1, "l", rulesFor(sa("kube-system", "coredns"), listPods)), cilium, false, false},
-		{"a user by another name", schema("x", 1, "l", rulesFor(user("alice"), listPods)), proxy, false, false},
-		{"a user in a group herd does not know", schema("x", 1, "l", rulesFor(group("ops"), listPods)), proxy, false, true},
-		{"a user is no service account", schema("x", 1, "l", rulesFor(sa("kube-system", "*"), listPods)), proxy, false, false},
-		{"another verb", schema("x", 1, "l", rulesFor(group("*"), flowcontrolv1.ResourcePolicyRule{Verbs: []string{"watch"}, APIGroups: []string{"*"}, Resources: []string{"*"}, ClusterScope: true})), cilium, true, false},
-		{"namespaced rule, cluster-wide LISTs only", schema("x", 1, "l", rulesFor(group("*"), nsPods)), cilium, false, false},
-		{"namespaced rule, namespaced LISTs measured too", schema("x", 1, "l", rulesFor(group("*"), nsPods)), cilium, true, true},
+		{"one node's name may be a member", schema("x", 1, "l", rulesFor(userSubject("system:node:n1"), listPods)), nodes, false, true},
+		{"another group may hold members", schema("x", 1, "l", rulesFor(groupSubject("ops"), listPods)), nodes, false, true},
+		{"a service account may be in a group", schema("x", 1, "l", rulesFor(saSubject("kube-system", "cilium"), listPods)), nodes, false, true},
+		{"a service account's groups are known", schema("x", 1, "l", rulesFor(groupSubject("ops"), listPods)), cilium, false, false},
+		{"its own namespace's group", schema("x", 1, "l", rulesFor(groupSubject("system:serviceaccounts:kube-system"), listPods)), cilium, false, true},
+		{"another service account", schema("x", 1, "l", rulesFor(saSubject("kube-system", "coredns"), listPods)), cilium, false, false},
+		{"a user by another name", schema("x", 1, "l", rulesFor(userSubject("alice"), listPods)), proxy, false, false},
+		{"a user in a group herd does not know", schema("x", 1, "l", rulesFor(groupSubject("ops"), listPods)), proxy, false, true},
+		{"a user is no service account", schema("x", 1, "l", rulesFor(saSubject("kube-system", "*"), listPods)), proxy, false, false},
+		{"another verb", schema("x", 1, "l", rulesFor(groupSubject("*"), flowcontrolv1.ResourcePolicyRule{Verbs: []string{"watch"}, APIGroups: []string{"*"}, Resources: []string{"*"}, ClusterScope: true})), cilium, true, false},
+		{"namespaced rule, cluster-wide LISTs only", schema("x", 1, "l", rulesFor(groupSubject("*"), nsPods)), cilium, false, false},
+		{"namespaced rule, namespaced LISTs measured too", schema("x", 1, "l", rulesFor(groupSubject("*"), nsPods)), cilium, true, true},
 	} {
 		if got := MayOverlap(tc.fs, tc.s, pods, tc.namespaced); got != tc.want {
 			t.Errorf("%s: MayOverlap = %v, want %v", tc.name, got, tc.want)
 		}
 	}
+}
+
+func userSubject(n string) flowcontrolv1.Subject {
+	return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindUser, User: &flowcontrolv1.UserSubject{Name: n}}
+}
+
+func groupSubject(n string) flowcontrolv1.Subject {
+	return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindGroup, Group: &flowcontrolv1.GroupSubject{Name: n}}
+}
+
+func saSubject(ns, n string) flowcontrolv1.Subject {
+	return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindServiceAccount, ServiceAccount: &flowcontrolv1.ServiceAccountSubject{Namespace: ns, Name: n}}
 }

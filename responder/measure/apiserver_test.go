@@ -11,7 +11,6 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	corev1 "k8s.io/api/core/v1"
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -33,7 +32,7 @@ import (
 // the responder's ClusterRole (uninstalling) has the garbage collector
 // delete them.
 
-const responderSA = "herd-responder"
+const responderSA = controlplane.Responder
 
 // Test identities beyond the harness's: calico-node as the Tigera
 // operator installs it, and kube-proxy authenticated by a client
@@ -45,8 +44,7 @@ const (
 
 func startControlPlane(ctx context.Context, t *testing.T, controllers ...string) *controlplane.ControlPlane {
 	t.Helper()
-	cp, err := controlplane.Start(ctx, controlplane.Options{Controllers: controllers, Identities: map[string]controlplane.Identity{
-		responderSA:    {User: "system:serviceaccount:herd:herd-responder", Groups: []string{"system:serviceaccounts", "system:serviceaccounts:herd"}},
+	cp, err := controlplane.Start(ctx, controlplane.Options{InstallResponder: true, Controllers: controllers, Identities: map[string]controlplane.Identity{
 		calicoOperator: {User: "system:serviceaccount:calico-system:calico-node", Groups: []string{"system:serviceaccounts", "system:serviceaccounts:calico-system"}},
 		proxyUser:      {User: "system:kube-proxy"},
 	}})
@@ -55,14 +53,6 @@ func startControlPlane(ctx context.Context, t *testing.T, controllers ...string)
 	}
 	t.Cleanup(cp.Stop)
 	admin := cp.Client(controlplane.Admin)
-	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "herd"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"../../manifests/rbac/responder.yaml", "../../manifests/apf/herd.yaml"} {
-		if err := cp.ApplyFile(ctx, controlplane.Admin, f); err != nil {
-			t.Fatal(err)
-		}
-	}
 	// The extra identities read what the CNI test role grants.
 	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "herd-test:measure"},
@@ -152,30 +142,16 @@ func (l *liveController) settled(ctx context.Context, t *testing.T) {
 	}
 }
 
-// served is how APF served one request: the FlowSchema and priority level
-// UIDs of its response headers.
-type served struct {
-	status        int
-	schema, level string
-}
+// served is how APF served one request.
+type served = controlplane.Served
 
 func serve(ctx context.Context, t *testing.T, cfg *rest.Config, path string) served {
 	t.Helper()
-	hc, err := rest.HTTPClientFor(cfg)
+	s, err := controlplane.ServedBy(ctx, cfg, path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, cfg.Host+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return served{status: resp.StatusCode, schema: resp.Header.Get(flowcontrolv1.ResponseHeaderMatchedFlowSchemaUID),
-		level: resp.Header.Get(flowcontrolv1.ResponseHeaderMatchedPriorityLevelConfigurationUID)}
+	return s
 }
 
 // probe is one request of one client that herd measures (or must not).
@@ -256,14 +232,14 @@ func checkServing(ctx context.Context, t *testing.T, cp *controlplane.ControlPla
 			now := serve(ctx, t, cp.Config(p.identity), p.path)
 			b := before[p]
 			switch {
-			case now.status != http.StatusOK:
-				problems = append(problems, fmt.Sprintf("%s GET %s: %d", p.identity, p.path, now.status))
-			case now.level != b.level:
-				problems = append(problems, fmt.Sprintf("%s GET %s: priority level %s, before %s", p.identity, p.path, now.level, b.level))
-			case measuring && p.measured && !strings.HasPrefix(names[now.schema], SlotPrefix+"-"):
-				problems = append(problems, fmt.Sprintf("%s GET %s: served by %s, not a herd-measure schema", p.identity, p.path, names[now.schema]))
-			case (!measuring || !p.measured) && now.schema != b.schema:
-				problems = append(problems, fmt.Sprintf("%s GET %s: served by %s, before by %s", p.identity, p.path, names[now.schema], names[b.schema]))
+			case now.Status != http.StatusOK:
+				problems = append(problems, fmt.Sprintf("%s GET %s: %d", p.identity, p.path, now.Status))
+			case now.PriorityLevelUID != b.PriorityLevelUID:
+				problems = append(problems, fmt.Sprintf("%s GET %s: priority level %s, before %s", p.identity, p.path, now.PriorityLevelUID, b.PriorityLevelUID))
+			case measuring && p.measured && !strings.HasPrefix(names[now.FlowSchemaUID], SlotPrefix+"-"):
+				problems = append(problems, fmt.Sprintf("%s GET %s: served by %s, not a herd-measure schema", p.identity, p.path, names[now.FlowSchemaUID]))
+			case (!measuring || !p.measured) && now.FlowSchemaUID != b.FlowSchemaUID:
+				problems = append(problems, fmt.Sprintf("%s GET %s: served by %s, before by %s", p.identity, p.path, names[now.FlowSchemaUID], names[b.FlowSchemaUID]))
 			}
 		}
 		return strings.Join(problems, "\n")
@@ -316,7 +292,7 @@ func TestMeasurementOnAPIServer(t *testing.T) {
 	before := map[probe]served{}
 	for _, p := range probes {
 		before[p] = serve(ctx, t, cp.Config(p.identity), p.path)
-		if before[p].status != http.StatusOK || before[p].level == "" || before[p].schema == "" {
+		if before[p].Status != http.StatusOK || before[p].PriorityLevelUID == "" || before[p].FlowSchemaUID == "" {
 			t.Fatalf("%s GET %s before measuring: %+v", p.identity, p.path, before[p])
 		}
 	}
@@ -374,15 +350,15 @@ func TestMeasurementOnAPIServer(t *testing.T) {
 		eventually(t, 20*time.Second, checkServing(ctx, t, cp, before, true))
 		for _, p := range probes {
 			now := serve(ctx, t, cp.Config(p.identity), p.path)
-			t.Logf("%-14s GET %-60s level %s (same), schema %s → %s", strings.TrimPrefix(cp.User(p.identity), "system:serviceaccount:"), p.path, now.level[:8],
-				schemaNames(ctx, t, admin)[before[p].schema], schemaNames(ctx, t, admin)[now.schema])
+			t.Logf("%-14s GET %-60s level %s (same), schema %s → %s", strings.TrimPrefix(cp.User(p.identity), "system:serviceaccount:"), p.path, now.PriorityLevelUID[:8],
+				schemaNames(ctx, t, admin)[before[p].FlowSchemaUID], schemaNames(ctx, t, admin)[now.FlowSchemaUID])
 		}
 	})
 
 	t.Run("the apiserver counts each client's LISTs in its schema, exactly", func(t *testing.T) {
 		cilium := cp.Config(controlplane.Cilium)
 		first := serve(ctx, t, cilium, "/api/v1/pods")
-		name := schemaNames(ctx, t, admin)[first.schema]
+		name := schemaNames(ctx, t, admin)[first.FlowSchemaUID]
 		b := dispatched(ctx, t, cp)[name]
 		for range 7 {
 			serve(ctx, t, cilium, "/api/v1/pods")
@@ -408,8 +384,8 @@ func TestMeasurementOnAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		eventually(t, 20*time.Second, func() string {
-			if s := serve(ctx, t, cp.Config(controlplane.Cilium), "/api/v1/pods"); s.schema != string(created.UID) {
-				return "cilium's pod LIST is not served by herd-isolate-1: " + schemaNames(ctx, t, admin)[s.schema]
+			if s := serve(ctx, t, cp.Config(controlplane.Cilium), "/api/v1/pods"); s.FlowSchemaUID != string(created.UID) {
+				return "cilium's pod LIST is not served by herd-isolate-1: " + schemaNames(ctx, t, admin)[s.FlowSchemaUID]
 			}
 			return ""
 		})
@@ -453,7 +429,7 @@ func TestMeasurementOnAPIServer(t *testing.T) {
 		}
 		eventually(t, 20*time.Second, followed("workload-low"))
 		eventually(t, 30*time.Second, func() string {
-			if s := serve(ctx, t, cp.Config(controlplane.Cilium), "/api/v1/pods"); s.level == before[probes[6]].level {
+			if s := serve(ctx, t, cp.Config(controlplane.Cilium), "/api/v1/pods"); s.PriorityLevelUID == before[probes[6]].PriorityLevelUID {
 				return "cilium's LISTs are still served in workload-high after the change"
 			}
 			return ""

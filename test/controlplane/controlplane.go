@@ -94,6 +94,10 @@ type Options struct {
 
 	// ExtraArgs are appended to kube-apiserver's flags (later ones win).
 	ExtraArgs []string
+	// InstallResponder adds herd's responder service account (identity
+	// Responder) and installs the responder as manifests/rbac/responder.yaml
+	// and manifests/apf/herd.yaml do, in namespace herd.
+	InstallResponder bool
 	// Controllers, when not empty, also runs kube-controller-manager with
 	// only these controllers (--controllers), as the admin: e.g.
 	// garbagecollector, which deletes objects whose owners are gone.
@@ -166,6 +170,11 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 	if err := cp.grantTestRBAC(ctx); err != nil {
 		return nil, fmt.Errorf("start control plane: %w", err)
 	}
+	if opts.InstallResponder {
+		if err := cp.installResponder(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if len(opts.Controllers) > 0 {
 		if err := cp.startControllerManager(ctx); err != nil {
 			return nil, err
@@ -186,6 +195,9 @@ func (cp *ControlPlane) writeFiles() error {
 	}
 	for _, n := range cp.opts.Nodes {
 		cp.identities[KubeletIdentity(n)] = Identity{User: "system:node:" + n, Groups: []string{"system:nodes"}}
+	}
+	if cp.opts.InstallResponder {
+		cp.identities[Responder] = serviceAccount("herd", "herd-responder")
 	}
 	for name, id := range cp.opts.Identities {
 		cp.identities[name] = id

@@ -75,6 +75,9 @@ type drillSetup struct {
 	// Measurement turns on the responder's APF measurement
 	// (docs/apf-measurement.md).
 	Measurement bool
+	// RateWindow is the mixin's and the responder's rate window; default
+	// the scenarios' (rateWindow).
+	RateWindow string
 }
 
 // drill is one drill's running stack.
@@ -121,13 +124,13 @@ func (s *drill) logf(t *testing.T, format string, args ...any) {
 
 // drillResponderConfig acts (dryRun false) with the default routes and
 // guards; isolate's hold-down is short so a drill can watch it end.
-func drillResponderConfig(promURL string) string {
+func drillResponderConfig(promURL, window string) string {
 	return fmt.Sprintf(`dryRun: false
 prometheus: {url: %q, timeout: 5s, rateWindow: %s}
 actions:
   isolate: {ttl: 30m, holdDown: 5s}
   quarantine: {ttl: 30m}
-`, promURL, rateWindow)
+`, promURL, window)
 }
 
 // startDrill brings the stack up; the drill's load starts afterwards.
@@ -139,6 +142,10 @@ func startDrill(ctx context.Context, t *testing.T, setup drillSetup) *drill {
 	}
 	overrides := maps.Clone(mixinOverrides)
 	maps.Copy(overrides, setup.Overrides)
+	if setup.RateWindow == "" {
+		setup.RateWindow = rateWindow
+	}
+	overrides["rateWindow"] = setup.RateWindow
 	rules := map[string]string{}
 	if setup.Rules != "" {
 		rules["drill.yml"] = setup.Rules
@@ -173,7 +180,7 @@ func startDrill(ctx context.Context, t *testing.T, setup drillSetup) *drill {
 		NoResponder:     true,
 		ResponderAddrs:  respAddrs,
 	})
-	ro := stack.ResponderOptions{Name: "drill", Config: drillResponderConfig(s.PrometheusURL) + stack.MeasurementConfig(setup.Measurement)}
+	ro := stack.ResponderOptions{Name: "drill", Config: drillResponderConfig(s.PrometheusURL, setup.RateWindow) + stack.MeasurementConfig(setup.Measurement)}
 	if len(respAddrs) > 0 {
 		ro.Addr = respAddrs[0]
 	}

@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -16,12 +14,12 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/herd-k8s/herd/test/controlplane"
 	"github.com/herd-k8s/herd/test/stack"
 )
 
@@ -213,21 +211,13 @@ func servedBy(ctx context.Context, t *testing.T, cfg *rest.Config, uri string) s
 // X-Kubernetes-PF-* response headers) that served a GET of uri as cfg.
 func servedIn(ctx context.Context, t *testing.T, cfg *rest.Config, uri string) (schema, level string) {
 	t.Helper()
-	rt, err := rest.TransportFor(cfg)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	s, err := controlplane.ServedBy(ctx, cfg, uri)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, cfg.Host+uri, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := (&http.Client{Transport: rt, Timeout: 30 * time.Second}).Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", uri, err)
-	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, resp.Body)
-	return resp.Header.Get(flowcontrolv1.ResponseHeaderMatchedFlowSchemaUID), resp.Header.Get(flowcontrolv1.ResponseHeaderMatchedPriorityLevelConfigurationUID)
+	return s.FlowSchemaUID, s.PriorityLevelUID
 }
 
 // apfDispatched reads apiserver_flowcontrol_dispatched_requests_total for
