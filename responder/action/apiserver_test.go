@@ -3,12 +3,10 @@ package action
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -36,63 +34,12 @@ import (
 
 const responderSA = controlplane.Responder
 
-// request is one request the responder's client made.
-type sent struct {
-	method, path, query string
-	status              int
-	flowSchemaUID       string // the FlowSchema APF served it with
-}
-
-func (s sent) String() string {
-	q := ""
-	if s.query != "" {
-		q = "?" + s.query
-	}
-	return fmt.Sprintf("%s %s%s → %d", s.method, s.path, q, s.status)
-}
-
-// counter records every request but the informers' watches.
-type counter struct {
-	mu   sync.Mutex
-	sent []sent
-}
-
-// counting is a RoundTripper that records into a counter.
-type counting struct {
-	rt http.RoundTripper
-	c  *counter
-}
-
-func (w counting) RoundTrip(r *http.Request) (*http.Response, error) {
-	c := w.c
-	resp, err := w.rt.RoundTrip(r)
-	if r.URL.Query().Get("watch") == "true" {
-		return resp, err
-	}
-	s := sent{method: r.Method, path: r.URL.Path, query: r.URL.RawQuery}
-	if resp != nil {
-		s.status, s.flowSchemaUID = resp.StatusCode, resp.Header.Get(flowcontrolv1.ResponseHeaderMatchedFlowSchemaUID)
-	}
-	c.mu.Lock()
-	c.sent = append(c.sent, s)
-	c.mu.Unlock()
-	return resp, err
-}
-
-func (c *counter) take() []sent {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := c.sent
-	c.sent = nil
-	return out
-}
-
 // liveResponder is a Runner acting as herd's service account on the real
 // apiserver, with a request counter on its client.
 type liveResponder struct {
 	env    *Env
 	runner *Runner
-	sent   *counter
+	sent   *controlplane.Requests
 	q      *querier
 	stop   context.CancelFunc
 }
@@ -100,9 +47,9 @@ type liveResponder struct {
 func newLiveResponder(t *testing.T, cp *controlplane.ControlPlane, cfg func(*policy.Config)) *liveResponder {
 	t.Helper()
 	c := testPolicy(t, cfg)
-	l := &liveResponder{q: &querier{}, sent: &counter{}}
+	l := &liveResponder{q: &querier{}, sent: &controlplane.Requests{}}
 	rc := cp.Config(responderSA)
-	rc.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return counting{rt: rt, c: l.sent} }
+	rc.WrapTransport = l.sent.Wrap
 	client := kubernetes.NewForConfigOrDie(rc)
 	ctx, cancel := context.WithCancel(context.Background())
 	l.stop = cancel
@@ -117,7 +64,7 @@ func newLiveResponder(t *testing.T, cp *controlplane.ControlPlane, cfg func(*pol
 	if l.runner, err = NewRunner(RunnerOptions{Env: l.env, Evidence: l.q, Events: &recorder{}, Self: selfRef}); err != nil {
 		t.Fatal(err)
 	}
-	l.sent.take() // the informers' first lists
+	l.sent.Take() // the informers' first lists
 	return l
 }
 
@@ -155,14 +102,14 @@ func TestAPFWritesOnAPIServer(t *testing.T) {
 		iso := NewIsolate(l.env)
 		d := l.runner.Run(ctx, iso.Fire(l.storm("cilium", cilium, "system:anonymous")))
 		want{result: Applied, has: "isolated cilium's LISTs of pods from 1 identities in FlowSchema herd-isolate-1"}.check(t, d)
-		sent := l.sent.take()
-		if len(sent) != 1 || sent[0].method != http.MethodPatch || sent[0].path != "/apis/flowcontrol.apiserver.k8s.io/v1/flowschemas/herd-isolate-1" ||
-			!strings.Contains(sent[0].query, "fieldManager=herd") || !strings.Contains(sent[0].query, "force=true") || sent[0].status != http.StatusCreated {
+		sent := l.sent.Take()
+		if len(sent) != 1 || sent[0].Method != http.MethodPatch || sent[0].Path != "/apis/flowcontrol.apiserver.k8s.io/v1/flowschemas/herd-isolate-1" ||
+			!strings.Contains(sent[0].Query, "fieldManager=herd") || !strings.Contains(sent[0].Query, "force=true") || sent[0].Status != http.StatusCreated {
 			t.Fatalf("requests %v, want one server-side apply of herd-isolate-1", sent)
 		}
 		t.Logf("isolate: %d request: %v", len(sent), sent[0])
-		if sent[0].flowSchemaUID != string(own.UID) {
-			t.Errorf("the apply was served by FlowSchema UID %q; herd-responder is %s", sent[0].flowSchemaUID, own.UID)
+		if sent[0].FlowSchemaUID != string(own.UID) {
+			t.Errorf("the apply was served by FlowSchema UID %q; herd-responder is %s", sent[0].FlowSchemaUID, own.UID)
 		}
 		fs, err := admin.FlowcontrolV1().FlowSchemas().Get(ctx, "herd-isolate-1", metav1.GetOptions{})
 		if err != nil {
@@ -188,7 +135,7 @@ func TestAPFWritesOnAPIServer(t *testing.T) {
 		// Again: a no-op from the cache, no request.
 		d = l.runner.Run(ctx, iso.Fire(l.storm("cilium", cilium)))
 		want{result: Noop}.check(t, d)
-		if sent := l.sent.take(); len(sent) != 0 {
+		if sent := l.sent.Take(); len(sent) != 0 {
 			t.Errorf("a repeated alert made requests: %v", sent)
 		}
 	})
@@ -197,8 +144,8 @@ func TestAPFWritesOnAPIServer(t *testing.T) {
 		dry := newLiveResponder(t, cp, func(c *policy.Config) { c.DryRun = true })
 		d := dry.runner.Run(ctx, NewIsolate(dry.env).Fire(dry.storm("calico-node", "system:serviceaccount:calico-system:calico-node")))
 		want{result: DryRun, has: "dry run: would have isolated calico-node's LISTs of pods from 1 identities in FlowSchema herd-isolate-2"}.check(t, d)
-		sent := dry.sent.take()
-		if len(sent) != 1 || sent[0].method != http.MethodPatch || !strings.Contains(sent[0].query, "dryRun=All") || sent[0].status != http.StatusCreated {
+		sent := dry.sent.Take()
+		if len(sent) != 1 || sent[0].Method != http.MethodPatch || !strings.Contains(sent[0].Query, "dryRun=All") || sent[0].Status != http.StatusCreated {
 			t.Fatalf("requests %v, want one server-side dry-run apply", sent)
 		}
 		if d.Object == nil {
@@ -228,7 +175,7 @@ func TestAPFWritesOnAPIServer(t *testing.T) {
 		if !errors.Is(d.Err, alert.ErrTransient) {
 			t.Errorf("err %v is not transient", d.Err)
 		}
-		if sent := stale.sent.take(); len(sent) != 1 || sent[0].status != http.StatusConflict {
+		if sent := stale.sent.Take(); len(sent) != 1 || sent[0].Status != http.StatusConflict {
 			t.Errorf("requests %v, want one apply answered 409", sent)
 		}
 		after, err := admin.FlowcontrolV1().FlowSchemas().Get(ctx, "herd-isolate-1", metav1.GetOptions{})
@@ -245,7 +192,7 @@ func TestAPFWritesOnAPIServer(t *testing.T) {
 		})
 		d = l.runner.Run(ctx, NewIsolate(l.env).Resolve(resolved("alertname", "HerdRelistStorm", "role", "cni", "client", "cilium", "resource", "pods")))
 		want{result: Applied, has: "marked FlowSchema herd-isolate-1 resolved"}.check(t, d)
-		if sent := l.sent.take(); len(sent) != 1 {
+		if sent := l.sent.Take(); len(sent) != 1 {
 			t.Errorf("resolve made %d requests: %v", len(sent), sent)
 		}
 	})
@@ -268,14 +215,14 @@ func TestAPFWritesOnAPIServer(t *testing.T) {
 		one.q.set(evidence.GhostIdentity(ghost, ""), sample(1))
 		d := one.runner.Run(ctx, NewQuarantine(one.env).Fire(ghostAlert(ghost)))
 		want{result: Refused, guard: guard.MaxManagedFlowSchemas}.check(t, d)
-		if sent := one.sent.take(); len(sent) != 0 {
+		if sent := one.sent.Take(); len(sent) != 0 {
 			t.Errorf("a refused quarantine made requests: %v", sent)
 		}
 		two := newLiveResponder(t, cp, func(c *policy.Config) { c.Actions.Quarantine.MaxManagedFlowSchemas = 2 })
 		two.q.set(evidence.GhostIdentity(ghost, ""), sample(1))
 		d = two.runner.Run(ctx, NewQuarantine(two.env).Fire(ghostAlert(ghost)))
 		want{result: Applied, has: "in FlowSchema herd-quarantine-2"}.check(t, d)
-		if sent := two.sent.take(); len(sent) != 1 {
+		if sent := two.sent.Take(); len(sent) != 1 {
 			t.Errorf("quarantine made %d requests: %v", len(sent), sent)
 		}
 		// (The apiserver's APF controller writes its status; herd writes
@@ -299,16 +246,16 @@ func TestAPFWritesOnAPIServer(t *testing.T) {
 		q := NewQuarantine(l.env)
 		l.runner.Register(q)
 		l.runner.Sweep(ctx)
-		if sent := l.sent.take(); len(sent) != 0 {
+		if sent := l.sent.Take(); len(sent) != 0 {
 			t.Errorf("the sweep made requests: %v", sent)
 		}
 		ghost := "system:node:ghost-2"
 		l.q.set(evidence.GhostIdentity(ghost, ""), sample(1))
 		d := l.runner.Run(ctx, q.Fire(ghostAlert(ghost)))
 		want{result: Applied, has: "created priority level herd-quarantine first: it was not installed"}.check(t, d)
-		sent := l.sent.take()
-		if len(sent) != 2 || sent[0].path != "/apis/flowcontrol.apiserver.k8s.io/v1/prioritylevelconfigurations/herd-quarantine" || sent[0].status != http.StatusCreated ||
-			!strings.Contains(sent[1].path, "/flowschemas/herd-quarantine-") {
+		sent := l.sent.Take()
+		if len(sent) != 2 || sent[0].Path != "/apis/flowcontrol.apiserver.k8s.io/v1/prioritylevelconfigurations/herd-quarantine" || sent[0].Status != http.StatusCreated ||
+			!strings.Contains(sent[1].Path, "/flowschemas/herd-quarantine-") {
 			t.Errorf("requests %v, want the level's creation, then the FlowSchema's apply", sent)
 		}
 		pl, err := admin.FlowcontrolV1().PriorityLevelConfigurations().Get(ctx, QuarantineLevel, metav1.GetOptions{})
@@ -324,7 +271,7 @@ func TestAPFWritesOnAPIServer(t *testing.T) {
 		ghost = "system:node:ghost-3"
 		l.q.set(evidence.GhostIdentity(ghost, ""), sample(1))
 		want{result: Applied}.check(t, l.runner.Run(ctx, q.Fire(ghostAlert(ghost))))
-		if sent := l.sent.take(); len(sent) != 1 {
+		if sent := l.sent.Take(); len(sent) != 1 {
 			t.Errorf("the next quarantine made %d requests: %v", len(sent), sent)
 		}
 	})
@@ -334,12 +281,12 @@ func TestAPFWritesOnAPIServer(t *testing.T) {
 // FlowSchema APF chose for the request.
 func servedBy(ctx context.Context, t *testing.T, cfg *rest.Config) string {
 	t.Helper()
-	c := &counter{}
+	c := &controlplane.Requests{}
 	cfg = rest.CopyConfig(cfg)
-	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return counting{rt: rt, c: c} }
+	cfg.WrapTransport = c.Wrap
 	if _, err := kubernetes.NewForConfigOrDie(cfg).CoreV1().Pods("").List(ctx, metav1.ListOptions{Limit: 1}); err != nil {
 		t.Fatalf("list pods: %v", err)
 	}
-	sent := c.take()
-	return sent[len(sent)-1].flowSchemaUID
+	sent := c.Take()
+	return sent[len(sent)-1].FlowSchemaUID
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -65,45 +64,18 @@ func startControlPlane(ctx context.Context, t *testing.T, controllers ...string)
 	return cp
 }
 
-// counting counts the requests of the controller's client, watches aside.
-type counting struct {
-	rt http.RoundTripper
-	mu sync.Mutex
-	n  []string
-}
-
-func (c *counting) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.URL.Query().Get("watch") != "true" {
-		c.mu.Lock()
-		c.n = append(c.n, r.Method+" "+r.URL.Path)
-		c.mu.Unlock()
-	}
-	return c.rt.RoundTrip(r)
-}
-
-// WrappedRoundTripper lets client-go cancel requests through it.
-func (c *counting) WrappedRoundTripper() http.RoundTripper { return c.rt }
-
-func (c *counting) take() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := c.n
-	c.n = nil
-	return out
-}
-
 // liveController is a Controller as the responder's service account.
 type liveController struct {
 	c    *Controller
 	apf  *action.APFCache
-	sent *counting
+	sent *controlplane.Requests
 }
 
 func newLiveController(ctx context.Context, t *testing.T, cp *controlplane.ControlPlane, cfg policy.Measurement) *liveController {
 	t.Helper()
-	l := &liveController{}
+	l := &liveController{sent: &controlplane.Requests{}}
 	rc := cp.Config(responderSA)
-	rc.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { l.sent = &counting{rt: rt}; return l.sent }
+	rc.WrapTransport = l.sent.Wrap
 	client := kubernetes.NewForConfigOrDie(rc)
 	l.apf = action.NewAPFCache(client)
 	var err error
@@ -114,7 +86,7 @@ func newLiveController(ctx context.Context, t *testing.T, cp *controlplane.Contr
 	if !l.apf.WaitForSync(ctx) {
 		t.Fatal("the APF cache did not sync")
 	}
-	l.sent.take()
+	l.sent.Take()
 	return l
 }
 
@@ -134,7 +106,7 @@ func (l *liveController) settled(ctx context.Context, t *testing.T) {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		st := l.c.Reconcile(ctx)
-		if sent := l.sent.take(); len(sent) == 0 && len(st.Errors) == 0 {
+		if sent := l.sent.Take(); len(sent) == 0 && len(st.Errors) == 0 {
 			return
 		} else if time.Now().After(deadline) {
 			t.Fatalf("the controller keeps writing: %v %v", sent, st.Errors)
@@ -300,7 +272,7 @@ func TestMeasurementOnAPIServer(t *testing.T) {
 
 	t.Run("every default schema is written, one apply each, and lands where its LISTs were served", func(t *testing.T) {
 		st := l.reconcile(ctx, t)
-		sent := l.sent.take()
+		sent := l.sent.Take()
 		n := 0
 		for _, p := range st.Placements {
 			if p.Skip != "" {
@@ -311,11 +283,12 @@ func TestMeasurementOnAPIServer(t *testing.T) {
 		if want := policy.Default().Measurement.Schemas(); n != want || len(sent) != want+1 {
 			t.Fatalf("%d placements, %d requests (%v); want %d schemas, each one apply, and one GET of the owner", n, len(sent), sent, want)
 		}
-		if sent[0] != "GET /apis/rbac.authorization.k8s.io/v1/clusterroles/herd-responder" {
+		if sent[0].Method != http.MethodGet || sent[0].Path != "/apis/rbac.authorization.k8s.io/v1/clusterroles/herd-responder" {
 			t.Errorf("first request %s, want the owner's GET", sent[0])
 		}
 		for _, s := range sent[1:] {
-			if !strings.HasPrefix(s, "PATCH /apis/flowcontrol.apiserver.k8s.io/v1/flowschemas/herd-measure-") {
+			if s.Method != http.MethodPatch || !strings.HasPrefix(s.Path, "/apis/flowcontrol.apiserver.k8s.io/v1/flowschemas/herd-measure-") ||
+				!strings.Contains(s.Query, "fieldManager=herd") || s.Status != http.StatusCreated {
 				t.Errorf("request %s, want server-side applies of herd-measure slots", s)
 			}
 		}
@@ -476,7 +449,7 @@ func TestMeasurementOnAPIServer(t *testing.T) {
 				return "cache not synced"
 			}
 			st := l.c.Reconcile(ctx)
-			if sent := l.sent.take(); len(sent) > 0 || len(st.Errors) > 0 {
+			if sent := l.sent.Take(); len(sent) > 0 || len(st.Errors) > 0 {
 				return fmt.Sprintf("after the restart the controller wrote %v (%v)", sent, st.Errors)
 			}
 			return ""

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	"k8s.io/client-go/rest"
@@ -40,3 +41,62 @@ func ServedBy(ctx context.Context, cfg *rest.Config, uri string) (Served, error)
 	return Served{Status: resp.StatusCode, FlowSchemaUID: resp.Header.Get(flowcontrolv1.ResponseHeaderMatchedFlowSchemaUID),
 		PriorityLevelUID: resp.Header.Get(flowcontrolv1.ResponseHeaderMatchedPriorityLevelConfigurationUID)}, nil
 }
+
+// Request is one request a client made, as a Requests recorder saw it.
+type Request struct {
+	Method, Path, Query string
+	Status              int
+	// FlowSchemaUID is the FlowSchema APF served it with.
+	FlowSchemaUID string
+}
+
+func (r Request) String() string {
+	q := ""
+	if r.Query != "" {
+		q = "?" + r.Query
+	}
+	return fmt.Sprintf("%s %s%s → %d", r.Method, r.Path, q, r.Status)
+}
+
+// Requests records every request of a client but its watches (its
+// informers' long-running streams): set a rest.Config's WrapTransport to
+// its Wrap, and Take what was sent.
+type Requests struct {
+	mu   sync.Mutex
+	sent []Request
+}
+
+// Wrap is a rest.Config's WrapTransport.
+func (rs *Requests) Wrap(rt http.RoundTripper) http.RoundTripper { return recording{rt: rt, rs: rs} }
+
+// Take returns the requests recorded since the last Take.
+func (rs *Requests) Take() []Request {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	out := rs.sent
+	rs.sent = nil
+	return out
+}
+
+type recording struct {
+	rt http.RoundTripper
+	rs *Requests
+}
+
+func (w recording) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := w.rt.RoundTrip(r)
+	if r.URL.Query().Get("watch") == "true" {
+		return resp, err
+	}
+	s := Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery}
+	if resp != nil {
+		s.Status, s.FlowSchemaUID = resp.StatusCode, resp.Header.Get(flowcontrolv1.ResponseHeaderMatchedFlowSchemaUID)
+	}
+	w.rs.mu.Lock()
+	w.rs.sent = append(w.rs.sent, s)
+	w.rs.mu.Unlock()
+	return resp, err
+}
+
+// WrappedRoundTripper lets client-go cancel requests through it.
+func (w recording) WrappedRoundTripper() http.RoundTripper { return w.rt }
