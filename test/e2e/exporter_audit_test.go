@@ -137,7 +137,8 @@ func TestAuditPipelineExactCounts(t *testing.T) {
 		if err != nil || len(pages) != 3 {
 			t.Fatalf("paginated list: %d pages, err %v; want 3", len(pages), err)
 		}
-		// node-1 asks for node-2's pods: the Node authorizer says 403 (still a relist attempt).
+		// node-1 asks for node-2's pods: the Node authorizer says 403, a
+		// failure counted in herd_requests_total only, not a relist (SPEC §3.1).
 		expect(t, 403, "foreign pods")(kubelet1.ListCache(ctx, pods2))
 		// 2 TooLarge-RV lists of runtimeclasses, concurrently (each waits ~3 s).
 		var wg sync.WaitGroup
@@ -162,23 +163,25 @@ func TestAuditPipelineExactCounts(t *testing.T) {
 		wg.Wait()
 	})
 
+	// Relists carry their shape (SPEC §3.3): the kubelets' pod relists
+	// select spec.nodeName (node), the other lists select nothing (all).
 	want := series{
-		"herd_relists_total{client=kubelet,consistency=cache,resource=pods,role=kubelet}":                                  4, // 3 + the 403
-		"herd_relists_total{client=kubelet,consistency=consistent,resource=pods,role=kubelet}":                             5, // 2 + paginated + 2 WatchList
-		"herd_relists_total{client=kubelet,consistency=exact,resource=pods,role=kubelet}":                                  1,
-		"herd_relists_total{client=kubelet,consistency=cache,resource=runtimeclasses.node.k8s.io,role=kubelet}":            2,
-		"herd_relists_total{client=kube-proxy,consistency=cache,resource=endpointslices.discovery.k8s.io,role=kube-proxy}": 1,
-		"herd_relists_total{client=cilium-agent,consistency=consistent,resource=pods,role=cni}":                            2,
-		"herd_list_pages_total{client=kubelet,resource=pods,role=kubelet}":                                                 2,
-		"herd_too_large_resource_version_total{client=kubelet,resource=runtimeclasses.node.k8s.io,role=kubelet}":           2,
-		"herd_tokenreviews_total{client=kubelet,role=kubelet}":                                                             4,
-		"herd_requests_total{client=kubelet,code=200,role=kubelet,verb=list}":                                              9, // 3 cache + 2 consistent + 1 exact + 3 paginated requests
-		"herd_requests_total{client=kubelet,code=403,role=kubelet,verb=list}":                                              1,
-		"herd_requests_total{client=kubelet,code=504,role=kubelet,verb=list}":                                              2,
-		"herd_requests_total{client=kubelet,code=201,role=kubelet,verb=create}":                                            4,
-		"herd_requests_total{client=kubelet,code=200,role=kubelet,verb=watch}":                                             5,
-		"herd_requests_total{client=kube-proxy,code=200,role=kube-proxy,verb=list}":                                        1,
-		"herd_requests_total{client=cilium-agent,code=200,role=cni,verb=list}":                                             2,
+		"herd_relists_total{client=kubelet,consistency=cache,resource=pods,role=kubelet,shape=node}":                                 3, // the 403 is no relist (SPEC §3.1)
+		"herd_relists_total{client=kubelet,consistency=consistent,resource=pods,role=kubelet,shape=node}":                            5, // 2 + paginated + 2 WatchList
+		"herd_relists_total{client=kubelet,consistency=exact,resource=pods,role=kubelet,shape=node}":                                 1,
+		"herd_relists_total{client=kubelet,consistency=cache,resource=runtimeclasses.node.k8s.io,role=kubelet,shape=all}":            2,
+		"herd_relists_total{client=kube-proxy,consistency=cache,resource=endpointslices.discovery.k8s.io,role=kube-proxy,shape=all}": 1,
+		"herd_relists_total{client=cilium-agent,consistency=consistent,resource=pods,role=cni,shape=all}":                            2,
+		"herd_list_pages_total{client=kubelet,resource=pods,role=kubelet}":                                                           2,
+		"herd_too_large_resource_version_total{client=kubelet,resource=runtimeclasses.node.k8s.io,role=kubelet}":                     2,
+		"herd_tokenreviews_total{client=kubelet,role=kubelet}":                                                                       4,
+		"herd_requests_total{client=kubelet,code=200,role=kubelet,verb=list}":                                                        9, // 3 cache + 2 consistent + 1 exact + 3 paginated requests
+		"herd_requests_total{client=kubelet,code=403,role=kubelet,verb=list}":                                                        1,
+		"herd_requests_total{client=kubelet,code=504,role=kubelet,verb=list}":                                                        2,
+		"herd_requests_total{client=kubelet,code=201,role=kubelet,verb=create}":                                                      4,
+		"herd_requests_total{client=kubelet,code=200,role=kubelet,verb=watch}":                                                       5,
+		"herd_requests_total{client=kube-proxy,code=200,role=kube-proxy,verb=list}":                                                  1,
+		"herd_requests_total{client=cilium-agent,code=200,role=cni,verb=list}":                                                       2,
 	}
 	totalRequests := 0.0
 	for k, v := range want {
@@ -242,7 +245,7 @@ func TestAuditPipelineExactCounts(t *testing.T) {
 		if len(rotated) == 0 {
 			t.Fatalf("the apiserver did not rotate %s; the burst was too small", logPath)
 		}
-		key := "herd_relists_total{client=kube-proxy,consistency=cache,resource=services,role=kube-proxy}"
+		key := "herd_relists_total{client=kube-proxy,consistency=cache,resource=services,role=kube-proxy,shape=all}"
 		for _, ex := range feeds {
 			herdtest.Wait(t, 30*time.Second, fmt.Sprintf("%s exporter to count %d burst relists", ex.name, burst), func() bool {
 				return gather(t, ex.e.Exporter)[key] >= burst

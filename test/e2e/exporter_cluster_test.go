@@ -91,6 +91,10 @@ func TestClusterView(t *testing.T) {
 	// its own identity, with a short window and ghost grace.
 	cfg := config.Default()
 	cfg.Accounting.Window = model.Duration(15 * time.Second)
+	// The simulated agents all connect from loopback and send their node's
+	// address as X-Forwarded-For: 127.0.0.1 plays the trusted proxy that
+	// appends the real client's address (SPEC §3.1; stack.LoopbackProxy).
+	cfg.Accounting.TrustedProxies = []string{stack.LoopbackProxy}
 	herd := startExporter(t, cfg, exporter.Options{
 		AuditInsecure: true,
 		LogFiles:      []string{logPath},
