@@ -93,7 +93,11 @@ func (p *Prometheus) Query(ctx context.Context, query string) ([]Sample, error) 
 // Selector builds a PromQL label selector from equality matchers, quoting
 // every value. Empty values are skipped (a label the alert did not carry
 // is not a constraint). Keys are sorted so queries are stable in records.
-func Selector(m map[string]string) string {
+func Selector(m map[string]string) string { return selector(m) }
+
+// selector is Selector followed by fixed matchers: herd's own constants,
+// never a value from an alert.
+func selector(m map[string]string, fixed ...string) string {
 	keys := make([]string, 0, len(m))
 	for k, v := range m {
 		if v != "" {
@@ -101,10 +105,11 @@ func Selector(m map[string]string) string {
 		}
 	}
 	sort.Strings(keys)
-	parts := make([]string, len(keys))
+	parts := make([]string, len(keys), len(keys)+len(fixed))
 	for i, k := range keys {
 		parts[i] = k + "=" + quote(m[k])
 	}
+	parts = append(parts, fixed...)
 	return "{" + strings.Join(parts, ", ") + "}"
 }
 
@@ -165,10 +170,14 @@ func RelistRate(window, role, client, resource, cluster string) string {
 // instances of one resource (herd_instance_relists keeps the top K), each
 // with the relists in the window of its busiest instance: an identity's own
 // evidence, not its client's. An instance is (identity, node) within the
-// selector; its series from several exporter replicas are summed first.
+// selector; its series from several exporter replicas, and of its shapes,
+// are summed first. Per-object relists (shape="object": one ConfigMap,
+// Secret or its own Node, the kubelet's normal way of working and one key
+// read for the apiserver, SPEC §3.3) are no storm and no evidence, as the
+// mixin's storm rules leave them out of herd:relists_by_resource.
 func RelistIdentities(role, client, resource, cluster string) string {
 	return "max by (identity) (sum by (identity, node) (herd_instance_relists" +
-		Selector(map[string]string{"role": role, "client": client, "resource": resource, "cluster": cluster}) + "))"
+		selector(map[string]string{"role": role, "client": client, "resource": resource, "cluster": cluster}, notObject) + "))"
 }
 
 // The evidence of the APF measurement mode (docs/apf-measurement.md): the
@@ -203,6 +212,9 @@ func seconds(window string) string {
 	}
 	return strconv.FormatFloat(time.Duration(d).Seconds(), 'f', -1, 64)
 }
+
+// notObject leaves per-object relists out (see RelistIdentities).
+const notObject = `shape!="object"`
 
 // MetricsServerTokenMode lists metrics-server Deployments in token mode;
 // namespace and deployment may be "" for all.
