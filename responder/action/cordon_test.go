@@ -83,6 +83,28 @@ func TestCordonFire(t *testing.T) {
 			event: "Node/n1 HerdCordonRefused",
 		},
 		{
+			// Prometheus missed a scrape of herd's exporter: the stale
+			// verdict answers nothing now but was there a moment ago. That
+			// is unknown, not over: fail (Alertmanager retries), never refuse.
+			name:     "the evidence vanished a moment ago",
+			nodes:    []runtime.Object{node("n1")},
+			evidence: map[string][]evidence.Sample{evidence.Recently(stale("n1"), "5m"): {sample(1)}},
+			alert:    staleAlert("node", "n1"),
+			want:     want{result: Failed, reason: "read evidence"},
+			event:    "Node/n1 HerdCordonFailed",
+		},
+		{
+			// It was there, but never above the threshold: a refusal, as when
+			// it answers 0 now.
+			name:     "the evidence vanished a moment ago, at 0",
+			nodes:    []runtime.Object{node("n1")},
+			evidence: map[string][]evidence.Sample{evidence.Recently(stale("n1"), "5m"): {sample(0)}},
+			alert:    staleAlert("node", "n1"),
+			want: want{result: Refused, guard: guard.Verification,
+				reason: `Prometheus does not confirm that the kubelet on n1 is stale: max(herd:stale_kubelet:max{node="n1"}) returned nothing`},
+			event: "Node/n1 HerdCordonRefused",
+		},
+		{
 			name:     "Prometheus returns 0",
 			nodes:    []runtime.Object{node("n1")},
 			evidence: map[string][]evidence.Sample{stale("n1"): {sample(0)}},

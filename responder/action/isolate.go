@@ -175,7 +175,7 @@ func (t *stormRequest) Evidence(ctx context.Context, c *Case) Outcome {
 	}
 	min := float64(t.env.Config.Actions.Isolate.MinSubjectRelists)
 	q := evidence.RelistIdentities(t.role, t.client, t.resource, t.cluster)
-	samples, err := c.Query(ctx, q)
+	samples, err := c.QueryEvidence(ctx, q)
 	if err != nil {
 		c.AddEvidence(evidence.Check{Query: q})
 		return Fail("read evidence", err)

@@ -71,7 +71,7 @@ func (f *FlagMetricsServer) Fire(a alert.Alert) Op {
 		},
 		Evidence: func(ctx context.Context, c *Case) Outcome {
 			q := evidence.MetricsServerTokenMode(ns, name, cluster)
-			samples, err := c.Query(ctx, q)
+			samples, err := c.QueryEvidence(ctx, q)
 			c.AddEvidence(evidence.Check{Query: q, Series: len(samples), Confirmed: len(samples) > 0})
 			if err != nil {
 				return Fail("read evidence", err)

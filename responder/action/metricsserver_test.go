@@ -102,6 +102,20 @@ func TestFlagMetricsServerFire(t *testing.T) {
 			events: []string{"Lease/herd-responder HerdFlagMetricsServerRefused"},
 		},
 		{
+			// Drill 004's flake: the second alert, for a Deployment herd had
+			// just flagged, met a moment when Prometheus had missed a scrape of
+			// herd's exporter (every series of the target stale, the recording
+			// rule with it). Unknown, not gone: fail, and Alertmanager's retry
+			// finds the flag (a no-op); a refusal would be remembered for an hour.
+			name:     "the evidence vanished a moment ago",
+			objs:     []runtime.Object{msDeployment("kube-system", "metrics-server", tokenArgs, AnnotationKubeletAuth, "token")},
+			evidence: map[string][]evidence.Sample{evidence.Recently(named, "5m"): {msSample("kube-system", "metrics-server")}},
+			alert:    tokenAuth,
+			want:     want{result: Failed, reason: "read evidence"},
+			events:   []string{"Lease/herd-responder HerdFlagMetricsServerFailed"},
+			flagged:  []string{"kube-system/metrics-server"},
+		},
+		{
 			name:     "Prometheus shows only invalid names",
 			evidence: map[string][]evidence.Sample{anyMS: {msSample("Bad NS", "metrics-server"), msSample("kube-system", ""), msSample("", "")}},
 			alert:    storm,

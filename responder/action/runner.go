@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sort"
 	"strings"
 	"sync"
@@ -132,7 +133,10 @@ type Case struct {
 	regarding runtime.Object
 	skipped   []skipped
 	ev        evidence.Querier
-	budget    *guard.Budget
+	// window is prometheus.rateWindow: how far back an empty answer is
+	// checked (evidence.Vanished).
+	window string
+	budget *guard.Budget
 	// took: the guards took the budget themselves (TakeBudget).
 	took bool
 }
@@ -159,9 +163,14 @@ func (c *Case) About(target string, regarding runtime.Object) {
 
 // Verify runs one evidence query and continues when its largest value is
 // above threshold; it refuses (verification) when not, and fails when
-// Prometheus cannot answer.
+// Prometheus cannot answer — or when the query answers nothing now but
+// confirmed within the last rate window (evidence.Vanished): a missed scrape
+// is not a condition that ended.
 func (c *Case) Verify(ctx context.Context, query string, threshold float64, what string) Outcome {
 	chk, err := evidence.Max(ctx, c.ev, query, threshold)
+	if err == nil && chk.Series == 0 {
+		err = evidence.Vanished(ctx, c.ev, query, c.window, threshold)
+	}
 	c.d.Evidence = append(c.d.Evidence, chk)
 	if err != nil {
 		return Fail("read evidence", err)
@@ -176,9 +185,22 @@ func (c *Case) Verify(ctx context.Context, query string, threshold float64, what
 }
 
 // Query runs an evidence query; the caller records what it concluded with
-// AddEvidence.
+// AddEvidence. An empty answer is only what Prometheus holds now (triage
+// reads it so); an action that refuses on it uses QueryEvidence.
 func (c *Case) Query(ctx context.Context, query string) ([]evidence.Sample, error) {
 	return c.ev.Query(ctx, query)
+}
+
+// QueryEvidence is Query for an action's evidence: an empty answer fails
+// (evidence.ErrUnavailable: Alertmanager retries) when the query had series
+// within the last rate window (evidence.Vanished), instead of being taken
+// for a condition that ended.
+func (c *Case) QueryEvidence(ctx context.Context, query string) ([]evidence.Sample, error) {
+	samples, err := c.ev.Query(ctx, query)
+	if err == nil && len(samples) == 0 {
+		err = evidence.Vanished(ctx, c.ev, query, c.window, math.Inf(-1))
+	}
+	return samples, err
 }
 
 // AddEvidence records a piece of evidence.
@@ -324,7 +346,7 @@ var errNotLeader = alert.Transient(errors.New("this replica lost the leader Leas
 // §4.3; every decision, whatever step ended it, is recorded the same way.
 func (r *Runner) Run(ctx context.Context, op Op) Decision {
 	start := time.Now()
-	c := &Case{alert: op.Alert, ev: r.opts.Evidence, budget: r.opts.Env.Budget, d: Decision{
+	c := &Case{alert: op.Alert, ev: r.opts.Evidence, window: r.opts.Env.Config.Prometheus.RateWindow, budget: r.opts.Env.Budget, d: Decision{
 		Time: r.opts.Env.now(), Action: op.Action, Alert: op.Alert.Name(), Status: op.Alert.Status,
 		Fingerprint: op.Alert.Fingerprint, Labels: op.Alert.Labels, DryRun: r.opts.Env.Config.DryRun,
 	}}

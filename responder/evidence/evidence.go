@@ -147,6 +147,40 @@ func Max(ctx context.Context, q Querier, query string, threshold float64) (Check
 	return c, nil
 }
 
+// Recently is query at every moment of the last window (a subquery at
+// Prometheus' evaluation interval), each series' largest value: what query
+// answered before its series went stale. An empty answer now is not enough
+// to conclude that a condition ended: Prometheus marks every series of a
+// target stale when one scrape of it fails (prometheus/scrape/scrape.go: "A
+// failed scrape is the same as an empty scrape, we still call sl.append to
+// trigger stale markers"), so herd's gauges, and the recording rules over
+// them, vanish until the next scrape; a rate over a range does not.
+func Recently(query, window string) string {
+	return "max_over_time((" + query + ")[" + window + ":])"
+}
+
+// Vanished asks, for a query that answers nothing now, whether it answered
+// above threshold at some moment of the last window (Recently): if so, the
+// answer now is unknown — the condition may just have ended, or Prometheus
+// missed a scrape of herd — and the error wraps ErrUnavailable, so that the
+// caller neither acts nor refuses, and Alertmanager asks again. An empty
+// window checks nothing.
+func Vanished(ctx context.Context, q Querier, query, window string, threshold float64) error {
+	if window == "" {
+		return nil
+	}
+	recent := Recently(query, window)
+	c, err := Max(ctx, q, recent, threshold)
+	if err != nil {
+		return err
+	}
+	if c.Confirmed {
+		return fmt.Errorf("%w: %s returned nothing now, but %s = %g: the condition may just have ended, or Prometheus missed a scrape of herd's exporter (a failed scrape makes every series of its target stale)",
+			ErrUnavailable, query, recent, c.Value)
+	}
+	return nil
+}
+
 // The evidence queries of the actions. cluster is the alert's cluster label
 // ("" when Prometheus sees one cluster).
 

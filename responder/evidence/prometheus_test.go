@@ -2,10 +2,14 @@ package evidence_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"reflect"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -90,5 +94,90 @@ func TestRelistIdentitiesOnPrometheus(t *testing.T) {
 	old := `max by (identity) (sum by (identity, node) (herd_instance_relists{client="kubelet", resource="configmaps", role="kubelet"}))`
 	if got := identities(old)["system:node:node-2"]; got != 70 {
 		t.Errorf("%s names node-2 with %v, want 70: the fixture no longer exercises per-object relists", old, got)
+	}
+}
+
+// TestVanishedOnPrometheus is why an empty answer is not always negative
+// evidence: when one scrape of herd's exporter fails, Prometheus marks every
+// series of the target stale, and the shipped recording rules over them
+// answer nothing until the next scrape. Vanished tells that moment (unknown:
+// ErrUnavailable) from a condition that ended longer ago than the window, or
+// never held.
+func TestVanishedOnPrometheus(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rules, err := os.ReadFile("../../rules/prometheus_rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var state atomic.Value // "token", "down" (scrape fails), "certificate"
+	state.Store("token")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mode := state.Load().(string)
+		if mode == "down" {
+			http.Error(w, "herd exporter unavailable", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		fmt.Fprintf(w, "# TYPE herd_metrics_server_kubelet_auth gauge\nherd_metrics_server_kubelet_auth{deployment=\"metrics-server\",mode=%q,namespace=\"kube-system\"} 1\n", mode)
+	}))
+	t.Cleanup(srv.Close)
+	prom := promstack.StartPrometheus(t, promstack.PromOptions{
+		ScrapeConfigs: []promstack.ScrapeConfig{{JobName: "herd-exporter", Targets: []string{srv.Listener.Addr().String()}}},
+		RuleFiles:     map[string]string{"herd.yml": string(rules)},
+	})
+	q, err := evidence.NewPrometheus(prom.URL, 5*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := evidence.MetricsServerTokenMode("kube-system", "metrics-server", "")
+	other := evidence.MetricsServerTokenMode("monitoring", "metrics-server", "")
+	series := func(query string) int {
+		t.Helper()
+		s, err := q.Query(ctx, query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(s)
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			if ctx.Err() != nil {
+				t.Fatalf("waiting for %s: %v", what, ctx.Err())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitFor("the recording rule", func() bool { return series(token) == 1 })
+	if err := evidence.Vanished(ctx, q, other, "1m", 0); err != nil {
+		t.Errorf("a Deployment never in token mode: %v, want nil (no evidence, a refusal)", err)
+	}
+
+	// One failed scrape: herd's series and the rule over them are stale.
+	state.Store("down")
+	waitFor("the failed scrape to empty the rule", func() bool { return series(token) == 0 })
+	err = evidence.Vanished(ctx, q, token, "1m", 0)
+	if !errors.Is(err, evidence.ErrUnavailable) {
+		t.Errorf("during the missed scrape: %v, want ErrUnavailable (unknown, not gone)", err)
+	}
+	t.Logf("during the missed scrape: %v", err)
+	if err := evidence.Vanished(ctx, q, token, "1m", 1); err != nil {
+		t.Errorf("never above the threshold: %v, want nil", err)
+	}
+	state.Store("token")
+	waitFor("the next scrape to bring the rule back", func() bool { return series(token) == 1 })
+
+	// The condition really ends: metrics-server got its certificate. An
+	// answer empty for longer than the window is negative evidence.
+	state.Store("certificate")
+	waitFor("the rule to drop token mode", func() bool { return series(token) == 0 })
+	ended := time.Now()
+	if err := evidence.Vanished(ctx, q, token, "1m", 0); !errors.Is(err, evidence.ErrUnavailable) {
+		t.Errorf("just ended, within the window: %v, want ErrUnavailable", err)
+	}
+	time.Sleep(time.Until(ended.Add(4 * time.Second)))
+	if err := evidence.Vanished(ctx, q, token, "3s", 0); err != nil {
+		t.Errorf("ended more than the window ago: %v, want nil", err)
 	}
 }

@@ -266,6 +266,13 @@ func (s *drill) dump() {
 		b, _ := json.Marshal(r)
 		t.Logf("triage report: %s", b)
 	}
+	// A failed scrape of herd's exporter makes every herd series stale
+	// until the next one: what the evidence and the alerts saw then.
+	failedScrapes := fmt.Sprintf(`sum(count_over_time(up{job=%q}[15m]) - sum_over_time(up{job=%[1]q}[15m]))`, stack.ExporterJob)
+	slowest := fmt.Sprintf(`max(max_over_time(scrape_duration_seconds{job=%q}[15m]))`, stack.ExporterJob)
+	failed, _ := s.query(ctx, t, failedScrapes)
+	slow, _ := s.query(ctx, t, slowest)
+	t.Logf("herd exporter scrapes in the last 15m: %g failed, the slowest took %.3f s (timeout: the scrape interval)", failed, slow)
 }
 
 // waitDelivered waits until Alertmanager delivered alert name (firing) with
@@ -282,18 +289,29 @@ func (s *drill) waitDelivered(t *testing.T, timeout time.Duration, name string, 
 	return labels
 }
 
-// waitDecision waits for a responder decision that pred accepts and
-// returns it.
+// waitDecision waits for a responder decision that pred accepts and that
+// did not fail, and returns it. A failed decision is not the end of its
+// alert: the responder answers 503, forgets it, and decides again on
+// Alertmanager's retry (docs/responder.md, "Acting once"); the evidence
+// fails so for a moment when Prometheus missed a scrape of herd's
+// exporter, as it may on a loaded machine. Failed ones are logged, and a
+// decision that only ever fails runs into the timeout.
 func (s *drill) waitDecision(t *testing.T, timeout time.Duration, what string, pred func(stack.Decision) bool) stack.Decision {
 	t.Helper()
 	var got stack.Decision
+	failed := 0
 	herdtest.Wait(t, timeout, what, func() bool {
-		ds := matching(decisions(t, s.resp), pred)
-		if len(ds) == 0 {
-			return false
+		for i, d := range matching(decisions(t, s.resp), pred) {
+			if d.Result != "failed" {
+				got = d
+				return true
+			}
+			if i == failed {
+				failed++
+				s.logf(t, "%s: a decision failed, Alertmanager retries: %s: %s", what, d.Reason, d.Error)
+			}
 		}
-		got = ds[0]
-		return true
+		return false
 	})
 	return got
 }
