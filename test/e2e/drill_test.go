@@ -231,7 +231,9 @@ func (s *drill) timeline() {
 	for _, e := range evs {
 		fmt.Fprintf(&b, "  %8s  %s\n", e.at.Sub(s.start).Round(100*time.Millisecond), e.what)
 	}
-	t.Logf("timeline (from the start of the drill):\n%s", b.String())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	t.Logf("timeline (from the start of the drill):\n%s  %s", b.String(), s.scrapes(ctx))
 }
 
 // drillLabels prints an alert's labels without alertname, job and severity.
@@ -266,13 +268,18 @@ func (s *drill) dump() {
 		b, _ := json.Marshal(r)
 		t.Logf("triage report: %s", b)
 	}
-	// A failed scrape of herd's exporter makes every herd series stale
-	// until the next one: what the evidence and the alerts saw then.
-	failedScrapes := fmt.Sprintf(`sum(count_over_time(up{job=%q}[15m]) - sum_over_time(up{job=%[1]q}[15m]))`, stack.ExporterJob)
-	slowest := fmt.Sprintf(`max(max_over_time(scrape_duration_seconds{job=%q}[15m]))`, stack.ExporterJob)
-	failed, _ := s.query(ctx, t, failedScrapes)
-	slow, _ := s.query(ctx, t, slowest)
-	t.Logf("herd exporter scrapes in the last 15m: %g failed, the slowest took %.3f s (timeout: the scrape interval)", failed, slow)
+}
+
+// scrapes says how Prometheus' scrapes of herd's exporter went during the
+// drill. A failed one (over its timeout, the scrape interval, on a loaded
+// machine) makes every herd series stale until the next: the alerts'
+// `for` starts again, and the responder's evidence is unknown for a moment.
+func (s *drill) scrapes(ctx context.Context) string {
+	t := s.t
+	total, _ := s.query(ctx, t, fmt.Sprintf(`sum(count_over_time(up{job=%q}[15m]))`, stack.ExporterJob))
+	up, _ := s.query(ctx, t, fmt.Sprintf(`sum(sum_over_time(up{job=%q}[15m]))`, stack.ExporterJob))
+	slow, _ := s.query(ctx, t, fmt.Sprintf(`max(max_over_time(scrape_duration_seconds{job=%q}[15m]))`, stack.ExporterJob))
+	return fmt.Sprintf("Prometheus scraped herd's exporter %g times, %g failed; the slowest scrape took %.3f s", total, total-up, slow)
 }
 
 // waitDelivered waits until Alertmanager delivered alert name (firing) with
