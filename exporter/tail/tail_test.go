@@ -143,6 +143,26 @@ func (h *harness) waitFollowing() {
 	waitFor(h.t, "follower to open the file", func() bool { return len(h.log.find("following audit log")) > 0 })
 }
 
+// startEmpty creates an empty audit.log in a fresh directory and starts a
+// Follower on it that has already opened it; it returns the path.
+func startEmpty(t *testing.T, opts Options, s *sink) (*harness, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "audit.log")
+	appendFile(t, path, "")
+	h := start(t, path, opts, s)
+	h.waitFollowing()
+	return h, path
+}
+
+// expect waits for len(want) lines, gives the follower a few more polls to
+// deliver anything extra, and checks that it delivered exactly want.
+func (h *harness) expect(want []string) {
+	h.t.Helper()
+	h.waitLines(len(want))
+	time.Sleep(20 * time.Millisecond)
+	assertExactly(h.t, h.sink.get(), want)
+}
+
 func (h *harness) waitLines(n int) {
 	h.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -229,9 +249,7 @@ func TestFromEnd(t *testing.T) {
 	h := start(t, path, Options{}, nil)
 	h.waitFollowing()
 	appendFile(t, path, "new1\nnew2\n")
-	h.waitLines(2)
-	time.Sleep(20 * time.Millisecond)
-	assertExactly(t, h.sink.get(), []string{"new1", "new2"})
+	h.expect([]string{"new1", "new2"})
 }
 
 func TestFromStart(t *testing.T) {
@@ -240,8 +258,7 @@ func TestFromStart(t *testing.T) {
 	h := start(t, path, Options{FromStart: true}, nil)
 	h.waitFollowing()
 	appendFile(t, path, "new1\n")
-	h.waitLines(3)
-	assertExactly(t, h.sink.get(), []string{"old1", "old2", "new1"})
+	h.expect([]string{"old1", "old2", "new1"})
 	if st := h.f.Stats(); st.Lines != 3 || st.Bytes != 15 {
 		t.Errorf("stats = %+v, want 3 lines, 15 bytes", st)
 	}
@@ -255,52 +272,34 @@ func TestFromEndSkipsLineInProgress(t *testing.T) {
 	h := start(t, path, Options{}, nil)
 	h.waitFollowing()
 	appendFile(t, path, "\"line\"}\nnew\n")
-	h.waitLines(1)
-	time.Sleep(20 * time.Millisecond)
-	assertExactly(t, h.sink.get(), []string{"new"})
+	h.expect([]string{"new"})
 	if st := h.f.Stats(); st.Oversized != 0 {
 		t.Errorf("the skipped fragment counted as oversized: %+v", st)
 	}
 }
 
 func TestPartialLineHeld(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "audit.log")
-	appendFile(t, path, "")
-	h := start(t, path, Options{}, nil)
-	h.waitFollowing()
+	h, path := startEmpty(t, Options{}, nil)
 	appendFile(t, path, `{"a":`)
 	time.Sleep(50 * time.Millisecond) // ten polls
 	if n := h.sink.len(); n != 0 {
 		t.Fatalf("partial line delivered early: %q", h.sink.get())
 	}
 	appendFile(t, path, "1}\r\n")
-	h.waitLines(1)
-	assertExactly(t, h.sink.get(), []string{`{"a":1}`})
+	h.expect([]string{`{"a":1}`})
 }
 
 // Blank lines are skipped, CRLF is trimmed, other CRs and spaces are kept.
 func TestCRLFAndBlankLines(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "audit.log")
-	appendFile(t, path, "")
-	h := start(t, path, Options{}, nil)
-	h.waitFollowing()
+	h, path := startEmpty(t, Options{}, nil)
 	appendFile(t, path, "a\r\n\n\r\nb\n \na\rb\nc\r\r\nlast\n")
-	h.waitLines(5)
-	time.Sleep(20 * time.Millisecond)
-	assertExactly(t, h.sink.get(), []string{"a", "b", " ", "a\rb", "c\r", "last"})
+	h.expect([]string{"a", "b", " ", "a\rb", "c\r", "last"})
 }
 
 func TestOversizedLine(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "audit.log")
-	appendFile(t, path, "")
-	h := start(t, path, Options{}, nil)
-	h.waitFollowing()
+	h, path := startEmpty(t, Options{}, nil)
 	big := bytes.Repeat([]byte("x"), 300<<10)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f := openAppend(t, path)
 	// Write the big line in pieces, as a writer would stream it, so the
 	// follower sees it grow past the limit before its newline exists.
 	mustWrite(t, f, "first\n")
@@ -312,9 +311,7 @@ func TestOversizedLine(t *testing.T) {
 	// Exactly MaxLineBytes is still fine, with or without CR.
 	exact := strings.Repeat("y", DefaultMaxLineBytes)
 	mustWrite(t, f, exact+"\n"+exact+"\r\n"+exact+"z\n"+"end\n")
-	h.waitLines(5)
-	time.Sleep(20 * time.Millisecond)
-	assertExactly(t, h.sink.get(), []string{"first", "after", exact, exact, "end"})
+	h.expect([]string{"first", "after", exact, exact, "end"})
 	if st := h.f.Stats(); st.Oversized != 2 {
 		t.Errorf("oversized = %d, want 2", st.Oversized)
 	}
@@ -345,53 +342,52 @@ func mustWrite(t testing.TB, f *os.File, s string) {
 	}
 }
 
+// writeLines writes n lines of generation gen to f and returns them.
+func writeLines(t testing.TB, f *os.File, gen, n int) []string {
+	t.Helper()
+	lines := make([]string, 0, n)
+	for i := range n {
+		lines = append(lines, line(gen, i))
+		mustWrite(t, f, lines[i]+"\n")
+	}
+	return lines
+}
+
+// openAppend opens path for appending, as a writer that keeps its file
+// open does; the file is closed when the test ends.
+func openAppend(t *testing.T, path string) *os.File {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
 // lumberjack rotates by closing the file, renaming it to a backup name and
 // creating a new one; the follower must finish the old file and then read
 // the new one from its start, while the writer keeps writing.
 func TestRenameRotation(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "audit.log")
-	appendFile(t, path, "")
-	h := start(t, path, Options{}, nil)
-	h.waitFollowing()
+	h, path := startEmpty(t, Options{}, nil)
 
 	const n, m = 3000, 3000
-	var want []string
-	for i := range n {
-		want = append(want, line(1, i))
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for i := range m {
-		want = append(want, line(2, i))
+	want := writeLines(t, f, 1, n)
+	f.Close()
+	if err := os.Rename(path, filepath.Join(filepath.Dir(path), "audit-2026-11-23T08-00-00.000.log")); err != nil {
+		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		for _, l := range want[:n] {
-			mustWrite(t, f, l+"\n")
-		}
-		f.Close()
-		if err := os.Rename(path, filepath.Join(dir, "audit-2026-11-23T08-00-00.000.log")); err != nil {
-			t.Error(err)
-		}
-		f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		for _, l := range want[n:] {
-			mustWrite(t, f, l+"\n")
-		}
-		f.Close()
-	}()
-	<-done
-	h.waitLines(n + m)
-	time.Sleep(20 * time.Millisecond)
-	assertExactly(t, h.sink.get(), want)
+	f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, writeLines(t, f, 2, m)...)
+	f.Close()
+	h.expect(want)
 	if st := h.f.Stats(); st.Rotations != 1 || st.Truncations != 0 {
 		t.Errorf("stats = %+v, want 1 rotation, 0 truncations", st)
 	}
@@ -401,17 +397,9 @@ func TestRenameRotation(t *testing.T) {
 // still writes to the old one until it reopens. Nothing written to the old
 // file before the new one has data may be lost.
 func TestRenameRotationWriterReopensLate(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "audit.log")
-	appendFile(t, path, "")
-	h := start(t, path, Options{}, nil)
-	h.waitFollowing()
+	h, path := startEmpty(t, Options{}, nil)
 
-	old, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer old.Close()
+	old := openAppend(t, path)
 	mustWrite(t, old, "a1\n")
 	if err := os.Rename(path, path+".1"); err != nil {
 		t.Fatal(err)
@@ -422,42 +410,29 @@ func TestRenameRotationWriterReopensLate(t *testing.T) {
 		mustWrite(t, old, fmt.Sprintf("a%d\n", i))
 	}
 	appendFile(t, path, "b1\n") // the writer reopened
-	h.waitLines(6)
-	time.Sleep(20 * time.Millisecond)
-	assertExactly(t, h.sink.get(), []string{"a1", "a2", "a3", "a4", "a5", "b1"})
+	h.expect([]string{"a1", "a2", "a3", "a4", "a5", "b1"})
 }
 
 // The unterminated last line of a rotated file is delivered: nothing will
 // complete it.
 func TestRotatedFileUnterminatedLastLine(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "audit.log")
-	appendFile(t, path, "")
-	h := start(t, path, Options{}, nil)
-	h.waitFollowing()
+	h, path := startEmpty(t, Options{}, nil)
 	appendFile(t, path, "a\nb")
 	time.Sleep(20 * time.Millisecond)
 	if err := os.Rename(path, path+".1"); err != nil {
 		t.Fatal(err)
 	}
 	appendFile(t, path, "c\n")
-	h.waitLines(3)
-	assertExactly(t, h.sink.get(), []string{"a", "b", "c"})
+	h.expect([]string{"a", "b", "c"})
 }
 
 // Ten rotations in a row, the writer writing all the time and pausing only
 // two poll intervals around each rotation (see the package guarantees).
 func TestRepeatedRotations(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "audit.log")
-	appendFile(t, path, "")
 	const poll = 5 * time.Millisecond
-	h := start(t, path, Options{PollInterval: poll}, nil)
-	h.waitFollowing()
-	want := writeGenerations(h, dir, path, 11, 500, 2*poll)
-	h.waitLines(len(want))
-	time.Sleep(20 * time.Millisecond)
-	assertExactly(t, h.sink.get(), want)
+	h, path := startEmpty(t, Options{PollInterval: poll}, nil)
+	want := writeGenerations(h, path, 11, 500, 2*poll)
+	h.expect(want)
 	if st := h.f.Stats(); st.Rotations != 10 {
 		t.Errorf("rotations = %d, want 10", st.Rotations)
 	}
@@ -467,20 +442,13 @@ func TestRepeatedRotations(t *testing.T) {
 // generations it found while busy are held open and read in full, in order,
 // even after later rotations renamed them away.
 func TestRotationsWhileBehind(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "audit.log")
-	appendFile(t, path, "")
 	const poll = 5 * time.Millisecond
-	s := &sink{delay: 200 * time.Microsecond}
-	h := start(t, path, Options{PollInterval: poll}, s)
-	h.waitFollowing()
-	want := writeGenerations(h, dir, path, 8, 250, 3*poll)
+	h, path := startEmpty(t, Options{PollInterval: poll}, &sink{delay: 200 * time.Microsecond})
+	want := writeGenerations(h, path, 8, 250, 3*poll)
 	if got := h.sink.len(); got > len(want)*3/4 {
 		t.Errorf("consumer was not far behind (%d of %d lines read when the writer finished)", got, len(want))
 	}
-	h.waitLines(len(want))
-	time.Sleep(20 * time.Millisecond)
-	assertExactly(t, h.sink.get(), want)
+	h.expect(want)
 	if st := h.f.Stats(); st.Rotations != 7 {
 		t.Errorf("rotations = %d, want 7", st.Rotations)
 	}
@@ -496,7 +464,7 @@ func TestRotationsWhileBehind(t *testing.T) {
 // goroutine can be descheduled for longer than any pause the tests can
 // afford, so before rotating a generation away the writer also waits until
 // the follower has found it, and logs how often that wait was needed.
-func writeGenerations(h *harness, dir, path string, gens, n int, pause time.Duration) []string {
+func writeGenerations(h *harness, path string, gens, n int, pause time.Duration) []string {
 	t := h.t
 	t.Helper()
 	var want []string
@@ -510,7 +478,7 @@ func writeGenerations(h *harness, dir, path string, gens, n int, pause time.Dura
 					return len(h.log.find("finishing the old file first")) >= g-1
 				})
 			}
-			if err := os.Rename(path, filepath.Join(dir, fmt.Sprintf("audit-%03d.log", g))); err != nil {
+			if err := os.Rename(path, filepath.Join(filepath.Dir(path), fmt.Sprintf("audit-%03d.log", g))); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -536,31 +504,14 @@ func writeGenerations(h *harness, dir, path string, gens, n int, pause time.Dura
 
 // copytruncate after the follower caught up: nothing is lost.
 func TestCopyTruncate(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "audit.log")
-	appendFile(t, path, "")
-	h := start(t, path, Options{}, nil)
-	h.waitFollowing()
+	h, path := startEmpty(t, Options{}, nil)
 
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var want []string
-	for i := range 1000 {
-		want = append(want, line(1, i))
-		mustWrite(t, f, want[i]+"\n")
-	}
+	f := openAppend(t, path)
+	want := writeLines(t, f, 1, 1000)
 	h.waitLines(1000)
 	copyTruncate(t, path)
-	for i := range 1000 {
-		want = append(want, line(2, i))
-		mustWrite(t, f, want[len(want)-1]+"\n")
-	}
-	h.waitLines(2000)
-	time.Sleep(20 * time.Millisecond)
-	assertExactly(t, h.sink.get(), want)
+	want = append(want, writeLines(t, f, 2, 1000)...)
+	h.expect(want)
 	if st := h.f.Stats(); st.Truncations != 1 || st.Rotations != 0 {
 		t.Errorf("stats = %+v, want 1 truncation, 0 rotations", st)
 	}
@@ -570,27 +521,12 @@ func TestCopyTruncate(t *testing.T) {
 // behind: lines after the truncation are all seen, nothing twice, order
 // kept; only lines between the last read and the truncation may be lost.
 func TestCopyTruncateWhileWriting(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "audit.log")
-	appendFile(t, path, "")
-	h := start(t, path, Options{}, &sink{delay: 2 * time.Microsecond})
-	h.waitFollowing()
+	h, path := startEmpty(t, Options{}, &sink{delay: 2 * time.Microsecond})
 
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var before, after []string
-	for i := range 3000 {
-		before = append(before, line(1, i))
-		mustWrite(t, f, before[i]+"\n")
-	}
+	f := openAppend(t, path)
+	before := writeLines(t, f, 1, 3000)
 	copyTruncate(t, path)
-	for i := range 3000 {
-		after = append(after, line(2, i))
-		mustWrite(t, f, after[i]+"\n")
-	}
+	after := writeLines(t, f, 2, 3000)
 	waitFor(t, "the last line", func() bool {
 		got := h.sink.get()
 		return len(got) > 0 && got[len(got)-1] == after[len(after)-1]
@@ -613,11 +549,7 @@ func TestCopyTruncateWhileWriting(t *testing.T) {
 // sees the short file in between depends on timing; one pwrite of the new
 // content at offset 0 shows the follower exactly the state after both.
 func TestCopyTruncateRegrownBeforePoll(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "audit.log")
-	appendFile(t, path, "")
-	h := start(t, path, Options{}, nil)
-	h.waitFollowing()
+	h, path := startEmpty(t, Options{}, nil)
 	var want []string
 	var b strings.Builder
 	for i := range 3 {
@@ -640,9 +572,7 @@ func TestCopyTruncateRegrownBeforePoll(t *testing.T) {
 	if _, err := f.WriteAt([]byte(b.String()), 0); err != nil {
 		t.Fatal(err)
 	}
-	h.waitLines(len(want))
-	time.Sleep(20 * time.Millisecond)
-	assertExactly(t, h.sink.get(), want)
+	h.expect(want)
 	if st := h.f.Stats(); st.Truncations != 1 {
 		t.Errorf("truncations = %d, want 1", st.Truncations)
 	}
@@ -689,8 +619,7 @@ func TestFileAppearsLater(t *testing.T) {
 	appendFile(t, path, "first\nsecond\n")
 	h.waitLines(2)
 	appendFile(t, path, "third\n")
-	h.waitLines(3)
-	assertExactly(t, h.sink.get(), []string{"first", "second", "third"})
+	h.expect([]string{"first", "second", "third"})
 	if n := len(h.log.find("does not exist yet")); n != 1 {
 		t.Errorf("waiting message logged %d times, want once", n)
 	}
