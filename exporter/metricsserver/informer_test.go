@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/herd-k8s/herd/test/herdtest"
 )
 
 func inNamespace(d *appsv1.Deployment, ns string) *appsv1.Deployment {
@@ -48,16 +50,6 @@ func names(vs []DeploymentView) string {
 	return strings.Join(s, " ")
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 func TestMetricsServerInformerDefaultMatch(t *testing.T) {
 	certArgs := []string{"--kubelet-client-certificate=/c", "--kubelet-client-key=/k"}
@@ -105,7 +97,7 @@ func TestMetricsServerInformerDefaultMatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	want2 := "kube-system/coredns=unknown kube-system/metrics-server=certificate kube-system/metrics-server-helm=certificate"
-	eventually(t, want2, func() bool { return names(i.Deployments()) == want2 })
+	herdtest.Wait(t, 10*time.Second, want2, func() bool { return names(i.Deployments()) == want2 })
 }
 
 func TestMetricsServerInformerNameAndSelector(t *testing.T) {
