@@ -17,6 +17,7 @@ import (
 
 	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/webhook"
+	"github.com/herd-k8s/herd/test/herdtest"
 )
 
 // sample is a notification exactly as Debian's Alertmanager 0.25 sent it
@@ -63,14 +64,14 @@ type fixture struct {
 	h    *webhook.Handler
 	reg  *prometheus.Registry
 	rec  *recorder
-	logs *syncBuffer
+	logs *herdtest.LogBuffer
 }
 
 // newFixture builds a handler with a recorder, a registry and a log buffer;
 // tweak adjusts the options.
 func newFixture(t testing.TB, tweak func(*webhook.Options)) *fixture {
 	t.Helper()
-	f := &fixture{reg: prometheus.NewRegistry(), rec: &recorder{}, logs: &syncBuffer{}}
+	f := &fixture{reg: prometheus.NewRegistry(), rec: &recorder{}, logs: &herdtest.LogBuffer{}}
 	opts := webhook.Options{
 		Dispatcher: f.rec,
 		Known:      known,
@@ -130,23 +131,6 @@ func post(t testing.TB, c *http.Client, url string, body io.Reader, contentLengt
 func postBytes(t testing.TB, s *httptest.Server, b []byte, hdr ...string) response {
 	t.Helper()
 	return post(t, s.Client(), s.URL+"/alerts", bytes.NewReader(b), int64(len(b)), hdr...)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // edit replaces old with new in b exactly once.
