@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -15,7 +14,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,6 +28,7 @@ import (
 	"github.com/herd-k8s/herd/exporter/apiservices"
 	"github.com/herd-k8s/herd/exporter/collector"
 	"github.com/herd-k8s/herd/test/controlplane"
+	"github.com/herd-k8s/herd/test/herdtest"
 )
 
 // herdIdentity is the identity the View runs as, with only PolicyRules.
@@ -43,7 +42,7 @@ var env struct {
 	view     *apiservices.View
 	registry *prometheus.Registry
 	auditLog string
-	logs     *lockedBuffer
+	logs     *herdtest.LogBuffer
 }
 
 // probeInterval is short so the tests see several probes; the timeout is the
@@ -62,7 +61,7 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	env.auditLog = filepath.Join(dir, "audit.log")
-	env.logs = &lockedBuffer{}
+	env.logs = &herdtest.LogBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sctx, scancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -676,23 +675,3 @@ func tail(path string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
-
-// lockedBuffer collects log lines from several goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-var _ io.Writer = (*lockedBuffer)(nil)
