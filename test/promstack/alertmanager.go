@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
-
-	"github.com/herd-k8s/herd/test/proc"
 )
 
 // Alertmanager is a running Alertmanager owned by a test.
@@ -22,7 +20,7 @@ type Alertmanager struct {
 	// Dir holds the config, the storage and the log.
 	Dir string
 
-	proc *proc.Process
+	server
 }
 
 // StartAlertmanager starts Alertmanager with cfgYAML as its configuration
@@ -32,12 +30,7 @@ type Alertmanager struct {
 // stopped by t.Cleanup. A missing binary or a start failure fails the test.
 func StartAlertmanager(t testing.TB, cfgYAML string) *Alertmanager {
 	t.Helper()
-	am, err := RunAlertmanager(t.TempDir(), cfgYAML)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cleanup(t, am.proc) })
-	return am
+	return startForTest(t, func(dir string) (*Alertmanager, error) { return RunAlertmanager(dir, cfgYAML) })
 }
 
 // RunAlertmanager is StartAlertmanager for a caller without a test:
@@ -65,17 +58,7 @@ func RunAlertmanager(dir, cfgYAML string) (*Alertmanager, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Alertmanager{URL: url, Dir: dir, proc: child}, nil
-}
-
-// Process is the Alertmanager process (its pid, log and state).
-func (am *Alertmanager) Process() *proc.Process { return am.proc }
-
-// Stop stops Alertmanager now rather than at cleanup, e.g. to test what
-// happens when it goes away. Calling it more than once is harmless.
-func (am *Alertmanager) Stop() error {
-	_, err := am.proc.Stop(stopGrace)
-	return err
+	return &Alertmanager{URL: url, Dir: dir, server: server{child}}, nil
 }
 
 // AlertmanagerAlert is an alert as Alertmanager's v2 API reports it. Only

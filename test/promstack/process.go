@@ -21,6 +21,32 @@ const (
 	logTailLines = 50
 )
 
+// server is what a running Alertmanager and Prometheus share: the process
+// a test or a caller owns.
+type server struct{ proc *proc.Process }
+
+// Process is the server's process (its pid, log and state).
+func (s server) Process() *proc.Process { return s.proc }
+
+// Stop stops the server now rather than at cleanup, e.g. to test what
+// happens when it goes away. Calling it more than once is harmless.
+func (s server) Stop() error {
+	_, err := s.proc.Stop(stopGrace)
+	return err
+}
+
+// startForTest runs a server with run in a fresh t.TempDir() and stops it
+// by t.Cleanup; a missing binary or a start failure fails the test.
+func startForTest[S interface{ Process() *proc.Process }](t testing.TB, run func(dir string) (S, error)) S {
+	t.Helper()
+	s, err := run(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cleanup(t, s.Process()) })
+	return s
+}
+
 // cleanup is registered with t.Cleanup for every started process: it stops
 // the process, fails the test if the process died on its own or outlived
 // SIGKILL, and prints the log tail if the test failed.

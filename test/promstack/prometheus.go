@@ -15,8 +15,6 @@ import (
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
 	"sigs.k8s.io/yaml"
-
-	"github.com/herd-k8s/herd/test/proc"
 )
 
 // defaultInterval keeps scrape and rule evaluation fast enough that a test
@@ -75,7 +73,7 @@ type Prometheus struct {
 	// do not cover.
 	API v1.API
 
-	proc *proc.Process
+	server
 }
 
 // StartPrometheus starts Prometheus with a configuration generated from
@@ -85,12 +83,7 @@ type Prometheus struct {
 // rule files, which Prometheus rejects at start) fails the test.
 func StartPrometheus(t testing.TB, opts PromOptions) *Prometheus {
 	t.Helper()
-	p, err := RunPrometheus(t.TempDir(), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cleanup(t, p.proc) })
-	return p
+	return startForTest(t, func(dir string) (*Prometheus, error) { return RunPrometheus(dir, opts) })
 }
 
 // RunPrometheus is StartPrometheus for a caller without a test (the demo,
@@ -131,17 +124,7 @@ func RunPrometheus(dir string, opts PromOptions) (*Prometheus, error) {
 		_, _ = child.Stop(stopGrace)
 		return nil, fmt.Errorf("start prometheus: api client: %w", err)
 	}
-	return &Prometheus{URL: baseURL, Dir: dir, API: v1.NewAPI(client), proc: child}, nil
-}
-
-// Process is the Prometheus server process (its pid, log and state).
-func (p *Prometheus) Process() *proc.Process { return p.proc }
-
-// Stop stops Prometheus now rather than at cleanup. Calling it more than
-// once is harmless.
-func (p *Prometheus) Stop() error {
-	_, err := p.proc.Stop(stopGrace)
-	return err
+	return &Prometheus{URL: baseURL, Dir: dir, API: v1.NewAPI(client), server: server{child}}, nil
 }
 
 // The types below mirror only the parts of prometheus.yml we generate;
