@@ -29,6 +29,7 @@ import (
 	"github.com/herd-k8s/herd/exporter/collector"
 	"github.com/herd-k8s/herd/test/controlplane"
 	"github.com/herd-k8s/herd/test/herdtest"
+	"github.com/herd-k8s/herd/test/proc"
 )
 
 // herdIdentity is the identity the View runs as, with only PolicyRules.
@@ -109,7 +110,7 @@ func run(m *testing.M) int {
 	code := m.Run()
 	if code != 0 {
 		fmt.Fprintln(os.Stderr, "herd and harness log:\n"+env.logs.String())
-		fmt.Fprintln(os.Stderr, "kube-apiserver log tail:\n"+tail(cp.APIServerLog(), 40))
+		fmt.Fprintln(os.Stderr, "kube-apiserver log tail:\n"+proc.TailFile(cp.APIServerLog(), 40))
 	}
 	return code
 }
@@ -662,16 +663,4 @@ func readAudit(t *testing.T) []auditv1.Event {
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].StageTimestamp.Before(&out[j].StageTimestamp) })
 	return out
-}
-
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
