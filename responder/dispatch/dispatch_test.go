@@ -1,7 +1,6 @@
 package dispatch
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	"github.com/herd-k8s/herd/responder/action"
 	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/policy"
+	"github.com/herd-k8s/herd/test/herdtest"
 )
 
 // fakeAction counts its calls and answers with decide.
@@ -113,7 +113,7 @@ type fixture struct {
 	triage *fakeAction
 	clock  *clock
 	leader atomic.Bool
-	logs   *bytes.Buffer
+	logs   *herdtest.LogBuffer
 }
 
 func newFixture(t *testing.T, mod func(*Options)) *fixture {
@@ -123,7 +123,7 @@ func newFixture(t *testing.T, mod func(*Options)) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{reg: prometheus.NewRegistry(), cordon: &fakeAction{name: policy.ActionCordon}, triage: &fakeAction{name: policy.ActionTriage},
-		clock: &clock{t: t0}, logs: &bytes.Buffer{}}
+		clock: &clock{t: t0}, logs: &herdtest.LogBuffer{}}
 	f.runner = &fakeRunner{actions: map[policy.Action]*fakeAction{policy.ActionCordon: f.cordon, policy.ActionTriage: f.triage}}
 	f.leader.Store(true)
 	opts := Options{
@@ -131,7 +131,7 @@ func newFixture(t *testing.T, mod func(*Options)) *fixture {
 		Runner:     f.runner,
 		IsLeader:   f.leader.Load,
 		Registerer: f.reg,
-		Logger:     slog.New(slog.NewJSONHandler(&syncWriter{w: f.logs}, nil)),
+		Logger:     slog.New(slog.NewJSONHandler(f.logs, nil)),
 		Now:        f.clock.Now,
 	}
 	if mod != nil {
@@ -144,15 +144,12 @@ func newFixture(t *testing.T, mod func(*Options)) *fixture {
 	return f
 }
 
-type syncWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
+// fire delivers a firing HerdStaleKubelet for node; an error fails the test.
+func (f *fixture) fire(t *testing.T, node string) {
+	t.Helper()
+	if err := f.d.Dispatch(context.Background(), stale("firing", node)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func stale(status, node string) alert.Alert {
@@ -449,14 +446,8 @@ func TestActionContext(t *testing.T) {
 
 func TestMaxRemembered(t *testing.T) {
 	f := newFixture(t, func(o *Options) { o.MaxRemembered = 3 })
-	dispatch := func(node string) {
-		t.Helper()
-		if err := f.d.Dispatch(context.Background(), stale("firing", node)); err != nil {
-			t.Fatal(err)
-		}
-	}
 	for _, n := range []string{"a", "b", "c", "d"} {
-		dispatch(n)
+		f.fire(t, n)
 	}
 	if f.cordon.fires.Load() != 4 {
 		t.Fatalf("fires %d", f.cordon.fires.Load())
@@ -466,23 +457,23 @@ func TestMaxRemembered(t *testing.T) {
 	}
 	// b, c, d are remembered; a, the oldest, was forgotten.
 	for _, n := range []string{"b", "c", "d"} {
-		dispatch(n)
+		f.fire(t, n)
 	}
 	if f.cordon.fires.Load() != 4 {
 		t.Errorf("fires %d after duplicates of remembered alerts", f.cordon.fires.Load())
 	}
-	dispatch("a")
+	f.fire(t, "a")
 	if f.cordon.fires.Load() != 5 {
 		t.Errorf("fires %d: the forgotten alert did not act again", f.cordon.fires.Load())
 	}
 	// a pushed out b.
-	dispatch("b")
+	f.fire(t, "b")
 	if f.cordon.fires.Load() != 6 {
 		t.Errorf("fires %d: b was not forgotten", f.cordon.fires.Load())
 	}
 	// Many more: the memory stays bounded.
 	for i := range 1000 {
-		dispatch(fmt.Sprint("n", i))
+		f.fire(t, fmt.Sprint("n", i))
 	}
 	if len(f.d.remembered) != 3 || len(f.d.order) != 3 {
 		t.Errorf("remembers %d alerts (order %d), want 3", len(f.d.remembered), len(f.d.order))
@@ -491,30 +482,24 @@ func TestMaxRemembered(t *testing.T) {
 
 func TestRememberFor(t *testing.T) {
 	f := newFixture(t, func(o *Options) { o.RememberFor = 10 * time.Minute })
-	dispatch := func(node string) {
-		t.Helper()
-		if err := f.d.Dispatch(context.Background(), stale("firing", node)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	dispatch("n1")
+	f.fire(t, "n1")
 	f.clock.Advance(9*time.Minute + 59*time.Second)
-	dispatch("n1")
+	f.fire(t, "n1")
 	if f.cordon.fires.Load() != 1 {
 		t.Fatalf("fires %d within RememberFor", f.cordon.fires.Load())
 	}
 	f.clock.Advance(time.Second)
-	dispatch("n1")
+	f.fire(t, "n1")
 	if f.cordon.fires.Load() != 2 {
 		t.Fatalf("fires %d after RememberFor", f.cordon.fires.Load())
 	}
-	dispatch("n1")
+	f.fire(t, "n1")
 	if f.cordon.fires.Load() != 2 {
 		t.Fatalf("fires %d: the new decision is not remembered", f.cordon.fires.Load())
 	}
 	// Expired entries are dropped as new ones come.
 	f.clock.Advance(11 * time.Minute)
-	dispatch("n2")
+	f.fire(t, "n2")
 	if len(f.d.remembered) != 1 || len(f.d.order) != 1 {
 		t.Errorf("remembers %d alerts (order %d), want 1", len(f.d.remembered), len(f.d.order))
 	}
