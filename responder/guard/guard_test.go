@@ -8,33 +8,16 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/herd-k8s/herd/responder/policy"
 )
 
-// clock is a settable time source.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 var t0 = time.Date(2025, 3, 4, 10, 0, 0, 0, time.UTC)
 
-func newBudget(perHour map[policy.Action]int, cooldown time.Duration) (*Budget, *clock) {
-	c := &clock{t: t0}
-	return NewBudget(policy.Guards{MaxActionsPerHour: perHour, StormCooldown: model.Duration(cooldown)}, c.now), c
+func newBudget(perHour map[policy.Action]int, cooldown time.Duration) (*Budget, *clocktesting.FakeClock) {
+	c := clocktesting.NewFakeClock(t0)
+	return NewBudget(policy.Guards{MaxActionsPerHour: perHour, StormCooldown: model.Duration(cooldown)}, c.Now), c
 }
 
 // step is one operation on a budget and what it must answer.
@@ -161,7 +144,7 @@ func TestBudget(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b, c := newBudget(limits, 30*time.Minute)
 			for i, s := range tc.steps {
-				c.advance(s.advance)
+				c.Step(s.advance)
 				a := s.action
 				if a == "" {
 					a = cordon
@@ -181,9 +164,9 @@ func TestBudget(t *testing.T) {
 				}
 				switch {
 				case s.guard == "" && r != nil:
-					t.Fatalf("step %d (%s %s at %s): refused: %v", i, s.op, a, c.now().Format("15:04:05"), r)
+					t.Fatalf("step %d (%s %s at %s): refused: %v", i, s.op, a, c.Now().Format("15:04:05"), r)
 				case s.guard != "" && r == nil:
-					t.Fatalf("step %d (%s %s at %s): not refused, want %s", i, s.op, a, c.now().Format("15:04:05"), s.guard)
+					t.Fatalf("step %d (%s %s at %s): not refused, want %s", i, s.op, a, c.Now().Format("15:04:05"), s.guard)
 				case s.guard != "" && r.Guard != s.guard:
 					t.Fatalf("step %d (%s %s): refused by %s (%s), want %s", i, s.op, a, r.Guard, r.Reason, s.guard)
 				case s.reason != "" && r.Reason != s.reason:
