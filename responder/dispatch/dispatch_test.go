@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/herd-k8s/herd/responder/action"
 	"github.com/herd-k8s/herd/responder/alert"
@@ -90,19 +91,6 @@ func (r *fakeRunner) count() int {
 	return len(r.decisions)
 }
 
-// clock is a settable time source.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 var t0 = time.Date(2025, 3, 4, 10, 0, 0, 0, time.UTC)
 
 type fixture struct {
@@ -111,7 +99,7 @@ type fixture struct {
 	runner *fakeRunner
 	cordon *fakeAction
 	triage *fakeAction
-	clock  *clock
+	clock  *clocktesting.FakeClock
 	leader atomic.Bool
 	logs   *herdtest.LogBuffer
 }
@@ -123,7 +111,7 @@ func newFixture(t *testing.T, mod func(*Options)) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{reg: prometheus.NewRegistry(), cordon: &fakeAction{name: policy.ActionCordon}, triage: &fakeAction{name: policy.ActionTriage},
-		clock: &clock{t: t0}, logs: &herdtest.LogBuffer{}}
+		clock: clocktesting.NewFakeClock(t0), logs: &herdtest.LogBuffer{}}
 	f.runner = &fakeRunner{actions: map[policy.Action]*fakeAction{policy.ActionCordon: f.cordon, policy.ActionTriage: f.triage}}
 	f.leader.Store(true)
 	opts := Options{
@@ -483,12 +471,12 @@ func TestMaxRemembered(t *testing.T) {
 func TestRememberFor(t *testing.T) {
 	f := newFixture(t, func(o *Options) { o.RememberFor = 10 * time.Minute })
 	f.fire(t, "n1")
-	f.clock.Advance(9*time.Minute + 59*time.Second)
+	f.clock.Step(9*time.Minute + 59*time.Second)
 	f.fire(t, "n1")
 	if f.cordon.fires.Load() != 1 {
 		t.Fatalf("fires %d within RememberFor", f.cordon.fires.Load())
 	}
-	f.clock.Advance(time.Second)
+	f.clock.Step(time.Second)
 	f.fire(t, "n1")
 	if f.cordon.fires.Load() != 2 {
 		t.Fatalf("fires %d after RememberFor", f.cordon.fires.Load())
@@ -498,7 +486,7 @@ func TestRememberFor(t *testing.T) {
 		t.Fatalf("fires %d: the new decision is not remembered", f.cordon.fires.Load())
 	}
 	// Expired entries are dropped as new ones come.
-	f.clock.Advance(11 * time.Minute)
+	f.clock.Step(11 * time.Minute)
 	f.fire(t, "n2")
 	if len(f.d.remembered) != 1 || len(f.d.order) != 1 {
 		t.Errorf("remembers %d alerts (order %d), want 1", len(f.d.remembered), len(f.d.order))
@@ -617,7 +605,7 @@ func TestTransientRetriesStayBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 50 {
-		f.clock.Advance(10 * time.Second)
+		f.clock.Step(10 * time.Second)
 		if err := f.d.Dispatch(context.Background(), stale("firing", "down")); !errors.Is(err, alert.ErrTransient) {
 			t.Fatalf("err %v", err)
 		}
