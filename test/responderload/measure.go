@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/alertmanager/template"
 
 	"github.com/herd-k8s/herd/responder/evidence"
+	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/hostinfo"
 	"github.com/herd-k8s/herd/test/promstack"
 )
@@ -131,38 +132,19 @@ func (s *stack) deliver(ctx context.Context, client *http.Client, name, status s
 		members = append(members, g)
 	}
 	out := make([][]delivery, len(bodies))
-	work := make(chan int)
-	var wg sync.WaitGroup
 	cpu0 := s.cpu()
 	begin := time.Now()
-	for range senders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				ds := make([]delivery, repeat)
-				var rw sync.WaitGroup
-				for r := range ds {
-					rw.Add(1)
-					go func() {
-						defer rw.Done()
-						ds[r] = s.postAlerts(ctx, client, bodies[i])
-					}()
-				}
-				rw.Wait()
-				out[i] = ds
-			}
-		}()
-	}
-	for i := range bodies {
-		select {
-		case work <- i:
-		case <-ctx.Done():
+	err := herdtest.Parallel(ctx, len(bodies), senders, func(ctx context.Context, i int) error {
+		ds := make([]delivery, repeat)
+		var rw sync.WaitGroup
+		for r := range ds {
+			rw.Go(func() { ds[r] = s.postAlerts(ctx, client, bodies[i]) })
 		}
-	}
-	close(work)
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
+		rw.Wait()
+		out[i] = ds
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	cpu1 := s.cpu()
@@ -305,38 +287,16 @@ func nodeBaseline(ctx context.Context, c kubernetes.Interface, name string, node
 	b := Baseline{Name: name, Workers: workers}
 	half := max(1, min(len(nodes), n/2))
 	lat := make([]time.Duration, n)
-	work := make(chan int)
-	errs := make(chan error, 1)
-	var wg sync.WaitGroup
 	start := time.Now()
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				nd := nodes[i%half].name
-				t0 := time.Now()
-				err := toggleCordon(ctx, c, nd, apply)
-				lat[i] = time.Since(t0)
-				if err != nil {
-					select {
-					case errs <- err:
-					default:
-					}
-				}
-			}
-		}()
-	}
-	for i := range n {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
+	err := herdtest.Parallel(ctx, n, workers, func(ctx context.Context, i int) error {
+		t0 := time.Now()
+		err := toggleCordon(ctx, c, nodes[i%half].name, apply)
+		lat[i] = time.Since(t0)
+		return err
+	})
 	b.Wall = time.Since(start)
-	select {
-	case err := <-errs:
+	if err != nil {
 		return b, err
-	default:
 	}
 	b.Latency, b.PerSec = stats(lat), float64(n)/b.Wall.Seconds()
 	return b, nil
