@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,25 +17,17 @@ func TestAuditPolicyCommand(t *testing.T) {
 	}
 
 	t.Run("shipped file", func(t *testing.T) {
-		var stdout, stderr bytes.Buffer
-		if code := run([]string{"audit-policy"}, &stdout, &stderr); code != 0 {
-			t.Fatalf("exit %d, stderr %q", code, stderr.String())
+		stdout, stderr := runHerd(t, 0, "audit-policy")
+		if stdout != string(shipped) {
+			t.Fatalf("herd audit-policy differs from manifests/control-plane/audit-policy.yaml:\n%s", stdout)
 		}
-		if !bytes.Equal(stdout.Bytes(), shipped) {
-			t.Fatalf("herd audit-policy differs from manifests/control-plane/audit-policy.yaml:\n%s", stdout.String())
-		}
-		if stderr.Len() != 0 {
-			t.Errorf("stderr: %q", stderr.String())
+		if stderr != "" {
+			t.Errorf("stderr: %q", stderr)
 		}
 	})
 
 	t.Run("extras", func(t *testing.T) {
-		var stdout, stderr bytes.Buffer
-		code := run([]string{"audit-policy", "--service-account", "net-system:my-cni", "--service-account=cilium:cilium"}, &stdout, &stderr)
-		if code != 0 {
-			t.Fatalf("exit %d, stderr %q", code, stderr.String())
-		}
-		out := stdout.String()
+		out, _ := runHerd(t, 0, "audit-policy", "--service-account", "net-system:my-cni", "--service-account=cilium:cilium")
 		want := "  - system:serviceaccount:kube-system:aws-node\n" +
 			"  - system:serviceaccount:net-system:my-cni\n" +
 			"  - system:serviceaccount:cilium:cilium\n" +
@@ -69,15 +60,11 @@ func TestAuditPolicyCommand(t *testing.T) {
 	}
 	for _, tc := range bad {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			code := run(append([]string{"audit-policy"}, tc.args...), &stdout, &stderr)
-			if code != 2 {
-				t.Errorf("exit %d, want 2", code)
+			stdout, stderr := runHerd(t, 2, append([]string{"audit-policy"}, tc.args...)...)
+			if stdout != "" {
+				t.Errorf("a refused policy must print nothing, got %d bytes", len(stdout))
 			}
-			if stdout.Len() != 0 {
-				t.Errorf("a refused policy must print nothing, got %d bytes", stdout.Len())
-			}
-			if got := stderr.String(); got != tc.want+"\n" {
+			if got := stderr; got != tc.want+"\n" {
 				t.Errorf("stderr = %q\nwant     %q", got, tc.want+"\n")
 			}
 		})

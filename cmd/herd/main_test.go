@@ -9,6 +9,17 @@ import (
 	"github.com/prometheus/common/version"
 )
 
+// runHerd runs herd's command line with args and returns what it wrote; an
+// exit code other than wantCode fails the test.
+func runHerd(t *testing.T, wantCode int, args ...string) (stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	if code := run(args, &out, &errOut); code != wantCode {
+		t.Errorf("exit code %d, want %d (stderr %q)", code, wantCode, errOut.String())
+	}
+	return out.String(), errOut.String()
+}
+
 func TestRun(t *testing.T) {
 	version.Version, version.Revision = "1.2.3", "abc1234"
 	tests := []struct {
@@ -28,18 +39,14 @@ func TestRun(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			code := run(tc.args, &stdout, &stderr)
-			if code != tc.wantCode {
-				t.Errorf("exit code = %d, want %d (stderr %q)", code, tc.wantCode, stderr.String())
-			}
+			stdout, stderr := runHerd(t, tc.wantCode, tc.args...)
 			for _, want := range tc.wantStdout {
-				if !strings.Contains(stdout.String(), want) {
-					t.Errorf("stdout lacks %q:\n%s", want, stdout.String())
+				if !strings.Contains(stdout, want) {
+					t.Errorf("stdout lacks %q:\n%s", want, stdout)
 				}
 			}
-			if tc.wantStderr != "" && stderr.String() != tc.wantStderr {
-				t.Errorf("stderr = %q, want %q", stderr.String(), tc.wantStderr)
+			if tc.wantStderr != "" && stderr != tc.wantStderr {
+				t.Errorf("stderr = %q, want %q", stderr, tc.wantStderr)
 			}
 		})
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,21 +38,17 @@ func TestResponderCheck(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			code := run(tc.args, &stdout, &stderr)
-			if code != tc.wantCode {
-				t.Errorf("exit code %d, want %d (stderr %q)", code, tc.wantCode, stderr.String())
-			}
-			if stdout.String() != tc.wantStdout {
-				t.Errorf("stdout %q, want %q", stdout.String(), tc.wantStdout)
+			stdout, stderr := runHerd(t, tc.wantCode, tc.args...)
+			if stdout != tc.wantStdout {
+				t.Errorf("stdout %q, want %q", stdout, tc.wantStdout)
 			}
 			for _, w := range tc.wantStderr {
-				if !strings.Contains(stderr.String(), w) {
-					t.Errorf("stderr %q lacks %q", stderr.String(), w)
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr %q lacks %q", stderr, w)
 				}
 			}
-			if n := strings.Count(stderr.String(), "\n"); n > 1 {
-				t.Errorf("stderr has %d lines, want one: %q", n, stderr.String())
+			if n := strings.Count(stderr, "\n"); n > 1 {
+				t.Errorf("stderr has %d lines, want one: %q", n, stderr)
 			}
 		})
 	}
