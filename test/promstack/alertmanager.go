@@ -1,9 +1,11 @@
 package promstack
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -102,4 +104,26 @@ func (am *Alertmanager) Alerts(ctx context.Context) ([]AlertmanagerAlert, error)
 		return nil, fmt.Errorf("alertmanager alerts: decode: %w", err)
 	}
 	return alerts, nil
+}
+
+// PostAlerts sends alerts, a JSON array of postable alerts, to the
+// Alertmanager at url through its v2 API (POST /api/v2/alerts), as
+// Prometheus does; anything but 200 is an error with Alertmanager's answer.
+func PostAlerts(ctx context.Context, url string, alerts []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/api/v2/alerts", bytes.NewReader(alerts))
+	if err != nil {
+		return fmt.Errorf("alertmanager post alerts: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("alertmanager post alerts: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("alertmanager post alerts: POST %s: %s %s", req.URL, resp.Status, b)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return nil
 }
