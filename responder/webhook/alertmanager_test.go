@@ -107,19 +107,8 @@ func (w *codeWriter) WriteHeader(code int) {
 // postAlerts sends alerts to Alertmanager's v2 API, as Prometheus does.
 func postAlerts(t *testing.T, ctx context.Context, am *promstack.Alertmanager, alerts string) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, am.URL+"/api/v2/alerts", strings.NewReader(alerts))
-	if err != nil {
+	if err := promstack.PostAlerts(ctx, am.URL, []byte(alerts)); err != nil {
 		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("POST /api/v2/alerts: %s %s", resp.Status, b)
 	}
 }
 
