@@ -143,12 +143,12 @@ func (h *harness) waitFollowing() {
 	waitFor(h.t, "follower to open the file", func() bool { return len(h.log.find("following audit log")) > 0 })
 }
 
-// startEmpty creates an empty audit.log in a fresh directory and starts a
-// Follower on it that has already opened it; it returns the path.
-func startEmpty(t *testing.T, opts Options, s *sink) (*harness, string) {
+// startOn creates audit.log holding initial in a fresh directory and starts
+// a Follower on it that has already opened it; it returns the path.
+func startOn(t *testing.T, initial string, opts Options, s *sink) (*harness, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "audit.log")
-	appendFile(t, path, "")
+	appendFile(t, path, initial)
 	h := start(t, path, opts, s)
 	h.waitFollowing()
 	return h, path
@@ -244,19 +244,13 @@ func assertExactly(t *testing.T, got, want []string) {
 }
 
 func TestFromEnd(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "audit.log")
-	appendFile(t, path, "old1\nold2\n")
-	h := start(t, path, Options{}, nil)
-	h.waitFollowing()
+	h, path := startOn(t, "old1\nold2\n", Options{}, nil)
 	appendFile(t, path, "new1\nnew2\n")
 	h.expect([]string{"new1", "new2"})
 }
 
 func TestFromStart(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "audit.log")
-	appendFile(t, path, "old1\nold2\n")
-	h := start(t, path, Options{FromStart: true}, nil)
-	h.waitFollowing()
+	h, path := startOn(t, "old1\nold2\n", Options{FromStart: true}, nil)
 	appendFile(t, path, "new1\n")
 	h.expect([]string{"old1", "old2", "new1"})
 	if st := h.f.Stats(); st.Lines != 3 || st.Bytes != 15 {
@@ -267,10 +261,7 @@ func TestFromStart(t *testing.T) {
 // Starting at the end while the writer is mid-line must not deliver the
 // rest of that line as if it were whole.
 func TestFromEndSkipsLineInProgress(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "audit.log")
-	appendFile(t, path, "old1\n{\"half\":")
-	h := start(t, path, Options{}, nil)
-	h.waitFollowing()
+	h, path := startOn(t, "old1\n{\"half\":", Options{}, nil)
 	appendFile(t, path, "\"line\"}\nnew\n")
 	h.expect([]string{"new"})
 	if st := h.f.Stats(); st.Oversized != 0 {
@@ -279,7 +270,7 @@ func TestFromEndSkipsLineInProgress(t *testing.T) {
 }
 
 func TestPartialLineHeld(t *testing.T) {
-	h, path := startEmpty(t, Options{}, nil)
+	h, path := startOn(t, "", Options{}, nil)
 	appendFile(t, path, `{"a":`)
 	time.Sleep(50 * time.Millisecond) // ten polls
 	if n := h.sink.len(); n != 0 {
@@ -291,13 +282,13 @@ func TestPartialLineHeld(t *testing.T) {
 
 // Blank lines are skipped, CRLF is trimmed, other CRs and spaces are kept.
 func TestCRLFAndBlankLines(t *testing.T) {
-	h, path := startEmpty(t, Options{}, nil)
+	h, path := startOn(t, "", Options{}, nil)
 	appendFile(t, path, "a\r\n\n\r\nb\n \na\rb\nc\r\r\nlast\n")
 	h.expect([]string{"a", "b", " ", "a\rb", "c\r", "last"})
 }
 
 func TestOversizedLine(t *testing.T) {
-	h, path := startEmpty(t, Options{}, nil)
+	h, path := startOn(t, "", Options{}, nil)
 	big := bytes.Repeat([]byte("x"), 300<<10)
 	f := openAppend(t, path)
 	// Write the big line in pieces, as a writer would stream it, so the
@@ -369,7 +360,7 @@ func openAppend(t *testing.T, path string) *os.File {
 // creating a new one; the follower must finish the old file and then read
 // the new one from its start, while the writer keeps writing.
 func TestRenameRotation(t *testing.T) {
-	h, path := startEmpty(t, Options{}, nil)
+	h, path := startOn(t, "", Options{}, nil)
 
 	const n, m = 3000, 3000
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
@@ -397,7 +388,7 @@ func TestRenameRotation(t *testing.T) {
 // still writes to the old one until it reopens. Nothing written to the old
 // file before the new one has data may be lost.
 func TestRenameRotationWriterReopensLate(t *testing.T) {
-	h, path := startEmpty(t, Options{}, nil)
+	h, path := startOn(t, "", Options{}, nil)
 
 	old := openAppend(t, path)
 	mustWrite(t, old, "a1\n")
@@ -416,7 +407,7 @@ func TestRenameRotationWriterReopensLate(t *testing.T) {
 // The unterminated last line of a rotated file is delivered: nothing will
 // complete it.
 func TestRotatedFileUnterminatedLastLine(t *testing.T) {
-	h, path := startEmpty(t, Options{}, nil)
+	h, path := startOn(t, "", Options{}, nil)
 	appendFile(t, path, "a\nb")
 	time.Sleep(20 * time.Millisecond)
 	if err := os.Rename(path, path+".1"); err != nil {
@@ -430,7 +421,7 @@ func TestRotatedFileUnterminatedLastLine(t *testing.T) {
 // two poll intervals around each rotation (see the package guarantees).
 func TestRepeatedRotations(t *testing.T) {
 	const poll = 5 * time.Millisecond
-	h, path := startEmpty(t, Options{PollInterval: poll}, nil)
+	h, path := startOn(t, "", Options{PollInterval: poll}, nil)
 	want := writeGenerations(h, path, 11, 500, 2*poll)
 	h.expect(want)
 	if st := h.f.Stats(); st.Rotations != 10 {
@@ -443,7 +434,7 @@ func TestRepeatedRotations(t *testing.T) {
 // even after later rotations renamed them away.
 func TestRotationsWhileBehind(t *testing.T) {
 	const poll = 5 * time.Millisecond
-	h, path := startEmpty(t, Options{PollInterval: poll}, &sink{delay: 200 * time.Microsecond})
+	h, path := startOn(t, "", Options{PollInterval: poll}, &sink{delay: 200 * time.Microsecond})
 	want := writeGenerations(h, path, 8, 250, 3*poll)
 	if got := h.sink.len(); got > len(want)*3/4 {
 		t.Errorf("consumer was not far behind (%d of %d lines read when the writer finished)", got, len(want))
@@ -504,7 +495,7 @@ func writeGenerations(h *harness, path string, gens, n int, pause time.Duration)
 
 // copytruncate after the follower caught up: nothing is lost.
 func TestCopyTruncate(t *testing.T) {
-	h, path := startEmpty(t, Options{}, nil)
+	h, path := startOn(t, "", Options{}, nil)
 
 	f := openAppend(t, path)
 	want := writeLines(t, f, 1, 1000)
@@ -521,7 +512,7 @@ func TestCopyTruncate(t *testing.T) {
 // behind: lines after the truncation are all seen, nothing twice, order
 // kept; only lines between the last read and the truncation may be lost.
 func TestCopyTruncateWhileWriting(t *testing.T) {
-	h, path := startEmpty(t, Options{}, &sink{delay: 2 * time.Microsecond})
+	h, path := startOn(t, "", Options{}, &sink{delay: 2 * time.Microsecond})
 
 	f := openAppend(t, path)
 	before := writeLines(t, f, 1, 3000)
@@ -549,7 +540,7 @@ func TestCopyTruncateWhileWriting(t *testing.T) {
 // sees the short file in between depends on timing; one pwrite of the new
 // content at offset 0 shows the follower exactly the state after both.
 func TestCopyTruncateRegrownBeforePoll(t *testing.T) {
-	h, path := startEmpty(t, Options{}, nil)
+	h, path := startOn(t, "", Options{}, nil)
 	var want []string
 	var b strings.Builder
 	for i := range 3 {
