@@ -132,6 +132,14 @@ func newFixture(t *testing.T, mod func(*Options)) *fixture {
 	return f
 }
 
+// wantFires checks how often the cordon action has run so far.
+func (f *fixture) wantFires(t *testing.T, n int32, when string) {
+	t.Helper()
+	if got := f.cordon.fires.Load(); got != n {
+		t.Errorf("the cordon action ran %d times %s, want %d", got, when, n)
+	}
+}
+
 // fire delivers a firing HerdStaleKubelet for node; an error fails the test.
 func (f *fixture) fire(t *testing.T, node string) {
 	t.Helper()
@@ -296,14 +304,10 @@ func TestKeys(t *testing.T) {
 	again.StartsAt = t0
 	dispatch(again)
 	dispatch(again)
-	if f.cordon.fires.Load() != 2 {
-		t.Errorf("fires %d after the alert fired again", f.cordon.fires.Load())
-	}
+	f.wantFires(t, 2, "after the alert fired again")
 	// Another fingerprint is another alert.
 	dispatch(stale("firing", "n2"))
-	if f.cordon.fires.Load() != 3 {
-		t.Errorf("fires %d after another node", f.cordon.fires.Load())
-	}
+	f.wantFires(t, 3, "after another node")
 	// Without a fingerprint the labels identify the alert.
 	noFP := func(node string) alert.Alert {
 		a := stale("firing", node)
@@ -313,9 +317,7 @@ func TestKeys(t *testing.T) {
 	dispatch(noFP("n3"))
 	dispatch(noFP("n3"))
 	dispatch(noFP("n4"))
-	if f.cordon.fires.Load() != 5 {
-		t.Errorf("fires %d after alerts without fingerprints", f.cordon.fires.Load())
-	}
+	f.wantFires(t, 5, "after alerts without fingerprints")
 	// Labels whose concatenation is ambiguous stay apart.
 	a := alert.Alert{Status: "firing", Labels: map[string]string{"alertname": "HerdStaleKubelet", "node": `a",x="b`}}
 	b := alert.Alert{Status: "firing", Labels: map[string]string{"alertname": "HerdStaleKubelet", "node": "a", "x": "b"}}
@@ -424,9 +426,7 @@ func TestActionContext(t *testing.T) {
 	if err := f.d.Wait(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if f.cordon.fires.Load() != 1 {
-		t.Fatalf("the action ran %d times", f.cordon.fires.Load())
-	}
+	f.wantFires(t, 1, "for a delivery whose sender went away")
 	if canceled || deadline <= 2*time.Second || deadline > 3*time.Second {
 		t.Errorf("action context: canceled %v, deadline in %s", canceled, deadline)
 	}
@@ -437,9 +437,7 @@ func TestMaxRemembered(t *testing.T) {
 	for _, n := range []string{"a", "b", "c", "d"} {
 		f.fire(t, n)
 	}
-	if f.cordon.fires.Load() != 4 {
-		t.Fatalf("fires %d", f.cordon.fires.Load())
-	}
+	f.wantFires(t, 4, "for four alerts")
 	if len(f.d.remembered) != 3 || len(f.d.order) != 3 {
 		t.Errorf("remembers %d alerts (order %d), want 3", len(f.d.remembered), len(f.d.order))
 	}
@@ -447,18 +445,12 @@ func TestMaxRemembered(t *testing.T) {
 	for _, n := range []string{"b", "c", "d"} {
 		f.fire(t, n)
 	}
-	if f.cordon.fires.Load() != 4 {
-		t.Errorf("fires %d after duplicates of remembered alerts", f.cordon.fires.Load())
-	}
+	f.wantFires(t, 4, "after duplicates of remembered alerts")
 	f.fire(t, "a")
-	if f.cordon.fires.Load() != 5 {
-		t.Errorf("fires %d: the forgotten alert did not act again", f.cordon.fires.Load())
-	}
+	f.wantFires(t, 5, "after the forgotten alert came again (it must act again)")
 	// a pushed out b.
 	f.fire(t, "b")
-	if f.cordon.fires.Load() != 6 {
-		t.Errorf("fires %d: b was not forgotten", f.cordon.fires.Load())
-	}
+	f.wantFires(t, 6, "after b came again (a pushed it out)")
 	// Many more: the memory stays bounded.
 	for i := range 1000 {
 		f.fire(t, fmt.Sprint("n", i))
@@ -473,18 +465,12 @@ func TestRememberFor(t *testing.T) {
 	f.fire(t, "n1")
 	f.clock.Step(9*time.Minute + 59*time.Second)
 	f.fire(t, "n1")
-	if f.cordon.fires.Load() != 1 {
-		t.Fatalf("fires %d within RememberFor", f.cordon.fires.Load())
-	}
+	f.wantFires(t, 1, "within RememberFor")
 	f.clock.Step(time.Second)
 	f.fire(t, "n1")
-	if f.cordon.fires.Load() != 2 {
-		t.Fatalf("fires %d after RememberFor", f.cordon.fires.Load())
-	}
+	f.wantFires(t, 2, "after RememberFor")
 	f.fire(t, "n1")
-	if f.cordon.fires.Load() != 2 {
-		t.Fatalf("fires %d: the new decision is not remembered", f.cordon.fires.Load())
-	}
+	f.wantFires(t, 2, "after a duplicate of the new decision (it must be remembered)")
 	// Expired entries are dropped as new ones come.
 	f.clock.Step(11 * time.Minute)
 	f.fire(t, "n2")
@@ -610,9 +596,7 @@ func TestTransientRetriesStayBounded(t *testing.T) {
 			t.Fatalf("err %v", err)
 		}
 	}
-	if f.cordon.fires.Load() != 51 {
-		t.Errorf("fires %d: every retry must act", f.cordon.fires.Load())
-	}
+	f.wantFires(t, 51, "after 50 transient failures (every retry must act)")
 	if len(f.d.remembered) > 3 || len(f.d.order) > 3 {
 		t.Errorf("remembers %d alerts in an order of %d keys; MaxRemembered is 3", len(f.d.remembered), len(f.d.order))
 	}
