@@ -8,7 +8,6 @@
 package rules
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -21,6 +20,8 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 	yaml "go.yaml.in/yaml/v2"
+
+	"github.com/herd-k8s/herd/test/metricsdoc"
 )
 
 const (
@@ -41,24 +42,13 @@ var specAlerts = []string{
 	"HerdNodeClientRejected",
 }
 
-// responderMetrics are the responder's metrics named in SPEC §4 (the responder documents them
-// in docs/metrics.md once it exists), with their labels.
-var responderMetrics = map[string]metric{
-	"herd_responder_actions_total":           {"counter", []string{"action", "result"}},
-	"herd_responder_guard_refusals_total":    {"counter", []string{"action", "guard"}},
-	"herd_responder_alerts_received_total":   {"counter", []string{"alertname", "status"}},
-	"herd_responder_action_duration_seconds": {"histogram", []string{"action"}},
-	"herd_responder_leader":                  {"gauge", nil},
-	"herd_responder_findings":                {"gauge", []string{"pattern"}},
-}
-
 // apiserverMetrics are kube-apiserver's API Priority and Fairness metrics the APF measurement
 // rules read (k8s.io/apiserver@v0.36.3/pkg/util/flowcontrol/metrics/metrics.go), with their labels.
 var apiserverMetrics = map[string]metric{
-	"apiserver_flowcontrol_dispatched_requests_total":     {"counter", []string{"priority_level", "flow_schema"}},
-	"apiserver_flowcontrol_rejected_requests_total":       {"counter", []string{"priority_level", "flow_schema", "reason"}},
-	"apiserver_flowcontrol_request_wait_duration_seconds": {"histogram", []string{"priority_level", "flow_schema", "execute"}},
-	"apiserver_flowcontrol_current_executing_seats":       {"gauge", []string{"priority_level", "flow_schema"}},
+	"apiserver_flowcontrol_dispatched_requests_total":     {Type: "counter", Labels: []string{"priority_level", "flow_schema"}},
+	"apiserver_flowcontrol_rejected_requests_total":       {Type: "counter", Labels: []string{"priority_level", "flow_schema", "reason"}},
+	"apiserver_flowcontrol_request_wait_duration_seconds": {Type: "histogram", Labels: []string{"priority_level", "flow_schema", "execute"}},
+	"apiserver_flowcontrol_current_executing_seats":       {Type: "gauge", Labels: []string{"priority_level", "flow_schema"}},
 }
 
 // targetLabels are attached by the scrape (target labels, relabelling), not by herd; cluster
@@ -67,10 +57,8 @@ var apiserverMetrics = map[string]metric{
 var targetLabels = []string{"job", "instance", "pod", "namespace", "service", "endpoint", "container", "cluster",
 	"exported_namespace", "exported_service", "exported_node", "exported_pod"}
 
-type metric struct {
-	typ    string
-	labels []string
-}
+// metric is a family the rules may read: documented, SPEC §4's or kube-apiserver's.
+type metric = metricsdoc.Family
 
 type ruleFile struct {
 	Groups []struct {
@@ -106,44 +94,6 @@ func load(t *testing.T, path string) []rule {
 		t.Fatalf("%s: no rules", path)
 	}
 	return rules
-}
-
-// documentedMetrics reads the metric tables of docs/metrics.md: | `name` | type | labels | meaning |.
-func documentedMetrics(t *testing.T) map[string]metric {
-	t.Helper()
-	f, err := os.Open(metricsDoc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	m := map[string]metric{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if !strings.HasPrefix(line, "| `herd_") {
-			continue
-		}
-		cols := strings.Split(line, "|")
-		if len(cols) < 5 {
-			continue
-		}
-		name := strings.Trim(strings.TrimSpace(cols[1]), "`")
-		var ls []string
-		for _, l := range strings.Split(cols[3], ",") {
-			if l = strings.TrimSpace(l); l != "" {
-				ls = append(ls, l)
-			}
-		}
-		m[name] = metric{typ: strings.TrimSpace(cols[2]), labels: ls}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	if len(m) < 20 {
-		t.Fatalf("%s: found only %d metrics; has its table format changed?", metricsDoc, len(m))
-	}
-	return m
 }
 
 func TestAlerts(t *testing.T) {
@@ -226,9 +176,9 @@ func lookup(name string, families map[string]metric) (metric, bool) {
 	}
 	for _, suffix := range []string{"_bucket", "_count", "_sum"} {
 		if base, ok := strings.CutSuffix(name, suffix); ok {
-			if m, ok := families[base]; ok && m.typ == "histogram" {
+			if m, ok := families[base]; ok && m.Type == "histogram" {
 				if suffix == "_bucket" {
-					m.labels = append(slices.Clone(m.labels), "le")
+					m.Labels = append(slices.Clone(m.Labels), "le")
 				}
 				return m, true
 			}
@@ -238,15 +188,18 @@ func lookup(name string, families map[string]metric) (metric, bool) {
 }
 
 func TestRuleMetrics(t *testing.T) {
-	documented := documentedMetrics(t)
-	for _, extra := range []map[string]metric{responderMetrics, apiserverMetrics} {
+	documented, err := metricsdoc.Read(metricsDoc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, extra := range []map[string]metric{metricsdoc.SpecResponder, apiserverMetrics} {
 		for name, m := range extra {
 			if _, ok := documented[name]; !ok {
 				documented[name] = m
 			}
 		}
 	}
-	documented["up"] = metric{typ: "gauge"}
+	documented["up"] = metric{Type: "gauge"}
 
 	records := load(t, rulesFile)
 	recorded := map[string]bool{}
@@ -281,10 +234,10 @@ func TestRuleMetrics(t *testing.T) {
 				continue
 			}
 			for _, lm := range v.LabelMatchers {
-				if lm.Name == labels.MetricName || slices.Contains(m.labels, lm.Name) || slices.Contains(targetLabels, lm.Name) {
+				if lm.Name == labels.MetricName || slices.Contains(m.Labels, lm.Name) || slices.Contains(targetLabels, lm.Name) {
 					continue
 				}
-				t.Errorf("%s: %s has no label %q (labels: %v)", name, series, lm.Name, m.labels)
+				t.Errorf("%s: %s has no label %q (labels: %v)", name, series, lm.Name, m.Labels)
 			}
 		}
 	}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -23,6 +22,7 @@ import (
 	yaml "go.yaml.in/yaml/v2"
 
 	"github.com/herd-k8s/herd/test/grafana"
+	"github.com/herd-k8s/herd/test/metricsdoc"
 )
 
 const (
@@ -33,22 +33,9 @@ const (
 	dashboardFile = "herd.json"
 )
 
-// metric is a documented metric family: its type and labels.
-type metric struct {
-	typ    string
-	labels []string
-}
-
-// responderMetrics are the responder's contractual metrics (SPEC §4.2, §4.3). The responder is not
-// built yet; once it is, docs/metrics.md lists them too and this table is only a fallback.
-var responderMetrics = map[string]metric{
-	"herd_responder_actions_total":           {"counter", []string{"action", "result"}},
-	"herd_responder_guard_refusals_total":    {"counter", []string{"action", "guard"}},
-	"herd_responder_alerts_received_total":   {"counter", []string{"alertname", "status"}},
-	"herd_responder_action_duration_seconds": {"histogram", []string{"action"}},
-	"herd_responder_leader":                  {"gauge", nil},
-	"herd_responder_findings":                {"gauge", []string{"pattern"}},
-}
+// metric is a family a query may select: documented, SPEC §4's, or a
+// recording rule (Type "record").
+type metric = metricsdoc.Family
 
 // targetLabels are attached by Prometheus (scrape config, relabelling), not by herd.
 var targetLabels = []string{"job", "instance", "pod", "namespace", "service", "endpoint", "container"}
@@ -95,8 +82,11 @@ func entries(t *testing.T) []string {
 }
 
 func TestDashboards(t *testing.T) {
-	known := documentedMetrics(t)
-	for name, m := range responderMetrics {
+	known, err := metricsdoc.Read(docsMetrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, m := range metricsdoc.SpecResponder {
 		if _, ok := known[name]; !ok {
 			known[name] = m
 		}
@@ -150,35 +140,6 @@ func TestFormatted(t *testing.T) {
 			t.Errorf("%s is not formatted: run jsonnetfmt -i rules/dashboards/%s", f, f)
 		}
 	}
-}
-
-var docRow = regexp.MustCompile("^\\|\\s*`(herd_[a-z0-9_]+)`\\s*\\|\\s*(counter|gauge|histogram|summary)\\s*\\|([^|]*)\\|")
-
-// documentedMetrics reads the metric tables of docs/metrics.md.
-func documentedMetrics(t *testing.T) map[string]metric {
-	t.Helper()
-	b, err := os.ReadFile(docsMetrics)
-	if err != nil {
-		t.Fatal(err)
-	}
-	known := map[string]metric{}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		m := docRow.FindStringSubmatch(line)
-		if m == nil {
-			continue
-		}
-		var lbls []string
-		for l := range strings.SplitSeq(m[3], ",") {
-			if l = strings.TrimSpace(l); l != "" {
-				lbls = append(lbls, l)
-			}
-		}
-		known[m[1]] = metric{typ: m[2], labels: lbls}
-	}
-	if len(known) < 20 {
-		t.Fatalf("found only %d metrics in %s: has the table format changed?", len(known), docsMetrics)
-	}
-	return known
 }
 
 // recordingRules returns the `herd:` recording rules of rules/prometheus_rules.yaml, if it exists.
@@ -415,9 +376,9 @@ func (c *checker) query(where, expr string) {
 // labels it may carry; ok is false when herd does not export it.
 func (c *checker) family(name string) (string, metric, bool) {
 	if c.records[name] {
-		return name, metric{typ: "record"}, true
+		return name, metric{Type: "record"}, true
 	}
-	if m, ok := c.known[name]; ok && m.typ != "histogram" && m.typ != "summary" {
+	if m, ok := c.known[name]; ok && m.Type != "histogram" && m.Type != "summary" {
 		return name, m, true
 	}
 	for _, suffix := range []string{"_bucket", "_sum", "_count"} {
@@ -426,11 +387,11 @@ func (c *checker) family(name string) (string, metric, bool) {
 			continue
 		}
 		m, ok := c.known[base]
-		if !ok || (m.typ != "histogram" && !(m.typ == "summary" && suffix != "_bucket")) {
+		if !ok || (m.Type != "histogram" && !(m.Type == "summary" && suffix != "_bucket")) {
 			continue
 		}
 		if suffix == "_bucket" {
-			m.labels = append(slices.Clone(m.labels), "le")
+			m.Labels = append(slices.Clone(m.Labels), "le")
 		}
 		return base, m, true
 	}
@@ -453,7 +414,7 @@ func (c *checker) selector(where string, vs *parser.VectorSelector, scope int) {
 	base, m, ok := c.family(name)
 	if !ok {
 		if m, hist := c.known[name]; hist {
-			t.Errorf("%s: %s is a %s: select its _bucket, _sum or _count series", where, name, m.typ)
+			t.Errorf("%s: %s is a %s: select its _bucket, _sum or _count series", where, name, m.Type)
 		} else {
 			t.Errorf("%s: %s is not documented in docs/metrics.md, a SPEC §4 responder metric or a herd: recording rule", where, name)
 		}
@@ -466,8 +427,8 @@ func (c *checker) selector(where string, vs *parser.VectorSelector, scope int) {
 			continue
 		}
 		byName[lm.Name] = append(byName[lm.Name], lm)
-		if m.typ != "record" && !slices.Contains(m.labels, lm.Name) && !slices.Contains(targetLabels, lm.Name) && lm.Name != c.r.ClusterLabel {
-			t.Errorf("%s: %s has no label %q (docs: %v)", where, name, lm.Name, m.labels)
+		if m.Type != "record" && !slices.Contains(m.Labels, lm.Name) && !slices.Contains(targetLabels, lm.Name) && lm.Name != c.r.ClusterLabel {
+			t.Errorf("%s: %s has no label %q (docs: %v)", where, name, lm.Name, m.Labels)
 		}
 	}
 	has := func(label string, typ labels.MatchType, value string) bool {
@@ -523,12 +484,12 @@ func (c *checker) grouping(where string, a *parser.AggregateExpr) {
 		return
 	}
 	for base, m := range families {
-		if m.typ == "record" {
+		if m.Type == "record" {
 			return
 		}
 		for _, l := range a.Grouping {
-			if !slices.Contains(m.labels, l) && !slices.Contains(targetLabels, l) && l != c.r.ClusterLabel {
-				c.t.Errorf("%s: %s by (%s): %s has no label %q (docs: %v)", where, a.Op, strings.Join(a.Grouping, ", "), base, l, m.labels)
+			if !slices.Contains(m.Labels, l) && !slices.Contains(targetLabels, l) && l != c.r.ClusterLabel {
+				c.t.Errorf("%s: %s by (%s): %s has no label %q (docs: %v)", where, a.Op, strings.Join(a.Grouping, ", "), base, l, m.Labels)
 			}
 		}
 	}
