@@ -1,7 +1,6 @@
 package apiservices_test
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/herd-k8s/herd/exporter/apiservices"
 	"github.com/herd-k8s/herd/exporter/collector"
+	"github.com/herd-k8s/herd/test/auditcount"
 	"github.com/herd-k8s/herd/test/controlplane"
 	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/proc"
@@ -626,39 +626,19 @@ func debugLookup(t *testing.T, name string) (apiservices.DebugAPIService, bool) 
 	return apiservices.DebugAPIService{}, false
 }
 
+// eventually polls f (herdtest.Poll) until it returns nil, and fails the
+// test with f's last error after timeout.
 func eventually(t *testing.T, timeout time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := herdtest.Poll(t.Context(), timeout, "the condition", func(context.Context) error { return f() }); err != nil {
+		t.Fatal(err)
 	}
 }
 
 func readAudit(t *testing.T) []auditv1.Event {
 	t.Helper()
-	f, err := os.Open(env.auditLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	var out []auditv1.Event
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		var ev auditv1.Event
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			t.Fatalf("audit line: %v", err)
-		}
-		out = append(out, ev)
-	}
-	if err := sc.Err(); err != nil {
+	if err := auditcount.Each(env.auditLog, func(ev *auditv1.Event) { out = append(out, *ev) }); err != nil {
 		t.Fatal(err)
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].StageTimestamp.Before(&out[j].StageTimestamp) })
