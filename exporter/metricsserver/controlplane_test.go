@@ -1,10 +1,8 @@
 package metricsserver_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"os"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,7 +16,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/herd-k8s/herd/exporter/metricsserver"
+	"github.com/herd-k8s/herd/test/auditcount"
 	"github.com/herd-k8s/herd/test/controlplane"
+	"github.com/herd-k8s/herd/test/herdtest"
 )
 
 // deploymentsAuditPolicy records only requests about Deployments.
@@ -123,20 +123,9 @@ func TestMetricsServerModeOnRealControlPlane(t *testing.T) {
 
 	// What the informer asked the apiserver: a WatchList stream, no LIST.
 	var watchLists, lists int
-	f, err := os.Open(auditLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var ev auditv1.Event
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			t.Fatalf("audit line: %v", err)
-		}
+	err = auditcount.Each(auditLog, func(ev *auditv1.Event) {
 		if ev.UserAgent != informerUA || ev.Stage != auditv1.StageResponseComplete && ev.Stage != auditv1.StageResponseStarted {
-			continue
+			return
 		}
 		switch {
 		case ev.Verb == "list":
@@ -148,6 +137,9 @@ func TestMetricsServerModeOnRealControlPlane(t *testing.T) {
 				t.Errorf("WatchList is not namespace-scoped: %s", ev.RequestURI)
 			}
 		}
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	if watchLists == 0 {
 		t.Errorf("no WatchList (watch with sendInitialEvents=true) by the informer in the audit log")
@@ -171,15 +163,13 @@ func scrape(t *testing.T, inf *metricsserver.Informer) []string {
 
 func waitSeries(t *testing.T, inf *metricsserver.Informer, want string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		got := strings.Join(scrape(t, inf), " ")
-		if got == want {
-			return
+	err := herdtest.Poll(t.Context(), 20*time.Second, fmt.Sprintf("herd_metrics_server_kubelet_auth %q", want), func(context.Context) error {
+		if got := strings.Join(scrape(t, inf), " "); got != want {
+			return fmt.Errorf("herd_metrics_server_kubelet_auth = %q, want %q", got, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("herd_metrics_server_kubelet_auth = %q, want %q", got, want)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
