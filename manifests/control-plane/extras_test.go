@@ -2,7 +2,6 @@ package controlplane_test
 
 import (
 	"bytes"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -18,10 +17,7 @@ import (
 )
 
 func TestAuditPolicyIsTheShippedFile(t *testing.T) {
-	want, err := os.ReadFile("audit-policy.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	want := readFile(t, "audit-policy.yaml")
 	got, err := controlplane.AuditPolicy(nil)
 	if err != nil {
 		t.Fatal(err)

@@ -956,10 +956,7 @@ func startHerd(t *testing.T, dir string) (*exporter.Exporter, string, func()) {
 // the policy file itself.
 func webhookArgs(t *testing.T, dir, url string) []string {
 	t.Helper()
-	b, err := os.ReadFile("audit-webhook-kubeconfig.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, "audit-webhook-kubeconfig.yaml")
 	s := string(b)
 	for from, to := range map[string]string{
 		"https://herd-audit.example.internal:10381/audit": url,

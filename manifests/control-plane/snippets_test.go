@@ -11,6 +11,16 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
+// readFile is a file of this directory; failing to read it fails the test.
+func readFile(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // herdDir is where the snippets mount the policy, the webhook kubeconfig and
 // its certificates from.
 const herdDir = "/etc/kubernetes/herd"
@@ -28,10 +38,7 @@ var logFileFlags = []string{
 // in a field name is an error, as kubelet would refuse the manifest.
 func staticPod(t *testing.T) *corev1.Pod {
 	t.Helper()
-	b, err := os.ReadFile("kube-apiserver-static-pod.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, "kube-apiserver-static-pod.yaml")
 	var pod corev1.Pod
 	if err := yaml.UnmarshalStrict(b, &pod); err != nil {
 		t.Fatalf("kube-apiserver-static-pod.yaml: %v", err)
@@ -93,10 +100,7 @@ func TestSnippetsAgree(t *testing.T) {
 		}
 	}
 
-	b, err := os.ReadFile("kubeadm-clusterconfiguration.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, "kubeadm-clusterconfiguration.yaml")
 	var kc kubeadmConfig
 	if err := yaml.UnmarshalStrict(b, &kc); err != nil {
 		t.Fatalf("kubeadm-clusterconfiguration.yaml: %v", err)
@@ -127,10 +131,7 @@ func TestSnippetsAgree(t *testing.T) {
 	}
 
 	podText, _ := os.ReadFile("kube-apiserver-static-pod.yaml")
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
+	readme := readFile(t, "README.md")
 	for _, f := range append([]string{"--audit-log-path=/var/log/kubernetes/audit/audit.log"}, logFileFlags...) {
 		if !strings.Contains(string(podText), "# - "+f) {
 			t.Errorf("static pod snippet does not show the log-file alternative %s", f)
@@ -150,10 +151,7 @@ func TestSnippetsAgree(t *testing.T) {
 // certificate from files under the mounted directory (files, so that
 // client-go reloads them when they are rotated).
 func TestWebhookKubeconfig(t *testing.T) {
-	b, err := os.ReadFile("audit-webhook-kubeconfig.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, "audit-webhook-kubeconfig.yaml")
 	cfg, err := clientcmd.Load(b)
 	if err != nil {
 		t.Fatalf("audit-webhook-kubeconfig.yaml: %v", err)
