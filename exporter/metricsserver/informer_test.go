@@ -50,7 +50,6 @@ func names(vs []DeploymentView) string {
 	return strings.Join(s, " ")
 }
 
-
 func TestMetricsServerInformerDefaultMatch(t *testing.T) {
 	certArgs := []string{"--kubelet-client-certificate=/c", "--kubelet-client-key=/k"}
 	i, client := startInformer(t, Options{},
