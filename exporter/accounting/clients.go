@@ -1,7 +1,8 @@
 package accounting
 
 import (
-	"sort"
+	"cmp"
+	"slices"
 	"time"
 )
 
@@ -70,65 +71,86 @@ func (l *Ledger) Clients(f ClientFilter) []ClientView {
 	return l.ClientsAt(l.clock(), f)
 }
 
-// ClientsAt is Clients with windows ending at now (Unix ns).
-func (l *Ledger) ClientsAt(now int64, f ClientFilter) []ClientView {
-	l.mu.Lock()
-	out := make([]ClientView, 0, min(len(l.instances), 1024))
-	pods, havePods := l.resources.ids["pods"]
-	for _, in := range l.instances {
-		if !f.match(in) {
-			continue
-		}
-		v := ClientView{
-			Role: in.Role.String(), Client: in.Client, Identity: in.Identity, Node: in.Node,
-			Attribution: in.Attribution.String(), ClassifiedBy: classifiedBy(in.ByUserAgent),
-			SourceIP: in.source.String(), TrustedSourceIP: in.trusted.String(), SourceIPChanges: in.SourceIPChanges,
-			UserAgent: in.UserAgent, FirstSeen: time.Unix(0, in.FirstSeen).UTC(), LastSeen: time.Unix(0, in.LastSeen).UTC(),
-			Requests: in.Requests, Errors: in.Errors, LastErrorCode: in.LastErrorCode, TokenReviews: in.TokenReviews,
-		}
-		l.window(in, now, pods, havePods, &v.window)
-		for _, s := range in.streams {
-			sv := StreamView{
-				Resource: l.resources.name(s.resource), Shape: s.shape.String(), Relists: s.Relists, Pages: s.Pages, TooLarge: s.TooLarge,
-				WindowRelists: s.win.sum(now, l.width), WindowTooLarge: s.tooLargeWin.sum(now, l.width),
-			}
-			for c, n := range s.ByConsistency {
-				if n > 0 {
-					if sv.ByConsistency == nil {
-						sv.ByConsistency = map[string]uint64{}
-					}
-					sv.ByConsistency[Consistency(c).String()] = n
-				}
-			}
-			if s.LastRelistNanos > 0 {
-				t := time.Unix(0, s.LastRelistNanos).UTC()
-				sv.LastRelist = &t
-			}
-			v.WindowRelists += sv.WindowRelists
-			v.WindowTooLarge += sv.WindowTooLarge
-			v.Resources = append(v.Resources, sv)
-		}
-		if v.Resources == nil {
-			v.Resources = []StreamView{}
-		}
-		sort.Slice(v.Resources, func(i, j int) bool {
-			a, b := v.Resources[i], v.Resources[j]
-			return a.Resource < b.Resource || a.Resource == b.Resource && a.Shape < b.Shape
-		})
-		out = append(out, v)
+// clientRank is an instance as ClientsAt orders them: by window relists,
+// then window too-large answers, then identity and node.
+type clientRank struct {
+	in                *Instance
+	shard             int
+	relists, tooLarge int
+}
+
+// before reports whether a is listed before b.
+func (a *clientRank) before(b *clientRank) bool {
+	if a.relists != b.relists {
+		return a.relists > b.relists
 	}
-	l.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].WindowRelists != out[j].WindowRelists {
-			return out[i].WindowRelists > out[j].WindowRelists
+	if a.tooLarge != b.tooLarge {
+		return a.tooLarge > b.tooLarge
+	}
+	// Identity and node are an instance's own, set when it was made: read
+	// without its shard's lock. Compared as one string, identity+node.
+	return lessConcat(a.in.Identity, a.in.Node, b.in.Identity, b.in.Node)
+}
+
+// lessConcat reports whether a1+a2 < b1+b2, without building either.
+func lessConcat(a1, a2, b1, b2 string) bool {
+	for i := 0; ; i++ {
+		ac, aok := byteAt(a1, a2, i)
+		bc, bok := byteAt(b1, b2, i)
+		switch {
+		case !aok || !bok:
+			return !aok && bok
+		case ac != bc:
+			return ac < bc
 		}
-		if out[i].WindowTooLarge != out[j].WindowTooLarge {
-			return out[i].WindowTooLarge > out[j].WindowTooLarge
+	}
+}
+
+func byteAt(s1, s2 string, i int) (byte, bool) {
+	if i < len(s1) {
+		return s1[i], true
+	}
+	if i -= len(s1); i < len(s2) {
+		return s2[i], true
+	}
+	return 0, false
+}
+
+// ClientsAt is Clients with windows ending at now (Unix ns).
+//
+// The limit bounds the work, not only the output: a first pass ranks the
+// matching instances by their window sums, one shard at a time, and keeps
+// the best Limit in a heap; only those are then read in full (streams,
+// source addresses, verdicts) and turned into views. At 15,000 instances,
+// ?limit=10 reads ten instances' streams, not 15,000.
+func (l *Ledger) ClientsAt(now int64, f ClientFilter) []ClientView {
+	var kept rankHeap
+	for i := range l.shards {
+		s := &l.shards[i]
+		s.mu.Lock()
+		for _, first := range s.instances {
+			for in := first; in != nil; in = in.next {
+				if !f.match(in) {
+					continue
+				}
+				r := clientRank{in: in, shard: i}
+				for _, st := range in.streams {
+					r.relists += st.win.sum(now, l.width)
+					r.tooLarge += st.tooLargeWin.sum(now, l.width)
+				}
+				kept.offer(r, f.Limit)
+			}
 		}
-		return out[i].Identity+out[i].Node < out[j].Identity+out[j].Node
-	})
-	if f.Limit > 0 && len(out) > f.Limit {
-		out = out[:f.Limit]
+		s.mu.Unlock()
+	}
+	ranked := kept.sorted()
+	out := make([]ClientView, len(ranked))
+	pods, havePods := l.resources.known("pods")
+	for i := range ranked {
+		s := &l.shards[ranked[i].shard]
+		s.mu.Lock()
+		l.view(ranked[i].in, now, pods, havePods, &out[i])
+		s.mu.Unlock()
 	}
 	for i := range out {
 		out[i].Cluster = l.debugVerdict(&out[i].window, now)
@@ -136,17 +158,123 @@ func (l *Ledger) ClientsAt(now int64, f ClientFilter) []ClientView {
 	return out
 }
 
+// view fills v with in's counters and streams in the window ending at now;
+// call with in's shard locked.
+func (l *Ledger) view(in *Instance, now int64, pods uint16, havePods bool, v *ClientView) {
+	*v = ClientView{
+		Role: in.Role.String(), Client: in.Client, Identity: in.Identity, Node: in.Node,
+		Attribution: in.Attribution.String(), ClassifiedBy: classifiedBy(in.ByUserAgent),
+		SourceIP: in.source.String(), TrustedSourceIP: in.trusted.String(), SourceIPChanges: in.SourceIPChanges,
+		UserAgent: in.UserAgent, FirstSeen: time.Unix(0, in.FirstSeen).UTC(), LastSeen: time.Unix(0, in.LastSeen).UTC(),
+		Requests: in.Requests, Errors: in.Errors, LastErrorCode: in.LastErrorCode, TokenReviews: in.TokenReviews,
+		Resources: make([]StreamView, 0, len(in.streams)),
+	}
+	l.window(in, now, pods, havePods, &v.window)
+	for _, s := range in.streams {
+		sv := StreamView{
+			Resource: l.resources.name(s.resource), Shape: s.shape.String(), Relists: s.Relists, Pages: s.Pages, TooLarge: s.TooLarge,
+			WindowRelists: s.win.sum(now, l.width), WindowTooLarge: s.tooLargeWin.sum(now, l.width),
+		}
+		for c, n := range s.ByConsistency {
+			if n > 0 {
+				if sv.ByConsistency == nil {
+					sv.ByConsistency = map[string]uint64{}
+				}
+				sv.ByConsistency[Consistency(c).String()] = n
+			}
+		}
+		if s.LastRelistNanos > 0 {
+			t := time.Unix(0, s.LastRelistNanos).UTC()
+			sv.LastRelist = &t
+		}
+		v.WindowRelists += sv.WindowRelists
+		v.WindowTooLarge += sv.WindowTooLarge
+		v.Resources = append(v.Resources, sv)
+	}
+	slices.SortFunc(v.Resources, func(a, b StreamView) int {
+		return cmp.Or(cmp.Compare(a.Resource, b.Resource), cmp.Compare(a.Shape, b.Shape))
+	})
+}
+
+// rankHeap keeps the best instances seen so far: all of them without a
+// limit, else at most limit, in a heap whose root is the worst kept.
+type rankHeap []clientRank
+
+func (h *rankHeap) offer(r clientRank, limit int) {
+	switch {
+	case limit <= 0:
+		*h = append(*h, r)
+	case len(*h) < limit:
+		*h = append(*h, r)
+		h.up(len(*h) - 1)
+	case r.before(&(*h)[0]):
+		(*h)[0] = r
+		h.down(0)
+	}
+}
+
+// worse reports whether the entry at i ranks after the one at j (the heap
+// keeps the worst at its root).
+func (h rankHeap) worse(i, j int) bool { return h[j].before(&h[i]) }
+
+func (h rankHeap) up(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if !h.worse(i, p) {
+			return
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
+	}
+}
+
+func (h rankHeap) down(i int) {
+	for {
+		w, l, r := i, 2*i+1, 2*i+2
+		if l < len(h) && h.worse(l, w) {
+			w = l
+		}
+		if r < len(h) && h.worse(r, w) {
+			w = r
+		}
+		if w == i {
+			return
+		}
+		h[i], h[w] = h[w], h[i]
+		i = w
+	}
+}
+
+// sorted is the kept instances, best first.
+func (h rankHeap) sorted() []clientRank {
+	slices.SortFunc(h, func(a, b clientRank) int {
+		switch {
+		case a.before(&b):
+			return -1
+		case b.before(&a):
+			return 1
+		}
+		return 0
+	})
+	return h
+}
+
 // TokenReviewNodes is how many nodes' kubelets created TokenReviews in the
-// window ending now, as Snapshot counts them.
+// window ending now, as Snapshot counts them; it reads one shard at a time.
 func (l *Ledger) TokenReviewNodes() int {
 	now := l.clock()
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	nodes := map[string]bool{}
-	for _, in := range l.instances {
-		if l.reviewsTokens(in, now) {
-			nodes[in.Node] = true
+	for i := range l.shards {
+		s := &l.shards[i]
+		s.mu.Lock()
+		for _, first := range s.instances {
+			for in := first; in != nil; in = in.next {
+				if l.reviewsTokens(in, now) {
+					nodes[in.Node] = true
+				}
+			}
 		}
+		s.mu.Unlock()
 	}
 	return len(nodes)
 }

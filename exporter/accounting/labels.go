@@ -3,6 +3,8 @@ package accounting
 import (
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 
 	"github.com/herd-k8s/herd/exporter/audit"
 )
@@ -191,43 +193,82 @@ func provesResource(e *audit.Event) bool {
 }
 
 // interner maps label values to small ids, up to a bound; past it every new
-// value is "other". Lookups of known values do not allocate.
+// value is "other". Lookups of known values do not allocate and take no
+// lock: readers load an immutable table, and the rare writer (a value seen
+// for the first time, at most max of them in the ledger's life) copies it
+// under its own lock. So concurrent Accounts on different shards, and
+// snapshots naming what they read, never wait on one another for a name.
 type interner struct {
-	ids   map[string]uint16
-	names []string
-	max   int
+	mu  sync.Mutex // writers
+	tab atomic.Pointer[internTable]
+	max int
 }
 
-func newInterner(max int) interner {
-	return interner{ids: map[string]uint16{}, max: max}
+// internTable is one version of an interner's contents; never modified once
+// published.
+type internTable struct {
+	ids   map[string]uint16
+	names []string
+}
+
+func newInterner(max int) *interner {
+	in := &interner{max: max}
+	in.tab.Store(&internTable{ids: map[string]uint16{}})
+	return in
 }
 
 func (in *interner) id(s string) uint16 {
-	if id, ok := in.ids[s]; ok {
+	if id, ok := in.tab.Load().ids[s]; ok {
 		return id
 	}
-	if len(in.names) >= in.max-1 && s != Other {
-		return in.id(Other)
+	return in.add(s)
+}
+
+func (in *interner) add(s string) uint16 {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	t := in.tab.Load()
+	if id, ok := t.ids[s]; ok {
+		return id // added meanwhile
 	}
-	id := uint16(len(in.names))
-	in.ids[s] = id
-	in.names = append(in.names, s)
+	if len(t.names) >= in.max-1 && s != Other {
+		if id, ok := t.ids[Other]; ok {
+			return id
+		}
+		s = Other
+	}
+	nt := &internTable{ids: make(map[string]uint16, len(t.ids)+1), names: make([]string, len(t.names), len(t.names)+1)}
+	for k, v := range t.ids {
+		nt.ids[k] = v
+	}
+	copy(nt.names, t.names)
+	id := uint16(len(nt.names))
+	nt.ids[s] = id
+	nt.names = append(nt.names, s)
+	in.tab.Store(nt)
 	return id
 }
 
 func (in *interner) idBytes(b []byte) uint16 {
-	if id, ok := in.ids[string(b)]; ok {
+	if id, ok := in.tab.Load().ids[string(b)]; ok {
 		return id
 	}
-	return in.id(string(b))
+	return in.add(string(b))
 }
 
-// lookup is the id of a known value, or of "other"; it never adds one.
+// lookup is the id of a known value, or of "other"; it never adds one but
+// "other".
 func (in *interner) lookup(b []byte) uint16 {
-	if id, ok := in.ids[string(b)]; ok {
+	if id, ok := in.tab.Load().ids[string(b)]; ok {
 		return id
 	}
 	return in.id(Other)
 }
 
-func (in *interner) name(id uint16) string { return in.names[id] }
+// known is the id of a known value, without adding anything.
+func (in *interner) known(s string) (uint16, bool) {
+	id, ok := in.tab.Load().ids[s]
+	return id, ok
+}
+
+func (in *interner) name(id uint16) string { return in.tab.Load().names[id] }

@@ -12,10 +12,13 @@ package accounting
 
 import (
 	"bytes"
+	"hash/maphash"
 	"net/netip"
-	"sort"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/herd-k8s/herd/exporter/audit"
 	"github.com/herd-k8s/herd/exporter/classify"
@@ -23,12 +26,21 @@ import (
 
 // NodeResolver maps a source IP to the Node that has that address. The cluster
 // view (informers) implements it; without one, source IPs attribute nothing.
-// It is called for every event: it must not allocate.
+// It is called for every event, concurrently: it must not allocate.
 type NodeResolver interface {
 	NodeForIP(ip []byte) (string, bool)
 }
 
 // Ledger accounts audit events. It is safe for concurrent use.
+//
+// Its books are split into shards by instance (a hash of role, client,
+// identity and node), each with its own lock, its instances and its share
+// of every counter: concurrent POSTs account in parallel, taking one
+// shard's lock per event, and a snapshot or /debug/clients reads one shard
+// at a time, so it holds up an event for at most one shard's pass, never
+// for a pass over the whole table (issue 16 point 3). Counters are summed
+// over the shards when read. Label values live in interners that are read
+// without a lock (see interner).
 type Ledger struct {
 	cfg        Config
 	width      int64 // window bucket width, ns
@@ -37,16 +49,48 @@ type Ledger struct {
 	nodes      NodeResolver
 	judge      Judge // nodes, when it also judges (the cluster view)
 	now        func() time.Time
-	scratch    scratch // SnapshotAt's working sets
+	seed       maphash.Seed // instance and watch keys
+	scratch    scratch      // SnapshotAt's working sets
 
+	lastClock atomic.Int64 // the clock's last reading, Unix ns (timestamp)
+	resources *interner
+	verbs     *interner
+	clients   *interner
+	// count is the number of instances in all shards; a shard reserves one
+	// before it adds an instance, so it never exceeds MaxInstances.
+	count   atomic.Int64
+	evicted atomic.Uint64
+	evictMu sync.Mutex // one eviction at a time
+	// sawWatchStart is set once any watch's ResponseStarted arrives: from then
+	// on watches count at that stage, else (a policy that omits it) at
+	// ResponseComplete.
+	sawWatchStart atomic.Bool
+
+	shards [numShards]shard
+}
+
+// numShards is how many shards the books are split into: enough that
+// concurrent batches (at most ingest.maxInFlight) rarely meet on one lock
+// and that a snapshot holds each lock for a sixteenth of its pass over the
+// instances; few enough that summing counters over them stays cheap.
+const (
+	shardBits = 4
+	numShards = 1 << shardBits
+)
+
+// shard is one part of the books: the instances whose key hashes to it, and
+// the counters of the events they sent (refused events, which have no
+// instance, count in the shard of their identity). Its lock is held for one
+// event, or for one shard's part of a read.
+type shard struct {
 	mu        sync.Mutex
-	lastClock int64 // the clock's last reading, Unix ns (timestamp)
-	resources interner
-	verbs     interner
-	clients   interner
-	instances map[string]*Instance
-	evicted   uint64
-	keyBuf    []byte
+	instances map[uint64]*Instance // by instance key hash; collisions chained through Instance.next
+	n         int                  // instances in the shard
+	keyBuf    []byte               // resourceID's scratch
+	// atComplete remembers the watches counted at ResponseComplete while no
+	// ResponseStarted had been seen, so that their ResponseStarted, should it
+	// come later, does not count them again.
+	atComplete watchSet
 
 	relists      map[relistKey]uint64
 	pages        map[streamKey]uint64
@@ -55,11 +99,8 @@ type Ledger struct {
 	requests     map[requestKey]uint64
 	tokenReviews map[clientKey]uint64
 	latency      map[streamKey]*latencySums
-	stageSeen    func(e *audit.Event, s audit.Stage) bool
-	// sawWatchStart is set once any watch's ResponseStarted arrives: from then
-	// on watches count at that stage, else (a policy that omits it) at
-	// ResponseComplete.
-	sawWatchStart bool
+
+	_ [64]byte // keep neighbouring shards' locks off one cache line
 }
 
 type clientKey struct {
@@ -102,23 +143,27 @@ func New(cfg Config, c *classify.Classifier, nodes NodeResolver) (*Ledger, error
 		return nil, err
 	}
 	l := &Ledger{
-		cfg:          cfg,
-		width:        int64(cfg.Window) / buckets,
-		proxies:      proxies,
-		classifier:   c,
-		nodes:        nodes,
-		now:          time.Now,
-		resources:    newInterner(cfg.MaxResources),
-		verbs:        newInterner(len(knownVerbs) + 1),
-		clients:      newInterner(len(c.Clients()) + 1),
-		instances:    map[string]*Instance{},
-		relists:      map[relistKey]uint64{},
-		pages:        map[streamKey]uint64{},
-		tooLarge:     map[streamKey]uint64{},
-		intervals:    map[shapeKey]*histogram{},
-		requests:     map[requestKey]uint64{},
-		tokenReviews: map[clientKey]uint64{},
-		latency:      map[streamKey]*latencySums{},
+		cfg:        cfg,
+		width:      int64(cfg.Window) / buckets,
+		proxies:    proxies,
+		classifier: c,
+		nodes:      nodes,
+		now:        time.Now,
+		seed:       maphash.MakeSeed(),
+		resources:  newInterner(cfg.MaxResources),
+		verbs:      newInterner(len(knownVerbs) + 1),
+		clients:    newInterner(len(c.Clients()) + 1),
+	}
+	for i := range l.shards {
+		s := &l.shards[i]
+		s.instances = map[uint64]*Instance{}
+		s.relists = map[relistKey]uint64{}
+		s.pages = map[streamKey]uint64{}
+		s.tooLarge = map[streamKey]uint64{}
+		s.intervals = map[shapeKey]*histogram{}
+		s.requests = map[requestKey]uint64{}
+		s.tokenReviews = map[clientKey]uint64{}
+		s.latency = map[streamKey]*latencySums{}
 	}
 	for _, name := range c.Clients() {
 		l.clients.id(name)
@@ -138,30 +183,12 @@ func New(cfg Config, c *classify.Classifier, nodes NodeResolver) (*Ledger, error
 // future ones. Tests and fixtures read the ledger at a fixed time with it.
 // Call it before use.
 func (l *Ledger) SetClock(now func() time.Time) {
-	l.mu.Lock()
 	l.now = now
-	l.lastClock = 0
-	l.mu.Unlock()
+	l.lastClock.Store(0)
 }
 
 // clock is the ledger's current time, Unix ns.
 func (l *Ledger) clock() int64 { return l.now().UnixNano() }
-
-// SetStageLookup lets the ledger ask whether another stage of the same
-// request was already seen (the dedup set knows), so that a watch counts once
-// whichever of its ResponseStarted and ResponseComplete arrives first. f gets
-// the event, not only its auditID, because a client can reuse an Audit-ID:
-// the request's own timestamp tells its stages from another request's
-// (ingest.Dedup.HasStage).
-func (l *Ledger) SetStageLookup(f func(e *audit.Event, s audit.Stage) bool) {
-	l.mu.Lock()
-	l.stageSeen = f
-	l.mu.Unlock()
-}
-
-func (l *Ledger) seen(e *audit.Event, s audit.Stage) bool {
-	return l.stageSeen != nil && l.stageSeen(e, s)
-}
 
 // Config is the ledger's effective configuration.
 func (l *Ledger) Config() Config { return l.cfg }
@@ -178,21 +205,15 @@ var (
 // (Unix ns): its stageTimestamp, bounded by the receive time plus
 // MaxClockSkew (see timestamp). Events at stages herd does not count change
 // nothing; the caller has already dropped duplicates.
+//
+// Everything that needs no books — the stage, the classification, the node
+// attribution, the instance key's hash — is worked out before the event's
+// shard is locked; the lock covers the counters and the instance.
 func (l *Ledger) Account(e *audit.Event) int64 {
 	isWatch := bytes.Equal(e.Verb, verbWatch)
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	t := l.timestamp(e.StageTimestampNanos)
 	switch {
-	case isWatch && e.Stage == audit.StageResponseStarted:
-		l.sawWatchStart = true
-		if l.seen(e, audit.StageResponseComplete) {
-			return t // its ResponseComplete came first and was counted
-		}
-	case isWatch && e.Stage == audit.StageResponseComplete:
-		if l.sawWatchStart || l.seen(e, audit.StageResponseStarted) {
-			return t // counted at ResponseStarted
-		}
+	case isWatch && (e.Stage == audit.StageResponseStarted || e.Stage == audit.StageResponseComplete):
 	case !isWatch && e.Stage == audit.StageResponseComplete:
 	default:
 		return t
@@ -203,58 +224,118 @@ func (l *Ledger) Account(e *audit.Event) int64 {
 		cls = l.classifier.Classify(e.User, e.UserAgent)
 	}
 	ck := clientKey{role: cls.Role, client: l.clients.id(cls.Client)}
-	l.requests[requestKey{clientKey: ck, verb: l.verbs.lookup(e.Verb), code: codeKey(e.Code)}]++
-	if refused(e.Code) {
+	refused := refused(e.Code)
+	var a attribution
+	if !refused {
+		a = l.attribute(e)
+	}
+	h := l.instanceHash(ck, e.User, a.key())
+	s := &l.shards[h>>(64-shardBits)]
+
+	s.mu.Lock()
+	if isWatch && !l.countWatch(s, e) {
+		s.mu.Unlock()
 		return t
 	}
+	s.requests[requestKey{clientKey: ck, verb: l.verbs.lookup(e.Verb), code: codeKey(e.Code)}]++
+	if refused {
+		s.mu.Unlock()
+		return t
+	}
+	inst := l.instance(s, h, cls, ck, e, &a, t)
+	if inst == nil { // the table was full: evict (without the shard's lock), then find or add it again
+		s.mu.Unlock()
+		l.evict()
+		s.mu.Lock()
+		for inst == nil {
+			inst = l.instance(s, h, cls, ck, e, &a, t)
+			if inst == nil {
+				s.mu.Unlock()
+				l.evict()
+				s.mu.Lock()
+			}
+		}
+	}
+	l.charge(s, inst, ck, isWatch, e, t)
+	s.mu.Unlock()
+	return t
+}
 
-	inst := l.instance(cls, ck, e, t)
+// countWatch decides at which stage a watch counts, once whichever of its
+// ResponseStarted and ResponseComplete comes first: at ResponseStarted once
+// any has been seen, else (a policy that omits that stage) at
+// ResponseComplete. A watch counted at ResponseComplete before herd had seen
+// any ResponseStarted is remembered, so that its own ResponseStarted, if it
+// comes after all, does not count it again; a ResponseComplete that
+// overtakes its ResponseStarted once starts are known is left to the
+// ResponseStarted, which counts it. Both stages of a request have the same
+// identity and addresses, so they are in the same shard: call with s locked.
+func (l *Ledger) countWatch(s *shard, e *audit.Event) bool {
+	if e.Stage == audit.StageResponseStarted {
+		l.sawWatchStart.Store(true)
+		return !s.atComplete.has(l.watchKey(e))
+	}
+	if l.sawWatchStart.Load() {
+		return false // counted at its ResponseStarted, before or after this
+	}
+	s.atComplete.add(l.watchKey(e))
+	return true
+}
+
+// watchKey tells one request from another: its auditID and its own
+// timestamp (a client may reuse an Audit-ID, audit.Event.RequestKey).
+func (l *Ledger) watchKey(e *audit.Event) uint64 {
+	return maphash.Bytes(l.seed, e.AuditID) ^ mix64(e.RequestKey())
+}
+
+// charge adds an accounted (not refused) event to its instance and its
+// shard's counters; call with s locked.
+func (l *Ledger) charge(s *shard, inst *Instance, ck clientKey, isWatch bool, e *audit.Event, t int64) {
 	inst.Requests++
-	res := l.resourceID(e)
+	res := l.resourceID(s, e)
 	sk := streamKey{clientKey: ck, resource: res}
 	shk := shapeKey{streamKey: sk, shape: ShapeOf(e)}
 	switch {
 	case bytes.Equal(e.Verb, verbList) && e.Query.Continue:
-		l.pages[sk]++
+		s.pages[sk]++
 		inst.stream(shk).Pages++
 	case bytes.Equal(e.Verb, verbList) || (isWatch && e.Query.SendInitialEvents):
 		cons := ConsistencyOf(&e.Query)
-		l.relists[relistKey{shapeKey: shk, consistency: cons}]++
-		s := inst.stream(shk)
-		if s.LastRelistNanos > 0 && t > s.LastRelistNanos {
-			h := l.intervals[shk]
+		s.relists[relistKey{shapeKey: shk, consistency: cons}]++
+		st := inst.stream(shk)
+		if st.LastRelistNanos > 0 && t > st.LastRelistNanos {
+			h := s.intervals[shk]
 			if h == nil {
 				h = &histogram{}
-				l.intervals[shk] = h
+				s.intervals[shk] = h
 			}
-			h.observe(float64(t-s.LastRelistNanos) / 1e9)
+			h.observe(t - st.LastRelistNanos)
 		}
-		if t > s.LastRelistNanos {
-			s.LastRelistNanos = t
+		if t > st.LastRelistNanos {
+			st.LastRelistNanos = t
 		}
-		s.Relists++
-		s.ByConsistency[cons]++
-		s.win.add(t, l.width)
+		st.Relists++
+		st.ByConsistency[cons]++
+		st.win.add(t, l.width)
 	}
 	if e.TooLargeResourceVersion {
-		l.tooLarge[sk]++
-		s := inst.stream(shk)
-		s.TooLarge++
-		s.tooLargeWin.add(t, l.width)
+		s.tooLarge[sk]++
+		st := inst.stream(shk)
+		st.TooLarge++
+		st.tooLargeWin.add(t, l.width)
 	}
 	if e.Code >= 400 {
 		inst.Errors++
 		inst.LastErrorCode = e.Code
 	}
 	if bytes.Equal(e.Verb, verbCreate) && bytes.Equal(e.Resource, resTokenReviews) && bytes.Equal(e.APIGroup, grpAuthn) {
-		l.tokenReviews[ck]++
+		s.tokenReviews[ck]++
 		inst.TokenReviews++
 		inst.tokenReviewWin.add(t, l.width)
 	}
 	if e.Latency[audit.LatencyTotal] > 0 && !isWatch {
-		l.addLatency(sk, &e.Latency)
+		s.addLatency(sk, &e.Latency)
 	}
-	return t
 }
 
 // latencySums are the apiserver's own latency annotations of one stream's
@@ -272,11 +353,11 @@ type latencySums struct {
 // which client makes the apiserver spend etcd or serialization time.
 // Watches are left out: their total is the watch's lifetime. A negative
 // or absurd value (a broken or hostile event) adds nothing.
-func (l *Ledger) addLatency(sk streamKey, lat *[audit.NumLatencyPhases]int64) {
-	sums := l.latency[sk]
+func (s *shard) addLatency(sk streamKey, lat *[audit.NumLatencyPhases]int64) {
+	sums := s.latency[sk]
 	if sums == nil {
 		sums = &latencySums{}
-		l.latency[sk] = sums
+		s.latency[sk] = sums
 	}
 	sums.requests++
 	for i, ns := range lat {
@@ -292,12 +373,13 @@ const maxLatency = int64(24 * time.Hour)
 // resourceID names objectRef as <resource> for the core group and
 // <resource>.<group> otherwise (endpointslices.discovery.k8s.io). A name
 // takes a slot of the bounded table only once an answer proved it real
-// (provesResource); until then it is "other".
-func (l *Ledger) resourceID(e *audit.Event) uint16 {
+// (provesResource); until then it is "other". Call with s locked (its
+// scratch buffer).
+func (l *Ledger) resourceID(s *shard, e *audit.Event) uint16 {
 	name := e.Resource
 	if len(name) > 0 && len(e.APIGroup) > 0 {
-		l.keyBuf = append(append(append(l.keyBuf[:0], e.Resource...), '.'), e.APIGroup...)
-		name = l.keyBuf
+		s.keyBuf = append(append(append(s.keyBuf[:0], e.Resource...), '.'), e.APIGroup...)
+		name = s.keyBuf
 	}
 	if len(name) == 0 {
 		return l.resources.id("")
@@ -308,91 +390,198 @@ func (l *Ledger) resourceID(e *audit.Event) uint16 {
 	return l.resources.lookup(name)
 }
 
-// instance finds or creates the instance an event belongs to. Its node is,
-// in order (SPEC §3.2): NAME of system:node:NAME; the node its pod-bound
-// token was issued for; the Node whose address is the trusted source
-// address; a field selector's node. The first two are the apiserver's word,
-// the third the connection's; only the last is the client's.
-func (l *Ledger) instance(cls classify.Result, ck clientKey, e *audit.Event, t int64) *Instance {
-	node, attr := classify.NodeFromUsername(e.User), AttrUsername
-	var resolved string
-	trusted := l.TrustedSourceIP(e)
-	if node == nil {
-		switch {
-		case len(e.NodeNameExtra) > 0 && labelSafe(e.NodeNameExtra):
-			node, attr = e.NodeNameExtra, AttrToken
-		default:
-			attr = AttrUnknown
-			if l.nodes != nil && len(trusted) > 0 {
-				if n, ok := l.nodes.NodeForIP(trusted); ok {
-					resolved, attr = n, AttrSourceIP
-				}
-			}
-			if attr == AttrUnknown && len(e.Query.FieldSelectorNode) > 0 {
-				node, attr = e.Query.FieldSelectorNode, AttrFieldSelector
-			}
+// attribution is the node an event's instance is on, and how that was
+// found: worked out before the event's shard is locked (the resolver is the
+// cluster view's, safe for concurrent use).
+type attribution struct {
+	node     []byte // from the username, the token, or a field selector
+	resolved string // the Node of the trusted source address
+	attr     Attribution
+	trusted  []byte // the trusted source address
+}
+
+// key is the node name that is part of the instance's key.
+func (a *attribution) key() []byte {
+	if a.resolved != "" {
+		return unsafe.Slice(unsafe.StringData(a.resolved), len(a.resolved))
+	}
+	return a.node
+}
+
+// attribute finds an event's node, in order (SPEC §3.2): NAME of
+// system:node:NAME; the node its pod-bound token was issued for; the Node
+// whose address is the trusted source address; a field selector's node. The
+// first two are the apiserver's word, the third the connection's; only the
+// last is the client's.
+func (l *Ledger) attribute(e *audit.Event) (a attribution) {
+	a.node, a.attr = classify.NodeFromUsername(e.User), AttrUsername
+	a.trusted = l.TrustedSourceIP(e)
+	if a.node != nil {
+		return a
+	}
+	if len(e.NodeNameExtra) > 0 && labelSafe(e.NodeNameExtra) {
+		a.node, a.attr = e.NodeNameExtra, AttrToken
+		return a
+	}
+	a.attr = AttrUnknown
+	if l.nodes != nil && len(a.trusted) > 0 {
+		if n, ok := l.nodes.NodeForIP(a.trusted); ok {
+			a.resolved, a.attr = n, AttrSourceIP
+			return a
 		}
 	}
-	k := append(l.keyBuf[:0], byte(ck.role))
-	k = append(k, cls.Client...)
-	k = append(append(k, 0), e.User...)
-	k = append(k, 0)
-	if resolved != "" {
-		k = append(k, resolved...)
-	} else {
-		k = append(k, node...)
+	if len(e.Query.FieldSelectorNode) > 0 {
+		a.node, a.attr = e.Query.FieldSelectorNode, AttrFieldSelector
 	}
-	l.keyBuf = k
-	inst := l.instances[string(k)]
+	return a
+}
+
+// instanceHash is the hash of an instance's key (role, client, identity,
+// node): it picks the shard and keys the shard's table, so that the key is
+// hashed once per event and never built. The seed is the ledger's own, so
+// identities chosen to collide cannot be prepared in advance; a collision
+// costs a comparison, never a mix-up (Instance.next).
+func (l *Ledger) instanceHash(ck clientKey, user, node []byte) uint64 {
+	h := maphash.Bytes(l.seed, user)
+	h ^= mix64(maphash.Bytes(l.seed, node) ^ uint64(ck.role)<<48 ^ uint64(ck.client)<<32)
+	return mix64(h)
+}
+
+// mix64 is the murmur3 finalizer: every input bit moves every output bit.
+func mix64(x uint64) uint64 {
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return x
+}
+
+// is reports whether in is the instance (ck, user, node).
+func (in *Instance) is(ck clientKey, user, node []byte) bool {
+	return in.ck == ck && in.Identity == string(user) && in.Node == string(node)
+}
+
+// instance finds or creates, in s, the instance an event belongs to (h is
+// its key's hash, a its attribution). It returns nil, having added nothing,
+// when the table is full: the caller evicts and asks again. Call with s
+// locked.
+func (l *Ledger) instance(s *shard, h uint64, cls classify.Result, ck clientKey, e *audit.Event, a *attribution, t int64) *Instance {
+	node := a.key()
+	first := s.instances[h]
+	inst := first
+	for inst != nil && !inst.is(ck, e.User, node) {
+		inst = inst.next
+	}
 	if inst == nil {
-		if len(l.instances) >= l.cfg.MaxInstances {
-			l.evictOldest()
-		}
-		nodeName := resolved
-		if nodeName == "" {
-			nodeName = string(node)
+		if l.count.Add(1) > int64(l.cfg.MaxInstances) {
+			l.count.Add(-1)
+			return nil
 		}
 		inst = &Instance{
 			Role:        cls.Role,
 			Client:      cls.Client,
 			Identity:    string(e.User),
-			Node:        nodeName,
-			Attribution: attr,
+			Node:        string(node),
+			Attribution: a.attr,
 			ByUserAgent: cls.ByUserAgent,
 			FirstSeen:   t,
 			ck:          ck,
+			hash:        h,
+			next:        first,
 		}
-		l.instances[string(k)] = inst
+		s.instances[h] = inst
+		s.n++
 	}
 	if t > inst.LastSeen {
 		inst.LastSeen = t
 	}
 	inst.source.set(e.SourceIP, &inst.SourceIPChanges)
 	var trustedChanges uint64
-	inst.trusted.set(trusted, &trustedChanges)
+	inst.trusted.set(a.trusted, &trustedChanges)
 	if len(e.UserAgent) > 0 && string(e.UserAgent) != inst.UserAgent {
 		inst.UserAgent = string(e.UserAgent)
 	}
 	return inst
 }
 
-// evictOldest drops the least recently seen tenth of the table in one pass,
-// so a full table costs one sort per MaxInstances/10 new instances.
-func (l *Ledger) evictOldest() {
-	type aged struct {
-		key  string
-		seen int64
+// remove unlinks in from s; call with s locked.
+func (s *shard) remove(in *Instance) {
+	p := s.instances[in.hash]
+	if p == in {
+		if in.next == nil {
+			delete(s.instances, in.hash)
+		} else {
+			s.instances[in.hash] = in.next
+		}
+	} else {
+		for p != nil && p.next != in {
+			p = p.next
+		}
+		if p == nil {
+			return
+		}
+		p.next = in.next
 	}
-	all := make([]aged, 0, len(l.instances))
-	for k, in := range l.instances {
-		all = append(all, aged{k, in.LastSeen})
+	s.n--
+}
+
+// evict drops the least recently seen tenth of the instances when the
+// table is full, so a full table costs one pass per MaxInstances/10 new
+// instances. It reads and then prunes one shard at a time, like a snapshot:
+// events of the other shards go on meanwhile.
+func (l *Ledger) evict() {
+	l.evictMu.Lock()
+	defer l.evictMu.Unlock()
+	if l.count.Load() < int64(l.cfg.MaxInstances) {
+		return // another eviction made room
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i].seen < all[j].seen })
-	n := max(1, len(all)/10)
-	for _, a := range all[:n] {
-		delete(l.instances, a.key)
+	seen := make([]int64, 0, l.count.Load())
+	for i := range l.shards {
+		s := &l.shards[i]
+		s.mu.Lock()
+		for _, first := range s.instances {
+			for in := first; in != nil; in = in.next {
+				seen = append(seen, in.LastSeen)
+			}
+		}
+		s.mu.Unlock()
 	}
-	l.evicted += uint64(n)
+	if len(seen) == 0 {
+		return
+	}
+	n := max(1, len(seen)/10)
+	slices.Sort(seen)
+	cutoff := seen[n-1]
+	// Instances seen before the cutoff go; of those seen at it, as many as
+	// make n.
+	atCutoff := n
+	for _, ts := range seen[:n] {
+		if ts < cutoff {
+			atCutoff--
+		}
+	}
+	var dropped uint64
+	for i := range l.shards {
+		s := &l.shards[i]
+		s.mu.Lock()
+		for _, first := range s.instances {
+			for in := first; in != nil; {
+				next := in.next
+				if in.LastSeen < cutoff || in.LastSeen == cutoff && atCutoff > 0 {
+					if in.LastSeen == cutoff {
+						atCutoff--
+					}
+					s.remove(in)
+					dropped++
+				}
+				in = next
+			}
+		}
+		s.mu.Unlock()
+	}
+	l.count.Add(-int64(dropped))
+	l.evicted.Add(dropped)
 }
 
 // Instance is one node-side client process as herd sees it. Exported fields
@@ -413,7 +602,9 @@ type Instance struct {
 	LastErrorCode   int32         `json:"lastErrorCode,omitempty"`
 	TokenReviews    uint64        `json:"tokenReviews"`
 
-	ck clientKey
+	ck   clientKey
+	hash uint64    // of its key (instanceHash)
+	next *Instance // another instance whose key has the same hash
 	// source is sourceIPs[0], for display (the client may have chosen it);
 	// trusted is the trusted source address (TrustedSourceIP), which
 	// attribution and ghost verdicts use.
@@ -446,7 +637,7 @@ func (a *address) set(b []byte, changes *uint64) {
 	a.dirty = true
 }
 
-// String is the address; call it with the ledger's lock held.
+// String is the address; call it with the instance's shard locked.
 func (a *address) String() string {
 	if a.dirty {
 		a.text, a.dirty = string(a.ip[:a.n]), false

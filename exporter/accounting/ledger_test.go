@@ -200,27 +200,59 @@ func TestAccountDoesNotAllocateForKnownInstances(t *testing.T) {
 
 func TestWatchCountsOnceWhicheverStageComesFirst(t *testing.T) {
 	l := newLedger(t, nil)
-	seen := map[string]bool{}
-	l.SetStageLookup(func(e *audit.Event, s audit.Stage) bool { return seen[string(e.AuditID)+s.String()] })
 	deliver := func(id string, stage audit.Stage) {
 		e := ev{user: kubelet1, verb: "watch", resource: "pods", rv: "5", stage: stage}.event()
 		e.AuditID = []byte(id)
-		seen[id+stage.String()] = true // the pipeline's dedup records before accounting
+		e.RequestReceived = []byte("2026-11-23T08:00:00.000001Z") // the same request at both stages
 		l.Account(e)
 	}
-	deliver("a", audit.StageResponseComplete) // arrives first: counted
+	watches := func() (n uint64) {
+		for _, r := range l.Snapshot().Requests {
+			if r.Verb == "watch" {
+				n += r.Value
+			}
+		}
+		return n
+	}
+	deliver("a", audit.StageResponseComplete) // arrives first, no start seen yet: counted
 	deliver("a", audit.StageResponseStarted)  // its start, later: not again
 	deliver("b", audit.StageResponseStarted)  // the usual order: counted at start
 	deliver("b", audit.StageResponseComplete)
 	deliver("c", audit.StageResponseComplete) // a watch whose start herd never saw, after starts were seen: not counted
-	var watches uint64
+	if n := watches(); n != 2 {
+		t.Errorf("watches counted = %d, want 2 (a and b once each)", n)
+	}
+	// Once starts are known, a watch whose ResponseComplete overtakes its
+	// ResponseStarted (another batch, another replica) counts at the start:
+	// once, not zero times.
+	deliver("d", audit.StageResponseComplete)
+	if n := watches(); n != 2 {
+		t.Errorf("after d's ResponseComplete: %d watches, want 2 (d counts at its start)", n)
+	}
+	deliver("d", audit.StageResponseStarted)
+	if n := watches(); n != 3 {
+		t.Errorf("after d's ResponseStarted: %d watches, want 3", n)
+	}
+}
+
+// A client may send one Audit-ID on every request: a watch counted at
+// ResponseComplete (no start seen yet) does not hide the next request's
+// ResponseStarted under the same auditID.
+func TestWatchStagesOfReusedAuditID(t *testing.T) {
+	l := newLedger(t, nil)
+	e := ev{user: kubelet1, verb: "watch", resource: "pods", rv: "5", stage: audit.StageResponseComplete}.event()
+	e.AuditID, e.RequestReceived = []byte("constant"), []byte("2026-11-23T08:00:00.000001Z")
+	l.Account(e)
+	e.Stage, e.RequestReceived = audit.StageResponseStarted, []byte("2026-11-23T08:00:01.000001Z")
+	l.Account(e)
+	var n uint64
 	for _, r := range l.Snapshot().Requests {
 		if r.Verb == "watch" {
-			watches += r.Value
+			n += r.Value
 		}
 	}
-	if watches != 2 {
-		t.Errorf("watches counted = %d, want 2 (a and b once each)", watches)
+	if n != 2 {
+		t.Errorf("watches counted = %d, want 2 (two requests)", n)
 	}
 }
 

@@ -13,10 +13,10 @@ import (
 // verdict already made: the one thing every collector of a scrape reads,
 // whatever order they run in, and what `herd analyze` reports from.
 //
-// Building it holds the ledger's lock for one pass over the instance table
-// (counters and windows are copied); the cluster view is asked about each
-// host-network instance, the caps are applied and top-K is chosen after the
-// lock is released.
+// Building it reads the ledger one shard at a time, holding each shard's
+// lock for its part of the pass (counters and windows are copied); the
+// cluster view is asked about each host-network instance, the caps are
+// applied and top-K is chosen after every lock is released.
 type Snapshot struct {
 	AtNanos int64
 
@@ -201,67 +201,117 @@ func (l *Ledger) SnapshotAt(now int64) Snapshot {
 	return s
 }
 
-// read copies what the snapshot needs under the ledger's lock: counters,
-// each instance stream's window, and the windows of the host-network
-// instances the cluster view is to judge.
+// read copies what the snapshot needs, one shard at a time under that
+// shard's lock: counters (summed over the shards), each instance stream's
+// window, and the windows of the host-network instances the cluster view is
+// to judge. Labels are named after the shards are released. Each shard is
+// read at its own moment, so a counter may include an event that a shard
+// read earlier does not: the sums are still exact and never go back, as
+// counters must.
 func (l *Ledger) read(now int64) (s Snapshot) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s = Snapshot{AtNanos: now, Instances: len(l.instances), Evicted: l.evicted}
-	for k, v := range l.relists {
+	s = Snapshot{AtNanos: now, Evicted: l.evicted.Load()}
+	var (
+		relists      = map[relistKey]uint64{}
+		pages        = map[streamKey]uint64{}
+		tooLarge     = map[streamKey]uint64{}
+		intervals    = map[shapeKey]*histogram{}
+		requests     = map[requestKey]uint64{}
+		tokenReviews = map[clientKey]uint64{}
+		latency      = map[streamKey]*latencySums{}
+		relisting    = map[shapeKey]uint64{}
+	)
+	tops, judged := l.scratch.tops[:0], l.scratch.judged[:0]
+	tokenReviewNodes := map[string]bool{}
+	pods, havePods := l.resources.known("pods")
+	for i := range l.shards {
+		sh := &l.shards[i]
+		sh.mu.Lock()
+		s.Instances += sh.n
+		for k, v := range sh.relists {
+			relists[k] += v
+			relisting[k.shapeKey] += 0
+		}
+		for k, v := range sh.pages {
+			pages[k] += v
+		}
+		for k, v := range sh.tooLarge {
+			tooLarge[k] += v
+		}
+		for k, h := range sh.intervals {
+			m := intervals[k]
+			if m == nil {
+				m = &histogram{}
+				intervals[k] = m
+			}
+			m.merge(h)
+		}
+		for k, v := range sh.requests {
+			requests[k] += v
+		}
+		for k, v := range sh.tokenReviews {
+			tokenReviews[k] += v
+		}
+		for k, v := range sh.latency {
+			m := latency[k]
+			if m == nil {
+				m = &latencySums{}
+				latency[k] = m
+			}
+			m.requests += v.requests
+			for p, ns := range v.nanos {
+				m.nanos[p] += ns
+			}
+		}
+		for _, first := range sh.instances {
+			for in := first; in != nil; in = in.next {
+				for _, st := range in.streams {
+					n := st.win.sum(now, l.width)
+					if n == 0 {
+						continue
+					}
+					sk := shapeKey{streamKey{clientKey: in.ck, resource: st.resource}, st.shape}
+					if n >= l.cfg.RelistThreshold {
+						relisting[sk]++
+					}
+					// One per instance stream: an instance is (role, client,
+					// identity, node), so no two share a key.
+					tops = append(tops, topCount{topKey{shapeKey: sk, node: in.Node, identity: in.Identity, byUserAgent: in.ByUserAgent}, n})
+				}
+				if l.reviewsTokens(in, now) {
+					tokenReviewNodes[in.Node] = true
+				}
+				if l.judge != nil && classify.HostAgent(in.Role) {
+					judged = append(judged, InstanceWindow{})
+					l.window(in, now, pods, havePods, &judged[len(judged)-1])
+				}
+			}
+		}
+		sh.mu.Unlock()
+	}
+	for k, v := range relists {
 		s.Relists = append(s.Relists, RelistCount{StreamLabels: l.streamLabels(k.streamKey), Shape: k.shape.String(), Consistency: k.consistency.String(), Value: v})
 	}
-	for k, v := range l.pages {
+	for k, v := range pages {
 		s.Pages = append(s.Pages, StreamCount{l.streamLabels(k), v})
 	}
-	for k, v := range l.tooLarge {
+	for k, v := range tooLarge {
 		s.TooLarge = append(s.TooLarge, StreamCount{l.streamLabels(k), v})
 	}
-	for k, h := range l.intervals {
-		s.Intervals = append(s.Intervals, IntervalHistogram{ShapeLabels: l.shapeLabels(k), Count: h.count, Sum: h.sum, Buckets: h.cumulative()})
+	for k, h := range intervals {
+		s.Intervals = append(s.Intervals, IntervalHistogram{ShapeLabels: l.shapeLabels(k), Count: h.count, Sum: h.sum(), Buckets: h.cumulative()})
 	}
-	for k, v := range l.requests {
+	for k, v := range requests {
 		s.Requests = append(s.Requests, RequestCount{ClientLabels: l.clientLabels(k.clientKey), Verb: l.verbs.name(k.verb), Code: k.code, Value: v})
 	}
-	for k, v := range l.tokenReviews {
+	for k, v := range tokenReviews {
 		s.TokenReviews = append(s.TokenReviews, ClientCount{l.clientLabels(k), v})
 	}
-	for k, v := range l.latency {
+	for k, v := range latency {
 		ls := LatencySums{StreamLabels: l.streamLabels(k), Requests: v.requests}
 		for i, ns := range v.nanos {
 			ls.Seconds[i] = float64(ns) / 1e9
 		}
 		s.Latency = append(s.Latency, ls)
-	}
-
-	relisting := map[shapeKey]uint64{}
-	for k := range l.relists {
-		relisting[k.shapeKey] += 0
-	}
-	tops, judged := l.scratch.tops[:0], l.scratch.judged[:0]
-	tokenReviewNodes := map[string]bool{}
-	pods, havePods := l.resources.ids["pods"]
-	for _, in := range l.instances {
-		for _, st := range in.streams {
-			n := st.win.sum(now, l.width)
-			if n == 0 {
-				continue
-			}
-			sk := shapeKey{streamKey{clientKey: in.ck, resource: st.resource}, st.shape}
-			if n >= l.cfg.RelistThreshold {
-				relisting[sk]++
-			}
-			// One per instance stream: an instance is (role, client,
-			// identity, node), so no two share a key.
-			tops = append(tops, topCount{topKey{shapeKey: sk, node: in.Node, identity: in.Identity, byUserAgent: in.ByUserAgent}, n})
-		}
-		if l.reviewsTokens(in, now) {
-			tokenReviewNodes[in.Node] = true
-		}
-		if l.judge != nil && classify.HostAgent(in.Role) {
-			judged = append(judged, InstanceWindow{})
-			l.window(in, now, pods, havePods, &judged[len(judged)-1])
-		}
 	}
 	for k, v := range relisting {
 		s.RelistingInstances = append(s.RelistingInstances, ShapeCount{l.shapeLabels(k), v})
@@ -355,9 +405,6 @@ func (l *Ledger) topK(tops []topCount, flagged map[flagKey]bool) []InstanceRelis
 		relists  int
 	}
 	var streams []stream
-	// Interned names never change, but the interners' slices grow under
-	// Account: read them under the lock.
-	l.mu.Lock()
 	for i := 0; i < len(tops); {
 		st := stream{labels: l.shapeLabels(tops[i].key.shapeKey), from: i}
 		for ; i < len(tops) && tops[i].key.shapeKey == tops[st.from].key.shapeKey; i++ {
@@ -366,7 +413,6 @@ func (l *Ledger) topK(tops []topCount, flagged map[flagKey]bool) []InstanceRelis
 		st.to = i
 		streams = append(streams, st)
 	}
-	l.mu.Unlock()
 	slices.SortFunc(streams, func(a, b stream) int {
 		return cmp.Or(cmp.Compare(b.relists, a.relists), compareStream(a.labels, b.labels))
 	})

@@ -74,15 +74,17 @@ func labelSafe(b []byte) bool { return utf8.Valid(b) }
 // moving them ahead nor stop later events from counting), and the receive
 // time when it has none. The clock is read only when an event is ahead of
 // the last reading plus the skew, so honest events rarely cost a clock
-// read. Call with the lock held.
+// read. Concurrent callers may store their readings out of order: the last
+// reading then moves back a little, which costs one more clock read.
 func (l *Ledger) timestamp(ts int64) int64 {
 	skew := int64(l.cfg.MaxClockSkew)
-	if ts > 0 && ts <= l.lastClock+skew {
+	if ts > 0 && ts <= l.lastClock.Load()+skew {
 		return ts
 	}
-	l.lastClock = l.clock()
-	if ts <= 0 || ts > l.lastClock+skew {
-		return l.lastClock
+	now := l.clock()
+	l.lastClock.Store(now)
+	if ts <= 0 || ts > now+skew {
+		return now
 	}
 	return ts
 }

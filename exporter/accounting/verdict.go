@@ -78,7 +78,7 @@ type Verdict struct {
 // verdict judges one instance; ok is false when the ledger has no cluster
 // view to ask. Ghost-ness is the view's (it knows Nodes, addresses and
 // Leases); recency and the stale thresholds are the ledger's. It reads only
-// w and immutable configuration, so it runs without the ledger's lock, and
+// w and immutable configuration, so it runs without any shard's lock, and
 // allocates nothing: the snapshot judges every host-network instance.
 //
 //   - ghost: the view's reason, while the instance called within the window
@@ -131,7 +131,7 @@ func (l *Ledger) debugVerdict(w *InstanceWindow, now int64) *Verdict {
 }
 
 // window fills w with in's identity and its counts in the window ending at
-// now; call it with the ledger's lock held.
+// now; call it with in's shard locked.
 func (l *Ledger) window(in *Instance, now int64, pods uint16, havePods bool, w *InstanceWindow) {
 	*w = InstanceWindow{
 		Role: in.Role, Client: in.Client, Identity: in.Identity, Node: in.Node, Attribution: in.Attribution,

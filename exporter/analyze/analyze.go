@@ -196,7 +196,6 @@ func New(opts Options) (*Analyzer, error) {
 		facts:      map[instKey]*facts{},
 		kubeletIPs: map[string]bool{},
 	}
-	a.ledger.SetStageLookup(a.dedup.HasStage) // a watch counts once, whichever stage comes first
 	return a, nil
 }
 

@@ -12,6 +12,7 @@ package classify
 import (
 	"bytes"
 	"fmt"
+	"hash/maphash"
 	"strings"
 	"sync"
 
@@ -122,14 +123,32 @@ type compiledRule struct {
 }
 
 // Classifier applies rules. It is safe for concurrent use.
+//
+// Results are cached by (username, user agent). The cache is split into
+// shards by a seeded hash of the pair, each under its own lock, so that
+// concurrent batches classify in parallel; an entry is keyed by the hash
+// and holds the pair, which a hit compares (a collision is a miss, never a
+// wrong answer).
 type Classifier struct {
 	rules   []compiledRule
 	clients []string
 
-	mu       sync.RWMutex
-	cache    map[string]Result
-	maxCache int
-	key      []byte // scratch for cache keys; guarded by mu (write lock)
+	seed     maphash.Seed
+	maxCache int // entries in all shards
+	shards   [cacheShards]cacheShard
+}
+
+const cacheShards = 16
+
+type cacheShard struct {
+	mu sync.Mutex
+	m  map[uint64]cached
+	_  [64]byte // keep neighbouring shards' locks off one cache line
+}
+
+type cached struct {
+	username, userAgent string
+	result              Result
 }
 
 // New compiles the user's rules followed by DefaultRules. It rejects a rule
@@ -138,7 +157,10 @@ type Classifier struct {
 func New(userRules []Rule) (*Classifier, error) {
 	// One (identity, user agent) pair per kubelet: the cache must hold a
 	// cluster's worth (50,000, as accounting.maxInstances) or it thrashes.
-	c := &Classifier{cache: map[string]Result{}, maxCache: 50000}
+	c := &Classifier{seed: maphash.MakeSeed(), maxCache: 50000}
+	for i := range c.shards {
+		c.shards[i].m = map[uint64]cached{}
+	}
 	seen := map[string]bool{Other.Client: true, Unauthenticated.Client: true}
 	c.clients = []string{Other.Client, Unauthenticated.Client}
 	all := append(append([]Rule{}, userRules...), DefaultRules()...)
@@ -202,20 +224,22 @@ var saPrefix = []byte(nodeclient.ServiceAccountUserPrefix)
 // Classify returns the first matching rule's result, or Other. It does not
 // allocate once a (username, user agent) pair has been seen.
 func (c *Classifier) Classify(username, userAgent []byte) Result {
-	c.mu.Lock()
-	c.key = append(append(append(c.key[:0], username...), 0), userAgent...)
-	if r, ok := c.cache[string(c.key)]; ok {
-		c.mu.Unlock()
-		return r
+	h := maphash.Bytes(c.seed, username)
+	h = (h ^ maphash.Bytes(c.seed, userAgent)*0x9e3779b97f4a7c15) * 0xff51afd7ed558ccd
+	sh := &c.shards[h>>60]
+	sh.mu.Lock()
+	if e, ok := sh.m[h]; ok && e.username == string(username) && e.userAgent == string(userAgent) {
+		sh.mu.Unlock()
+		return e.result
 	}
 	r := c.match(username, userAgent)
-	if len(c.cache) >= c.maxCache {
+	if len(sh.m) >= max(1, c.maxCache/cacheShards) {
 		// User agents carry versions and, for some clients, build hashes; a
 		// reset bounds memory and costs one rule scan per pair afterwards.
-		clear(c.cache)
+		clear(sh.m)
 	}
-	c.cache[string(c.key)] = r
-	c.mu.Unlock()
+	sh.m[h] = cached{username: string(username), userAgent: string(userAgent), result: r}
+	sh.mu.Unlock()
 	return r
 }
 

@@ -24,13 +24,12 @@ import (
 // timestamp, audit.Event.RequestKey: requestReceivedTimestamp, which
 // the apiserver sets (to the microsecond) and repeats on every stage of the
 // request and on every re-send, and which two requests share only if they
-// arrive at the same apiserver in the same microsecond. Has, the ledger's
-// "was another stage of this request seen?" question, asks with the same
-// timestamp, so one request's ResponseStarted is never mistaken for another
-// request's under the same auditID. (Events without requestReceivedTimestamp
-// fall back to stageTimestamp, which differs between stages: for them Has
-// finds only the same stage. Events with neither are keyed by auditID and
-// stage alone.)
+// arrive at the same apiserver in the same microsecond. Has asks with the
+// same timestamp, so one request's ResponseStarted is never mistaken for
+// another request's under the same auditID. (Events without
+// requestReceivedTimestamp fall back to stageTimestamp, which differs
+// between stages: for them Has finds only the same stage. Events with
+// neither are keyed by auditID and stage alone.)
 //
 // Each generation is an open-addressing table of 8-byte slots, at most half
 // full, allocated whole: 8 MiB per generation at the default 1 Mi entries,
@@ -41,16 +40,37 @@ import (
 // long, and because the timestamp is hashed in, a constant auditID spreads
 // its requests over the table like distinct ones. A comparison mistakes one
 // event for another with a probability of about 2^-60.
+//
+// A large Dedup (herd's default) is split into shards by hash, each with its
+// own lock and its own two generations of Max/2/shards entries, so that
+// concurrent batches do not queue on one lock per event; the hash is seeded,
+// so nobody can steer events into one shard. Each shard rotates on its own,
+// when it is full or its generation is TTL old, which keeps the rule above
+// shard by shard.
 type Dedup struct {
-	ttl  time.Duration
-	half int
-	seed maphash.Seed
+	ttl    time.Duration
+	seed   maphash.Seed
+	shards []dedupShard
+	mask   uint64 // len(shards)-1
+}
 
+// dedupShard is one shard: two generations under one lock.
+type dedupShard struct {
 	mu        sync.Mutex
+	half      int
 	cur, prev table
 	rotatedAt time.Time
 	rotations uint64
+	_         [64]byte // keep neighbouring shards' locks off one cache line
 }
+
+// Sharding: a table is split only when each shard keeps at least
+// minShardHalf entries per generation, so small ones (tests, tiny
+// configurations) behave exactly as one table.
+const (
+	maxDedupShards = 16
+	minShardHalf   = 1 << 15
+)
 
 const (
 	stageBits = 3
@@ -92,8 +112,22 @@ func NewDedup(ttl time.Duration, max int) *Dedup {
 		max = 2
 	}
 	half := min(max/2, 1<<22) // tables of up to 2^23 slots
-	return &Dedup{ttl: ttl, half: half, seed: maphash.MakeSeed(), cur: newTable(half), prev: newTable(half)}
+	n := 1
+	for n < maxDedupShards && half/(2*n) >= minShardHalf {
+		n *= 2
+	}
+	d := &Dedup{ttl: ttl, seed: maphash.MakeSeed(), shards: make([]dedupShard, n), mask: uint64(n - 1)}
+	for i := range d.shards {
+		sh := &d.shards[i]
+		sh.half = half / n
+		sh.cur, sh.prev = newTable(sh.half), newTable(sh.half)
+	}
+	return d
 }
+
+// shard is the shard of a key's hash: bits the slot index (the top ones)
+// and the stage (the bottom ones) do not use.
+func (d *Dedup) shard(h uint64) *dedupShard { return &d.shards[(h>>8)&d.mask] }
 
 // key is the slot value for an event; h chooses the slot. Both stages of
 // one request hash alike but for the stage bits, so they land in the same
@@ -128,51 +162,52 @@ func (d *Dedup) Seen(auditID []byte, stage audit.Stage, now time.Time) bool {
 // request reusing the ID, not a duplicate.
 func (d *Dedup) SeenAt(auditID []byte, stage audit.Stage, reqTS uint64, now time.Time) bool {
 	h, key := d.key(auditID, stage, reqTS)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	i, ok := d.cur.find(h, key)
+	sh := d.shard(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	i, ok := sh.cur.find(h, key)
 	if ok {
 		return true
 	}
-	if _, ok := d.prev.find(h, key); ok {
+	if _, ok := sh.prev.find(h, key); ok {
 		return true
 	}
-	if d.cur.n >= d.half || now.Sub(d.rotatedAt) >= d.ttl {
-		d.prev, d.cur = d.cur, d.prev
-		clear(d.cur.slots)
-		d.cur.n = 0
-		d.rotatedAt = now
-		d.rotations++
-		i, _ = d.cur.find(h, key)
+	if sh.cur.n >= sh.half || now.Sub(sh.rotatedAt) >= d.ttl {
+		sh.prev, sh.cur = sh.cur, sh.prev
+		clear(sh.cur.slots)
+		sh.cur.n = 0
+		sh.rotatedAt = now
+		sh.rotations++
+		i, _ = sh.cur.find(h, key)
 	}
-	d.cur.slots[i] = key
-	d.cur.n++
+	sh.cur.slots[i] = key
+	sh.cur.n++
 	return false
 }
 
 // Has reports whether the event (auditID, stage, reqTS) was seen, without
-// recording it: the ledger asks it whether another stage of the same request
-// came first.
+// recording it.
 func (d *Dedup) Has(auditID []byte, stage audit.Stage, reqTS uint64) bool {
 	h, key := d.key(auditID, stage, reqTS)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if _, ok := d.cur.find(h, key); ok {
+	sh := d.shard(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if _, ok := sh.cur.find(h, key); ok {
 		return true
 	}
-	_, ok := d.prev.find(h, key)
+	_, ok := sh.prev.find(h, key)
 	return ok
 }
 
-// HasStage is Has for an event's other stage: the form the ledger's stage
-// lookup takes (accounting.Ledger.SetStageLookup).
-func (d *Dedup) HasStage(e *audit.Event, stage audit.Stage) bool {
-	return d.Has(e.AuditID, stage, e.RequestKey())
-}
-
-// Rotations counts generation changes.
+// Rotations counts generation changes: of the one table, or, when the
+// Dedup is sharded, the shards' average.
 func (d *Dedup) Rotations() uint64 {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.rotations
+	var n uint64
+	for i := range d.shards {
+		sh := &d.shards[i]
+		sh.mu.Lock()
+		n += sh.rotations
+		sh.mu.Unlock()
+	}
+	return n / uint64(len(d.shards))
 }

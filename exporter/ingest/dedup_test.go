@@ -57,7 +57,7 @@ func TestDedup(t *testing.T) {
 	// Bounded: never more than max pairs.
 	for i := uint64(100); i < 1000; i++ {
 		d.Seen(uuid(i), audit.StageResponseComplete, t0.Add(2*time.Minute))
-		if n := d.cur.n + d.prev.n; n > 8 {
+		if n := d.shards[0].cur.n + d.shards[0].prev.n; len(d.shards) != 1 || n > 8 {
 			t.Fatalf("%d pairs held, max 8", n)
 		}
 	}
@@ -120,7 +120,7 @@ func TestDedupReusedAuditID(t *testing.T) {
 		d2.SeenAt(id, rc, e.RequestKey(), t0)
 	}
 	longest, run := 0, 0
-	for _, s := range d2.cur.slots {
+	for _, s := range d2.shards[0].cur.slots {
 		if s == 0 {
 			run = 0
 			continue
@@ -150,21 +150,60 @@ func TestDedupFull(t *testing.T) {
 			if i >= 100 && !d.Has(uuid(i-100), audit.StageResponseStarted, uint64(i-100)) {
 				t.Fatalf("max %d: pair %d forgotten a hundred pairs later", max, i-100)
 			}
-			if n := d.cur.n + d.prev.n; n > max {
+			if n := d.shards[0].cur.n + d.shards[0].prev.n; len(d.shards) != 1 || n > max {
 				t.Fatalf("max %d: %d pairs held", max, n)
 			}
 		}
 		if r, want := d.Rotations(), uint64(200_000/(max/2)); r < want-1 || r > want+1 {
 			t.Errorf("max %d: %d rotations, want about %d", max, r, want)
 		}
-		if got, want := len(d.cur.slots), 1<<bits.Len(uint(max-1)); got != want {
+		if got, want := len(d.shards[0].cur.slots), 1<<bits.Len(uint(max-1)); got != want {
 			t.Errorf("max %d: a generation has %d slots, want %d", max, got, want)
 		}
 	}
-	// herd's default, 1 Mi pairs: two tables of 1 Mi 8-byte slots.
+	// herd's default, 1 Mi pairs: two generations of 1 Mi 8-byte slots
+	// in all, in 16 shards.
 	big := NewDedup(2*time.Minute, 1<<20)
-	if n := len(big.cur.slots) + len(big.prev.slots); n*8 != 16<<20 {
-		t.Errorf("1 Mi pairs take %d bytes of slots, want 16 MiB", n*8)
+	n := 0
+	for i := range big.shards {
+		n += len(big.shards[i].cur.slots) + len(big.shards[i].prev.slots)
+	}
+	if n*8 != 16<<20 || len(big.shards) != maxDedupShards {
+		t.Errorf("1 Mi pairs take %d bytes of slots in %d shards, want 16 MiB in %d", n*8, len(big.shards), maxDedupShards)
+	}
+}
+
+// TestDedupSharded: herd's default size is split into shards; each keeps
+// the rule of one table (what is recent is remembered, never more than the
+// bound held), and Rotations counts generations as one table would.
+func TestDedupSharded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two million pairs")
+	}
+	const max = 1 << 20
+	d := NewDedup(time.Hour, max)
+	if len(d.shards) != maxDedupShards {
+		t.Fatalf("%d shards, want %d", len(d.shards), maxDedupShards)
+	}
+	t0 := time.Now()
+	const total = 2_000_000
+	for i := uint64(0); i < total; i++ {
+		if d.SeenAt(uuid(i), audit.StageResponseComplete, i+1, t0) {
+			t.Fatalf("pair %d new but seen", i)
+		}
+		if i >= 1000 && !d.Has(uuid(i-1000), audit.StageResponseComplete, i-999) {
+			t.Fatalf("pair %d forgotten a thousand pairs later", i-1000)
+		}
+	}
+	held := 0
+	for i := range d.shards {
+		held += d.shards[i].cur.n + d.shards[i].prev.n
+	}
+	if held > max || held < max/2 {
+		t.Errorf("%d pairs held, want between %d and %d", held, max/2, max)
+	}
+	if r, want := d.Rotations(), uint64(total/(max/2)); r < want-1 || r > want+1 {
+		t.Errorf("%d rotations, want about %d", r, want)
 	}
 }
 

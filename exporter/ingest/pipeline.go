@@ -27,7 +27,6 @@ type Pipeline struct {
 // NewPipeline wires the ledger, dedup and metrics.
 func NewPipeline(l *accounting.Ledger, d *Dedup, m *Metrics) *Pipeline {
 	p := &Pipeline{ledger: l, dedup: d, metrics: m, sources: map[Source]*sourceMetrics{}, now: time.Now}
-	l.SetStageLookup(d.HasStage)
 	for _, s := range Sources {
 		p.sources[s] = m.source(s)
 	}
@@ -91,6 +90,7 @@ type batch struct {
 	accounted, dupes int
 	invalid          int // events refused for invalid UTF-8 (counted malformed)
 	newest           int64
+	lag              lagCounts
 }
 
 func (b *batch) event(e *audit.Event) {
@@ -109,7 +109,7 @@ func (b *batch) event(e *audit.Event) {
 	at := b.p.ledger.Account(e)
 	b.accounted++
 	if ts := min(e.StageTimestampNanos, at); ts > 0 {
-		b.m.lag.Observe(max(0, float64(b.now.UnixNano()-ts)/1e9))
+		b.lag.observe(max(0, float64(b.now.UnixNano()-ts)/1e9))
 		if ts > b.newest {
 			b.newest = ts
 		}
@@ -131,6 +131,7 @@ func (b *batch) finish(res audit.Result) {
 	b.m.unrecognized.Add(float64(res.Unrecognized))
 	b.m.skipped.Add(float64(res.Skipped))
 	b.m.bytes.Add(float64(res.Bytes))
+	b.m.lag.add(&b.lag)
 	if b.newest > 0 {
 		b.m.observeNewest(b.newest)
 	}

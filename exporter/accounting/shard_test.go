@@ -1,0 +1,182 @@
+package accounting
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/herd-k8s/herd/exporter/audit"
+)
+
+// Concurrent batches account in parallel, on the ledger's shards, while
+// scrapes and /debug/clients read it: every counter still adds up exactly,
+// and each watch counts once although its two stages arrive on different
+// goroutines (run under -race).
+func TestConcurrentAccountingIsExact(t *testing.T) {
+	l := ledgerWith(t, judgeGhosts{}, nil)
+	const (
+		workers = 4
+		nodes   = 200
+		rounds  = 5
+	)
+	// Each worker sends every node's kubelet pod LIST and cilium (attributed
+	// by address) LIST, rounds times; the ResponseStarted of node n's
+	// WatchList goes from worker n%workers and its ResponseComplete from the
+	// next worker, so they race.
+	watch := func(n, round int, stage audit.Stage) *audit.Event {
+		e := request{user: fmt.Sprintf("system:node:node-%d", n), ua: kubeUA, resource: "pods", code: 200,
+			sourceIPs: []string{fmt.Sprintf("10.0.0.%d", 1+n%250)}}.event()
+		e.Verb, e.Stage, e.Query.SendInitialEvents = []byte("watch"), stage, true
+		e.AuditID = fmt.Appendf(nil, "watch-%d-%d", n, round)
+		e.RequestReceived = fmt.Appendf(nil, "2026-11-23T08:00:%02d.%06dZ", round, n)
+		return e
+	}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	reads := sync.WaitGroup{}
+	reads.Add(1)
+	go func() {
+		defer reads.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = l.Snapshot()
+			_ = l.Clients(ClientFilter{Limit: 10})
+			_ = l.TokenReviewNodes()
+		}
+	}()
+	// One ResponseStarted first, so that watches count at that stage.
+	l.Account(watch(999, 0, audit.StageResponseStarted))
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := 0; r < rounds; r++ {
+				for n := 0; n < nodes; n++ {
+					l.Account(request{user: fmt.Sprintf("system:node:node-%d", n), ua: kubeUA, resource: "pods", code: 200,
+						at: time.Duration(r) * time.Second}.event())
+					l.Account(request{user: cilium, ua: ciliumUA, resource: "endpointslices", group: "discovery.k8s.io", code: 200,
+						sourceIPs: []string{fmt.Sprintf("10.0.0.%d", 1+n%250)}, at: time.Duration(r) * time.Second}.event())
+					switch n % workers {
+					case w:
+						l.Account(watch(n, r, audit.StageResponseStarted))
+					case (w + 1) % workers:
+						l.Account(watch(n, r, audit.StageResponseComplete))
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	reads.Wait()
+
+	s := l.Snapshot()
+	got := map[string]uint64{}
+	for _, r := range s.Requests {
+		got[r.Client+"/"+r.Verb] += r.Value
+	}
+	want := map[string]uint64{
+		"kubelet/list":      workers * rounds * nodes,
+		"kubelet/watch":     rounds*nodes + 1,
+		"cilium-agent/list": workers * rounds * nodes,
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("requests %s = %d, want %d", k, got[k], v)
+		}
+	}
+	var relists uint64
+	for _, r := range s.Relists {
+		relists += r.Value
+	}
+	if want := uint64(2*workers*rounds*nodes + rounds*nodes + 1); relists != want {
+		t.Errorf("relists = %d, want %d", relists, want)
+	}
+	// Instances: 201 kubelets, and cilium on each of the 200 addresses'
+	// nodes (10.0.0.1..200 are node-1..200).
+	if s.Instances != nodes+1+nodes {
+		t.Errorf("instances = %d, want %d", s.Instances, 2*nodes+1)
+	}
+	var reqs uint64
+	for _, c := range l.Clients(ClientFilter{}) {
+		reqs += c.Requests
+	}
+	if want := uint64(2*workers*rounds*nodes + rounds*nodes + 1); reqs != want {
+		t.Errorf("requests over /debug/clients = %d, want %d", reqs, want)
+	}
+}
+
+// Instances evicted while other goroutines account and read: the table
+// never holds more than MaxInstances, and what was evicted is counted.
+func TestConcurrentEviction(t *testing.T) {
+	l := newLedger(t, func(c *Config) { c.MaxInstances = 100 })
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 500; i++ {
+				l.Account(ev{user: fmt.Sprintf("system:node:w%d-n%d", w, i), verb: "list", resource: "pods", at: time.Duration(i) * time.Millisecond}.event())
+				if i%50 == 0 {
+					if s := l.Snapshot(); s.Instances > 100 {
+						t.Errorf("instances = %d, bound 100", s.Instances)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	s := l.Snapshot()
+	if s.Instances > 100 || s.Instances+int(s.Evicted) != 2000 {
+		t.Errorf("instances %d + evicted %d, want ≤ 100 and 2000 in all", s.Instances, s.Evicted)
+	}
+	if n := l.count.Load(); n != int64(s.Instances) {
+		t.Errorf("count %d, instances %d", n, s.Instances)
+	}
+}
+
+// The limit of /debug/clients bounds the work: the busiest instances come
+// first, in the same order with or without a limit.
+func TestClientsLimitKeepsTheOrder(t *testing.T) {
+	l := newLedger(t, nil)
+	for i := 0; i < 300; i++ {
+		for j := 0; j < i%17; j++ {
+			l.Account(ev{user: fmt.Sprintf("system:node:node-%03d", i), verb: "list", resource: "pods", at: time.Duration(j) * time.Second}.event())
+		}
+		l.Account(ev{user: fmt.Sprintf("system:node:node-%03d", i), verb: "get", resource: "pods"}.event())
+	}
+	all := l.Clients(ClientFilter{})
+	if len(all) != 300 {
+		t.Fatalf("%d clients, want 300", len(all))
+	}
+	for i := 1; i < len(all); i++ {
+		a, b := all[i-1], all[i]
+		if a.WindowRelists < b.WindowRelists || a.WindowRelists == b.WindowRelists && a.Identity+a.Node > b.Identity+b.Node {
+			t.Fatalf("clients %d and %d out of order: %s (%d), %s (%d)", i-1, i, a.Identity, a.WindowRelists, b.Identity, b.WindowRelists)
+		}
+	}
+	for _, limit := range []int{1, 10, 299} {
+		some := l.Clients(ClientFilter{Limit: limit})
+		if len(some) != limit {
+			t.Fatalf("limit %d: %d clients", limit, len(some))
+		}
+		for i := range some {
+			if some[i].Identity != all[i].Identity || some[i].WindowRelists != all[i].WindowRelists || len(some[i].Resources) != len(all[i].Resources) {
+				t.Fatalf("limit %d: client %d is %s (%d), want %s (%d)", limit, i, some[i].Identity, some[i].WindowRelists, all[i].Identity, all[i].WindowRelists)
+			}
+		}
+	}
+}
+
+func TestLessConcat(t *testing.T) {
+	for _, tc := range [][4]string{{"ab", "c", "a", "bd"}, {"a", "", "a", "b"}, {"", "", "", ""}, {"x", "yz", "xy", "z"}, {"b", "", "a", "zz"}} {
+		if got, want := lessConcat(tc[0], tc[1], tc[2], tc[3]), tc[0]+tc[1] < tc[2]+tc[3]; got != want {
+			t.Errorf("lessConcat(%q) = %v, want %v", tc, got, want)
+		}
+	}
+}
