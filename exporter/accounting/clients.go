@@ -118,38 +118,50 @@ func byteAt(s1, s2 string, i int) (byte, bool) {
 
 // ClientsAt is Clients with windows ending at now (Unix ns).
 //
-// The limit bounds the work, not only the output: a first pass ranks the
-// matching instances by their window sums, one shard at a time, and keeps
-// the best Limit in a heap; only those are then read in full (streams,
-// source addresses, verdicts) and turned into views. At 15,000 instances,
-// ?limit=10 reads ten instances' streams, not 15,000.
+// The limit bounds the work, not only the output: a first pass copies each
+// shard's packed state (as a snapshot does) and ranks the matching
+// instances by their window sums on the copy, keeping the best Limit in a
+// heap; only those are then read in full (streams, addresses, verdicts) and
+// turned into views, each under its shard's lock for that one instance. At
+// 15,000 instances, ?limit=10 builds ten views, not 15,000. An instance
+// evicted between the two passes is left out.
 func (l *Ledger) ClientsAt(now int64, f ClientFilter) []ClientView {
-	var kept rankHeap
+	var (
+		kept  rankHeap
+		ranks []clientRank
+	)
+	c := copies.Get().(*shardCopy)
+	defer copies.Put(c)
 	for i := range l.shards {
 		s := &l.shards[i]
 		s.mu.Lock()
-		for _, first := range s.instances {
-			for in := first; in != nil; in = in.next {
-				if !f.match(in) {
-					continue
-				}
-				r := clientRank{in: in, shard: i}
-				for _, st := range in.streams {
-					r.relists += st.win.sum(now, l.width)
-					r.tooLarge += st.tooLargeWin.sum(now, l.width)
-				}
+		s.copyLive(c)
+		s.mu.Unlock()
+		ranks = append(ranks[:0], make([]clientRank, len(c.live))...)
+		for j := range c.streams {
+			ls := &c.streams[j]
+			ranks[ls.owner].relists += ls.win.sum(now, l.width)
+			ranks[ls.owner].tooLarge += ls.tooLargeWin.sum(now, l.width)
+		}
+		for j := range c.live {
+			if in := c.live[j].in; f.match(in) {
+				r := ranks[j]
+				r.in, r.shard = in, i
 				kept.offer(r, f.Limit)
 			}
 		}
-		s.mu.Unlock()
+		c.release()
 	}
 	ranked := kept.sorted()
-	out := make([]ClientView, len(ranked))
+	out := make([]ClientView, 0, len(ranked))
 	pods, havePods := l.resources.known("pods")
-	for i := range ranked {
-		s := &l.shards[ranked[i].shard]
+	for _, r := range ranked {
+		s := &l.shards[r.shard]
 		s.mu.Lock()
-		l.view(ranked[i].in, now, pods, havePods, &out[i])
+		if r.in.live >= 0 {
+			out = append(out, ClientView{})
+			l.view(s, r.in, now, pods, havePods, &out[len(out)-1])
+		}
 		s.mu.Unlock()
 	}
 	for i := range out {
@@ -159,23 +171,26 @@ func (l *Ledger) ClientsAt(now int64, f ClientFilter) []ClientView {
 }
 
 // view fills v with in's counters and streams in the window ending at now;
-// call with in's shard locked.
-func (l *Ledger) view(in *Instance, now int64, pods uint16, havePods bool, v *ClientView) {
+// call with s, in's shard, locked.
+func (l *Ledger) view(s *shard, in *Instance, now int64, pods uint16, havePods bool, v *ClientView) {
+	lv := &s.live[in.live]
 	*v = ClientView{
 		Role: in.Role.String(), Client: in.Client, Identity: in.Identity, Node: in.Node,
 		Attribution: in.Attribution.String(), ClassifiedBy: classifiedBy(in.ByUserAgent),
-		SourceIP: in.source.String(), TrustedSourceIP: in.trusted.String(), SourceIPChanges: in.SourceIPChanges,
-		UserAgent: in.UserAgent, FirstSeen: time.Unix(0, in.FirstSeen).UTC(), LastSeen: time.Unix(0, in.LastSeen).UTC(),
+		SourceIP: in.source.String(), TrustedSourceIP: lv.trusted.String(), SourceIPChanges: in.SourceIPChanges,
+		UserAgent: in.UserAgent, FirstSeen: time.Unix(0, in.FirstSeen).UTC(), LastSeen: time.Unix(0, lv.lastSeen).UTC(),
 		Requests: in.Requests, Errors: in.Errors, LastErrorCode: in.LastErrorCode, TokenReviews: in.TokenReviews,
 		Resources: make([]StreamView, 0, len(in.streams)),
 	}
-	l.window(in, now, pods, havePods, &v.window)
-	for _, s := range in.streams {
+	var sums windowSums
+	for _, st := range in.streams {
+		ls := &s.streams[st.live]
 		sv := StreamView{
-			Resource: l.resources.name(s.resource), Shape: s.shape.String(), Relists: s.Relists, Pages: s.Pages, TooLarge: s.TooLarge,
-			WindowRelists: s.win.sum(now, l.width), WindowTooLarge: s.tooLargeWin.sum(now, l.width),
+			Resource: l.resources.name(st.resource), Shape: st.shape.String(), Relists: st.Relists, Pages: st.Pages, TooLarge: st.TooLarge,
+			WindowRelists: ls.win.sum(now, l.width), WindowTooLarge: ls.tooLargeWin.sum(now, l.width),
 		}
-		for c, n := range s.ByConsistency {
+		sums.add(ls, sv.WindowRelists, sv.WindowTooLarge, pods, havePods)
+		for c, n := range st.ByConsistency {
 			if n > 0 {
 				if sv.ByConsistency == nil {
 					sv.ByConsistency = map[string]uint64{}
@@ -183,14 +198,15 @@ func (l *Ledger) view(in *Instance, now int64, pods uint16, havePods bool, v *Cl
 				sv.ByConsistency[Consistency(c).String()] = n
 			}
 		}
-		if s.LastRelistNanos > 0 {
-			t := time.Unix(0, s.LastRelistNanos).UTC()
+		if st.LastRelistNanos > 0 {
+			t := time.Unix(0, st.LastRelistNanos).UTC()
 			sv.LastRelist = &t
 		}
 		v.WindowRelists += sv.WindowRelists
 		v.WindowTooLarge += sv.WindowTooLarge
 		v.Resources = append(v.Resources, sv)
 	}
+	lv.window(sums, &v.window)
 	slices.SortFunc(v.Resources, func(a, b StreamView) int {
 		return cmp.Or(cmp.Compare(a.Resource, b.Resource), cmp.Compare(a.Shape, b.Shape))
 	})
@@ -260,21 +276,23 @@ func (h rankHeap) sorted() []clientRank {
 }
 
 // TokenReviewNodes is how many nodes' kubelets created TokenReviews in the
-// window ending now, as Snapshot counts them; it reads one shard at a time.
+// window ending now, as Snapshot counts them; it copies one shard at a time.
 func (l *Ledger) TokenReviewNodes() int {
 	now := l.clock()
 	nodes := map[string]bool{}
+	c := copies.Get().(*shardCopy)
+	defer copies.Put(c)
 	for i := range l.shards {
 		s := &l.shards[i]
 		s.mu.Lock()
-		for _, first := range s.instances {
-			for in := first; in != nil; in = in.next {
-				if l.reviewsTokens(in, now) {
-					nodes[in.Node] = true
-				}
+		c.live = append(c.live[:0], s.live...)
+		s.mu.Unlock()
+		for j := range c.live {
+			if reviewsTokens(&c.live[j], now, l.width) {
+				nodes[c.live[j].in.Node] = true
 			}
 		}
-		s.mu.Unlock()
+		c.release()
 	}
 	return len(nodes)
 }

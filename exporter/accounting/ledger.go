@@ -14,8 +14,7 @@ import (
 	"bytes"
 	"hash/maphash"
 	"net/netip"
-	"slices"
-	"sync"
+		"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -78,31 +77,6 @@ const (
 	numShards = 1 << shardBits
 )
 
-// shard is one part of the books: the instances whose key hashes to it, and
-// the counters of the events they sent (refused events, which have no
-// instance, count in the shard of their identity). Its lock is held for one
-// event, or for one shard's part of a read.
-type shard struct {
-	mu        sync.Mutex
-	instances map[uint64]*Instance // by instance key hash; collisions chained through Instance.next
-	n         int                  // instances in the shard
-	keyBuf    []byte               // resourceID's scratch
-	// atComplete remembers the watches counted at ResponseComplete while no
-	// ResponseStarted had been seen, so that their ResponseStarted, should it
-	// come later, does not count them again.
-	atComplete watchSet
-
-	relists      map[relistKey]uint64
-	pages        map[streamKey]uint64
-	tooLarge     map[streamKey]uint64
-	intervals    map[shapeKey]*histogram
-	requests     map[requestKey]uint64
-	tokenReviews map[clientKey]uint64
-	latency      map[streamKey]*latencySums
-
-	_ [64]byte // keep neighbouring shards' locks off one cache line
-}
-
 type clientKey struct {
 	role   classify.Role
 	client uint16
@@ -155,15 +129,7 @@ func New(cfg Config, c *classify.Classifier, nodes NodeResolver) (*Ledger, error
 		clients:    newInterner(len(c.Clients()) + 1),
 	}
 	for i := range l.shards {
-		s := &l.shards[i]
-		s.instances = map[uint64]*Instance{}
-		s.relists = map[relistKey]uint64{}
-		s.pages = map[streamKey]uint64{}
-		s.tooLarge = map[streamKey]uint64{}
-		s.intervals = map[shapeKey]*histogram{}
-		s.requests = map[requestKey]uint64{}
-		s.tokenReviews = map[clientKey]uint64{}
-		s.latency = map[streamKey]*latencySums{}
+		l.shards[i] = newShard()
 	}
 	for _, name := range c.Clients() {
 		l.clients.id(name)
@@ -298,11 +264,12 @@ func (l *Ledger) charge(s *shard, inst *Instance, ck clientKey, isWatch bool, e 
 	switch {
 	case bytes.Equal(e.Verb, verbList) && e.Query.Continue:
 		s.pages[sk]++
-		inst.stream(shk).Pages++
+		st, _ := s.stream(inst, shk)
+		st.Pages++
 	case bytes.Equal(e.Verb, verbList) || (isWatch && e.Query.SendInitialEvents):
 		cons := ConsistencyOf(&e.Query)
 		s.relists[relistKey{shapeKey: shk, consistency: cons}]++
-		st := inst.stream(shk)
+		st, ls := s.stream(inst, shk)
 		if st.LastRelistNanos > 0 && t > st.LastRelistNanos {
 			h := s.intervals[shk]
 			if h == nil {
@@ -316,13 +283,13 @@ func (l *Ledger) charge(s *shard, inst *Instance, ck clientKey, isWatch bool, e 
 		}
 		st.Relists++
 		st.ByConsistency[cons]++
-		st.win.add(t, l.width)
+		ls.win.add(t, l.width)
 	}
 	if e.TooLargeResourceVersion {
 		s.tooLarge[sk]++
-		st := inst.stream(shk)
+		st, ls := s.stream(inst, shk)
 		st.TooLarge++
-		st.tooLargeWin.add(t, l.width)
+		ls.tooLargeWin.add(t, l.width)
 	}
 	if e.Code >= 400 {
 		inst.Errors++
@@ -331,7 +298,7 @@ func (l *Ledger) charge(s *shard, inst *Instance, ck clientKey, isWatch bool, e 
 	if bytes.Equal(e.Verb, verbCreate) && bytes.Equal(e.Resource, resTokenReviews) && bytes.Equal(e.APIGroup, grpAuthn) {
 		s.tokenReviews[ck]++
 		inst.TokenReviews++
-		inst.tokenReviewWin.add(t, l.width)
+		s.live[inst.live].tokenReviewWin.add(t, l.width)
 	}
 	if e.Latency[audit.LatencyTotal] > 0 && !isWatch {
 		s.addLatency(sk, &e.Latency)
@@ -491,126 +458,52 @@ func (l *Ledger) instance(s *shard, h uint64, cls classify.Result, ck clientKey,
 			next:        first,
 		}
 		s.instances[h] = inst
-		s.n++
+		s.add(inst)
 	}
-	if t > inst.LastSeen {
-		inst.LastSeen = t
+	lv := &s.live[inst.live]
+	if t > lv.lastSeen {
+		lv.lastSeen = t
 	}
 	inst.source.set(e.SourceIP, &inst.SourceIPChanges)
 	var trustedChanges uint64
-	inst.trusted.set(a.trusted, &trustedChanges)
+	lv.trusted.set(a.trusted, &trustedChanges)
 	if len(e.UserAgent) > 0 && string(e.UserAgent) != inst.UserAgent {
 		inst.UserAgent = string(e.UserAgent)
 	}
 	return inst
 }
 
-// remove unlinks in from s; call with s locked.
-func (s *shard) remove(in *Instance) {
-	p := s.instances[in.hash]
-	if p == in {
-		if in.next == nil {
-			delete(s.instances, in.hash)
-		} else {
-			s.instances[in.hash] = in.next
-		}
-	} else {
-		for p != nil && p.next != in {
-			p = p.next
-		}
-		if p == nil {
-			return
-		}
-		p.next = in.next
-	}
-	s.n--
-}
-
-// evict drops the least recently seen tenth of the instances when the
-// table is full, so a full table costs one pass per MaxInstances/10 new
-// instances. It reads and then prunes one shard at a time, like a snapshot:
-// events of the other shards go on meanwhile.
-func (l *Ledger) evict() {
-	l.evictMu.Lock()
-	defer l.evictMu.Unlock()
-	if l.count.Load() < int64(l.cfg.MaxInstances) {
-		return // another eviction made room
-	}
-	seen := make([]int64, 0, l.count.Load())
-	for i := range l.shards {
-		s := &l.shards[i]
-		s.mu.Lock()
-		for _, first := range s.instances {
-			for in := first; in != nil; in = in.next {
-				seen = append(seen, in.LastSeen)
-			}
-		}
-		s.mu.Unlock()
-	}
-	if len(seen) == 0 {
-		return
-	}
-	n := max(1, len(seen)/10)
-	slices.Sort(seen)
-	cutoff := seen[n-1]
-	// Instances seen before the cutoff go; of those seen at it, as many as
-	// make n.
-	atCutoff := n
-	for _, ts := range seen[:n] {
-		if ts < cutoff {
-			atCutoff--
-		}
-	}
-	var dropped uint64
-	for i := range l.shards {
-		s := &l.shards[i]
-		s.mu.Lock()
-		for _, first := range s.instances {
-			for in := first; in != nil; {
-				next := in.next
-				if in.LastSeen < cutoff || in.LastSeen == cutoff && atCutoff > 0 {
-					if in.LastSeen == cutoff {
-						atCutoff--
-					}
-					s.remove(in)
-					dropped++
-				}
-				in = next
-			}
-		}
-		s.mu.Unlock()
-	}
-	l.count.Add(-int64(dropped))
-	l.evicted.Add(dropped)
-}
-
-// Instance is one node-side client process as herd sees it. Exported fields
-// are what /debug/clients shows.
+// Instance is one node-side client process as herd sees it. Its identity
+// (role, client, identity, node, attribution, first seen) is set when it is
+// made and never changes, so reads use it without its shard's lock; the
+// rest changes under the lock. What a snapshot needs of the changing part —
+// last seen, windows, trusted address — is in its shard's packed arrays
+// (liveInstance, liveStream), which a read copies in one go.
 type Instance struct {
-	Role            classify.Role `json:"-"`
-	Client          string        `json:"client"`
-	Identity        string        `json:"identity"`
-	Node            string        `json:"node"`
-	Attribution     Attribution   `json:"-"`
-	ByUserAgent     bool          `json:"-"`
-	SourceIPChanges uint64        `json:"sourceIPChanges"`
-	UserAgent       string        `json:"userAgent"`
-	FirstSeen       int64         `json:"-"`
-	LastSeen        int64         `json:"-"`
-	Requests        uint64        `json:"requests"`
-	Errors          uint64        `json:"errors"`
-	LastErrorCode   int32         `json:"lastErrorCode,omitempty"`
-	TokenReviews    uint64        `json:"tokenReviews"`
+	Role        classify.Role
+	Client      string
+	Identity    string
+	Node        string
+	Attribution Attribution
+	ByUserAgent bool
+	FirstSeen   int64
+
+	SourceIPChanges uint64
+	UserAgent       string
+	Requests        uint64
+	Errors          uint64
+	LastErrorCode   int32
+	TokenReviews    uint64
 
 	ck   clientKey
 	hash uint64    // of its key (instanceHash)
 	next *Instance // another instance whose key has the same hash
 	// source is sourceIPs[0], for display (the client may have chosen it);
-	// trusted is the trusted source address (TrustedSourceIP), which
-	// attribution and ghost verdicts use.
-	source, trusted address
-	streams         []*Stream
-	tokenReviewWin  window
+	// the trusted source address (TrustedSourceIP), which attribution and
+	// ghost verdicts use, is in liveInstance.
+	source  address
+	streams []*Stream
+	live    int32 // index in its shard's live; -1 once evicted
 }
 
 // address is the last source address an instance was seen from, kept
@@ -639,32 +532,26 @@ func (a *address) set(b []byte, changes *uint64) {
 
 // String is the address; call it with the instance's shard locked.
 func (a *address) String() string {
-	if a.dirty {
-		a.text, a.dirty = string(a.ip[:a.n]), false
-	}
+	a.refresh()
 	return a.text
 }
 
-// Stream is an instance's traffic on one resource, in one shape.
+// refresh makes text the address, once per change.
+func (a *address) refresh() {
+	if a.dirty {
+		a.text, a.dirty = string(a.ip[:a.n]), false
+	}
+}
+
+// Stream is an instance's traffic on one resource, in one shape: its
+// counters; its windows are in its shard's streams (liveStream).
 type Stream struct {
 	resource        uint16
 	shape           Shape
-	Relists         uint64                 `json:"relists"`
-	ByConsistency   [numConsistency]uint64 `json:"-"`
-	Pages           uint64                 `json:"pages"`
-	TooLarge        uint64                 `json:"tooLargeResourceVersion"`
-	LastRelistNanos int64                  `json:"-"`
-	win             window
-	tooLargeWin     window
-}
-
-func (in *Instance) stream(k shapeKey) *Stream {
-	for _, s := range in.streams {
-		if s.resource == k.resource && s.shape == k.shape {
-			return s
-		}
-	}
-	s := &Stream{resource: k.resource, shape: k.shape}
-	in.streams = append(in.streams, s)
-	return s
+	live            int32 // index in its shard's streams
+	Relists         uint64
+	ByConsistency   [numConsistency]uint64
+	Pages           uint64
+	TooLarge        uint64
+	LastRelistNanos int64
 }

@@ -180,3 +180,61 @@ func TestLessConcat(t *testing.T) {
 		}
 	}
 }
+
+// Eviction moves instances and streams within their shard's packed
+// arrays: after heavy churn, every instance still has its own windows and
+// streams, as /debug/clients and the snapshot show them.
+func TestEvictionKeepsEachInstancesWindows(t *testing.T) {
+	l := newLedger(t, func(c *Config) { c.MaxInstances, c.RelistThreshold = 100, 1 })
+	resources := []string{"pods", "services", "configmaps", "secrets"}
+	relists := func(i int) int { return i%5 + 1 }
+	streams := func(i int) int { return i%4 + 1 }
+	for i := 0; i < 1000; i++ {
+		user := fmt.Sprintf("system:node:node-%04d", i)
+		for r := 0; r < streams(i); r++ {
+			for k := 0; k < relists(i); k++ {
+				l.Account(ev{user: user, verb: "list", resource: resources[r], at: time.Duration(i) * time.Millisecond}.event())
+			}
+		}
+	}
+	clients := l.Clients(ClientFilter{})
+	if len(clients) == 0 || len(clients) > 100 {
+		t.Fatalf("%d clients, want 1..100", len(clients))
+	}
+	var total uint64
+	for _, c := range clients {
+		var i int
+		if _, err := fmt.Sscanf(c.Node, "node-%d", &i); err != nil {
+			t.Fatal(err)
+		}
+		if len(c.Resources) != streams(i) || c.WindowRelists != relists(i)*streams(i) || c.Requests != uint64(relists(i)*streams(i)) {
+			t.Errorf("%s: %d streams, %d window relists, %d requests; want %d, %d, %d", c.Node, len(c.Resources), c.WindowRelists, c.Requests,
+				streams(i), relists(i)*streams(i), relists(i)*streams(i))
+		}
+		for _, r := range c.Resources {
+			if r.WindowRelists != relists(i) || r.Relists != uint64(relists(i)) {
+				t.Errorf("%s %s: %d window relists, %d relists; want %d", c.Node, r.Resource, r.WindowRelists, r.Relists, relists(i))
+			}
+		}
+		total += uint64(relists(i) * streams(i))
+	}
+	s := l.Snapshot()
+	var top uint64
+	for _, x := range s.TopInstances {
+		top += uint64(x.Relists)
+	}
+	if s.Instances != len(clients) {
+		t.Errorf("snapshot: %d instances, /debug/clients %d", s.Instances, len(clients))
+	}
+	var relisting uint64
+	for _, r := range s.RelistingInstances {
+		relisting += r.Value
+	}
+	var streamsKept int
+	for _, c := range clients {
+		streamsKept += len(c.Resources)
+	}
+	if relisting != uint64(streamsKept) {
+		t.Errorf("relisting instances (threshold 1) = %d, want one per kept stream: %d", relisting, streamsKept)
+	}
+}

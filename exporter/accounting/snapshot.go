@@ -178,9 +178,21 @@ type flagKey struct{ identity, node string }
 // so that a scrape at 15,000 instances reuses them rather than allocating
 // them again; snapshots take turns on it.
 type scratch struct {
-	mu     sync.Mutex
-	tops   []topCount
-	judged []InstanceWindow
+	mu         sync.Mutex
+	tops       []topCount
+	judged     []InstanceWindow
+	copy       shardCopy
+	windowSums []windowSums
+}
+
+// sums is a zeroed slice of n windowSums, reused between shards and reads.
+func (s *scratch) sums(n int) []windowSums {
+	if cap(s.windowSums) < n {
+		s.windowSums = make([]windowSums, n)
+	}
+	s.windowSums = s.windowSums[:n]
+	clear(s.windowSums)
+	return s.windowSums
 }
 
 // SnapshotAt reads the ledger with windows ending at now (Unix ns); `herd
@@ -201,13 +213,14 @@ func (l *Ledger) SnapshotAt(now int64) Snapshot {
 	return s
 }
 
-// read copies what the snapshot needs, one shard at a time under that
-// shard's lock: counters (summed over the shards), each instance stream's
-// window, and the windows of the host-network instances the cluster view is
-// to judge. Labels are named after the shards are released. Each shard is
-// read at its own moment, so a counter may include an event that a shard
-// read earlier does not: the sums are still exact and never go back, as
-// counters must.
+// read copies what the snapshot needs, one shard at a time: under the
+// shard's lock, its packed instance and stream state (copyLive) and its
+// counters (summed over the shards); then, without the lock, each instance
+// stream's window, and the windows of the host-network instances the
+// cluster view is to judge. Labels are named after the shards are released.
+// Each shard is read at its own moment, so a counter may include an event
+// that a shard read earlier does not: the sums are still exact and never go
+// back, as counters must.
 func (l *Ledger) read(now int64) (s Snapshot) {
 	s = Snapshot{AtNanos: now, Evicted: l.evicted.Load()}
 	var (
@@ -223,10 +236,11 @@ func (l *Ledger) read(now int64) (s Snapshot) {
 	tops, judged := l.scratch.tops[:0], l.scratch.judged[:0]
 	tokenReviewNodes := map[string]bool{}
 	pods, havePods := l.resources.known("pods")
+	c := &l.scratch.copy
 	for i := range l.shards {
 		sh := &l.shards[i]
 		sh.mu.Lock()
-		s.Instances += sh.n
+		sh.copyLive(c)
 		for k, v := range sh.relists {
 			relists[k] += v
 			relisting[k.shapeKey] += 0
@@ -262,31 +276,39 @@ func (l *Ledger) read(now int64) (s Snapshot) {
 				m.nanos[p] += ns
 			}
 		}
-		for _, first := range sh.instances {
-			for in := first; in != nil; in = in.next {
-				for _, st := range in.streams {
-					n := st.win.sum(now, l.width)
-					if n == 0 {
-						continue
-					}
-					sk := shapeKey{streamKey{clientKey: in.ck, resource: st.resource}, st.shape}
-					if n >= l.cfg.RelistThreshold {
-						relisting[sk]++
-					}
-					// One per instance stream: an instance is (role, client,
-					// identity, node), so no two share a key.
-					tops = append(tops, topCount{topKey{shapeKey: sk, node: in.Node, identity: in.Identity, byUserAgent: in.ByUserAgent}, n})
-				}
-				if l.reviewsTokens(in, now) {
-					tokenReviewNodes[in.Node] = true
-				}
-				if l.judge != nil && classify.HostAgent(in.Role) {
-					judged = append(judged, InstanceWindow{})
-					l.window(in, now, pods, havePods, &judged[len(judged)-1])
-				}
+		sh.mu.Unlock()
+
+		// The shard is free again; the rest works on the copy (an
+		// instance's identity never changes, so it is read through its
+		// pointer).
+		sums := l.scratch.sums(len(c.live))
+		for j := range c.streams {
+			ls := &c.streams[j]
+			n := ls.win.sum(now, l.width)
+			sums[ls.owner].add(ls, n, ls.tooLargeWin.sum(now, l.width), pods, havePods)
+			if n == 0 {
+				continue
+			}
+			in := c.live[ls.owner].in
+			sk := shapeKey{streamKey{clientKey: in.ck, resource: ls.resource}, ls.shape}
+			if n >= l.cfg.RelistThreshold {
+				relisting[sk]++
+			}
+			// One per instance stream: an instance is (role, client,
+			// identity, node), so no two share a key.
+			tops = append(tops, topCount{topKey{shapeKey: sk, node: in.Node, identity: in.Identity, byUserAgent: in.ByUserAgent}, n})
+		}
+		for j := range c.live {
+			lv := &c.live[j]
+			if reviewsTokens(lv, now, l.width) {
+				tokenReviewNodes[lv.in.Node] = true
+			}
+			if l.judge != nil && classify.HostAgent(lv.in.Role) {
+				judged = append(judged, InstanceWindow{})
+				lv.window(sums[j], &judged[len(judged)-1])
 			}
 		}
-		sh.mu.Unlock()
+		c.release()
 	}
 	for k, v := range relists {
 		s.Relists = append(s.Relists, RelistCount{StreamLabels: l.streamLabels(k.streamKey), Shape: k.shape.String(), Consistency: k.consistency.String(), Value: v})
@@ -318,6 +340,10 @@ func (l *Ledger) read(now int64) (s Snapshot) {
 	}
 	l.scratch.tops, l.scratch.judged = tops, judged
 	s.TokenReviewNodes = len(tokenReviewNodes)
+	// The table's size at one moment (the shards were read one after
+	// another); a reservation that failed for a full table may show for an
+	// instant.
+	s.Instances = int(min(l.count.Load(), int64(l.cfg.MaxInstances)))
 	return s
 }
 

@@ -130,25 +130,35 @@ func (l *Ledger) debugVerdict(w *InstanceWindow, now int64) *Verdict {
 	return v
 }
 
-// window fills w with in's identity and its counts in the window ending at
-// now; call it with in's shard locked.
-func (l *Ledger) window(in *Instance, now int64, pods uint16, havePods bool, w *InstanceWindow) {
+// windowSums are an instance's counts in the window, added up over its
+// streams.
+type windowSums struct{ relists, podRelists, tooLarge int }
+
+// add counts a stream with relists and tooLarge in the window. Pod relists
+// of a whole-node shape (node, all, or unknown) are the stale-kubelet
+// signal (SPEC §3.3).
+func (w *windowSums) add(ls *liveStream, relists, tooLarge int, pods uint16, havePods bool) {
+	w.relists += relists
+	if havePods && ls.resource == pods && (ls.shape == ShapeNode || ls.shape == ShapeAll || ls.shape == ShapeUnknown) {
+		w.podRelists += relists
+	}
+	w.tooLarge += tooLarge
+}
+
+// window fills w with the instance's identity and its counts in the window
+// (sums).
+func (lv *liveInstance) window(sums windowSums, w *InstanceWindow) {
+	in := lv.in
 	*w = InstanceWindow{
 		Role: in.Role, Client: in.Client, Identity: in.Identity, Node: in.Node, Attribution: in.Attribution,
-		ByUserAgent: in.ByUserAgent, SourceIP: in.trusted.String(), FirstSeen: in.FirstSeen, LastSeen: in.LastSeen,
-	}
-	for _, s := range in.streams {
-		n := s.win.sum(now, l.width)
-		w.Relists += n
-		if havePods && s.resource == pods && (s.shape == ShapeNode || s.shape == ShapeAll || s.shape == ShapeUnknown) {
-			w.PodRelists += n
-		}
-		w.TooLarge += s.tooLargeWin.sum(now, l.width)
+		ByUserAgent: in.ByUserAgent, SourceIP: lv.trusted.text, FirstSeen: in.FirstSeen, LastSeen: lv.lastSeen,
+		Relists: sums.relists, PodRelists: sums.podRelists, TooLarge: sums.tooLarge,
 	}
 }
 
-// reviewsTokens reports whether in is a node's kubelet that created
+// reviewsTokens reports whether lv is a node's kubelet that created
 // TokenReviews in the window ending at now (herd_tokenreview_nodes).
-func (l *Ledger) reviewsTokens(in *Instance, now int64) bool {
-	return in.Role == classify.RoleKubelet && in.Node != "" && in.tokenReviewWin.sum(now, l.width) > 0
+func reviewsTokens(lv *liveInstance, now, width int64) bool {
+	in := lv.in
+	return in.Role == classify.RoleKubelet && in.Node != "" && lv.tokenReviewWin.sum(now, width) > 0
 }

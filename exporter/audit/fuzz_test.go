@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/valyala/fastjson"
@@ -491,6 +492,76 @@ func FuzzEnvelope(f *testing.F) {
 			if !reflect.DeepEqual(got, bare) {
 				t.Fatalf("%s delivers %+v\n bare %+v", name, got, bare)
 			}
+		}
+	})
+}
+
+// unescapeJSONByByte is unescapeJSON as it was written first, a byte at a
+// time: FuzzUnescapeJSON holds the run-copying version to it.
+func unescapeJSONByByte(dst, s []byte) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '\\' {
+			dst = append(dst, c)
+			continue
+		}
+		if i+1 >= len(s) {
+			return append(dst, c)
+		}
+		i++
+		switch e := s[i]; e {
+		case '"', '\\', '/':
+			dst = append(dst, e)
+		case 'b':
+			dst = append(dst, '\b')
+		case 'f':
+			dst = append(dst, '\f')
+		case 'n':
+			dst = append(dst, '\n')
+		case 'r':
+			dst = append(dst, '\r')
+		case 't':
+			dst = append(dst, '\t')
+		case 'u':
+			r, ok := hex4(s[i+1:])
+			if !ok {
+				dst = append(dst, '\\', 'u')
+				continue
+			}
+			if !utf16.IsSurrogate(r) {
+				dst = utf8.AppendRune(dst, r)
+				i += 4
+				continue
+			}
+			if i+10 < len(s) && s[i+5] == '\\' && s[i+6] == 'u' {
+				if r2, ok := hex4(s[i+7:]); ok {
+					dst = utf8.AppendRune(dst, utf16.DecodeRune(r, r2))
+					i += 10
+					continue
+				}
+			}
+			dst = append(dst, '\\', 'u')
+			dst = append(dst, s[i+1:i+5]...)
+			i += 4
+		default:
+			dst = append(dst, '\\', e)
+		}
+	}
+	return dst
+}
+
+func FuzzUnescapeJSON(f *testing.F) {
+	for _, s := range []string{
+		`/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-1\u0026limit=500\u0026resourceVersion=0`,
+		`\"\\\/\b\f\n\r\t`, `\u00e9\ud83d\ude00`, `\ud83d`, `\ud83dx`, `\ud83d\u0041`, `\ud83d\uzzzz`, `\uzz`, `\u12`,
+		`\`, `a\`, `\q`, `\ud83d\ude0`, `\ud83d\ude00\`, ``,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, s []byte) {
+		got, want := unescapeJSON([]byte("x"), s), unescapeJSONByByte([]byte("x"), s)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("unescapeJSON(%q) = %q, want %q", s, got, want)
 		}
 	})
 }

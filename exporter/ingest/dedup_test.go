@@ -264,3 +264,27 @@ func cpuTime() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// labelSafe passes ASCII at once and checks anything else in full: valid
+// UTF-8 beyond ASCII is fine, one bad byte anywhere in any label field is not.
+func TestLabelSafe(t *testing.T) {
+	long := "system:serviceaccount:kube-system:cilium"
+	for _, tc := range []struct {
+		user, node string
+		ok         bool
+	}{
+		{long, "node-1", true},
+		{"système:nœud:é", "nœud-1", true},
+		{long + "\xff", "node-1", false},
+		{"\xff" + long, "node-1", false},
+		{long[:9] + "\xc3" + long[10:], "node-1", false},
+		{long, "n\xffde", false},
+		{"", "", true},
+	} {
+		e := audit.Event{Verb: []byte("list"), User: []byte(tc.user), Resource: []byte("pods"), SourceIP: []byte("10.0.0.1")}
+		e.Query.FieldSelectorNode = []byte(tc.node)
+		if got := labelSafe(&e); got != tc.ok {
+			t.Errorf("labelSafe(user %q, node %q) = %v, want %v", tc.user, tc.node, got, tc.ok)
+		}
+	}
+}
