@@ -14,7 +14,7 @@ import (
 	"bytes"
 	"hash/maphash"
 	"net/netip"
-		"sync"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"

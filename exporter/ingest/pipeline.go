@@ -121,7 +121,7 @@ func (b *batch) event(e *audit.Event) {
 // value is valid UTF-8. They are nearly always ASCII: one pass ORs their
 // bytes together, and only a field with a byte past 0x7f is checked in full.
 func labelSafe(e *audit.Event) bool {
-	if ascii(e.Verb) | ascii(e.User) | ascii(e.Resource) | ascii(e.APIGroup) | ascii(e.SourceIP) | ascii(e.Query.FieldSelectorNode) == 0 {
+	if ascii(e.Verb)|ascii(e.User)|ascii(e.Resource)|ascii(e.APIGroup)|ascii(e.SourceIP)|ascii(e.Query.FieldSelectorNode) == 0 {
 		return true
 	}
 	return utf8.Valid(e.Verb) && utf8.Valid(e.User) && utf8.Valid(e.Resource) && utf8.Valid(e.APIGroup) &&
