@@ -10,6 +10,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
+
+	"github.com/herd-k8s/herd/internal/webauth"
 )
 
 const installDoc = "../../docs/install.md"
@@ -67,6 +69,26 @@ func TestInstallDocValues(t *testing.T) {
 	}
 	if len(ofKind(objs, "ServiceMonitor")) != 2 || len(ofKind(objs, "PrometheusRule")) != 2 {
 		t.Error("the guide's typical values render no ServiceMonitors or PrometheusRules")
+	}
+}
+
+// TestInstallDocMetricsAuth renders the guide's values that put /metrics
+// and the debug pages behind client certificates and basic auth.
+func TestInstallDocMetricsAuth(t *testing.T) {
+	vals := writeTemp(t, "metrics-auth-values.yaml", block(t, "# metrics-auth-values.yaml"))
+	objs := render(t, release{name: "herd", namespace: "herd", valuesFiles: []string{vals}, set: []string{"serviceMonitor.enabled=true"}})
+	dir := t.TempDir()
+	writeCerts(t, dir)
+	if got, err := webauth.ListenerAuth(writeRebased(t, dir, "web.yml", configMapData(t, objs, "herd-exporter", "web.yml"))); err != nil ||
+		got != "verified client certificate and basic auth" {
+		t.Errorf("the guide's values: the metrics listener requires %q (%v)", got, err)
+	}
+	if p := deployment(t, objs, "herd-exporter").Spec.Template.Spec.Containers[0].ReadinessProbe; p == nil || p.TCPSocket == nil {
+		t.Errorf("the guide's values: readiness probe %+v, want a TCP check", p)
+	}
+	sm := find(t, objs, "ServiceMonitor", "herd", "herd-exporter")
+	if eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints"); len(eps) != 1 || eps[0].(map[string]any)["basicAuth"] == nil || eps[0].(map[string]any)["scheme"] != "https" {
+		t.Errorf("the guide's values: exporter ServiceMonitor endpoints %v, want https with basicAuth", eps)
 	}
 }
 

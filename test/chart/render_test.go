@@ -446,9 +446,10 @@ func TestRenderedConfigsLoad(t *testing.T) {
 			t.Errorf("audit web config (all-on %v) requires %q, want %q", allOn, got, want)
 		}
 		if allOn {
-			for _, cm := range []string{"herd-exporter", "herd-responder"} {
-				if _, err := webauth.ListenerAuth(writeRebased(t, dir, cm+"-web.yml", configMapData(t, objs, cm, "web.yml"))); err != nil {
-					t.Errorf("%s web.yml: %v", cm, err)
+			for cm, want := range map[string]string{"herd-exporter": "verified client certificate and basic auth", "herd-responder": ""} {
+				got, err := webauth.ListenerAuth(writeRebased(t, dir, cm+"-web.yml", configMapData(t, objs, cm, "web.yml")))
+				if err != nil || got != want {
+					t.Errorf("%s web.yml requires %q (%v), want %q", cm, got, err, want)
 				}
 			}
 		}
@@ -473,7 +474,7 @@ func writeCerts(t *testing.T, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, sub := range []string{"audit-tls", "web-tls", "audit-client-ca"} {
+	for _, sub := range []string{"audit-tls", "web-tls", "audit-client-ca", "web-client-ca"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			t.Fatal(err)
 		}

@@ -181,15 +181,40 @@ tls_server_config:
 {{- end }}
 
 {{/*
-The exporter-toolkit web config of a metrics/webhook listener with an optional TLS Secret.
+The exporter-toolkit web config of a metrics/webhook listener (--web.config.file): TLS from its
+tlsSecretName and, where the values have them (the exporter's), client certificates and basic auth.
+Call with the program's web values; renders nothing without TLS.
 */}}
 {{- define "herd.webConfig" -}}
-{{- if . }}
+{{- if .tlsSecretName }}
 tls_server_config:
   cert_file: /etc/herd/web-tls/tls.crt
   key_file: /etc/herd/web-tls/tls.key
   min_version: TLS12
+  {{- with .clientCA }}
+  {{- if .secretName }}
+  client_auth_type: RequireAndVerifyClientCert
+  client_ca_file: /etc/herd/web-client-ca/{{ .key }}
+  {{- with .allowedSANs }}
+  client_allowed_sans:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- end }}
+  {{- end }}
+{{- with .basicAuthUsers }}
+basic_auth_users:
+  {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when the exporter's metrics listener requires a client certificate or basic auth: its probes
+then open a TCP connection, since a kubelet presents neither.
+*/}}
+{{- define "herd.exporter.webAuth" -}}
+{{- $w := .Values.exporter.web }}
+{{- if or $w.clientCA.secretName $w.basicAuthUsers }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -223,6 +248,10 @@ Checks that fail the render with a message saying what to change.
 {{- end }}
 {{- if and .Values.exporter.enabled (eq $a.tls.mode "certManager") (not $a.tls.certManager.issuerRef.name) }}
 {{- fail "exporter.audit.tls.certManager.issuerRef.name is required when exporter.audit.tls.mode is certManager" }}
+{{- end }}
+{{- $w := .Values.exporter.web }}
+{{- if and .Values.exporter.enabled (or $w.clientCA.secretName $w.basicAuthUsers) (not $w.tlsSecretName) }}
+{{- fail "exporter.web.clientCA and exporter.web.basicAuthUsers need exporter.web.tlsSecretName: client certificates need TLS, and a password must not cross the network in clear" }}
 {{- end }}
 {{- if and .Values.responder.enabled (not .Values.responder.web.insecureNoAuth) (not .Values.responder.web.bearerToken.enabled) }}
 {{- fail "responder.web: no authentication: enable bearerToken or set insecureNoAuth: true" }}
