@@ -2,6 +2,7 @@ package accounting
 
 import (
 	"cmp"
+	"runtime"
 	"slices"
 	"time"
 )
@@ -151,6 +152,7 @@ func (l *Ledger) ClientsAt(now int64, f ClientFilter) []ClientView {
 			}
 		}
 		c.release()
+		runtime.Gosched() // as in read: batches first
 	}
 	ranked := kept.sorted()
 	out := make([]ClientView, 0, len(ranked))

@@ -2,6 +2,7 @@ package accounting
 
 import (
 	"cmp"
+	"runtime"
 	"slices"
 	"sync"
 
@@ -309,6 +310,9 @@ func (l *Ledger) read(now int64) (s Snapshot) {
 			}
 		}
 		c.release()
+		// A read is the least urgent work in herd: let a batch that became
+		// runnable meanwhile have this core before the next shard.
+		runtime.Gosched()
 	}
 	for k, v := range relists {
 		s.Relists = append(s.Relists, RelistCount{StreamLabels: l.streamLabels(k.streamKey), Shape: k.shape.String(), Consistency: k.consistency.String(), Value: v})

@@ -1,0 +1,74 @@
+package exporter
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/prometheus/exporter-toolkit/web"
+
+	"github.com/herd-k8s/herd/exporter/config"
+)
+
+// Whole-ledger reads take turns (readGate): while one holds the slot,
+// /metrics and /debug/clients wait and then answer; health does not wait;
+// a /debug/clients reader that goes away while waiting leaves no slot
+// taken.
+func TestReadsTakeTurns(t *testing.T) {
+	empty, addrs, off := "", []string{"127.0.0.1:0"}, false
+	e, err := New(Options{
+		Config:        config.Default(),
+		Web:           web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &off, WebConfigFile: &empty},
+		Audit:         web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &off, WebConfigFile: &empty},
+		AuditInsecure: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := e.Handler()
+	get := func(path string) <-chan int {
+		done := make(chan int, 1)
+		go func() {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+			done <- rec.Code
+		}()
+		return done
+	}
+
+	e.reads <- struct{}{} // another read holds the slot
+	metrics, clients := get("/metrics"), get("/debug/clients?limit=5")
+	if code := <-get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz while a read runs: %d", code)
+	}
+	select {
+	case <-metrics:
+		t.Fatal("/metrics gathered while another read held the slot")
+	case <-clients:
+		t.Fatal("/debug/clients rendered while another read held the slot")
+	case <-time.After(200 * time.Millisecond):
+	}
+	e.reads.leave()
+	for path, ch := range map[string]<-chan int{"/metrics": metrics, "/debug/clients": clients} {
+		if code := <-ch; code != http.StatusOK {
+			t.Errorf("%s: %d", path, code)
+		}
+	}
+
+	// A reader that gives up while waiting takes no slot with it.
+	e.reads <- struct{}{}
+	req := httptest.NewRequest(http.MethodGet, "/debug/clients", nil)
+	ctx, cancel := context.WithCancel(req.Context())
+	rec := httptest.NewRecorder()
+	cancel()
+	h.ServeHTTP(rec, req.WithContext(ctx))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("/debug/clients of a reader gone while waiting: %d, want 503", rec.Code)
+	}
+	e.reads.leave()
+	if code := <-get("/debug/clients"); code != http.StatusOK {
+		t.Errorf("/debug/clients afterwards: %d", code)
+	}
+}
