@@ -100,9 +100,9 @@ type Analyzer struct {
 
 	counts   EventCounts
 	inputs   []InputSummary
-	first    int64 // oldest stageTimestamp accounted, Unix ns; 0 = none yet
-	newest   int64 // newest stageTimestamp accounted
-	problems int   // problems seen (printed or not)
+	first    int64    // oldest time an event was accounted at, Unix ns; 0 = none yet
+	timeline timeline // the log's own time: the newest believed stageTimestamp
+	problems int      // problems seen (printed or not)
 	printed  int
 
 	facts        map[instKey]*facts
@@ -195,7 +195,11 @@ func New(opts Options) (*Analyzer, error) {
 		dec:        audit.Decoder{MaxEventBytes: cfg.Ingest.MaxEventBytes},
 		facts:      map[instKey]*facts{},
 		kubeletIPs: map[string]bool{},
+		timeline:   timeline{skew: int64(lc.MaxClockSkew)},
 	}
+	// The ledger bounds future events by its clock: the log's, not the
+	// machine's (a log read a month later would bound nothing).
+	a.ledger.SetClock(a.timeline.time)
 	return a, nil
 }
 
@@ -318,23 +322,35 @@ func (a *Analyzer) event(e *audit.Event) {
 	// The request's own timestamp is part of the dedup key: a client that
 	// sends the same Audit-ID on every request is not one request.
 	reqTS := e.RequestKey()
-	ts := e.StageTimestampNanos
-	if ts <= 0 {
+	untimed := e.StageTimestampNanos <= 0
+	if untimed {
 		a.counts.Untimed++
-		e.StageTimestampNanos = max(a.newest, 1)
+		e.StageTimestampNanos = max(a.timeline.now, 1)
 	}
 	if a.dedup.SeenAt(e.AuditID, e.Stage, reqTS, time.Time{}) {
 		a.counts.Duplicate++
 		return
 	}
 	a.counts.Accounted++
-	if ts > 0 {
-		if a.first == 0 || ts < a.first {
-			a.first = ts
-		}
-		if ts > a.newest {
-			a.newest = ts
-		}
+	if untimed {
+		a.account(e, false, false)
+		return
+	}
+	// Placed on the log's own timeline: an event stamped well ahead of the
+	// rest counts at the log's time (timeline).
+	a.timeline.admit(e, a.accountTimed)
+}
+
+func (a *Analyzer) accountTimed(e *audit.Event, ahead bool) { a.account(e, true, ahead) }
+
+// account charges an event to the ledger at e.StageTimestampNanos and notes
+// its facts.
+func (a *Analyzer) account(e *audit.Event, timed, ahead bool) {
+	if ahead {
+		a.counts.Ahead++
+	}
+	if timed && (a.first == 0 || e.StageTimestampNanos < a.first) {
+		a.first = e.StageTimestampNanos
 	}
 	a.ledger.Account(e)
 	a.note(e)

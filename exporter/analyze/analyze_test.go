@@ -79,7 +79,8 @@ func TestScenarioTable(t *testing.T) {
 		}
 	}
 	for header, want := range map[string][]string{
-		"CLIENT   IDENTITY (NODE)": {"kubelet", "system:node:node-7", "pods", "12", "0/0/12", "08:06:30", "stale?"},
+		// The shape says what the relists select: node-7's pod LISTs are its own node's (spec.nodeName).
+		"CLIENT   IDENTITY (NODE)": {"kubelet", "system:node:node-7", "pods", " node ", "12", "0/0/12", "08:06:30", "stale?"},
 		"IDENTITY                  NODE          SOURCE IPS         RESOURCE": {"system:node:old-worker-7", "10.0.9.7,10.0.9.8", "csidrivers.storage ", "3"},
 		"CLIENT   NODE    TOKENREVIEWS":                                       {"kubelet", "node-1", "5", "system:node:node-1"},
 		"IDENTITY                  NODE          SOURCE IPS         WHY":      {"system:node:old-worker-7", "2 source IPs (5 changes)", "6 too-large-RV errors"},

@@ -93,6 +93,11 @@ type EventCounts struct {
 	// Untimed counts events without a usable stageTimestamp; they are
 	// accounted at the newest time seen before them.
 	Untimed int `json:"untimed"`
+	// Ahead counts events stamped more than accounting.maxClockSkew ahead
+	// of the log's own time (the newest plausible stageTimestamp before
+	// them); they are accounted at that time, as the exporter accounts a
+	// future event at its receive time.
+	Ahead int `json:"ahead"`
 }
 
 // RoleTotals sums one role's instances.
@@ -249,8 +254,11 @@ type ErrorRow struct {
 // Problems is how many bad lines or events were met and how many printed.
 func (a *Analyzer) Problems() (total, shown int) { return a.problems, a.printed }
 
-// Report builds the report from what has been read so far.
+// Report builds the report from what has been read so far. Events still
+// waiting for the log's later events to place them in time (timeline) are
+// accounted first, at the log's time.
 func (a *Analyzer) Report() *Report {
+	a.timeline.end(a.accountTimed)
 	cfg := a.ledger.Config()
 	r := &Report{
 		SchemaVersion: SchemaVersion,
@@ -262,7 +270,7 @@ func (a *Analyzer) Report() *Report {
 	}
 	var end *time.Time
 	if a.first > 0 {
-		first, last := time.Unix(0, a.first).UTC(), time.Unix(0, a.newest).UTC()
+		first, last := time.Unix(0, min(a.first, a.timeline.now)).UTC(), time.Unix(0, a.timeline.now).UTC()
 		r.Span = &Span{First: first, Last: last, Seconds: last.Sub(first).Seconds()}
 		end = &last
 	}
@@ -278,7 +286,7 @@ func (a *Analyzer) Report() *Report {
 	// Windows end at the newest event. The ledger's windows index buckets
 	// from the epoch and need "now" at least one window after it, which only
 	// absurd timestamps (1970) would violate.
-	now := max(a.newest, int64(cfg.Window))
+	now := max(a.timeline.now, int64(cfg.Window))
 	clients := a.ledger.ClientsAt(now, accounting.ClientFilter{})
 	snap := a.ledger.SnapshotAt(now)
 
@@ -388,6 +396,9 @@ func (a *Analyzer) Report() *Report {
 	if a.untrackedIDs > 0 {
 		r.Notes = append(r.Notes, fmt.Sprintf("source IPs were not tracked for %d events of instances past accounting.maxInstances", a.untrackedIDs))
 	}
+	if a.counts.Ahead > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("%d events were stamped more than %s ahead of the rest of the log; they were counted at the log's time", a.counts.Ahead, shortDuration(time.Duration(cfg.MaxClockSkew))))
+	}
 	if a.counts.Untimed > 0 {
 		r.Notes = append(r.Notes, fmt.Sprintf("%d events had no usable stageTimestamp; they were counted at the time of the event before them", a.counts.Untimed))
 	}
@@ -444,8 +455,8 @@ func (a *Analyzer) ghostOf(inst Instance, c *accounting.ClientView, f *facts, to
 		reasons = append(reasons, fmt.Sprintf("field selectors name node %s", strings.Join(f.selectorNodes, ", ")))
 	}
 	if byIP && (c.Role == classify.RoleKubeProxy.String() || c.Role == classify.RoleCNI.String()) &&
-		len(a.kubeletIPs) > 0 && !a.kubeletIPs[c.Node] && a.newest-a.first >= int64(kubeletQuietPeriod) {
-		reasons = append(reasons, fmt.Sprintf("no kubelet seen from %s in %s of log", c.Node, shortDuration(time.Duration(a.newest-a.first))))
+		len(a.kubeletIPs) > 0 && !a.kubeletIPs[c.Node] && a.timeline.now-a.first >= int64(kubeletQuietPeriod) {
+		reasons = append(reasons, fmt.Sprintf("no kubelet seen from %s in %s of log", c.Node, shortDuration(time.Duration(a.timeline.now-a.first))))
 	}
 	if tooLarge >= uint64(cfg.StaleTooLarge) || tooLarge > 0 && len(reasons) > 0 {
 		reasons = append(reasons, fmt.Sprintf("%d too-large-RV errors", tooLarge))

@@ -253,11 +253,11 @@ func (p *printer) relisting() {
 		if x.PossiblyStale {
 			note, stale = "stale?", true
 		}
-		rows = append(rows, fmt.Sprintf("%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s",
-			x.Client, instanceCell(x.Instance), resourceCell(x.Resource), x.Relists, x.WindowRelists,
+		rows = append(rows, fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s",
+			x.Client, instanceCell(x.Instance), resourceCell(x.Resource), x.Shape, x.Relists, x.WindowRelists,
 			fmt.Sprintf("%d/%d/%d", x.ByConsistency.Cache, x.ByConsistency.Exact, x.ByConsistency.Consistent), p.clock(x.LastRelist), note))
 	}
-	p.table("CLIENT\tIDENTITY (NODE)\tRESOURCE\tRELISTS\t"+p.windowName()+"\tCACHE/EXACT/CONSISTENT\tLAST RELIST\tNOTE", rows)
+	p.table("CLIENT\tIDENTITY (NODE)\tRESOURCE\tSHAPE\tRELISTS\t"+p.windowName()+"\tCACHE/EXACT/CONS\tLAST RELIST\tNOTE", rows)
 	if stale {
 		p.printf("stale? = a kubelet over the stale thresholds in the window: stale if its Node exists (cordon it), a ghost if not.\n")
 	}
