@@ -128,3 +128,37 @@ func TestReusedAuditIDRelists(t *testing.T) {
 		t.Errorf("%v kubelet relists, want 8: %v", r, got)
 	}
 }
+
+// A watch whose ResponseComplete arrives before its ResponseStarted (another
+// batch, another replica's re-send), once herd has seen ResponseStarted
+// stages, counts once: at its ResponseStarted. Before, it was skipped at
+// ResponseComplete (starts were known) and again at ResponseStarted (the
+// dedup knew its ResponseComplete): counted zero times. Re-sent batches stay
+// duplicates, and a watch whose ResponseStarted herd never sees, after
+// starts are known, is not counted.
+func TestWatchCompleteBeforeStartCountsOnce(t *testing.T) {
+	a := newAudit(t, nil)
+	event := func(id, stage string, minute int) string {
+		return fmt.Sprintf(`{"auditID":%q,"stage":%q,"verb":"watch",`+
+			`"requestURI":"/api/v1/pods?fieldSelector=spec.nodeName%%3Dnode-1\u0026resourceVersion=5\u0026watch=true",`+
+			`"user":{"username":"system:node:node-1","groups":["system:nodes","system:authenticated"]},"sourceIPs":["10.0.0.1"],`+
+			`"userAgent":"kubelet/v1.36.3 (linux/amd64) kubernetes/herdsim","objectRef":{"resource":"pods","apiVersion":"v1"},"responseStatus":{"code":200},`+
+			`"requestReceivedTimestamp":"2026-11-23T08:%02d:00.000100Z","stageTimestamp":"2026-11-23T08:%02d:00.500000Z"}`, id, stage, minute, minute)
+	}
+	batches := []string{
+		list(event("first", "ResponseStarted", 1)),  // starts are known from here on
+		list(event("late", "ResponseComplete", 2)),  // overtakes its start
+		list(event("late", "ResponseStarted", 2)),   // counts it
+		list(event("first", "ResponseComplete", 1)), // already counted at its start
+		list(event("unseen", "ResponseComplete", 3)),
+	}
+	for _, b := range append(batches, batches[1:3]...) { // the middle two re-sent
+		if code, msg := post(t, a.AuditHandler(), b); code != 200 {
+			t.Fatalf("%d %s", code, msg)
+		}
+	}
+	got := herdSeries(t, a)
+	if n := sumOf(got, "herd_requests_total", "verb=watch"); n != 2 {
+		t.Errorf("%v watches counted, want 2 (first and late once each): %v", n, got)
+	}
+}
