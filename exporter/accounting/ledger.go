@@ -203,7 +203,7 @@ func (l *Ledger) Account(e *audit.Event) int64 {
 		s.mu.Unlock()
 		return t
 	}
-	s.requests[requestKey{clientKey: ck, verb: l.verbs.lookup(e.Verb), code: codeKey(e.Code)}]++
+	s.requests[requestKey{clientKey: ck, verb: l.verbs.lookup(e.Verb), code: codeKey(e.Code)}.pack()]++
 	if refused {
 		s.mu.Unlock()
 		return t
@@ -263,18 +263,18 @@ func (l *Ledger) charge(s *shard, inst *Instance, ck clientKey, isWatch bool, e 
 	shk := shapeKey{streamKey: sk, shape: ShapeOf(e)}
 	switch {
 	case bytes.Equal(e.Verb, verbList) && e.Query.Continue:
-		s.pages[sk]++
+		s.pages[sk.pack()]++
 		st, _ := s.stream(inst, shk)
 		st.Pages++
 	case bytes.Equal(e.Verb, verbList) || (isWatch && e.Query.SendInitialEvents):
 		cons := ConsistencyOf(&e.Query)
-		s.relists[relistKey{shapeKey: shk, consistency: cons}]++
+		s.relists[relistKey{shapeKey: shk, consistency: cons}.pack()]++
 		st, ls := s.stream(inst, shk)
 		if st.LastRelistNanos > 0 && t > st.LastRelistNanos {
-			h := s.intervals[shk]
+			h := s.intervals[shk.pack()]
 			if h == nil {
 				h = &histogram{}
-				s.intervals[shk] = h
+				s.intervals[shk.pack()] = h
 			}
 			h.observe(t - st.LastRelistNanos)
 		}
@@ -286,7 +286,7 @@ func (l *Ledger) charge(s *shard, inst *Instance, ck clientKey, isWatch bool, e 
 		ls.win.add(t, l.width)
 	}
 	if e.TooLargeResourceVersion {
-		s.tooLarge[sk]++
+		s.tooLarge[sk.pack()]++
 		st, ls := s.stream(inst, shk)
 		st.TooLarge++
 		ls.tooLargeWin.add(t, l.width)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/herd-k8s/herd/exporter/audit"
+	"github.com/herd-k8s/herd/exporter/classify"
 )
 
 // Concurrent batches account in parallel, on the ledger's shards, while
@@ -236,5 +237,39 @@ func TestEvictionKeepsEachInstancesWindows(t *testing.T) {
 	}
 	if relisting != uint64(streamsKept) {
 		t.Errorf("relisting instances (threshold 1) = %d, want one per kept stream: %d", relisting, streamsKept)
+	}
+}
+
+// Packed counter keys come back as they went in, at the bounds of every
+// field.
+func TestPackedKeys(t *testing.T) {
+	for _, role := range []classify.Role{0, classify.RoleKubelet, classify.RoleCNI, 255} {
+		for _, client := range []uint16{0, 7, 65535} {
+			ck := clientKey{role: role, client: client}
+			for _, res := range []uint16{0, 255, 65535} {
+				for _, shape := range []Shape{ShapeAll, ShapeUnknown, 255} {
+					for _, cons := range []Consistency{Cache, Consistent, 255} {
+						k := relistKey{shapeKey{streamKey{ck, res}, shape}, cons}
+						if got := unpackRelist(k.pack()); got != k {
+							t.Errorf("relist key %+v came back %+v", k, got)
+						}
+						if got := unpackShape(k.shapeKey.pack()); got != k.shapeKey {
+							t.Errorf("shape key %+v came back %+v", k.shapeKey, got)
+						}
+						if got := unpackStream(k.streamKey.pack()); got != k.streamKey {
+							t.Errorf("stream key %+v came back %+v", k.streamKey, got)
+						}
+					}
+				}
+			}
+			for _, verb := range []uint16{0, 13, 65535} {
+				for _, code := range []int32{codeOther, 200, 599} {
+					k := requestKey{ck, verb, code}
+					if got := unpackRequest(k.pack()); got != k {
+						t.Errorf("request key %+v came back %+v", k, got)
+					}
+				}
+			}
+		}
 	}
 }

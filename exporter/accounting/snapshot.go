@@ -242,17 +242,19 @@ func (l *Ledger) read(now int64) (s Snapshot) {
 		sh := &l.shards[i]
 		sh.mu.Lock()
 		sh.copyLive(c)
-		for k, v := range sh.relists {
+		for p, v := range sh.relists {
+			k := unpackRelist(p)
 			relists[k] += v
 			relisting[k.shapeKey] += 0
 		}
-		for k, v := range sh.pages {
-			pages[k] += v
+		for p, v := range sh.pages {
+			pages[unpackStream(p)] += v
 		}
-		for k, v := range sh.tooLarge {
-			tooLarge[k] += v
+		for p, v := range sh.tooLarge {
+			tooLarge[unpackStream(p)] += v
 		}
-		for k, h := range sh.intervals {
+		for p, h := range sh.intervals {
+			k := unpackShape(p)
 			m := intervals[k]
 			if m == nil {
 				m = &histogram{}
@@ -260,8 +262,8 @@ func (l *Ledger) read(now int64) (s Snapshot) {
 			}
 			m.merge(h)
 		}
-		for k, v := range sh.requests {
-			requests[k] += v
+		for p, v := range sh.requests {
+			requests[unpackRequest(p)] += v
 		}
 		for k, v := range sh.tokenReviews {
 			tokenReviews[k] += v

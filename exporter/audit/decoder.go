@@ -125,6 +125,7 @@ type Decoder struct {
 	pp      [maxNest]fastjson.Parser // envelopes and records entries, one per nesting level
 	scratch []byte                   // unescaped strings and %-decoded query values of the current event
 	ev      Event
+	minute  minuteCache // of stageTimestamps
 
 	nest      int   // envelopes being unwrapped around the current payload
 	inflated  int64 // bytes decompressed in this call

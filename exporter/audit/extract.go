@@ -1002,8 +1002,8 @@ func (d *Decoder) finish(raw *rawEvent, size int, at loc, fn func(*Event)) {
 	}
 	// Old audit.k8s.io/v1beta1 events (Kubernetes ≤ 1.8) carry "timestamp"
 	// instead of stageTimestamp.
-	if ev.StageTimestampNanos = parseTimestamp(d.str(&raw.stageTS)); ev.StageTimestampNanos == 0 && raw.legacyTS.set {
-		ev.StageTimestampNanos = parseTimestamp(d.str(&raw.legacyTS))
+	if ev.StageTimestampNanos = d.timestamp(d.str(&raw.stageTS)); ev.StageTimestampNanos == 0 && raw.legacyTS.set {
+		ev.StageTimestampNanos = d.timestamp(d.str(&raw.legacyTS))
 	}
 	if raw.uri.set {
 		parseQuery(&ev.Query, d.str(&raw.uri), ev.Resource, &d.scratch)

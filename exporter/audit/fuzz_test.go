@@ -333,6 +333,26 @@ func FuzzTimestamp(f *testing.F) {
 	})
 }
 
+// FuzzTimestampMinute holds the Decoder's remembered-minute parse to
+// parseTimestamp, for a timestamp parsed after another (whose minute the
+// Decoder then holds): same minute, another minute, or not a timestamp.
+func FuzzTimestampMinute(f *testing.F) {
+	f.Add("2026-03-14T09:26:53.589793Z", "2026-03-14T09:26:59.1Z")
+	f.Add("2026-03-14T09:26:53Z", "2026-03-14T09:26:53+09:00")
+	f.Add("2026-03-14T09:26:53Z", "2026-03-14T09:26x53Z")
+	f.Add("2026-03-14T09:26:53Z", "2026-03-14T09:26:60Z")
+	f.Add("2026-02-29T09:26:53Z", "2026-02-29T09:26:54Z")
+	f.Add("2262-04-11T23:47:16.854775807Z", "2262-04-11T23:47:16.854775808Z")
+	f.Fuzz(func(t *testing.T, first, second string) {
+		var d Decoder
+		for _, s := range []string{first, second, first} {
+			if got, want := d.timestamp([]byte(s)), parseTimestamp([]byte(s)); got != want {
+				t.Fatalf("after %q: timestamp(%q) = %d, parseTimestamp = %d", first, s, got, want)
+			}
+		}
+	})
+}
+
 // FuzzQuery holds parseQuery to net/url and the apiserver's field selector
 // parser.
 func FuzzQuery(f *testing.F) {

@@ -10,20 +10,41 @@ package audit
 // needs none of its generality. Like time.Parse it rejects second 60 and
 // impossible dates (Feb 30), and ignores fraction digits past nanoseconds.
 func parseTimestamp(b []byte) int64 {
-	// Shortest form: 2006-01-02T15:04:05Z (20 bytes).
-	if len(b) < 20 || b[4] != '-' || b[7] != '-' || (b[10] != 'T' && b[10] != 't') ||
-		b[13] != ':' || b[16] != ':' {
+	minute, ok := minuteOf(b)
+	if !ok {
 		return 0
+	}
+	return fromMinute(b, minute)
+}
+
+// minuteOf validates and converts b's date, hour and minute (b[:16],
+// YYYY-MM-DDTHH:MM) into the Unix seconds of that minute in the timestamp's
+// own zone; b must be long enough to be a whole timestamp.
+func minuteOf(b []byte) (int64, bool) {
+	// Shortest form: 2006-01-02T15:04:05Z (20 bytes).
+	if len(b) < 20 || b[4] != '-' || b[7] != '-' || (b[10] != 'T' && b[10] != 't') || b[13] != ':' {
+		return 0, false
 	}
 	year, ok1 := digits(b[0:4])
 	month, ok2 := digits(b[5:7])
 	day, ok3 := digits(b[8:10])
 	hour, ok4 := digits(b[11:13])
 	minute, ok5 := digits(b[14:16])
-	sec, ok6 := digits(b[17:19])
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) ||
-		month < 1 || month > 12 || day < 1 || day > daysIn(month, year) ||
-		hour > 23 || minute > 59 || sec > 59 {
+	if !(ok1 && ok2 && ok3 && ok4 && ok5) ||
+		month < 1 || month > 12 || day < 1 || day > daysIn(month, year) || hour > 23 || minute > 59 {
+		return 0, false
+	}
+	return daysFromCivil(year, month, day)*86400 + int64(hour*3600+minute*60), true
+}
+
+// fromMinute parses the rest of b (:SS, an optional fraction, the zone)
+// after a minute that minuteOf accepted.
+func fromMinute(b []byte, minute int64) int64 {
+	if len(b) < 20 || b[16] != ':' {
+		return 0
+	}
+	sec, ok := digits(b[17:19])
+	if !ok || sec > 59 {
 		return 0
 	}
 	i := 19
@@ -68,7 +89,7 @@ func parseTimestamp(b []byte) int64 {
 	if i != len(b) {
 		return 0
 	}
-	secs := daysFromCivil(year, month, day)*86400 + int64(hour*3600+minute*60+sec) - offset
+	secs := minute + int64(sec) - offset
 	// int64 nanoseconds cover -9223372036.854775808 s .. 9223372036.854775807 s.
 	switch {
 	case secs > 9223372036 || secs == 9223372036 && nanos > 854775807:
@@ -77,6 +98,30 @@ func parseTimestamp(b []byte) int64 {
 		return 0
 	}
 	return secs*1_000_000_000 + nanos
+}
+
+// minuteCache remembers the last minute a Decoder parsed (b[:16] of a
+// timestamp) and its Unix seconds: the events of a batch share it, so the
+// date arithmetic runs once a minute rather than once an event.
+type minuteCache struct {
+	text [16]byte
+	secs int64
+	set  bool
+}
+
+// timestamp is parseTimestamp, with the minute remembered between calls.
+func (d *Decoder) timestamp(b []byte) int64 {
+	c := &d.minute
+	if len(b) >= 20 && c.set && string(b[:16]) == string(c.text[:]) {
+		return fromMinute(b, c.secs)
+	}
+	minute, ok := minuteOf(b)
+	if !ok {
+		return 0
+	}
+	copy(c.text[:], b[:16])
+	c.secs, c.set = minute, true
+	return fromMinute(b, minute)
 }
 
 // digits parses an all-digit field.
