@@ -251,7 +251,7 @@ func (l *Ledger) countWatch(s *shard, e *audit.Event) bool {
 // watchKey tells one request from another: its auditID and its own
 // timestamp (a client may reuse an Audit-ID, audit.Event.RequestKey).
 func (l *Ledger) watchKey(e *audit.Event) uint64 {
-	return maphash.Bytes(l.seed, e.AuditID) ^ mix64(e.RequestKey())
+	return maphash.Bytes(l.seed, e.AuditID) ^ audit.Mix64(e.RequestKey())
 }
 
 // charge adds an accounted (not refused) event to its instance and its
@@ -410,18 +410,8 @@ func (l *Ledger) attribute(e *audit.Event) (a attribution) {
 // costs a comparison, never a mix-up (Instance.next).
 func (l *Ledger) instanceHash(ck clientKey, user, node []byte) uint64 {
 	h := maphash.Bytes(l.seed, user)
-	h ^= mix64(maphash.Bytes(l.seed, node) ^ uint64(ck.role)<<48 ^ uint64(ck.client)<<32)
-	return mix64(h)
-}
-
-// mix64 is the murmur3 finalizer: every input bit moves every output bit.
-func mix64(x uint64) uint64 {
-	x ^= x >> 33
-	x *= 0xff51afd7ed558ccd
-	x ^= x >> 33
-	x *= 0xc4ceb9fe1a85ec53
-	x ^= x >> 33
-	return x
+	h ^= audit.Mix64(maphash.Bytes(l.seed, node) ^ uint64(ck.role)<<48 ^ uint64(ck.client)<<32)
+	return audit.Mix64(h)
 }
 
 // is reports whether in is the instance (ck, user, node).

@@ -149,6 +149,17 @@ func hashBytes(b []byte) uint64 {
 	return h ^ h>>29
 }
 
+// Mix64 is the murmur3 finalizer: every input bit moves every output bit.
+// The ledger and dedup finish their hashes of an event's keys with it.
+func Mix64(x uint64) uint64 {
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return x
+}
+
 // MaxSourceIPTail is how many trailing sourceIPs entries an Event keeps:
 // the connection's address and up to three proxies in front of it.
 const MaxSourceIPTail = 4

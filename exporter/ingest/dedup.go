@@ -135,19 +135,9 @@ func (d *Dedup) shard(h uint64) *dedupShard { return &d.shards[(h>>8)&d.mask] }
 func (d *Dedup) key(auditID []byte, stage audit.Stage, reqTS uint64) (h, key uint64) {
 	h = maphash.Bytes(d.seed, auditID)
 	if reqTS != 0 {
-		h = mix64(h ^ reqTS)
+		h = audit.Mix64(h ^ reqTS)
 	}
 	return h, (h|1)<<stageBits | uint64(stage&stageMask) // never 0: a slot with an entry is never empty
-}
-
-// mix64 is the murmur3 finalizer: every input bit moves every output bit.
-func mix64(x uint64) uint64 {
-	x ^= x >> 33
-	x *= 0xff51afd7ed558ccd
-	x ^= x >> 33
-	x *= 0xc4ceb9fe1a85ec53
-	x ^= x >> 33
-	return x
 }
 
 // Seen records the pair and reports whether it had been seen before. It is
