@@ -54,6 +54,9 @@ type Options struct {
 	Kube              *rest.Config
 	ControlPlaneCIDRs []netip.Prefix
 	GhostGrace        time.Duration
+	// RevisionProbe is how often the cluster view reads the cluster's
+	// revision (--cluster.revision-probe-interval); 0 is its default.
+	RevisionProbe time.Duration
 	// MetricsServer says where to find metrics-server's Deployment.
 	MetricsServer metricsserver.Options
 	// APIServices tunes the aggregated-APIService probes.
@@ -122,8 +125,12 @@ func New(opts Options) (*Exporter, error) {
 		if err != nil {
 			return nil, fmt.Errorf("kubernetes client: %w", err)
 		}
-		view = cluster.New(client, cluster.Options{ControlPlaneCIDRs: opts.ControlPlaneCIDRs, Grace: opts.GhostGrace, Logger: logger})
-		resolver = view // and the ledger's Judge: snapshots carry the verdicts
+		view = cluster.New(client, cluster.Options{ControlPlaneCIDRs: opts.ControlPlaneCIDRs, Grace: opts.GhostGrace,
+			RevisionProbeInterval: opts.RevisionProbe, Logger: logger})
+		// And the ledger's Judge (snapshots carry the verdicts) and
+		// RevisionSource (requests above the cluster's revision are too
+		// large whatever their answer).
+		resolver = view
 		sources.Cluster = view
 		msOpts := opts.MetricsServer
 		msOpts.Logger = logger

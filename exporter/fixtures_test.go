@@ -67,7 +67,7 @@ func wantFromScenario(t *testing.T) map[string]float64 {
 			}
 		}
 		if e.Code == 504 {
-			want[fmt.Sprintf("herd_too_large_resource_version_total{client=%s,resource=%s,role=%s}", client, res, role)] += n
+			want[fmt.Sprintf("herd_too_large_resource_version_total{client=%s,detected_by=status,resource=%s,role=%s}", client, res, role)] += n
 		}
 	}
 	return want

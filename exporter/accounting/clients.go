@@ -136,6 +136,7 @@ func (l *Ledger) ClientsAt(now int64, f ClientFilter) []ClientView {
 	for i := range l.shards {
 		s := &l.shards[i]
 		s.mu.Lock()
+		l.settleRevisions(s)
 		s.copyLive(c)
 		s.mu.Unlock()
 		ranks = append(ranks[:0], make([]clientRank, len(c.live))...)

@@ -51,6 +51,18 @@ type Config struct {
 	// MaxClockSkew is how far ahead of herd's clock an event's
 	// stageTimestamp may be; a later one is accounted at the receive time.
 	MaxClockSkew model.Duration `json:"maxClockSkew"`
+	// MaxPendingRevisionChecks caps the requests with a resourceVersion
+	// waiting for the cluster view's next revision read (every
+	// cluster.revisionProbeInterval), which tells whether they asked for a
+	// revision the cluster never reached; beyond it requests go unchecked
+	// (herd_revision_checks_dropped_total). About 40 bytes each.
+	MaxPendingRevisionChecks int `json:"maxPendingRevisionChecks"`
+	// SeparateStorageResources are resources (<resource>[.<group>]) whose
+	// resourceVersions are not the main etcd's revision: kept in another
+	// etcd (kube-apiserver --etcd-servers-overrides, usually events) or
+	// served by an aggregated API server. Their resourceVersions are never
+	// compared with the cluster's revision.
+	SeparateStorageResources []string `json:"separateStorageResources"`
 }
 
 // DefaultConfig is what herd runs with when nothing is configured.
@@ -67,6 +79,9 @@ func DefaultConfig() Config {
 		MaxGhostSeries:  50,
 		MaxStaleSeries:  200,
 		MaxClockSkew:    model.Duration(10 * time.Second),
+
+		MaxPendingRevisionChecks: 65536,
+		SeparateStorageResources: []string{"events", "events.events.k8s.io"},
 	}
 }
 
@@ -90,6 +105,7 @@ func (c Config) Validate() error {
 	check(c.MaxGhostSeries >= 1 && c.MaxGhostSeries <= 10000, "accounting.maxGhostSeries %d: must be 1..10000", c.MaxGhostSeries)
 	check(c.MaxStaleSeries >= 1 && c.MaxStaleSeries <= 10000, "accounting.maxStaleSeries %d: must be 1..10000", c.MaxStaleSeries)
 	check(c.MaxClockSkew >= 0 && c.MaxClockSkew <= model.Duration(time.Hour), "accounting.maxClockSkew %s: must be 0..1h", c.MaxClockSkew)
+	check(c.MaxPendingRevisionChecks >= 1 && c.MaxPendingRevisionChecks <= 1<<22, "accounting.maxPendingRevisionChecks %d: must be 1..4194304", c.MaxPendingRevisionChecks)
 	if _, err := c.trustedProxies(); err != nil {
 		errs = append(errs, err)
 	}

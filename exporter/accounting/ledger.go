@@ -64,6 +64,11 @@ type Ledger struct {
 	// on watches count at that stage, else (a policy that omits it) at
 	// ResponseComplete.
 	sawWatchStart atomic.Bool
+	// revSrc proves the cluster's revision (RevisionSource); nil without
+	// one. revDropped counts the checks dropped at MaxPendingRevisionChecks.
+	revSrc     RevisionSource
+	revPending atomic.Int64 // checks queued in all shards
+	revDropped atomic.Uint64
 
 	shards [numShards]shard
 }
@@ -107,7 +112,9 @@ type requestKey struct {
 
 // New returns an empty Ledger for a valid cfg. nodes may be nil (no
 // attribution by address, no verdicts: `--no-kube`); when it also implements
-// Judge, as the cluster view does, snapshots carry the verdicts.
+// Judge, as the cluster view does, snapshots carry the verdicts, and when it
+// implements RevisionSource, requests above the cluster's revision count as
+// too large whatever their status code.
 func New(cfg Config, c *classify.Classifier, nodes NodeResolver) (*Ledger, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -140,6 +147,9 @@ func New(cfg Config, c *classify.Classifier, nodes NodeResolver) (*Ledger, error
 	l.verbs.id(Other)
 	if j, ok := nodes.(Judge); ok {
 		l.judge = j
+	}
+	if r, ok := nodes.(RevisionSource); ok {
+		l.revSrc = r
 	}
 	return l, nil
 }
@@ -199,6 +209,7 @@ func (l *Ledger) Account(e *audit.Event) int64 {
 	s := &l.shards[h>>(64-shardBits)]
 
 	s.mu.Lock()
+	l.settleRevisions(s)
 	if isWatch && !l.countWatch(s, e) {
 		s.mu.Unlock()
 		return t
@@ -286,10 +297,9 @@ func (l *Ledger) charge(s *shard, inst *Instance, ck clientKey, isWatch bool, e 
 		ls.win.add(t, l.width)
 	}
 	if e.TooLargeResourceVersion {
-		s.tooLarge[sk.pack()]++
-		st, ls := s.stream(inst, shk)
-		st.TooLarge++
-		ls.tooLargeWin.add(t, l.width)
+		l.countTooLarge(s, inst, shk, DetectedByStatus, t)
+	} else {
+		l.checkRevision(s, e, inst, shk, t)
 	}
 	if e.Code >= 400 {
 		inst.Errors++

@@ -36,7 +36,10 @@ type shard struct {
 	// struct.
 	relists      map[uint64]uint64 // relistKey
 	pages        map[uint64]uint64 // streamKey
-	tooLarge     map[uint64]uint64 // streamKey
+	tooLarge     map[uint64]uint64 // streamKey: too large by status
+	tooLargeRev  map[uint64]uint64 // streamKey: too large by revision
+	// revs are this shard's requests waiting for a revision read.
+	revs revisionChecks
 	intervals    map[uint64]*histogram
 	requests     map[uint64]uint64 // requestKey
 	tokenReviews map[clientKey]uint64
@@ -72,6 +75,7 @@ func newShard() shard {
 		relists:      map[uint64]uint64{},
 		pages:        map[uint64]uint64{},
 		tooLarge:     map[uint64]uint64{},
+		tooLargeRev:  map[uint64]uint64{},
 		intervals:    map[uint64]*histogram{},
 		requests:     map[uint64]uint64{},
 		tokenReviews: map[clientKey]uint64{},

@@ -21,9 +21,10 @@ import (
 type Snapshot struct {
 	AtNanos int64
 
-	Relists      []RelistCount
-	Pages        []StreamCount
-	TooLarge     []StreamCount
+	Relists []RelistCount
+	Pages   []StreamCount
+	// TooLarge counts too-large requests by how herd knows (DetectedBy).
+	TooLarge     []TooLargeCount
 	Intervals    []IntervalHistogram
 	Requests     []RequestCount
 	TokenReviews []ClientCount
@@ -46,6 +47,10 @@ type Snapshot struct {
 
 	Instances int
 	Evicted   uint64
+	// RevisionChecksDropped counts requests with a resourceVersion that
+	// were not checked against the cluster's revision because
+	// MaxPendingRevisionChecks were waiting.
+	RevisionChecksDropped uint64
 
 	// Judged is set when the ledger has a cluster view (Judge): the verdict
 	// fields below are filled only then.
@@ -90,6 +95,12 @@ type ShapeCount struct {
 type StreamCount struct {
 	StreamLabels
 	Value uint64
+}
+
+type TooLargeCount struct {
+	StreamLabels
+	DetectedBy string
+	Value      uint64
 }
 
 type RequestCount struct {
@@ -223,11 +234,11 @@ func (l *Ledger) SnapshotAt(now int64) Snapshot {
 // that a shard read earlier does not: the sums are still exact and never go
 // back, as counters must.
 func (l *Ledger) read(now int64) (s Snapshot) {
-	s = Snapshot{AtNanos: now, Evicted: l.evicted.Load()}
+	s = Snapshot{AtNanos: now, Evicted: l.evicted.Load(), RevisionChecksDropped: l.revDropped.Load()}
 	var (
 		relists      = map[relistKey]uint64{}
 		pages        = map[streamKey]uint64{}
-		tooLarge     = map[streamKey]uint64{}
+		tooLarge     = map[tooLargeKey]uint64{}
 		intervals    = map[shapeKey]*histogram{}
 		requests     = map[requestKey]uint64{}
 		tokenReviews = map[clientKey]uint64{}
@@ -241,6 +252,7 @@ func (l *Ledger) read(now int64) (s Snapshot) {
 	for i := range l.shards {
 		sh := &l.shards[i]
 		sh.mu.Lock()
+		l.settleRevisions(sh)
 		sh.copyLive(c)
 		for p, v := range sh.relists {
 			k := unpackRelist(p)
@@ -251,7 +263,10 @@ func (l *Ledger) read(now int64) (s Snapshot) {
 			pages[unpackStream(p)] += v
 		}
 		for p, v := range sh.tooLarge {
-			tooLarge[unpackStream(p)] += v
+			tooLarge[tooLargeKey{unpackStream(p), DetectedByStatus}] += v
+		}
+		for p, v := range sh.tooLargeRev {
+			tooLarge[tooLargeKey{unpackStream(p), DetectedByRevision}] += v
 		}
 		for p, h := range sh.intervals {
 			k := unpackShape(p)
@@ -323,7 +338,7 @@ func (l *Ledger) read(now int64) (s Snapshot) {
 		s.Pages = append(s.Pages, StreamCount{l.streamLabels(k), v})
 	}
 	for k, v := range tooLarge {
-		s.TooLarge = append(s.TooLarge, StreamCount{l.streamLabels(k), v})
+		s.TooLarge = append(s.TooLarge, TooLargeCount{l.streamLabels(k.streamKey), k.by.String(), v})
 	}
 	for k, h := range intervals {
 		s.Intervals = append(s.Intervals, IntervalHistogram{ShapeLabels: l.shapeLabels(k), Count: h.count, Sum: h.sum(), Buckets: h.cumulative()})

@@ -35,12 +35,12 @@ var _ accounting.Judge = (*View)(nil)
 func (v *View) Judge(w *accounting.InstanceWindow, now int64) accounting.NodeVerdict {
 	var out accounting.NodeVerdict
 	v.mu.RLock()
-	syncedAt := v.syncedAt
-	_, ipKnown := v.byIP[w.SourceIP]
+	syncedAt, g := v.syncedAt, v.gen
+	_, ipKnown := g.byIP[w.SourceIP]
 	if w.Node != "" {
-		_, out.NodeExists = v.addrs[w.Node]
+		_, out.NodeExists = g.addrs[w.Node]
 		var renewed time.Time
-		if renewed, out.HasLease = v.renewed[w.Node]; out.HasLease {
+		if renewed, out.HasLease = g.renewed[w.Node]; out.HasLease {
 			out.LeaseAge = time.Duration(now - renewed.UnixNano())
 		}
 	}

@@ -8,6 +8,10 @@
 // cache (client-go streams the initial state with WatchList), never LIST
 // after start, and keep a slimmed copy of each Node (a transform drops
 // images, managedFields and every status field but addresses and Ready).
+// A consistent read of one Node every few seconds proves the cluster's
+// current revision, against which requests' resourceVersions are judged
+// and an etcd rewind is seen; then, and only then, the informers start
+// over (revision.go).
 package cluster
 
 import (
@@ -38,6 +42,10 @@ type Options struct {
 	// Grace spares an instance from being called a ghost while its Node may
 	// still be registering, and while informers have just synced.
 	Grace time.Duration
+	// RevisionProbeInterval is how often the view reads the cluster's
+	// revision with a consistent read (revision.go); 0 means
+	// DefaultRevisionProbeInterval.
+	RevisionProbeInterval time.Duration
 	// LeaseFresh is how recently a node's Lease must have been renewed for
 	// its vouched identity to prove the node live (Judge); 0 means
 	// DefaultLeaseFresh.
@@ -55,18 +63,36 @@ const DefaultLeaseFresh = 50 * time.Second
 
 // View tracks Nodes and node Leases.
 type View struct {
-	opts    Options
-	client  kubernetes.Interface
-	nodes   cache.SharedIndexInformer
-	leases  cache.SharedIndexInformer
-	factory []informers.SharedInformerFactory
+	opts   Options
+	client kubernetes.Interface
 
-	mu       sync.RWMutex
-	byIP     map[string]string    // address → node name
-	addrs    map[string][]string  // node name → its addresses (to undo byIP on update)
-	renewed  map[string]time.Time // node name → its Lease's renewTime
-	syncedAt time.Time
-	now      func() time.Time
+	mu sync.RWMutex
+	// gen is the informers whose state every reader reads; next, while
+	// non-nil, is a set started after an etcd rewind that replaces gen once
+	// it has synced (revision.go).
+	gen, next *generation
+	syncedAt  time.Time
+	now       func() time.Time
+	ctx       context.Context // Start's
+
+	rev revision // the cluster's revision, proven by consistent reads
+}
+
+// generation is one set of Node and Lease informers and what their
+// handlers built. The view replaces it whole when the cluster's revision
+// goes back (an etcd restore): informers that watch from a revision the
+// cluster no longer has see nothing until it is reached again.
+type generation struct {
+	nodes     cache.SharedIndexInformer
+	leases    cache.SharedIndexInformer
+	factories []informers.SharedInformerFactory
+	cancel    context.CancelFunc // set by start
+	done      <-chan struct{}    // closed when cancelled
+
+	// Guarded by View.mu.
+	byIP    map[string]string    // address → node name
+	addrs   map[string][]string  // node name → its addresses (to undo byIP on update)
+	renewed map[string]time.Time // node name → its Lease's renewTime
 }
 
 // New prepares informers; Start runs them.
@@ -77,35 +103,67 @@ func New(client kubernetes.Interface, opts Options) *View {
 	if opts.LeaseFresh <= 0 {
 		opts.LeaseFresh = DefaultLeaseFresh
 	}
+	if opts.RevisionProbeInterval <= 0 {
+		opts.RevisionProbeInterval = DefaultRevisionProbeInterval
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	v := &View{opts: opts, client: client, byIP: map[string]string{}, addrs: map[string][]string{}, renewed: map[string]time.Time{}, now: time.Now}
-	nf := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(SlimNode))
-	v.nodes = nf.Core().V1().Nodes().Informer()
-	lf := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(NodeLeaseNamespace), informers.WithTransform(slimLease))
-	v.leases = lf.Coordination().V1().Leases().Informer()
-	v.factory = []informers.SharedInformerFactory{nf, lf}
-	_, _ = v.nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { v.setNode(o) },
-		UpdateFunc: func(_, o any) { v.setNode(o) },
-		DeleteFunc: v.deleteNode,
-	})
-	_, _ = v.leases.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { v.setLease(o) },
-		UpdateFunc: func(_, o any) { v.setLease(o) },
-		DeleteFunc: v.deleteLease,
-	})
+	v := &View{opts: opts, client: client, now: time.Now}
+	v.gen = v.newGeneration()
 	return v
 }
 
-// Start runs the informers until ctx ends.
-func (v *View) Start(ctx context.Context) {
-	for _, f := range v.factory {
+// newGeneration builds informers whose handlers fill a generation of
+// their own; nothing runs until start.
+func (v *View) newGeneration() *generation {
+	g := &generation{byIP: map[string]string{}, addrs: map[string][]string{}, renewed: map[string]time.Time{}}
+	nf := informers.NewSharedInformerFactoryWithOptions(v.client, 0, informers.WithTransform(SlimNode))
+	g.nodes = nf.Core().V1().Nodes().Informer()
+	lf := informers.NewSharedInformerFactoryWithOptions(v.client, 0, informers.WithNamespace(NodeLeaseNamespace), informers.WithTransform(slimLease))
+	g.leases = lf.Coordination().V1().Leases().Informer()
+	g.factories = []informers.SharedInformerFactory{nf, lf}
+	_, _ = g.nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { v.setNode(g, o) },
+		UpdateFunc: func(_, o any) { v.setNode(g, o) },
+		DeleteFunc: func(o any) { v.deleteNode(g, o) },
+	})
+	_, _ = g.leases.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { v.setLease(g, o) },
+		UpdateFunc: func(_, o any) { v.setLease(g, o) },
+		DeleteFunc: func(o any) { v.deleteLease(g, o) },
+	})
+	return g
+}
+
+func (g *generation) start(ctx context.Context) {
+	ctx, g.cancel = context.WithCancel(ctx)
+	g.done = ctx.Done()
+	for _, f := range g.factories {
 		f.Start(ctx.Done())
 	}
+}
+
+func (g *generation) synced(stop <-chan struct{}) bool {
+	return cache.WaitForCacheSync(stop, g.nodes.HasSynced, g.leases.HasSynced)
+}
+
+// current is the generation readers read.
+func (v *View) current() *generation {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.gen
+}
+
+// Start runs the informers, and the revision probe, until ctx ends.
+func (v *View) Start(ctx context.Context) {
+	v.mu.Lock()
+	v.ctx = ctx
+	g := v.gen
+	v.mu.Unlock()
+	g.start(ctx)
 	go func() {
-		if cache.WaitForCacheSync(ctx.Done(), v.nodes.HasSynced, v.leases.HasSynced) {
+		if g.synced(g.done) {
 			v.mu.Lock()
 			v.syncedAt = v.now()
 			v.mu.Unlock()
@@ -113,9 +171,10 @@ func (v *View) Start(ctx context.Context) {
 			// before the transform slimmed it; give that garbage back to the
 			// OS now rather than carry it as RSS.
 			debug.FreeOSMemory()
-			v.opts.Logger.Info("cluster view synced", "nodes", len(v.nodes.GetStore().ListKeys()), "leases", len(v.leases.GetStore().ListKeys()))
+			v.opts.Logger.Info("cluster view synced", "nodes", len(g.nodes.GetStore().ListKeys()), "leases", len(g.leases.GetStore().ListKeys()))
 		}
 	}()
+	go v.probeRevisions(ctx)
 }
 
 // Synced reports whether Nodes and Leases have been read once.
@@ -176,28 +235,28 @@ func slimLease(obj any) (any, error) {
 	}, nil
 }
 
-func (v *View) setNode(obj any) {
+func (v *View) setNode(g *generation, obj any) {
 	n, ok := obj.(*corev1.Node)
 	if !ok {
 		return
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.dropAddrs(n.Name)
+	g.dropAddrs(n.Name)
 	var addrs []string
 	for _, a := range n.Status.Addresses {
 		if a.Type == corev1.NodeInternalIP || a.Type == corev1.NodeExternalIP {
 			if ip, err := netip.ParseAddr(a.Address); err == nil {
 				s := ip.String()
-				v.byIP[s] = n.Name
+				g.byIP[s] = n.Name
 				addrs = append(addrs, s)
 			}
 		}
 	}
-	v.addrs[n.Name] = addrs
+	g.addrs[n.Name] = addrs
 }
 
-func (v *View) deleteNode(obj any) {
+func (v *View) deleteNode(g *generation, obj any) {
 	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = t.Obj
 	}
@@ -206,15 +265,15 @@ func (v *View) deleteNode(obj any) {
 		return
 	}
 	v.mu.Lock()
-	v.dropAddrs(n.Name)
-	delete(v.addrs, n.Name)
+	g.dropAddrs(n.Name)
+	delete(g.addrs, n.Name)
 	v.mu.Unlock()
 }
 
-func (v *View) dropAddrs(node string) {
-	for _, a := range v.addrs[node] {
-		if v.byIP[a] == node {
-			delete(v.byIP, a)
+func (g *generation) dropAddrs(node string) {
+	for _, a := range g.addrs[node] {
+		if g.byIP[a] == node {
+			delete(g.byIP, a)
 		}
 	}
 }
@@ -222,27 +281,27 @@ func (v *View) dropAddrs(node string) {
 // setLease records when a node's kubelet last renewed its Lease (a Lease in
 // kube-node-lease is named after its node), so that Judge reads a map rather
 // than building a store key per instance per scrape.
-func (v *View) setLease(obj any) {
+func (v *View) setLease(g *generation, obj any) {
 	l, ok := obj.(*coordinationv1.Lease)
 	if !ok {
 		return
 	}
 	v.mu.Lock()
 	if l.Spec.RenewTime != nil {
-		v.renewed[l.Name] = l.Spec.RenewTime.Time
+		g.renewed[l.Name] = l.Spec.RenewTime.Time
 	} else {
-		delete(v.renewed, l.Name)
+		delete(g.renewed, l.Name)
 	}
 	v.mu.Unlock()
 }
 
-func (v *View) deleteLease(obj any) {
+func (v *View) deleteLease(g *generation, obj any) {
 	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = t.Obj
 	}
 	if l, ok := obj.(*coordinationv1.Lease); ok {
 		v.mu.Lock()
-		delete(v.renewed, l.Name)
+		delete(g.renewed, l.Name)
 		v.mu.Unlock()
 	}
 }
@@ -251,21 +310,21 @@ func (v *View) deleteLease(obj any) {
 func (v *View) Nodes() int {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	return len(v.addrs)
+	return len(v.gen.addrs)
 }
 
 // NodeForIP implements accounting.NodeResolver: the Node with address ip.
 // It does not allocate.
 func (v *View) NodeForIP(ip []byte) (string, bool) {
 	v.mu.RLock()
-	n, ok := v.byIP[string(ip)]
+	n, ok := v.gen.byIP[string(ip)]
 	v.mu.RUnlock()
 	return n, ok
 }
 
 // Node returns the slim Node named name.
 func (v *View) Node(name string) (*corev1.Node, bool) {
-	obj, ok, err := v.nodes.GetStore().GetByKey(name)
+	obj, ok, err := v.current().nodes.GetStore().GetByKey(name)
 	if err != nil || !ok {
 		return nil, false
 	}
@@ -275,7 +334,7 @@ func (v *View) Node(name string) (*corev1.Node, bool) {
 // LeaseAge is how long ago node's kubelet last renewed its Lease.
 func (v *View) LeaseAge(node string) (time.Duration, bool) {
 	v.mu.RLock()
-	renewed, ok := v.renewed[node]
+	renewed, ok := v.gen.renewed[node]
 	v.mu.RUnlock()
 	if !ok {
 		return 0, false

@@ -19,10 +19,21 @@ var (
 		"Nodes in herd's cluster view.", nil, nil)
 	syncedDesc = prometheus.NewDesc(namespace+"_cluster_synced",
 		"1 once the Node and Lease informers have synced.", nil, nil)
+	revisionDesc = prometheus.NewDesc(namespace+"_cluster_revision",
+		"The cluster's revision (etcd's, every resourceVersion's) as herd's last consistent read returned it; requests above it are too large.", nil, nil)
+	revisionProbesDesc = prometheus.NewDesc(namespace+"_cluster_revision_probes_total",
+		"Consistent reads of the cluster's revision (a LIST of one Node), by result (ok, error).", []string{"result"}, nil)
+	revisionRewindsDesc = prometheus.NewDesc(namespace+"_cluster_revision_rewinds_total",
+		"Times the cluster's revision went back (etcd restored from a snapshot without --bump-revision); herd's informers started over each time.", nil, nil)
+	revisionRewindDesc = prometheus.NewDesc(namespace+"_cluster_revision_last_rewind_revisions",
+		"How many revisions the cluster's revision went back by at the latest rewind (0 when none): the history every client holding a newer resourceVersion lost.", nil, nil)
+	viewRestartsDesc = prometheus.NewDesc(namespace+"_cluster_view_restarts_total",
+		"Times herd's Node and Lease informers synced again from the cluster's current revision after a rewind.", nil, nil)
 )
 
 // clusterCollector exports the verdicts of the scrape's snapshot (ghosts,
-// stale kubelets) and the cluster view's own state.
+// stale kubelets) and the cluster view's own state: its Nodes, and the
+// cluster's revision and its rewinds.
 type clusterCollector struct{ view ClusterSource }
 
 func (c clusterCollector) Update(s *Scrape, ch chan<- prometheus.Metric) error {
@@ -45,5 +56,14 @@ func (c clusterCollector) Update(s *Scrape, ch chan<- prometheus.Metric) error {
 		synced = 1
 	}
 	ch <- prometheus.MustNewConstMetric(syncedDesc, prometheus.GaugeValue, synced)
+	rev := c.view.Revision()
+	if rev.Revision > 0 {
+		ch <- prometheus.MustNewConstMetric(revisionDesc, prometheus.GaugeValue, float64(rev.Revision))
+	}
+	ch <- prometheus.MustNewConstMetric(revisionProbesDesc, prometheus.CounterValue, float64(rev.Probes), "ok")
+	ch <- prometheus.MustNewConstMetric(revisionProbesDesc, prometheus.CounterValue, float64(rev.ProbeFailures), "error")
+	ch <- prometheus.MustNewConstMetric(revisionRewindsDesc, prometheus.CounterValue, float64(rev.Rewinds))
+	ch <- prometheus.MustNewConstMetric(revisionRewindDesc, prometheus.GaugeValue, float64(rev.LastRewind.From-rev.LastRewind.To))
+	ch <- prometheus.MustNewConstMetric(viewRestartsDesc, prometheus.CounterValue, float64(rev.Restarts))
 	return nil
 }

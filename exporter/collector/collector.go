@@ -54,6 +54,7 @@ type Sources struct {
 type ClusterSource interface {
 	Nodes() int
 	Synced() bool
+	Revision() accounting.RevisionStatus
 }
 
 // APIServiceSource is the aggregated-APIService view (exporter/apiservices.View).

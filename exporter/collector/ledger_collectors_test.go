@@ -68,14 +68,15 @@ func TestRequestCollector(t *testing.T) {
 				{ClientLabels: kubeletPods.ClientLabels, Verb: "list", Code: 504, Value: 3},
 				{ClientLabels: kubeletPods.ClientLabels, Verb: "other", Code: 0, Value: 2}, // a code outside the HTTP set
 			},
-			TooLarge: []accounting.StreamCount{{StreamLabels: kubeletPods, Value: 3}},
+			TooLarge: []accounting.TooLargeCount{{StreamLabels: kubeletPods, DetectedBy: "status", Value: 3}, {StreamLabels: kubeletPods, DetectedBy: "revision", Value: 5}},
 		}), want: `
 			# TYPE herd_requests_total counter
 			herd_requests_total{client="kubelet",code="200",role="kubelet",verb="list"} 9
 			herd_requests_total{client="kubelet",code="504",role="kubelet",verb="list"} 3
 			herd_requests_total{client="kubelet",code="other",role="kubelet",verb="other"} 2
 			# TYPE herd_too_large_resource_version_total counter
-			herd_too_large_resource_version_total{client="kubelet",resource="pods",role="kubelet"} 3
+			herd_too_large_resource_version_total{client="kubelet",detected_by="revision",resource="pods",role="kubelet"} 5
+			herd_too_large_resource_version_total{client="kubelet",detected_by="status",resource="pods",role="kubelet"} 3
 		`},
 	})
 }
@@ -125,31 +126,64 @@ func TestTokenReviewCollector(t *testing.T) {
 
 func TestLedgerCollector(t *testing.T) {
 	runTable(t, []tableCase{
-		{name: "table size and evictions", c: ledgerCollector{}, s: scrapeOf(accounting.Snapshot{Instances: 15000, Evicted: 12}), want: `
+		{name: "table size and evictions", c: ledgerCollector{}, s: scrapeOf(accounting.Snapshot{Instances: 15000, Evicted: 12, RevisionChecksDropped: 3}), want: `
 			# TYPE herd_instances gauge
 			herd_instances 15000
 			# TYPE herd_instances_evicted_total counter
 			herd_instances_evicted_total 12
+			# TYPE herd_revision_checks_dropped_total counter
+			herd_revision_checks_dropped_total 3
 		`},
 	})
 }
 
-// staticCluster is a cluster view's state: so many Nodes, synced or not.
+// staticCluster is a cluster view's state: so many Nodes, synced or not,
+// and its revision.
 type staticCluster struct {
 	nodes  int
 	synced bool
+	rev    accounting.RevisionStatus
 }
 
-func (c staticCluster) Nodes() int   { return c.nodes }
-func (c staticCluster) Synced() bool { return c.synced }
+func (c staticCluster) Nodes() int                          { return c.nodes }
+func (c staticCluster) Synced() bool                        { return c.synced }
+func (c staticCluster) Revision() accounting.RevisionStatus { return c.rev }
 
 func TestClusterCollector(t *testing.T) {
 	runTable(t, []tableCase{
-		{name: "not synced, nothing judged", c: clusterCollector{staticCluster{}}, want: `
+		{name: "not synced, nothing judged, no revision read yet", c: clusterCollector{staticCluster{rev: accounting.RevisionStatus{ProbeFailures: 2}}}, want: `
 			# TYPE herd_cluster_nodes gauge
 			herd_cluster_nodes 0
+			# TYPE herd_cluster_revision_last_rewind_revisions gauge
+			herd_cluster_revision_last_rewind_revisions 0
+			# TYPE herd_cluster_revision_probes_total counter
+			herd_cluster_revision_probes_total{result="error"} 2
+			herd_cluster_revision_probes_total{result="ok"} 0
+			# TYPE herd_cluster_revision_rewinds_total counter
+			herd_cluster_revision_rewinds_total 0
 			# TYPE herd_cluster_synced gauge
 			herd_cluster_synced 0
+			# TYPE herd_cluster_view_restarts_total counter
+			herd_cluster_view_restarts_total 0
+		`},
+		{name: "the revision went back once and the view relisted", c: clusterCollector{staticCluster{nodes: 20, synced: true, rev: accounting.RevisionStatus{
+			Revision: 812, Probes: 40, Rewinds: 1, Restarts: 1, LastRewind: accounting.Rewind{From: 2750, To: 640},
+		}}}, want: `
+			# TYPE herd_cluster_nodes gauge
+			herd_cluster_nodes 20
+			# TYPE herd_cluster_revision gauge
+			herd_cluster_revision 812
+			# TYPE herd_cluster_revision_last_rewind_revisions gauge
+			herd_cluster_revision_last_rewind_revisions 2110
+			# TYPE herd_cluster_revision_probes_total counter
+			herd_cluster_revision_probes_total{result="error"} 0
+			herd_cluster_revision_probes_total{result="ok"} 40
+			# TYPE herd_cluster_revision_rewinds_total counter
+			herd_cluster_revision_rewinds_total 1
+			# TYPE herd_cluster_synced gauge
+			herd_cluster_synced 1
+			# TYPE herd_cluster_view_restarts_total counter
+			herd_cluster_view_restarts_total 1
 		`},
 		{name: "ghosts and stale kubelets", c: clusterCollector{staticCluster{nodes: 3, synced: true}}, s: scrapeOf(accounting.Snapshot{
 			Judged: true,
@@ -164,8 +198,17 @@ func TestClusterCollector(t *testing.T) {
 		}), want: `
 			# TYPE herd_cluster_nodes gauge
 			herd_cluster_nodes 3
+			# TYPE herd_cluster_revision_last_rewind_revisions gauge
+			herd_cluster_revision_last_rewind_revisions 0
+			# TYPE herd_cluster_revision_probes_total counter
+			herd_cluster_revision_probes_total{result="error"} 0
+			herd_cluster_revision_probes_total{result="ok"} 0
+			# TYPE herd_cluster_revision_rewinds_total counter
+			herd_cluster_revision_rewinds_total 0
 			# TYPE herd_cluster_synced gauge
 			herd_cluster_synced 1
+			# TYPE herd_cluster_view_restarts_total counter
+			herd_cluster_view_restarts_total 0
 			# TYPE herd_ghost_instance gauge
 			herd_ghost_instance{client="kubelet",identity="system:node:gone",node="gone",reason="no_such_node",role="kubelet",source_ip="10.99.0.1"} 1
 			# TYPE herd_ghost_instances gauge

@@ -11,12 +11,12 @@ var (
 		"Requests by node-side clients, counted once each (lists at ResponseComplete, watches at ResponseStarted); code is other outside the HTTP status codes.",
 		[]string{"role", "client", "verb", "code"}, nil)
 	tooLargeDesc = prometheus.NewDesc(namespace+"_too_large_resource_version_total",
-		`Requests answered "Too large resource version" (a client asking for a resourceVersion the apiserver has not reached).`,
-		[]string{"role", "client", "resource"}, nil)
+		`Requests for a resourceVersion the cluster has not reached: answered "Too large resource version" (detected_by="status"), or answered 200 — a WatchList, a re-watch after an etcd rewind — and above the cluster's revision read after them (detected_by="revision").`,
+		[]string{"role", "client", "resource", "detected_by"}, nil)
 )
 
 // requestCollector exports every request by verb and code, and the
-// too-large-resourceVersion answers.
+// too-large-resourceVersion requests.
 type requestCollector struct{}
 
 func (requestCollector) Update(s *Scrape, ch chan<- prometheus.Metric) error {
@@ -24,6 +24,8 @@ func (requestCollector) Update(s *Scrape, ch chan<- prometheus.Metric) error {
 	for _, r := range snap.Requests {
 		ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(r.Value), r.Role, r.Client, r.Verb, accounting.CodeLabel(r.Code))
 	}
-	emitStreams(ch, tooLargeDesc, prometheus.CounterValue, snap.TooLarge)
+	for _, c := range snap.TooLarge {
+		ch <- prometheus.MustNewConstMetric(tooLargeDesc, prometheus.CounterValue, float64(c.Value), c.Role, c.Client, c.Resource, c.DetectedBy)
+	}
 	return nil
 }
