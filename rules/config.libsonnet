@@ -79,6 +79,11 @@
     tooLargeResourceVersionRate: 0.05,
     tooLargeResourceVersionFor: '15m',
 
+    // HerdClusterRevisionRewound: herd saw the cluster's revision go back (etcd restored from a
+    // snapshot without --bump-revision). A one-off event: it fires at once and stays for
+    // clusterRevisionRewindHold so that people see it.
+    clusterRevisionRewindHold: '1h',
+
     // Aggregated APIServices.
     apiserviceUnavailableFor: '10m',
     apiserviceSlowSeconds: 1,  // probe p99 over rateWindow

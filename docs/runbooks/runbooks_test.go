@@ -26,6 +26,7 @@ var alerts = []string{
 	"HerdAggregatedAPIFlapping", "HerdKubeletTokenReviewStorm", "HerdMetricsServerTokenAuth",
 	"HerdAuditIngestStalled", "HerdAuditEventsRejected", "HerdResponderGuardTripped",
 	"HerdResponderDown", "HerdNodeClientRejected", "KubeAPIErrorBudgetBurn",
+	"HerdClusterRevisionRewound", // issue 17
 }
 
 // requiredSections must be present, in this order, each with real content.

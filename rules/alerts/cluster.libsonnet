@@ -1,5 +1,5 @@
-// Stale kubelets, ghost clients, TokenReview storms and metrics-server's auth mode
-// (incidents 000 and 004).
+// Stale kubelets, ghost clients, an etcd rewind, TokenReview storms and metrics-server's auth
+// mode (incidents 000 and 004).
 {
   prometheusAlerts+:: {
     local c = $._config,
@@ -35,6 +35,21 @@
                             + 'a machine removed from the cluster is still running it, and its requests time out and burn the error budget (incident 000). '
                             + "Confirm with `kubectl get node {{ $labels.node }}` and `curl -s '%(herdExporterURL)s/debug/clients?identity={{ $labels.identity }}'`, "
                             + 'then stop the agent on {{ $labels.source_ip }} or revoke its credentials. The responder quarantines the identity with API Priority and Fairness.') % c,
+            },
+          },
+          {
+            alert: 'HerdClusterRevisionRewound',
+            expr: |||
+              herd:cluster_revision_rewinds:increase%(clusterRevisionRewindHold)s > 0
+            ||| % c,
+            labels: { severity: 'critical' },
+            annotations: {
+              summary: "The cluster's resourceVersion went back: etcd was restored without --bump-revision.",
+              description: ("herd read a cluster revision (etcd's, every object's resourceVersion) below one it had already seen, {{ $value | printf \"%%.0f\" }} time(s) in the last %(clusterRevisionRewindHold)s: "
+                            + 'etcd was restored from an older snapshot without --bump-revision (incident 000). Every client that held a newer resourceVersion is now asking for a revision the cluster does not have: '
+                            + 'LISTs fail with 504 "Too large resource version", WatchLists and re-watches succeed and deliver nothing, so kubelets stop seeing their pods with no error anywhere. '
+                            + 'See how far it went back with `herd_cluster_revision_last_rewind_revisions` and who is stuck with `herd_stale_kubelet` and `herd:too_large_resource_version:rate%(rateWindow)s`. '
+                            + 'Restore again with `etcdutl snapshot restore --bump-revision 1000000000 --mark-compacted` (clients then relist once), or restart the stuck agents in batches. herd relisted its own informers.') % c,
             },
           },
           {

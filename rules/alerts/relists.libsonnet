@@ -66,8 +66,9 @@
             labels: { severity: 'warning' },
             annotations: {
               summary: '{{ $labels.client }} keeps asking for a resourceVersion the apiserver never reached.',
-              description: ('{{ $labels.client }} ({{ $labels.role }}) gets {{ $value | printf "%%.2f" }}/s "Too large resource version" answers on {{ $labels.resource }}: '
-                            + 'each one holds an apiserver request for about 3 s and ends in a 504 that burns the error budget. Usually a ghost kubelet on a removed node or a client stuck after an etcd restore (incident 000). '
+              description: ('{{ $labels.client }} ({{ $labels.role }}) makes {{ $value | printf "%%.2f" }}/s requests on {{ $labels.resource }} for a resourceVersion the cluster has not reached: '
+                            + 'a LIST holds an apiserver request for about 3 s and ends in a 504 "Too large resource version" that burns the error budget; a WatchList or re-watch gets 200 and no events, so the client silently stops syncing. '
+                            + 'Usually a ghost kubelet on a removed node or a client stuck after an etcd restore (incident 000; see HerdClusterRevisionRewound). '
                             + "Find the instances with `curl -s '%(herdExporterURL)s/debug/clients?role={{ $labels.role }}&client={{ $labels.client }}'` or `herd analyze <audit log>`, "
                             + 'then check HerdGhostNodeClient and HerdStaleKubelet.') % c,
             },

@@ -66,6 +66,16 @@ local utils = import '../lib/utils.libsonnet';
             ||| % c,
           },
           {
+            // Rewinds of the cluster's revision in the hold window: every replica sees the same
+            // rewind, so max, not sum.
+            record: 'herd:cluster_revision_rewinds:increase%s' % c.clusterRevisionRewindHold,
+            expr: |||
+              max without (instance, pod) (
+                increase(herd_cluster_revision_rewinds_total{%(herdExporterSelector)s}[%(clusterRevisionRewindHold)s])
+              )
+            ||| % c,
+          },
+          {
             // metrics-server's kubelet auth mode, one series per Deployment.
             record: 'herd:metrics_server_kubelet_auth:max',
             expr: |||

@@ -74,9 +74,11 @@
             ||| % c,
           },
           {
+            // Both kinds, the apiserver's 504s and the 200s above the cluster's revision
+            // (detected_by), as one rate per client and resource.
             record: 'herd:too_large_resource_version:rate%s' % w,
             expr: |||
-              sum without (instance, pod) (
+              sum without (instance, pod, detected_by) (
                 rate(herd_too_large_resource_version_total{%(herdExporterSelector)s}[%(rateWindow)s])
               )
             ||| % c,
