@@ -124,6 +124,11 @@ type ControlPlane struct {
 	// frontProxyCA is the requestheader CA (see frontproxy.go).
 	frontProxyCA []byte
 
+	// etcd's addresses and data directory: a restore keeps the addresses
+	// (the apiserver's --etcd-servers) and changes the directory.
+	etcdClient, etcdPeer, etcdData string
+	restores                       int
+
 	mu         sync.Mutex
 	etcd       *proc.Process
 	apiserver  *proc.Process
@@ -307,6 +312,7 @@ func (cp *ControlPlane) path(name string) string { return filepath.Join(cp.Dir, 
 
 func (cp *ControlPlane) startEtcd(ctx context.Context) error {
 	var lastErr error
+	cp.etcdData = cp.path("etcd")
 	for attempt := 0; attempt < 3; attempt++ {
 		clientPort, err := proc.FreePort()
 		if err != nil {
@@ -316,38 +322,49 @@ func (cp *ControlPlane) startEtcd(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		client := "http://127.0.0.1:" + strconv.Itoa(clientPort)
-		peer := "http://127.0.0.1:" + strconv.Itoa(peerPort)
-		args := []string{
-			"--name=herd-test",
-			"--data-dir=" + cp.path("etcd"),
-			"--listen-client-urls=" + client,
-			"--advertise-client-urls=" + client,
-			"--listen-peer-urls=" + peer,
-			"--initial-advertise-peer-urls=" + peer,
-			"--initial-cluster=herd-test=" + peer,
-			"--unsafe-no-fsync", // test data; fsync only slows the drills
-			"--quota-backend-bytes=" + strconv.Itoa(8<<30),
-			"--log-level=warn",
-		}
-		p, err := proc.Start("etcd", cp.bins.Etcd, args, cp.path("etcd.log"), nil)
-		if err != nil {
-			return err
-		}
-		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err = proc.WaitUntil(wctx, p, 100*time.Millisecond, httpOK(http.DefaultClient, client+"/health", ""))
-		cancel()
-		if err == nil {
-			cp.mu.Lock()
-			cp.etcd = p
-			cp.mu.Unlock()
-			cp.apiArgs = append(cp.apiArgs, "--etcd-servers="+client)
+		cp.etcdClient = "http://127.0.0.1:" + strconv.Itoa(clientPort)
+		cp.etcdPeer = "http://127.0.0.1:" + strconv.Itoa(peerPort)
+		if lastErr = cp.runEtcd(ctx); lastErr == nil {
+			cp.apiArgs = append(cp.apiArgs, "--etcd-servers="+cp.etcdClient)
 			return nil
 		}
-		_, _ = p.Stop(5 * time.Second) // the start error below says why
-		lastErr = fmt.Errorf("start etcd: %w\n%s", err, p.Tail(30))
 	}
 	return lastErr
+}
+
+// etcdName is the single member's name, which a restore must repeat.
+const etcdName = "herd-test"
+
+// runEtcd starts etcd on its addresses and data directory and waits until
+// it is healthy.
+func (cp *ControlPlane) runEtcd(ctx context.Context) error {
+	args := []string{
+		"--name=" + etcdName,
+		"--data-dir=" + cp.etcdData,
+		"--listen-client-urls=" + cp.etcdClient,
+		"--advertise-client-urls=" + cp.etcdClient,
+		"--listen-peer-urls=" + cp.etcdPeer,
+		"--initial-advertise-peer-urls=" + cp.etcdPeer,
+		"--initial-cluster=" + etcdName + "=" + cp.etcdPeer,
+		"--unsafe-no-fsync", // test data; fsync only slows the drills
+		"--quota-backend-bytes=" + strconv.Itoa(8<<30),
+		"--log-level=warn",
+	}
+	p, err := proc.Start("etcd", cp.bins.Etcd, args, cp.path("etcd.log"), nil)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = proc.WaitUntil(wctx, p, 100*time.Millisecond, httpOK(http.DefaultClient, cp.etcdClient+"/health", ""))
+	cancel()
+	if err != nil {
+		_, _ = p.Stop(5 * time.Second) // the error says why
+		return fmt.Errorf("start etcd: %w\n%s", err, p.Tail(30))
+	}
+	cp.mu.Lock()
+	cp.etcd = p
+	cp.mu.Unlock()
+	return nil
 }
 
 func (cp *ControlPlane) startAPIServer(ctx context.Context) error {
@@ -435,19 +452,32 @@ func (cp *ControlPlane) runAPIServer(ctx context.Context) error {
 // and etcd, as a control-plane upgrade or crash would: every client's watch
 // breaks and must resume.
 func (cp *ControlPlane) RestartAPIServer(ctx context.Context) error {
+	if err := cp.stopAPIServer(); err != nil {
+		return fmt.Errorf("restart kube-apiserver: %w", err)
+	}
+	if err := cp.rerunAPIServer(ctx); err != nil {
+		return fmt.Errorf("restart kube-apiserver: %w", err)
+	}
+	return nil
+}
+
+func (cp *ControlPlane) stopAPIServer() error {
 	cp.mu.Lock()
 	p := cp.apiserver
 	cp.mu.Unlock()
-	if p != nil {
-		// An apiserver that outlives SIGKILL holds the port for good.
-		if _, err := p.Stop(15 * time.Second); err != nil {
-			return fmt.Errorf("restart kube-apiserver: %w", err)
-		}
+	if p == nil {
+		return nil
 	}
+	// An apiserver that outlives SIGKILL holds the port for good.
+	_, err := p.Stop(15 * time.Second)
+	return err
+}
+
+// rerunAPIServer starts kube-apiserver again on its port, retrying while
+// the kernel still holds the port of the process just stopped.
+func (cp *ControlPlane) rerunAPIServer(ctx context.Context) error {
 	var err error
 	for attempt := 0; attempt < 20; attempt++ {
-		// The port is ours again once the old process is gone; retry while
-		// the kernel still holds it.
 		if err = cp.runAPIServer(ctx); err == nil {
 			return nil
 		}
@@ -456,7 +486,7 @@ func (cp *ControlPlane) RestartAPIServer(ctx context.Context) error {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	return fmt.Errorf("restart kube-apiserver: %w", err)
+	return err
 }
 
 // startControllerManager runs kube-controller-manager with only

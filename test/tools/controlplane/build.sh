@@ -7,7 +7,8 @@
 #   kube-controller-manager  k8s.io/kubernetes/cmd/kube-controller-manager
 #                   (tests that need a controller run only that one, e.g. the
 #                   garbage collector)
-# Usage: build.sh [binary...]   (default: all four)
+#   etcdutl         go.etcd.io/etcd/etcdutl/v3, etcd's offline tool (snapshot restore)
+# Usage: build.sh [binary...]   (default: all of them)
 #
 # Each binary has its own stamp (.stamp-<binary>): a hash of the modules and
 # versions of every package it links (go list -deps), its own sources, the
@@ -26,9 +27,9 @@ minor=${version#v1.}; minor=${minor%%.*}
 k8s_ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=$version"
 
 # binary -> package, ldflags, and the local sources its stamp covers.
-declare -A pkg=([kube-apiserver]=k8s.io/kubernetes/cmd/kube-apiserver [etcd]=./etcd [hollow-node]=./hollownode [kube-controller-manager]=k8s.io/kubernetes/cmd/kube-controller-manager)
-declare -A flags=([kube-apiserver]="$k8s_ldflags" [etcd]="-s -w" [hollow-node]="$k8s_ldflags" [kube-controller-manager]="$k8s_ldflags")
-declare -A what=([kube-apiserver]="about 10 minutes on 2 cores the first time" [etcd]="about a minute" [hollow-node]="a few minutes after kube-apiserver, which shares most of its packages" [kube-controller-manager]="a minute or two after kube-apiserver and the hollow node, which share all but ~150 of its packages")
+declare -A pkg=([kube-apiserver]=k8s.io/kubernetes/cmd/kube-apiserver [etcd]=./etcd [hollow-node]=./hollownode [kube-controller-manager]=k8s.io/kubernetes/cmd/kube-controller-manager [etcdutl]=go.etcd.io/etcd/etcdutl/v3)
+declare -A flags=([kube-apiserver]="$k8s_ldflags" [etcd]="-s -w" [hollow-node]="$k8s_ldflags" [kube-controller-manager]="$k8s_ldflags" [etcdutl]="-s -w")
+declare -A what=([kube-apiserver]="about 10 minutes on 2 cores the first time" [etcd]="about a minute" [hollow-node]="a few minutes after kube-apiserver, which shares most of its packages" [kube-controller-manager]="a minute or two after kube-apiserver and the hollow node, which share all but ~150 of its packages" [etcdutl]="under a minute after etcd, which shares most of its packages")
 
 stamp() {
   local b=$1
@@ -57,9 +58,9 @@ build() {
 # stamp-end
 
 targets=("$@")
-(( ${#targets[@]} )) || targets=(kube-apiserver etcd hollow-node kube-controller-manager)
+(( ${#targets[@]} )) || targets=(kube-apiserver etcd hollow-node kube-controller-manager etcdutl)
 for b in "${targets[@]}"; do
-  [[ -n ${pkg[$b]:-} ]] || { echo "build.sh: unknown binary $b (want kube-apiserver, etcd, hollow-node or kube-controller-manager)" >&2; exit 2; }
+  [[ -n ${pkg[$b]:-} ]] || { echo "build.sh: unknown binary $b (want kube-apiserver, etcd, hollow-node, kube-controller-manager or etcdutl)" >&2; exit 2; }
   key=$(stamp "$b")
   if [[ -x $dir/$b && "$(cat "$dir/.stamp-$b" 2>/dev/null)" == "$key" ]]; then
     echo "$b $version: cached in $dir"
