@@ -28,6 +28,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -175,6 +176,18 @@ func (s Series) String() string {
 		fmt.Fprintf(&b, "%s %g\n", k, s[k])
 	}
 	return b.String()
+}
+
+// Without is s minus the series of family name that have label=value.
+func (s Series) Without(name, label, value string) Series {
+	out := Series{}
+	for k, v := range s {
+		if strings.HasPrefix(k, name+"{") && slices.Contains(strings.Split(strings.TrimSuffix(k[len(name)+1:], "}"), ","), label+"="+value) {
+			continue
+		}
+		out[k] = v
+	}
+	return out
 }
 
 // Diff lists every series whose value differs between want and got
@@ -376,7 +389,10 @@ func (c *counter) event(e *auditv1.Event) {
 		c.s.add("herd_relists_total", 1, "role", role, "client", client, "resource", resource, "consistency", Consistency(q), "shape", Shape(resource, q))
 	}
 	if tooLarge {
-		c.s.add("herd_too_large_resource_version_total", 1, "role", role, "client", client, "resource", resource)
+		// The apiserver said so. Requests answered otherwise but above the
+		// cluster's revision (detected_by="revision") need the revision:
+		// FutureRevisions bounds them.
+		c.s.add("herd_too_large_resource_version_total", 1, "role", role, "client", client, "resource", resource, "detected_by", "status")
 	}
 	if e.Verb == "create" && e.ObjectRef != nil && e.ObjectRef.Resource == "tokenreviews" && e.ObjectRef.APIGroup == "authentication.k8s.io" {
 		c.s.add("herd_tokenreviews_total", 1, "role", role, "client", client)

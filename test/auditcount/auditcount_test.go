@@ -4,8 +4,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestCount pins the independent counting rules on a hand-written log: one
@@ -65,7 +67,7 @@ func TestCount(t *testing.T) {
 		"herd_relists_total{client=unauthenticated,consistency=consistent,resource=pods,role=other,shape=all}":                            1,
 		"herd_relists_total{client=kube-proxy,consistency=consistent,resource=endpointslices.discovery.k8s.io,role=kube-proxy,shape=all}": 1,
 		"herd_list_pages_total{client=kubelet,resource=pods,role=kubelet}":                                                                1,
-		"herd_too_large_resource_version_total{client=kubelet,resource=pods,role=kubelet}":                                                1,
+		"herd_too_large_resource_version_total{client=kubelet,detected_by=status,resource=pods,role=kubelet}":                             1,
 		"herd_tokenreviews_total{client=kubelet,role=kubelet}":                                                                            1,
 	}
 	if d := Diff(want, res.Series); len(d) > 0 {
@@ -81,7 +83,60 @@ func TestCount(t *testing.T) {
 	if got := all.Series["herd_requests_total{client=kubelet,code=200,role=kubelet,verb=get}"]; got != 1 {
 		t.Errorf("without a delivered set every event counts: get = %g, want 1", got)
 	}
+	withRevision := Series{"herd_too_large_resource_version_total{client=kubelet,detected_by=revision,resource=pods,role=kubelet}": 2,
+		"herd_too_large_resource_version_total{client=kubelet,detected_by=status,resource=pods,role=kubelet}": 1}
+	if w := withRevision.Without("herd_too_large_resource_version_total", "detected_by", "revision"); len(w) != 1 || w["herd_too_large_resource_version_total{client=kubelet,detected_by=status,resource=pods,role=kubelet}"] != 1 {
+		t.Errorf("Without = %v", w)
+	}
 	if d := Diff(Series{"x{}": 1}, Series{"y{}": 2}); !slices.Equal(d, []string{"x{}: independent count 1, herd 0", "y{}: independent count 0, herd 2"}) {
 		t.Errorf("Diff = %q", d)
+	}
+}
+
+// TestFutureRevisions pins the bounds on requests above the cluster's
+// revision: certainly too large when above a revision read after they were
+// served, possibly when above the lowest revision from before them until
+// herd could judge them — a restore in that span included.
+func TestFutureRevisions(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	at := func(s float64) string {
+		return t0.Add(time.Duration(s * float64(time.Second))).Format("2006-01-02T15:04:05.000000Z07:00")
+	}
+	event := func(id, uri, user string, code int, s float64) string {
+		return `{"auditID":"` + id + `","stage":"ResponseStarted","verb":"watch","requestURI":"` + uri + `","user":{"username":"` + user + `"},` +
+			`"objectRef":{"resource":"pods"},"responseStatus":{"code":` + strconv.Itoa(code) + `},` +
+			`"requestReceivedTimestamp":"` + at(s) + `","stageTimestamp":"` + at(s+0.01) + `"}`
+	}
+	lines := []string{
+		event("a", "/api/v1/pods?resourceVersion=70&watch=true", "system:node:n1", 200, 1),   // below: fine
+		event("b", "/api/v1/pods?resourceVersion=150&watch=true", "system:node:n1", 200, 11), // above the restored 100 and the next read's 105: certain
+		event("c", "/api/v1/pods?resourceVersion=1000&watch=true", "system:node:n2", 200, 2), // above everything: certain
+		event("d", "/api/v1/pods?resourceVersion=190&watch=true", "system:node:n2", 200, 9),  // before the restore, below the read after it: possible (judged after the restore)
+		event("e", "/api/v1/pods?resourceVersion=0&watch=true", "system:node:n2", 200, 12),   // any revision
+		event("f", "/api/v1/pods?resourceVersion=150&watch=true", "system:node:n2", 403, 12), // refused
+		event("g", "/api/v1/pods?resourceVersion=103&watch=true", "system:node:n1", 200, 11), // above the restored 100 only: possible
+	}
+	path := filepath.Join(t.TempDir(), "audit.log")
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	revs := &Revisions{}
+	for _, s := range []struct {
+		at  float64
+		rev uint64
+	}{{0, 80}, {0.5, 85}, {1.5, 95}, {3, 120}, {9.5, 200}, {12, 105}, {13, 110}} {
+		revs.samples = append(revs.samples, revisionSample{t0.Add(time.Duration(s.at * float64(time.Second))), s.rev})
+	}
+	revs.Restored(t0.Add(10*time.Second), t0.Add(11*time.Second), 100)
+	res, err := FutureRevisions(path, nil, NodeAgents, revs, 5*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]Bounds{"system:node:n1": {Definite: 1, Possible: 2}, "system:node:n2": {Definite: 1, Possible: 2}}
+	if len(res.ByIdentity) != len(want) || res.ByIdentity["system:node:n1"] != want["system:node:n1"] || res.ByIdentity["system:node:n2"] != want["system:node:n2"] {
+		t.Errorf("by identity %+v, want %+v", res.ByIdentity, want)
+	}
+	if b := res.BySeries["herd_too_large_resource_version_total{client=kubelet,detected_by=revision,resource=pods,role=kubelet}"]; b != (Bounds{2, 4}) {
+		t.Errorf("by series %+v, want 2..4 on pods", res.BySeries)
 	}
 }

@@ -40,6 +40,8 @@ type ExporterOptions struct {
 	// ProbeInterval is how often aggregated APIServices are probed;
 	// default herd's.
 	ProbeInterval time.Duration
+	// RevisionProbe is --cluster.revision-probe-interval; default herd's.
+	RevisionProbe time.Duration
 	// FollowAuditLog also feeds the exporter the apiserver's audit log
 	// (Options.AuditLog): the duplicates are dropped by auditID.
 	FollowAuditLog bool
@@ -95,6 +97,7 @@ func (s *Stack) startExporter(ctx context.Context) error {
 			LogFiles:      logFiles,
 			Kube:          kube.Tune(s.CP.Config(ExporterIdentity), "exporter"),
 			GhostGrace:    o.GhostGrace,
+			RevisionProbe: o.RevisionProbe,
 			APIServices:   apiservices.Options{ProbeInterval: o.ProbeInterval},
 			Logger:        slog.New(slog.NewTextHandler(s.exporterLog, nil)),
 		}, auditAddr)
@@ -142,6 +145,9 @@ func (s *Stack) startExporter(ctx context.Context) error {
 	}
 	if o.ProbeInterval > 0 {
 		args = append(args, "--apiservices.probe-interval="+o.ProbeInterval.String())
+	}
+	if o.RevisionProbe > 0 {
+		args = append(args, "--cluster.revision-probe-interval="+o.RevisionProbe.String())
 	}
 	args = append(args, o.Args...)
 	p, addr, err := proc.StartServer(ctx, proc.Server{

@@ -74,8 +74,15 @@ type Options struct {
 	HerdBin string
 
 	// Nodes is how many Nodes exist (NodeName(i), InternalIP NodeIP(i)),
-	// each with a kubelet identity. Default 3.
+	// each with a kubelet identity. Default 3, or 0 with AgentNodes.
 	Nodes int
+	// AgentNodes are nodes whose real kubelets register them (test/hollow):
+	// each gets a kubelet identity, and no Node is created for it.
+	AgentNodes []string
+	// ControlPlane, if set, adjusts the control plane's options once the
+	// stack has filled them: bind it to a hollow Network's gateway, put a
+	// tee (test/auditcount) on its audit webhook, and so on.
+	ControlPlane func(*controlplane.Options)
 	// Ghosts are kubelet identities (system:node:NAME) without a Node:
 	// a removed worker's kubelet still calling.
 	Ghosts []string
@@ -195,7 +202,7 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	if opts.Log == nil {
 		opts.Log = io.Discard
 	}
-	if opts.Nodes <= 0 {
+	if opts.Nodes <= 0 && len(opts.AgentNodes) == 0 {
 		opts.Nodes = 3
 	}
 	if opts.IsolateHoldDown == 0 {
@@ -327,8 +334,12 @@ func (s *Stack) startControlPlane(ctx context.Context, step func(string, ...any)
 		cpOpts.AuditLogPath = s.AuditLogPath
 	}
 	cpOpts.Nodes = append(cpOpts.Nodes, opts.Ghosts...)
+	cpOpts.Nodes = append(cpOpts.Nodes, opts.AgentNodes...)
 	for i := 1; i <= opts.Nodes; i++ {
 		cpOpts.Nodes = append(cpOpts.Nodes, NodeName(i))
+	}
+	if opts.ControlPlane != nil {
+		opts.ControlPlane(&cpOpts)
 	}
 	step("starting etcd and kube-apiserver %s (audit webhook → herd exporter: %v)", controlplane.Version, !opts.NoAuditWebhook)
 	if err := os.MkdirAll(cpOpts.Dir, 0o755); err != nil {
