@@ -43,7 +43,7 @@ deps: ## Install what the tests need from Debian (Prometheus, Alertmanager) when
 	prometheus --version 2>&1 | head -1; (prometheus-alertmanager --version 2>&1 || alertmanager --version 2>&1) | head -1
 
 .PHONY: controlplane
-controlplane: ## Build kube-apiserver, etcd and kubemark's hollow node (real kubelet, kube-proxy) from Go modules (cached outside the work tree).
+controlplane: ## Build kube-apiserver, etcd, etcdutl and kubemark's hollow node (real kubelet, kube-proxy) from Go modules (cached outside the work tree).
 	bash test/tools/controlplane/build.sh
 
 .PHONY: test
@@ -148,6 +148,10 @@ scale: controlplane ## 5,000 real Nodes + 15,000 instances against the herd bina
 .PHONY: hollow-measure
 hollow-measure: controlplane ## RSS and CPU per hollow node (real kubelet + kube-proxy) at 5 and 20 nodes in steady state (HOLLOW_FLAGS="-nodes 5,20,50").
 	$(GO) run ./test/hollow/measure $(HOLLOW_FLAGS)
+
+.PHONY: drill-agents
+drill-agents: deps controlplane ## Real-agent drills, minutes each: etcd restored with and without --bump-revision (incident 000), pod churn; 20 hollow nodes (HERD_AGENT_NODES=n).
+	HERD_AGENT_DRILLS=1 $(GO) test -count=1 -timeout 60m -v -run '^(TestEtcdRestore|TestPodChurn)$$' ./test/hollow/
 
 .PHONY: fixtures
 fixtures: controlplane ## Re-record testdata/audit from the real control plane.

@@ -49,7 +49,7 @@ func addExporterFlags(cmd *kingpin.CmdClause) *exporterFlags {
 	f.noKube = cmd.Flag("no-kube", "Run on audit events alone: no Node attribution by IP, no ghosts or stale kubelets.").Bool()
 	f.cidrs = cmd.Flag("cluster.control-plane-cidrs", "Source CIDRs of control-plane clients that no Node owns; never ghosts (repeatable).").Strings()
 	f.ghostGrace = cmd.Flag("cluster.ghost-grace", "How long an instance or a fresh informer sync waits before anything is called a ghost.").Default("5m").Duration()
-	f.revisionEvery = cmd.Flag("cluster.revision-probe-interval", "How often the cluster's revision is read (a consistent LIST of one Node): requests for a resourceVersion above it count as too large, and a revision going back (an etcd restore without --bump-revision) makes herd's informers start over.").Default("10s").Duration()
+	f.revisionEvery = cmd.Flag("cluster.revision-probe-interval", "How often the cluster's revision is read (a consistent WatchList of one Node name, closed at its first bookmark): requests for a resourceVersion above it count as too large, and a revision going back (an etcd restore without --bump-revision) makes herd's informers start over.").Default("10s").Duration()
 	f.msNamespace = cmd.Flag("metrics-server.namespace", "Namespace of the metrics-server Deployment (herd's Role must be there).").Default("kube-system").String()
 	f.msName = cmd.Flag("metrics-server.name", "Name of the metrics-server Deployment (default: found by its k8s-app or app.kubernetes.io/name label).").Default("").String()
 	f.probeEvery = cmd.Flag("apiservices.probe-interval", "How often each aggregated APIService is probed through the apiserver.").Default("30s").Duration()

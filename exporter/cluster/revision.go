@@ -2,13 +2,19 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 
 	"github.com/herd-k8s/herd/exporter/accounting"
 )
@@ -17,7 +23,7 @@ import (
 // revision: often enough that a too-large request is counted seconds after
 // it arrives and that an etcd rewind is seen, and herd's informers start
 // over, well within a minute; rarely enough to cost nothing (one
-// consistent read of one Node).
+// consistent read of one Node key).
 const DefaultRevisionProbeInterval = 10 * time.Second
 
 // The cluster's revision.
@@ -40,16 +46,23 @@ const DefaultRevisionProbeInterval = 10 * time.Second
 // cache_watcher.go process sends only events newer than it): the
 // informers' revision stays where it was, blind.
 //
-// So the view proves the revision with a consistent read: a LIST of one
-// Node without a resourceVersion, which the apiserver serves at etcd's
-// current revision or later (pkg/storage/cacher/delegator.go: a consistent
-// read asks etcd for its current revision, pkg/storage/etcd3/store.go
-// GetCurrentResourceVersion, and waits until the cache has reached it). A
-// revision read this way is at least every revision committed before the
-// read started — so at least every resourceVersion any client was given
-// before then. That is what makes the ledger's too-large check free of
-// false positives (accounting.RevisionSource): a request is judged only
-// against a read that started after herd received its audit event.
+// So the view proves the revision with a consistent read: a WatchList (a
+// watch with sendInitialEvents=true and no resourceVersion) of one Node
+// name, closed at its initial-events-end bookmark. Without a
+// resourceVersion the apiserver asks etcd for its current revision
+// (k8s.io/apiserver@v0.36.3 pkg/storage/cacher/cacher.go
+// getWatchCacheResourceVersion, pkg/storage/etcd3/store.go
+// GetCurrentResourceVersion), waits until its cache has reached it
+// (waitUntilWatchCacheFreshAndForceAllEvents), and ends the initial events
+// with a bookmark at the cache's revision (setInitialEventsEndBookmarkIfRequested):
+// at least every revision committed before the read started — so at least
+// every resourceVersion any client was given before then. That is what
+// makes the ledger's too-large check free of false positives
+// (accounting.RevisionSource): a request is judged only against a read that
+// started after herd received its audit event. It is a watch of one key, as
+// herd's informers start (SPEC §3.1: herd never LISTs): the cacher reads one
+// object for a metadata.name selector (watch_cache.go
+// getAllEventsSinceLocked), here a name no Node has.
 //
 // A read below what the view has already seen — a read's, or an informer's
 // last synced resourceVersion read before it started — can only mean the
@@ -127,14 +140,9 @@ func (v *View) probeRevision(ctx context.Context) error {
 	ticket := v.rev.ticket.Add(1)
 	rctx, cancel := context.WithTimeout(ctx, v.opts.RevisionProbeInterval)
 	defer cancel()
-	// No resourceVersion: a consistent read. Limit 1: one Node's worth.
-	list, err := v.client.CoreV1().Nodes().List(rctx, metav1.ListOptions{Limit: 1})
+	rev, err := readRevision(rctx, v.client)
 	if err != nil {
-		return fmt.Errorf("list one node: %w", err)
-	}
-	rev, err := strconv.ParseUint(list.ResourceVersion, 10, 64)
-	if err != nil || rev == 0 {
-		return fmt.Errorf("list one node: resourceVersion %q is not a revision", list.ResourceVersion)
+		return err
 	}
 	v.rev.probes.Add(1)
 	v.rev.mu.Lock()
@@ -211,4 +219,53 @@ func (v *View) restart() {
 		v.opts.Logger.Info("cluster view relisted after the revision went back",
 			"nodes", len(g.nodes.GetStore().ListKeys()), "leases", len(g.leases.GetStore().ListKeys()))
 	}()
+}
+
+// revisionProbeNode is the Node name the revision read selects: a name no
+// Node has (a Node may have it; its events are ignored).
+const revisionProbeNode = "herd.dev-revision-probe"
+
+// readRevision reads the cluster's revision with a one-object WatchList and
+// returns its initial-events-end bookmark's resourceVersion.
+func readRevision(ctx context.Context, c kubernetes.Interface) (uint64, error) {
+	timeout := int64(30)
+	if d, ok := ctx.Deadline(); ok {
+		timeout = max(1, int64(time.Until(d).Seconds()))
+	}
+	w, err := c.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{
+		FieldSelector:        "metadata.name=" + revisionProbeNode,
+		SendInitialEvents:    ptr.To(true),
+		ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,
+		AllowWatchBookmarks:  true,
+		TimeoutSeconds:       &timeout,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("watch one node: %w", err)
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("watch one node: no initial-events-end bookmark: %w", ctx.Err())
+		case e, ok := <-w.ResultChan():
+			if !ok {
+				return 0, errors.New("watch one node: closed before its initial-events-end bookmark")
+			}
+			if e.Type == watch.Error {
+				return 0, fmt.Errorf("watch one node: %w", apierrors.FromObject(e.Object))
+			}
+			if e.Type != watch.Bookmark {
+				continue
+			}
+			m, err := meta.Accessor(e.Object)
+			if err != nil || m.GetAnnotations()[metav1.InitialEventsAnnotationKey] != "true" {
+				continue
+			}
+			rev, err := strconv.ParseUint(m.GetResourceVersion(), 10, 64)
+			if err != nil || rev == 0 {
+				return 0, fmt.Errorf("watch one node: bookmark resourceVersion %q is not a revision", m.GetResourceVersion())
+			}
+			return rev, nil
+		}
+	}
 }

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -9,20 +10,29 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 )
 
-// clusterRevision answers the view's revision reads (a LIST of one Node)
-// with the revision a test sets; the informers' own lists (pages of 500)
-// go to the fake clientset as usual.
+// clusterRevision answers the view's revision reads (a WatchList of one
+// Node name) with an initial-events-end bookmark at the revision a test
+// sets; the informers' own reads go to the fake clientset as usual.
 func clusterRevision(client *fake.Clientset, rev *atomic.Uint64) {
-	client.PrependReactor("list", "nodes", func(a k8stesting.Action) (bool, k8sruntime.Object, error) {
-		if a.(k8stesting.ListActionImpl).ListOptions.Limit != 1 || a.(k8stesting.ListActionImpl).ListOptions.ResourceVersion != "" {
+	client.PrependWatchReactor("nodes", func(a k8stesting.Action) (bool, watch.Interface, error) {
+		opts := a.(k8stesting.WatchActionImpl).ListOptions
+		if opts.FieldSelector != "metadata.name="+revisionProbeNode {
 			return false, nil, nil
 		}
-		return true, &corev1.NodeList{ListMeta: metav1.ListMeta{ResourceVersion: strconv.FormatUint(rev.Load(), 10)}}, nil
+		if opts.SendInitialEvents == nil || !*opts.SendInitialEvents || opts.ResourceVersion != "" || !opts.AllowWatchBookmarks {
+			return true, nil, fmt.Errorf("the revision read is not a consistent WatchList: %+v", opts)
+		}
+		w := watch.NewFakeWithChanSize(1, false)
+		w.Action(watch.Bookmark, &corev1.Node{ObjectMeta: metav1.ObjectMeta{
+			ResourceVersion: strconv.FormatUint(rev.Load(), 10),
+			Annotations:     map[string]string{metav1.InitialEventsAnnotationKey: "true"},
+		}})
+		return true, w, nil
 	})
 }
 
@@ -94,11 +104,14 @@ func TestRevisionReadsAndRewind(t *testing.T) {
 // A failing read proves nothing: no revision, nothing judged, counted.
 func TestRevisionReadFailure(t *testing.T) {
 	client := fake.NewSimpleClientset()
-	client.PrependReactor("list", "nodes", func(a k8stesting.Action) (bool, k8sruntime.Object, error) {
-		if a.(k8stesting.ListActionImpl).ListOptions.Limit != 1 {
+	client.PrependWatchReactor("nodes", func(a k8stesting.Action) (bool, watch.Interface, error) {
+		if a.(k8stesting.WatchActionImpl).ListOptions.FieldSelector != "metadata.name="+revisionProbeNode {
 			return false, nil, nil
 		}
-		return true, &corev1.NodeList{ListMeta: metav1.ListMeta{ResourceVersion: "not-a-revision"}}, nil
+		w := watch.NewFakeWithChanSize(1, false)
+		w.Action(watch.Bookmark, &corev1.Node{ObjectMeta: metav1.ObjectMeta{ResourceVersion: "not-a-revision",
+			Annotations: map[string]string{metav1.InitialEventsAnnotationKey: "true"}}})
+		return true, w, nil
 	})
 	v := New(client, Options{RevisionProbeInterval: 10 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())

@@ -22,7 +22,7 @@ var (
 	revisionDesc = prometheus.NewDesc(namespace+"_cluster_revision",
 		"The cluster's revision (etcd's, every resourceVersion's) as herd's last consistent read returned it; requests above it are too large.", nil, nil)
 	revisionProbesDesc = prometheus.NewDesc(namespace+"_cluster_revision_probes_total",
-		"Consistent reads of the cluster's revision (a LIST of one Node), by result (ok, error).", []string{"result"}, nil)
+		"Consistent reads of the cluster's revision (a WatchList of one Node name), by result (ok, error).", []string{"result"}, nil)
 	revisionRewindsDesc = prometheus.NewDesc(namespace+"_cluster_revision_rewinds_total",
 		"Times the cluster's revision went back (etcd restored from a snapshot without --bump-revision); herd's informers started over each time.", nil, nil)
 	revisionRewindDesc = prometheus.NewDesc(namespace+"_cluster_revision_last_rewind_revisions",

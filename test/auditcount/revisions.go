@@ -148,6 +148,10 @@ type FutureResult struct {
 	// series herd would count them in.
 	ByIdentity map[string]Bounds
 	BySeries   map[string]Bounds
+	// StatusByIdentity counts, per username, the requests answered "Too
+	// large resource version" (detected_by="status"; Count has them by
+	// series).
+	StatusByIdentity map[string]int
 }
 
 // FutureRevisions bounds the delivered requests herd counts too large by
@@ -160,7 +164,7 @@ type FutureResult struct {
 func FutureRevisions(path string, delivered map[Key]bool, classify Classifier, revs *Revisions, judgeWithin time.Duration, separateStorage []string) (FutureResult, error) {
 	revs.mu.Lock()
 	defer revs.mu.Unlock()
-	res := FutureResult{ByIdentity: map[string]Bounds{}, BySeries: map[string]Bounds{}}
+	res := FutureResult{ByIdentity: map[string]Bounds{}, BySeries: map[string]Bounds{}, StatusByIdentity: map[string]int{}}
 	c := counter{s: Series{}, classify: classify, proven: map[string]bool{}}
 	err := Each(path, func(e *auditv1.Event) {
 		if delivered != nil && !delivered[Key{string(e.AuditID), e.Stage}] || !Counted(e) {
@@ -171,7 +175,11 @@ func FutureRevisions(path string, delivered map[Key]bool, classify Classifier, r
 		if e.ResponseStatus != nil {
 			code, message = int(e.ResponseStatus.Code), e.ResponseStatus.Message
 		}
-		if code == 401 || code == 403 || strings.Contains(message, "Too large resource version") {
+		if code == 401 || code == 403 {
+			return
+		}
+		if strings.Contains(message, "Too large resource version") {
+			res.StatusByIdentity[e.User.Username]++
 			return
 		}
 		rv, err := strconv.ParseUint(Query(e.RequestURI).Get("resourceVersion"), 10, 64)

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -23,7 +21,6 @@ import (
 	"github.com/herd-k8s/herd/test/controlplane"
 	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/hollow"
-	"github.com/herd-k8s/herd/test/proc"
 	"github.com/herd-k8s/herd/test/stack"
 )
 
@@ -47,128 +44,6 @@ const (
 	ghostGrace   = 5 * time.Second
 	podsNS       = "hollow"
 )
-
-// TestRealAgentsSteadyState is issue 17's first acceptance test: five hollow
-// nodes — the real kubelet and kube-proxy code of v1.36.3, three relisting by
-// WatchList (client-go ≥ 1.35) and two in LIST mode (client-go < 1.35), each
-// node in its own network namespace with its own address — run against the
-// real kube-apiserver, whose audit webhook feeds herd's exporter, with pods
-// bound to them that mount a ConfigMap and a Secret each. Then:
-//   - herd's counters equal an independent count over the apiserver's audit
-//     log of the same events (test/auditcount), after the pods start and again
-//     after a steady period;
-//   - each kube-proxy is placed on its own node by its source address, and
-//     each kubelet is seen calling from its Node's InternalIP;
-//   - no node agent is a ghost and no kubelet is stale;
-//   - the agents make the requests docs/exporter.md's table says they make.
-func TestRealAgentsSteadyState(t *testing.T) {
-	began := time.Now()
-	before, err := proc.Children(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { // runs last: everything below has stopped
-		after, err := proc.Children(os.Getpid())
-		if err != nil {
-			t.Error(err)
-		}
-		if len(after) > len(before) {
-			t.Errorf("children left running: before %v, after %v", before, after)
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	dir := t.TempDir()
-	logPath := filepath.Join(dir, "audit.log")
-
-	network, err := hollow.NewNetwork()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := network.Close(); err != nil {
-			t.Errorf("remove the hollow network: %v", err)
-		}
-	})
-	var specs []hollow.NodeOptions
-	var names []string
-	for i := 1; i <= 5; i++ {
-		name := fmt.Sprintf("hollow-%d", i)
-		names = append(names, name)
-		specs = append(specs, hollow.NodeOptions{Name: name, ListMode: i > 3})
-	}
-
-	tee := auditcount.NewTee("hollow-audit-token")
-	t.Cleanup(tee.Close)
-	cpOpts := controlplane.Options{
-		Nodes:        names,
-		Address:      network.Gateway().String(),
-		AuditPolicy:  nodeAgentsPolicy,
-		AuditLogPath: logPath,
-		Dir:          filepath.Join(dir, "controlplane"),
-	}
-	tee.Wire(&cpOpts)
-	cp, err := controlplane.Start(ctx, cpOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cp.Stop)
-	ex := startExporter(t, cp)
-	tee.Forward(ex.AuditHandler())
-	t.Logf("control plane on %s and herd ready after %v", cp.URL, time.Since(began).Round(time.Millisecond))
-
-	agents, err := hollow.Start(ctx, cp, hollow.Options{Network: network, Nodes: specs, Dir: filepath.Join(dir, "nodes"),
-		AfterRegistered: func(ctx context.Context) error { return herdKnowsNodes(ctx, ex, names) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(agents.Stop)
-	t.Logf("%d hollow nodes registered, kube-proxies started after %v", len(agents.Nodes), time.Since(began).Round(time.Millisecond))
-
-	admin := cp.Client(controlplane.Admin)
-	pods, err := hollow.CreatePods(ctx, admin, podsNS, names, podsPerNode)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := hollow.WaitPodsRunning(ctx, admin, podsNS, pods); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%d pods Running after %v", len(pods), time.Since(began).Round(time.Millisecond))
-
-	leases, err := agents.WaitLeases(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := compareWithAuditLog(t, ex, tee, logPath, "pods running")
-	// Steady state: every kubelet renews its Lease every 10 s (a quarter of
-	// its 40 s duration); let that happen a few times, and the ghost grace
-	// pass.
-	time.Sleep(steadyPeriod)
-	if err := agents.Crashed(); err != nil {
-		t.Fatal(err)
-	}
-	renewed, err := agents.WaitLeases(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for node, at := range leases {
-		if !renewed[node].After(at) {
-			t.Errorf("kubelet %s did not renew its Lease in %v (renewed at %v)", node, steadyPeriod, at)
-		}
-	}
-	second := compareWithAuditLog(t, ex, tee, logPath, "steady state")
-	if second <= first {
-		t.Errorf("herd accounted %d events by the steady-state snapshot, %d at the first: the agents went quiet", second, first)
-	}
-	if n := tee.Refused(); n > 0 {
-		t.Errorf("herd refused %d audit batches", n)
-	}
-
-	checkAttribution(t, ex, agents)
-	checkNoGhostNoStale(t, ex, agents)
-	checkRequests(t, logPath, agents)
-	t.Logf("suite done after %v", time.Since(began).Round(time.Millisecond))
-}
 
 // startExporter runs herd's exporter in-process against the control plane,
 // with a short ghost grace so that "no ghost" is judged within the test.
