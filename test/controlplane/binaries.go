@@ -51,7 +51,7 @@ func FindBinaries() (Binaries, error) {
 // executable says how to build p when it is missing.
 func executable(p string) error {
 	if st, err := os.Stat(p); err != nil || st.Mode()&0o111 == 0 {
-		return fmt.Errorf("%w: %s is missing; run `make controlplane` to build kube-apiserver %s, etcd, kubemark's hollow node and kube-controller-manager from Go modules into %s (about 10 minutes on 2 cores the first time)", proc.ErrMissingBinary, p, Version, filepath.Dir(p))
+		return fmt.Errorf("%w: %s is missing; run `make controlplane` to build kube-apiserver %s, etcd, kubemark's hollow node, kube-controller-manager and etcdutl from Go modules into %s (about 10 minutes on 2 cores the first time)", proc.ErrMissingBinary, p, Version, filepath.Dir(p))
 	}
 	return nil
 }
