@@ -276,20 +276,7 @@ func (a *realAgents) staleKubelets() (map[string]string, error) {
 func (a *realAgents) compare(t *testing.T, when string) (herdView, auditcount.FutureResult) {
 	t.Helper()
 	v := a.view(t)
-	var res auditcount.Result
-	err := herdtest.Poll(t.Context(), 10*time.Second, "every event herd was delivered in the audit log", func(context.Context) error {
-		var err error
-		if res, err = auditcount.Count(a.logPath, v.delivered, auditcount.NodeAgents); err != nil {
-			return err
-		}
-		if res.Missing > 0 {
-			return fmt.Errorf("%s: %d events herd was delivered are not in the audit log", when, res.Missing)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := countDelivered(t, a.logPath, v.delivered, when)
 	if len(v.delivered) == 0 {
 		t.Fatalf("%s: nothing to compare: no event delivered", when)
 	}

@@ -147,22 +147,7 @@ func compareWithAuditLog(t *testing.T, ex *exporter.Exporter, tee *auditcount.Te
 	if gatherErr != nil {
 		t.Fatal(gatherErr)
 	}
-	// The apiserver writes the log before it batches the webhook, so the log
-	// normally holds every delivered event already.
-	var res auditcount.Result
-	err := herdtest.Poll(t.Context(), 10*time.Second, "every event herd was delivered in the audit log", func(context.Context) error {
-		var err error
-		if res, err = auditcount.Count(logPath, delivered, auditcount.NodeAgents); err != nil {
-			return err
-		}
-		if res.Missing > 0 {
-			return fmt.Errorf("%s: %d events herd was delivered are not in the audit log", when, res.Missing)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := countDelivered(t, logPath, delivered, when)
 	configmapRelists := 0.0
 	for k, v := range res.Series {
 		if strings.HasPrefix(k, "herd_relists_total{client=kubelet,") && strings.Contains(k, ",resource=configmaps,") {
@@ -179,6 +164,28 @@ func compareWithAuditLog(t *testing.T, ex *exporter.Exporter, tee *auditcount.Te
 	}
 	t.Logf("%s: herd equals the independent count: %d events, %d series, 0 different", when, len(delivered), len(res.Series))
 	return len(delivered)
+}
+
+// countDelivered counts the events herd was delivered independently, from
+// the audit log, once the log holds them all: the apiserver writes the log
+// before it batches the webhook, so it normally holds them already.
+func countDelivered(t *testing.T, logPath string, delivered map[auditcount.Key]bool, when string) auditcount.Result {
+	t.Helper()
+	var res auditcount.Result
+	err := herdtest.Poll(t.Context(), 10*time.Second, "every event herd was delivered in the audit log", func(context.Context) error {
+		var err error
+		if res, err = auditcount.Count(logPath, delivered, auditcount.NodeAgents); err != nil {
+			return err
+		}
+		if res.Missing > 0 {
+			return fmt.Errorf("%s: %d events herd was delivered are not in the audit log", when, res.Missing)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
 }
 
 // checkAttribution: each kube-proxy instance is placed on its own node by its
