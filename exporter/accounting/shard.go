@@ -34,12 +34,12 @@ type shard struct {
 	// Counters, keyed by their key packed into a uint64 (pack): the maps'
 	// 64-bit fast path, several times cheaper per event than hashing a
 	// struct.
-	relists      map[uint64]uint64 // relistKey
-	pages        map[uint64]uint64 // streamKey
-	tooLarge     map[uint64]uint64 // streamKey: too large by status
-	tooLargeRev  map[uint64]uint64 // streamKey: too large by revision
+	relists     map[uint64]uint64 // relistKey
+	pages       map[uint64]uint64 // streamKey
+	tooLarge    map[uint64]uint64 // streamKey: too large by status
+	tooLargeRev map[uint64]uint64 // streamKey: too large by revision
 	// revs are this shard's requests waiting for a revision read.
-	revs revisionChecks
+	revs         revisionChecks
 	intervals    map[uint64]*histogram
 	requests     map[uint64]uint64 // requestKey
 	tokenReviews map[clientKey]uint64
