@@ -78,6 +78,12 @@ type drillSetup struct {
 	// RateWindow is the mixin's and the responder's rate window; default
 	// the scenarios' (rateWindow).
 	RateWindow string
+	// AuditPolicy replaces drillAuditPolicy (the shipped policy and the
+	// responder's writes), e.g. a managed provider's log-everything
+	// policy.
+	AuditPolicy string
+	// APIServerArgs are extra kube-apiserver flags.
+	APIServerArgs []string
 }
 
 // drill is one drill's running stack.
@@ -164,10 +170,14 @@ func startDrill(ctx context.Context, t *testing.T, setup drillSetup) *drill {
 		}
 		respAddrs = []string{addr}
 	}
+	if setup.AuditPolicy == "" {
+		setup.AuditPolicy = drillAuditPolicy(t)
+	}
 	s.Stack = stack.StartTest(ctx, t, stack.Options{
 		Nodes:           setup.Nodes,
 		Ghosts:          setup.Ghosts,
-		AuditPolicy:     drillAuditPolicy(t),
+		AuditPolicy:     setup.AuditPolicy,
+		APIServerArgs:   setup.APIServerArgs,
 		AuditLog:        true,
 		Objects:         setup.Objects,
 		Exporter:        exp,

@@ -29,12 +29,22 @@ import (
 var clusterPolicy = metadataPolicy(nil, []string{"system:node:node-1", "system:node:node-2", "system:node:" + ghostName, "system:serviceaccount:kube-system:kube-proxy", stack.ExporterUser})
 
 type debugClient struct {
-	Identity    string `json:"identity"`
-	Client      string `json:"client"`
-	Node        string `json:"node"`
-	Attribution string `json:"attribution"`
-	SourceIP    string `json:"sourceIP"`
-	Cluster     *struct {
+	Identity        string `json:"identity"`
+	Role            string `json:"role"`
+	Client          string `json:"client"`
+	Node            string `json:"node"`
+	Attribution     string `json:"attribution"`
+	ClassifiedBy    string `json:"classifiedBy"`
+	SourceIP        string `json:"sourceIP"`
+	TrustedSourceIP string `json:"trustedSourceIP"`
+	Requests        uint64 `json:"requests"`
+	Resources       []struct {
+		Resource      string `json:"resource"`
+		Shape         string `json:"shape"`
+		Relists       uint64 `json:"relists"`
+		WindowRelists int    `json:"windowRelists"`
+	} `json:"resources"`
+	Cluster *struct {
 		Ghost       bool   `json:"ghost"`
 		GhostReason string `json:"ghostReason"`
 		Stale       bool   `json:"stale"`
