@@ -405,7 +405,11 @@ func TestTrust(t *testing.T) {
 		if fs, _ := herdAPF(ctx, t, r.Admin); len(fs) > 0 {
 			t.Errorf("herd's FlowSchemas after the flood: %v, want none", fs)
 		}
-		got := r.scrape(t)
+		var got series
+		herdtest.Wait(t, 30*time.Second, "herd to count calico-node's LIST", func() bool {
+			got = r.scrape(t)
+			return sum(got, "herd_relists_total", "client=calico-node", "resource=pods") >= 1
+		})
 		// calico-node made one LIST of pods, on node-1, by its token.
 		if v := sum(got, "herd_relists_total", "client=calico-node", "resource=pods"); v != 1 {
 			t.Errorf("herd_relists_total{client=calico-node, resource=pods} = %v, want 1 (its own LIST; the anonymous ones are no relists)\n%s", v, grep(got, "calico-node"))
