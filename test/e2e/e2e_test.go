@@ -231,12 +231,6 @@ func gather(t *testing.T, e *exporter.Exporter) series {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return familySeries(families)
-}
-
-// familySeries keys herd's own families (not its scrape and build
-// metrics) as gather does.
-func familySeries(families []*dto.MetricFamily) series {
 	s := series{}
 	for _, mf := range families {
 		if !strings.HasPrefix(mf.GetName(), "herd_") || strings.HasPrefix(mf.GetName(), "herd_scrape_") || mf.GetName() == "herd_build_info" {

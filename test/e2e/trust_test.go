@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -791,19 +788,8 @@ func postAudit(ctx context.Context, t *testing.T, url string, events ...*auditv1
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
+	if _, err := herdtest.PostAudit(ctx, url, body); err != nil {
 		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("POST %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	answer, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("POST %s: %d %s", url, resp.StatusCode, answer)
 	}
 }
 
@@ -862,33 +848,10 @@ func (r *trustRun) served(t *testing.T, cfg *rest.Config, uri string) controlpla
 	return s
 }
 
-// scrape reads the exporter's /metrics as Prometheus does.
+// scrape is what the exporter's /metrics serves.
 func (r *trustRun) scrape(t *testing.T) series {
 	t.Helper()
-	req, err := http.NewRequestWithContext(r.ctx, http.MethodGet, r.ExporterURL+"/metrics", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("exporter /metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("exporter /metrics: %v", err)
-	}
-	names := make([]string, 0, len(mfs))
-	for n := range mfs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	out := make([]*dto.MetricFamily, 0, len(names))
-	for _, n := range names {
-		out = append(out, mfs[n])
-	}
-	return familySeries(out)
+	return gather(t, r.Exporter.Exporter)
 }
 
 // debugClients is the exporter's /debug/clients for query ("k=v&...").
