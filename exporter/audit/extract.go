@@ -498,20 +498,28 @@ func walkSub(b []byte, i, depth int, sub subObject, ev *rawEvent) (int, *scanErr
 // int32. Anything else (fractions, exponents, negatives, overflow) is 0, "no
 // code", rather than a guess.
 func parseCode(num []byte) int32 {
-	if len(num) == 0 || len(num) > 10 {
-		return 0
+	if n, ok := decimal(num, 10); ok && n <= 1<<31-1 {
+		return int32(n)
+	}
+	return 0
+}
+
+// decimal parses a non-negative decimal integer of 1 to maxDigits digits;
+// anything else (signs, fractions, exponents, more digits) is not ok. A
+// maxDigits of at most 18 keeps it from overflowing. The status code, the
+// limit parameter and the timestamp's fields are all read with it.
+func decimal(b []byte, maxDigits int) (int64, bool) {
+	if len(b) == 0 || len(b) > maxDigits {
+		return 0, false
 	}
 	var n int64
-	for _, c := range num {
+	for _, c := range b {
 		if c < '0' || c > '9' {
-			return 0
+			return 0, false
 		}
 		n = n*10 + int64(c-'0')
 	}
-	if n > 1<<31-1 {
-		return 0
-	}
-	return int32(n)
+	return n, true
 }
 
 // walkSourceIPs reads the sourceIPs array at b[i], enclosed by depth

@@ -191,16 +191,7 @@ func parseBool(b []byte) bool {
 // parseLimit parses a non-negative decimal page size; anything else is 0
 // (the apiserver treats a missing or zero limit as "no paging").
 func parseLimit(b []byte) int64 {
-	if len(b) == 0 || len(b) > 18 {
-		return 0
-	}
-	var n int64
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0
-		}
-		n = n*10 + int64(c-'0')
-	}
+	n, _ := decimal(b, 18)
 	return n
 }
 

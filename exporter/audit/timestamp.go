@@ -124,16 +124,10 @@ func (d *Decoder) timestamp(b []byte) int64 {
 	return fromMinute(b, minute)
 }
 
-// digits parses an all-digit field.
+// digits parses an all-digit field of a fixed width (2 or 4 digits).
 func digits(b []byte) (int, bool) {
-	n := 0
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n, true
+	n, ok := decimal(b, 4)
+	return int(n), ok
 }
 
 func daysIn(month, year int) int {
