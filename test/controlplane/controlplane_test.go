@@ -42,16 +42,25 @@ func startWithAudit(t *testing.T) (*controlplane.ControlPlane, *controlplane.Aud
 	sink := controlplane.NewAuditSink("audit-token")
 	t.Cleanup(sink.Close)
 	logPath := filepath.Join(t.TempDir(), "audit.log")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	opts := controlplane.Options{AuditLogPath: logPath, Log: testWriter{t}}
+	opts := controlplane.Options{AuditLogPath: logPath}
 	sink.Wire(&opts)
+	_, cp := start(t, 2*time.Minute, opts)
+	return cp, sink, logPath
+}
+
+// start starts a control plane with opts that logs to t and is stopped when
+// t ends; ctx bounds the test's requests and is cancelled then too.
+func start(t *testing.T, timeout time.Duration, opts controlplane.Options) (context.Context, *controlplane.ControlPlane) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	opts.Log = testWriter{t}
 	cp, err := controlplane.Start(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(cp.Stop)
-	return cp, sink, logPath
+	return ctx, cp
 }
 
 type testWriter struct{ t *testing.T }
@@ -162,13 +171,7 @@ func TestKubeletRequestsAndAudit(t *testing.T) {
 // TestRestartKeepsData restarts kube-apiserver on the same etcd: objects
 // survive and the same clients work again.
 func TestRestartKeepsData(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{Log: testWriter{t}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cp.Stop)
+	ctx, cp := start(t, 3*time.Minute, controlplane.Options{})
 	admin := cp.Client(controlplane.Admin)
 	if _, err := admin.CoreV1().Namespaces().Create(ctx, namespace("survivor"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -226,13 +229,7 @@ func namespace(name string) *corev1.Namespace {
 // passes the user in X-Remote-* headers; the availability controller marks
 // the APIService Available.
 func TestAggregatorReachesBackend(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{Log: testWriter{t}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cp.Stop)
+	ctx, cp := start(t, 2*time.Minute, controlplane.Options{})
 
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(cp.FrontProxyCA()) {

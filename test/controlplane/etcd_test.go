@@ -46,13 +46,7 @@ func configMap(name string) *corev1.ConfigMap {
 // the revision moves forward and a watch from an old resourceVersion gets
 // 410 Gone.
 func TestEtcdRestore(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{Log: testWriter{t}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cp.Stop)
+	ctx, cp := start(t, 4*time.Minute, controlplane.Options{})
 	admin := cp.Client(controlplane.Admin)
 	cms := admin.CoreV1().ConfigMaps(metav1.NamespaceDefault)
 	if _, err := cms.Create(ctx, configMap("before-snapshot"), metav1.CreateOptions{}); err != nil {
