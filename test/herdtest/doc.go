@@ -7,6 +7,7 @@
 //   - certificates: NewCA, CA.Issue, SelfSigned;
 //   - Nodes as a registering kubelet makes them: Node, CreateNodes, and
 //     Parallel for any other bulk creation;
+//   - compressed bodies and logs: Gzip;
 //   - the herd binary, built once per test binary (or program): HerdBinary,
 //     Main, RepoRoot;
 //   - scenarios split into steps that can run alone: Prereq.

@@ -1,12 +1,15 @@
 package herdtest
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -147,5 +150,17 @@ func TestLogBufferTail(t *testing.T) {
 	}
 	if got := l.Tail(10); !strings.HasPrefix(got, "line 0") {
 		t.Errorf("Tail(10) = %q, want every line", got)
+	}
+}
+
+func TestGzipInflatesToItsInput(t *testing.T) {
+	in := []byte(strings.Repeat("audit line\n", 100))
+	zr, err := gzip.NewReader(bytes.NewReader(Gzip(t, in)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := io.ReadAll(zr)
+	if err != nil || !bytes.Equal(out, in) {
+		t.Errorf("inflated %d bytes (%v), want the %d written", len(out), err, len(in))
 	}
 }
