@@ -2,7 +2,6 @@ package analyze
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/herd-k8s/herd/exporter/config"
+	"github.com/herd-k8s/herd/test/herdtest"
 )
 
 func TestDetectMode(t *testing.T) {
@@ -41,19 +41,6 @@ func TestDetectMode(t *testing.T) {
 			}
 		})
 	}
-}
-
-func gz(t testing.TB, b []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	if _, err := zw.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
 }
 
 // scenarioEvents is the scenario as decoded JSON values, to re-encode in
@@ -111,10 +98,10 @@ func TestReadForms(t *testing.T) {
 		mode       Mode
 	}{
 		{"json lines", "audit.log", log, ModeLines},
-		{"gzip", "audit.log.gz", gz(t, log), ModeLines},
-		{"gzip named .log", "audit.log.1", gz(t, log), ModeLines},
+		{"gzip", "audit.log.gz", herdtest.Gzip(t, log), ModeLines},
+		{"gzip named .log", "audit.log.1", herdtest.Gzip(t, log), ModeLines},
 		{"pretty EventList", "events.json", prettyEventList(t), ModeDocument},
-		{"pretty EventList gzip", "events.json.gz", gz(t, prettyEventList(t)), ModeDocument},
+		{"pretty EventList gzip", "events.json.gz", herdtest.Gzip(t, prettyEventList(t)), ModeDocument},
 		{"pretty array", "events.json", prettyArray, ModeDocument},
 		{"webhook batches", "webhook-batches.jsonl", webhookBatches(t, 10), ModeLines},
 		{"CRLF", "audit.log", bytes.ReplaceAll(log, []byte("\n"), []byte("\r\n")), ModeLines},
@@ -264,7 +251,7 @@ func TestOversized(t *testing.T) {
 // TestStdin reads "-", gzip included, as it would `zcat`-less pipes.
 func TestStdin(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "stdin")
-	if err := os.WriteFile(path, gz(t, []byte(scenarioLog())), 0o600); err != nil {
+	if err := os.WriteFile(path, herdtest.Gzip(t, []byte(scenarioLog())), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	f, err := os.Open(path)
@@ -343,7 +330,7 @@ func TestDocumentLimits(t *testing.T) {
 // TestTruncatedGzip: a .gz cut short (copied while logrotate compressed it)
 // keeps what decompressed and names the file and the problem.
 func TestTruncatedGzip(t *testing.T) {
-	z := gz(t, []byte(scenarioLog()))
+	z := herdtest.Gzip(t, []byte(scenarioLog()))
 	path := filepath.Join(t.TempDir(), "audit.log.gz")
 	if err := os.WriteFile(path, z[:len(z)*3/4], 0o600); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/valyala/fastjson"
 )
 
@@ -203,7 +204,7 @@ func TestOpen(t *testing.T) {
 		}
 		return b, err
 	}
-	gz := gzipped(t, plain)
+	gz := herdtest.Gzip(t, plain)
 	tests := []struct {
 		name, file string
 		data       []byte
@@ -213,7 +214,7 @@ func TestOpen(t *testing.T) {
 		{"plain", "audit.log", plain, plain, ""},
 		{"gzip", "audit.log.1.gz", gz, plain, ""},
 		{"gzip without the suffix", "audit-2026-03-14T09-00-00.000.log", gz, plain, ""},
-		{"concatenated gzip members", "cat.gz", append(append([]byte{}, gz...), gzipped(t, []byte("x\n"))...), append(append([]byte{}, plain...), "x\n"...), ""},
+		{"concatenated gzip members", "cat.gz", append(append([]byte{}, gz...), herdtest.Gzip(t, []byte("x\n"))...), append(append([]byte{}, plain...), "x\n"...), ""},
 		{"empty", "empty.log", nil, []byte{}, ""},
 		{"one byte", "one.log", []byte{0x1f}, []byte{0x1f}, ""},
 		{"truncated gzip", "broken.gz", gz[:len(gz)/2], nil, "read audit log " + filepath.Join(dir, "broken.gz") + ": unexpected EOF"},

@@ -10,20 +10,9 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
-)
 
-func gzipped(t testing.TB, b []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	if _, err := zw.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
+	"github.com/herd-k8s/herd/test/herdtest"
+)
 
 // drain reads lr to the end; over-long lines appear as "!<line number>".
 func drain(t testing.TB, lr *LineReader) []string {
@@ -159,7 +148,7 @@ func TestLineReaderErrors(t *testing.T) {
 		t.Fatalf("endless empty reads: %v", err)
 	}
 
-	gz := gzipped(t, []byte("line one\nline two\n"))
+	gz := herdtest.Gzip(t, []byte("line one\nline two\n"))
 	zr, err := gzip.NewReader(bytes.NewReader(gz[:len(gz)-6]))
 	if err != nil {
 		t.Fatal(err)

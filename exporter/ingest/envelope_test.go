@@ -20,6 +20,7 @@ import (
 
 	"github.com/herd-k8s/herd/exporter/ingest"
 	"github.com/herd-k8s/herd/internal/webauth"
+	"github.com/herd-k8s/herd/test/herdtest"
 )
 
 // recorded returns the real apiserver's events recorded in testdata/audit
@@ -42,14 +43,6 @@ func recorded(t testing.TB) [][]byte {
 		t.Fatalf("%d recorded events", len(out))
 	}
 	return out
-}
-
-func gz(b []byte) []byte {
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	zw.Write(b)
-	zw.Close()
-	return buf.Bytes()
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
@@ -273,15 +266,15 @@ func TestEnvelopes(t *testing.T) {
 		skipped float64
 	}{
 		{name: "CloudWatch subscription message", body: cw},
-		{name: "CloudWatch subscription message, gzip without Content-Encoding", body: gz(cw)},
-		{name: "CloudWatch subscription message, gzip with Content-Encoding", body: gz(cw), header: []string{"Content-Encoding", "gzip"}},
-		{name: "CloudWatch in the awslogs wrapper (Lambda event)", body: mustJSON(map[string]any{"awslogs": map[string]any{"data": b64(gz(cw))}})},
+		{name: "CloudWatch subscription message, gzip without Content-Encoding", body: herdtest.Gzip(t, cw)},
+		{name: "CloudWatch subscription message, gzip with Content-Encoding", body: herdtest.Gzip(t, cw), header: []string{"Content-Encoding", "gzip"}},
+		{name: "CloudWatch in the awslogs wrapper (Lambda event)", body: mustJSON(map[string]any{"awslogs": map[string]any{"data": b64(herdtest.Gzip(t, cw))}})},
 		{name: "two CloudWatch messages and a control message", body: []byte(string(cloudWatchMessage(evs[:half])) + "\n" +
 			`{"messageType":"CONTROL_MESSAGE","owner":"CloudwatchLogs","logGroup":"","logStream":"","subscriptionFilters":[],"logEvents":[{"id":"","timestamp":1795000000000,"message":"CWL CONTROL MESSAGE: Checking health of destination Firehose."}]}` + "\n" +
 			string(cloudWatchMessage(evs[half:]))), skipped: 1},
 		{name: "aws logs filter-log-events output", body: mustJSON(map[string]any{"events": fle, "searchedLogStreams": []any{map[string]any{"logStreamName": "kube-apiserver-audit-0a1b", "searchedCompletely": true}}})},
-		{name: "JSON lines, gzip", body: gz(ndjson), header: []string{"Content-Type", "application/x-ndjson", "Content-Encoding", "gzip"}},
-		{name: "EventList, gzip", body: gz([]byte(`{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[` + string(bytes.Join(evs, []byte(","))) + `]}`)), header: []string{"Content-Encoding", "gzip"}},
+		{name: "JSON lines, gzip", body: herdtest.Gzip(t, ndjson), header: []string{"Content-Type", "application/x-ndjson", "Content-Encoding", "gzip"}},
+		{name: "EventList, gzip", body: herdtest.Gzip(t, []byte(`{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[`+string(bytes.Join(evs, []byte(",")))+`]}`)), header: []string{"Content-Encoding", "gzip"}},
 		{name: "AKS Event Hub records", body: []byte(`{"records":[` + strings.Join(append(aksLines, aksOther), ",") + `]}`), skipped: 1},
 		{name: "AKS storage account PT1H.json", body: []byte(strings.Join(append(aksLines, aksOther), "\n")), header: []string{"Content-Type", "application/x-ndjson"}, skipped: 1},
 		{name: "Log Analytics AzureDiagnostics rows", body: []byte("[" + strings.Join(laRows, ",") + "]")},
@@ -382,7 +375,7 @@ func TestFirehoseProtocol(t *testing.T) {
 		}
 		b := mustJSON(body)
 		if gzipBody {
-			b = gz(b)
+			b = herdtest.Gzip(t, b)
 		}
 		req, _ := http.NewRequest(http.MethodPost, s.URL+"/audit", bytes.NewReader(b))
 		req.Header.Set("Content-Type", "application/json")
@@ -417,7 +410,7 @@ func TestFirehoseProtocol(t *testing.T) {
 	// CloudWatch subscription → Firehose: each record a gzip'd message.
 	half := len(evs) / 2
 	code, out := deliver("firehose-key-1", "ed4c3a8b-8d1c-4d59-a1a5-1f0e1c7a9e01",
-		[][]byte{gz(cloudWatchMessage(evs[:half])), gz(cloudWatchMessage(evs[half:]))}, true)
+		[][]byte{herdtest.Gzip(t, cloudWatchMessage(evs[:half])), herdtest.Gzip(t, cloudWatchMessage(evs[half:]))}, true)
 	if code != 200 || len(out) != 2 {
 		t.Fatalf("delivery: %d %v, want 200 with requestId and timestamp only", code, out)
 	}
@@ -494,7 +487,7 @@ func TestGzipBomb(t *testing.T) {
 	// the trailer of the last one says little.
 	var multi []byte
 	for i := 0; i < 20; i++ {
-		multi = append(multi, gz(make([]byte, 1<<20))...)
+		multi = append(multi, herdtest.Gzip(t, make([]byte, 1<<20))...)
 	}
 	a := newAudit(t, nil)
 	rss := func() uint64 {
