@@ -5,9 +5,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -26,6 +25,7 @@ import (
 	"github.com/herd-k8s/herd/exporter/collector"
 	"github.com/herd-k8s/herd/exporter/config"
 	"github.com/herd-k8s/herd/exporter/metricsserver"
+	"github.com/herd-k8s/herd/test/metricsdoc"
 )
 
 // newTestExporter builds an exporter with no listeners and no auth,
@@ -84,29 +84,19 @@ func exerciseEveryMetric(t *testing.T, e *exporter.Exporter) {
 	post(strings.Join(lines, "\n"), "application/x-ndjson") // all duplicates
 }
 
-// documented parses docs/metrics.md's tables: metric name → "type|labels"
+// documented reads docs/metrics.md's tables: metric name → "type|labels"
 // (labels sorted, comma-separated).
 func documented(t *testing.T) map[string]string {
 	t.Helper()
-	doc, err := os.ReadFile("../docs/metrics.md")
+	families, err := metricsdoc.Read("../docs/metrics.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	row := regexp.MustCompile("^\\| `(herd_[a-z_]+)` \\| ([a-z]+)[^|]*\\|([^|]*)\\|")
 	out := map[string]string{}
-	for _, line := range strings.Split(string(doc), "\n") {
-		m := row.FindStringSubmatch(line)
-		if m == nil {
-			continue
-		}
-		var labels []string
-		for _, l := range strings.Split(m[3], ",") {
-			if l = strings.TrimSpace(l); l != "" {
-				labels = append(labels, l)
-			}
-		}
+	for name, f := range families {
+		labels := slices.Clone(f.Labels)
 		sort.Strings(labels)
-		out[m[1]] = m[2] + "|" + strings.Join(labels, ",")
+		out[name] = f.Type + "|" + strings.Join(labels, ",")
 	}
 	if len(out) < 30 {
 		t.Fatalf("only %d metrics parsed from docs/metrics.md; is the table format broken?", len(out))

@@ -3,7 +3,6 @@
 package runbooks
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"unicode"
 
+	"github.com/herd-k8s/herd/test/metricsdoc"
 	"sigs.k8s.io/yaml"
 )
 
@@ -32,18 +32,6 @@ var alerts = []string{
 // requiredSections must be present, in this order, each with real content.
 var requiredSections = []string{"Meaning", "Impact", "Diagnosis", "Mitigation", "What herd's responder does", "Related"}
 
-// responderMetrics are the responder's metrics and their labels as SPEC §4
-// specifies them, checked here on their own so that a runbook cannot name a
-// label SPEC does not promise.
-var responderMetrics = map[string][]string{
-	"herd_responder_actions_total":           {"action", "result"},
-	"herd_responder_guard_refusals_total":    {"action", "guard"},
-	"herd_responder_alerts_received_total":   {"alertname", "status"},
-	"herd_responder_action_duration_seconds": {"action"},
-	"herd_responder_leader":                  {},
-	"herd_responder_findings":                {"pattern"},
-}
-
 // targetLabels are added by the scrape, not by herd, and may appear in any
 // selector.
 var targetLabels = map[string]bool{
@@ -56,47 +44,34 @@ var (
 	selectorRef = regexp.MustCompile(`(herd_[a-z_]+)\{([^}]*)\}`)
 	matcherRef  = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)`)
 	todoRef     = regexp.MustCompile(`(?i)\bTODO\b|\bTBD\b|\bFIXME\b`)
-	metricRow   = regexp.MustCompile("^\\|\\s*`(herd_[a-z_]+)`\\s*\\|[^|]*\\|([^|]*)\\|")
 )
 
 // documentedMetrics reads docs/metrics.md: every table row that names a
-// herd_ metric, with its label column.
+// herd_ metric, with its label column; and the responder's metrics and
+// labels as SPEC §4 specifies them (metricsdoc.SpecResponder), checked on
+// their own so that a runbook cannot name a label SPEC does not promise.
 func documentedMetrics(t *testing.T) map[string]map[string]bool {
 	t.Helper()
-	f, err := os.Open("../metrics.md")
+	families, err := metricsdoc.Read("../metrics.md")
 	if err != nil {
 		t.Fatalf("docs/metrics.md: %v", err)
 	}
-	defer f.Close()
 	out := map[string]map[string]bool{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		m := metricRow.FindStringSubmatch(sc.Text())
-		if m == nil {
-			continue
-		}
-		labels := map[string]bool{}
-		for _, l := range strings.Split(m[2], ",") {
-			if l = strings.TrimSpace(l); l != "" {
-				labels[l] = true
-			}
-		}
-		out[m[1]] = labels
+	for name, f := range families {
+		out[name] = labelSet(f.Labels)
 	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	if len(out) < 20 {
-		t.Fatalf("docs/metrics.md: found only %d metric rows; did its table format change?", len(out))
-	}
-	for name, labels := range responderMetrics {
-		l := map[string]bool{}
-		for _, x := range labels {
-			l[x] = true
-		}
-		out[name] = l
+	for name, f := range metricsdoc.SpecResponder {
+		out[name] = labelSet(f.Labels)
 	}
 	return out
+}
+
+func labelSet(labels []string) map[string]bool {
+	l := map[string]bool{}
+	for _, x := range labels {
+		l[x] = true
+	}
+	return l
 }
 
 // lookup finds a metric by name, accepting a histogram's _bucket, _sum and

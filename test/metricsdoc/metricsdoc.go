@@ -1,7 +1,8 @@
 // Package metricsdoc reads docs/metrics.md, the reference of every metric
-// herd exports, for the tests that hold the mixin's rules and dashboard to
-// it. The metrics' own doc tests (exporter, responder) check the other
-// direction: that what herd exports is what the file says.
+// herd exports, for the tests that hold the mixin's rules, dashboard and
+// runbooks to it, and for the metrics' own doc tests (exporter, responder),
+// which check the other direction: that what herd exports is what the file
+// says.
 package metricsdoc
 
 import (
