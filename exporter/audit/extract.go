@@ -528,7 +528,7 @@ func decimal(b []byte, maxDigits int) (int64, bool) {
 // (the last is the connection's address). Elements that are not strings are
 // validated and passed over.
 func walkSourceIPs(b []byte, i, depth int, ev *rawEvent) (int, *scanError) {
-	j, done, err := openArray(b, i, depth)
+	j, done, err := openContainer(b, i, depth, ']')
 	if done || err != nil {
 		return j, err
 	}
@@ -589,7 +589,7 @@ var (
 // walkGroups reads user.groups (the array at b[i]) and notes whether it
 // holds system:unauthenticated.
 func walkGroups(b []byte, i, depth int, ev *rawEvent) (int, *scanError) {
-	j, done, err := openArray(b, i, depth)
+	j, done, err := openContainer(b, i, depth, ']')
 	if done || err != nil {
 		return j, err
 	}
@@ -623,7 +623,7 @@ func walkGroups(b []byte, i, depth int, ev *rawEvent) (int, *scanError) {
 // of another length are passed over without a comparison: this runs for
 // every event, and most carry only a credential-id.
 func walkExtra(b []byte, i, depth int, ev *rawEvent) (int, *scanError) {
-	i, done, err := openObject(b, i, depth)
+	i, done, err := openContainer(b, i, depth, '}')
 	if done || err != nil {
 		return i, err
 	}
@@ -664,27 +664,15 @@ func walkExtra(b []byte, i, depth int, ev *rawEvent) (int, *scanError) {
 	}
 }
 
-// openArray checks the depth of the array at b[i] and steps inside it: done
-// is set (with the index past it) when it is empty.
-func openArray(b []byte, i, depth int) (next int, done bool, err *scanError) {
+// openContainer checks the depth of the array or object at b[i] and steps inside
+// it: done is set (with the index past it) when it is empty, that is when
+// its first non-space byte is end (']' or '}').
+func openContainer(b []byte, i, depth int, end byte) (next int, done bool, err *scanError) {
 	if depth >= maxDepth {
 		return 0, true, &scanError{off: i, msg: "nesting deeper than " + itoa(maxDepth) + " levels"}
 	}
 	i = skipWS(b, i+1)
-	if i < len(b) && b[i] == ']' {
-		return i + 1, true, nil
-	}
-	return i, false, nil
-}
-
-// openObject checks the depth of the object at b[i] and steps inside it:
-// done is set (with the index past it) when it is empty.
-func openObject(b []byte, i, depth int) (next int, done bool, err *scanError) {
-	if depth >= maxDepth {
-		return 0, true, &scanError{off: i, msg: "nesting deeper than " + itoa(maxDepth) + " levels"}
-	}
-	i = skipWS(b, i+1)
-	if i < len(b) && b[i] == '}' {
+	if i < len(b) && b[i] == end {
 		return i + 1, true, nil
 	}
 	return i, false, nil
@@ -744,7 +732,7 @@ func skipRest(b []byte, i, depth int) (int, *scanError) {
 // apiserver.latency.k8s.io/* values into ev.latency. Other annotations
 // (authorization decisions, mostly) are passed over with one prefix check.
 func walkAnnotations(b []byte, i, depth int, ev *rawEvent) (int, *scanError) {
-	i, done, err := openObject(b, i, depth)
+	i, done, err := openContainer(b, i, depth, '}')
 	if done || err != nil {
 		return i, err
 	}
