@@ -664,9 +664,9 @@ func walkExtra(b []byte, i, depth int, ev *rawEvent) (int, *scanError) {
 	}
 }
 
-// openContainer checks the depth of the array or object at b[i] and steps inside
-// it: done is set (with the index past it) when it is empty, that is when
-// its first non-space byte is end (']' or '}').
+// openContainer checks the depth of the array or object at b[i] and steps
+// inside it: done is set (with the index past it) when it is empty, that is
+// when its first non-space byte is end (']' or '}').
 func openContainer(b []byte, i, depth int, end byte) (next int, done bool, err *scanError) {
 	if depth >= maxDepth {
 		return 0, true, &scanError{off: i, msg: "nesting deeper than " + itoa(maxDepth) + " levels"}
