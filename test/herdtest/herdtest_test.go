@@ -164,3 +164,23 @@ func TestGzipInflatesToItsInput(t *testing.T) {
 		t.Errorf("inflated %d bytes (%v), want the %d written", len(out), err, len(in))
 	}
 }
+
+func TestStatusRecorderPassesThroughAndRemembers(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		handler http.HandlerFunc
+		want    int
+	}{
+		{"body only", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "ok") }, http.StatusOK},
+		{"error", func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "busy", http.StatusServiceUnavailable) }, http.StatusServiceUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := httptest.NewRecorder()
+			rec := NewStatusRecorder(w)
+			tc.handler(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+			if rec.Code != tc.want || w.Code != tc.want {
+				t.Errorf("recorded %d, client got %d; want %d", rec.Code, w.Code, tc.want)
+			}
+		})
+	}
+}

@@ -69,3 +69,23 @@ func PostAudit(ctx context.Context, url string, body []byte) ([]byte, error) {
 	}
 	return answer, nil
 }
+
+// StatusRecorder passes a handler's answer through to the client and
+// remembers its status code, for a test that wraps or proxies a handler and
+// counts its answers.
+type StatusRecorder struct {
+	http.ResponseWriter
+	// Code is the status written, 200 until WriteHeader says otherwise.
+	Code int
+}
+
+// NewStatusRecorder wraps w.
+func NewStatusRecorder(w http.ResponseWriter) *StatusRecorder {
+	return &StatusRecorder{ResponseWriter: w, Code: http.StatusOK}
+}
+
+// WriteHeader records code and writes it.
+func (r *StatusRecorder) WriteHeader(code int) {
+	r.Code = code
+	r.ResponseWriter.WriteHeader(code)
+}
