@@ -19,6 +19,7 @@ import (
 
 	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/webhook"
+	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/promstack"
 )
 
@@ -48,9 +49,9 @@ func (l *deliveryLog) wrap(t *testing.T, h http.Handler) http.Handler {
 			t.Errorf("alertmanager sent a body that does not decode: %v", err)
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		cw := &codeWriter{ResponseWriter: w, code: http.StatusOK}
+		cw := herdtest.NewStatusRecorder(w)
 		h.ServeHTTP(cw, r)
-		d.code = cw.code
+		d.code = cw.Code
 		l.mu.Lock()
 		l.ds = append(l.ds, d)
 		l.mu.Unlock()
@@ -92,16 +93,6 @@ func codes(ds []delivery) string {
 		s[i] = fmt.Sprint(d.code)
 	}
 	return strings.Join(s, ",")
-}
-
-type codeWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (w *codeWriter) WriteHeader(code int) {
-	w.code = code
-	w.ResponseWriter.WriteHeader(code)
 }
 
 // postAlerts sends alerts to Alertmanager's v2 API, as Prometheus does.

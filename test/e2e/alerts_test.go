@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/alertmanager/notify/webhook"
 	"github.com/prometheus/alertmanager/template"
 
+	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/promstack"
 	"github.com/herd-k8s/herd/test/stack"
 )
@@ -118,24 +119,14 @@ func (s *leaderService) serve(w http.ResponseWriter, req *http.Request) {
 			continue
 		}
 		u, _ := url.Parse(r.URL)
-		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		rec := herdtest.NewStatusRecorder(w)
 		httputil.NewSingleHostReverseProxy(u).ServeHTTP(rec, req)
 		s.mu.Lock()
-		s.codes = append(s.codes, rec.code)
+		s.codes = append(s.codes, rec.Code)
 		s.mu.Unlock()
 		return
 	}
 	http.Error(w, "no ready endpoint", http.StatusServiceUnavailable)
-}
-
-type statusRecorder struct {
-	http.ResponseWriter
-	code int
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	r.code = code
-	r.ResponseWriter.WriteHeader(code)
 }
 
 // drillTap records every Alertmanager notification, with its arrival time,
