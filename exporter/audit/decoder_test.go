@@ -257,15 +257,7 @@ func TestDecodeSkipsBadEvents(t *testing.T) {
 			if err != nil {
 				t.Fatalf("DecodeBody: %v", err)
 			}
-			if !reflect.DeepEqual(ids(got), tt.want) {
-				t.Errorf("delivered %q, want %q", ids(got), tt.want)
-			}
-			if res.Events != len(tt.want) || res.Malformed != tt.malformed || res.Oversized != tt.oversized {
-				t.Errorf("Result %+v, want %d events, %d malformed, %d oversized", res, len(tt.want), tt.malformed, tt.oversized)
-			}
-			if res.Problem == nil || res.Problem.Error() != tt.problem {
-				t.Errorf("Problem = %v\n       want %s", res.Problem, tt.problem)
-			}
+			checkDecoded(t, got, res, tt.body, tt.want, tt.malformed, tt.oversized, tt.problem)
 			if !errors.Is(res.Problem, tt.problemErr) {
 				t.Errorf("Problem %v is not %v", res.Problem, tt.problemErr)
 			}
@@ -411,16 +403,24 @@ func TestDecodeNDJSON(t *testing.T) {
 			if fmt.Sprint(err) != fmt.Sprint(map[bool]any{true: nil, false: tt.err}[tt.err == ""]) {
 				t.Errorf("error = %v, want %q", err, tt.err)
 			}
-			if !reflect.DeepEqual(ids(got), tt.want) {
-				t.Errorf("delivered %q, want %q", ids(got), tt.want)
-			}
-			if res.Events != len(tt.want) || res.Malformed != tt.malformed || res.Oversized != tt.oversized || res.Bytes != int64(len(tt.body)) {
-				t.Errorf("Result %+v", res)
-			}
-			if fmt.Sprint(res.Problem) != fmt.Sprint(map[bool]any{true: nil, false: tt.problem}[tt.problem == ""]) {
-				t.Errorf("Problem = %v\n       want %s", res.Problem, tt.problem)
-			}
+			checkDecoded(t, got, res, tt.body, tt.want, tt.malformed, tt.oversized, tt.problem)
 		})
+	}
+}
+
+// checkDecoded compares what a decode delivered and counted with a table
+// row: the auditIDs in order, the events, malformed and oversized counts,
+// the bytes read (the whole body) and the problem reported ("" for none).
+func checkDecoded(t *testing.T, got []rec, res Result, body string, want []string, malformed, oversized int, problem string) {
+	t.Helper()
+	if !reflect.DeepEqual(ids(got), want) {
+		t.Errorf("delivered %q, want %q", ids(got), want)
+	}
+	if res.Events != len(want) || res.Malformed != malformed || res.Oversized != oversized || res.Bytes != int64(len(body)) {
+		t.Errorf("Result %+v, want %d events, %d malformed, %d oversized, %d bytes", res, len(want), malformed, oversized, len(body))
+	}
+	if fmt.Sprint(res.Problem) != fmt.Sprint(map[bool]any{true: nil, false: problem}[problem == ""]) {
+		t.Errorf("Problem = %v\n       want %s", res.Problem, problem)
 	}
 }
 
