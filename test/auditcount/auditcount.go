@@ -21,7 +21,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -71,11 +70,7 @@ func NewTee(token string) *Tee {
 }
 
 // Wire points opts' audit webhook at the tee, with its token and CA.
-func (t *Tee) Wire(opts *controlplane.Options) {
-	opts.AuditWebhookURL = t.srv.URL
-	opts.AuditWebhookToken = t.token
-	opts.AuditWebhookCA = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: t.srv.Certificate().Raw})
-}
+func (t *Tee) Wire(opts *controlplane.Options) { controlplane.WireAuditWebhook(opts, t.srv, t.token) }
 
 // Forward sends batches to h from now on (herd's exporter.AuditHandler).
 func (t *Tee) Forward(h http.Handler) {
@@ -96,18 +91,8 @@ func (t *Tee) Refused() int {
 }
 
 func (t *Tee) serve(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Authorization") != "Bearer "+t.token {
-		http.Error(w, "unauthenticated", http.StatusUnauthorized)
-		return
-	}
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	var list auditv1.EventList
-	if err := json.Unmarshal(body, &list); err != nil {
-		http.Error(w, "tee: "+err.Error(), http.StatusBadRequest)
+	body, list, ok := controlplane.ReadAuditBatch(w, r, t.token)
+	if !ok {
 		return
 	}
 	t.mu.Lock()
