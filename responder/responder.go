@@ -138,7 +138,7 @@ func New(opts Options) (*Responder, error) {
 	if r.triage, err = action.NewTriage(env, r.runner, reg); err != nil {
 		return nil, err
 	}
-	r.runner.Register(r.triage, &action.Cordon{Env: env}, action.NewIsolate(env), action.NewQuarantine(env), &action.FlagMetricsServer{Env: env})
+	r.runner.Register(r.triage, &action.Cordon{Env: env}, action.NewIsolate(env), action.NewProtect(env), action.NewQuarantine(env), &action.FlagMetricsServer{Env: env})
 	r.measure, err = measure.New(measure.Options{Client: client, APF: r.apf, Config: opts.Config.Measurement, IsLeader: r.elector.IsLeader,
 		Registerer: reg, Logger: opts.Logger.With("component", "measurement")})
 	if err != nil {
@@ -293,7 +293,7 @@ func (r *Responder) warnMissingLevels(ctx context.Context) {
 	if !r.apf.WaitForSync(ctx) {
 		return
 	}
-	for _, level := range []string{action.IsolateLevel, action.QuarantineLevel} {
+	for _, level := range []string{action.IsolateLevel, action.ProtectLevel, action.QuarantineLevel} {
 		if pl, err := r.apf.PriorityLevel(level); err == nil && pl == nil {
 			r.logger.Warn("herd's priority level is not installed: the first decision that needs it creates it, one more request during a storm; install it with the chart or kubectl apply -f manifests/apf/herd.yaml",
 				"level", level)

@@ -29,9 +29,9 @@ func TestResponderCheck(t *testing.T) {
 		wantStdout string
 		wantStderr []string
 	}{
-		{"valid file", []string{"responder", "--config", good, "--check"}, 0, "configuration OK: dryRun=false, 6 routes, prometheus http://prometheus:9090\n", nil},
-		{"defaults and a flag", []string{"responder", "--prometheus.url", "http://p:9090", "--check"}, 0, "configuration OK: dryRun=true, 6 routes, prometheus http://p:9090\n", nil},
-		{"flag overrides the file", []string{"responder", "--config", good, "--prometheus.url", "http://other:9090", "--check"}, 0, "configuration OK: dryRun=false, 6 routes, prometheus http://other:9090\n", nil},
+		{"valid file", []string{"responder", "--config", good, "--check"}, 0, "configuration OK: dryRun=false, 8 routes, prometheus http://prometheus:9090\n", nil},
+		{"defaults and a flag", []string{"responder", "--prometheus.url", "http://p:9090", "--check"}, 0, "configuration OK: dryRun=true, 8 routes, prometheus http://p:9090\n", nil},
+		{"flag overrides the file", []string{"responder", "--config", good, "--prometheus.url", "http://other:9090", "--check"}, 0, "configuration OK: dryRun=false, 8 routes, prometheus http://other:9090\n", nil},
 		{"unknown field", []string{"responder", "--config", typo, "--check"}, 2, "", []string{"herd responder: config " + typo + ":", `unknown field "dryRunn"`}},
 		{"acts on every node", []string{"responder", "--config", unbounded, "--check"}, 2, "", []string{"guards.maxUnschedulableFraction 1: must be more than 0 and less than 1"}},
 		{"missing file", []string{"responder", "--config", filepath.Join(dir, "none.yaml"), "--check"}, 2, "", []string{"herd responder: read config:", "no such file"}},

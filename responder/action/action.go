@@ -75,6 +75,7 @@ const (
 	AnnotationRole        = "herd.dev/role"
 	AnnotationClient      = "herd.dev/client"
 	AnnotationResource    = "herd.dev/resource"
+	AnnotationShape       = "herd.dev/shape"
 	AnnotationIdentity    = "herd.dev/identity"
 	AnnotationKubeletAuth = "herd.dev/kubelet-auth"
 	AnnotationFlaggedAt   = "herd.dev/flagged-at"

@@ -218,18 +218,19 @@ func sortedSubjects(s []flowcontrolv1.Subject) []flowcontrolv1.Subject {
 
 func TestStormTargetOf(t *testing.T) {
 	cases := []struct {
-		name   string
-		labels []string
-		want   stormRequest
-		guard  guard.Guard
-		reason string
+		name      string
+		alertname string // HerdRelistStorm when ""
+		labels    []string
+		want      stormRequest
+		guard     guard.Guard
+		reason    string
 	}{
 		{name: "core resource", labels: []string{"role", "cni", "client", "cilium", "resource", "pods"},
-			want: stormRequest{role: "cni", client: "cilium", resource: "pods", plural: "pods"}},
+			want: stormRequest{clientTarget: clientTarget{role: "cni", client: "cilium", resource: "pods", plural: "pods"}}},
 		{name: "grouped resource", labels: []string{"role", "cni", "client", "cilium", "resource", "ciliumendpoints.cilium.io", "cluster", "prod"},
-			want: stormRequest{role: "cni", client: "cilium", resource: "ciliumendpoints.cilium.io", plural: "ciliumendpoints", group: "cilium.io", cluster: "prod"}},
+			want: stormRequest{clientTarget: clientTarget{role: "cni", client: "cilium", resource: "ciliumendpoints.cilium.io", plural: "ciliumendpoints", group: "cilium.io", cluster: "prod"}}},
 		{name: "kubelet", labels: []string{"role", "kubelet", "client", "kubelet", "resource", "endpointslices.discovery.k8s.io"},
-			want: stormRequest{role: "kubelet", client: "kubelet", resource: "endpointslices.discovery.k8s.io", plural: "endpointslices", group: "discovery.k8s.io"}},
+			want: stormRequest{clientTarget: clientTarget{role: "kubelet", client: "kubelet", resource: "endpointslices.discovery.k8s.io", plural: "endpointslices", group: "discovery.k8s.io"}}},
 		{name: "no role", labels: []string{"client", "cilium", "resource", "pods"}, guard: guard.LabelValidation, reason: "the alert has no role label"},
 		{name: "role other", labels: []string{"role", "other", "client", "cilium", "resource", "pods"}, guard: guard.LabelValidation,
 			reason: `label role="other" is not valid: not a node-side client role`},
@@ -248,12 +249,26 @@ func TestStormTargetOf(t *testing.T) {
 		{name: "resource uppercase", labels: []string{"role", "cni", "client", "cilium", "resource", "Pods"}, guard: guard.LabelValidation},
 		{name: "resource *", labels: []string{"role", "cni", "client", "cilium", "resource", "*"}, guard: guard.LabelValidation},
 		{name: "resource with an empty group", labels: []string{"role", "cni", "client", "cilium", "resource", "pods."}, guard: guard.LabelValidation},
+		{name: "fast path", alertname: "HerdSynchronizedRelist", labels: []string{"role", "cni", "client", "cilium", "resource", "pods", "cost", "expensive", "shape", "all"},
+			want: stormRequest{clientTarget: clientTarget{role: "cni", client: "cilium", resource: "pods", plural: "pods"}, wave: true, shape: "all"}},
+		{name: "fast path without a shape", alertname: "HerdSynchronizedRelist", labels: []string{"role", "cni", "client", "cilium", "resource", "pods", "cost", "expensive"},
+			want: stormRequest{clientTarget: clientTarget{role: "cni", client: "cilium", resource: "pods", plural: "pods"}, wave: true}},
+		{name: "cheap synchronized relist", alertname: "HerdSynchronizedRelist", labels: []string{"role", "kubelet", "client", "kubelet", "resource", "pods", "cost", "cheap"},
+			guard: guard.LabelValidation, reason: `a synchronized relist with cost="cheap" is reported, not isolated: only an expensive shape is (cost="expensive")`},
+		{name: "synchronized relist without a cost", alertname: "HerdSynchronizedRelist", labels: []string{"role", "cni", "client", "cilium", "resource", "pods"},
+			guard: guard.LabelValidation, reason: `a synchronized relist with cost="" is reported, not isolated: only an expensive shape is (cost="expensive")`},
+		{name: "synchronized relist of an unknown shape", alertname: "HerdSynchronizedRelist", labels: []string{"role", "cni", "client", "cilium", "resource", "pods", "cost", "expensive", "shape", "x\"}"},
+			guard: guard.LabelValidation, reason: `label shape="x\"}" is not one of all, selected, node, object, unknown`},
 		{name: "cluster with a newline", labels: []string{"role", "cni", "client", "cilium", "resource", "pods", "cluster", "a\nb"}, guard: guard.LabelValidation,
 			reason: "label cluster is not a plausible cluster name"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			req, r := NewIsolate(newFixture(t, nil).env).Request(firing(append([]string{"alertname", "HerdRelistStorm"}, tc.labels...)...))
+			name := tc.alertname
+			if name == "" {
+				name = "HerdRelistStorm"
+			}
+			req, r := NewIsolate(newFixture(t, nil).env).Request(firing(append([]string{"alertname", name}, tc.labels...)...))
 			if tc.guard != "" {
 				if r == nil || r.Guard != tc.guard || (tc.reason != "" && r.Reason != tc.reason) {
 					t.Fatalf("refusal %+v, want %s: %s", r, tc.guard, tc.reason)

@@ -24,7 +24,8 @@ import (
 	"github.com/herd-k8s/herd/test/controlplane"
 )
 
-// The runner's APF writes on a real kube-apiserver 1.36.3, as the
+// The runner's APF writes on a real kube-apiserver 1.36.3 (protect's in
+// protect_apiserver_test.go), as the
 // responder's service account with the RBAC herd ships
 // (manifests/rbac/responder.yaml) and its installed APF objects
 // (manifests/apf/herd.yaml): one server-side apply per decision, served
@@ -85,7 +86,9 @@ func TestAPFWritesOnAPIServer(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{InstallResponder: true})
+	cp, err := controlplane.Start(ctx, controlplane.Options{InstallResponder: true,
+		// Not the default 600 seats: protect infers the server's concurrency (protect_apiserver_test.go).
+		ExtraArgs: []string{"--max-requests-inflight=700", "--max-mutating-requests-inflight=200"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,6 +278,8 @@ func TestAPFWritesOnAPIServer(t *testing.T) {
 			t.Errorf("the next quarantine made %d requests: %v", len(sent), sent)
 		}
 	})
+
+	t.Run("protect", func(t *testing.T) { protectOnAPIServer(ctx, t, cp) })
 }
 
 // servedBy lists pods as cfg's identity and returns the UID of the

@@ -40,6 +40,7 @@ func clusterSchemas() []runtime.Object {
 func installedLevels() []runtime.Object {
 	return []runtime.Object{
 		installed(IsolateLevel, IsolateLevelSpec(policy.Default().Actions.Isolate)),
+		installed(ProtectLevel, ProtectLevelSpec(policy.Default().Actions.Protect)),
 		installed(QuarantineLevel, QuarantineLevelSpec()),
 	}
 }

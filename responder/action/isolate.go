@@ -3,11 +3,13 @@ package action
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/utils/ptr"
 
 	"github.com/herd-k8s/herd/internal/nodeclient"
@@ -69,18 +71,22 @@ func (i *Isolate) Slots() Slots {
 	return Slots{
 		Action: policy.ActionIsolate, Prefix: "herd-isolate", Max: is.MaxManagedFlowSchemas, Level: IsolateLevel,
 		LevelSpec: IsolateLevelSpec(is),
-		LevelFits: func(pl *flowcontrolv1.PriorityLevelConfiguration) string {
-			switch {
-			case pl.Spec.Type != flowcontrolv1.PriorityLevelEnablementLimited || pl.Spec.Limited == nil:
-				return fmt.Sprintf("is of type %s, not Limited: it would not bound the isolated LISTs", pl.Spec.Type)
-			case pl.Spec.Limited.LimitResponse.Type != flowcontrolv1.LimitResponseTypeQueue:
-				return fmt.Sprintf("answers excess with %s, not Queue: it would reject the isolated client's LISTs instead of slowing them", pl.Spec.Limited.LimitResponse.Type)
-			}
-			return ""
-		},
-		TTL: time.Duration(is.TTL), HoldDown: time.Duration(is.HoldDown),
+		LevelFits: func(pl *flowcontrolv1.PriorityLevelConfiguration) string { return queuingLevelFits(pl, "isolated") },
+		TTL:       time.Duration(is.TTL), HoldDown: time.Duration(is.HoldDown),
 		Event: EventNames{Reason: ReasonIsolate, Verb: "Isolate"},
 	}
+}
+
+// queuingLevelFits says why pl cannot slow the routed LISTs ("" when it
+// can): it must be Limited, and queue excess rather than reject it.
+func queuingLevelFits(pl *flowcontrolv1.PriorityLevelConfiguration, routed string) string {
+	switch l := pl.Spec.Limited; {
+	case pl.Spec.Type != flowcontrolv1.PriorityLevelEnablementLimited || l == nil:
+		return fmt.Sprintf("is of type %s, not Limited: it would not bound the %s LISTs", pl.Spec.Type, routed)
+	case l.LimitResponse.Type != flowcontrolv1.LimitResponseTypeQueue || l.LimitResponse.Queuing == nil:
+		return fmt.Sprintf("answers excess with %s, not Queue: it would reject the %s client's LISTs instead of slowing them", l.LimitResponse.Type, routed)
+	}
+	return ""
 }
 
 // IsolateLevelSpec is the herd-isolate priority level for the policy's
@@ -88,34 +94,40 @@ func (i *Isolate) Slots() Slots {
 // LISTs get exactly their nominal share however idle the other levels are,
 // and excess queues. The chart renders the same spec (test/chart checks it).
 func IsolateLevelSpec(is policy.Isolate) flowcontrolv1.PriorityLevelConfigurationSpec {
+	return boundedLevelSpec(is.Level())
+}
+
+// boundedLevelSpec is a queuing level of l's shares that neither lends nor
+// borrows seats.
+func boundedLevelSpec(l policy.Level) flowcontrolv1.PriorityLevelConfigurationSpec {
+	shares, queues, handSize, queueLengthLimit := l.PriorityLevelShares, l.Queues, l.HandSize, l.QueueLengthLimit
 	return flowcontrolv1.PriorityLevelConfigurationSpec{
 		Type: flowcontrolv1.PriorityLevelEnablementLimited,
 		Limited: &flowcontrolv1.LimitedPriorityLevelConfiguration{
-			NominalConcurrencyShares: ptr.To(int32(is.PriorityLevelShares)),
+			NominalConcurrencyShares: ptr.To(int32(shares)),
 			LendablePercent:          ptr.To(int32(0)),
 			BorrowingLimitPercent:    ptr.To(int32(0)),
 			LimitResponse: flowcontrolv1.LimitResponse{
 				Type: flowcontrolv1.LimitResponseTypeQueue,
 				Queuing: &flowcontrolv1.QueuingConfiguration{
-					Queues: int32(is.Queues), HandSize: int32(is.HandSize), QueueLengthLimit: int32(is.QueueLengthLimit),
+					Queues: int32(queues), HandSize: int32(handSize), QueueLengthLimit: int32(queueLengthLimit),
 				},
 			},
 		},
 	}
 }
 
-// stormRequest is what a storm alert asks isolate for.
-type stormRequest struct {
-	env                             *Env
+// clientTarget is a node-side client's LISTs of one resource, as an alert
+// names them: what isolate and protect route.
+type clientTarget struct {
 	role, client, resource, cluster string
 	group, plural                   string
-	ids                             []string // the identities that storm themselves
-	subjects                        []flowcontrolv1.Subject
 }
 
-// Request implements SlotAction: the role, client and resource labels.
-func (i *Isolate) Request(a alert.Alert) (SlotRequest, *guard.Refusal) {
-	t := &stormRequest{env: i.env}
+// clientLabels reads and validates the role, client, resource and cluster
+// labels of a storm or stampede alert.
+func clientLabels(a alert.Alert) (clientTarget, *guard.Refusal) {
+	var t clientTarget
 	var r *guard.Refusal
 	if t.role, r = label(a, "role", func(v string) []string {
 		if role, err := nodeclient.ParseRole(v); err != nil || role == nodeclient.RoleOther {
@@ -123,7 +135,7 @@ func (i *Isolate) Request(a alert.Alert) (SlotRequest, *guard.Refusal) {
 		}
 		return nil
 	}); r != nil {
-		return nil, r
+		return t, r
 	}
 	if t.client, r = label(a, "client", func(v string) []string {
 		if !nodeclient.ValidClientName(v) {
@@ -131,10 +143,10 @@ func (i *Isolate) Request(a alert.Alert) (SlotRequest, *guard.Refusal) {
 		}
 		return nil
 	}); r != nil {
-		return nil, r
+		return t, r
 	}
 	if t.client == "other" {
-		return nil, guard.Refuse(guard.LabelValidation, `client "other" is every unclassified caller, not one client`)
+		return t, guard.Refuse(guard.LabelValidation, `client "other" is every unclassified caller, not one client`)
 	}
 	if t.resource, r = label(a, "resource", func(v string) []string {
 		if !nodeclient.ValidResource(v) {
@@ -142,21 +154,95 @@ func (i *Isolate) Request(a alert.Alert) (SlotRequest, *guard.Refusal) {
 		}
 		return nil
 	}); r != nil {
-		return nil, r
+		return t, r
 	}
 	if t.resource == "other" {
-		return nil, guard.Refuse(guard.LabelValidation, `resource "other" is herd's overflow bucket, not one resource`)
+		return t, guard.Refuse(guard.LabelValidation, `resource "other" is herd's overflow bucket, not one resource`)
 	}
 	t.plural, t.group, _ = strings.Cut(t.resource, ".")
-	if t.cluster, r = clusterLabel(a); r != nil {
+	t.cluster, r = clusterLabel(a)
+	return t, r
+}
+
+// key are the annotations naming t on a slot.
+func (t clientTarget) key(act policy.Action) map[string]string {
+	return map[string]string{AnnotationAction: string(act), AnnotationRole: t.role, AnnotationClient: t.client, AnnotationResource: t.resource}
+}
+
+// listRequest is a cluster-wide LIST of t's resource, as APF matches it.
+func (t clientTarget) listRequest() request {
+	return request{verb: "list", group: t.group, resource: t.plural, clusterScope: true}
+}
+
+// listRule is the one rule of a slot that routes only `list` of t's
+// resource by subjects; ids are the identities APF would see (their groups
+// follow from them), to find the schema that serves them now. herd's
+// schema takes precedence preferred, or comes just before that schema, and
+// always after system-node-high.
+func (t clientTarget) listRule(all []*flowcontrolv1.FlowSchema, ids []string, subjects []flowcontrolv1.Subject, preferred int32) (SlotRule, *guard.Refusal) {
+	current, currentName := int32(10000), "none (catch-all)"
+	for _, id := range ids {
+		if s := serving(all, userOf(id), t.listRequest()); s != nil && s.Spec.MatchingPrecedence < current {
+			current, currentName = s.Spec.MatchingPrecedence, s.Name
+		}
+	}
+	prec := min(preferred, current-1)
+	if prec <= systemNodeHighPrecedence {
+		return SlotRule{}, guard.Refuse(guard.Precedence, "the client's LISTs are served by FlowSchema %s at precedence %d; herd's schema must come after system-node-high (%d) and before it",
+			currentName, current, systemNodeHighPrecedence)
+	}
+	return SlotRule{
+		Precedence: prec,
+		Rule: flowcontrolv1.PolicyRulesWithSubjects{
+			Subjects: subjects,
+			ResourceRules: []flowcontrolv1.ResourcePolicyRule{{
+				Verbs: []string{"list"}, APIGroups: []string{t.group}, Resources: []string{t.plural},
+				ClusterScope: true, Namespaces: []string{flowcontrolv1.NamespaceEvery},
+			}},
+		},
+		Distinguisher: &flowcontrolv1.FlowDistinguisherMethod{Type: flowcontrolv1.FlowDistinguisherMethodByUserType},
+		Note:          fmt.Sprintf("before %s at %d", currentName, current),
+	}, nil
+}
+
+// stormRequest is what a storm alert asks isolate for.
+type stormRequest struct {
+	clientTarget
+	env *Env
+	// wave: a HerdSynchronizedRelist of an expensive shape (the fast
+	// path), shape its shape label ("" when it has none).
+	wave  bool
+	shape string
+	ids   []string // the identities that storm themselves
+	// subjects of the FlowSchema, from ids.
+	subjects []flowcontrolv1.Subject
+}
+
+// AlertSynchronizedRelist is the fast path's alert: a synchronized relist,
+// isolated when its cost label says expensive.
+const AlertSynchronizedRelist = "HerdSynchronizedRelist"
+
+// Request implements SlotAction: the role, client and resource labels; for
+// HerdSynchronizedRelist also cost, which must be expensive.
+func (i *Isolate) Request(a alert.Alert) (SlotRequest, *guard.Refusal) {
+	ct, r := clientLabels(a)
+	if r != nil {
 		return nil, r
+	}
+	t := &stormRequest{env: i.env, clientTarget: ct}
+	if a.Name() == AlertSynchronizedRelist {
+		t.wave = true
+		if cost := a.Labels["cost"]; cost != "expensive" {
+			return nil, guard.Refuse(guard.LabelValidation, "a synchronized relist with cost=%q is reported, not isolated: only an expensive shape is (cost=\"expensive\")", truncate(cost, 40))
+		}
+		if t.shape = a.Labels["shape"]; t.shape != "" && !slices.Contains(shapes, t.shape) {
+			return nil, guard.Refuse(guard.LabelValidation, "label shape=%q is not one of %s", truncate(t.shape, 40), strings.Join(shapes, ", "))
+		}
 	}
 	return t, nil
 }
 
-func (t *stormRequest) Key() map[string]string {
-	return map[string]string{AnnotationAction: string(policy.ActionIsolate), AnnotationRole: t.role, AnnotationClient: t.client, AnnotationResource: t.resource}
-}
+func (t *stormRequest) Key() map[string]string { return t.key(policy.ActionIsolate) }
 
 func (t *stormRequest) Target() string {
 	return fmt.Sprintf("%s/%s LISTs of %s", t.role, t.client, t.resource)
@@ -167,8 +253,11 @@ func (t *stormRequest) Serving() string {
 }
 
 // Evidence: the client storms (its cluster-wide relist rate), and which of
-// its identities storm themselves.
+// its identities storm themselves. For the fast path, the wave itself.
 func (t *stormRequest) Evidence(ctx context.Context, c *Case) Outcome {
+	if t.wave {
+		return t.waveEvidence(ctx, c)
+	}
 	if o := c.Verify(ctx, evidence.RelistRate(t.env.Config.Prometheus.RateWindow, t.role, t.client, t.resource, t.cluster),
 		IsolateMinRelistRate, fmt.Sprintf("that %s relists %s at more than %g/s", t.client, t.resource, IsolateMinRelistRate)); o.Ends() {
 		return o
@@ -202,6 +291,60 @@ func (t *stormRequest) Evidence(ctx context.Context, c *Case) Outcome {
 	var r *guard.Refusal
 	t.subjects, r = subjectsFor(ids)
 	return Refuse(r)
+}
+
+// waveEvidence is the fast path's (issue 12): a synchronized relist of an
+// expensive shape is isolated while its first wave runs, before any
+// instance relisted often enough to show a relist rate above
+// IsolateMinRelistRate or minSubjectRelists relists of its own (in a first
+// wave each relisted once). So the client's evidence is the wave: at least
+// actions.isolate.minWaveInstances of its instances relisted the resource
+// in the exporter's wave window (herd_relist_wave_instances, what the
+// alert itself reads). Its subjects are those of the forecast
+// (herd_stampede_subjects): identities the exporter classified as this
+// client by who they are, not by user agent, and the apiserver
+// authenticated; an identity there is one of the client's own instances,
+// so sharing a user agent with the wave cannot make a bystander a subject.
+func (t *stormRequest) waveEvidence(ctx context.Context, c *Case) Outcome {
+	n := t.env.Config.Actions.Isolate.MinWaveInstances
+	if o := c.Verify(ctx, evidence.RelistWave(t.role, t.client, t.resource, t.shape, t.cluster), float64(n)-1,
+		fmt.Sprintf("that at least %d %s instances relisted %s in the last wave (actions.isolate.minWaveInstances)", n, t.client, t.resource)); o.Ends() {
+		return o
+	}
+	var o Outcome
+	t.ids, t.subjects, o = stampedeSubjects(ctx, c, t.clientTarget)
+	return o
+}
+
+// CoveredBy names the guard of protect that already routes these LISTs
+// ("" when none): a standing, unresolved herd-protect slot for the same
+// role, client and resource whose subjects include every one isolate would
+// use. isolate is then a no-op; the guard's level is already bounded for
+// this client, and a second schema would add nothing.
+func (t *stormRequest) CoveredBy(all []*flowcontrolv1.FlowSchema) string {
+	key := t.key(policy.ActionProtect)
+	for _, fs := range all {
+		if !strings.HasPrefix(fs.Name, ProtectPrefix+"-") || !owned(fs) || !matchesKey(fs.Annotations, key) || len(fs.Spec.Rules) != 1 {
+			continue
+		}
+		if _, resolved := fs.Annotations[AnnotationResolvedAt]; resolved {
+			continue // its risk cleared: it goes after the hold-down
+		}
+		if coversSubjects(fs.Spec.Rules[0].Subjects, t.subjects) {
+			return fmt.Sprintf("FlowSchema %s (protect) already routes %s's LISTs of %s to priority level %s", fs.Name, t.client, t.resource, fs.Spec.PriorityLevelConfiguration.Name)
+		}
+	}
+	return ""
+}
+
+// coversSubjects reports whether every subject of want is in have.
+func coversSubjects(have, want []flowcontrolv1.Subject) bool {
+	for _, w := range want {
+		if !slices.ContainsFunc(have, func(h flowcontrolv1.Subject) bool { return equality.Semantic.DeepEqual(h, w) }) {
+			return false
+		}
+	}
+	return true
 }
 
 // measuredIdentities are the client's identities whose own measurement
@@ -288,30 +431,7 @@ func stormingIdentities(samples []evidence.Sample, min float64) (ids, passed []s
 // Rule: only `list` of the resource, from the storming identities, before
 // the schema that serves their LISTs now and after system-node-high.
 func (t *stormRequest) Rule(all []*flowcontrolv1.FlowSchema) (SlotRule, *guard.Refusal) {
-	req := request{verb: "list", group: t.group, resource: t.plural, clusterScope: true}
-	current, currentName := int32(10000), "none (catch-all)"
-	for _, id := range t.ids {
-		if s := serving(all, userOf(id), req); s != nil && s.Spec.MatchingPrecedence < current {
-			current, currentName = s.Spec.MatchingPrecedence, s.Name
-		}
-	}
-	prec := min(int32(isolatePrecedence), current-1)
-	if prec <= systemNodeHighPrecedence {
-		return SlotRule{}, guard.Refuse(guard.Precedence, "the client's LISTs are served by FlowSchema %s at precedence %d; herd's schema must come after system-node-high (%d) and before it",
-			currentName, current, systemNodeHighPrecedence)
-	}
-	return SlotRule{
-		Precedence: prec,
-		Rule: flowcontrolv1.PolicyRulesWithSubjects{
-			Subjects: t.subjects,
-			ResourceRules: []flowcontrolv1.ResourcePolicyRule{{
-				Verbs: []string{"list"}, APIGroups: []string{t.group}, Resources: []string{t.plural},
-				ClusterScope: true, Namespaces: []string{flowcontrolv1.NamespaceEvery},
-			}},
-		},
-		Distinguisher: &flowcontrolv1.FlowDistinguisherMethod{Type: flowcontrolv1.FlowDistinguisherMethodByUserType},
-		Note:          fmt.Sprintf("before %s at %d", currentName, current),
-	}, nil
+	return t.listRule(all, t.ids, t.subjects, isolatePrecedence)
 }
 
 func (t *stormRequest) Done(slot string, rule SlotRule, level *flowcontrolv1.PriorityLevelConfiguration, until string) string {

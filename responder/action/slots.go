@@ -87,6 +87,13 @@ type SlotRequest interface {
 	Done(slot string, rule SlotRule, level *flowcontrolv1.PriorityLevelConfiguration, until string) string
 }
 
+// Covered is a SlotRequest that another action's standing schema may
+// already serve: isolate's, when protect guards the same client. A fire
+// it covers is a no-op naming that schema.
+type Covered interface {
+	CoveredBy(all []*flowcontrolv1.FlowSchema) string
+}
+
 // SlotRule is the one rule of a slot's FlowSchema.
 type SlotRule struct {
 	Precedence    int32
@@ -302,6 +309,11 @@ func (o *SlotOps) Fire(a alert.Alert) Op {
 			return out
 		},
 		Guards: func(_ context.Context, c *Case) (*Write, Outcome) {
+			if cv, ok := req.(Covered); ok {
+				if by := cv.CoveredBy(all); by != "" {
+					return nil, Nothing("%s", by)
+				}
+			}
 			slot, existing, busy, r := o.claim(o.mine(all), o.key(req))
 			if r != nil {
 				return nil, Refuse(r)

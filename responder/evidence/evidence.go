@@ -256,3 +256,52 @@ func MetricsServerTokenMode(namespace, deployment, cluster string) string {
 	return "max by (namespace, deployment) (herd:metrics_server_kubelet_auth:max" +
 		Selector(map[string]string{"namespace": namespace, "deployment": deployment, "cluster": cluster, "mode": "token"}) + ")"
 }
+
+// The forecast of issue 12 (rules/rules/stampede.libsonnet): what one
+// synchronized relist of a client would cost the apiserver, and how many of
+// its LISTs may run at once with the peak under the memory budget.
+
+// Target selects one (role, client, resource, shape) of the forecast.
+func target(role, client, resource, shape, cluster string) string {
+	return Selector(map[string]string{"role": role, "client": client, "resource": resource, "shape": shape, "cluster": cluster})
+}
+
+// StampedeModel is one recording rule of the forecast for one target:
+// record is the rule's name without the herd:stampede_ prefix (peak_bytes,
+// growth_bytes, concurrency, safe_concurrency, list_seats). The largest
+// value is the worst case: several apiservers or exporter jobs.
+func StampedeModel(record, role, client, resource, shape, cluster string) string {
+	return "max(herd:stampede_" + record + target(role, client, resource, shape, cluster) + ")"
+}
+
+// StampedeBudget is the apiserver memory budget the forecast compares its
+// peak to; the smallest when Prometheus sees several.
+func StampedeBudget(cluster string) string {
+	return "min(herd:stampede_budget_bytes" + Selector(map[string]string{"cluster": cluster}) + ")"
+}
+
+// StampedeSubjects are the FlowSchema subjects of a client's live instances
+// of one resource (group:system:nodes, serviceaccount:NS:NAME, user:NAME),
+// each with its live instances; the exporter names only identities it
+// classified by identity and the apiserver authenticated. Exporter replicas
+// see parts of the fleet, so they are summed.
+func StampedeSubjects(role, client, resource, cluster string) string {
+	return "sum by (subject) (herd_stampede_subjects" +
+		Selector(map[string]string{"role": role, "client": client, "resource": resource, "cluster": cluster}) + ")"
+}
+
+// RelistWave is how many of a client's instances relisted the resource in
+// the exporter's wave window (accounting.waveWindow, 60 s): the signal of
+// HerdSynchronizedRelist's fast path, which exists before any instance
+// relisted often enough to show a relist rate. shape "" means every shape.
+func RelistWave(role, client, resource, shape, cluster string) string {
+	return "sum(herd_relist_wave_instances" + target(role, client, resource, shape, cluster) + ")"
+}
+
+// NominalSeats is every apiserver's nominal concurrency limit per priority
+// level (k8s.io/apiserver@v0.36.3/pkg/util/flowcontrol/metrics/metrics.go):
+// with the levels' shares it gives the server's concurrency limit, from
+// which protect computes the seats of its own level.
+func NominalSeats(cluster string) string {
+	return "apiserver_flowcontrol_nominal_limit_seats" + Selector(map[string]string{"cluster": cluster})
+}

@@ -19,8 +19,12 @@
 //	  action: triage
 //	- match: {alertname: HerdStaleKubelet}
 //	  action: cordon
+//	- match: {alertname: HerdStampedeRisk}
+//	  action: protect
 //	- match: {alertname: HerdRelistStorm}
 //	  action: isolate
+//	- match: {alertname: HerdSynchronizedRelist, cost: expensive}
+//	  action: isolate            # the fast path; cheap synchronized relists are reported, not acted on
 //	- match: {alertname: HerdGhostNodeClient}
 //	  action: quarantine
 //	- match: {alertname: HerdMetricsServerTokenAuth}
@@ -42,6 +46,16 @@
 //	    maxManagedFlowSchemas: 10  # 1..100
 //	    minSubjectRelists: 3       # an identity is a subject only with this many relists of its own in the
 //	                               # exporter's window (herd_instance_relists; its accounting.relistThreshold)
+//	    minWaveInstances: 10       # HerdSynchronizedRelist: instances of the client in the relist wave
+//	                               # (herd_relist_wave_instances) before isolate believes it
+//	  protect:                     # the standing guard against a forecast stampede (HerdStampedeRisk)
+//	    holdDown: 30m              # kept this long after the risk clears; no TTL while it holds
+//	    priorityLevelShares: 1     # herd-protect's nominalConcurrencyShares, 1..20: the smallest level APF
+//	                               # can express (3 seats of the default 600); protect checks that it fits
+//	    queues: 16
+//	    handSize: 4
+//	    queueLengthLimit: 50
+//	    maxManagedFlowSchemas: 10  # 1..100
 //	  quarantine:
 //	    ttl: 24h
 //	    maxManagedFlowSchemas: 10
@@ -63,7 +77,7 @@
 //	  - {role: cni, client: aws-node, subjects: [{serviceAccount: "kube-system:aws-node"}], resources: [pods, nodes, services, endpointslices.discovery.k8s.io]}
 //	guards:
 //	  maxUnschedulableFraction: 0.10  # of all nodes, counting every cordoned node, not only herd's
-//	  maxActionsPerHour: {triage: 30, cordon: 3, isolate: 5, quarantine: 5, flag-metrics-server: 5}
+//	  maxActionsPerHour: {triage: 30, cordon: 3, isolate: 5, protect: 5, quarantine: 5, flag-metrics-server: 5}
 //	  stormCooldown: 30m              # nothing of that action runs for this long once a guard trips
 //	  excludeAnnotation: herd.dev/exclude
 //
@@ -107,16 +121,17 @@ const (
 	ActionTriage            Action = "triage"
 	ActionCordon            Action = "cordon"
 	ActionIsolate           Action = "isolate"
+	ActionProtect           Action = "protect"
 	ActionQuarantine        Action = "quarantine"
 	ActionFlagMetricsServer Action = "flag-metrics-server"
 	ActionNone              Action = "none"
 )
 
 // AllActions lists every action, in the order error messages name them.
-var AllActions = []Action{ActionTriage, ActionCordon, ActionIsolate, ActionQuarantine, ActionFlagMetricsServer, ActionNone}
+var AllActions = []Action{ActionTriage, ActionCordon, ActionIsolate, ActionProtect, ActionQuarantine, ActionFlagMetricsServer, ActionNone}
 
 // mutating are the actions that change cluster objects.
-var mutating = []Action{ActionCordon, ActionIsolate, ActionQuarantine, ActionFlagMetricsServer}
+var mutating = []Action{ActionCordon, ActionIsolate, ActionProtect, ActionQuarantine, ActionFlagMetricsServer}
 
 // Mutating reports whether a changes cluster objects (triage only reads and
 // records, unless actions.triage.remediate runs the others for it).
@@ -235,6 +250,7 @@ type Actions struct {
 	Triage            Triage            `json:"triage"`
 	Cordon            Cordon            `json:"cordon"`
 	Isolate           Isolate           `json:"isolate"`
+	Protect           Protect           `json:"protect"`
 	Quarantine        Quarantine        `json:"quarantine"`
 	FlagMetricsServer FlagMetricsServer `json:"flagMetricsServer"`
 }
@@ -256,6 +272,18 @@ type Cordon struct {
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
 }
 
+// Level is the spec of an action's priority level (herd-isolate,
+// herd-protect): installed with herd from these values (the chart renders
+// them), created by the responder only when it finds the level missing.
+// The file keeps them flat under the action (actions.isolate.queues), so
+// that its errors name the keys the file has.
+type Level struct {
+	PriorityLevelShares int `json:"priorityLevelShares"`
+	Queues              int `json:"queues"`
+	HandSize            int `json:"handSize"`
+	QueueLengthLimit    int `json:"queueLengthLimit"`
+}
+
 // Isolate tunes the isolate action's APF objects.
 type Isolate struct {
 	TTL                   model.Duration `json:"ttl"`
@@ -270,12 +298,42 @@ type Isolate struct {
 	// instance, herd_instance_relists) to be a subject of the FlowSchema:
 	// sharing a client label with stormers is not evidence (issue 16).
 	MinSubjectRelists int `json:"minSubjectRelists"`
+	// MinWaveInstances is how many of the client's instances must be in a
+	// relist wave (herd_relist_wave_instances) for isolate to believe a
+	// HerdSynchronizedRelist: the fast path acts on the wave, before any
+	// instance relisted often enough to show a relist rate.
+	MinWaveInstances int `json:"minWaveInstances"`
+}
+
+// Protect tunes the protect action: its standing FlowSchemas and the
+// priority level herd-protect they route to.
+type Protect struct {
+	// HoldDown keeps a guard this long after HerdStampedeRisk resolved.
+	// There is no TTL: a guard stays while its risk holds.
+	HoldDown model.Duration `json:"holdDown"`
+	// herd-protect's spec (installed with herd; protect checks that it
+	// bounds the target's LISTs enough and never changes it).
+	PriorityLevelShares   int `json:"priorityLevelShares"`
+	Queues                int `json:"queues"`
+	HandSize              int `json:"handSize"`
+	QueueLengthLimit      int `json:"queueLengthLimit"`
+	MaxManagedFlowSchemas int `json:"maxManagedFlowSchemas"`
 }
 
 // Quarantine tunes the quarantine action.
 type Quarantine struct {
 	TTL                   model.Duration `json:"ttl"`
 	MaxManagedFlowSchemas int            `json:"maxManagedFlowSchemas"`
+}
+
+// Level is isolate's priority level spec.
+func (is Isolate) Level() Level {
+	return Level{PriorityLevelShares: is.PriorityLevelShares, Queues: is.Queues, HandSize: is.HandSize, QueueLengthLimit: is.QueueLengthLimit}
+}
+
+// Level is protect's priority level spec.
+func (p Protect) Level() Level {
+	return Level{PriorityLevelShares: p.PriorityLevelShares, Queues: p.Queues, HandSize: p.HandSize, QueueLengthLimit: p.QueueLengthLimit}
 }
 
 // FlagMetricsServer has no settings yet; it is a struct so that any field
@@ -303,7 +361,9 @@ func DefaultRoutes() []Route {
 	return []Route{
 		r("KubeAPIErrorBudgetBurn", ActionTriage),
 		r("HerdStaleKubelet", ActionCordon),
+		r("HerdStampedeRisk", ActionProtect),
 		r("HerdRelistStorm", ActionIsolate),
+		{Match: map[string]string{"alertname": "HerdSynchronizedRelist", "cost": "expensive"}, Action: ActionIsolate},
 		r("HerdGhostNodeClient", ActionQuarantine),
 		r("HerdMetricsServerTokenAuth", ActionFlagMetricsServer),
 		r("HerdKubeletTokenReviewStorm", ActionFlagMetricsServer),
@@ -323,7 +383,11 @@ func Default() Config {
 			Isolate: Isolate{
 				TTL: model.Duration(time.Hour), HoldDown: model.Duration(10 * time.Minute),
 				PriorityLevelShares: 2, Queues: 16, HandSize: 4, QueueLengthLimit: 50, MaxManagedFlowSchemas: 10,
-				MinSubjectRelists: 3,
+				MinSubjectRelists: 3, MinWaveInstances: 10,
+			},
+			Protect: Protect{
+				HoldDown: model.Duration(30 * time.Minute), PriorityLevelShares: 1, Queues: 16, HandSize: 4, QueueLengthLimit: 50,
+				MaxManagedFlowSchemas: 10,
 			},
 			Quarantine: Quarantine{TTL: model.Duration(24 * time.Hour), MaxManagedFlowSchemas: 10},
 		},
@@ -331,7 +395,7 @@ func Default() Config {
 		Guards: Guards{
 			MaxUnschedulableFraction: 0.10,
 			MaxActionsPerHour: map[Action]int{
-				ActionTriage: 30, ActionCordon: 3, ActionIsolate: 5, ActionQuarantine: 5, ActionFlagMetricsServer: 5,
+				ActionTriage: 30, ActionCordon: 3, ActionIsolate: 5, ActionProtect: 5, ActionQuarantine: 5, ActionFlagMetricsServer: 5,
 			},
 			StormCooldown:     model.Duration(30 * time.Minute),
 			ExcludeAnnotation: "herd.dev/exclude",
@@ -515,28 +579,23 @@ func (c Config) Validate() error {
 	if is.HoldDown < 0 {
 		fail("actions.isolate.holdDown %s: must not be negative", is.HoldDown)
 	}
-	if is.PriorityLevelShares < 1 || is.PriorityLevelShares > maxShares {
-		fail("actions.isolate.priorityLevelShares %d: must be 1..%d (0 would jail the client instead of slowing it; more than global-default's %d would not bound it)", is.PriorityLevelShares, maxShares, maxShares)
-	}
-	if is.Queues < 1 || is.Queues > maxQueues {
-		fail("actions.isolate.queues %d: must be 1..%d (the APF API's range)", is.Queues, maxQueues)
-	}
-	switch {
-	case is.HandSize < 1 || is.HandSize > max(is.Queues, 1):
-		fail("actions.isolate.handSize %d: must be 1..queues (%d)", is.HandSize, is.Queues)
-	case is.Queues <= maxQueues:
-		if bits := shufflesharding.RequiredEntropyBits(is.Queues, is.HandSize); bits > shufflesharding.MaxHashBits {
-			fail("actions.isolate.handSize %d: with %d queues it needs %d bits of entropy; the APF API allows %d", is.HandSize, is.Queues, bits, shufflesharding.MaxHashBits)
-		}
-	}
-	if is.QueueLengthLimit < 1 || is.QueueLengthLimit > math.MaxInt32 {
-		fail("actions.isolate.queueLengthLimit %d: must be 1..%d (the APF API's range)", is.QueueLengthLimit, math.MaxInt32)
-	}
+	is.Level().validate(fail, "isolate")
 	if is.MaxManagedFlowSchemas < 1 || is.MaxManagedFlowSchemas > maxFlowSchemas {
 		fail("actions.isolate.maxManagedFlowSchemas %d: must be 1..%d (every request is matched against every FlowSchema)", is.MaxManagedFlowSchemas, maxFlowSchemas)
 	}
 	if is.MinSubjectRelists < 1 {
 		fail("actions.isolate.minSubjectRelists %d: must be at least 1 (an identity that did not relist carries no evidence)", is.MinSubjectRelists)
+	}
+	if is.MinWaveInstances < 2 {
+		fail("actions.isolate.minWaveInstances %d: must be at least 2 (one instance relisting is not a synchronized relist)", is.MinWaveInstances)
+	}
+	p := c.Actions.Protect
+	if p.HoldDown < 0 {
+		fail("actions.protect.holdDown %s: must not be negative", p.HoldDown)
+	}
+	p.Level().validate(fail, "protect")
+	if p.MaxManagedFlowSchemas < 1 || p.MaxManagedFlowSchemas > maxFlowSchemas {
+		fail("actions.protect.maxManagedFlowSchemas %d: must be 1..%d (every request is matched against every FlowSchema)", p.MaxManagedFlowSchemas, maxFlowSchemas)
 	}
 	q := c.Actions.Quarantine
 	if q.TTL <= 0 {
@@ -661,6 +720,28 @@ func subjectProblem(s nodeclient.Subject) string {
 		}
 	}
 	return ""
+}
+
+// validate checks the spec of an action's priority level.
+func (l Level) validate(fail func(string, ...any), action string) {
+	shares, queues, handSize, queueLengthLimit := l.PriorityLevelShares, l.Queues, l.HandSize, l.QueueLengthLimit
+	if shares < 1 || shares > maxShares {
+		fail("actions.%s.priorityLevelShares %d: must be 1..%d (0 would jail the client instead of slowing it; more than global-default's %d would not bound it)", action, shares, maxShares, maxShares)
+	}
+	if queues < 1 || queues > maxQueues {
+		fail("actions.%s.queues %d: must be 1..%d (the APF API's range)", action, queues, maxQueues)
+	}
+	switch {
+	case handSize < 1 || handSize > max(queues, 1):
+		fail("actions.%s.handSize %d: must be 1..queues (%d)", action, handSize, queues)
+	case queues <= maxQueues:
+		if bits := shufflesharding.RequiredEntropyBits(queues, handSize); bits > shufflesharding.MaxHashBits {
+			fail("actions.%s.handSize %d: with %d queues it needs %d bits of entropy; the APF API allows %d", action, handSize, queues, bits, shufflesharding.MaxHashBits)
+		}
+	}
+	if queueLengthLimit < 1 || queueLengthLimit > math.MaxInt32 {
+		fail("actions.%s.queueLengthLimit %d: must be 1..%d (the APF API's range)", action, queueLengthLimit, math.MaxInt32)
+	}
 }
 
 // Bounds on the APF objects herd applies: the API's where it has one, herd's

@@ -24,6 +24,7 @@ func TestDefaultRoutes(t *testing.T) {
 	want := map[string]Action{
 		"KubeAPIErrorBudgetBurn":      ActionTriage,
 		"HerdStaleKubelet":            ActionCordon,
+		"HerdStampedeRisk":            ActionProtect,
 		"HerdRelistStorm":             ActionIsolate,
 		"HerdGhostNodeClient":         ActionQuarantine,
 		"HerdMetricsServerTokenAuth":  ActionFlagMetricsServer,
@@ -38,6 +39,16 @@ func TestDefaultRoutes(t *testing.T) {
 			t.Errorf("Known(%s) = false", name)
 		}
 	}
+	// The fast path: an expensive synchronized relist is isolated; a cheap
+	// one is reported, not acted on (issue 12).
+	if r, ok := c.Route(map[string]string{"alertname": "HerdSynchronizedRelist", "cost": "expensive"}); !ok || r.Action != ActionIsolate {
+		t.Errorf("HerdSynchronizedRelist{cost=expensive}: route %+v %v, want isolate", r, ok)
+	}
+	for _, cost := range []string{"cheap", ""} {
+		if r, ok := c.Route(map[string]string{"alertname": "HerdSynchronizedRelist", "cost": cost}); ok {
+			t.Errorf("HerdSynchronizedRelist{cost=%q} routed to %+v", cost, r)
+		}
+	}
 	if r, ok := c.Route(map[string]string{"alertname": "Watchdog"}); ok {
 		t.Errorf("Watchdog routed to %+v", r)
 	}
@@ -47,7 +58,7 @@ func TestDefaultRoutes(t *testing.T) {
 	if !c.DryRun {
 		t.Error("dryRun must default to true")
 	}
-	for _, a := range []Action{ActionTriage, ActionCordon, ActionIsolate, ActionQuarantine, ActionFlagMetricsServer} {
+	for _, a := range []Action{ActionTriage, ActionCordon, ActionIsolate, ActionProtect, ActionQuarantine, ActionFlagMetricsServer} {
 		if !c.Enabled(a) {
 			t.Errorf("Enabled(%s) = false", a)
 		}
@@ -58,10 +69,12 @@ func TestDefaultRoutes(t *testing.T) {
 	// The documented defaults.
 	if c.Guards.MaxUnschedulableFraction != 0.10 || c.Guards.StormCooldown != model.Duration(30*time.Minute) ||
 		c.Guards.ExcludeAnnotation != "herd.dev/exclude" || c.Actions.Isolate.Queues != 16 ||
-		c.Actions.Quarantine.TTL != model.Duration(24*time.Hour) || c.Prometheus.Timeout != model.Duration(10*time.Second) {
+		c.Actions.Quarantine.TTL != model.Duration(24*time.Hour) || c.Prometheus.Timeout != model.Duration(10*time.Second) ||
+		c.Actions.Isolate.MinWaveInstances != 10 ||
+		c.Actions.Protect != (Protect{HoldDown: model.Duration(30 * time.Minute), PriorityLevelShares: 1, Queues: 16, HandSize: 4, QueueLengthLimit: 50, MaxManagedFlowSchemas: 10}) {
 		t.Errorf("defaults: %+v", c)
 	}
-	wantLimits := map[Action]int{ActionTriage: 30, ActionCordon: 3, ActionIsolate: 5, ActionQuarantine: 5, ActionFlagMetricsServer: 5}
+	wantLimits := map[Action]int{ActionTriage: 30, ActionCordon: 3, ActionIsolate: 5, ActionProtect: 5, ActionQuarantine: 5, ActionFlagMetricsServer: 5}
 	if !reflect.DeepEqual(c.Guards.MaxActionsPerHour, wantLimits) {
 		t.Errorf("maxActionsPerHour = %v", c.Guards.MaxActionsPerHour)
 	}
@@ -197,7 +210,7 @@ func TestRoutesNullAndEmpty(t *testing.T) {
 
 // TestParseInvalid: every refusal, with the exact message.
 func TestParseInvalid(t *testing.T) {
-	const actions = "(want one of triage, cordon, isolate, quarantine, flag-metrics-server, none)"
+	const actions = "(want one of triage, cordon, isolate, protect, quarantine, flag-metrics-server, none)"
 	tests := []struct{ name, yaml, err string }{
 		// Strict decoding.
 		{"unknown top-level", promURL + "dry_run: false\n", `error unmarshaling JSON: while decoding JSON: json: unknown field "dry_run"`},
@@ -243,6 +256,12 @@ func TestParseInvalid(t *testing.T) {
 		{"hand larger than deck", promURL + "actions: {isolate: {queues: 4, handSize: 8}}\n", "actions.isolate.handSize 8: must be 1..queues (4)"},
 		{"hand entropy", promURL + "actions: {isolate: {queues: 128, handSize: 100}}\n", "actions.isolate.handSize 100: with 128 queues it needs 700 bits of entropy; the APF API allows 60"},
 		{"zero queue length", promURL + "actions: {isolate: {queueLengthLimit: 0}}\n", "actions.isolate.queueLengthLimit 0: must be 1..2147483647 (the APF API's range)"},
+		{"protect zero shares", promURL + "actions: {protect: {priorityLevelShares: 0}}\n", "actions.protect.priorityLevelShares 0: must be 1..20 (0 would jail the client instead of slowing it; more than global-default's 20 would not bound it)"},
+		{"protect hand larger than deck", promURL + "actions: {protect: {queues: 2, handSize: 3}}\n", "actions.protect.handSize 3: must be 1..queues (2)"},
+		{"protect zero queue length", promURL + "actions: {protect: {queueLengthLimit: 0}}\n", "actions.protect.queueLengthLimit 0: must be 1..2147483647 (the APF API's range)"},
+		{"protect too many slots", promURL + "actions: {protect: {maxManagedFlowSchemas: 101}}\n", "actions.protect.maxManagedFlowSchemas 101: must be 1..100 (every request is matched against every FlowSchema)"},
+		{"protect ttl", promURL + "actions: {protect: {ttl: 1h}}\n", `error unmarshaling JSON: while decoding JSON: json: unknown field "ttl"`},
+		{"wave of one", promURL + "actions: {isolate: {minWaveInstances: 1}}\n", "actions.isolate.minWaveInstances 1: must be at least 2 (one instance relisting is not a synchronized relist)"},
 		{"zero managed flowschemas", promURL + "actions: {isolate: {maxManagedFlowSchemas: 0}}\n", "actions.isolate.maxManagedFlowSchemas 0: must be 1..100 (every request is matched against every FlowSchema)"},
 		{"too many quarantine flowschemas", promURL + "actions: {quarantine: {maxManagedFlowSchemas: 1000}}\n", "actions.quarantine.maxManagedFlowSchemas 1000: must be 1..100 (every request is matched against every FlowSchema)"},
 		{"bad node selector", promURL + "actions: {cordon: {nodeSelector: {pool: 'a b'}}}\n", `actions.cordon.nodeSelector: value "a b" of "pool": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')`},
@@ -252,7 +271,7 @@ func TestParseInvalid(t *testing.T) {
 		{"fraction one", promURL + "guards: {maxUnschedulableFraction: 1}\n", "guards.maxUnschedulableFraction 1: must be more than 0 and less than 1 (1 would let herd cordon every node; to never cordon, route no alert to cordon)"},
 		{"fraction negative", promURL + "guards: {maxUnschedulableFraction: -0.1}\n", "guards.maxUnschedulableFraction -0.1: must be more than 0 and less than 1 (1 would let herd cordon every node; to never cordon, route no alert to cordon)"},
 		{"fraction NaN", promURL + "guards: {maxUnschedulableFraction: .nan}\n", "error converting YAML to JSON: json: unsupported value: NaN"},
-		{"zero actions per hour", promURL + "guards: {maxActionsPerHour: {isolate: 0}}\n", "guards.maxActionsPerHour.isolate 0: must be at least 1 because isolate is enabled (routes[2]); to disable it, route no alert to it"},
+		{"zero actions per hour", promURL + "guards: {maxActionsPerHour: {isolate: 0}}\n", "guards.maxActionsPerHour.isolate 0: must be at least 1 because isolate is enabled (routes[3]); to disable it, route no alert to it"},
 		{"negative actions per hour", promURL + "guards: {maxActionsPerHour: {cordon: -1}}\n", "guards.maxActionsPerHour.cordon -1: must not be negative"},
 		{"limits removed", promURL + "routes:\n- match: {alertname: HerdStaleKubelet}\n  action: cordon\nguards: {maxActionsPerHour: null}\n", "guards.maxActionsPerHour.cordon: missing; cordon is enabled (routes[0]), so it needs a limit of at least 1 (to disable it, route no alert to it)"},
 		{"remediation needs limits", promURL + "routes:\n- match: {alertname: KubeAPIErrorBudgetBurn}\n  action: triage\nactions: {triage: {remediate: true}}\nguards: {maxActionsPerHour: {quarantine: 0}}\n", "guards.maxActionsPerHour.quarantine 0: must be at least 1 because quarantine is enabled (triage remediates, routes[0]); to disable it, route no alert to it"},
@@ -282,9 +301,10 @@ func TestAllowedEdges(t *testing.T) {
 		"actions: {isolate: {priorityLevelShares: 1, queues: 1, handSize: 1, queueLengthLimit: 1, maxManagedFlowSchemas: 1}}\n",
 		"actions: {isolate: {priorityLevelShares: 20, queues: 10000000, handSize: 2, maxManagedFlowSchemas: 100, holdDown: 0s}}\n",
 		"actions: {isolate: {queues: 128, handSize: 8}}\n", // 56 bits: as the API allows
+		"actions: {protect: {priorityLevelShares: 20, queues: 1, handSize: 1, queueLengthLimit: 1, maxManagedFlowSchemas: 100, holdDown: 0s}}\n",
 		"guards: {maxUnschedulableFraction: 0.999, maxActionsPerHour: {cordon: 1}}\n",
 		// A disabled action may be limited to 0.
-		"routes:\n- match: {alertname: HerdStaleKubelet}\n  action: cordon\nguards: {maxActionsPerHour: {isolate: 0, quarantine: 0}}\n",
+		"routes:\n- match: {alertname: HerdStaleKubelet}\n  action: cordon\nguards: {maxActionsPerHour: {isolate: 0, protect: 0, quarantine: 0}}\n",
 		// A catch-all is fine for none, and for triage without remediation.
 		"routes:\n- match: {alertname: HerdStaleKubelet}\n  action: cordon\n- action: none\n",
 		"routes:\n- matchRE: {alertname: '.*'}\n  action: triage\n",

@@ -33,7 +33,8 @@ func apfObjects(t *testing.T, objs []*unstructured.Unstructured) (map[string]flo
 // TestAPFMatchesManifests: with the release named herd in namespace herd
 // the chart installs exactly manifests/apf/herd.yaml's priority levels and
 // FlowSchema, and the levels are the ones the responder would create
-// (action.IsolateLevelSpec of the default policy, QuarantineLevelSpec).
+// (action.IsolateLevelSpec and ProtectLevelSpec of the default policy,
+// QuarantineLevelSpec).
 func TestAPFMatchesManifests(t *testing.T) {
 	b, err := os.ReadFile("../../manifests/apf/herd.yaml")
 	if err != nil {
@@ -53,6 +54,7 @@ func TestAPFMatchesManifests(t *testing.T) {
 	}
 	responderLevels := map[string]flowcontrolv1.PriorityLevelConfigurationSpec{
 		action.IsolateLevel:    action.IsolateLevelSpec(responderpolicy.Default().Actions.Isolate),
+		action.ProtectLevel:    action.ProtectLevelSpec(responderpolicy.Default().Actions.Protect),
 		action.QuarantineLevel: action.QuarantineLevelSpec(),
 	}
 	if !reflect.DeepEqual(wantLevels, responderLevels) {
@@ -63,13 +65,15 @@ func TestAPFMatchesManifests(t *testing.T) {
 	}
 }
 
-// TestAPFFromValues: herd-isolate follows responder.config.actions.isolate,
-// the numbers the responder reads from the same config; apf.install=false
-// renders none.
+// TestAPFFromValues: herd-isolate and herd-protect follow
+// responder.config.actions.isolate and .protect, the numbers the responder
+// reads from the same config; apf.install=false renders none.
 func TestAPFFromValues(t *testing.T) {
 	r := defaults
 	r.set = []string{"responder.config.actions.isolate.priorityLevelShares=5", "responder.config.actions.isolate.queues=32",
-		"responder.config.actions.isolate.handSize=6", "responder.config.actions.isolate.queueLengthLimit=20"}
+		"responder.config.actions.isolate.handSize=6", "responder.config.actions.isolate.queueLengthLimit=20",
+		"responder.config.actions.protect.priorityLevelShares=3", "responder.config.actions.protect.queues=8",
+		"responder.config.actions.protect.handSize=2", "responder.config.actions.protect.queueLengthLimit=100"}
 	objs := render(t, r)
 	cfg, err := responderpolicy.Parse([]byte(configMapData(t, objs, "herd-responder", "responder.yaml")))
 	if err != nil {
@@ -78,6 +82,9 @@ func TestAPFFromValues(t *testing.T) {
 	levels, _ := apfObjects(t, objs)
 	if got, want := levels[action.IsolateLevel], action.IsolateLevelSpec(cfg.Actions.Isolate); !reflect.DeepEqual(got, want) {
 		t.Errorf("herd-isolate\n%+v\nwant\n%+v", got, want)
+	}
+	if got, want := levels[action.ProtectLevel], action.ProtectLevelSpec(cfg.Actions.Protect); !reflect.DeepEqual(got, want) || *want.Limited.NominalConcurrencyShares != 3 {
+		t.Errorf("herd-protect\n%+v\nwant\n%+v", got, want)
 	}
 	r.set = []string{"responder.apf.install=false"}
 	if levels, schemas := apfObjects(t, render(t, r)); len(levels)+len(schemas) != 0 {

@@ -336,13 +336,13 @@ func helmLifecycle(ctx context.Context, t *testing.T, c *cluster) {
 	// cluster installs them. The releases applied above hold them; helm
 	// installs its own once they are gone, and removes them on uninstall.
 	plcGVR := schema.GroupVersionResource{Group: fc, Version: "v1", Resource: "prioritylevelconfigurations"}
-	for _, n := range []string{"herd-isolate", "herd-quarantine"} {
+	for _, n := range []string{"herd-isolate", "herd-protect", "herd-quarantine"} {
 		if err := c.dyn.Resource(plcGVR).Delete(ctx, n, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	notes := run("install", rel, chartDir)
-	for _, n := range []string{"herd-isolate", "herd-quarantine"} {
+	for _, n := range []string{"herd-isolate", "herd-protect", "herd-quarantine"} {
 		if _, err := c.dyn.Resource(plcGVR).Get(ctx, n, metav1.GetOptions{}); err != nil {
 			t.Errorf("after helm install, PriorityLevelConfiguration %s: %v", n, err)
 		}
@@ -387,7 +387,7 @@ func helmLifecycle(ctx context.Context, t *testing.T, c *cluster) {
 	if l, err := c.kube.CoreV1().Secrets(rel).List(ctx, metav1.ListOptions{}); err != nil || len(l.Items) != 0 {
 		t.Errorf("after helm uninstall, Secrets in %s: %v %v", rel, l, err)
 	}
-	for _, n := range []string{"herd-isolate", "herd-quarantine"} {
+	for _, n := range []string{"herd-isolate", "herd-protect", "herd-quarantine"} {
 		if _, err := c.dyn.Resource(plcGVR).Get(ctx, n, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			t.Errorf("after helm uninstall, PriorityLevelConfiguration %s: %v", n, err)
 		}
@@ -455,7 +455,7 @@ var exporterDenied = []access{
 }
 
 // responderAllowed is what the responder needs with the all-on values
-// (isolate 3 slots, quarantine 2, the Lease herd-responder-leader).
+// (isolate 3 slots, protect 2, quarantine 2, the Lease herd-responder-leader).
 func responderAllowed() []access {
 	a := []access{
 		{Verb: "get", Resource: "nodes", Name: "node-1"},
@@ -482,15 +482,15 @@ func responderAllowed() []access {
 	for i := 1; i <= 3; i++ {
 		names = append(names, "herd-isolate-"+strconv.Itoa(i))
 	}
-	names = append(names, "herd-quarantine-1", "herd-quarantine-2", "herd-measure-1", "herd-measure-4")
+	names = append(names, "herd-protect-1", "herd-protect-2", "herd-quarantine-1", "herd-quarantine-2", "herd-measure-1", "herd-measure-4")
 	for _, n := range names {
 		for _, v := range []string{"create", "patch", "delete"} {
 			a = append(a, access{Verb: v, Group: fc, Resource: "flowschemas", Name: n})
 		}
 	}
 	// herd's installed levels: a missing one is created (server-side apply:
-	// patch, then create) at a sweep.
-	for _, n := range []string{"herd-isolate", "herd-quarantine"} {
+	// patch, then create) by the first decision that needs it.
+	for _, n := range []string{"herd-isolate", "herd-protect", "herd-quarantine"} {
 		for _, v := range []string{"create", "patch"} {
 			a = append(a, access{Verb: v, Group: fc, Resource: "prioritylevelconfigurations", Name: n})
 		}
@@ -521,6 +521,8 @@ var responderDenied = []access{
 	{Verb: "create", Group: fc, Resource: "flowschemas", Name: "herd-quarantine-3"},
 	{Verb: "create", Group: fc, Resource: "flowschemas", Name: "herd-measure-5"},
 	{Verb: "update", Group: fc, Resource: "flowschemas", Name: "herd-measure-1"},
+	{Verb: "create", Group: fc, Resource: "flowschemas", Name: "herd-protect-3"},
+	{Verb: "patch", Group: fc, Resource: "flowschemas", Name: "herd-protect-3"},
 	{Verb: "create", Group: fc, Resource: "flowschemas"}, // a POST without a name
 	{Verb: "deletecollection", Group: fc, Resource: "flowschemas"},
 	{Verb: "patch", Group: fc, Resource: "flowschemas", Subresource: "status", Name: "herd-isolate-1"},
@@ -532,6 +534,8 @@ var responderDenied = []access{
 	{Verb: "update", Group: fc, Resource: "prioritylevelconfigurations", Name: "herd-isolate"},
 	{Verb: "delete", Group: fc, Resource: "prioritylevelconfigurations", Name: "herd-isolate"},
 	{Verb: "delete", Group: fc, Resource: "prioritylevelconfigurations", Name: "herd-quarantine"},
+	{Verb: "update", Group: fc, Resource: "prioritylevelconfigurations", Name: "herd-protect"},
+	{Verb: "delete", Group: fc, Resource: "prioritylevelconfigurations", Name: "herd-protect"},
 	// The responder's own FlowSchema is the installer's.
 	{Verb: "patch", Group: fc, Resource: "flowschemas", Name: "herd-responder"},
 	{Verb: "delete", Group: fc, Resource: "flowschemas", Name: "herd-responder"},

@@ -347,13 +347,14 @@ func slotNames(t *testing.T, objs []*unstructured.Unstructured, role string) []s
 func TestRBACSlotsFromValues(t *testing.T) {
 	r := defaults
 	r.set = []string{"responder.config.actions.isolate.maxManagedFlowSchemas=25", "responder.config.actions.quarantine.maxManagedFlowSchemas=1",
+		"responder.config.actions.protect.maxManagedFlowSchemas=2",
 		"responder.config.measurement.maxFlowSchemas=2", "metricsServer.namespace=monitoring", "metricsServer.name=ms"}
 	objs := render(t, r)
 	var want []string
 	for i := 1; i <= 25; i++ {
 		want = append(want, "herd-isolate-"+strconv.Itoa(i))
 	}
-	want = append(want, "herd-quarantine-1", "herd-measure-1", "herd-measure-2")
+	want = append(want, "herd-protect-1", "herd-protect-2", "herd-quarantine-1", "herd-measure-1", "herd-measure-2")
 	if got := slotNames(t, objs, "herd-responder"); !reflect.DeepEqual(got, want) {
 		t.Errorf("slots %v, want %v", got, want)
 	}
