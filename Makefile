@@ -165,6 +165,10 @@ demo: deps controlplane build ## herd end to end on a local control plane: a rel
 drill-storm: deps controlplane build ## The storm drill (incident 002): 2,000 heavy pods, 100 storming cilium-agents, herd acting vs dry-run, side by side.
 	$(GO) run ./test/drill/storm -herd bin/herd $(DRILL_FLAGS)
 
+.PHONY: drill-production
+drill-production: deps controlplane build ## The storm drill with production settings (issue 12): forecast and guard before the storm, rolling restart, unforecast and kubelet storms; about 75 minutes.
+	$(GO) run ./test/drill/storm -herd bin/herd -settings production $(DRILL_FLAGS)
+
 .PHONY: clean
 clean:
 	rm -rf bin/

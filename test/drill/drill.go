@@ -66,14 +66,10 @@ func (o Outcome) OK() bool { return o.Err == nil && o.Code >= 200 && o.Code < 30
 // Get sends one GET of uri (path and query) and reads the answer to the end.
 func (c *Client) Get(ctx context.Context, uri string) Outcome {
 	o := Outcome{Start: time.Now()}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.host+uri, nil)
+	req, err := c.request(ctx, uri)
 	if err != nil {
 		o.Err = err
 		return o
-	}
-	req.Header.Set("Accept", "application/json")
-	if c.sourceIP != "" {
-		req.Header.Set("X-Forwarded-For", c.sourceIP)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

@@ -90,6 +90,8 @@ type Response struct {
 	// Pending and Firing are when Prometheus had the alert pending (its
 	// activeAt) and when it was first seen firing.
 	Pending, Firing time.Time
+	// Labels are the alert's labels when first seen.
+	Labels map[string]string
 	// Decided is when the responder's first decision of the action for the
 	// alert (applied, or dry_run when it runs dry) was done, its objects
 	// written; Decision is that decision.
@@ -101,6 +103,9 @@ type Response struct {
 	// Failures are the firing decisions that failed or were refused before
 	// Decided (the responder could not act yet), oldest first.
 	Failures []stack.Decision
+	// Last is the latest decision about the firing alert, whatever its
+	// result (a no-op too).
+	Last stack.Decision
 }
 
 // ResponseWatch polls Prometheus and the responder every 250 ms for an
@@ -144,6 +149,10 @@ func (w *ResponseWatch) poll(ctx context.Context, s *stack.Stack, alert string, 
 	if a != nil {
 		if w.r.Pending.IsZero() {
 			w.r.Pending = a.ActiveAt
+			w.r.Labels = map[string]string{}
+			for k, v := range a.Labels {
+				w.r.Labels[string(k)] = string(v)
+			}
 		}
 		if a.State == v1.AlertStateFiring && w.r.Firing.IsZero() {
 			w.r.Firing = now
@@ -153,6 +162,9 @@ func (w *ResponseWatch) poll(ctx context.Context, s *stack.Stack, alert string, 
 	for _, d := range ds {
 		if d.Action != action || d.Alert != alert || d.Time.Before(since) {
 			continue
+		}
+		if d.Status == "firing" {
+			w.r.Last = d
 		}
 		if d.Status == "firing" && (d.Result == "failed" || d.Result == "refused") && (w.r.Decided.IsZero() || d.Time.Before(w.r.Decision.Time)) {
 			w.r.Failures = append(w.r.Failures, d)

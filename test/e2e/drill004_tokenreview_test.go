@@ -131,8 +131,8 @@ func TestDrill004TokenReviewStorm(t *testing.T) {
 		var patches []auditRecord
 		for _, w := range writesBy(t, s.AuditLogPath, stack.ResponderUser) {
 			switch {
-			case w.bookkeeping() || w.ObjectRef == nil:
-			case w.on("deployments", "metrics-server") && !w.dryRun():
+			case w.Bookkeeping() || w.ObjectRef == nil:
+			case w.On("deployments", "metrics-server") && !w.DryRun():
 				patches = append(patches, w)
 			default:
 				t.Errorf("the responder wrote to %s", w)

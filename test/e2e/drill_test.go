@@ -17,7 +17,6 @@ import (
 
 	"github.com/prometheus/common/model"
 
-	cpfiles "github.com/herd-k8s/herd/manifests/control-plane"
 	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/nodesim"
 	"github.com/herd-k8s/herd/test/proc"
@@ -33,23 +32,15 @@ import (
 // herd sees and alerts on, what the responder decides, what it changes and
 // what it leaves alone.
 
-// drillAuditPolicy is the shipped audit policy (manifests/control-plane)
-// with one rule in front that audits the responder's own requests, so that
-// a drill can check from the apiserver's log what herd wrote. Everything
-// herd's exporter receives is what the shipped policy sends.
+// drillAuditPolicy is the shipped audit policy with the responder's
+// writes audited (stack.ResponderWritesAuditPolicy).
 func drillAuditPolicy(t *testing.T) string {
 	t.Helper()
-	p, err := cpfiles.AuditPolicy(nil)
+	p, err := stack.ResponderWritesAuditPolicy()
 	if err != nil {
 		t.Fatal(err)
 	}
-	const marker = "\nrules:\n"
-	if bytes.Count(p, []byte(marker)) != 1 {
-		t.Fatalf("the shipped audit policy has %d %q lines, want 1", bytes.Count(p, []byte(marker)), strings.TrimSpace(marker))
-	}
-	// Writes only: its reads (FlowSchema LISTs every sweep) would reach
-	// herd's exporter as relists of an "other" client.
-	return strings.Replace(string(p), marker, marker+"- level: Metadata\n  verbs: [create, update, patch, delete, deletecollection]\n  users: [\""+stack.ResponderUser+"\"]\n", 1)
+	return p
 }
 
 // drillSetup says what a drill's stack holds besides the common parts.

@@ -1,11 +1,7 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"fmt"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,69 +22,18 @@ import (
 // What herd did, read from the apiserver: its objects, its Events, the
 // FlowSchema APF chose for a request, and every write in the audit log.
 
-// auditRecord is what the responder tests read of an audit log line.
-type auditRecord struct {
-	Stage      string `json:"stage"`
-	Verb       string `json:"verb"`
-	RequestURI string `json:"requestURI"`
-	User       struct {
-		Username string `json:"username"`
-	} `json:"user"`
-	ObjectRef *struct {
-		Resource  string `json:"resource"`
-		Namespace string `json:"namespace"`
-		Name      string `json:"name"`
-		APIGroup  string `json:"apiGroup"`
-	} `json:"objectRef"`
-	ResponseStatus *struct {
-		Code int `json:"code"`
-	} `json:"responseStatus"`
-}
+// auditRecord is one of the responder's writes in the audit log.
+type auditRecord = stack.AuditWrite
 
 // writesBy returns the mutating requests (create, update, patch, delete)
 // that user made, at ResponseComplete, from the apiserver's audit log.
 func writesBy(t *testing.T, logPath, user string) []auditRecord {
 	t.Helper()
-	f, err := os.Open(logPath)
+	ws, err := stack.WritesBy(logPath, user)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	var out []auditRecord
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 4<<20)
-	for sc.Scan() {
-		var e auditRecord
-		if json.Unmarshal(sc.Bytes(), &e) != nil || e.Stage != "ResponseComplete" || e.User.Username != user {
-			continue
-		}
-		switch e.Verb {
-		case "create", "update", "patch", "delete", "deletecollection":
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-func (e auditRecord) String() string {
-	code := 0
-	if e.ResponseStatus != nil {
-		code = e.ResponseStatus.Code
-	}
-	return fmt.Sprintf("%s %s -> %d", e.Verb, e.RequestURI, code)
-}
-
-// dryRun reports whether the request asked for a server-side dry run.
-func (e auditRecord) dryRun() bool { return strings.Contains(e.RequestURI, "dryRun=All") }
-
-// bookkeeping reports whether the write is the responder's own
-// bookkeeping (its leader Lease, Events) rather than an action.
-func (e auditRecord) bookkeeping() bool {
-	return e.ObjectRef != nil && (e.ObjectRef.Resource == "events" || e.ObjectRef.Resource == "leases")
-}
-
-func (e auditRecord) on(resource, name string) bool {
-	return e.ObjectRef != nil && e.ObjectRef.Resource == resource && e.ObjectRef.Name == name
+	return ws
 }
 
 func unschedulable(ctx context.Context, t *testing.T, c kubernetes.Interface) []string {
@@ -132,7 +77,7 @@ func herdAPF(ctx context.Context, t *testing.T, c kubernetes.Interface) (flowSch
 func wroteOnly(t *testing.T, logPath string, owned ...string) {
 	t.Helper()
 	for _, w := range writesBy(t, logPath, stack.ResponderUser) {
-		if w.bookkeeping() || w.ObjectRef == nil {
+		if w.Bookkeeping() || w.ObjectRef == nil {
 			continue
 		}
 		if !slices.Contains(owned, w.ObjectRef.Resource+"/"+w.ObjectRef.Name) {

@@ -88,7 +88,7 @@ func (s *responderScenario) since() string {
 func (s *responderScenario) nodePatches(t *testing.T, name string) []auditRecord {
 	var out []auditRecord
 	for _, w := range writesBy(t, s.AuditLogPath, stack.ResponderUser) {
-		if w.on("nodes", name) && !w.dryRun() {
+		if w.On("nodes", name) && !w.DryRun() {
 			out = append(out, w)
 		}
 	}
@@ -99,7 +99,7 @@ func (s *responderScenario) nodePatches(t *testing.T, name string) []auditRecord
 func (s *responderScenario) isolateApplies(t *testing.T) int {
 	n := 0
 	for _, w := range writesBy(t, s.AuditLogPath, stack.ResponderUser) {
-		if w.on("flowschemas", "herd-isolate-1") && !w.dryRun() {
+		if w.On("flowschemas", "herd-isolate-1") && !w.DryRun() {
 			n++
 		}
 	}
@@ -298,8 +298,8 @@ func TestResponder(t *testing.T) {
 		dry := 0
 		for _, w := range writesBy(t, s.AuditLogPath, stack.ResponderUser) {
 			switch {
-			case w.bookkeeping():
-			case w.dryRun():
+			case w.Bookkeeping():
+			case w.DryRun():
 				dry++
 			default:
 				t.Errorf("dry run: herd made a mutating request: %s", w)

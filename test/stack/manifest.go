@@ -6,6 +6,7 @@ import (
 	"os"
 
 	corev1 "k8s.io/api/core/v1"
+	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -15,8 +16,9 @@ import (
 )
 
 // ApplyManifest creates, as c, every object of a multi-document YAML file
-// herd ships (manifests/rbac: Namespaces, ServiceAccounts, RBAC), so herd
-// runs with exactly the permissions it documents. Decoding is strict: an
+// herd ships (manifests/rbac: Namespaces, ServiceAccounts, RBAC;
+// manifests/apf: priority levels and FlowSchemas), so herd runs with
+// exactly the permissions and APF objects it documents. Decoding is strict: an
 // unknown field is an error, as is an object that cannot be created. It
 // returns the objects by kind, for static checks.
 func ApplyManifest(ctx context.Context, c kubernetes.Interface, path string) (map[string][]any, error) {
@@ -69,6 +71,18 @@ func ApplyManifest(ctx context.Context, c kubernetes.Interface, path string) (ma
 			o := &rbacv1.RoleBinding{}
 			obj, create = o, func() error {
 				_, err := c.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+				return err
+			}
+		case "flowcontrol.apiserver.k8s.io/v1/PriorityLevelConfiguration":
+			o := &flowcontrolv1.PriorityLevelConfiguration{}
+			obj, create = o, func() error {
+				_, err := c.FlowcontrolV1().PriorityLevelConfigurations().Create(ctx, o, metav1.CreateOptions{})
+				return err
+			}
+		case "flowcontrol.apiserver.k8s.io/v1/FlowSchema":
+			o := &flowcontrolv1.FlowSchema{}
+			obj, create = o, func() error {
+				_, err := c.FlowcontrolV1().FlowSchemas().Create(ctx, o, metav1.CreateOptions{})
 				return err
 			}
 		default:

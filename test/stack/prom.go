@@ -147,15 +147,17 @@ func (s *Stack) rulesSummary() string {
 	return fmt.Sprintf("the mixin with rateWindow %v, HerdRelistStorm for %v", s.Mixin["rateWindow"], s.Mixin["relistStormFor"])
 }
 
-// AlertmanagerConfig routes every alert to a webhook URL within a second or
-// two (group_wait 1s, group_interval 2s), resolved ones too, with
-// AlertmanagerToken, repeating a firing one every repeat.
-func AlertmanagerConfig(url string, repeat time.Duration) string {
+// AlertmanagerConfig routes every alert to a webhook URL, resolved ones
+// too, with AlertmanagerToken, grouped by groupBy: a new group after wait
+// (the demo's 1s), a change in it after interval (2s), a firing one again
+// every repeat.
+func AlertmanagerConfig(url string, groupBy []string, wait, interval, repeat time.Duration) string {
+	by, _ := json.Marshal(groupBy)
 	return fmt.Sprintf(`route:
   receiver: herd
-  group_by: [alertname]
-  group_wait: 1s
-  group_interval: 2s
+  group_by: %s
+  group_wait: %s
+  group_interval: %s
   repeat_interval: %s
 receivers:
   - name: herd
@@ -166,7 +168,7 @@ receivers:
         http_config:
           authorization:
             credentials: %s
-`, model.Duration(repeat), url, AlertmanagerToken)
+`, by, model.Duration(wait), model.Duration(interval), model.Duration(repeat), url, AlertmanagerToken)
 }
 
 func (s *Stack) startAlertmanager() error {
@@ -181,7 +183,7 @@ func (s *Stack) startAlertmanager() error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("start alertmanager: %w", err)
 	}
-	am, err := promstack.RunAlertmanager(dir, AlertmanagerConfig(receiver, s.opts.AlertRepeat))
+	am, err := promstack.RunAlertmanager(dir, AlertmanagerConfig(receiver, s.opts.AlertGroupBy, s.opts.AlertGroupWait, s.opts.AlertGroupInterval, s.opts.AlertRepeat))
 	if err != nil {
 		return err
 	}
@@ -223,9 +225,9 @@ func (s *Stack) startPrometheus() error {
 		scrape = append(scrape, promstack.ScrapeConfig{
 			JobName: "apiserver", Targets: []string{strings.TrimPrefix(s.CP.URL, "https://")},
 			Scheme: "https", BearerToken: s.CP.Token(controlplane.Admin), CAFile: ca,
-			// kube-apiserver's /metrics is large: every 2 s is enough for
-			// burn-rate windows of 10 s and more.
-			ScrapeInterval: 2 * time.Second,
+			// kube-apiserver's /metrics is large: every 2 s (the
+			// default) is enough for burn-rate windows of 10 s and more.
+			ScrapeInterval: s.opts.APIServerScrapeInterval,
 		})
 	}
 	opts := promstack.PromOptions{

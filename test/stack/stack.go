@@ -116,8 +116,14 @@ type Options struct {
 	// default 1s.
 	ScrapeInterval time.Duration
 	// ScrapeAPIServer makes Prometheus scrape kube-apiserver's /metrics
-	// (job "apiserver", https, the admin token, the serving CA), every 2 s.
-	ScrapeAPIServer bool
+	// (job "apiserver", https, the admin token, the serving CA), every
+	// APIServerScrapeInterval (default 2s).
+	ScrapeAPIServer         bool
+	APIServerScrapeInterval time.Duration
+	// InstallAPF applies herd's APF objects (manifests/apf/herd.yaml: its
+	// priority levels and the responder's FlowSchema) as the chart does;
+	// without, the first decision that needs a level creates it.
+	InstallAPF bool
 
 	// NoAlertmanager runs no Alertmanager.
 	NoAlertmanager bool
@@ -126,6 +132,13 @@ type Options struct {
 	AlertReceiver string
 	// AlertRepeat is Alertmanager's repeat_interval; default 1m.
 	AlertRepeat time.Duration
+	// AlertGroupWait and AlertGroupInterval are Alertmanager's group_wait
+	// and group_interval; default 1s and 2s (the demo's).
+	AlertGroupWait, AlertGroupInterval time.Duration
+	// AlertGroupBy is Alertmanager's group_by; default [alertname].
+	// docs/install.md's receiver groups by every label ("..."): each alert
+	// is its own notification.
+	AlertGroupBy []string
 
 	// NoResponder starts no responder of the stack's own: the caller starts
 	// the replicas it needs with StartResponder.
@@ -146,6 +159,10 @@ type Options struct {
 	// node-side identity and resource, without audit logs
 	// (docs/apf-measurement.md).
 	Measurement bool
+	// ResponderConfig makes the stack's responder's --config from the
+	// stack's Prometheus URL (Measurement's line is added to it); default
+	// ResponderConfig(...) with DryRun and IsolateHoldDown.
+	ResponderConfig func(prometheusURL string) string
 }
 
 // Stack is a running stack. Its URLs are on loopback.
@@ -214,6 +231,18 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	if opts.AlertRepeat == 0 {
 		opts.AlertRepeat = time.Minute
 	}
+	if opts.AlertGroupWait == 0 {
+		opts.AlertGroupWait = time.Second
+	}
+	if len(opts.AlertGroupBy) == 0 {
+		opts.AlertGroupBy = []string{"alertname"}
+	}
+	if opts.AlertGroupInterval == 0 {
+		opts.AlertGroupInterval = 2 * time.Second
+	}
+	if opts.APIServerScrapeInterval == 0 {
+		opts.APIServerScrapeInterval = 2 * time.Second
+	}
 	opts.Exporter.defaults()
 	s = &Stack{opts: opts, Dir: opts.Dir, Mixin: DemoMixin(), root: opts.Root}
 	maps.Copy(s.Mixin, opts.Mixin)
@@ -279,10 +308,11 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	}
 	if !opts.NoResponder {
 		step("starting herd responder (dryRun: %v, guards on)", opts.DryRun)
-		r, err := s.StartResponder(ctx, ResponderOptions{
-			Addr:   responderAddr,
-			Config: ResponderConfig(s.PrometheusURL, fmt.Sprint(s.Mixin["rateWindow"]), opts.DryRun, opts.IsolateHoldDown) + MeasurementConfig(opts.Measurement),
-		})
+		cfg := ResponderConfig(s.PrometheusURL, fmt.Sprint(s.Mixin["rateWindow"]), opts.DryRun, opts.IsolateHoldDown)
+		if opts.ResponderConfig != nil {
+			cfg = opts.ResponderConfig(s.PrometheusURL)
+		}
+		r, err := s.StartResponder(ctx, ResponderOptions{Addr: responderAddr, Config: cfg + MeasurementConfig(opts.Measurement)})
 		if err != nil {
 			return s, err
 		}
@@ -349,7 +379,11 @@ func (s *Stack) startControlPlane(ctx context.Context, step func(string, ...any)
 		return fmt.Errorf("start stack: %w", err)
 	}
 	s.Admin = s.CP.Client(controlplane.Admin)
-	for _, m := range []string{"manifests/rbac/exporter.yaml", "manifests/rbac/responder.yaml"} {
+	manifests := []string{"manifests/rbac/exporter.yaml", "manifests/rbac/responder.yaml"}
+	if opts.InstallAPF {
+		manifests = append(manifests, "manifests/apf/herd.yaml")
+	}
+	for _, m := range manifests {
 		if _, err := ApplyManifest(ctx, s.Admin, filepath.Join(s.root, m)); err != nil {
 			return err
 		}

@@ -49,6 +49,14 @@ type options struct {
 	recoveryLimit           time.Duration
 	keep                    bool
 	measurement             bool
+
+	// -settings production (production.go).
+	settings             string
+	steadyMin, steadyMax time.Duration
+	restartStagger       time.Duration
+	unforecastQuiet      time.Duration
+	unforecastWave       time.Duration
+	forecastStandin      bool
 }
 
 func main() { os.Exit(run()) }
@@ -71,17 +79,45 @@ func run() int {
 	flag.DurationVar(&o.recoveryLimit, "recovery-limit", 500*time.Millisecond, "the scheduler has recovered once every GET for 5 s answers 200 within this")
 	flag.BoolVar(&o.keep, "keep", false, "keep each run's directory (logs, configs)")
 	flag.BoolVar(&o.measurement, "measurement", false, "run the responder's APF measurement FlowSchemas (docs/apf-measurement.md) in every run: compare the scheduler's p99 with a run without")
+	flag.StringVar(&o.settings, "settings", "demo", "demo: the mixin at the demo's short windows and 1 s intervals; production: the shipped rules and intervals (scrape and evaluation 30 s, Alertmanager group_wait 30 s), a steady state with informers first, the guard (protect) before the storm, a rolling restart, an unforecast storm and a cheap kubelet storm (production.go)")
+	flag.DurationVar(&o.steadyMin, "steady-min", 2*time.Minute, "production: the shortest steady state before the storm")
+	flag.DurationVar(&o.steadyMax, "steady-max", 40*time.Minute, "production: the longest steady state: the storm starts then even if HerdStampedeRisk has not been acted on")
+	flag.DurationVar(&o.restartStagger, "restart-stagger", 2*time.Second, "production: the rolling restart restarts one agent every this long (a DaemonSet rollout, one at a time)")
+	flag.DurationVar(&o.unforecastQuiet, "unforecast-quiet", 3*time.Minute, "production: how long the unforecast run's cluster is quiet before its storm")
+	flag.DurationVar(&o.unforecastWave, "unforecast-wave", 3*time.Minute, "production: how long the unforecast storm lasts")
+	flag.BoolVar(&o.forecastStandin, "forecast-standin", false, "production: add a stand-in for issue 12's forecast rules (constants, not the model) when the shipped mixin has none")
 	flag.Parse()
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	known := []string{"protected", "unprotected", "kubelet"}
+	switch o.settings {
+	case "demo":
+	case "production":
+		known = append(known, "unforecast")
+		if !set["runs"] {
+			*runs = "protected,unprotected,unforecast,kubelet"
+		}
+		if !set["kubelet-storm"] {
+			o.kubeletStorm = 3 * time.Minute // long enough for HerdSynchronizedRelist at 30 s intervals
+		}
+	default:
+		fmt.Fprintf(os.Stderr, "storm: -settings %q: want demo or production\n", o.settings)
+		return 2
+	}
 	o.runs = strings.Split(*runs, ",")
 	for _, r := range o.runs {
-		if !slices.Contains([]string{"protected", "unprotected", "kubelet"}, r) {
-			fmt.Fprintf(os.Stderr, "storm: -runs: unknown run %q (want protected, unprotected, kubelet)\n", r)
+		if !slices.Contains(known, r) {
+			fmt.Fprintf(os.Stderr, "storm: -runs: unknown run %q (want %s)\n", r, strings.Join(known, ", "))
 			return 2
 		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := drillAll(ctx, o); err != nil {
+	drillFn := drillAll
+	if o.settings == "production" {
+		drillFn = drillProduction
+	}
+	if err := drillFn(ctx, o); err != nil {
 		fmt.Fprintf(os.Stderr, "storm: %v\n", err)
 		return 1
 	}
@@ -92,18 +128,30 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
-func drillAll(ctx context.Context, o options) error {
+// herdBinary builds herd into a temporary directory unless -herd names a
+// binary; done removes what it built.
+func herdBinary(ctx context.Context, o *options) (done func(), err error) {
+	if o.herd != "" {
+		return func() {}, nil
+	}
 	dir, err := os.MkdirTemp("", "herd-drill-")
+	if err != nil {
+		return nil, err
+	}
+	logf("building herd")
+	if o.herd, err = herdtest.BuildHerd(ctx, dir); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return func() { os.RemoveAll(dir) }, nil
+}
+
+func drillAll(ctx context.Context, o options) error {
+	done, err := herdBinary(ctx, &o)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	if o.herd == "" {
-		logf("building herd")
-		if o.herd, err = herdtest.BuildHerd(ctx, dir); err != nil {
-			return err
-		}
-	}
+	defer done()
 	results := map[string]*result{}
 	var ref reference
 	for _, name := range o.runs {
@@ -226,16 +274,7 @@ func drillOne(ctx context.Context, o options, name string, ref reference) (*resu
 	defer watch.Stop()
 	r.start = time.Now()
 	wave := func(n int, length time.Duration) error {
-		w := span{start: time.Now()}
-		logf("%s run: wave %d: %d %s clients for %v (apiserver RSS %s)", name, n, len(storm), client, length, stack.MiB(r.mem.Last().RSS))
-		wctx, stopWave := context.WithTimeout(ctx, length)
-		stopProgress := herdtest.Background(wctx, func(ctx context.Context) { progress(ctx, name, r, watch, &stormRec) })
-		drill.ClosedLoop(wctx, storm, uri, pause, &stormRec)
-		stopWave()
-		stopProgress()
-		w.end = time.Now()
-		r.waves = append(r.waves, w)
-		return ctx.Err()
+		return runWave(ctx, r, n, client, storm, uri, pause, length, &stormRec, func() string { return alertState(watch.Snapshot(), "HerdRelistStorm") })
 	}
 	if name == "kubelet" {
 		if err := wave(1, o.kubeletStorm); err != nil {
@@ -295,31 +334,51 @@ func drillOne(ctx context.Context, o options, name string, ref reference) (*resu
 	return r, nil
 }
 
+// runWave is one storm wave: clients relist uri(i) in a closed loop (with
+// pause between relists) for length, recorded in rec, with a progress line
+// every 5 s that ends with state().
+func runWave(ctx context.Context, r *result, n int, client string, clients []*drill.Client, uri func(int) string, pause, length time.Duration, rec *drill.Recorder, state func() string) error {
+	w := span{start: time.Now()}
+	logf("%s run: wave %d: %d %s clients for %v (apiserver RSS %s)", r.name, n, len(clients), client, length, stack.MiB(r.mem.Last().RSS))
+	wctx, stopWave := context.WithTimeout(ctx, length)
+	stopProgress := herdtest.Background(wctx, func(ctx context.Context) { progress(ctx, r, rec, state) })
+	drill.ClosedLoop(wctx, clients, uri, pause, rec)
+	stopWave()
+	stopProgress()
+	w.end = time.Now()
+	r.waves = append(r.waves, w)
+	return ctx.Err()
+}
+
+// alertState says where an alert and the responder's decision about it
+// stand.
+func alertState(resp drill.Response, alert string) string {
+	switch {
+	case !resp.Decided.IsZero():
+		return fmt.Sprintf("responder: %s %s", resp.Decision.Result, resp.Decision.Target)
+	case len(resp.Failures) > 0:
+		f := resp.Failures[len(resp.Failures)-1]
+		return fmt.Sprintf("%s firing; responder attempt %d %s: %s %s", alert, len(resp.Failures), f.Result, f.Reason, f.Error)
+	case !resp.Firing.IsZero():
+		return alert + " firing"
+	case !resp.Pending.IsZero():
+		return alert + " pending"
+	}
+	return "no " + alert
+}
+
 // progress prints a line every 5 s during a wave, until ctx ends.
-func progress(ctx context.Context, name string, r *result, watch *drill.ResponseWatch, rec *drill.Recorder) {
+func progress(ctx context.Context, r *result, rec *drill.Recorder, state func() string) {
 	herdtest.Every(ctx, 5*time.Second, func() {
 		now := time.Now()
 		recent := drill.Completed(rec.Outcomes(), now.Add(-5*time.Second), now)
 		sc := drill.Summarize(rec.Outcomes(), time.Time{}, time.Time{})
-		resp := watch.Snapshot()
-		state := "no alert"
-		switch {
-		case !resp.Decided.IsZero():
-			state = fmt.Sprintf("responder: %s %s", resp.Decision.Result, resp.Decision.Target)
-		case len(resp.Failures) > 0:
-			f := resp.Failures[len(resp.Failures)-1]
-			state = fmt.Sprintf("HerdRelistStorm firing; responder attempt %d %s: %s %s", len(resp.Failures), f.Result, f.Reason, f.Error)
-		case !resp.Firing.IsZero():
-			state = "HerdRelistStorm firing"
-		case !resp.Pending.IsZero():
-			state = "HerdRelistStorm pending"
-		}
 		killed := ""
 		if k := r.mem.KilledAt(); k > 0 {
 			killed = fmt.Sprintf(" (apiserver killed at %s)", stack.MiB(k))
 		}
 		logf("%s run: +%3.0fs  apiserver RSS %s%s  LISTs served %d (%d in the last 5 s, other answers %d)  %s",
-			name, now.Sub(r.start).Seconds(), stack.MiB(r.mem.Last().RSS), killed, sc.OK, recent, sc.Failed, state)
+			r.name, now.Sub(r.start).Seconds(), stack.MiB(r.mem.Last().RSS), killed, sc.OK, recent, sc.Failed, state())
 	})
 }
 

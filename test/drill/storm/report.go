@@ -89,25 +89,41 @@ func (r *result) at(t time.Time) string {
 	return fmt.Sprintf("+%.1f s", t.Sub(r.start).Seconds())
 }
 
+// sideBySide writes the rows of a table of two runs, protected (p) and
+// unprotected (u), either of which may be missing, and their ratio.
+type sideBySide[R comparable] struct {
+	w    io.Writer
+	p, u R
+}
+
+// row is one line: what, each run's f, and ratio when both ran.
+func (t sideBySide[R]) row(what string, f func(R) string, ratio func() string) {
+	var none R
+	cell := func(r R) string {
+		if r == none {
+			return "not run"
+		}
+		return f(r)
+	}
+	rat := ""
+	if t.p != none && t.u != none && ratio != nil {
+		rat = ratio()
+	}
+	fmt.Fprintf(t.w, "| %s | %s | %s | %s |\n", what, cell(t.p), cell(t.u), rat)
+}
+
+// head is a heading row.
+func (t sideBySide[R]) head(what string) { fmt.Fprintf(t.w, "| **%s** | | | |\n", what) }
+
+// lat is a latency summary's p50 / p99 (max).
+func lat(s drill.Summary) string {
+	return fmt.Sprintf("%s / **%s** (max %s)", secs(s.P50), secs(s.P99), secs(s.Max))
+}
+
 func stormTable(w io.Writer, o options, p, u *result) {
 	both := p != nil && u != nil
-	row := func(what string, f func(*result) string, ratio func() string) {
-		cell := func(r *result) string {
-			if r == nil {
-				return "not run"
-			}
-			return f(r)
-		}
-		rat := ""
-		if both && ratio != nil {
-			rat = ratio()
-		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", what, cell(p), cell(u), rat)
-	}
-	head := func(what string) { fmt.Fprintf(w, "| **%s** | | | |\n", what) }
-	lat := func(s drill.Summary) string {
-		return fmt.Sprintf("%s / **%s** (max %s)", secs(s.P50), secs(s.P99), secs(s.Max))
-	}
+	t := sideBySide[*result]{w: w, p: p, u: u}
+	row, head := t.row, t.head
 	rate := func(n int, d time.Duration) string { return fmt.Sprintf("%d (%.1f/s)", n, float64(n)/d.Seconds()) }
 	// The rows every stretch has, with ratios; settled adds the RSS
 	// without what the wave found left over.
