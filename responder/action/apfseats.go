@@ -7,74 +7,13 @@ import (
 	"strings"
 
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
-	"k8s.io/utils/ptr"
 
+	"github.com/herd-k8s/herd/internal/apfguard"
 	"github.com/herd-k8s/herd/responder/evidence"
 )
 
-// APF's seat arithmetic, as kube-apiserver 1.36 does it, for protect: how
-// many seats a priority level gets from its shares, and how many LISTs of a
-// given width it then runs at once.
-//
-// k8s.io/apiserver@v0.36.3/pkg/util/flowcontrol/apf_controller.go,
-// finishQueueSetReconfigsLocked:
-//
-//	nominalCL = ceil(serverCL × shares / Σ shares of every level)
-//	maxSeats  = max(1, min(ceil(0.15 × nominalCL), nominalCL / handSize))   (integer division)
-//
-// where serverCL is --max-requests-inflight + --max-mutating-requests-inflight
-// (600 by default) and Σ counts every level, exempt included (plSpecCommons:
-// an Exempt level's shares default to 0). A level with lendablePercent 0
-// and borrowingLimitPercent 0 runs exactly nominalCL seats. A LIST's width
-// is its size-based estimate (request/list_work_estimator.go: the forecast's
-// herd:stampede_list_seats) capped at the level's maxSeats, so a small level
-// charges a big LIST less than a big level does, and runs more of them at
-// once than nominalCL / listSeats suggests.
-
-// defaultLimitedShares is nominalConcurrencyShares of a Limited level that
-// does not set it (k8s.io/kubernetes@v1.36.3/pkg/apis/flowcontrol/v1/
-// defaults.go); the apiserver stores the default, so only hand-made objects
-// lack it.
-const defaultLimitedShares = 30
-
-// levelShares is a level's nominalConcurrencyShares as APF counts them.
-func levelShares(pl *flowcontrolv1.PriorityLevelConfiguration) float64 {
-	switch {
-	case pl.Spec.Limited != nil:
-		return float64(ptr.Deref(pl.Spec.Limited.NominalConcurrencyShares, defaultLimitedShares))
-	case pl.Spec.Exempt != nil:
-		return float64(ptr.Deref(pl.Spec.Exempt.NominalConcurrencyShares, 0))
-	}
-	return 0
-}
-
-// nominalSeats is the nominal concurrency limit of a level with shares
-// among levels whose shares sum to sum (its own included).
-func nominalSeats(serverCL int, shares, sum float64) int {
-	if sum <= 0 {
-		return 0
-	}
-	return int(math.Ceil(float64(serverCL) * shares / sum))
-}
-
-// maxListWidth is the most seats one request may take in a queuing level
-// of nominal seats (maxSeats above).
-func maxListWidth(nominal int, handSize int32) int {
-	if handSize < 1 {
-		handSize = 1
-	}
-	return max(1, min(int(math.Ceil(float64(nominal)*0.15)), int(int32(nominal)/handSize)))
-}
-
-// admittedLists is how many LISTs of listSeats seats a bounded level of
-// nominal seats runs at once.
-func admittedLists(nominal int, handSize int32, listSeats int) int {
-	if nominal <= 0 {
-		return 0
-	}
-	w := min(max(listSeats, 1), maxListWidth(nominal, handSize))
-	return nominal / w
-}
+// protect's reading of the apiserver's seats; APF's seat arithmetic itself
+// is apfguard's (LevelShares, NominalSeats, AdmittedLists).
 
 // serverConcurrency infers each apiserver's serverCL from its nominal seats
 // per level (apiserver_flowcontrol_nominal_limit_seats) and the levels'
@@ -88,7 +27,7 @@ func serverConcurrency(samples []evidence.Sample, levels map[string]*flowcontrol
 	shares := map[string]float64{}
 	sum := 0.0
 	for _, pl := range levels {
-		s := levelShares(pl)
+		s := apfguard.LevelShares(pl)
 		shares[pl.Name] = s
 		sum += s
 	}

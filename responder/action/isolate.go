@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/utils/ptr"
 
+	"github.com/herd-k8s/herd/internal/apfguard"
 	"github.com/herd-k8s/herd/internal/nodeclient"
 	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/evidence"
@@ -30,18 +31,10 @@ const IsolateLevel = "herd-isolate"
 // which isolate does not believe a storm alert: HerdRelistStorm's own floor.
 const IsolateMinRelistRate = 0.5
 
-// Precedences (lower is evaluated first). system-node-high is 400: node
-// heartbeats and leases stay there, so herd's schemas come after it.
-const (
-	systemNodeHighPrecedence = 400
-	// isolatePrecedence is used when the schema serving the client now is
-	// above it; the calibration of SPEC §8.1 used 450.
-	isolatePrecedence = 450
-)
-
-// maxSubjects bounds the subjects of one FlowSchema: more identities than
-// this means a fleet, and fleets share a group or service account.
-const maxSubjects = 20
+// isolatePrecedence is used when the schema serving the client now is
+// above it; the calibration of SPEC §8.1 used 450. Every herd schema comes
+// after system-node-high (apfguard.SystemNodeHighPrecedence).
+const isolatePrecedence = 450
 
 // Isolate routes a storming client's LISTs of one resource to a bounded
 // priority level (HerdRelistStorm). Only `list` of that resource: the
@@ -98,23 +91,9 @@ func IsolateLevelSpec(is policy.Isolate) flowcontrolv1.PriorityLevelConfiguratio
 }
 
 // boundedLevelSpec is a queuing level of l's shares that neither lends nor
-// borrows seats.
+// borrows seats (apfguard.LevelSpec).
 func boundedLevelSpec(l policy.Level) flowcontrolv1.PriorityLevelConfigurationSpec {
-	shares, queues, handSize, queueLengthLimit := l.PriorityLevelShares, l.Queues, l.HandSize, l.QueueLengthLimit
-	return flowcontrolv1.PriorityLevelConfigurationSpec{
-		Type: flowcontrolv1.PriorityLevelEnablementLimited,
-		Limited: &flowcontrolv1.LimitedPriorityLevelConfiguration{
-			NominalConcurrencyShares: ptr.To(int32(shares)),
-			LendablePercent:          ptr.To(int32(0)),
-			BorrowingLimitPercent:    ptr.To(int32(0)),
-			LimitResponse: flowcontrolv1.LimitResponse{
-				Type: flowcontrolv1.LimitResponseTypeQueue,
-				Queuing: &flowcontrolv1.QueuingConfiguration{
-					Queues: int32(queues), HandSize: int32(handSize), QueueLengthLimit: int32(queueLengthLimit),
-				},
-			},
-		},
-	}
+	return apfguard.LevelSpec(apfguard.Level{Shares: l.PriorityLevelShares, Queues: l.Queues, HandSize: l.HandSize, QueueLengthLimit: l.QueueLengthLimit})
 }
 
 // clientTarget is a node-side client's LISTs of one resource, as an alert
@@ -186,21 +165,15 @@ func (t clientTarget) listRule(all []*flowcontrolv1.FlowSchema, ids []string, su
 			current, currentName = s.Spec.MatchingPrecedence, s.Name
 		}
 	}
-	prec := min(preferred, current-1)
-	if prec <= systemNodeHighPrecedence {
+	prec, ok := apfguard.Precedence(preferred, current)
+	if !ok {
 		return SlotRule{}, guard.Refuse(guard.Precedence, "the client's LISTs are served by FlowSchema %s at precedence %d; herd's schema must come after system-node-high (%d) and before it",
-			currentName, current, systemNodeHighPrecedence)
+			currentName, current, apfguard.SystemNodeHighPrecedence)
 	}
 	return SlotRule{
-		Precedence: prec,
-		Rule: flowcontrolv1.PolicyRulesWithSubjects{
-			Subjects: subjects,
-			ResourceRules: []flowcontrolv1.ResourcePolicyRule{{
-				Verbs: []string{"list"}, APIGroups: []string{t.group}, Resources: []string{t.plural},
-				ClusterScope: true, Namespaces: []string{flowcontrolv1.NamespaceEvery},
-			}},
-		},
-		Distinguisher: &flowcontrolv1.FlowDistinguisherMethod{Type: flowcontrolv1.FlowDistinguisherMethodByUserType},
+		Precedence:    prec,
+		Rule:          apfguard.ListRule(t.group, t.plural, subjects),
+		Distinguisher: apfguard.ByUser(),
 		Note:          fmt.Sprintf("before %s at %d", currentName, current),
 	}, nil
 }
@@ -235,8 +208,8 @@ func (i *Isolate) Request(a alert.Alert) (SlotRequest, *guard.Refusal) {
 		if cost := a.Labels["cost"]; cost != "expensive" {
 			return nil, guard.Refuse(guard.LabelValidation, "a synchronized relist with cost=%q is reported, not isolated: only an expensive shape is (cost=\"expensive\")", truncate(cost, 40))
 		}
-		if t.shape = a.Labels["shape"]; t.shape != "" && !slices.Contains(shapes, t.shape) {
-			return nil, guard.Refuse(guard.LabelValidation, "label shape=%q is not one of %s", truncate(t.shape, 40), strings.Join(shapes, ", "))
+		if t.shape = a.Labels["shape"]; t.shape != "" && !slices.Contains(apfguard.Shapes, t.shape) {
+			return nil, guard.Refuse(guard.LabelValidation, "label shape=%q is not one of %s", truncate(t.shape, 40), strings.Join(apfguard.Shapes, ", "))
 		}
 	}
 	return t, nil
@@ -484,12 +457,6 @@ func subjectsFor(ids []string) ([]flowcontrolv1.Subject, *guard.Refusal) {
 				return nil, guard.Refuse(guard.Verification, "group %q takes in callers that are not one client's fleet: herd never isolates it", g)
 			}
 			add("group:"+g, flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindGroup, Group: &flowcontrolv1.GroupSubject{Name: g}})
-		case strings.HasPrefix(id, nodeclient.GroupIdentityPrefix):
-			g := strings.TrimPrefix(id, nodeclient.GroupIdentityPrefix)
-			if g == "" || nodeclient.BroadGroup(g) {
-				return nil, guard.Refuse(guard.Verification, "group %q takes in callers that are not one client's fleet: herd never isolates it", g)
-			}
-			add("group:"+g, flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindGroup, Group: &flowcontrolv1.GroupSubject{Name: g}})
 		case nodeclient.Unauthenticated(id):
 			// Never a subject: nothing proves who sent it (issue 16).
 			return nil, guard.Refuse(guard.Verification, "identity %q is unauthenticated: herd never puts it in a FlowSchema", id)
@@ -503,8 +470,8 @@ func subjectsFor(ids []string) ([]flowcontrolv1.Subject, *guard.Refusal) {
 			add("user:"+id, flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindUser, User: &flowcontrolv1.UserSubject{Name: id}})
 		}
 	}
-	if len(out) > maxSubjects {
-		return nil, guard.Refuse(guard.Verification, "the client runs as %d different identities; herd puts at most %d in one FlowSchema", len(out), maxSubjects)
+	if len(out) > apfguard.MaxSubjects {
+		return nil, guard.Refuse(guard.Verification, "the client runs as %d different identities; herd puts at most %d in one FlowSchema", len(out), apfguard.MaxSubjects)
 	}
 	return out, nil
 }

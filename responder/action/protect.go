@@ -12,7 +12,7 @@ import (
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	"k8s.io/utils/ptr"
 
-	"github.com/herd-k8s/herd/internal/nodeclient"
+	"github.com/herd-k8s/herd/internal/apfguard"
 	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/evidence"
 	"github.com/herd-k8s/herd/responder/guard"
@@ -26,29 +26,9 @@ const ReasonProtect = "HerdProtect"
 // ProtectLevel is the priority level protect routes to; ProtectPrefix names
 // its slots (herd-protect-1..N).
 const (
-	ProtectLevel  = "herd-protect"
+	ProtectLevel  = apfguard.ProtectLevel
 	ProtectPrefix = "herd-protect"
 )
-
-// protectPrecedence is herd's guard's precedence when the schema serving
-// the client now comes later: before isolate's 450, so that where a guard
-// and an isolation both match, the guard's level (sized for the budget)
-// serves.
-const protectPrecedence = 440
-
-// shapes are the LIST shapes of the forecast (herd_stampede_instances):
-// unfiltered, selected by a label or non-indexed field (the watch cache
-// reads every object: costed like all), by spec.nodeName (indexed), by
-// metadata.name (one object), and unknown: instances herd has seen only
-// watch (they listed before herd started), which the forecast costs as an
-// unfiltered LIST.
-var shapes = []string{"all", "selected", "node", "object", "unknown"}
-
-// guardedShapes are the shapes protect guards. A FlowSchema cannot tell one
-// LIST of a resource from another by its selector, so a guard routes every
-// LIST of the resource by its subjects: guarding a kubelet's cheap
-// spec.nodeName LISTs would slow the fleet's every pod LIST for nothing.
-var guardedShapes = []string{"all", "selected", "unknown"}
 
 // Protect is the standing guard against a forecast stampede (SPEC §4.2,
 // issue 12). HerdStampedeRisk fires in the steady state when one
@@ -92,7 +72,7 @@ func (p *Protect) Slots() Slots {
 			switch l := pl.Spec.Limited; {
 			case ptr.Deref(l.BorrowingLimitPercent, -1) != 0:
 				return "may borrow seats from other levels (borrowingLimitPercent is not 0): in a storm it would run more LISTs than its own seats"
-			case ptr.Deref(l.NominalConcurrencyShares, defaultLimitedShares) < 1:
+			case ptr.Deref(l.NominalConcurrencyShares, apfguard.DefaultLimitedShares) < 1:
 				return "has no seats: it would hold the guarded LISTs until they time out"
 			}
 			return ""
@@ -136,16 +116,16 @@ func (p *Protect) Request(a alert.Alert) (SlotRequest, *guard.Refusal) {
 	}
 	t := &riskRequest{env: p.env, clientTarget: ct}
 	if t.shape, r = label(a, "shape", func(v string) []string {
-		if !slices.Contains(shapes, v) {
-			return []string{"not one of " + strings.Join(shapes, ", ")}
+		if !slices.Contains(apfguard.Shapes, v) {
+			return []string{"not one of " + strings.Join(apfguard.Shapes, ", ")}
 		}
 		return nil
 	}); r != nil {
 		return nil, r
 	}
-	if !slices.Contains(guardedShapes, t.shape) {
+	if !slices.Contains(apfguard.GuardedShapes, t.shape) {
 		return nil, guard.Refuse(guard.LabelValidation, "shape %s is a cheap LIST (indexed or one object): a FlowSchema cannot tell it from the client's other LISTs of %s, so herd guards only shapes %s",
-			t.shape, t.resource, strings.Join(guardedShapes, ", "))
+			t.shape, t.resource, strings.Join(apfguard.GuardedShapes, ", "))
 	}
 	return t, nil
 }
@@ -273,7 +253,7 @@ func stampedeSubjects(ctx context.Context, c *Case, t clientTarget) ([]string, [
 		if name == "" || !(s.Value > 0) {
 			continue
 		}
-		sub, id, why := subjectOf(name)
+		sub, id, why := apfguard.SubjectOf(name)
 		if why != "" {
 			passed = append(passed, fmt.Sprintf("%s (%s)", truncate(name, 80), why))
 			continue
@@ -287,44 +267,10 @@ func stampedeSubjects(ctx context.Context, c *Case, t clientTarget) ([]string, [
 		return nil, nil, Refuse(guard.Refuse(guard.Verification, "Prometheus names no subject of %s's live instances of %s (herd_stampede_subjects): nothing to put in a FlowSchema", t.client, t.resource))
 	case len(subjects) == 0:
 		return nil, nil, Refuse(guard.Refuse(guard.Verification, "no subject of %s's live instances of %s can go in a FlowSchema: %s", t.client, t.resource, strings.Join(passed, "; ")))
-	case len(subjects) > maxSubjects:
-		return nil, nil, Refuse(guard.Refuse(guard.Verification, "the client runs as %d different subjects; herd puts at most %d in one FlowSchema", len(subjects), maxSubjects))
+	case len(subjects) > apfguard.MaxSubjects:
+		return nil, nil, Refuse(guard.Refuse(guard.Verification, "the client runs as %d different subjects; herd puts at most %d in one FlowSchema", len(subjects), apfguard.MaxSubjects))
 	}
 	return ids, subjects, Continue
-}
-
-// subjectOf turns one herd_stampede_subjects value (group:system:nodes,
-// serviceaccount:NS:NAME, user:NAME) into a FlowSchema subject and the
-// identity APF sees for it; why says why it is passed over.
-func subjectOf(s string) (sub flowcontrolv1.Subject, identity, why string) {
-	kind, rest, _ := strings.Cut(s, ":")
-	switch {
-	case strings.Contains(rest, "*"):
-		// APF's wildcard for names: a subject made from it matches everyone.
-		return sub, "", "contains *, APF's wildcard"
-	case kind == "group":
-		if rest != nodeclient.NodesGroup {
-			return sub, "", "herd puts no group but " + nodeclient.NodesGroup + " in a FlowSchema: another group may hold unrelated users"
-		}
-		return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindGroup, Group: &flowcontrolv1.GroupSubject{Name: rest}},
-			nodeclient.NodeUserPrefix + "any", ""
-	case kind == "serviceaccount":
-		ns, name, _ := strings.Cut(rest, ":")
-		if len(validDNSLabel(ns)) > 0 || len(validNodeName(name)) > 0 {
-			return sub, "", "not a service account namespace and name"
-		}
-		return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindServiceAccount, ServiceAccount: &flowcontrolv1.ServiceAccountSubject{Namespace: ns, Name: name}},
-			"system:serviceaccount:" + ns + ":" + name, ""
-	case kind == "user":
-		switch {
-		case rest == "" || len(rest) > 253 || strings.ContainsFunc(rest, func(r rune) bool { return r < ' ' || r == 0x7f }):
-			return sub, "", "not a user name"
-		case nodeclient.Unauthenticated(rest):
-			return sub, "", "unauthenticated: nothing proves who sent it"
-		}
-		return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindUser, User: &flowcontrolv1.UserSubject{Name: rest}}, rest, ""
-	}
-	return sub, "", "not a subject herd knows (group:, serviceaccount:, user:)"
 }
 
 // levelPlan is how herd-protect bounds one target's LISTs.
@@ -345,19 +291,19 @@ func planLevel(serverCL int, levels map[string]*flowcontrolv1.PriorityLevelConfi
 	others := 0.0
 	for _, pl := range levels {
 		if pl.Name != level.Name {
-			others += levelShares(pl)
+			others += apfguard.LevelShares(pl)
 		}
 	}
 	hand := int32(1)
 	if q := level.Spec.Limited.LimitResponse.Queuing; q != nil {
 		hand = q.HandSize
 	}
-	p := levelPlan{shares: levelShares(level), fewest: math.MaxInt}
-	p.nominal = nominalSeats(serverCL, p.shares, others+p.shares)
-	p.width = min(max(listSeats, 1), maxListWidth(p.nominal, hand))
-	p.admitted = admittedLists(p.nominal, hand, listSeats)
+	p := levelPlan{shares: apfguard.LevelShares(level), fewest: math.MaxInt}
+	p.nominal = apfguard.NominalSeats(serverCL, p.shares, others+p.shares)
+	p.width = min(max(listSeats, 1), apfguard.MaxListWidth(p.nominal, hand))
+	p.admitted = apfguard.AdmittedLists(p.nominal, hand, listSeats)
 	for s := 1; s <= 20; s++ {
-		n := admittedLists(nominalSeats(serverCL, float64(s), others+float64(s)), hand, listSeats)
+		n := apfguard.AdmittedLists(apfguard.NominalSeats(serverCL, float64(s), others+float64(s)), hand, listSeats)
 		p.fewest = min(p.fewest, n)
 		if float64(n) <= safe {
 			p.fitShares = s
@@ -390,7 +336,7 @@ func (t *riskRequest) Rule(all []*flowcontrolv1.FlowSchema) (SlotRule, *guard.Re
 		return SlotRule{}, guard.Refuse(guard.PriorityLevel, "priority level %s (%g shares, %d of ~%d seats) runs %d of %s's LISTs of %s at once, no fewer than its level runs now (%g): the guard would not lower the peak; %s",
 			ProtectLevel, t.plan.shares, t.plan.nominal, t.serverCL, t.plan.admitted, t.client, t.resource, t.concurrency, t.fitAdvice())
 	}
-	return t.listRule(all, t.ids, t.subjects, protectPrecedence)
+	return t.listRule(all, t.ids, t.subjects, apfguard.ProtectPrecedence)
 }
 
 // fitAdvice says which shares would fit the budget.

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/herd-k8s/herd/internal/apfguard"
 	"github.com/herd-k8s/herd/responder/evidence"
 	"github.com/herd-k8s/herd/responder/policy"
 	"github.com/herd-k8s/herd/test/controlplane"
@@ -57,14 +58,14 @@ func protectOnAPIServer(ctx context.Context, t *testing.T, cp *controlplane.Cont
 		}
 		sum := 0.0
 		for _, pl := range levels {
-			sum += levelShares(pl)
+			sum += apfguard.LevelShares(pl)
 		}
 		for _, s := range seats {
 			pl, _ := l.env.APF.PriorityLevel(s.Labels["priority_level"])
 			if pl == nil {
 				continue
 			}
-			if got := nominalSeats(cl, levelShares(pl), sum); float64(got) != s.Value {
+			if got := apfguard.NominalSeats(cl, apfguard.LevelShares(pl), sum); float64(got) != s.Value {
 				t.Errorf("level %s: herd computes %d nominal seats, the apiserver reports %g", pl.Name, got, s.Value)
 			}
 		}

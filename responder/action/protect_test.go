@@ -13,6 +13,7 @@ import (
 	"k8s.io/apiserver/pkg/apis/flowcontrol/bootstrap"
 	"k8s.io/utils/ptr"
 
+	"github.com/herd-k8s/herd/internal/apfguard"
 	"github.com/herd-k8s/herd/internal/nodeclient"
 	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/evidence"
@@ -262,7 +263,7 @@ func seatsWithProtectShares(shares float64) []evidence.Sample {
 	for _, s := range seatsAt600("10.0.0.1:6443") {
 		sh := map[string]float64{"exempt": 0, "system": 30, "node-high": 40, "leader-election": 10, "workload-high": 40, "workload-low": 100,
 			"global-default": 20, "catch-all": 5, IsolateLevel: 2, ProtectLevel: shares, QuarantineLevel: 0}[s.Labels["priority_level"]]
-		s.Value = float64(nominalSeats(600, sh, sum))
+		s.Value = float64(apfguard.NominalSeats(600, sh, sum))
 		out = append(out, s)
 	}
 	return out
@@ -434,10 +435,10 @@ func TestAPFSeats(t *testing.T) {
 		{13, 20, 10, 1, 13},
 		{0, 4, 10, 1, 0},
 	} {
-		if w := min(max(tc.listSeats, 1), maxListWidth(tc.nominal, tc.hand)); w != tc.width {
+		if w := min(max(tc.listSeats, 1), apfguard.MaxListWidth(tc.nominal, tc.hand)); w != tc.width {
 			t.Errorf("%d seats, hand %d, %d-seat LIST: width %d, want %d", tc.nominal, tc.hand, tc.listSeats, w, tc.width)
 		}
-		if a := admittedLists(tc.nominal, tc.hand, tc.listSeats); a != tc.admitted {
+		if a := apfguard.AdmittedLists(tc.nominal, tc.hand, tc.listSeats); a != tc.admitted {
 			t.Errorf("%d seats, hand %d, %d-seat LIST: %d at once, want %d", tc.nominal, tc.hand, tc.listSeats, a, tc.admitted)
 		}
 	}
@@ -457,8 +458,8 @@ func TestAPFSeats(t *testing.T) {
 	var two []evidence.Sample
 	two = append(two, seatsAt600("a")...)
 	for _, s := range seatsAt600("b") {
-		sh := levelShares(findLevel(levels, s.Labels["priority_level"]))
-		s.Value = float64(nominalSeats(3000, sh, 248))
+		sh := apfguard.LevelShares(findLevel(levels, s.Labels["priority_level"]))
+		s.Value = float64(apfguard.NominalSeats(3000, sh, 248))
 		two = append(two, s)
 	}
 	if cl, err := serverConcurrency(two, levels); err != nil || cl != 3000 {
@@ -488,10 +489,10 @@ func TestAPFSeats(t *testing.T) {
 	if p := planLevel(600, levels, big, 10, 3); p.nominal != 24 || p.admitted != 6 || p.width != 4 {
 		t.Errorf("plan %+v", p)
 	}
-	if got := levelShares(&flowcontrolv1.PriorityLevelConfiguration{Spec: flowcontrolv1.PriorityLevelConfigurationSpec{Limited: &flowcontrolv1.LimitedPriorityLevelConfiguration{}}}); got != 30 {
+	if got := apfguard.LevelShares(&flowcontrolv1.PriorityLevelConfiguration{Spec: flowcontrolv1.PriorityLevelConfigurationSpec{Limited: &flowcontrolv1.LimitedPriorityLevelConfiguration{}}}); got != 30 {
 		t.Errorf("shares of a Limited level without shares: %g, want the API's default 30", got)
 	}
-	if got := levelShares(&flowcontrolv1.PriorityLevelConfiguration{Spec: flowcontrolv1.PriorityLevelConfigurationSpec{Exempt: &flowcontrolv1.ExemptPriorityLevelConfiguration{NominalConcurrencyShares: ptr.To(int32(7))}}}); got != 7 {
+	if got := apfguard.LevelShares(&flowcontrolv1.PriorityLevelConfiguration{Spec: flowcontrolv1.PriorityLevelConfigurationSpec{Exempt: &flowcontrolv1.ExemptPriorityLevelConfiguration{NominalConcurrencyShares: ptr.To(int32(7))}}}); got != 7 {
 		t.Errorf("shares of an exempt level: %g", got)
 	}
 }
@@ -513,7 +514,7 @@ func FuzzSubjectOf(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		sub, id, why := subjectOf(s)
+		sub, id, why := apfguard.SubjectOf(s)
 		if why != "" {
 			if sub.Kind != "" || id != "" {
 				t.Fatalf("%q passed over (%s) with a subject %+v %q", s, why, sub, id)
