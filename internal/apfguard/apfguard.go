@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/ptr"
 
@@ -242,4 +243,29 @@ func Describe(spec flowcontrolv1.PriorityLevelConfigurationSpec) string {
 		s += fmt.Sprintf(", %d queues × hand %d × %d", q.Queues, q.HandSize, q.QueueLengthLimit)
 	}
 	return s
+}
+
+// FlowSchema is a schema of one rule at precedence that routes to level,
+// each instance its own flow (ByUser); the caller adds its labels and
+// annotations.
+func FlowSchema(name, level string, precedence int32, rule flowcontrolv1.PolicyRulesWithSubjects) *flowcontrolv1.FlowSchema {
+	return &flowcontrolv1.FlowSchema{
+		TypeMeta:   metav1.TypeMeta{APIVersion: flowcontrolv1.SchemeGroupVersion.String(), Kind: "FlowSchema"},
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: flowcontrolv1.FlowSchemaSpec{
+			PriorityLevelConfiguration: flowcontrolv1.PriorityLevelConfigurationReference{Name: level},
+			MatchingPrecedence:         precedence,
+			DistinguisherMethod:        ByUser(),
+			Rules:                      []flowcontrolv1.PolicyRulesWithSubjects{rule},
+		},
+	}
+}
+
+// PriorityLevel is a level object of spec.
+func PriorityLevel(name string, spec flowcontrolv1.PriorityLevelConfigurationSpec) *flowcontrolv1.PriorityLevelConfiguration {
+	return &flowcontrolv1.PriorityLevelConfiguration{
+		TypeMeta:   metav1.TypeMeta{APIVersion: flowcontrolv1.SchemeGroupVersion.String(), Kind: "PriorityLevelConfiguration"},
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       spec,
+	}
 }

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	flowcontrolv1ac "k8s.io/client-go/applyconfigurations/flowcontrol/v1"
 
+	"github.com/herd-k8s/herd/internal/apfguard"
 	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/guard"
 	"github.com/herd-k8s/herd/responder/policy"
@@ -388,20 +389,9 @@ func (o *SlotOps) Fire(a alert.Alert) Op {
 // preconditions: its resourceVersion and UID, so that the apply fails with
 // 409 if the object changed since the cache saw it.
 func (o *SlotOps) flowSchema(slot string, rule SlotRule, ann map[string]string, existing *flowcontrolv1.FlowSchema) *flowcontrolv1.FlowSchema {
-	fs := &flowcontrolv1.FlowSchema{
-		TypeMeta: metav1.TypeMeta{APIVersion: "flowcontrol.apiserver.k8s.io/v1", Kind: "FlowSchema"},
-		ObjectMeta: metav1.ObjectMeta{
-			Name:        slot,
-			Labels:      map[string]string{ManagedByLabel: ManagedByValue},
-			Annotations: ann,
-		},
-		Spec: flowcontrolv1.FlowSchemaSpec{
-			PriorityLevelConfiguration: flowcontrolv1.PriorityLevelConfigurationReference{Name: o.s.Level},
-			MatchingPrecedence:         rule.Precedence,
-			DistinguisherMethod:        rule.Distinguisher,
-			Rules:                      []flowcontrolv1.PolicyRulesWithSubjects{rule.Rule},
-		},
-	}
+	fs := apfguard.FlowSchema(slot, o.s.Level, rule.Precedence, rule.Rule)
+	fs.Labels, fs.Annotations = map[string]string{ManagedByLabel: ManagedByValue}, ann
+	fs.Spec.DistinguisherMethod = rule.Distinguisher
 	if existing != nil {
 		fs.ResourceVersion, fs.UID = existing.ResourceVersion, existing.UID
 	}
