@@ -171,8 +171,12 @@ func productionStack(ctx context.Context, o options, nodes int, dryRun, protect 
 		ShippedRules: true, Rules: rules,
 		ScrapeInterval: prodScrape, ScrapeAPIServer: true, APIServerScrapeInterval: prodScrape,
 		AlertGroupBy: []string{"..."}, AlertGroupWait: prodGroupWait, AlertGroupInterval: prodGroupInterval, AlertRepeat: prodRepeat,
-		// The exporter's defaults (an empty --config).
-		Exporter:        stack.ExporterOptions{Config: "{}\n", GhostGrace: 5 * time.Minute},
+		// The exporter's defaults, but for the trusted proxy that stands in
+		// for the network: every simulated agent connects from loopback and
+		// names its node's address in X-Forwarded-For (stack.LoopbackProxy).
+		// Without it the 100 agents are one instance, and the forecast sees
+		// one LIST where a hundred would come.
+		Exporter:        stack.ExporterOptions{Config: fmt.Sprintf("accounting: {trustedProxies: [%q]}\n", stack.LoopbackProxy), GhostGrace: 5 * time.Minute},
 		ResponderConfig: func(u string) string { return productionResponderConfig(u, dryRun, protect) },
 		Measurement:     o.measurement,
 	})
