@@ -173,7 +173,7 @@ func TestAuditPipelineExactCounts(t *testing.T) {
 		"herd_relists_total{client=kube-proxy,consistency=cache,resource=endpointslices.discovery.k8s.io,role=kube-proxy,shape=all}": 1,
 		"herd_relists_total{client=cilium-agent,consistency=consistent,resource=pods,role=cni,shape=all}":                            2,
 		"herd_list_pages_total{client=kubelet,resource=pods,role=kubelet}":                                                           2,
-		"herd_too_large_resource_version_total{client=kubelet,resource=runtimeclasses.node.k8s.io,role=kubelet}":                     2,
+		"herd_too_large_resource_version_total{client=kubelet,detected_by=status,resource=runtimeclasses.node.k8s.io,role=kubelet}":  2,
 		"herd_tokenreviews_total{client=kubelet,role=kubelet}":                                                                       4,
 		"herd_requests_total{client=kubelet,code=200,role=kubelet,verb=list}":                                                        9, // 3 cache + 2 consistent + 1 exact + 3 paginated requests
 		"herd_requests_total{client=kubelet,code=403,role=kubelet,verb=list}":                                                        1,
