@@ -44,14 +44,18 @@ type ClientView struct {
 type StreamView struct {
 	Resource string `json:"resource"`
 	// Shape is what its relists select: all, node, selected or object.
-	Shape          string            `json:"shape"`
-	Relists        uint64            `json:"relists"`
-	ByConsistency  map[string]uint64 `json:"byConsistency,omitempty"`
-	Pages          uint64            `json:"pages,omitempty"`
-	TooLarge       uint64            `json:"tooLargeResourceVersion,omitempty"`
-	LastRelist     *time.Time        `json:"lastRelist,omitempty"`
-	WindowRelists  int               `json:"windowRelists"`
-	WindowTooLarge int               `json:"windowTooLargeResourceVersion,omitempty"`
+	Shape         string            `json:"shape"`
+	Relists       uint64            `json:"relists"`
+	ByConsistency map[string]uint64 `json:"byConsistency,omitempty"`
+	Pages         uint64            `json:"pages,omitempty"`
+	TooLarge      uint64            `json:"tooLargeResourceVersion,omitempty"`
+	LastRelist    *time.Time        `json:"lastRelist,omitempty"`
+	// Mode is how it last relisted (list, watchlist); LastWatch its
+	// newest plain watch: what makes it live for the forecast.
+	Mode           string     `json:"mode,omitempty"`
+	LastWatch      *time.Time `json:"lastWatch,omitempty"`
+	WindowRelists  int        `json:"windowRelists"`
+	WindowTooLarge int        `json:"windowTooLargeResourceVersion,omitempty"`
 }
 
 // ClientFilter selects instances; empty fields match everything.
@@ -201,9 +205,16 @@ func (l *Ledger) view(s *shard, in *Instance, now int64, pods uint16, havePods b
 				sv.ByConsistency[Consistency(c).String()] = n
 			}
 		}
-		if st.LastRelistNanos > 0 {
-			t := time.Unix(0, st.LastRelistNanos).UTC()
+		if ls.lastRelistNanos > 0 {
+			t := time.Unix(0, ls.lastRelistNanos).UTC()
 			sv.LastRelist = &t
+		}
+		if ls.lastMode != ModeUnknown {
+			sv.Mode = ls.lastMode.String()
+		}
+		if ls.lastWatchNanos > 0 {
+			t := time.Unix(0, ls.lastWatchNanos).UTC()
+			sv.LastWatch = &t
 		}
 		v.WindowRelists += sv.WindowRelists
 		v.WindowTooLarge += sv.WindowTooLarge

@@ -57,6 +57,19 @@ type Config struct {
 	// revision the cluster never reached; beyond it requests go unchecked
 	// (herd_revision_checks_dropped_total). About 40 bytes each.
 	MaxPendingRevisionChecks int `json:"maxPendingRevisionChecks"`
+
+	// The stampede forecast (issue 12). LiveWindow: an instance is live on
+	// a resource (herd_stampede_instances) while it watched or relisted it
+	// within this span; longer than client-go's 5–10 minute watch timeout,
+	// so that an informer's re-watches keep it live. WaveWindow: an
+	// instance is in a relist wave (herd_relist_wave_instances) when its
+	// relist started or completed within this span. MaxSubjects caps the
+	// FlowSchema subjects exported per (role, client, resource);
+	// MaxStampedeSeries caps each of the three forecast families.
+	LiveWindow        model.Duration `json:"liveWindow"`
+	WaveWindow        model.Duration `json:"waveWindow"`
+	MaxSubjects       int            `json:"maxSubjects"`
+	MaxStampedeSeries int            `json:"maxStampedeSeries"`
 	// SeparateStorageResources are resources (<resource>[.<group>]) whose
 	// resourceVersions are not the main etcd's revision: kept in another
 	// etcd (kube-apiserver --etcd-servers-overrides, usually events) or
@@ -81,6 +94,11 @@ func DefaultConfig() Config {
 		MaxClockSkew:    model.Duration(10 * time.Second),
 
 		MaxPendingRevisionChecks: 65536,
+
+		LiveWindow:               model.Duration(15 * time.Minute),
+		WaveWindow:               model.Duration(time.Minute),
+		MaxSubjects:              20,
+		MaxStampedeSeries:        1000,
 		SeparateStorageResources: []string{"events", "events.events.k8s.io"},
 	}
 }
@@ -106,6 +124,12 @@ func (c Config) Validate() error {
 	check(c.MaxStaleSeries >= 1 && c.MaxStaleSeries <= 10000, "accounting.maxStaleSeries %d: must be 1..10000", c.MaxStaleSeries)
 	check(c.MaxClockSkew >= 0 && c.MaxClockSkew <= model.Duration(time.Hour), "accounting.maxClockSkew %s: must be 0..1h", c.MaxClockSkew)
 	check(c.MaxPendingRevisionChecks >= 1 && c.MaxPendingRevisionChecks <= 1<<22, "accounting.maxPendingRevisionChecks %d: must be 1..4194304", c.MaxPendingRevisionChecks)
+	check(c.LiveWindow >= model.Duration(time.Minute) && c.LiveWindow <= model.Duration(24*time.Hour),
+		"accounting.liveWindow %s: must be 1m..24h (longer than the clients' watch timeout, 5-10m with client-go)", c.LiveWindow)
+	check(c.WaveWindow >= model.Duration(10*time.Second) && c.WaveWindow < c.LiveWindow,
+		"accounting.waveWindow %s: must be at least 10s and shorter than accounting.liveWindow (%s)", c.WaveWindow, c.LiveWindow)
+	check(c.MaxSubjects >= 1 && c.MaxSubjects <= 100, "accounting.maxSubjects %d: must be 1..100", c.MaxSubjects)
+	check(c.MaxStampedeSeries >= 1 && c.MaxStampedeSeries <= 20000, "accounting.maxStampedeSeries %d: must be 1..20000", c.MaxStampedeSeries)
 	if _, err := c.trustedProxies(); err != nil {
 		errs = append(errs, err)
 	}

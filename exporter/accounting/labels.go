@@ -271,4 +271,10 @@ func (in *interner) known(s string) (uint16, bool) {
 	return id, ok
 }
 
+// knownBytes is known for a value in bytes, without allocating.
+func (in *interner) knownBytes(b []byte) (uint16, bool) {
+	id, ok := in.tab.Load().ids[string(b)]
+	return id, ok
+}
+
 func (in *interner) name(id uint16) string { return in.tab.Load().names[id] }

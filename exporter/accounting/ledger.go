@@ -47,6 +47,7 @@ type Ledger struct {
 	classifier *classify.Classifier
 	nodes      NodeResolver
 	judge      Judge // nodes, when it also judges (the cluster view)
+	leveler    Leveler
 	now        func() time.Time
 	seed       maphash.Seed // instance and watch keys
 	scratch    scratch      // SnapshotAt's working sets
@@ -191,6 +192,9 @@ func (l *Ledger) Account(e *audit.Event) int64 {
 	switch {
 	case isWatch && (e.Stage == audit.StageResponseStarted || e.Stage == audit.StageResponseComplete):
 	case !isWatch && e.Stage == audit.StageResponseComplete:
+	case e.Stage == audit.StageRequestReceived && bytes.Equal(e.Verb, verbList):
+		l.listStarted(e, t)
+		return t
 	default:
 		return t
 	}
@@ -281,20 +285,28 @@ func (l *Ledger) charge(s *shard, inst *Instance, ck clientKey, isWatch bool, e 
 		cons := ConsistencyOf(&e.Query)
 		s.relists[relistKey{shapeKey: shk, consistency: cons}.pack()]++
 		st, ls := s.stream(inst, shk)
-		if st.LastRelistNanos > 0 && t > st.LastRelistNanos {
+		if ls.lastRelistNanos > 0 && t > ls.lastRelistNanos {
 			h := s.intervals[shk.pack()]
 			if h == nil {
 				h = &histogram{}
 				s.intervals[shk.pack()] = h
 			}
-			h.observe(t - st.LastRelistNanos)
+			h.observe(t - ls.lastRelistNanos)
 		}
-		if t > st.LastRelistNanos {
-			st.LastRelistNanos = t
+		if t >= ls.lastRelistNanos {
+			ls.lastRelistNanos = t
+			ls.lastMode, ls.lastCons = ModeList, cons
+			if isWatch {
+				ls.lastMode = ModeWatchList
+			}
 		}
 		st.Relists++
 		st.ByConsistency[cons]++
 		ls.win.add(t, l.width)
+	case isWatch:
+		if _, ls := s.stream(inst, shk); t > ls.lastWatchNanos {
+			ls.lastWatchNanos = t
+		}
 	}
 	if e.TooLargeResourceVersion {
 		l.countTooLarge(s, inst, shk, DetectedByStatus, t)
@@ -353,11 +365,7 @@ const maxLatency = int64(24 * time.Hour)
 // (provesResource); until then it is "other". Call with s locked (its
 // scratch buffer).
 func (l *Ledger) resourceID(s *shard, e *audit.Event) uint16 {
-	name := e.Resource
-	if len(name) > 0 && len(e.APIGroup) > 0 {
-		s.keyBuf = append(append(append(s.keyBuf[:0], e.Resource...), '.'), e.APIGroup...)
-		name = s.keyBuf
-	}
+	name := s.resourceBytes(e)
 	if len(name) == 0 {
 		return l.resources.id("")
 	}
@@ -365,6 +373,16 @@ func (l *Ledger) resourceID(s *shard, e *audit.Event) uint16 {
 		return l.resources.idBytes(name)
 	}
 	return l.resources.lookup(name)
+}
+
+// resourceBytes is an event's resource label value (in s.keyBuf for a
+// group's); call with s locked.
+func (s *shard) resourceBytes(e *audit.Event) []byte {
+	if len(e.Resource) > 0 && len(e.APIGroup) > 0 {
+		s.keyBuf = append(append(append(s.keyBuf[:0], e.Resource...), '.'), e.APIGroup...)
+		return s.keyBuf
+	}
+	return e.Resource
 }
 
 // attribution is the node an event's instance is on, and how that was
@@ -455,6 +473,7 @@ func (l *Ledger) instance(s *shard, h uint64, cls classify.Result, ck clientKey,
 			FirstSeen:   t,
 			ck:          ck,
 			hash:        h,
+			subject:     maySubject(cls, e.User),
 			next:        first,
 		}
 		s.instances[h] = inst
@@ -471,6 +490,52 @@ func (l *Ledger) instance(s *shard, h uint64, cls classify.Result, ck clientKey,
 		inst.UserAgent = string(e.UserAgent)
 	}
 	return inst
+}
+
+// listStarted notes, at a LIST's RequestReceived stage, that an instance's
+// relist has begun (herd_relist_wave_instances): audit writes that stage
+// after authentication but before APF queues the request and before
+// authorization (k8s.io/apiserver@v0.36.3 pkg/server/config.go
+// DefaultBuildHandlerChain: WithAuthentication wraps WithAudit, which wraps
+// WithPriorityAndFairness and WithAuthorization), so a storm's LISTs show
+// at once, not when APF lets each finish. Because the request is not yet
+// authorized, a start creates nothing: it only marks a stream that already
+// has a relist on record, of a known instance, and counts nowhere else
+// (the LIST is counted at ResponseComplete as ever). Pages and
+// unauthenticated requests are left out. The classification, attribution
+// and hash are worked out before the shard is locked, as in Account.
+func (l *Ledger) listStarted(e *audit.Event, t int64) {
+	if e.Unauthenticated || e.Query.Continue {
+		return
+	}
+	cls := l.classifier.Classify(e.User, e.UserAgent)
+	client, ok := l.clients.known(cls.Client)
+	if !ok {
+		return
+	}
+	ck := clientKey{role: cls.Role, client: client}
+	a := l.attribute(e)
+	h := l.instanceHash(ck, e.User, a.key())
+	shape := ShapeOf(e)
+	s := &l.shards[h>>(64-shardBits)]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	inst := s.instances[h]
+	for inst != nil && !inst.is(ck, e.User, a.key()) {
+		inst = inst.next
+	}
+	if inst == nil {
+		return
+	}
+	res, ok := l.resources.knownBytes(s.resourceBytes(e))
+	if !ok {
+		return
+	}
+	for _, st := range inst.streams {
+		if ls := &s.streams[st.live]; st.resource == res && st.shape == shape && ls.lastMode != ModeUnknown && t > ls.lastStartNanos {
+			ls.lastStartNanos = t
+		}
+	}
 }
 
 // Instance is one node-side client process as herd sees it. Its identity
@@ -504,6 +569,9 @@ type Instance struct {
 	source  address
 	streams []*Stream
 	live    int32 // index in its shard's live; -1 once evicted
+	// subject: the forecast may name its identity as a FlowSchema subject
+	// (maySubject), decided once, when it is made.
+	subject bool
 }
 
 // address is the last source address an instance was seen from, kept
@@ -546,12 +614,11 @@ func (a *address) refresh() {
 // Stream is an instance's traffic on one resource, in one shape: its
 // counters; its windows are in its shard's streams (liveStream).
 type Stream struct {
-	resource        uint16
-	shape           Shape
-	live            int32 // index in its shard's streams
-	Relists         uint64
-	ByConsistency   [numConsistency]uint64
-	Pages           uint64
-	TooLarge        uint64
-	LastRelistNanos int64
+	resource      uint16
+	shape         Shape
+	live          int32 // index in its shard's streams
+	Relists       uint64
+	ByConsistency [numConsistency]uint64
+	Pages         uint64
+	TooLarge      uint64
 }

@@ -67,6 +67,15 @@ type liveStream struct {
 	resource         uint16
 	shape            Shape
 	win, tooLargeWin window
+
+	// lastRelistNanos is when it last relisted (a relist interval's start);
+	// the forecast's (forecast.go): the newest plain watch and relist
+	// start, and the mode and consistency of the latest relist.
+	lastRelistNanos int64
+	lastWatchNanos  int64
+	lastStartNanos  int64
+	lastMode        Mode
+	lastCons        Consistency
 }
 
 func newShard() shard {

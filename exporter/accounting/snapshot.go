@@ -45,6 +45,13 @@ type Snapshot struct {
 	// TokenReviewNodes is how many nodes' kubelets created TokenReviews in the window.
 	TokenReviewNodes int
 
+	// The stampede forecast (forecast.go): live instances by stream,
+	// latest relist and priority level; their FlowSchema subjects; the
+	// instances in a relist wave.
+	Stampede         []StampedeCount
+	StampedeSubjects []SubjectCount
+	Wave             []WaveCount
+
 	Instances int
 	Evicted   uint64
 	// RevisionChecksDropped counts requests with a resourceVersion that
@@ -195,6 +202,7 @@ type scratch struct {
 	judged     []InstanceWindow
 	copy       shardCopy
 	windowSums []windowSums
+	forecast   forecastSums
 }
 
 // sums is a zeroed slice of n windowSums, reused between shards and reads.
@@ -248,6 +256,7 @@ func (l *Ledger) read(now int64) (s Snapshot) {
 	tops, judged := l.scratch.tops[:0], l.scratch.judged[:0]
 	tokenReviewNodes := map[string]bool{}
 	pods, havePods := l.resources.known("pods")
+	liveFrom, waveFrom := l.liveSince(now)
 	c := &l.scratch.copy
 	for i := range l.shards {
 		sh := &l.shards[i]
@@ -326,6 +335,7 @@ func (l *Ledger) read(now int64) (s Snapshot) {
 				lv.window(sums[j], &judged[len(judged)-1])
 			}
 		}
+		l.scratch.forecast.add(c, l.leveler, liveFrom, waveFrom)
 		c.release()
 		// A read is the least urgent work in herd: let a batch that became
 		// runnable meanwhile have this core before the next shard.
@@ -361,6 +371,7 @@ func (l *Ledger) read(now int64) (s Snapshot) {
 	}
 	l.scratch.tops, l.scratch.judged = tops, judged
 	s.TokenReviewNodes = len(tokenReviewNodes)
+	l.forecast(&l.scratch.forecast, l.leveler, &s)
 	// The table's size at one moment (the shards were read one after
 	// another); a reservation that failed for a full table may show for an
 	// instant.
