@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/herd-k8s/herd/exporter/accounting"
+	"github.com/herd-k8s/herd/exporter/apf"
 	"github.com/herd-k8s/herd/exporter/apiservices"
 	"github.com/herd-k8s/herd/exporter/classify"
 	"github.com/herd-k8s/herd/exporter/cluster"
@@ -76,6 +77,7 @@ type Exporter struct {
 	audit     *ingest.Handler
 	logger    *slog.Logger
 	cluster   *cluster.View
+	apf       *apf.View
 	msrv      *metricsserver.Informer
 	apis      *apiservices.View
 	synced    []func() bool
@@ -120,6 +122,7 @@ func New(opts Options) (*Exporter, error) {
 	var synced []func() bool
 	var msrv *metricsserver.Informer
 	var apis *apiservices.View
+	var apfView *apf.View
 	if opts.Kube != nil {
 		client, err := kubernetes.NewForConfig(opts.Kube)
 		if err != nil {
@@ -144,6 +147,9 @@ func New(opts Options) (*Exporter, error) {
 			return nil, fmt.Errorf("apiservices: %w", err)
 		}
 		sources.APIServices = apis
+		// Not a readiness condition: without it the forecast's
+		// priority_level is "" and nothing else changes.
+		apfView = apf.New(client, logger)
 		synced = append(synced, view.Synced, msrv.Synced, apis.Synced)
 	}
 	ledger, err := accounting.New(opts.Config.Accounting, cls, resolver)
@@ -152,6 +158,9 @@ func New(opts Options) (*Exporter, error) {
 	}
 	if opts.Now != nil {
 		ledger.SetClock(opts.Now)
+	}
+	if apfView != nil {
+		ledger.SetLeveler(apfView)
 	}
 	sources.Ledger = ledger
 	in := opts.Config.Ingest
@@ -174,7 +183,7 @@ func New(opts Options) (*Exporter, error) {
 	)
 	return &Exporter{
 		opts: opts, ledger: ledger, pipeline: pipeline, registry: reg, logger: logger,
-		cluster: view, msrv: msrv, apis: apis, synced: synced, followers: followers, reads: make(readGate, 1),
+		cluster: view, apf: apfView, msrv: msrv, apis: apis, synced: synced, followers: followers, reads: make(readGate, 1),
 		audit: ingest.NewHandler(pipeline, ingest.HandlerOptions{
 			Tokens: tokens, MaxBodyBytes: in.MaxBodyBytes, MaxEventBytes: in.MaxEventBytes,
 			MaxInFlight: in.MaxInFlight, Logger: logger,
@@ -340,6 +349,7 @@ func (e *Exporter) Run(ctx context.Context) error {
 	defer func() { cancel(); wg.Wait() }()
 	if e.cluster != nil {
 		e.cluster.Start(fctx)
+		e.apf.Start(fctx)
 		e.msrv.Start(fctx)
 		wg.Add(1)
 		go func() {

@@ -427,6 +427,10 @@ var exporterAllowed = []access{
 	{Verb: "list", Group: "apps", Resource: "deployments", Namespace: "kube-system"},
 	{Verb: "watch", Group: "apps", Resource: "deployments", Namespace: "kube-system"},
 	{Verb: "get", Path: "/apis/metrics.k8s.io/v1beta1"},
+	{Verb: "list", Group: fc, Resource: "flowschemas"},
+	{Verb: "watch", Group: fc, Resource: "flowschemas"},
+	{Verb: "list", Group: fc, Resource: "prioritylevelconfigurations"},
+	{Verb: "watch", Group: fc, Resource: "prioritylevelconfigurations"},
 }
 
 // exporterDenied: the exporter reads, never writes, and never reads Secrets.
@@ -440,6 +444,9 @@ var exporterDenied = []access{
 	{Verb: "update", Resource: "nodes", Name: "node-1"},
 	{Verb: "create", Group: fc, Resource: "flowschemas", Name: "herd-isolate-1"},
 	{Verb: "patch", Group: fc, Resource: "flowschemas", Name: "herd-isolate-1"},
+	{Verb: "delete", Group: fc, Resource: "flowschemas", Name: "global-default"},
+	{Verb: "patch", Group: fc, Resource: "prioritylevelconfigurations", Name: "workload-high"},
+	{Verb: "create", Group: fc, Resource: "prioritylevelconfigurations", Name: "herd-protect"},
 	{Verb: "patch", Group: "apps", Resource: "deployments", Namespace: "kube-system", Name: "metrics-server"},
 	{Verb: "create", Group: "coordination.k8s.io", Resource: "leases", Namespace: "herd"},
 	{Verb: "update", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kube-node-lease", Name: "node-1"},

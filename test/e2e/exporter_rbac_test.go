@@ -57,6 +57,10 @@ var rbacAllowed = []access{
 	{Verb: "watch", Group: "apps", Resource: "deployments", Namespace: "kube-system"},
 	{Verb: "get", Path: "/apis/metrics.k8s.io/v1beta1"},
 	{Verb: "get", Path: "/apis/custom.metrics.k8s.io/v1beta2"},
+	{Verb: "list", Group: "flowcontrol.apiserver.k8s.io", Resource: "flowschemas"},
+	{Verb: "watch", Group: "flowcontrol.apiserver.k8s.io", Resource: "flowschemas"},
+	{Verb: "list", Group: "flowcontrol.apiserver.k8s.io", Resource: "prioritylevelconfigurations"},
+	{Verb: "watch", Group: "flowcontrol.apiserver.k8s.io", Resource: "prioritylevelconfigurations"},
 }
 
 // rbacDenied is what the exporter must not be able to do.
@@ -310,6 +314,12 @@ func checkInformers(ctx context.Context, t *testing.T, cp *controlplane.ControlP
 	apiFactory := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
 	apiservices := apiFactory.ForResource(schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}).Informer()
 	handler("apiservices", apiservices)
+	// The APF view's informers (exporter/apf), on the same objects.
+	apfFactory := informers.NewSharedInformerFactory(sa, 0)
+	flowSchemas := apfFactory.Flowcontrol().V1().FlowSchemas().Informer()
+	handler("flowschemas", flowSchemas)
+	levels := apfFactory.Flowcontrol().V1().PriorityLevelConfigurations().Informer()
+	handler("prioritylevelconfigurations", levels)
 	msInf, err := metricsserver.New(sa, metricsserver.Options{OnWatchError: onErr("metrics-server deployments")})
 	if err != nil {
 		t.Fatal(err)
@@ -329,12 +339,13 @@ func checkInformers(ctx context.Context, t *testing.T, cp *controlplane.ControlP
 	cluster.Start(ictx.Done())
 	leaseFactory.Start(ictx.Done())
 	apiFactory.Start(ictx.Done())
+	apfFactory.Start(ictx.Done())
 	msInf.Start(ictx)
 	go allLeases.RunWithContext(ictx)
 
 	syncCtx, syncCancel := context.WithTimeout(ctx, 20*time.Second)
 	defer syncCancel()
-	if !cache.WaitForCacheSync(syncCtx.Done(), nodes.HasSynced, slices.HasSynced, leases.HasSynced, apiservices.HasSynced, msInf.Synced) {
+	if !cache.WaitForCacheSync(syncCtx.Done(), nodes.HasSynced, slices.HasSynced, leases.HasSynced, apiservices.HasSynced, msInf.Synced, flowSchemas.HasSynced, levels.HasSynced) {
 		mu.Lock()
 		t.Fatalf("informers did not sync as herd-exporter; errors: %v", watchErrs)
 	}
@@ -362,6 +373,14 @@ func checkInformers(ctx context.Context, t *testing.T, cp *controlplane.ControlP
 	})
 	if vs := msInf.Deployments(); len(vs) != 1 || vs[0].Mode != metricsserver.ModeToken {
 		t.Errorf("metrics-server informer as herd-exporter = %+v, want kube-system/metrics-server in token mode", vs)
+	}
+
+	// The apiserver's own APF configuration, as the exporter's view reads it.
+	if _, ok, _ := flowSchemas.GetStore().GetByKey("kube-system-service-accounts"); !ok {
+		t.Error("FlowSchema informer lacks kube-system-service-accounts")
+	}
+	if _, ok, _ := levels.GetStore().GetByKey("workload-high"); !ok {
+		t.Error("PriorityLevelConfiguration informer lacks workload-high")
 	}
 
 	// A little time for any late 403 (a watch re-established after the
