@@ -111,6 +111,8 @@ func New(src Sources, logger *slog.Logger) *Herd {
 		cs["latency"] = latencyCollector{}
 		cs["tokenreviews"] = tokenReviewCollector{}
 		cs["ledger"] = ledgerCollector{}
+		cs["stampede"] = stampedeCollector{}
+		cs["wave"] = waveCollector{}
 	}
 	if src.Cluster != nil {
 		cs["cluster"] = clusterCollector{src.Cluster}
