@@ -17,9 +17,10 @@ func (a benchAddrs) NodeForIP(ip []byte) (string, bool) {
 }
 
 // BenchmarkAccount is Account alone — no decoding or dedup, unlike
-// exporter's BenchmarkHotPath400 — over 1,500 events of 500 nodes'
-// kubelets, kube-proxies and cilium agents, every instance known (one op is
-// one event). It isolates the ledger's share of the hot path when the whole
+// exporter's BenchmarkHotPath400 — over 2,500 events of 500 nodes'
+// kubelets, kube-proxies and cilium agents (a LIST each, and a plain
+// re-watch of pods by the kubelet and the cilium agent), every instance
+// known (one op is one event). It isolates the ledger's share of the hot path when the whole
 // pipeline's figures are too noisy to compare.
 func BenchmarkAccount(b *testing.B) {
 	c, _ := classify.New(nil)
@@ -40,7 +41,13 @@ func BenchmarkAccount(b *testing.B) {
 			e.SourceIPTail[0], e.NumSourceIPTail = e.SourceIP, 1 // sourceIPs [ip]: the connection's
 			return e
 		}
+		watch := func(e *audit.Event) *audit.Event {
+			e.Stage, e.Verb, e.Query.ResourceVersion = audit.StageResponseStarted, []byte("watch"), []byte("4711")
+			return e
+		}
 		evs = append(evs,
+			watch(mk("system:node:"+node, "kubelet/v1.36.3 (linux/amd64) kubernetes/abc", "list", "pods", "", true)),
+			watch(mk("system:serviceaccount:kube-system:cilium", "cilium-agent/1.18.0", "list", "pods", "", false)),
 			mk("system:node:"+node, "kubelet/v1.36.3 (linux/amd64) kubernetes/abc", "list", "pods", "", true),
 			mk("system:serviceaccount:kube-system:kube-proxy", "kube-proxy/v1.36.3", "list", "endpointslices", "discovery.k8s.io", false),
 			mk("system:serviceaccount:kube-system:cilium", "cilium-agent/1.18.0", "list", "pods", "", false))
