@@ -32,12 +32,13 @@ func TestAuditPolicyCommand(t *testing.T) {
 			"  - system:serviceaccount:net-system:my-cni\n" +
 			"  - system:serviceaccount:cilium:cilium\n" +
 			"  # herd audit-policy --service-account"
-		if !strings.Contains(out, want) {
-			t.Fatalf("extras not appended to the node-side users list:\n%s", out)
+		// In both of the agents' rules: their lists and their watches.
+		if strings.Count(out, want) != 2 {
+			t.Fatalf("extras not appended to both node-side users lists:\n%s", out)
 		}
-		// Only the two lines were added.
-		if len(out) != len(shipped)+len("  - system:serviceaccount:net-system:my-cni\n  - system:serviceaccount:cilium:cilium\n") {
-			t.Errorf("output has %d bytes, want the shipped %d plus the two lines", len(out), len(shipped))
+		// Only the two lines were added, to each list.
+		if len(out) != len(shipped)+2*len("  - system:serviceaccount:net-system:my-cni\n  - system:serviceaccount:cilium:cilium\n") {
+			t.Errorf("output has %d bytes, want the shipped %d plus the two lines twice", len(out), len(shipped))
 		}
 	})
 

@@ -66,41 +66,56 @@ func users(p *auditv1.Policy) []string {
 
 // TestShippedPolicyShape pins what makes the policy minimal: Metadata level
 // only, only list and watch or create tokenreviews, never an unrestricted
-// rule, and None for the rest. policy_test.go checks the same against the
-// real apiserver's decisions.
+// rule, and None for the rest; RequestReceived only for lists (issue 12's
+// fast path: a relist wave shows when it starts). policy_test.go checks the
+// same against the real apiserver's decisions.
 func TestShippedPolicyShape(t *testing.T) {
 	b, _ := controlplane.AuditPolicy(nil)
 	p := load(t, b)
-	if !slices.Equal(p.OmitStages, []auditv1.Stage{auditv1.StageRequestReceived}) {
-		t.Errorf("omitStages = %v, want [RequestReceived]", p.OmitStages)
+	if len(p.OmitStages) != 0 {
+		t.Errorf("omitStages = %v: a policy-wide omission would drop the lists' RequestReceived (rules omit it themselves)", p.OmitStages)
 	}
-	if len(p.Rules) != 4 {
-		t.Fatalf("%d rules, want 4 (kubelets, named agents, kubelet TokenReviews, None)", len(p.Rules))
+	if len(p.Rules) != 6 {
+		t.Fatalf("%d rules, want 6 (kubelet lists, agent lists, kubelet watches, agent watches, kubelet TokenReviews, None)", len(p.Rules))
 	}
-	for i, r := range p.Rules[:3] {
+	for i, r := range p.Rules[:5] {
 		if r.Level != auditv1.LevelMetadata {
 			t.Errorf("rule %d: level %s, want Metadata: herd reads no bodies", i, r.Level)
 		}
 		if len(r.Users) == 0 && len(r.UserGroups) == 0 {
 			t.Errorf("rule %d matches every user", i)
 		}
-		if len(r.OmitStages) > 0 || len(r.NonResourceURLs) > 0 || len(r.Namespaces) > 0 {
-			t.Errorf("rule %d: unexpected omitStages, nonResourceURLs or namespaces: %+v", i, r)
+		if len(r.NonResourceURLs) > 0 || len(r.Namespaces) > 0 {
+			t.Errorf("rule %d: unexpected nonResourceURLs or namespaces: %+v", i, r)
 		}
 		switch {
-		case slices.Equal(r.Verbs, []string{"list", "watch"}) && len(r.Resources) == 0:
+		case slices.Equal(r.Verbs, []string{"list"}) && len(r.Resources) == 0:
+			if len(r.OmitStages) != 0 {
+				t.Errorf("rule %d (lists) omits %v: the fast path needs a list's RequestReceived", i, r.OmitStages)
+			}
+			continue
+		case slices.Equal(r.Verbs, []string{"watch"}) && len(r.Resources) == 0:
 		case slices.Equal(r.Verbs, []string{"create"}) && slices.Equal(r.UserGroups, []string{"system:nodes"}) && len(r.Users) == 0 &&
 			len(r.Resources) == 1 && r.Resources[0].Group == "authentication.k8s.io" && slices.Equal(r.Resources[0].Resources, []string{"tokenreviews"}):
 		default:
-			t.Errorf("rule %d logs more than list/watch or kubelets' create tokenreviews: %+v", i, r)
+			t.Errorf("rule %d logs more than list, watch or kubelets' create tokenreviews: %+v", i, r)
+		}
+		if !slices.Equal(r.OmitStages, []auditv1.Stage{auditv1.StageRequestReceived}) {
+			t.Errorf("rule %d (%v) omits %v, want [RequestReceived]", i, r.Verbs, r.OmitStages)
 		}
 	}
-	last := p.Rules[3]
+	last := p.Rules[5]
 	if last.Level != auditv1.LevelNone || len(last.Users)+len(last.UserGroups)+len(last.Verbs)+len(last.Resources)+len(last.Namespaces)+len(last.NonResourceURLs) != 0 {
 		t.Errorf("last rule must be a bare level: None, got %+v", last)
 	}
-	if !slices.Equal(p.Rules[0].UserGroups, []string{"system:nodes"}) || len(p.Rules[0].Users) != 0 {
-		t.Errorf("rule 0 must be kubelets (group system:nodes): %+v", p.Rules[0])
+	for _, i := range []int{0, 2} {
+		if !slices.Equal(p.Rules[i].UserGroups, []string{"system:nodes"}) || len(p.Rules[i].Users) != 0 {
+			t.Errorf("rule %d must be kubelets (group system:nodes): %+v", i, p.Rules[i])
+		}
+	}
+	// The agents' lists and watches name the same users.
+	if !slices.Equal(p.Rules[1].Users, p.Rules[3].Users) || len(p.Rules[1].Users) == 0 {
+		t.Errorf("the agents' list rule names %v, their watch rule %v: want the same users", p.Rules[1].Users, p.Rules[3].Users)
 	}
 }
 
@@ -160,8 +175,8 @@ func TestAuditPolicyExtras(t *testing.T) {
 		"  - system:serviceaccount:cilium:cilium\n" +
 		"  - system:serviceaccount:net:agent.v2\n"
 	marker := "  # herd audit-policy --service-account"
-	want := strings.Replace(string(shipped), "  - system:serviceaccount:kube-system:aws-node\n"+marker,
-		"  - system:serviceaccount:kube-system:aws-node\n"+added+marker, 1)
+	want := strings.ReplaceAll(string(shipped), "  - system:serviceaccount:kube-system:aws-node\n"+marker,
+		"  - system:serviceaccount:kube-system:aws-node\n"+added+marker)
 	if want == string(shipped) {
 		t.Fatal("test is stale: aws-node is no longer the last listed user")
 	}
@@ -169,11 +184,13 @@ func TestAuditPolicyExtras(t *testing.T) {
 		t.Fatalf("policy with extras:\n%s\nwant:\n%s", got, want)
 	}
 	p := load(t, got)
-	if n := len(users(p)); n != len(users(load(t, shipped)))+3 {
-		t.Errorf("%d users with extras, want the shipped ones + 3", n)
+	if n := len(users(p)); n != len(users(load(t, shipped)))+6 {
+		t.Errorf("%d users with extras, want the shipped ones + 3 in each of the two agents' rules", n)
 	}
-	if !slices.Contains(p.Rules[1].Users, "system:serviceaccount:net-system:my-cni") {
-		t.Errorf("extras are not in the node-side agents' rule: %+v", p.Rules[1])
+	for _, i := range []int{1, 3} {
+		if !slices.Contains(p.Rules[i].Users, "system:serviceaccount:net-system:my-cni") {
+			t.Errorf("extras are not in the node-side agents' rule %d: %+v", i, p.Rules[i])
+		}
 	}
 }
 

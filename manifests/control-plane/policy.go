@@ -20,8 +20,13 @@ import (
 var auditPolicy []byte
 
 // extrasMarker is the comment line in audit-policy.yaml above which extra
-// service accounts are inserted: the end of the node-side users list.
+// service accounts are inserted: the end of a node-side users list. There
+// are agentRules such lists — the agents' lists (RequestReceived logged)
+// and their watches (omitted) — and every one gets the extras.
 const extrasMarker = "  # herd audit-policy --service-account NAMESPACE:NAME adds entries above this line.\n"
+
+// agentRules is how many rules of audit-policy.yaml name the node-side agents.
+const agentRules = 2
 
 // ServiceAccount names a node-side agent's service account that the shipped
 // policy does not list, e.g. a CNI agent installed in its own namespace.
@@ -74,10 +79,9 @@ func AuditPolicy(extra []ServiceAccount) ([]byte, error) {
 	if len(extra) == 0 {
 		return bytes.Clone(auditPolicy), nil
 	}
-	at := bytes.Index(auditPolicy, []byte(extrasMarker))
-	if at < 0 || bytes.Count(auditPolicy, []byte(extrasMarker)) != 1 {
-		// audit-policy.yaml lost its marker: a packaging bug, caught by the tests.
-		return nil, fmt.Errorf("audit-policy.yaml: the line %q must appear exactly once", strings.TrimSpace(extrasMarker))
+	if bytes.Count(auditPolicy, []byte(extrasMarker)) != agentRules {
+		// audit-policy.yaml lost a marker: a packaging bug, caught by the tests.
+		return nil, fmt.Errorf("audit-policy.yaml: the line %q must appear %d times, once per node-side agents' rule", strings.TrimSpace(extrasMarker), agentRules)
 	}
 	var lines bytes.Buffer
 	seen := map[string]bool{}
@@ -92,9 +96,5 @@ func AuditPolicy(extra []ServiceAccount) ([]byte, error) {
 		seen[user] = true
 		fmt.Fprintf(&lines, "  - %s\n", user)
 	}
-	out := make([]byte, 0, len(auditPolicy)+lines.Len())
-	out = append(out, auditPolicy[:at]...)
-	out = append(out, lines.Bytes()...)
-	out = append(out, auditPolicy[at:]...)
-	return out, nil
+	return bytes.ReplaceAll(auditPolicy, []byte(extrasMarker), append(lines.Bytes(), extrasMarker...)), nil
 }

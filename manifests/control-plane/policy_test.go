@@ -99,7 +99,8 @@ func TestPolicyOnRealAPIServer(t *testing.T) {
 			if !counted(&e.Event) {
 				t.Errorf("the policy logged a request herd does not count: %s %s %s by %s (%s)", e.Verb, e.RequestURI, e.Stage, e.User.Username, e.UserAgent)
 			}
-			if e.Stage != auditv1.StageResponseComplete && !(e.Stage == auditv1.StageResponseStarted && e.Verb == "watch") {
+			if e.Stage != auditv1.StageResponseComplete && !(e.Stage == auditv1.StageResponseStarted && e.Verb == "watch") &&
+				!(e.Stage == auditv1.StageRequestReceived && e.Verb == "list") {
 				t.Errorf("unexpected stage %s for %s %s", e.Stage, e.Verb, e.RequestURI)
 			}
 			if e.Level != auditv1.LevelMetadata || e.RequestObject != nil || e.ResponseObject != nil {
@@ -161,9 +162,43 @@ func TestPolicyOnRealAPIServer(t *testing.T) {
 		}
 		got := map[string]int{}
 		for i := range minimal.events {
-			got[eventKey(&minimal.events[i].Event)]++
+			// The log-everything policy omits RequestReceived: compared
+			// below.
+			if e := &minimal.events[i].Event; e.Stage != auditv1.StageRequestReceived {
+				got[eventKey(e)]++
+			}
 		}
 		diffCounts(t, "events (minimal vs log-everything filtered to what herd counts)", got, want)
+	})
+
+	t.Run("a list's RequestReceived, and only a list's", func(t *testing.T) {
+		// Issue 12's fast path counts a relist wave from the lists'
+		// RequestReceived: every logged list has one, nothing else does.
+		received, completed := map[string]bool{}, map[string]bool{}
+		for i := range minimal.events {
+			e := &minimal.events[i].Event
+			switch {
+			case e.Stage == auditv1.StageRequestReceived && e.Verb != "list":
+				t.Errorf("RequestReceived of %s %s by %s: only lists keep that stage", e.Verb, e.RequestURI, e.User.Username)
+			case e.Stage == auditv1.StageRequestReceived:
+				received[string(e.AuditID)] = true
+			case e.Verb == "list" && e.Stage == auditv1.StageResponseComplete:
+				completed[string(e.AuditID)] = true
+			}
+		}
+		if len(completed) == 0 {
+			t.Fatal("no list was logged")
+		}
+		for id := range completed {
+			if !received[id] {
+				t.Errorf("list %s has no RequestReceived", id)
+			}
+		}
+		for id := range received {
+			if !completed[id] {
+				t.Errorf("RequestReceived %s of a list that never completed", id)
+			}
+		}
 	})
 
 	t.Run("herd accounting equals log-everything", func(t *testing.T) {
