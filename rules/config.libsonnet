@@ -57,15 +57,73 @@
     relistBaselineMinAge: '1h',
     relistStormFor: '15m',
 
-    // HerdSynchronizedRelist: within two minutes, at least syncRelistFraction of one client's
-    // instances (estimated as the number of Nodes: one per node for these roles) relisted after
-    // being quiet, and at least syncRelistMinInstances of them. The alert holds for
-    // syncRelistHold after the event so that triage can correlate it.
+    // HerdSynchronizedRelist, the fast path (issue 12): at least syncRelistFraction of one client's
+    // live instances on a resource (herd_stampede_instances), and at least syncRelistMinInstances
+    // of them, relisted it in the exporter's wave window (herd_relist_wave_instances:
+    // accounting.waveWindow, 60 s, a LIST counted from its RequestReceived). No `for` by default:
+    // the wave is the evidence, and every second counts (the latency chain in
+    // docs/runbooks/HerdSynchronizedRelist.md). It keeps firing syncRelistHold after the wave so
+    // that triage can correlate it. cost="expensive" when the shape reads the whole resource
+    // (all, selected, unknown), the mode is a LIST, and the wave makes the apiserver serve at
+    // least syncRelistExpensiveBytes (wave instances × herd:stampede_list_bytes; by shape alone
+    // when the apiserver's metrics are missing): the responder isolates those. 1 GiB is half of
+    // SPEC §8.1's incident-002 wave (100 × 21.7 MB), which grew the apiserver by ~1.3 GB.
+    // The fast path's rules evaluate every fastPathEvaluationInterval ('' = the global
+    // evaluation interval): a group this small costs nothing to evaluate often, and it takes
+    // up to 20 s off the chain.
     syncRelistRoles: 'kubelet|kube-proxy|cni',
     syncRelistFraction: 0.5,
     syncRelistMinInstances: 10,
     syncRelistHold: '10m',
-    syncRelistFor: '1m',
+    syncRelistFor: '0s',
+    // The APF measurement mode's HerdSynchronizedRelist (no wave gauge without the exporter): LISTs
+    // above their pace against the Nodes, held syncRelistHold, with this `for`.
+    syncRelistApfFor: '1m',
+    syncRelistExpensiveBytes: 1073741824,
+    fastPathEvaluationInterval: '10s',
+
+    // The stampede forecast (issue 12, rules/rules/stampede.libsonnet, docs/runbooks/HerdStampedeRisk.md):
+    // what one synchronized relist of a client would make the apiserver hold, from herd's live
+    // instances and the apiserver's own metrics (scraped as apiserverSelector, above).
+    //   list bytes  = stored bytes of what the relist selects (apiserver_resource_size_estimate_bytes:
+    //                 the whole resource for shapes all, selected, unknown; / Nodes for node; / objects
+    //                 for object) × stampedeResponseBytesPerStoredByte: the apiserver stores built-in
+    //                 types as protobuf and serves JSON. Measured on kube-apiserver 1.36.3 with the
+    //                 drill's 10.8 KB pods (test/drill HeavyPod): 1.20 (TestForecastOnRealAPIServer);
+    //                 a protobuf client gets about 1.0.
+    stampedeResponseBytesPerStoredByte: 1.2,
+    //   seats       = APF's own estimate (k8s.io/apiserver@v0.36.3 pkg/util/flowcontrol/request/
+    //                 list_work_estimator.go): ceil(stored bytes / 100,000), capped at 1,000,000 bytes
+    //                 (10 seats) when the watch cache serves it (cache and consistent LISTs, WatchLists)
+    //                 and at 100 seats from etcd (exact). Not knobs: the apiserver's constants.
+    //   concurrency = per apiserver: min(live instances / apiservers, max(1, floor(seats of the level
+    //                 that serves the client (max of apiserver_flowcontrol_current_limit_seats and
+    //                 nominal_limit_seats) / seats))); an exempt or unknown level does not bound it.
+    //   growth      = stampedeListMemoryFactor × list bytes × concurrency (a WatchList stream: at
+    //                 most stampedeWatchListBytes instead of list bytes).
+    //   peak        = the apiserver's RSS now (the largest process_resident_memory_bytes) + growth.
+    // stampedeListMemoryFactor (k): apiserver memory per byte of a LIST running at once. From SPEC
+    // §8.1 (100 cilium-agents × 21.7 MB LISTs, workload-high: 98 nominal seats / 10 seats a LIST
+    // = 9 at once; +1,261 MiB unprotected) and docs/performance.md's storm drill (unprotected wave
+    // 1: +1,345 MiB; wave 2 settled: +1,266 MiB): k = 1.3 GiB / (21.7 MB × 9) ≈ 7. It folds in the
+    // decoded objects, the encoding buffers, Go's GC headroom and APF borrowing. Recalibrate from
+    // a drill: k = measured RSS growth / (herd:stampede_list_bytes × herd:stampede_concurrency).
+    stampedeListMemoryFactor: 7,
+    // The apiserver's own estimate of a streamed list's memory at once (list_work_estimator.go
+    // cacheWithStreamingMaxMemoryUsage): what one WatchList stream holds.
+    stampedeWatchListBytes: 1000000,
+    // The memory budget: apiserverMemoryLimitBytes when set (the apiserver container's limit);
+    // else apiserverMemoryHeadroomFactor × the apiserver's median RSS over apiserverMemoryBaseline
+    // (an apiserver at 3× its usual memory is in the range where OOM kills happened in
+    // incident 002: 459 → 1,720 MiB). HerdStampedeRisk fires when the predicted peak exceeds
+    // stampedeBudgetShare of it (herd:stampede_budget_bytes is that share).
+    apiserverMemoryLimitBytes: 0,
+    apiserverMemoryHeadroomFactor: 3,
+    apiserverMemoryBaseline: '1h',
+    stampedeBudgetShare: 0.8,
+    // The forecast is a steady-state signal: it must hold this long (the live window needs 15 m
+    // after an exporter restart to see every informer's re-watch).
+    stampedeRiskFor: '5m',
 
     // HerdStaleKubelet: herd_stale_kubelet is windowed (accounting.window, 10m by default), so a
     // `for` longer than the window keeps a one-off burst (an apiserver restart) from alerting.

@@ -21,7 +21,7 @@ import (
 // alerts are the alerts SPEC §5 names, plus the kubernetes-mixin burn-rate
 // alert that herd's responder triages: each has a runbook here.
 var alerts = []string{
-	"HerdRelistStorm", "HerdSynchronizedRelist", "HerdStaleKubelet", "HerdGhostNodeClient",
+	"HerdStampedeRisk", "HerdRelistStorm", "HerdSynchronizedRelist", "HerdStaleKubelet", "HerdGhostNodeClient",
 	"HerdTooLargeResourceVersion", "HerdAggregatedAPIUnavailable", "HerdAggregatedAPISlow",
 	"HerdAggregatedAPIFlapping", "HerdKubeletTokenReviewStorm", "HerdMetricsServerTokenAuth",
 	"HerdAuditIngestStalled", "HerdAuditEventsRejected", "HerdResponderGuardTripped",

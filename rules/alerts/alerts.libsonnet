@@ -1,4 +1,5 @@
 (import 'relists.libsonnet') +
+(import 'stampede.libsonnet') +
 (import 'cluster.libsonnet') +
 (import 'apiservices.libsonnet') +
 (import 'audit.libsonnet') +

@@ -135,6 +135,23 @@ local p = import 'panels.libsonnet';
           ],
         },
         {
+          title: 'Stampede forecast',
+          panels: [
+            p.timeseries('Forecast: apiserver peak if a client relisted together', "The apiserver's predicted memory peak if one client's live instances relisted one resource together now (herd:stampede_peak_bytes, by client, resource and shape).", [
+              ts('topk(%(topk)d, herd:stampede_peak_bytes{%(exp)s})', '{{client}} {{resource}} {{shape}}'),
+            ], unit='bytes', w=6),
+            p.timeseries('Forecast: share of the memory budget', 'The predicted peak over the budget HerdStampedeRisk compares it with (herd:stampede_budget_used:ratio): above 1 for 5 minutes fires the alert (cheap shapes, node and object, never do). docs/runbooks/HerdStampedeRisk.md reads the forecast.', [
+              ts('topk(%(topk)d, herd:stampede_budget_used:ratio{%(exp)s})', '{{client}} {{resource}} {{shape}}'),
+            ], unit='percentunit', w=6),
+            p.timeseries('Live instances by client and resource', 'Instances that watched or relisted a resource within accounting.liveWindow (herd_stampede_instances, summed over replicas), by client, resource, shape and the mode of their latest relist (list, watchlist, unknown): the instances one synchronized relist would bring at once.', [
+              ts('topk(%(topk)d, sum by (client, resource, shape, mode) (herd_stampede_instances{%(exp)s}))', '{{client}} {{resource}} {{shape}} {{mode}}'),
+            ], w=6),
+            p.timeseries('Relist wave', "Instances whose relist started or completed within accounting.waveWindow (herd_relist_wave_instances): the fast path of HerdSynchronizedRelist. A wave of most of a client's live instances is a synchronized relist; an expensive one is isolated at once.", [
+              ts('sum by (client, resource, shape, mode) (herd_relist_wave_instances{%(exp)s})', '{{client}} {{resource}} {{shape}} {{mode}}'),
+            ], w=6),
+          ],
+        },
+        {
           title: 'Ghosts and stale kubelets',
           panels: [
             p.timeseries('Ghost instance count by client', 'Host-network instances (kubelet, kube-proxy, CNI) whose node name is not a Node, or whose source address belongs to no Node, after the grace period (HerdGhostNodeClient).', [

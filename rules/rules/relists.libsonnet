@@ -84,6 +84,11 @@
             ||| % c,
           },
           {
+            // The APF measurement mode's synchronized relists (rules/rules/apf.libsonnet patches
+            // these two rules by name: source="apf" series count LISTs above their pace; its
+            // HerdSynchronizedRelist reads them). The audit feed's own HerdSynchronizedRelist reads
+            // herd_relist_wave_instances instead (the fast path); these audit series stay for a
+            // person comparing the two.
             // Instances of a client that relisted a resource in the last two minutes after at
             // least two minutes of quiet: all relists, minus those that came within 120 s of
             // the same instance's previous relist of the resource (herd_relist_interval_seconds

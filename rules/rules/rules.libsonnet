@@ -2,4 +2,5 @@
 (import 'cluster.libsonnet') +
 (import 'apiservices.libsonnet') +
 (import 'audit.libsonnet') +
-(import 'apf.libsonnet')
+(import 'apf.libsonnet') +
+(import 'stampede.libsonnet')
