@@ -88,10 +88,11 @@
     //   list bytes  = stored bytes of what the relist selects (apiserver_resource_size_estimate_bytes:
     //                 the whole resource for shapes all, selected, unknown; / Nodes for node; / objects
     //                 for object) × stampedeResponseBytesPerStoredByte: the apiserver stores built-in
-    //                 types as protobuf and serves JSON. Measured on kube-apiserver 1.36.3 with the
-    //                 drill's 10.8 KB pods (test/drill HeavyPod): 1.20 (TestForecastOnRealAPIServer);
-    //                 a protobuf client gets about 1.0.
-    stampedeResponseBytesPerStoredByte: 1.2,
+    //                 types as protobuf and serves JSON. Measured on kube-apiserver 1.36.3 with 600 of
+    //                 the drill's 10.8 KB pods (test/drill HeavyPod): 6,472,969 bytes of JSON for
+    //                 5.87 MB stored, 1.10 (test/e2e TestForecastOnRealAPIServer); a protobuf client
+    //                 gets about 1.0.
+    stampedeResponseBytesPerStoredByte: 1.1,
     //   seats       = APF's own estimate (k8s.io/apiserver@v0.36.3 pkg/util/flowcontrol/request/
     //                 list_work_estimator.go): ceil(stored bytes / 100,000), capped at 1,000,000 bytes
     //                 (10 seats) when the watch cache serves it (cache and consistent LISTs, WatchLists)

@@ -28,6 +28,7 @@ func DemoMixin() map[string]any {
 		"rateWindow":                 "20s",
 		"relistStormFor":             "10s",
 		"syncRelistFor":              "5s",
+		"fastPathEvaluationInterval": "", // the fast path's group at the stack's interval
 		"staleKubeletFor":            "10s",
 		"ghostNodeClientFor":         "30s",
 		"tooLargeResourceVersionFor": "10s",
