@@ -76,6 +76,12 @@ func TestMixin(t *testing.T) {
 		Ghosts:      []string{ghostName},
 		AuditPolicy: mixinAuditPolicy,
 		AuditLog:    true,
+		// The stampede forecast's panels (herd:stampede_*) join herd's live
+		// instances with the apiserver's own object sizes, RSS and APF seats:
+		// Prometheus scrapes it, and it counts objects every 5 s instead of
+		// every minute (--etcd-count-metric-poll-period).
+		ScrapeAPIServer: true,
+		APIServerArgs:   []string{"--etcd-count-metric-poll-period=5s"},
 		Objects: func(ctx context.Context, s *stack.Stack) error {
 			if _, err := createMetricsServer(ctx, s.Admin); err != nil {
 				return err
