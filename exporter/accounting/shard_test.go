@@ -103,6 +103,15 @@ func TestConcurrentAccountingIsExact(t *testing.T) {
 	if s.Instances != nodes+1+nodes {
 		t.Errorf("instances = %d, want %d", s.Instances, 2*nodes+1)
 	}
+	// The forecast, aggregated shard by shard on the copies: every instance
+	// is live on its one stream.
+	var live uint64
+	for _, c := range s.Stampede {
+		live += c.Value
+	}
+	if live != uint64(s.Instances) {
+		t.Errorf("live instances (herd_stampede_instances) = %d, want %d", live, s.Instances)
+	}
 	var reqs uint64
 	for _, c := range l.Clients(ClientFilter{}) {
 		reqs += c.Requests
