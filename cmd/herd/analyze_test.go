@@ -63,6 +63,8 @@ func TestAnalyze(t *testing.T) {
 	garbage := writeFile(t, "garbage.log", "not json\nnor this\n")
 	badConfig := writeFile(t, "herd.yaml", "accounting:\n  windw: 5m\n")
 	missing := filepath.Join(t.TempDir(), "missing.log")
+	notAPF := writeFile(t, "apf.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+	noLevels := writeFile(t, "apf.yaml", "apiVersion: flowcontrol.apiserver.k8s.io/v1\nkind: FlowSchema\nmetadata: {name: x}\nspec: {priorityLevelConfiguration: {name: global-default}, matchingPrecedence: 1000}\n")
 	tests := []struct {
 		name       string
 		args       []string
@@ -91,6 +93,43 @@ func TestAnalyze(t *testing.T) {
 		{name: "short window", args: []string{"analyze", "--window=30s", log}, wantCode: 2, wantStderr: []string{"herd analyze: --window 30s: must be at least 1m, or all"}},
 		{name: "bad top", args: []string{"analyze", "--top=0", log}, wantCode: 2, wantStderr: []string{"herd analyze: --top 0: must be 1..10000"}},
 		{name: "bad config", args: []string{"analyze", "--config", badConfig, log}, wantCode: 2, wantStderr: []string{"herd analyze: config " + badConfig, "windw"}},
+		// The stampede forecast's flags: exact errors, nothing read.
+		{name: "objects without =", args: []string{"analyze", "--objects", "pods", "--object-bytes", "pods=1", "--apiserver-memory", "1Gi", log}, wantCode: 2,
+			wantStderr: []string{"herd analyze: --objects \"pods\": want RESOURCE=COUNT, e.g. pods=2000\n"}},
+		{name: "objects not a number", args: []string{"analyze", "--objects", "pods=-3", "--object-bytes", "pods=1", "--apiserver-memory", "1Gi", log}, wantCode: 2,
+			wantStderr: []string{"herd analyze: --objects \"pods=-3\": COUNT must be a whole number ≥ 0\n"}},
+		{name: "objects bad resource", args: []string{"analyze", "--objects", "Pods=3", "--object-bytes", "pods=1", "--apiserver-memory", "1Gi", log}, wantCode: 2,
+			wantStderr: []string{"herd analyze: --objects \"Pods=3\": \"Pods\" is not a resource (plural, or plural.group as herd labels resources: endpointslices.discovery.k8s.io)\n"}},
+		{name: "objects twice", args: []string{"analyze", "--objects", "pods=3", "--objects", "pods=4", "--object-bytes", "pods=1", "--apiserver-memory", "1Gi", log}, wantCode: 2,
+			wantStderr: []string{"herd analyze: --objects pods: given twice\n"}},
+		{name: "object bytes alone", args: []string{"analyze", "--objects", "nodes=3", "--object-bytes", "pods=10800", "--apiserver-memory", "1Gi", log}, wantCode: 2,
+			wantStderr: []string{"herd analyze: --object-bytes pods=10800: no --objects pods=COUNT to multiply it by\n"}},
+		{name: "objects without bytes", args: []string{"analyze", "--objects", "pods=3", "--apiserver-memory", "1Gi", log}, wantCode: 2,
+			wantStderr: []string{"herd analyze: the forecast needs --objects and --object-bytes of at least one resource\n"}},
+		{name: "sizes without memory", args: []string{"analyze", "--objects", "pods=3", "--object-bytes", "pods=10800", log}, wantCode: 2,
+			wantStderr: []string{"herd analyze: --objects and --object-bytes need --apiserver-memory (the apiserver's memory now: where a stampede starts from)\n"}},
+		{name: "bad memory", args: []string{"analyze", "--objects", "pods=3", "--object-bytes", "pods=10800", "--apiserver-memory", "lots", log}, wantCode: 2,
+			wantStderr: []string{"herd analyze: --apiserver-memory \"lots\": want bytes, e.g. 524288000 or 500Mi\n"}},
+		{name: "bad memory limit", args: []string{"analyze", "--objects", "pods=3", "--object-bytes", "pods=10800", "--apiserver-memory", "1Gi", "--apiserver-memory-limit=-1", log}, wantCode: 2,
+			wantStderr: []string{"herd analyze: --apiserver-memory-limit \"-1\": want bytes, e.g. 524288000 or 500Mi\n"}},
+		{name: "prometheus and flags", args: []string{"analyze", "--prometheus", "http://prometheus:9090", "--objects", "pods=3", log}, wantCode: 2,
+			wantStderr: []string{"herd analyze: --prometheus reads the sizes and memory: leave out --objects, --object-bytes and --apiserver-memory\n"}},
+		{name: "bad prometheus", args: []string{"analyze", "--prometheus", "prometheus:9090", log}, wantCode: 2,
+			wantStderr: []string{"herd analyze: --prometheus \"prometheus:9090\": want an http(s) URL such as http://prometheus:9090\n"}},
+		{name: "apiservers", args: []string{"analyze", "--apiservers", "0", log}, wantCode: 2,
+			wantStderr: []string{"herd analyze: --apiservers 0: must be at least 1\n"}},
+		{name: "server concurrency", args: []string{"analyze", "--server-concurrency", "0", log}, wantCode: 2,
+			wantStderr: []string{"herd analyze: --server-concurrency 0: must be at least 1\n"}},
+		{name: "apf without sizes", args: []string{"analyze", "--apf", log}, wantCode: 2,
+			wantStderr: []string{"herd analyze: --apf needs the forecast's sizes: give --prometheus URL, or --objects, --object-bytes and --apiserver-memory\n"}},
+		{name: "apf and json", args: []string{"analyze", "--apf", "-o", "json", "--objects", "pods=3", "--object-bytes", "pods=10800", "--apiserver-memory", "1Gi", log}, wantCode: 2,
+			wantStderr: []string{"herd analyze: --apf prints YAML objects: --output does not apply\n"}},
+		{name: "responder config without apf", args: []string{"analyze", "--responder-config", badConfig, log}, wantCode: 2,
+			wantStderr: []string{"herd analyze: --responder-config sizes --apf's level: it needs --apf\n"}},
+		{name: "flowschemas of another kind", args: []string{"analyze", "--flowschemas", notAPF, log}, wantCode: 2,
+			wantStderr: []string{"herd analyze: --flowschemas " + notAPF + ": object 1 is a \"ConfigMap\": want FlowSchemas and PriorityLevelConfigurations (kubectl get flowschemas,prioritylevelconfigurations -o yaml)\n"}},
+		{name: "flowschemas without levels", args: []string{"analyze", "--flowschemas", noLevels, log}, wantCode: 2,
+			wantStderr: []string{"herd analyze: --flowschemas " + noLevels + " has no PriorityLevelConfiguration: get both kinds (kubectl get flowschemas,prioritylevelconfigurations -o yaml)\n"}},
 		{name: "empty file", args: []string{"analyze", empty}, wantCode: 1, wantFirst: []string{"events: 0 read"},
 			wantStderr: []string{"herd analyze: no audit events could be read from " + empty}},
 		{name: "nothing readable", args: []string{"analyze", garbage}, wantCode: 1,
@@ -192,6 +231,42 @@ func TestAnalyzeConfigRules(t *testing.T) {
 	} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, stdout.String())
+		}
+	}
+}
+
+// stampedeLog: 100 cilium-agents (one per host IP) LIST every pod, as
+// their informers do when they start.
+func stampedeLog() string {
+	var lines []string
+	for i := 0; i < 100; i++ {
+		line := auditLine(i+1, "system:serviceaccount:kube-system:cilium", fmt.Sprintf("10.0.%d.%d", i/200, i%200+1), "list",
+			"/api/v1/pods?limit=500", "pods", "", 200, "", 60+i)
+		lines = append(lines, strings.Replace(line, "kubelet/v1.36.3 (linux/amd64) kubernetes/abc", "cilium-agent/v1.16.0", 1))
+	}
+	return strings.Join(lines, "\n") + "\n"
+}
+
+// TestAnalyzeForecast: with the cluster's sizes, the report forecasts what
+// one synchronized relist of the cilium fleet would make the apiserver hold
+// (internal/forecast: the mixin's model) and says it is past the budget.
+func TestAnalyzeForecast(t *testing.T) {
+	log := writeFile(t, "audit.log", stampedeLog())
+	var stdout, stderr bytes.Buffer
+	args := []string{"analyze", "--objects", "pods=2000", "--object-bytes", "pods=10800", "--objects", "nodes=100", "--apiserver-memory", "459Mi", log}
+	if code := run(args, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{
+		// 21.6 MB stored, 23.76 MB served; 9 of its 10-seat LISTs at once in
+		// workload-high (98 seats); 7 × 9 × 23.76 MB = 1.4 GiB over 459 MiB;
+		// the budget 0.8 × 3 × 459 MiB.
+		"stampede:     cilium-agent's 100 instances relisting pods together would take the apiserver to 1.8 GiB, past the budget 1.1 GiB",
+		"cilium-agent  pods      all    100        workload-high   22.7 MiB  10     9        1.4 GiB  1.8 GiB  4     RISK",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
 		}
 	}
 }

@@ -14,6 +14,7 @@
 package analyze
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -23,12 +24,16 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 
 	"github.com/herd-k8s/herd/exporter/accounting"
 	"github.com/herd-k8s/herd/exporter/audit"
 	"github.com/herd-k8s/herd/exporter/classify"
 	"github.com/herd-k8s/herd/exporter/config"
 	"github.com/herd-k8s/herd/exporter/ingest"
+	"github.com/herd-k8s/herd/internal/apfguard"
+	"github.com/herd-k8s/herd/internal/apfmatch"
+	"github.com/herd-k8s/herd/internal/forecast"
 )
 
 // DefaultTop is how many rows each section shows unless Options.Top says otherwise.
@@ -84,6 +89,22 @@ type Options struct {
 	// MaxDocumentBytes caps a file read as one JSON document; 0 means
 	// DefaultMaxDocumentBytes.
 	MaxDocumentBytes int64
+
+	// Cluster sizes the stampede forecast (the apiserver's object counts
+	// and sizes, memory and budget: internal/forecast.FromPrometheus, or
+	// flags); nil reports the live instances only. Without NominalSeats
+	// (sizes from flags, not from the apiservers' metrics) every level's
+	// seats follow from the APF configuration and ServerConcurrency.
+	Cluster *forecast.Cluster
+	// FlowSchemas and PriorityLevels are the APF configuration in force,
+	// which names the level serving each client's LISTs and places a
+	// guard's precedence; nil means the apiserver's defaults (DefaultAPF).
+	FlowSchemas    []*flowcontrolv1.FlowSchema
+	PriorityLevels []*flowcontrolv1.PriorityLevelConfiguration
+	// ServerConcurrency is the apiservers' --max-requests-inflight plus
+	// --max-mutating-requests-inflight; 0 means
+	// apfguard.DefaultServerConcurrency.
+	ServerConcurrency int
 }
 
 // Analyzer accumulates audit events from any number of inputs into one
@@ -104,6 +125,10 @@ type Analyzer struct {
 	timeline timeline // the log's own time: the newest believed stageTimestamp
 	problems int      // problems seen (printed or not)
 	printed  int
+
+	// cluster and apf are the forecast's inputs besides the log.
+	cluster *forecast.Cluster
+	apf     *apfmatch.Config
 
 	facts        map[instKey]*facts
 	untrackedIDs int // instances past the facts bound
@@ -200,6 +225,25 @@ func New(opts Options) (*Analyzer, error) {
 	// The ledger bounds future events by its clock: the log's, not the
 	// machine's (a log read a month later would bound nothing).
 	a.ledger.SetClock(a.timeline.time)
+	schemas, levels := opts.FlowSchemas, opts.PriorityLevels
+	if schemas == nil && levels == nil {
+		schemas, levels = DefaultAPF()
+	}
+	a.apf = apfmatch.NewConfig(schemas, levels, apfmatch.HerdGuard)
+	a.ledger.SetLeveler(leveler{a.apf})
+	if opts.Cluster != nil {
+		c := *opts.Cluster
+		if len(c.NominalSeats) == 0 {
+			// No apiserver metrics: each level's nominal seats, as APF
+			// computes them from the shares (apfguard.Seats).
+			serverCL := cmp.Or(opts.ServerConcurrency, apfguard.DefaultServerConcurrency)
+			c.NominalSeats, c.LimitSeats = map[string]float64{}, map[string]float64{}
+			for name, n := range apfguard.Seats(serverCL, levels) {
+				c.NominalSeats[name], c.LimitSeats[name] = float64(n), float64(n)
+			}
+		}
+		a.cluster = &c
+	}
 	return a, nil
 }
 

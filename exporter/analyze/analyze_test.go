@@ -167,7 +167,16 @@ func TestScenarioJSON(t *testing.T) {
 			{Role: "kubelet", Client: "kubelet", Resource: "runtimeclasses.node.k8s.io", Relists: 3, ConsistencyMix: ConsistencyMix{Cache: 3}},
 		}},
 		Errors: ErrorSection{Count: 1, Rows: []ErrorRow{{Role: "kubelet", Client: "kubelet", Verb: "list", Code: 504, Requests: 6}}},
-		Notes:  []string{},
+		// Live at the end (accounting.liveWindow), the levels of the
+		// apiserver's suggested FlowSchemas; no sizes given: no bytes.
+		Forecast: ForecastSection{Count: 5, Rows: []ForecastRow{
+			{Role: "kubelet", Client: "kubelet", Resource: "pods", Shape: "node", Instances: 4, PriorityLevels: []string{"system"}, Subjects: []string{"group:system:nodes"}},
+			{Role: "cni", Client: "cilium-agent", Resource: "endpointslices.discovery.k8s.io", Shape: "all", Instances: 3, PriorityLevels: []string{"workload-high"}, Subjects: []string{"serviceaccount:kube-system:cilium"}},
+			{Role: "kubelet", Client: "kubelet", Resource: "csidrivers.storage.k8s.io", Shape: "all", Instances: 1, PriorityLevels: []string{"system"}, Subjects: []string{"group:system:nodes"}},
+			{Role: "kubelet", Client: "kubelet", Resource: "nodes", Shape: "object", Instances: 1, PriorityLevels: []string{"node-high"}, Subjects: []string{"group:system:nodes"}},
+			{Role: "kubelet", Client: "kubelet", Resource: "runtimeclasses.node.k8s.io", Shape: "all", Instances: 1, PriorityLevels: []string{"system"}, Subjects: []string{"group:system:nodes"}},
+		}},
+		Notes: []string{},
 	}
 	got.top, got.includeOther = 0, false
 	if !reflect.DeepEqual(got, want) {
@@ -187,7 +196,7 @@ func TestScenarioJSON(t *testing.T) {
 	}
 	slices.Sort(keys)
 	wantKeys := []string{"consistency", "errors", "events", "inputs", "notes", "possibleGhosts", "relisting", "roles",
-		"schemaVersion", "span", "tokenReviews", "tooLargeResourceVersion", "window"}
+		"schemaVersion", "span", "stampedeForecast", "tokenReviews", "tooLargeResourceVersion", "window"}
 	if !slices.Equal(keys, wantKeys) {
 		t.Errorf("top-level keys = %v, want %v", keys, wantKeys)
 	}

@@ -36,6 +36,8 @@ type Report struct {
 	Ghosts       GhostSection       `json:"possibleGhosts"`
 	Consistency  ConsistencySection `json:"consistency"`
 	Errors       ErrorSection       `json:"errors"`
+	// Forecast is the stampede forecast at the end of the input.
+	Forecast ForecastSection `json:"stampedeForecast"`
 	// Notes are caveats about the numbers (instances evicted, untimed
 	// events), in plain words.
 	Notes []string `json:"notes"`
@@ -388,6 +390,7 @@ func (a *Analyzer) Report() *Report {
 
 	r.Consistency = consistencyRows(snap, listed, r.top)
 	r.Errors = errorRows(snap, listed, r.top)
+	r.Forecast = a.forecastSection(snap)
 
 	if snap.Evicted > 0 {
 		r.Notes = append(r.Notes, fmt.Sprintf("%d instances were evicted from the ledger (accounting.maxInstances = %d): per-client totals are exact, per-instance rows miss the least recently seen",

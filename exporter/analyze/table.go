@@ -8,6 +8,8 @@ import (
 	"text/tabwriter"
 	"time"
 	"unicode/utf8"
+
+	"github.com/herd-k8s/herd/internal/forecast"
 )
 
 // Column caps keep the tables within about 120 columns for usual names; the
@@ -43,6 +45,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	p.ghosts()
 	p.consistency()
 	p.errors()
+	p.forecast()
 	p.notes()
 	if p.err != nil {
 		return fmt.Errorf("write report: %w", p.err)
@@ -201,6 +204,11 @@ func (p *printer) findings() {
 		}
 		lines = append(lines, fmt.Sprintf("ghost?:       %s: %s%s", clean(x.Identity), clean(strings.Join(x.Reasons, ", ")), more(g.Count-1)),
 			"              "+verify)
+	}
+	if f := r.Forecast; len(f.Rows) > 0 && f.Rows[0].Risk {
+		x := f.Rows[0]
+		lines = append(lines, fmt.Sprintf("stampede:     %s's %g instances relisting %s together would take the apiserver to %s, past the budget %s",
+			clean(x.Client), x.Instances, clean(x.Resource), forecast.Bytes(x.PeakBytes), forecast.Bytes(f.BudgetBytes)))
 	}
 	if len(lines) == 0 {
 		lines = append(lines, "nothing stands out: no repeated relists, too-large-RV errors, TokenReviews or ghost signs")
@@ -479,4 +487,48 @@ func shortDuration(d time.Duration) string {
 		s = strings.TrimSuffix(s, "0m")
 	}
 	return s
+}
+
+// forecast prints the stampede forecast: what one synchronized relist of
+// each client's live instances would make the apiserver hold.
+func (p *printer) forecast() {
+	f := p.r.Forecast
+	p.section("STAMPEDE FORECAST: live instances at the end of the input, if they relisted together", len(f.Rows), f.Count, "stream")
+	if len(f.Rows) == 0 {
+		return
+	}
+	var rows []string
+	for _, x := range f.Rows {
+		level := strings.Join(x.PriorityLevels, ",")
+		if level == "" {
+			level = "-"
+		}
+		row := fmt.Sprintf("%s\t%s\t%s\t%g\t%s", clean(x.Client), resourceCell(x.Resource), x.Shape, x.Instances, clean(level))
+		if f.Sized {
+			if x.Sized {
+				risk := ""
+				if x.Risk {
+					risk = "RISK"
+				}
+				row += fmt.Sprintf("\t%s\t%g\t%g\t%s\t%s\t%g\t%s", forecast.Bytes(x.ListBytes), x.ListSeats, x.Concurrency, forecast.Bytes(x.GrowthBytes), forecast.Bytes(x.PeakBytes), x.SafeConcurrency, risk)
+			} else {
+				row += "\t(no size)\t\t\t\t\t\t"
+			}
+		}
+		rows = append(rows, row)
+	}
+	header := "CLIENT\tRESOURCE\tSHAPE\tINSTANCES\tPRIORITY LEVEL"
+	if f.Sized {
+		header += "\tLIST\tSEATS\tAT ONCE\tGROWTH\tPEAK\tSAFE\t"
+	}
+	p.table(header, rows)
+	if !f.Sized {
+		p.printf("the bytes, the peak and the risk need sizes: --objects, --object-bytes and --apiserver-memory,\n" +
+			"or --prometheus URL.\n")
+		return
+	}
+	p.printf("budget %s (apiserver memory now %s). AT ONCE: LISTs APF lets run together per apiserver;\nSAFE: how many fit the budget.\n",
+		forecast.Bytes(f.BudgetBytes), forecast.Bytes(f.MemoryBytes))
+	p.printf("next: herd responder's protect guards RISK rows while HerdStampedeRisk fires;\n" +
+		"      herd analyze --apf prints the same guard for kubectl apply (GitOps).\n")
 }

@@ -261,6 +261,21 @@ func FlowSchema(name, level string, precedence int32, rule flowcontrolv1.PolicyR
 	}
 }
 
+// InstallLabels are the labels of what herd's installation creates (the
+// manifests' objects, the chart's, and a priority level the responder had
+// to create): herd's, but not an action's to change or delete.
+func InstallLabels() map[string]string {
+	return map[string]string{"app.kubernetes.io/name": "herd", "app.kubernetes.io/component": "responder", "app.kubernetes.io/part-of": "herd"}
+}
+
+// ProtectLevelObject is herd-protect as herd installs it
+// (manifests/apf/herd.yaml, the chart) for the level settings l.
+func ProtectLevelObject(l Level) *flowcontrolv1.PriorityLevelConfiguration {
+	pl := PriorityLevel(ProtectLevel, LevelSpec(l))
+	pl.Labels, pl.Annotations = InstallLabels(), map[string]string{"herd.dev/action": "protect"}
+	return pl
+}
+
 // PriorityLevel is a level object of spec.
 func PriorityLevel(name string, spec flowcontrolv1.PriorityLevelConfigurationSpec) *flowcontrolv1.PriorityLevelConfiguration {
 	return &flowcontrolv1.PriorityLevelConfiguration{

@@ -24,6 +24,7 @@
 package forecast
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"sort"
@@ -207,3 +208,18 @@ func Alerting(role, client, shape string) bool {
 }
 
 func clamp(v, lo, hi float64) float64 { return math.Min(math.Max(v, lo), hi) }
+
+// Bytes formats a byte count as herd's reports and decisions write it
+// ("1.6 GiB").
+func Bytes(b float64) string {
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%.0f B", b)
+	}
+	div, exp := float64(unit), 0
+	for n := b / unit; n >= unit && exp < 5; n /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", b/div, "KMGTPE"[exp])
+}

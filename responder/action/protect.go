@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/herd-k8s/herd/internal/apfguard"
+	"github.com/herd-k8s/herd/internal/forecast"
 	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/evidence"
 	"github.com/herd-k8s/herd/responder/guard"
@@ -191,7 +192,7 @@ func (t *riskRequest) Evidence(ctx context.Context, c *Case) Outcome {
 	t.budget = samples[0].Value
 	c.AddEvidence(evidence.Check{Query: bq, Value: t.budget, Series: len(samples), Confirmed: t.peak > t.budget})
 	if !(t.peak > t.budget) {
-		return Refuse(guard.Refuse(guard.Verification, "Prometheus does not confirm the risk: the predicted peak %s is not above the budget %s", bytesIEC(t.peak), bytesIEC(t.budget)))
+		return Refuse(guard.Refuse(guard.Verification, "Prometheus does not confirm the risk: the predicted peak %s is not above the budget %s", forecast.Bytes(t.peak), forecast.Bytes(t.budget)))
 	}
 	for _, m := range []struct {
 		record string
@@ -369,19 +370,5 @@ func (t *riskRequest) Done(slot string, rule SlotRule, level *flowcontrolv1.Prio
 	return fmt.Sprintf("guarded %s's LISTs of %s (shape %s) from %d subjects in FlowSchema %s (precedence %d, %s) to priority level %s (%s: %d of ~%d seats, a LIST %d wide): "+
 		"%d at once instead of %g; predicted peak %s → %s, %s the budget %s (%s); kept while HerdStampedeRisk fires",
 		t.client, t.resource, t.shape, len(t.subjects), slot, rule.Precedence, rule.Note, ProtectLevel, levelSize(level), t.plan.nominal, t.serverCL, t.plan.width,
-		t.plan.admitted, t.concurrency, bytesIEC(t.peak), bytesIEC(t.guardedPeak()), fits, bytesIEC(t.budget), t.fitAdvice())
-}
-
-// bytesIEC formats a byte count for a decision record.
-func bytesIEC(b float64) string {
-	const unit = 1024
-	if b < unit {
-		return fmt.Sprintf("%.0f B", b)
-	}
-	div, exp := float64(unit), 0
-	for n := b / unit; n >= unit && exp < 5; n /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", b/div, "KMGTPE"[exp])
+		t.plan.admitted, t.concurrency, forecast.Bytes(t.peak), forecast.Bytes(t.guardedPeak()), fits, forecast.Bytes(t.budget), t.fitAdvice())
 }

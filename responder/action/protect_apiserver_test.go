@@ -73,7 +73,7 @@ func protectOnAPIServer(ctx context.Context, t *testing.T, cp *controlplane.Cont
 
 	l.q.set(evidence.NominalSeats(""), seats...)
 	risk := firing("alertname", "HerdStampedeRisk", "role", "cni", "client", "cilium", "resource", "pods", "shape", "all")
-	forecast(l.q, 3e9, 1.5e9, 2.4e9, 9, 3, 10, sample(100, "subject", "serviceaccount:kube-system:cilium"))
+	setForecast(l.q, 3e9, 1.5e9, 2.4e9, 9, 3, 10, sample(100, "subject", "serviceaccount:kube-system:cilium"))
 	ciliumCfg := cp.Config(controlplane.Cilium)
 	var fs *flowcontrolv1.FlowSchema
 
@@ -141,7 +141,7 @@ func protectOnAPIServer(ctx context.Context, t *testing.T, cp *controlplane.Cont
 	t.Run("dry run is one server-side dry run, nothing stored", func(t *testing.T) {
 		dry := newLiveResponder(t, cp, func(c *policy.Config) { c.DryRun = true })
 		dry.q.set(evidence.NominalSeats(""), seats...)
-		forecast(dry.q, 3e9, 1.5e9, 2.4e9, 9, 3, 10, sample(100, "subject", "group:system:nodes"))
+		setForecast(dry.q, 3e9, 1.5e9, 2.4e9, 9, 3, 10, sample(100, "subject", "group:system:nodes"))
 		d := dry.runner.Run(ctx, NewProtect(dry.env).Fire(firing("alertname", "HerdStampedeRisk", "role", "kubelet", "client", "kubelet", "resource", "pods", "shape", "all")))
 		want{result: DryRun, has: "dry run: would have guarded kubelet's LISTs of pods (shape all) from 1 subjects in FlowSchema herd-protect-2 (precedence 440, before system-nodes at 500)"}.check(t, d)
 		sent := dry.sent.Take()
@@ -186,7 +186,7 @@ const testServerCL = 700 + 200
 
 // forecast makes the evidence of HerdStampedeRisk for cni/cilium or
 // kubelet LISTs of pods, shape all, and the client's subjects.
-func forecast(q *querier, peak, budget, growth, concurrency, safe, listSeats float64, subjects ...evidence.Sample) {
+func setForecast(q *querier, peak, budget, growth, concurrency, safe, listSeats float64, subjects ...evidence.Sample) {
 	for _, c := range []struct{ role, client string }{{"cni", "cilium"}, {"kubelet", "kubelet"}} {
 		m := func(record string, v float64) {
 			q.set(evidence.StampedeModel(record, c.role, c.client, "pods", "all", ""), sample(v))

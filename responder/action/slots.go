@@ -537,9 +537,7 @@ func (o *SlotOps) Sweep() []Op {
 // InstallLabels are the labels of what herd's installation creates (the
 // manifests' objects, and a priority level the responder had to create):
 // herd's, but not an action's to change or delete.
-func InstallLabels() map[string]string {
-	return map[string]string{"app.kubernetes.io/name": "herd", "app.kubernetes.io/component": "responder", "app.kubernetes.io/part-of": "herd"}
-}
+func InstallLabels() map[string]string { return apfguard.InstallLabels() }
 
 func sortedNames(m map[string]*flowcontrolv1.FlowSchema) []string {
 	out := make([]string, 0, len(m))

@@ -56,7 +56,6 @@ type options struct {
 	restartStagger       time.Duration
 	unforecastQuiet      time.Duration
 	unforecastWave       time.Duration
-	forecastStandin      bool
 }
 
 func main() { os.Exit(run()) }
@@ -85,7 +84,6 @@ func run() int {
 	flag.DurationVar(&o.restartStagger, "restart-stagger", 2*time.Second, "production: the rolling restart restarts one agent every this long (a DaemonSet rollout, one at a time)")
 	flag.DurationVar(&o.unforecastQuiet, "unforecast-quiet", 3*time.Minute, "production: how long the unforecast run's cluster is quiet before its storm")
 	flag.DurationVar(&o.unforecastWave, "unforecast-wave", 3*time.Minute, "production: how long the unforecast storm lasts")
-	flag.BoolVar(&o.forecastStandin, "forecast-standin", false, "production: add a stand-in for issue 12's forecast rules (constants, not the model) when the shipped mixin has none")
 	flag.Parse()
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })

@@ -84,7 +84,7 @@ func drillProduction(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	if err := checkForecastRules(root, o.forecastStandin); err != nil {
+	if err := checkForecastRules(root); err != nil {
 		return err
 	}
 	done, err := herdBinary(ctx, &o)
@@ -117,18 +117,15 @@ func drillProduction(ctx context.Context, o options) error {
 }
 
 // checkForecastRules fails unless the shipped mixin has issue 12's
-// forecast (HerdStampedeRisk) or the stand-in is asked for.
-func checkForecastRules(root string, standin bool) error {
+// forecast (HerdStampedeRisk): without it nothing would forecast the
+// stampede and the drill would measure nothing.
+func checkForecastRules(root string) error {
 	b, err := os.ReadFile(filepath.Join(root, "rules/prometheus_alerts.yaml"))
 	if err != nil {
 		return err
 	}
-	has := strings.Contains(string(b), "alert: \"HerdStampedeRisk\"") || strings.Contains(string(b), "alert: HerdStampedeRisk")
-	switch {
-	case !has && !standin:
-		return fmt.Errorf("rules/prometheus_alerts.yaml has no HerdStampedeRisk (issue 12's forecast): nothing would forecast the stampede; -forecast-standin runs the drill with a stand-in")
-	case has && standin:
-		return fmt.Errorf("-forecast-standin: the shipped mixin has HerdStampedeRisk; run without the stand-in")
+	if !strings.Contains(string(b), "alert: \"HerdStampedeRisk\"") && !strings.Contains(string(b), "alert: HerdStampedeRisk") {
+		return fmt.Errorf("rules/prometheus_alerts.yaml has no HerdStampedeRisk (issue 12's forecast): nothing would forecast the stampede")
 	}
 	return nil
 }
@@ -160,15 +157,11 @@ func productionStack(ctx context.Context, o options, nodes int, dryRun, protect 
 	if err != nil {
 		return nil, err
 	}
-	var rules map[string]string
-	if o.forecastStandin {
-		rules = map[string]string{"forecast-standin.yaml": standinRules}
-	}
 	return stack.Start(ctx, stack.Options{
 		Nodes: nodes, HerdBin: o.herd, KeepDir: o.keep, Log: logWriter{},
 		AuditPolicy: audit, AuditLog: true,
-		InstallAPF:   true,
-		ShippedRules: true, Rules: rules,
+		InstallAPF:     true,
+		ShippedRules:   true,
 		ScrapeInterval: prodScrape, ScrapeAPIServer: true, APIServerScrapeInterval: prodScrape,
 		AlertGroupBy: []string{"..."}, AlertGroupWait: prodGroupWait, AlertGroupInterval: prodGroupInterval, AlertRepeat: prodRepeat,
 		// The exporter's defaults, but for the trusted proxy that stands in

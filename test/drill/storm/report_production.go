@@ -29,15 +29,11 @@ func reportProduction(w io.Writer, o options, root string, rs map[string]*prodRe
 			list = fmt.Sprintf("%.1f MB", float64(r.listBytes)/1e6)
 		}
 	}
-	standin := ""
-	if o.forecastStandin {
-		standin = " **With -forecast-standin: the forecast is a stand-in of constants, not herd's model; its figures mean nothing.**"
-	}
 	fmt.Fprintf(w, "%d pods of ~10.8 KB (one unfiltered LIST: %s); %d cilium-agents (kube-system/cilium → APF workload-high), each from its own node's address. "+
 		"Settings as shipped: rules/prometheus_{rules,alerts}.yaml (%s), scrape and rule evaluation %v (herd and the apiserver), Alertmanager group_wait %v, "+
 		"group_interval %v; herd's APF objects installed (manifests/apf/herd.yaml); the responder's defaults. apiserver RSS sampled every 250 ms, killed above %.0f GiB; "+
-		"APF's executing requests every 500 ms. A fresh control plane and stack per run.%s\n\n",
-		o.pods, list, o.clients, shippedFors(root), prodScrape, prodGroupWait, prodGroupInterval, o.rssCap, standin)
+		"APF's executing requests every 500 ms. A fresh control plane and stack per run.\n\n",
+		o.pods, list, o.clients, shippedFors(root), prodScrape, prodGroupWait, prodGroupInterval, o.rssCap)
 
 	p, u := rs["protected"], rs["unprotected"]
 	if p != nil || u != nil {
