@@ -146,7 +146,7 @@ func (d *demo) run(ctx context.Context) error {
 	// Wave 1: until herd has isolated it and afterIsolate has passed, at
 	// most wave1Max; the agents then back off. Wave 2: the next reconnect,
 	// which meets herd's isolation from its first request.
-	watch := drill.WatchResponse(s, "HerdRelistStorm", map[string]string{"client": "cilium-agent", "resource": "pods"}, "isolate")
+	watch := drill.WatchResponse(s, "HerdRelistStorm", map[string]string{"client": "cilium-agent", "resource": "pods"}, "isolate", "HerdSynchronizedRelist")
 	defer watch.Stop()
 	start := time.Now()
 	phases[0].to = start
@@ -333,7 +333,7 @@ func (d *demo) narrate(ctx context.Context, seen *drill.Response, r drill.Respon
 	}
 	if seen.Decided.IsZero() && !r.Decided.IsZero() {
 		dec := r.Decision
-		d.say("%s  RESPONDER isolate %s in %.0f ms: %s", at(r.Decided), dec.Result, dec.DurationMS, dec.Reason)
+		d.say("%s  RESPONDER isolate %s on %s in %.0f ms: %s", at(r.Decided), dec.Result, dec.Alert, dec.DurationMS, dec.Reason)
 		for _, e := range dec.Evidence {
 			value := ""
 			if e.Value != 0 {

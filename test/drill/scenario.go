@@ -119,8 +119,11 @@ type ResponseWatch struct {
 }
 
 // WatchResponse follows alert (with labels match) and the responder's
-// action for it, from now until Stop.
-func WatchResponse(s *stack.Stack, alert string, match map[string]string, action string) *ResponseWatch {
+// action for it, from now until Stop. The action's decisions for the
+// alerts in alsoBy count as well: isolate's fast path
+// (HerdSynchronizedRelist) usually isolates a storm before
+// HerdRelistStorm fires, whose own decision is then a no-op.
+func WatchResponse(s *stack.Stack, alert string, match map[string]string, action string, alsoBy ...string) *ResponseWatch {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &ResponseWatch{stop: cancel, done: make(chan struct{})}
 	since := time.Now()
@@ -129,7 +132,7 @@ func WatchResponse(s *stack.Stack, alert string, match map[string]string, action
 		t := time.NewTicker(250 * time.Millisecond)
 		defer t.Stop()
 		for {
-			w.poll(ctx, s, alert, match, action, since)
+			w.poll(ctx, s, alert, match, action, alsoBy, since)
 			select {
 			case <-ctx.Done():
 				return
@@ -140,7 +143,7 @@ func WatchResponse(s *stack.Stack, alert string, match map[string]string, action
 	return w
 }
 
-func (w *ResponseWatch) poll(ctx context.Context, s *stack.Stack, alert string, match map[string]string, action string, since time.Time) {
+func (w *ResponseWatch) poll(ctx context.Context, s *stack.Stack, alert string, match map[string]string, action string, alsoBy []string, since time.Time) {
 	a, _ := s.Alert(ctx, alert, match)
 	ds, _ := s.Responder.Decisions(ctx)
 	now := time.Now()
@@ -160,7 +163,7 @@ func (w *ResponseWatch) poll(ctx context.Context, s *stack.Stack, alert string, 
 	}
 	w.r.Failures = w.r.Failures[:0]
 	for _, d := range ds {
-		if d.Action != action || d.Alert != alert || d.Time.Before(since) {
+		if d.Action != action || (d.Alert != alert && !slices.Contains(alsoBy, d.Alert)) || d.Time.Before(since) {
 			continue
 		}
 		if d.Status == "firing" {

@@ -28,7 +28,8 @@ func DemoMixin() map[string]any {
 		"rateWindow":                 "20s",
 		"relistStormFor":             "10s",
 		"syncRelistFor":              "5s",
-		"fastPathEvaluationInterval": "", // the fast path's group at the stack's interval
+		"syncRelistHold":             "20s", // the fast path's isolation ends with the demo's storm, not 10 m after
+		"fastPathEvaluationInterval": "",    // the fast path's group at the stack's interval
 		"staleKubeletFor":            "10s",
 		"ghostNodeClientFor":         "30s",
 		"tooLargeResourceVersionFor": "10s",

@@ -268,7 +268,7 @@ func drillOne(ctx context.Context, o options, name string, ref reference) (*resu
 		return nil, err
 	}
 
-	watch := drill.WatchResponse(s, "HerdRelistStorm", map[string]string{"client": client, "resource": "pods"}, "isolate")
+	watch := drill.WatchResponse(s, "HerdRelistStorm", map[string]string{"client": client, "resource": "pods"}, "isolate", "HerdSynchronizedRelist")
 	defer watch.Stop()
 	r.start = time.Now()
 	wave := func(n int, length time.Duration) error {
