@@ -170,9 +170,11 @@ func (l *Ledger) separateStorage(r uint16) bool {
 // parseResourceVersion reads a resourceVersion parameter as etcd's
 // revision: a decimal number (k8s.io/apiserver@v0.36.3 pkg/storage/
 // api_object_versioner.go ParseResourceVersion). Anything else is not one
-// the ledger can compare.
+// the ledger can compare. Like strconv.ParseUint there, leading zeros are
+// allowed ("0001" is revision 1), so the length is bounded by the event's,
+// and the value by the overflow check below.
 func parseResourceVersion(b []byte) (uint64, bool) {
-	if len(b) == 0 || len(b) > 20 {
+	if len(b) == 0 {
 		return 0, false
 	}
 	var v uint64
