@@ -370,7 +370,7 @@ func (d *demo) summary(r drill.Response, start, removed time.Time, phases []phas
 	fmt.Printf("| | |\n|---|---|\n")
 	fmt.Printf("| storm | %d cilium-agents LISTing %d pods of ~10.8 KB (unfiltered, consistent) in a loop |\n", d.o.clients, d.o.pods)
 	fmt.Printf("| HerdRelistStorm pending / firing | %s / %s |\n", at(r.Pending), at(r.Firing))
-	fmt.Printf("| action | isolate, %s at %s (%.1f s after the alert fired): %s |\n", r.Decision.Result, at(r.Decided), r.Decided.Sub(r.Firing).Seconds(), r.Decision.Reason)
+	fmt.Printf("| action | isolate on %s, %s at %s (%+.1f s from HerdRelistStorm firing): %s |\n", r.Decision.Alert, r.Decision.Result, at(r.Decided), r.Decided.Sub(r.Firing).Seconds(), r.Decision.Reason)
 	fmt.Printf("| alert resolved / isolation removed | %s / %s |\n", at(r.Resolved), at(removed))
 	fmt.Printf("\n| | %s |\n|---|%s\n", joinPhases(phases, func(p phase) string { return fmt.Sprintf("%s (%.0f s)", p.name, p.to.Sub(p.from).Seconds()) }), strings.Repeat("---|", len(phases)))
 	fmt.Printf("| apiserver RSS at end / peak | %s |\n", joinPhases(phases, func(p phase) string {

@@ -176,7 +176,7 @@ func stormTable(w io.Writer, o options, p, u *result) {
 		if !d.Before(r.waves[0].end) {
 			when = fmt.Sprintf("%.1f s after the wave ended", d.Sub(r.waves[0].end).Seconds())
 		}
-		return fmt.Sprintf("%s: %s, %.1f s after the alert fired, %s", r.at(d), r.resp.Decision.Result, d.Sub(r.resp.Firing).Seconds(), when)
+		return fmt.Sprintf("%s: %s on %s, %+.1f s from HerdRelistStorm firing, %s", r.at(d), r.resp.Decision.Result, r.resp.Decision.Alert, d.Sub(r.resp.Firing).Seconds(), when)
 	}, nil)
 	head(fmt.Sprintf("wave 2 (%v, after a pause): herd's isolation in place against default APF", o.wave))
 	stretch(wave(1), true)
