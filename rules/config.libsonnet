@@ -103,13 +103,18 @@
     //   growth      = stampedeListMemoryFactor × list bytes × concurrency (a WatchList stream: at
     //                 most stampedeWatchListBytes instead of list bytes).
     //   peak        = the apiserver's RSS now (the largest process_resident_memory_bytes) + growth.
-    // stampedeListMemoryFactor (k): apiserver memory per byte of a LIST running at once. From SPEC
-    // §8.1 (100 cilium-agents × 21.7 MB LISTs, workload-high: 98 nominal seats / 10 seats a LIST
-    // = 9 at once; +1,261 MiB unprotected) and docs/performance.md's storm drill (unprotected wave
-    // 1: +1,345 MiB; wave 2 settled: +1,266 MiB): k = 1.3 GiB / (21.7 MB × 9) ≈ 7. It folds in the
-    // decoded objects, the encoding buffers, Go's GC headroom and APF borrowing. Recalibrate from
-    // a drill: k = measured RSS growth / (herd:stampede_list_bytes × herd:stampede_concurrency).
-    stampedeListMemoryFactor: 7,
+    // stampedeListMemoryFactor (k): apiserver memory per byte of a LIST running at once,
+    // k = measured RSS growth / (list bytes × concurrency), both as the model computes them. It
+    // folds in the decoded objects, the encoding buffers, Go's GC headroom and APF borrowing, and
+    // it is not one number: measured on kube-apiserver 1.36.3 with 21.5–21.7 MB LISTs at
+    // workload-high it was 6.8 in SPEC §8.1 (+1,261 MiB, 9 at once), 7.2 in the storm drill's
+    // unprotected wave 1 (+1,345 MiB, 9 at once) and 2.5 in the production drill's (+659 MiB,
+    // 13 at once, on a CPU-bound 2-core apiserver where most of the storm waits for CPU before it
+    // holds a response); guarded waves (3 at once) gave 2.0–2.2 (docs/performance.md). k = 4 is
+    // the middle of that range on a log scale: every measurement above lies within 2× of the
+    // forecast (0.55×–1.8×). Recalibrate from a drill of your own apiservers:
+    // k = measured growth / (herd:stampede_list_bytes × herd:stampede_concurrency).
+    stampedeListMemoryFactor: 4,
     // The apiserver's own estimate of a streamed list's memory at once (list_work_estimator.go
     // cacheWithStreamingMaxMemoryUsage): what one WatchList stream holds.
     stampedeWatchListBytes: 1000000,

@@ -74,13 +74,13 @@ func TestWorkedExample(t *testing.T) {
 	near("cilium list bytes", cil.ListBytes, 19_800_000)
 	near("cilium seats", cil.ListSeats, 10)
 	near("cilium concurrency", cil.Concurrency, 9)
-	near("cilium growth", cil.GrowthBytes, 1_247_400_000)
-	near("cilium peak", cil.PeakBytes, 1_728_696_384)
-	near("cilium safe concurrency", cil.SafeConcurrency, 4)
+	near("cilium growth", cil.GrowthBytes, 712_800_000)
+	near("cilium peak", cil.PeakBytes, 1_194_096_384)
+	near("cilium safe concurrency", cil.SafeConcurrency, 8)
 	near("kubelet list bytes", kub.ListBytes, 198_000)
 	near("kubelet seats", kub.ListSeats, 10)
 	near("kubelet concurrency", kub.Concurrency, 7)
-	near("kubelet growth", kub.GrowthBytes, 9_702_000)
+	near("kubelet growth", kub.GrowthBytes, 5_544_000)
 	if !cil.Risk || kub.Risk {
 		t.Errorf("risk: cilium %v, kubelet %v; want cilium's only", cil.Risk, kub.Risk)
 	}
@@ -106,7 +106,7 @@ func TestCheapAndUnsized(t *testing.T) {
 		by[s.Client] = s
 	}
 	// 100 streams over 2 apiservers, 10 seats each: 9 at once, 1 MB each.
-	if a := by["a"]; a.GrowthBytes != 7*9*1e6 || a.Concurrency != 0 {
+	if a := by["a"]; a.GrowthBytes != 4*9*1e6 || a.Concurrency != 0 {
 		t.Errorf("watchlist: %+v", a)
 	}
 	// Exact: ceil(18 MB / 100 kB) = 180 → 100 → ceil(0.15 × 98) = 15 seats; floor(98 / 15) = 6.
