@@ -11,6 +11,11 @@
 // remembers each (fingerprint, status, startsAt) it decided for
 // RememberFor; a delivery of one it is deciding waits for that decision and
 // a delivery of one it decided returns at once, neither decided again.
+// Two answers are not remembered, so that the next delivery decides again:
+// a transient failure, and a firing alert refused by verification (its
+// evidence is not there now, but the alert still fires: a held alert such
+// as HerdSynchronizedRelist keeps firing through a later wave, and only
+// its repeats, re-verified, can see that wave).
 // What a new leader did not see, the actions themselves make idempotent:
 // a node herd already cordoned or a FlowSchema slot already serving the
 // client is a no-op, and writes carry resourceVersion preconditions or are
@@ -40,6 +45,7 @@ import (
 
 	"github.com/herd-k8s/herd/responder/action"
 	"github.com/herd-k8s/herd/responder/alert"
+	"github.com/herd-k8s/herd/responder/guard"
 	"github.com/herd-k8s/herd/responder/policy"
 )
 
@@ -216,7 +222,9 @@ func (d *Dispatcher) Dispatch(ctx context.Context, a alert.Alert) error {
 		e.decision = dec
 		// A failure is not remembered: the next delivery (Alertmanager's
 		// retry of a 503, or its next group_interval or repeat) acts again.
-		if dec.Result == action.Failed {
+		// Nor is a firing alert's verification refusal: the evidence may
+		// come later while the alert fires, and a repeat re-verifies.
+		if forget(a, dec) {
 			d.mu.Lock()
 			if d.remembered[k] == e {
 				// Expire the entry rather than delete it: its key stays in
@@ -230,6 +238,15 @@ func (d *Dispatcher) Dispatch(ctx context.Context, a alert.Alert) error {
 		close(e.done)
 	}()
 	return d.wait(ctx, e, "waiting for the decision")
+}
+
+// forget reports whether decision dec about a must not be remembered: a
+// transient failure, or a firing alert whose evidence Prometheus or the
+// API did not confirm (guard verification). Other refusals (blast radius,
+// budget, cooldown, labels) stand for RememberFor, as answers do.
+func forget(a alert.Alert, dec action.Decision) bool {
+	return dec.Result == action.Failed ||
+		dec.Result == action.Refused && dec.Guard == guard.Verification && a.Firing()
 }
 
 // wait returns e's decision's error once it is made, or a transient error

@@ -16,6 +16,7 @@ import (
 
 	"github.com/herd-k8s/herd/responder/action"
 	"github.com/herd-k8s/herd/responder/alert"
+	"github.com/herd-k8s/herd/responder/guard"
 	"github.com/herd-k8s/herd/responder/policy"
 	"github.com/herd-k8s/herd/test/herdtest"
 )
@@ -353,6 +354,43 @@ func TestTransientFailureIsNotRemembered(t *testing.T) {
 	if f.actions(policy.ActionCordon, action.Failed) != 1 || f.actions(policy.ActionCordon, action.Applied) != 1 || f.duplicates(policy.ActionCordon) != 1 {
 		t.Errorf("failed %g, applied %g, duplicates %g", f.actions(policy.ActionCordon, action.Failed),
 			f.actions(policy.ActionCordon, action.Applied), f.duplicates(policy.ActionCordon))
+	}
+}
+
+// TestVerificationRefusalIsNotRemembered: a firing alert refused because
+// its evidence is absent is decided again at its next delivery (a held
+// HerdSynchronizedRelist whose second wave comes while it fires); any other
+// refusal, and a resolved alert's, are remembered as answers are.
+func TestVerificationRefusalIsNotRemembered(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		status string
+		guard  guard.Guard
+		fires  int32
+	}{
+		{"firing, verification", alert.StatusFiring, guard.Verification, 3},
+		{"firing, blast radius", alert.StatusFiring, guard.MaxUnschedulableFraction, 1},
+		{"resolved, verification", alert.StatusResolved, guard.Verification, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t, nil)
+			decide := func(_ int32, _ alert.Alert) action.Decision {
+				return action.Decision{Result: action.Refused, Guard: c.guard, Reason: "not confirmed"}
+			}
+			f.cordon.decide = decide
+			for range 3 {
+				if err := f.d.Dispatch(context.Background(), stale(c.status, "n1")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := f.cordon.fires.Load() + f.cordon.resolves.Load()
+			if got != c.fires {
+				t.Errorf("decided %d times in 3 deliveries, want %d", got, c.fires)
+			}
+			if d := f.duplicates(policy.ActionCordon); d != float64(3-c.fires) {
+				t.Errorf("duplicates %g, want %d", d, 3-c.fires)
+			}
+		})
 	}
 }
 

@@ -152,16 +152,24 @@ func (s *Stack) rulesSummary() string {
 // AlertmanagerConfig routes every alert to a webhook URL, resolved ones
 // too, with AlertmanagerToken, grouped by groupBy: a new group after wait
 // (the demo's 1s), a change in it after interval (2s), a firing one again
-// every repeat.
-func AlertmanagerConfig(url string, groupBy []string, wait, interval, repeat time.Duration) string {
+// every repeat, and HerdSynchronizedRelist, which its rule holds after the
+// wave, every heldRepeat (docs/install.md's route).
+func AlertmanagerConfig(url string, groupBy []string, wait, interval, repeat, heldRepeat time.Duration) string {
 	by, _ := json.Marshal(groupBy)
+	held := ""
+	if heldRepeat > 0 && heldRepeat != repeat {
+		held = fmt.Sprintf(`  routes:
+    - matchers: ['alertname="HerdSynchronizedRelist"']
+      repeat_interval: %s
+`, model.Duration(heldRepeat))
+	}
 	return fmt.Sprintf(`route:
   receiver: herd
   group_by: %s
   group_wait: %s
   group_interval: %s
   repeat_interval: %s
-receivers:
+%sreceivers:
   - name: herd
     webhook_configs:
       - url: %q
@@ -170,7 +178,7 @@ receivers:
         http_config:
           authorization:
             credentials: %s
-`, by, model.Duration(wait), model.Duration(interval), model.Duration(repeat), url, AlertmanagerToken)
+`, by, model.Duration(wait), model.Duration(interval), model.Duration(repeat), held, url, AlertmanagerToken)
 }
 
 func (s *Stack) startAlertmanager() error {
@@ -185,7 +193,7 @@ func (s *Stack) startAlertmanager() error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("start alertmanager: %w", err)
 	}
-	am, err := promstack.RunAlertmanager(dir, AlertmanagerConfig(receiver, s.opts.AlertGroupBy, s.opts.AlertGroupWait, s.opts.AlertGroupInterval, s.opts.AlertRepeat))
+	am, err := promstack.RunAlertmanager(dir, AlertmanagerConfig(receiver, s.opts.AlertGroupBy, s.opts.AlertGroupWait, s.opts.AlertGroupInterval, s.opts.AlertRepeat, s.opts.HeldAlertRepeat))
 	if err != nil {
 		return err
 	}

@@ -132,6 +132,11 @@ type Options struct {
 	AlertReceiver string
 	// AlertRepeat is Alertmanager's repeat_interval; default 1m.
 	AlertRepeat time.Duration
+	// HeldAlertRepeat is the repeat_interval of the alerts held after their
+	// condition (HerdSynchronizedRelist: docs/install.md's route, 1m, so
+	// that the responder re-verifies a wave that comes while it fires);
+	// default AlertRepeat.
+	HeldAlertRepeat time.Duration
 	// AlertGroupWait and AlertGroupInterval are Alertmanager's group_wait
 	// and group_interval; default 1s and 2s (the demo's).
 	AlertGroupWait, AlertGroupInterval time.Duration
@@ -230,6 +235,9 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	}
 	if opts.AlertRepeat == 0 {
 		opts.AlertRepeat = time.Minute
+	}
+	if opts.HeldAlertRepeat == 0 {
+		opts.HeldAlertRepeat = opts.AlertRepeat
 	}
 	if opts.AlertGroupWait == 0 {
 		opts.AlertGroupWait = time.Second

@@ -144,7 +144,8 @@ func TestResponderWrites(t *testing.T) {
 }
 
 // TestAlertmanagerConfig: the route carries the grouping and intervals asked
-// for (the production drill's group_by ['...'] and 30 s group_wait).
+// for (the production drill's group_by ['...'] and 30 s group_wait), and
+// HerdSynchronizedRelist its own repeat_interval (docs/install.md's).
 func TestAlertmanagerConfig(t *testing.T) {
 	var cfg struct {
 		Route struct {
@@ -152,13 +153,24 @@ func TestAlertmanagerConfig(t *testing.T) {
 			GroupWait      string   `json:"group_wait"`
 			GroupInterval  string   `json:"group_interval"`
 			RepeatInterval string   `json:"repeat_interval"`
+			Routes         []struct {
+				Matchers       []string `json:"matchers"`
+				RepeatInterval string   `json:"repeat_interval"`
+			} `json:"routes"`
 		} `json:"route"`
 	}
-	y := AlertmanagerConfig("http://127.0.0.1:1/alerts", []string{"..."}, 30*time.Second, time.Minute, time.Hour)
+	y := AlertmanagerConfig("http://127.0.0.1:1/alerts", []string{"..."}, 30*time.Second, time.Minute, time.Hour, time.Minute)
 	if err := yaml.Unmarshal([]byte(y), &cfg); err != nil {
 		t.Fatal(err)
 	}
-	if r := cfg.Route; len(r.GroupBy) != 1 || r.GroupBy[0] != "..." || r.GroupWait != "30s" || r.GroupInterval != "1m" || r.RepeatInterval != "1h" {
+	r := cfg.Route
+	if len(r.GroupBy) != 1 || r.GroupBy[0] != "..." || r.GroupWait != "30s" || r.GroupInterval != "1m" || r.RepeatInterval != "1h" {
 		t.Errorf("route %+v\n%s", r, y)
+	}
+	if len(r.Routes) != 1 || len(r.Routes[0].Matchers) != 1 || r.Routes[0].Matchers[0] != `alertname="HerdSynchronizedRelist"` || r.Routes[0].RepeatInterval != "1m" {
+		t.Errorf("held route %+v\n%s", r.Routes, y)
+	}
+	if y := AlertmanagerConfig("http://127.0.0.1:1/alerts", nil, time.Second, time.Second, time.Minute, time.Minute); strings.Contains(y, "routes:") {
+		t.Errorf("a held repeat equal to the repeat needs no route:\n%s", y)
 	}
 }

@@ -42,6 +42,7 @@ const (
 	prodGroupWait     = 30 * time.Second
 	prodGroupInterval = time.Minute // docs/install.md's receiver
 	prodRepeat        = time.Hour
+	prodHeldRepeat    = time.Minute // docs/install.md's HerdSynchronizedRelist route
 )
 
 // The storm's client, as herd classifies it.
@@ -163,7 +164,7 @@ func productionStack(ctx context.Context, o options, nodes int, dryRun, protect 
 		InstallAPF:     true,
 		ShippedRules:   true,
 		ScrapeInterval: prodScrape, ScrapeAPIServer: true, APIServerScrapeInterval: prodScrape,
-		AlertGroupBy: []string{"..."}, AlertGroupWait: prodGroupWait, AlertGroupInterval: prodGroupInterval, AlertRepeat: prodRepeat,
+		AlertGroupBy: []string{"..."}, AlertGroupWait: prodGroupWait, AlertGroupInterval: prodGroupInterval, AlertRepeat: prodRepeat, HeldAlertRepeat: prodHeldRepeat,
 		// The exporter's defaults, but for the trusted proxy that stands in
 		// for the network: every simulated agent connects from loopback and
 		// names its node's address in X-Forwarded-For (stack.LoopbackProxy).

@@ -31,9 +31,9 @@ func reportProduction(w io.Writer, o options, root string, rs map[string]*prodRe
 	}
 	fmt.Fprintf(w, "%d pods of ~10.8 KB (one unfiltered LIST: %s); %d cilium-agents (kube-system/cilium → APF workload-high), each from its own node's address. "+
 		"Settings as shipped: rules/prometheus_{rules,alerts}.yaml (%s), scrape and rule evaluation %v (herd and the apiserver), Alertmanager group_wait %v, "+
-		"group_interval %v; herd's APF objects installed (manifests/apf/herd.yaml); the responder's defaults. apiserver RSS sampled every 250 ms, killed above %.0f GiB; "+
+		"group_interval %v, repeat_interval %v (HerdSynchronizedRelist %v: docs/install.md's route); herd's APF objects installed (manifests/apf/herd.yaml); the responder's defaults. apiserver RSS sampled every 250 ms, killed above %.0f GiB; "+
 		"APF's executing requests every 500 ms. A fresh control plane and stack per run.\n\n",
-		o.pods, list, o.clients, shippedFors(root), prodScrape, prodGroupWait, prodGroupInterval, o.rssCap)
+		o.pods, list, o.clients, shippedFors(root), prodScrape, prodGroupWait, prodGroupInterval, prodRepeat, prodHeldRepeat, o.rssCap)
 
 	p, u := rs["protected"], rs["unprotected"]
 	if p != nil || u != nil {
