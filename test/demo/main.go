@@ -1,13 +1,18 @@
 // Command demo is `make demo`: herd end to end on a real local control
 // plane. It starts etcd and kube-apiserver 1.36 (audit webhook → herd
 // exporter), Prometheus with herd's mixin, Alertmanager routing to herd
-// responder (acting: dryRun false, every guard on) and simulated kubelets
-// and kube-proxies, then runs a relist storm (incident 002 at a smaller
-// scale than `make drill-storm`) and narrates what an operator would see:
+// responder (acting: dryRun false, every guard on) and real kubelets and
+// kube-proxies — kubemark's hollow nodes (test/hollow), each node in its own
+// network namespace at its own address — then runs a relist storm (incident
+// 002 at a smaller scale than `make drill-storm`) by simulated cilium-agents,
+// one per node, and narrates what an operator would see:
 // the relist rate climbing, HerdRelistStorm firing, the responder's
 // decision and its evidence, the apiserver's memory and the scheduler's
 // latency settling, and the storm's end undoing the isolation. It ends with
 // a summary and leaves the stack up until Ctrl-C, or exits with DEMO_EXIT=1.
+// It needs root (network namespaces) and the hollow node binary (`make
+// controlplane`); on success, failure or Ctrl-C it stops every process and
+// removes every namespace it made.
 //
 //	go run ./test/demo [-herd bin/herd]
 package main
@@ -19,6 +24,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -27,7 +33,6 @@ import (
 
 	"github.com/herd-k8s/herd/test/drill"
 	"github.com/herd-k8s/herd/test/herdtest"
-	"github.com/herd-k8s/herd/test/nodesim"
 	"github.com/herd-k8s/herd/test/stack"
 )
 
@@ -50,16 +55,21 @@ func run() int {
 	var o options
 	flag.StringVar(&o.herd, "herd", "", "herd binary (default: go build ./cmd/herd)")
 	flag.IntVar(&o.pods, "pods", 1000, "heavy pods (~10.8 KB each)")
-	flag.IntVar(&o.clients, "clients", 50, "cilium-agents in the storm")
-	flag.IntVar(&o.agents, "nodes", 10, "Nodes with a simulated kubelet and kube-proxy in steady state")
+	flag.IntVar(&o.clients, "clients", 50, "cilium-agents in the storm, one on each of the first nodes")
+	flag.IntVar(&o.agents, "nodes", 50, "hollow nodes: a real kubelet and kube-proxy each (kubemark, v1.36.3), in a network namespace of its own")
 	flag.DurationVar(&o.afterIsolate, "after-isolation", 30*time.Second, "how long the first wave goes on after herd isolates it")
 	flag.DurationVar(&o.wave2, "wave2", 20*time.Second, "how long the second wave lasts")
 	flag.Parse()
+	if o.clients > o.agents || o.clients <= 0 {
+		fmt.Fprintf(os.Stderr, "demo: -clients %d: want 1 to -nodes (%d): a cilium-agent runs on a node\n", o.clients, o.agents)
+		return 2
+	}
 	o.exit = os.Getenv("DEMO_EXIT") == "1"
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	d := &demo{o: o, t0: time.Now()}
 	err := d.run(ctx)
+	d.say("demo took %v", time.Since(d.t0).Round(time.Second))
 	switch {
 	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
 		fmt.Println("\ninterrupted: everything the demo started is stopped.")
@@ -72,9 +82,10 @@ func run() int {
 }
 
 type demo struct {
-	o  options
-	t0 time.Time
-	s  *stack.Stack
+	o     options
+	t0    time.Time
+	s     *stack.Stack
+	fleet *drill.Fleet
 }
 
 // say prints one narrated line with the time since the demo started.
@@ -90,13 +101,32 @@ type stdoutLog struct{}
 
 func (stdoutLog) Write(p []byte) (int, error) { return os.Stdout.Write(p) }
 
+// indentLog indents the hollow nodes' progress lines like the stack's.
+type indentLog struct{}
+
+func (indentLog) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		fmt.Printf("  %s\n", line)
+	}
+	return len(p), nil
+}
+
 func (d *demo) run(ctx context.Context) error {
 	o := d.o
 	fmt.Printf("herd demo: a relist storm (incident 002) on a real kube-apiserver, and herd calming it\n\n")
-	nodes := max(o.clients, o.agents)
 	defer herdtest.RemoveHerdBinary() // built when -herd is not given
+	// The nodes' network first: the control plane listens on its gateway.
+	// Closed last, after the agents and the stack have stopped (defers run
+	// in reverse; Close is idempotent).
+	fleet, err := drill.NewFleet(o.agents)
+	if err != nil {
+		return err
+	}
+	d.fleet = fleet
+	defer d.closeFleet()
 	d.say("starting etcd, kube-apiserver, herd exporter, herd responder, Prometheus and Alertmanager")
-	s, err := stack.Start(ctx, stack.Options{Nodes: nodes, HerdBin: o.herd, DryRun: false, IsolateHoldDown: 15 * time.Second, Log: stdoutLog{}})
+	s, err := stack.Start(ctx, stack.Options{AgentNodes: fleet.Names(), ControlPlane: fleet.ControlPlane,
+		HerdBin: o.herd, DryRun: false, IsolateHoldDown: 15 * time.Second, Log: stdoutLog{}})
 	if err != nil {
 		return err
 	}
@@ -105,27 +135,29 @@ func (d *demo) run(ctx context.Context) error {
 	d.say("the stack is up:")
 	d.urls()
 
-	names := make([]string, nodes)
-	for i := range names {
-		names[i] = stack.NodeName(i + 1)
-	}
-	d.say("creating %d heavy pods (~10.8 KB each: finished batch-job pods nobody deleted)", o.pods)
-	if err := drill.CreateHeavyPods(ctx, s.Admin, o.pods, names, drill.HeavyPodFiller, 8); err != nil {
+	// Bound to the nodes and finished before their kubelets start: a real
+	// kubelet leaves a finished pod alone.
+	d.say("creating %d heavy pods (~10.8 KB each: finished batch-job pods nobody deleted), %d on each node", o.pods, o.pods/o.agents)
+	if err := drill.CreateHeavyPods(ctx, s.Admin, o.pods, fleet.Names(), drill.FinishedHeavyPodFiller, 8); err != nil {
 		return err
 	}
-	stopAgents, err := d.startAgents(ctx)
-	if err != nil {
+	if err := drill.FinishHeavyPods(ctx, s.Admin, o.pods, 8); err != nil {
 		return err
 	}
-	defer stopAgents()
-	d.say("%d kubelets and %d kube-proxies run in steady state (client-go reflectors: one WatchList relist, then watches)", o.agents, o.agents)
+	d.say("starting %d hollow nodes: the real kubelet and kube-proxy of %s (kubemark's hollow node: a fake container runtime and proxier), each node in a network namespace of its own", o.agents, "v1.36.3")
+	nodesUp := time.Now()
+	if err := fleet.Start(ctx, s, filepath.Join(s.Dir, "nodes"), indentLog{}); err != nil {
+		return err
+	}
+	defer d.closeFleet() // the agents stop before the stack
+	d.say("%d nodes Ready in %.0f s, %s to %s; each kubelet and kube-proxy relisted by WatchList, then watches, renews its Lease every 10 s", o.agents, time.Since(nodesUp).Seconds(), fleet.Addrs()[0], fleet.Addrs()[len(fleet.Addrs())-1])
 
 	sched, err := drill.SchedulerClient(s, 30*time.Second)
 	if err != nil {
 		return err
 	}
 	defer sched.Close()
-	storm, err := drill.CiliumClients(s, o.clients, time.Minute)
+	storm, err := drill.CiliumClientsAt(s, fleet.Addrs()[:o.clients], time.Minute)
 	if err != nil {
 		return err
 	}
@@ -262,29 +294,12 @@ func (d *demo) run(ctx context.Context) error {
 	return nil
 }
 
-// startAgents runs a kubelet and a kube-proxy per Node in steady state.
-func (d *demo) startAgents(ctx context.Context) (func(), error) {
-	var agents []*nodesim.Agent
-	stop := func() {
-		for _, a := range agents {
-			a.Stop()
-		}
+// closeFleet stops the hollow nodes and removes their namespaces; a
+// failure to is said (CI fails on leftovers).
+func (d *demo) closeFleet() {
+	if err := d.fleet.Close(); err != nil {
+		fmt.Fprintf(os.Stderr, "demo: removing the hollow nodes' network: %v\n", err)
 	}
-	for i := 1; i <= d.o.agents; i++ {
-		k, err := nodesim.StartKubelet(ctx, d.s.CP, stack.NodeName(i), nodesim.AgentOptions{})
-		if err != nil {
-			stop()
-			return nil, err
-		}
-		agents = append(agents, k)
-		p, err := nodesim.StartKubeProxy(ctx, d.s.CP, nodesim.AgentOptions{Options: nodesim.Options{SourceIP: stack.NodeIP(i)}})
-		if err != nil {
-			stop()
-			return nil, err
-		}
-		agents = append(agents, p)
-	}
-	return stop, nil
 }
 
 func (d *demo) urls() {
@@ -368,7 +383,15 @@ func (d *demo) summary(r drill.Response, start, removed time.Time, phases []phas
 	}
 	fmt.Printf("\nSummary (times from the storm's start)\n\n")
 	fmt.Printf("| | |\n|---|---|\n")
-	fmt.Printf("| storm | %d cilium-agents LISTing %d pods of ~10.8 KB (unfiltered, consistent) in a loop |\n", d.o.clients, d.o.pods)
+	fmt.Printf("| nodes | %d hollow nodes: the real kubelet and kube-proxy of v1.36.3, each node in a network namespace of its own |\n", d.o.agents)
+	listSize := "?"
+	for _, o := range storm {
+		if o.OK() {
+			listSize = fmt.Sprintf("%.1f MB", float64(o.Bytes)/1e6)
+			break
+		}
+	}
+	fmt.Printf("| storm | %d simulated cilium-agents, one per node, LISTing %d pods of ~10.8 KB (unfiltered, consistent, %s each) in a loop |\n", d.o.clients, d.o.pods, listSize)
 	fmt.Printf("| HerdRelistStorm pending / firing | %s / %s |\n", at(r.Pending), at(r.Firing))
 	fmt.Printf("| action | isolate on %s, %s at %s (%+.1f s from HerdRelistStorm firing): %s |\n", r.Decision.Alert, r.Decision.Result, at(r.Decided), r.Decided.Sub(r.Firing).Seconds(), r.Decision.Reason)
 	fmt.Printf("| alert resolved / isolation removed | %s / %s |\n", at(r.Resolved), at(removed))

@@ -24,7 +24,9 @@ func PodName(i int) string { return fmt.Sprintf("batch-job-%05d", i) }
 // environment that workflow engines stamp on them. With filler bytes of
 // annotation it serialises to about filler + 4.3 KB of JSON, managedFields
 // included; HeavyPodFiller gives the SPEC's ~10.8 KB. It is bound to node
-// so that node's kubelet lists it; no kubelet runs, so it stays Pending.
+// so that node's kubelet lists it; where no kubelet runs it stays Pending,
+// and where a real one does (the demo's hollow nodes) FinishHeavyPods first
+// marks it finished.
 func HeavyPod(i int, node string, filler int) *corev1.Pod {
 	labels := map[string]string{
 		"app.kubernetes.io/name": "nightly-etl", "app.kubernetes.io/component": "worker",
@@ -55,6 +57,11 @@ func HeavyPod(i int, node string, filler int) *corev1.Pod {
 // HeavyPodFiller is the annotation size that makes HeavyPod about 10.8 KB
 // of JSON as a LIST returns it (SPEC §8.1: 2,000 of them are 21.7 MB).
 const HeavyPodFiller = 6570
+
+// FinishedHeavyPodFiller keeps a heavy pod at ~10.8 KB once FinishHeavyPods
+// has written its status: the status and its managedFields entry add
+// ~1.6 KB (measured: the demo prints its storm's LIST size).
+const FinishedHeavyPodFiller = HeavyPodFiller - 1600
 
 // fillerText is n bytes of a workflow template that differs per pod.
 func fillerText(i, n int) string {

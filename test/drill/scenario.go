@@ -46,9 +46,19 @@ func SchedulerURI() string { return "/api/v1/namespaces/" + Namespace + "/pods/"
 // APF's kube-system-service-accounts schema, level workload-high), agent i
 // on stack Node i+1's address so herd attributes each to its node.
 func CiliumClients(s *stack.Stack, n int, timeout time.Duration) ([]*Client, error) {
-	out := make([]*Client, 0, n)
-	for i := range n {
-		c, err := NewClient(s.CP.Config(controlplane.Cilium), nodesim.CiliumAgentUserAgent, stack.NodeIP(i+1), timeout)
+	addrs := make([]string, n)
+	for i := range addrs {
+		addrs[i] = stack.NodeIP(i + 1)
+	}
+	return CiliumClientsAt(s, addrs, timeout)
+}
+
+// CiliumClientsAt are cilium-agents on the nodes at addrs, one each (a
+// DaemonSet's pod in the node's host network): as CiliumClients.
+func CiliumClientsAt(s *stack.Stack, addrs []string, timeout time.Duration) ([]*Client, error) {
+	out := make([]*Client, 0, len(addrs))
+	for i, addr := range addrs {
+		c, err := NewClient(s.CP.Config(controlplane.Cilium), nodesim.CiliumAgentUserAgent, addr, timeout)
 		if err != nil {
 			CloseAll(out)
 			return nil, fmt.Errorf("cilium-agent %d: %w", i, err)
@@ -122,7 +132,8 @@ type ResponseWatch struct {
 // action for it, from now until Stop. The action's decisions for the
 // alerts in alsoBy count as well: isolate's fast path
 // (HerdSynchronizedRelist) usually isolates a storm before
-// HerdRelistStorm fires, whose own decision is then a no-op.
+// HerdRelistStorm fires, whose own decision is then a no-op. A decision
+// counts only if its alert's labels agree with match.
 func WatchResponse(s *stack.Stack, alert string, match map[string]string, action string, alsoBy ...string) *ResponseWatch {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &ResponseWatch{stop: cancel, done: make(chan struct{})}
@@ -163,7 +174,7 @@ func (w *ResponseWatch) poll(ctx context.Context, s *stack.Stack, alert string, 
 	}
 	w.r.Failures = w.r.Failures[:0]
 	for _, d := range ds {
-		if d.Action != action || (d.Alert != alert && !slices.Contains(alsoBy, d.Alert)) || d.Time.Before(since) {
+		if d.Action != action || (d.Alert != alert && !slices.Contains(alsoBy, d.Alert)) || d.Time.Before(since) || !labelsAgree(d.Labels, match) {
 			continue
 		}
 		if d.Status == "firing" {
@@ -179,6 +190,18 @@ func (w *ResponseWatch) poll(ctx context.Context, s *stack.Stack, alert string, 
 			w.r.Resolved, w.r.ResolveDecision = doneAt(d), d
 		}
 	}
+}
+
+// labelsAgree reports whether a decision's alert labels contradict none of
+// match: a decision about another client (the hollow kubelets' start-up, a
+// synchronized relist too) is not the storm's.
+func labelsAgree(labels, match map[string]string) bool {
+	for k, v := range match {
+		if got, ok := labels[k]; ok && got != v {
+			return false
+		}
+	}
+	return true
 }
 
 // doneAt is when a decision finished: its time is when it started.

@@ -5,8 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -46,7 +50,7 @@ type ExporterOptions struct {
 	// (Options.AuditLog): the duplicates are dropped by auditID.
 	FollowAuditLog bool
 	// Config is the binary's whole --config YAML; default: the window and
-	// LoopbackProxy as the trusted proxy.
+	// HostProxies as the trusted proxies.
 	Config string
 	// Args are more flags for the binary (--log.level=warn).
 	Args []string
@@ -64,6 +68,31 @@ type ExporterOptions struct {
 // (A client's own X-Forwarded-For from anywhere else is still not believed:
 // that is tested in exporter/accounting and exporter/ingest.)
 const LoopbackProxy = "127.0.0.1/32"
+
+// HostProxies are the trusted proxies of an exporter whose apiserver
+// listens on address (controlplane.Options.Address; "" is loopback): the
+// address the simulated clients on this host call it from. With the
+// control plane on a hollow Network's gateway (test/hollow), the host's
+// clients reach it from the gateway, and the gateway plays the proxy; the
+// hollow nodes call from their own namespaces' addresses and name no one
+// else. Loopback stays trusted either way.
+func HostProxies(address string) []string {
+	out := []string{LoopbackProxy}
+	if a, err := netip.ParseAddr(address); err == nil && !a.IsLoopback() {
+		out = append(out, netip.PrefixFrom(a, a.BitLen()).String())
+	}
+	return out
+}
+
+// HostProxies are the stack's exporter's trusted proxies (HostProxies of
+// its control plane's address).
+func (s *Stack) HostProxies() []string {
+	u, err := url.Parse(s.CP.URL)
+	if err != nil {
+		return []string{LoopbackProxy}
+	}
+	return HostProxies(u.Hostname())
+}
 
 func (o *ExporterOptions) defaults() {
 	if o.Window == 0 {
@@ -89,7 +118,7 @@ func (s *Stack) startExporter(ctx context.Context) error {
 	if o.InProcess {
 		cfg := config.Default()
 		cfg.Accounting.Window = model.Duration(o.Window)
-		cfg.Accounting.TrustedProxies = []string{LoopbackProxy}
+		cfg.Accounting.TrustedProxies = s.HostProxies()
 		s.exporterLog = &herdtest.LogBuffer{}
 		e, err := RunExporter(exporter.Options{
 			Config:        cfg,
@@ -127,7 +156,7 @@ func (s *Stack) startExporter(ctx context.Context) error {
 	}
 	cfgYAML := o.Config
 	if cfgYAML == "" {
-		cfgYAML = fmt.Sprintf("accounting: {window: %s, trustedProxies: [%q]}\n", model.Duration(o.Window), LoopbackProxy)
+		cfgYAML = fmt.Sprintf("accounting: {window: %s, trustedProxies: [%s]}\n", model.Duration(o.Window), QuotedList(s.HostProxies()))
 	}
 	cfg := filepath.Join(s.Dir, "exporter.yaml")
 	if err := os.WriteFile(cfg, []byte(cfgYAML), 0o644); err != nil {
@@ -238,4 +267,13 @@ func (e *InProcessExporter) Stop() error {
 		e.done = nil
 	}
 	return e.err
+}
+
+// QuotedList is a YAML flow sequence's items: "a", "b".
+func QuotedList(items []string) string {
+	q := make([]string, len(items))
+	for i, s := range items {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, ", ")
 }
