@@ -58,10 +58,12 @@ func HeavyPod(i int, node string, filler int) *corev1.Pod {
 // of JSON as a LIST returns it (SPEC §8.1: 2,000 of them are 21.7 MB).
 const HeavyPodFiller = 6570
 
-// FinishedHeavyPodFiller keeps a heavy pod at ~10.8 KB once FinishHeavyPods
-// has written its status: the status and its managedFields entry add
-// ~1.6 KB (measured: the demo prints its storm's LIST size).
-const FinishedHeavyPodFiller = HeavyPodFiller - 1600
+// FinishedHeavyPodFiller keeps a heavy pod bound to a real kubelet at
+// ~10.8 KB once FinishHeavyPods has written its status (+1,810 bytes with
+// its managedFields entry) and the kubelet its own (+765 bytes: hostIP,
+// observedGeneration, the container's ready, and the kubelet's
+// managedFields entry), as measured on v1.36.3's hollow kubelet.
+const FinishedHeavyPodFiller = HeavyPodFiller - 1810 - 765
 
 // fillerText is n bytes of a workflow template that differs per pod.
 func fillerText(i, n int) string {

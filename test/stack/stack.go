@@ -396,6 +396,9 @@ func (s *Stack) startControlPlane(ctx context.Context, step func(string, ...any)
 			return err
 		}
 	}
+	if opts.Nodes == 0 {
+		return nil // AgentNodes only: their kubelets register them
+	}
 	step("creating %d Nodes", opts.Nodes)
 	nodes := make([]*corev1.Node, opts.Nodes)
 	for i := range nodes {

@@ -38,6 +38,7 @@ import (
 
 type options struct {
 	pods, clients, kubelets int
+	hollow                  int
 	wave, gap, isolateWait  time.Duration
 	kubeletStorm            time.Duration
 	kubeletPause            time.Duration
@@ -65,6 +66,7 @@ func run() int {
 	flag.IntVar(&o.pods, "pods", 2000, "heavy pods (~10.8 KB each) in the apiserver")
 	flag.IntVar(&o.clients, "clients", 100, "concurrent cilium-agents in the storm")
 	flag.IntVar(&o.kubelets, "kubelets", 300, "kubelets in the kubelet variant (also the number of Nodes)")
+	flag.IntVar(&o.hollow, "hollow", 20, "hollow nodes (the real kubelet and kube-proxy of v1.36.3, each node in its own network namespace; needs root) among the Nodes of the cilium-agent runs, the first cilium-agents on them; 0: Nodes without agents. The kubelet runs have none (their kubelets are simulated)")
 	flag.DurationVar(&o.wave, "wave", time.Minute, "how long each of the two storm waves lasts")
 	flag.DurationVar(&o.gap, "gap", 30*time.Second, "the pause between the waves (the protected run also waits, at most -isolate-wait, for herd's isolation to be applied)")
 	flag.DurationVar(&o.isolateWait, "isolate-wait", time.Minute, "how long after wave 1 the protected run waits for herd's isolation before wave 2")
@@ -198,6 +200,8 @@ type result struct {
 	resp      drill.Response
 	recovered time.Time
 	crashed   []string
+	// nodes describes the run's Nodes (runNodes.describe).
+	nodes string
 }
 
 func drillOne(ctx context.Context, o options, name string, ref reference) (*result, error) {
@@ -211,12 +215,23 @@ func drillOne(ctx context.Context, o options, name string, ref reference) (*resu
 	}
 	logf("%s run: load average %s; starting a fresh stack", name, r.load)
 	nodes := max(o.clients, o.kubelets)
-	s, err := stack.Start(ctx, stack.Options{
-		Nodes: nodes, HerdBin: o.herd, DryRun: name != "protected", KeepDir: o.keep, Measurement: o.measurement,
+	hollow := o.hollow
+	if name == "kubelet" {
+		hollow = 0
+	}
+	rn, err := newRunNodes(nodes, hollow)
+	if err != nil {
+		return nil, err
+	}
+	defer rn.close() // last: the network outlives the stack
+	opts := stack.Options{
+		HerdBin: o.herd, DryRun: name != "protected", KeepDir: o.keep, Measurement: o.measurement,
 		// Kept through the pause: wave 2 meets the isolation wave 1 caused.
 		IsolateHoldDown: 10 * time.Minute,
 		Log:             logWriter{},
-	})
+	}
+	rn.stackOptions(&opts)
+	s, err := stack.Start(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -224,14 +239,11 @@ func drillOne(ctx context.Context, o options, name string, ref reference) (*resu
 	if o.keep {
 		logf("%s run: files in %s", name, s.Dir)
 	}
-	names := make([]string, nodes)
-	for i := range names {
-		names[i] = stack.NodeName(i + 1)
-	}
-	logf("%s run: creating %d heavy pods", name, o.pods)
-	if err := drill.CreateHeavyPods(ctx, s.Admin, o.pods, names, drill.HeavyPodFiller, 8); err != nil {
+	if err := rn.start(ctx, s, name, o.pods); err != nil {
 		return nil, err
 	}
+	defer rn.close() // the agents stop before the stack
+	r.nodes = rn.describe()
 
 	var storm []*drill.Client
 	uri := func(int) string { return drill.StormURI }
@@ -242,7 +254,7 @@ func drillOne(ctx context.Context, o options, name string, ref reference) (*resu
 		uri = func(i int) string { return drill.KubeletPodsURI(stack.NodeName(i + 1)) }
 		pause, client = o.kubeletPause, "kubelet"
 	} else {
-		storm, err = drill.CiliumClients(s, o.clients, time.Minute)
+		storm, err = rn.ciliums(s, o.clients)
 	}
 	if err != nil {
 		return nil, err
@@ -327,7 +339,7 @@ func drillOne(ctx context.Context, o options, name string, ref reference) (*resu
 	case name == "unprotected" && ref.isolated > 0:
 		r.isolated = r.start.Add(ref.isolated)
 	}
-	r.crashed = s.Crashed()
+	r.crashed = append(s.Crashed(), rn.crashed()...)
 	logf("%s run: done", name)
 	return r, nil
 }

@@ -69,6 +69,7 @@ type prodResult struct {
 	decisions []stack.Decision
 	writes    []stack.AuditWrite
 	dryRun    bool
+	runNodes  *runNodes
 }
 
 // forecast is herd's forecast for the storm's client just before wave 1.
@@ -152,34 +153,38 @@ func productionResponderConfig(promURL string, dryRun, protect bool) string {
 	return cfg + string(b)
 }
 
-// productionStack is a fresh stack with the shipped settings.
-func productionStack(ctx context.Context, o options, nodes int, dryRun, protect bool) (*stack.Stack, error) {
+// productionStack is a fresh stack with the shipped settings, for rn's
+// Nodes.
+func productionStack(ctx context.Context, o options, rn *runNodes, dryRun, protect bool) (*stack.Stack, error) {
 	audit, err := stack.ResponderWritesAuditPolicy()
 	if err != nil {
 		return nil, err
 	}
-	return stack.Start(ctx, stack.Options{
-		Nodes: nodes, HerdBin: o.herd, KeepDir: o.keep, Log: logWriter{},
+	opts := stack.Options{
+		HerdBin: o.herd, KeepDir: o.keep, Log: logWriter{},
 		AuditPolicy: audit, AuditLog: true,
 		InstallAPF:     true,
 		ShippedRules:   true,
 		ScrapeInterval: prodScrape, ScrapeAPIServer: true, APIServerScrapeInterval: prodScrape,
 		AlertGroupBy: []string{"..."}, AlertGroupWait: prodGroupWait, AlertGroupInterval: prodGroupInterval, AlertRepeat: prodRepeat, HeldAlertRepeat: prodHeldRepeat,
 		// The exporter's defaults, but for the trusted proxy that stands in
-		// for the network: every simulated agent connects from loopback and
-		// names its node's address in X-Forwarded-For (stack.LoopbackProxy).
-		// Without it the 100 agents are one instance, and the forecast sees
-		// one LIST where a hundred would come.
-		Exporter:        stack.ExporterOptions{Config: fmt.Sprintf("accounting: {trustedProxies: [%q]}\n", stack.LoopbackProxy), GhostGrace: 5 * time.Minute},
+		// for the network: every simulated agent connects from this host
+		// (loopback, or the hollow nodes' gateway) and names its node's
+		// address in X-Forwarded-For (stack.HostProxies). Without it the 100
+		// agents are one instance, and the forecast sees one LIST where a
+		// hundred would come.
+		Exporter:        stack.ExporterOptions{Config: fmt.Sprintf("accounting: {trustedProxies: [%s]}\n", stack.QuotedList(rn.trustedProxies())), GhostGrace: 5 * time.Minute},
 		ResponderConfig: func(u string) string { return productionResponderConfig(u, dryRun, protect) },
 		Measurement:     o.measurement,
-	})
+	}
+	rn.stackOptions(&opts)
+	return stack.Start(ctx, opts)
 }
 
 // stampedeRun is the protected or unprotected run.
 func stampedeRun(ctx context.Context, o options, name string, ref prodRef) (*prodResult, error) {
 	r := &prodResult{result: result{name: name}, dryRun: name == "unprotected"}
-	x, err := r.setup(ctx, o, o.clients, true, ciliums(o))
+	x, err := r.setup(ctx, o, o.clients, o.hollow, true, ciliums(o))
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +279,7 @@ func stampedeRun(ctx context.Context, o options, name string, ref prodRef) (*pro
 // the fast path isolates it.
 func unforecastRun(ctx context.Context, o options) (*prodResult, error) {
 	r := &prodResult{result: result{name: "unforecast"}}
-	x, err := r.setup(ctx, o, o.clients, false, ciliums(o))
+	x, err := r.setup(ctx, o, o.clients, o.hollow, false, ciliums(o))
 	if err != nil {
 		return nil, err
 	}
@@ -305,7 +310,7 @@ func unforecastRun(ctx context.Context, o options) (*prodResult, error) {
 // by an acting responder.
 func kubeletRun(ctx context.Context, o options) (*prodResult, error) {
 	r := &prodResult{result: result{name: "kubelet"}}
-	x, err := r.setup(ctx, o, o.kubelets, true, func(s *stack.Stack) ([]*drill.Client, error) {
+	x, err := r.setup(ctx, o, o.kubelets, 0, true, func(s *stack.Stack, _ *runNodes) ([]*drill.Client, error) {
 		return drill.KubeletClients(s, o.kubelets, time.Minute)
 	})
 	if err != nil {
@@ -340,9 +345,9 @@ func kubeletRun(ctx context.Context, o options) (*prodResult, error) {
 }
 
 // begin waits for a quiet machine and starts a fresh stack with the
-// production settings: nodes Nodes, the responder dry when r.dryRun, with
+// production settings for rn's Nodes, the responder dry when r.dryRun, with
 // protect or without.
-func (r *prodResult) begin(ctx context.Context, o options, nodes int, protect bool) (*stack.Stack, error) {
+func (r *prodResult) begin(ctx context.Context, o options, rn *runNodes, protect bool) (*stack.Stack, error) {
 	r.load, r.quiet = stack.WaitForQuiet(ctx, o.maxLoad, o.loadWait, func(s string) { logf("%s", s) })
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
@@ -351,33 +356,35 @@ func (r *prodResult) begin(ctx context.Context, o options, nodes int, protect bo
 		logf("%s run: load average %s is still above %.1f after %v; running anyway (the figures say so)", r.name, r.load, o.maxLoad, o.loadWait)
 	}
 	logf("%s run: load average %s; starting a fresh stack with production settings", r.name, r.load)
-	s, err := productionStack(ctx, o, nodes, r.dryRun, protect)
+	s, err := productionStack(ctx, o, rn, r.dryRun, protect)
 	if err == nil && o.keep {
 		logf("%s run: files in %s", r.name, s.Dir)
 	}
 	return s, err
 }
 
-// prodRun is a run's stack, its clients and their recorders.
+// prodRun is a run's stack, its Nodes, its clients and their recorders.
 type prodRun struct {
 	s                  *stack.Stack
+	nodes              *runNodes
 	storm              []*drill.Client
 	sched              *drill.Client
 	schedRec, stormRec drill.Recorder
 	stopSched          func()
 }
 
-// ciliums are the storm's agents.
-func ciliums(o options) func(*stack.Stack) ([]*drill.Client, error) {
-	return func(s *stack.Stack) ([]*drill.Client, error) { return drill.CiliumClients(s, o.clients, time.Minute) }
+// ciliums are the storm's agents, one on each of the first Nodes.
+func ciliums(o options) func(*stack.Stack, *runNodes) ([]*drill.Client, error) {
+	return func(s *stack.Stack, rn *runNodes) ([]*drill.Client, error) { return rn.ciliums(s, o.clients) }
 }
 
-// setup starts a run: a fresh stack (begin), the heavy pods on nodes
-// Nodes, the storm's clients and kube-scheduler's; after the apiserver
-// settled, the memory and APF samplers and the scheduler's reads.
-func (r *prodResult) setup(ctx context.Context, o options, nodes int, protect bool, clients func(*stack.Stack) ([]*drill.Client, error)) (x *prodRun, err error) {
+// setup starts a run: nodes Nodes, the first hollow of them hollow nodes
+// (runNodes), a fresh stack (begin), the heavy pods on the Nodes, the
+// storm's clients and kube-scheduler's; after the apiserver settled, the
+// memory and APF samplers and the scheduler's reads.
+func (r *prodResult) setup(ctx context.Context, o options, nodes, hollow int, protect bool, clients func(*stack.Stack, *runNodes) ([]*drill.Client, error)) (x *prodRun, err error) {
 	x = &prodRun{stopSched: func() {}}
-	if x.s, err = r.begin(ctx, o, nodes, protect); err != nil {
+	if x.nodes, err = newRunNodes(nodes, hollow); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -385,15 +392,14 @@ func (r *prodResult) setup(ctx context.Context, o options, nodes int, protect bo
 			x.close()
 		}
 	}()
-	names := make([]string, nodes)
-	for i := range names {
-		names[i] = stack.NodeName(i + 1)
-	}
-	logf("%s run: creating %d heavy pods", r.name, o.pods)
-	if err := drill.CreateHeavyPods(ctx, x.s.Admin, o.pods, names, drill.HeavyPodFiller, 8); err != nil {
+	if x.s, err = r.begin(ctx, o, x.nodes, protect); err != nil {
 		return nil, err
 	}
-	if x.storm, err = clients(x.s); err != nil {
+	if err := x.nodes.start(ctx, x.s, r.name, o.pods); err != nil {
+		return nil, err
+	}
+	r.nodes, r.runNodes = x.nodes.describe(), x.nodes
+	if x.storm, err = clients(x.s, x.nodes); err != nil {
 		return nil, err
 	}
 	if x.sched, err = drill.SchedulerClient(x.s, 30*time.Second); err != nil {
@@ -408,14 +414,20 @@ func (r *prodResult) setup(ctx context.Context, o options, nodes int, protect bo
 	return x, nil
 }
 
-// close stops the scheduler and the clients, then the stack.
+// close stops the scheduler and the clients, then the hollow nodes and
+// their network, then the stack.
 func (x *prodRun) close() {
 	x.stopSched()
 	drill.CloseAll(x.storm)
 	if x.sched != nil {
 		x.sched.Close()
 	}
-	x.s.Close()
+	if x.nodes != nil {
+		x.nodes.close()
+	}
+	if x.s != nil {
+		x.s.Close()
+	}
 }
 
 // finish keeps measuring for tail after the storm (whether the apiserver
@@ -440,7 +452,7 @@ func (r *prodResult) finish(ctx context.Context, s *stack.Stack, tail time.Durat
 	if r.writes, err = stack.WritesBy(s.AuditLogPath, stack.ResponderUser); err != nil {
 		logf("%s run: %v", r.name, err)
 	}
-	r.crashed = s.Crashed()
+	r.crashed = append(s.Crashed(), r.runNodes.crashed()...)
 	return nil
 }
 

@@ -17,7 +17,13 @@ import (
 func report(w io.Writer, o options, rs map[string]*result) {
 	mix := stack.DemoMixin()
 	fmt.Fprintf(w, "\n## herd storm drill, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	fmt.Fprintf(w, "kube-apiserver %s + etcd on loopback; machine: %s.\n", controlplane.Version, machine())
+	fmt.Fprintf(w, "kube-apiserver %s + etcd; machine: %s.\n", controlplane.Version, machine())
+	fmt.Fprintln(w, runNodesLine(o.runs, func(name string) string {
+		if r := rs[name]; r != nil {
+			return r.nodes
+		}
+		return ""
+	}))
 	list := "?"
 	for _, r := range rs {
 		if r.listBytes > 0 && r.name != "kubelet" {
