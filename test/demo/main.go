@@ -26,10 +26,13 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/herd-k8s/herd/test/drill"
 	"github.com/herd-k8s/herd/test/herdtest"
@@ -164,6 +167,8 @@ func (d *demo) run(ctx context.Context) error {
 	defer drill.CloseAll(storm)
 	mem := s.WatchAPIServer(250*time.Millisecond, 6<<30)
 	defer mem.Stop()
+	leases := watchLeases(ctx, s.Admin, 2*time.Second)
+	defer leases.stop()
 	var schedRec, stormRec drill.Recorder
 	stopSched := drill.Scheduler(ctx, sched, &schedRec)
 	defer stopSched()
@@ -278,9 +283,13 @@ func (d *demo) run(ctx context.Context) error {
 	phases[len(phases)-1].to = time.Now()
 	stopSched()
 	mem.Stop()
+	leases.stop()
 	watch.Stop()
 
-	d.summary(watch.Snapshot(), start, removed, phases, mem, schedRec.Outcomes(), stormRec.Outcomes())
+	if err := fleet.Crashed(); err != nil {
+		return err
+	}
+	d.summary(watch.Snapshot(), start, removed, phases, mem, leases, schedRec.Outcomes(), stormRec.Outcomes())
 	if o.exit {
 		d.say("DEMO_EXIT=1: stopping everything")
 		return nil
@@ -374,7 +383,7 @@ type phase struct {
 	from, to time.Time
 }
 
-func (d *demo) summary(r drill.Response, start, removed time.Time, phases []phase, mem *stack.MemWatch, sched, storm []drill.Outcome) {
+func (d *demo) summary(r drill.Response, start, removed time.Time, phases []phase, mem *stack.MemWatch, leases *leaseWatch, sched, storm []drill.Outcome) {
 	at := func(t time.Time) string {
 		if t.IsZero() {
 			return "never"
@@ -406,6 +415,13 @@ func (d *demo) summary(r drill.Response, start, removed time.Time, phases []phas
 	fmt.Printf("| kube-scheduler GETs not 2xx | %s |\n", joinPhases(phases, func(p phase) string {
 		s := drill.Summarize(sched, p.from, p.to)
 		return fmt.Sprintf("%d of %d", s.Failed, s.Requests)
+	}))
+	fmt.Printf("| kubelets: Node Leases renewed, oldest (renewed every 10 s, expire after 40 s) | %s |\n", joinPhases(phases, func(p phase) string {
+		oldest, n, ok := leases.oldest(p.from, p.to)
+		if !ok {
+			return "?"
+		}
+		return fmt.Sprintf("%d of %d, %.0f s ago", n, d.o.agents, oldest.Seconds())
 	}))
 	fmt.Printf("| storm LISTs served | %s |\n", joinPhases(phases, func(p phase) string {
 		s := drill.Summarize(storm, p.from, p.to)
@@ -457,4 +473,63 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-time.After(d):
 		return nil
 	}
+}
+
+// leaseWatch samples the node Leases: how many there are and how long ago
+// the least recently renewed one was renewed. A real kubelet renews its
+// Lease every 10 s in the system-nodes priority level; a storm in
+// workload-high should not delay it.
+type leaseWatch struct {
+	stop func()
+
+	mu      sync.Mutex
+	samples []leaseSample
+}
+
+type leaseSample struct {
+	at     time.Time
+	oldest time.Duration
+	n      int
+}
+
+func watchLeases(ctx context.Context, c kubernetes.Interface, every time.Duration) *leaseWatch {
+	w := &leaseWatch{}
+	w.stop = herdtest.Background(ctx, func(ctx context.Context) {
+		herdtest.Every(ctx, every, func() {
+			l, err := c.CoordinationV1().Leases(corev1.NamespaceNodeLease).List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return
+			}
+			now := time.Now()
+			sm := leaseSample{at: now, n: len(l.Items)}
+			for _, le := range l.Items {
+				if le.Spec.RenewTime != nil {
+					sm.oldest = max(sm.oldest, now.Sub(le.Spec.RenewTime.Time))
+				}
+			}
+			w.mu.Lock()
+			w.samples = append(w.samples, sm)
+			w.mu.Unlock()
+		})
+	})
+	return w
+}
+
+// oldest is the oldest renewal seen in [from, to) and the fewest Leases
+// then; ok is false without a sample.
+func (w *leaseWatch) oldest(from, to time.Time) (oldest time.Duration, n int, ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n = -1
+	for _, sm := range w.samples {
+		if sm.at.Before(from) || !sm.at.Before(to) {
+			continue
+		}
+		ok = true
+		oldest = max(oldest, sm.oldest)
+		if n < 0 || sm.n < n {
+			n = sm.n
+		}
+	}
+	return oldest, n, ok
 }
