@@ -18,3 +18,23 @@ workload-high,     2,            false,  false,       0,               9,       
 		t.Error("a page without the table parsed")
 	}
 }
+
+// A decision about another client (the hollow kubelets' start-up relist,
+// say) is not the storm's; one whose alert lacks a label is not ruled out.
+func TestLabelsAgree(t *testing.T) {
+	match := map[string]string{"client": "cilium-agent", "resource": "pods"}
+	for _, c := range []struct {
+		labels map[string]string
+		want   bool
+	}{
+		{map[string]string{"alertname": "HerdSynchronizedRelist", "client": "cilium-agent", "resource": "pods", "cost": "expensive"}, true},
+		{map[string]string{"client": "kubelet", "resource": "pods"}, false},
+		{map[string]string{"client": "cilium-agent", "resource": "nodes"}, false},
+		{map[string]string{"alertname": "HerdRelistStorm"}, true},
+		{nil, true},
+	} {
+		if got := labelsAgree(c.labels, match); got != c.want {
+			t.Errorf("labelsAgree(%v) = %v, want %v", c.labels, got, c.want)
+		}
+	}
+}
