@@ -89,6 +89,8 @@ type demo struct {
 	t0    time.Time
 	s     *stack.Stack
 	fleet *drill.Fleet
+	// fleetClosed: the fleet is closed (closeFleet runs from two defers).
+	fleetClosed bool
 }
 
 // say prints one narrated line with the time since the demo started.
@@ -134,7 +136,11 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 	d.s = s
-	defer s.Close()
+	defer func() {
+		began := time.Now()
+		s.Close()
+		d.say("stopped the stack in %.1f s", time.Since(began).Seconds())
+	}()
 	d.say("the stack is up:")
 	d.urls()
 
@@ -306,9 +312,15 @@ func (d *demo) run(ctx context.Context) error {
 // closeFleet stops the hollow nodes and removes their namespaces; a
 // failure to is said (CI fails on leftovers).
 func (d *demo) closeFleet() {
+	if d.fleetClosed {
+		return
+	}
+	d.fleetClosed = true
+	began := time.Now()
 	if err := d.fleet.Close(); err != nil {
 		fmt.Fprintf(os.Stderr, "demo: removing the hollow nodes' network: %v\n", err)
 	}
+	d.say("stopped the hollow nodes and removed their network namespaces in %.1f s", time.Since(began).Seconds())
 }
 
 func (d *demo) urls() {
