@@ -34,6 +34,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/herd-k8s/herd/test/controlplane"
 	"github.com/herd-k8s/herd/test/drill"
 	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/stack"
@@ -121,8 +122,9 @@ func (d *demo) run(ctx context.Context) error {
 	fmt.Printf("herd demo: a relist storm (incident 002) on a real kube-apiserver, and herd calming it\n\n")
 	defer herdtest.RemoveHerdBinary() // built when -herd is not given
 	// The nodes' network first: the control plane listens on its gateway.
-	// Closed last, after the agents and the stack have stopped (defers run
-	// in reverse; Close is idempotent).
+	// This defer matters when the nodes never started; once they run, the
+	// one below stops them and removes their network before the stack
+	// stops (closeFleet runs once).
 	fleet, err := drill.NewFleet(o.agents)
 	if err != nil {
 		return err
@@ -145,7 +147,8 @@ func (d *demo) run(ctx context.Context) error {
 	d.urls()
 
 	// Bound to the nodes and finished before their kubelets start: a real
-	// kubelet leaves a finished pod alone.
+	// kubelet admits no finished pod, it only adds its own status fields
+	// once (drill.FinishHeavyPods).
 	d.say("creating %d heavy pods (~10.8 KB each: finished batch-job pods nobody deleted), %d on each node", o.pods, o.pods/o.agents)
 	if err := drill.CreateHeavyPods(ctx, s.Admin, o.pods, fleet.Names(), drill.FinishedHeavyPodFiller, 8); err != nil {
 		return err
@@ -153,7 +156,7 @@ func (d *demo) run(ctx context.Context) error {
 	if err := drill.FinishHeavyPods(ctx, s.Admin, o.pods, 8); err != nil {
 		return err
 	}
-	d.say("starting %d hollow nodes: the real kubelet and kube-proxy of %s (kubemark's hollow node: a fake container runtime and proxier), each node in a network namespace of its own", o.agents, "v1.36.3")
+	d.say("starting %d hollow nodes: the real kubelet and kube-proxy of %s (kubemark's hollow node: a fake container runtime and proxier), each node in a network namespace of its own", o.agents, controlplane.Version)
 	nodesUp := time.Now()
 	if err := fleet.Start(ctx, s, filepath.Join(s.Dir, "nodes"), indentLog{}); err != nil {
 		return err
