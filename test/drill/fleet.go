@@ -133,8 +133,8 @@ func (f *Fleet) Close() error {
 // heavy pods 0..n-1, with workers writers at once. Real kubelets, which the
 // pods are bound to, then take them for what incident 002's were: done, not
 // to be run (k8s.io/kubernetes pkg/kubelet/kubelet.go HandlePodAdditions
-// admits no pod in a terminal phase, and the pod worker only cleans up
-// after it).
+// admits no pod in a terminal phase); each patches its own status fields in
+// once (hostIP, observedGeneration: FinishedHeavyPodFiller counts them).
 func FinishHeavyPods(ctx context.Context, c kubernetes.Interface, n, workers int) error {
 	return herdtest.Parallel(ctx, n, workers, func(ctx context.Context, i int) error {
 		p, err := c.CoreV1().Pods(Namespace).Get(ctx, PodName(i), metav1.GetOptions{})
