@@ -158,7 +158,7 @@ fixtures: controlplane ## Re-record testdata/audit from the real control plane.
 	$(GO) run ./test/fixtures -out testdata/audit
 
 .PHONY: demo
-demo: deps controlplane build ## herd end to end on a local control plane: a relist storm, the alert, the isolation (DEMO_EXIT=1: exit after the summary).
+demo: deps controlplane build ## herd end to end on a local control plane with 50 hollow nodes (real kubelets and kube-proxies; root): a relist storm, the isolation, its undoing (DEMO_EXIT=1: exit after the summary).
 	$(GO) run ./test/demo -herd bin/herd
 
 .PHONY: drill-storm
