@@ -211,7 +211,7 @@ func (a *Analyzer) guardPlan(r ForecastRow) guardPlan {
 		return p
 	}
 	fs := apfguard.FlowSchema(GuardName(r.Client, r.Resource), apfguard.ProtectLevel, prec, apfguard.ListRule(group, plural, subjects))
-	fs.Labels = GuardLabels()
+	fs.Labels = apfguard.GitOpsLabels()
 	fs.Annotations = map[string]string{
 		"herd.dev/action": "protect", "herd.dev/role": r.Role, "herd.dev/client": r.Client, "herd.dev/resource": r.Resource,
 		"herd.dev/generated-by": "herd analyze --apf",
@@ -231,13 +231,6 @@ func GuardName(client, resource string) string {
 	return apfguard.ProtectLevel + "-" + client + "-" + resource
 }
 
-// GuardLabels mark the FlowSchemas `herd analyze --apf` prints: herd's,
-// installed by whoever applies them, not managed by the responder (no
-// app.kubernetes.io/managed-by=herd), so the responder never changes or
-// deletes it, and the forecast counts it as the APF configuration in force.
-func GuardLabels() map[string]string {
-	return map[string]string{"app.kubernetes.io/name": "herd", "app.kubernetes.io/component": "guard", "app.kubernetes.io/part-of": "herd"}
-}
 
 // WriteAPF writes, as YAML documents for `kubectl apply -f -`, the
 // priority level herd-protect of spec and a FlowSchema per client and

@@ -268,6 +268,25 @@ func InstallLabels() map[string]string {
 	return map[string]string{"app.kubernetes.io/name": "herd", "app.kubernetes.io/component": "responder", "app.kubernetes.io/part-of": "herd"}
 }
 
+// GitOpsLabels mark the guard FlowSchemas `herd analyze --apf` prints:
+// herd's, installed by whoever applies them, not managed by the responder
+// (no app.kubernetes.io/managed-by=herd), so the responder never changes
+// or deletes one; it only reads them (isolate leaves a client a GitOps
+// guard already covers alone, as it does protect's own).
+func GitOpsLabels() map[string]string {
+	return map[string]string{"app.kubernetes.io/name": "herd", "app.kubernetes.io/component": "guard", "app.kubernetes.io/part-of": "herd"}
+}
+
+// IsGitOpsGuard reports whether labels are GitOpsLabels'.
+func IsGitOpsGuard(labels map[string]string) bool {
+	for k, v := range GitOpsLabels() {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
 // ProtectLevelObject is herd-protect as herd installs it
 // (manifests/apf/herd.yaml, the chart) for the level settings l.
 func ProtectLevelObject(l Level) *flowcontrolv1.PriorityLevelConfiguration {

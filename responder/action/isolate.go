@@ -289,25 +289,47 @@ func (t *stormRequest) waveEvidence(ctx context.Context, c *Case) Outcome {
 	return o
 }
 
-// CoveredBy names the guard of protect that already routes these LISTs
-// ("" when none): a standing, unresolved herd-protect slot for the same
-// role, client and resource whose subjects include every one isolate would
-// use. isolate is then a no-op; the guard's level is already bounded for
-// this client, and a second schema would add nothing.
+// CoveredBy names the guard that already routes these LISTs ("" when
+// none): a standing, unresolved herd-protect slot of protect, or a GitOps
+// guard from `herd analyze --apf` (apfguard.IsGitOpsGuard, routing to
+// herd-protect), for the same role, client and resource, whose subjects
+// include every one isolate would use. isolate is then a no-op; the
+// guard's level is already bounded for this client, and a second schema
+// would add nothing. A GitOps guard is only read, never changed.
 func (t *stormRequest) CoveredBy(all []*flowcontrolv1.FlowSchema) string {
 	key := t.key(policy.ActionProtect)
 	for _, fs := range all {
-		if !strings.HasPrefix(fs.Name, ProtectPrefix+"-") || !owned(fs) || !matchesKey(fs.Annotations, key) || len(fs.Spec.Rules) != 1 {
+		if !strings.HasPrefix(fs.Name, ProtectPrefix+"-") || !matchesKey(fs.Annotations, key) || len(fs.Spec.Rules) != 1 {
 			continue
 		}
-		if _, resolved := fs.Annotations[AnnotationResolvedAt]; resolved {
-			continue // its risk cleared: it goes after the hold-down
+		what := "protect"
+		switch {
+		case owned(fs):
+			if _, resolved := fs.Annotations[AnnotationResolvedAt]; resolved {
+				continue // its risk cleared: it goes after the hold-down
+			}
+		case apfguard.IsGitOpsGuard(fs.Labels) && fs.Spec.PriorityLevelConfiguration.Name == apfguard.ProtectLevel && t.servedBy(all, fs):
+			what = "GitOps guard"
+		default:
+			continue
 		}
 		if coversSubjects(fs.Spec.Rules[0].Subjects, t.subjects) {
-			return fmt.Sprintf("FlowSchema %s (protect) already routes %s's LISTs of %s to priority level %s", fs.Name, t.client, t.resource, fs.Spec.PriorityLevelConfiguration.Name)
+			return fmt.Sprintf("FlowSchema %s (%s) already routes %s's LISTs of %s to priority level %s", fs.Name, what, t.client, t.resource, fs.Spec.PriorityLevelConfiguration.Name)
 		}
 	}
 	return ""
+}
+
+// servedBy reports whether fs serves the LISTs of every one of t's
+// identities now (a GitOps guard someone placed after the schema that
+// serves them routes nothing).
+func (t *stormRequest) servedBy(all []*flowcontrolv1.FlowSchema, fs *flowcontrolv1.FlowSchema) bool {
+	for _, id := range t.ids {
+		if s := serving(all, userOf(id), t.listRequest()); s == nil || s.Name != fs.Name {
+			return false
+		}
+	}
+	return len(t.ids) > 0
 }
 
 // coversSubjects reports whether every subject of want is in have.

@@ -349,6 +349,19 @@ func TestIsolateCoveredByProtect(t *testing.T) {
 		fs.Spec.Rules = []flowcontrolv1.PolicyRulesWithSubjects{{Subjects: subjects, ResourceRules: catchEverything.ResourceRules}}
 		return fs
 	}
+	// gitops is the guard `herd analyze --apf` prints, applied by someone
+	// else: herd's GitOps labels, not managed by the responder.
+	gitops := func(labels map[string]string, level string, precedence ...int32) *flowcontrolv1.FlowSchema {
+		fs := slotObj("herd-protect-cilium-pods", false, ann(AnnotationAction, "protect", AnnotationRole, "cni", AnnotationClient, "cilium", AnnotationResource, "pods", "herd.dev/generated-by", "herd analyze --apf"), 0)
+		fs.Spec.MatchingPrecedence = 450
+		if len(precedence) > 0 {
+			fs.Spec.MatchingPrecedence = precedence[0]
+		}
+		fs.Labels = labels
+		fs.Spec.PriorityLevelConfiguration.Name = level
+		fs.Spec.Rules = []flowcontrolv1.PolicyRulesWithSubjects{{Subjects: []flowcontrolv1.Subject{cilium}, ResourceRules: catchEverything.ResourceRules}}
+		return fs
+	}
 	other := flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindUser, User: &flowcontrolv1.UserSubject{Name: "someone"}}
 	for _, tc := range []struct {
 		name  string
@@ -356,6 +369,10 @@ func TestIsolateCoveredByProtect(t *testing.T) {
 		want  want
 	}{
 		{"guarded", guardObj(false, other, cilium), want{result: Noop, reason: "FlowSchema herd-protect-1 (protect) already routes cilium's LISTs of pods to priority level herd-protect"}},
+		{"guarded by GitOps", gitops(apfguard.GitOpsLabels(), ProtectLevel), want{result: Noop, reason: "FlowSchema herd-protect-cilium-pods (GitOps guard) already routes cilium's LISTs of pods to priority level herd-protect"}},
+		{"a GitOps guard to another level", gitops(apfguard.GitOpsLabels(), "workload-low"), want{result: Applied, has: "FlowSchema herd-isolate-1"}},
+		{"a GitOps guard after the serving schema", gitops(apfguard.GitOpsLabels(), ProtectLevel, 950), want{result: Applied, has: "FlowSchema herd-isolate-1"}},
+		{"not herd's labels", gitops(map[string]string{"app.kubernetes.io/part-of": "herd"}, ProtectLevel), want{result: Applied, has: "FlowSchema herd-isolate-1"}},
 		{"the guard's risk cleared", guardObj(true, cilium), want{result: Applied, has: "FlowSchema herd-isolate-1"}},
 		{"the guard lacks a subject", guardObj(false, other), want{result: Applied, has: "FlowSchema herd-isolate-1"}},
 	} {
