@@ -231,7 +231,6 @@ func GuardName(client, resource string) string {
 	return apfguard.ProtectLevel + "-" + client + "-" + resource
 }
 
-
 // WriteAPF writes, as YAML documents for `kubectl apply -f -`, the
 // priority level herd-protect of spec and a FlowSchema per client and
 // resource the forecast puts at risk (the objects the responder's protect
