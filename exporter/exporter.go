@@ -4,13 +4,12 @@
 package exporter
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -20,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/exporter-toolkit/web"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -63,6 +61,10 @@ type Options struct {
 	// APIServices tunes the aggregated-APIService probes.
 	APIServices apiservices.Options
 	Logger      *slog.Logger
+	// Pprof serves net/http/pprof's profiles under /debug/pprof/ on the
+	// metrics listener (--web.enable-pprof), to see where a loaded herd
+	// spends its CPU and memory.
+	Pprof bool
 	// Now is the ledger's clock; nil is time.Now. Tests read recorded
 	// fixtures at a fixed time with it.
 	Now func() time.Time
@@ -82,7 +84,7 @@ type Exporter struct {
 	apis      *apiservices.View
 	synced    []func() bool
 	followers map[string]*tail.Follower
-	reads     readGate
+	reads     *readGate
 }
 
 // New validates the options and builds the parts. Every error names the flag
@@ -183,7 +185,7 @@ func New(opts Options) (*Exporter, error) {
 	)
 	return &Exporter{
 		opts: opts, ledger: ledger, pipeline: pipeline, registry: reg, logger: logger,
-		cluster: view, apf: apfView, msrv: msrv, apis: apis, synced: synced, followers: followers, reads: make(readGate, 1),
+		cluster: view, apf: apfView, msrv: msrv, apis: apis, synced: synced, followers: followers, reads: newReadGate(),
 		audit: ingest.NewHandler(pipeline, ingest.HandlerOptions{
 			Tokens: tokens, MaxBodyBytes: in.MaxBodyBytes, MaxEventBytes: in.MaxEventBytes,
 			MaxInFlight: in.MaxInFlight, Logger: logger,
@@ -221,6 +223,13 @@ func (e *Exporter) Handler() http.Handler {
 	mux.HandleFunc("/debug/config", func(w http.ResponseWriter, r *http.Request) { webserver.WriteJSON(w, e.opts.Config) })
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", e.readyz)
+	if e.opts.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	if landing, err := webserver.Landing("herd exporter", "Measures the node-side clients of a Kubernetes control plane from audit events.",
 		webserver.Link{Address: "/metrics", Text: "Metrics"},
 		webserver.Link{Address: "/debug/clients", Text: "Clients (JSON)"},
@@ -253,12 +262,9 @@ func (e *Exporter) debugClients(w http.ResponseWriter, r *http.Request) {
 	if e.msrv != nil {
 		page.MetricsServer = e.msrv.Deployments()
 	}
-	buf := pageBufs.Get().(*bytes.Buffer)
+	buf := pageBufs.Get().(*pageBuf)
 	defer putPageBuf(buf)
-	buf.Reset()
-	enc := json.NewEncoder(buf)
-	enc.SetIndent("", "  ")
-	err := enc.Encode(page)
+	err := buf.enc.Encode(page)
 	e.reads.leave() // the page is rendered: writing it to a slow reader holds no slot
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -266,51 +272,6 @@ func (e *Exporter) debugClients(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(buf.Bytes())
-}
-
-// readGate lets one read of the whole ledger run at a time: a /metrics
-// gather or a /debug/clients page. Reads never hold ingest on a lock (the
-// ledger's shards are copied, not walked, under their locks), but they cost
-// CPU: a scrape at 15,000 instances takes ~20 ms, a page of 1,000 clients
-// more. Two clients looping on them would otherwise keep two goroutines
-// computing all the time and take every core of a small machine from
-// POST /audit; with one slot, reads use at most one core whatever the
-// number of readers, and wait their turn in arrival order.
-type readGate chan struct{}
-
-// enter waits for the slot; false if ctx ended first.
-func (g readGate) enter(ctx context.Context) bool {
-	select {
-	case g <- struct{}{}:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-func (g readGate) leave() { <-g }
-
-// gatedGatherer gathers through the read gate. Only the gather holds the
-// slot: promhttp encodes and writes the result after Gather returns.
-type gatedGatherer struct {
-	prometheus.Gatherer
-	gate readGate
-}
-
-func (g gatedGatherer) Gather() ([]*dto.MetricFamily, error) {
-	g.gate <- struct{}{}
-	defer g.gate.leave()
-	return g.Gatherer.Gather()
-}
-
-// pageBufs keeps /debug/clients' render buffers (a page of 1,000 clients
-// is ~800 KB) between requests.
-var pageBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-func putPageBuf(b *bytes.Buffer) {
-	if b.Cap() <= 4<<20 {
-		pageBufs.Put(b)
-	}
 }
 
 // debugClientsPage puts metrics-server's kubelet auth mode next to the

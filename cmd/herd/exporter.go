@@ -32,12 +32,14 @@ type exporterFlags struct {
 	msNamespace, msName    *string
 	msSelector             *string
 	probeEvery, probeLimit *time.Duration
+	pprof                  *bool
 }
 
 func addExporterFlags(cmd *kingpin.CmdClause) *exporterFlags {
 	f := &exporterFlags{}
 	f.webListen = cmd.Flag("web.listen-address", "Address for /metrics, debug pages and health (repeatable).").Default(":10380").Strings()
 	f.webConfig = cmd.Flag("web.config.file", "exporter-toolkit web config for the metrics listener (TLS, basic auth).").Default("").String()
+	f.pprof = cmd.Flag("web.enable-pprof", "Serve Go's profiles (net/http/pprof) under /debug/pprof/ on the metrics listener, behind its web config; off by default: a profile costs CPU and shows internals.").Bool()
 	f.auditListen = cmd.Flag("audit.listen-address", "Address for POST /audit (repeatable).").Default(":10381").Strings()
 	f.auditConfig = cmd.Flag("audit.web-config.file", "exporter-toolkit web config for the audit listener (TLS, client certificates, basic auth).").Default("").String()
 	f.tokenFile = cmd.Flag("audit.bearer-token-file", "File with the bearer token audit senders must present; re-read when it changes.").Default("").String()
@@ -90,5 +92,6 @@ func (f *exporterFlags) options() (exporter.Options, error) {
 		AuditInsecure:     *f.insecure,
 		LogFiles:          *f.logFiles,
 		LogFromStart:      *f.logFromStart,
+		Pprof:             *f.pprof,
 	}, nil
 }

@@ -37,6 +37,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -68,6 +69,10 @@ type Config struct {
 	// more clients looping on GET /metrics and GET /debug/clients.
 	Scrapers bool
 	Dir      string // for the herd log and binary; "" makes a temp dir
+	// Profiles, if set, is a directory that gets CPU profiles of herd
+	// (herd's --web.enable-pprof) and of this process for each herd phase,
+	// and herd's heap at the end: where the time and memory go under load.
+	Profiles string
 }
 
 // Targets are SPEC §7's, for the HTTP path.
@@ -154,6 +159,7 @@ func main() {
 	flag.IntVar(&c.Scrapes, "scrapes", 5, "/metrics scrapes at the end")
 	flag.BoolVar(&c.Scrapers, "scrapers", true, "run the herd load once more with two clients looping on GET /metrics and GET /debug/clients")
 	flag.StringVar(&c.Dir, "dir", "", "directory for the herd binary and log (default: a temp dir, removed)")
+	flag.StringVar(&c.Profiles, "profiles", "", "directory for CPU profiles of herd and of the load tool during each herd phase, and herd's heap at the end (go tool pprof)")
 	asJSON := flag.Bool("json", false, "print the report as JSON")
 	check := flag.Bool("check", false, "exit 1 when a SPEC §7 target is missed")
 	flag.Parse()
@@ -220,13 +226,17 @@ func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
 			return nil, err
 		}
 	}
-	h, err := startHerd(ctx, bin, c.Dir)
+	h, err := startHerd(ctx, bin, c.Dir, c.Profiles != "")
 	if err != nil {
 		return nil, err
 	}
 	defer h.p.Stop(5 * time.Second)
 	fmt.Fprintf(log, "load: herd (pid %d) on %s, %v ...\n", h.p.Pid(), h.audit, c.Duration)
+	stopProf := c.profile(ctx, "herd", "http://"+h.web, c.Warmup)
 	r, err := drive(ctx, "herd", "http://"+h.audit+"/audit", c, c.Duration, corpus, &seq, func() time.Duration { return hostinfo.ProcCPU(h.p.Pid()) })
+	if perr := stopProf(); perr != nil && err == nil {
+		err = perr
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -236,7 +246,11 @@ func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
 	}
 	if c.Scrapers {
 		fmt.Fprintf(log, "load: herd again with two clients looping on /metrics and /debug/clients, %v ...\n", c.Duration)
+		stopProf := c.profile(ctx, "readers", "http://"+h.web, 0)
 		r, reads, err := scraped(ctx, "http://"+h.audit+"/audit", "http://"+h.web, c, corpus, &seq, func() time.Duration { return hostinfo.ProcCPU(h.p.Pid()) })
+		if perr := stopProf(); perr != nil && err == nil {
+			err = perr
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -246,6 +260,11 @@ func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
 		}
 	}
 	rep.RSSBytes, rep.PeakRSS = rss(h.p.Pid())
+	if c.Profiles != "" {
+		if err := fetchTo(ctx, "http://"+h.web+"/debug/pprof/heap", filepath.Join(c.Profiles, "herd-heap.pb.gz")); err != nil {
+			return nil, err
+		}
+	}
 	if err := rep.scrape(ctx, "http://"+h.web+"/metrics", max(c.Scrapes, 1)); err != nil {
 		return nil, err
 	}
@@ -262,7 +281,7 @@ type herdProc struct {
 
 // startHerd starts `herd exporter` on two free loopback ports (once more on
 // other ports if it could not bind) and waits for /healthz.
-func startHerd(ctx context.Context, bin, dir string) (*herdProc, error) {
+func startHerd(ctx context.Context, bin, dir string, pprof bool) (*herdProc, error) {
 	help, _ := exec.CommandContext(ctx, bin, "exporter", "--help").CombinedOutput()
 	h := &herdProc{}
 	p, web, err := proc.StartServer(ctx, proc.Server{
@@ -273,6 +292,9 @@ func startHerd(ctx context.Context, bin, dir string) (*herdProc, error) {
 			if bytes.Contains(help, []byte("--[no-]no-kube")) || bytes.Contains(help, []byte("--no-kube")) {
 				args = append(args, "--no-kube")
 			}
+			if pprof {
+				args = append(args, "--web.enable-pprof")
+			}
 			return args
 		},
 	})
@@ -281,6 +303,71 @@ func startHerd(ctx context.Context, bin, dir string) (*herdProc, error) {
 	}
 	h.p, h.web = p, web
 	return h, nil
+}
+
+// profile starts, when c.Profiles is set, a CPU profile of herd (through
+// its /debug/pprof/profile, from after skip until about the end of the
+// measured load) and one of this process, for the phase name; the function
+// it returns waits for both and writes them to c.Profiles as
+// herd-cpu-NAME.pb.gz and load-cpu-NAME.pb.gz.
+func (c Config) profile(ctx context.Context, name, web string, skip time.Duration) func() error {
+	if c.Profiles == "" {
+		return func() error { return nil }
+	}
+	if err := os.MkdirAll(c.Profiles, 0o755); err != nil {
+		return func() error { return err }
+	}
+	self, err := os.Create(filepath.Join(c.Profiles, "load-cpu-"+name+".pb.gz"))
+	if err != nil {
+		return func() error { return err }
+	}
+	if err := pprof.StartCPUProfile(self); err != nil {
+		self.Close()
+		return func() error { return err }
+	}
+	secs := max(1, int((c.Duration - time.Second).Seconds()))
+	done := make(chan error, 1)
+	go func() {
+		select {
+		case <-time.After(skip):
+		case <-ctx.Done():
+		}
+		done <- fetchTo(ctx, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", web, secs), filepath.Join(c.Profiles, "herd-cpu-"+name+".pb.gz"))
+	}()
+	return func() error {
+		pprof.StopCPUProfile()
+		err := self.Close()
+		if herr := <-done; herr != nil {
+			return fmt.Errorf("profile of herd: %w", herr)
+		}
+		return err
+	}
+}
+
+// fetchTo GETs url into the file path.
+func fetchTo(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
+		return fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // baseline serves POST /audit in-process with a handler that reads the
