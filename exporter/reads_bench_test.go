@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"runtime/metrics"
 	"slices"
 	"sync"
 	"testing"
@@ -67,6 +69,17 @@ func benchPostWhileReading(b *testing.B, readers bool) {
 
 	ctx, stop := context.WithCancel(context.Background())
 	var rg sync.WaitGroup
+	runtime.GC()
+	live0 := goMemory()
+	peak := make(chan uint64)
+	go func() { // the largest heap a collection found live
+		var m uint64
+		for ctx.Err() == nil {
+			m = max(m, goMemory())
+			time.Sleep(2 * time.Millisecond)
+		}
+		peak <- m
+	}()
 	reads := make([]int, 2)
 	if readers {
 		h := e.Handler()
@@ -113,6 +126,7 @@ func benchPostWhileReading(b *testing.B, readers bool) {
 	b.StopTimer()
 	stop()
 	rg.Wait()
+	b.ReportMetric(float64(<-peak-live0)/(1<<20), "MiB-live-added")
 
 	all := slices.Concat(lat...)
 	slices.Sort(all)
@@ -122,6 +136,15 @@ func benchPostWhileReading(b *testing.B, readers bool) {
 	if readers {
 		b.ReportMetric(float64(reads[0]+reads[1])/elapsed.Seconds(), "reads/s")
 	}
+}
+
+// goMemory is the heap the last collection found live. What POSTs and
+// reads hold at a collection on top of the ledger sets the next heap goal
+// (twice the live heap with GOGC=100), and so herd's peak RSS.
+func goMemory() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }
 
 var (

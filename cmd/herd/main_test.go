@@ -51,3 +51,23 @@ func TestRun(t *testing.T) {
 		})
 	}
 }
+
+// The exporter runs with GOGC=50 unless GOGC is set in its environment.
+func TestExporterGCPercent(t *testing.T) {
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "GOGC" {
+				return v
+			}
+			return ""
+		}
+	}
+	if p, ok := exporterGCPercent(env("")); !ok || p != 50 {
+		t.Errorf("without GOGC: %d, %v; want 50, true", p, ok)
+	}
+	for _, v := range []string{"100", "off", "200"} {
+		if _, ok := exporterGCPercent(env(v)); ok {
+			t.Errorf("GOGC=%s: herd sets its own percentage, want the environment's", v)
+		}
+	}
+}

@@ -609,12 +609,25 @@ func field(b, key []byte) int64 {
 	return n
 }
 
-// scrape fetches /metrics n times and records the median and worst
+// scrapeGap separates the scrapes at the end: longer than the rest herd
+// leaves between whole-ledger reads (at most 1 s, exporter/reads.go).
+const scrapeGap = 1100 * time.Millisecond
+
+// scrape fetches /metrics n times, scrapeGap apart, and records the median and worst
 // duration, the series count and herd's own totals from the last one.
 func (rep *Report) scrape(ctx context.Context, url string, n int) error {
 	var times []time.Duration
 	var body []byte
 	for i := 0; i < n; i++ {
+		if i > 0 {
+			// A scraper polls; back to back, each scrape would also wait
+			// for the rest herd leaves ingest after the one before.
+			select {
+			case <-time.After(scrapeGap):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		t0 := time.Now()
 		resp, err := http.DefaultClient.Do(req)
