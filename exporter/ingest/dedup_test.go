@@ -120,8 +120,8 @@ func TestDedupReusedAuditID(t *testing.T) {
 		d2.SeenAt(id, rc, e.RequestKey(), t0)
 	}
 	longest, run := 0, 0
-	for _, s := range d2.shards[0].cur.slots {
-		if s == 0 {
+	for i := range d2.shards[0].cur.size() {
+		if s := d2.shards[0].cur.at(i); s == 0 {
 			run = 0
 			continue
 		}
@@ -157,7 +157,7 @@ func TestDedupFull(t *testing.T) {
 		if r, want := d.Rotations(), uint64(200_000/(max/2)); r < want-1 || r > want+1 {
 			t.Errorf("max %d: %d rotations, want about %d", max, r, want)
 		}
-		if got, want := len(d.shards[0].cur.slots), 1<<bits.Len(uint(max-1)); got != want {
+		if got, want := d.shards[0].cur.size(), 1<<bits.Len(uint(max-1)); got != want {
 			t.Errorf("max %d: a generation has %d slots, want %d", max, got, want)
 		}
 	}
@@ -166,7 +166,7 @@ func TestDedupFull(t *testing.T) {
 	big := NewDedup(2*time.Minute, 1<<20)
 	n := 0
 	for i := range big.shards {
-		n += len(big.shards[i].cur.slots) + len(big.shards[i].prev.slots)
+		n += big.shards[i].cur.size() + big.shards[i].prev.size()
 	}
 	if n*8 != 16<<20 || len(big.shards) != maxDedupShards {
 		t.Errorf("1 Mi pairs take %d bytes of slots in %d shards, want 16 MiB in %d", n*8, len(big.shards), maxDedupShards)
