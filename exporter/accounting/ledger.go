@@ -253,7 +253,11 @@ func (l *Ledger) Account(e *audit.Event) int64 {
 // identity and addresses, so they are in the same shard: call with s locked.
 func (l *Ledger) countWatch(s *shard, e *audit.Event) bool {
 	if e.Stage == audit.StageResponseStarted {
-		l.sawWatchStart.Store(true)
+		if !l.sawWatchStart.Load() {
+			// Written once: a store on every watch would pull the line to
+			// this core each time, away from the other cores' batches.
+			l.sawWatchStart.Store(true)
+		}
 		return !s.atComplete.has(l.watchKey(e))
 	}
 	if l.sawWatchStart.Load() {
