@@ -5,25 +5,13 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/prometheus/exporter-toolkit/web"
-
 	"github.com/herd-k8s/herd/exporter/config"
 )
 
 // Go's profiles are served only with --web.enable-pprof (Options.Pprof).
 func TestPprofOnlyWhenEnabled(t *testing.T) {
 	for _, enabled := range []bool{false, true} {
-		empty, addrs, off := "", []string{"127.0.0.1:0"}, false
-		e, err := New(Options{
-			Config:        config.Default(),
-			Web:           web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &off, WebConfigFile: &empty},
-			Audit:         web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &off, WebConfigFile: &empty},
-			AuditInsecure: true,
-			Pprof:         enabled,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		e := newLocalExporter(t, config.Default(), enabled)
 		want := http.StatusNotFound
 		if enabled {
 			want = http.StatusOK

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/exporter-toolkit/web"
-
 	"github.com/herd-k8s/herd/exporter/config"
 	"github.com/herd-k8s/herd/test/load/auditgen"
 )
@@ -37,16 +35,7 @@ func BenchmarkPostWhileReading(b *testing.B) {
 }
 
 func benchPostWhileReading(b *testing.B, readers bool) {
-	empty, addrs, off := "", []string{"127.0.0.1:0"}, false
-	e, err := New(Options{
-		Config:        config.Default(),
-		Web:           web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &off, WebConfigFile: &empty},
-		Audit:         web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &off, WebConfigFile: &empty},
-		AuditInsecure: true,
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
+	e := newLocalExporter(b, config.Default(), false)
 	corpus := readBenchCorpus()
 	const posters = 4
 	var seq uint32

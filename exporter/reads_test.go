@@ -17,16 +17,7 @@ import (
 // a /debug/clients reader that goes away while waiting leaves no slot
 // taken.
 func TestReadsTakeTurns(t *testing.T) {
-	empty, addrs, off := "", []string{"127.0.0.1:0"}, false
-	e, err := New(Options{
-		Config:        config.Default(),
-		Web:           web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &off, WebConfigFile: &empty},
-		Audit:         web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &off, WebConfigFile: &empty},
-		AuditInsecure: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := newLocalExporter(t, config.Default(), false)
 	h := e.Handler()
 	get := func(path string) <-chan int {
 		done := make(chan int, 1)
@@ -109,4 +100,23 @@ func TestReadsLeaveRoom(t *testing.T) {
 	if rest := time.Until(g.until); rest > maxReadRest {
 		t.Errorf("rest after an hour-long read: %v, want at most %v", rest, maxReadRest)
 	}
+}
+
+// newLocalExporter is an exporter with cfg on loopback listeners (not
+// started), accepting unauthenticated audit events, with Go's profiles if
+// pprof.
+func newLocalExporter(tb testing.TB, cfg config.Config, pprof bool) *Exporter {
+	tb.Helper()
+	empty, addrs, off := "", []string{"127.0.0.1:0"}, false
+	e, err := New(Options{
+		Config:        cfg,
+		Web:           web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &off, WebConfigFile: &empty},
+		Audit:         web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &off, WebConfigFile: &empty},
+		AuditInsecure: true,
+		Pprof:         pprof,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return e
 }
