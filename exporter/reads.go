@@ -22,8 +22,9 @@ import (
 // reads use at most one core whatever the number of readers, and wait
 // their turn in arrival order; and after each read the slot stays closed
 // for readRest times as long as the read took (at most maxReadRest), so
-// that reads, however many clients loop on them, take at most a quarter of
-// one core. A Prometheus scraping every few seconds never waits for the
+// that the reads, however many clients loop on them, take at most a quarter
+// of one core (encoding a /metrics answer and writing the answers, outside
+// the slot, come on top). A Prometheus scraping every few seconds never waits for the
 // rest: it ended long before (issue 16 point 3).
 type readGate struct {
 	slot chan struct{}
