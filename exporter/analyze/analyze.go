@@ -98,7 +98,7 @@ type Options struct {
 	Cluster *forecast.Cluster
 	// FlowSchemas and PriorityLevels are the APF configuration in force,
 	// which names the level serving each client's LISTs and places a
-	// guard's precedence; nil means the apiserver's defaults (DefaultAPF).
+	// guard's precedence; nil means the apiserver's defaults (apfmatch.Default).
 	FlowSchemas    []*flowcontrolv1.FlowSchema
 	PriorityLevels []*flowcontrolv1.PriorityLevelConfiguration
 	// ServerConcurrency is the apiservers' --max-requests-inflight plus
@@ -227,7 +227,7 @@ func New(opts Options) (*Analyzer, error) {
 	a.ledger.SetClock(a.timeline.time)
 	schemas, levels := opts.FlowSchemas, opts.PriorityLevels
 	if schemas == nil && levels == nil {
-		schemas, levels = DefaultAPF()
+		schemas, levels = apfmatch.Default()
 	}
 	a.apf = apfmatch.NewConfig(schemas, levels, apfmatch.HerdGuard)
 	a.ledger.SetLeveler(leveler{a.apf})

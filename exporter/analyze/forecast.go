@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
-	"k8s.io/apiserver/pkg/apis/flowcontrol/bootstrap"
 	"sigs.k8s.io/yaml"
 
 	"github.com/herd-k8s/herd/exporter/accounting"
@@ -66,15 +65,6 @@ type ForecastRow struct {
 	SafeConcurrency float64 `json:"safeConcurrency"`
 	// Risk: HerdStampedeRisk would fire.
 	Risk bool `json:"risk"`
-}
-
-// DefaultAPF is the configuration of an apiserver nobody changed: its
-// mandatory and suggested FlowSchemas and priority levels
-// (k8s.io/apiserver@v0.36.3/pkg/apis/flowcontrol/bootstrap/default.go).
-func DefaultAPF() (schemas []*flowcontrolv1.FlowSchema, levels []*flowcontrolv1.PriorityLevelConfiguration) {
-	schemas = append(append(schemas, bootstrap.MandatoryFlowSchemas...), bootstrap.SuggestedFlowSchemas...)
-	levels = append(append(levels, bootstrap.MandatoryPriorityLevelConfigurations...), bootstrap.SuggestedPriorityLevelConfigurations...)
-	return schemas, levels
 }
 
 // leveler is accounting.Leveler from a fixed configuration.

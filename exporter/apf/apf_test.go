@@ -8,7 +8,6 @@ import (
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apiserver/pkg/apis/flowcontrol/bootstrap"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/herd-k8s/herd/internal/apfmatch"
@@ -16,11 +15,12 @@ import (
 
 func suggested() []runtime.Object {
 	var objs []runtime.Object
-	for _, fs := range append(append([]*flowcontrolv1.FlowSchema(nil), bootstrap.MandatoryFlowSchemas...), bootstrap.SuggestedFlowSchemas...) {
-		objs = append(objs, fs.DeepCopy())
+	schemas, levels := apfmatch.Default()
+	for _, fs := range schemas {
+		objs = append(objs, fs)
 	}
-	for _, pl := range append(append([]*flowcontrolv1.PriorityLevelConfiguration(nil), bootstrap.MandatoryPriorityLevelConfigurations...), bootstrap.SuggestedPriorityLevelConfigurations...) {
-		objs = append(objs, pl.DeepCopy())
+	for _, pl := range levels {
+		objs = append(objs, pl)
 	}
 	return objs
 }

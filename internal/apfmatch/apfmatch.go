@@ -5,19 +5,23 @@
 // herd works it out from the FlowSchemas and PriorityLevelConfigurations in
 // force: the exporter to label its stampede forecast with the level that
 // serves a client's LISTs, the responder to place its own FlowSchemas just
-// before the one that serves a client now.
+// before the one that serves a client now (isolate and quarantine put
+// their schema before it; the measurement schemas copy its priority level
+// and distinguisher and sit right before it, so that no request changes
+// level). It is the one matcher of both binaries.
 //
 // The matching follows k8s.io/apiserver@v0.36.3/pkg/util/flowcontrol/rule.go
 // (matchesFlowSchema and the functions under it) rule for rule; the order
 // and the schemas that take part follow apf_controller.go
 // (digestFlowSchemasLocked: a schema whose priority level does not exist is
-// ignored, the mandatory exempt and catch-all schemas are added when
-// missing, then apihelpers.FlowSchemaSequence sorts by matchingPrecedence
-// and name, and the first schema that matches serves the request).
+// ignored, apihelpers.FlowSchemaSequence sorts the rest by
+// matchingPrecedence and name, the mandatory exempt schema goes first and
+// catch-all last when missing, and the first schema that matches serves the
+// request).
 package apfmatch
 
 import (
-	"sort"
+	"slices"
 	"strings"
 
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
@@ -55,6 +59,17 @@ func UserOf(identity string) User {
 	return u
 }
 
+// Representative is a user standing for every user a subject names: for a
+// group, a member whose name no schema singles out (the empty name, which
+// no User subject can hold) with the group and system:authenticated; for a
+// user or service account, that user (UserOf).
+func Representative(s nodeclient.Subject) User {
+	if s.Group != "" {
+		return User{Groups: []string{s.Group, "system:authenticated"}}
+	}
+	return UserOf(s.Identity())
+}
+
 // Request is a resource request as APF matches it (the fields of the
 // apiserver's RequestInfo that rule.go reads). Namespace "" is a
 // cluster-scoped request, such as a LIST across all namespaces.
@@ -74,11 +89,11 @@ func List(resource string) Request {
 func Matches(fs *flowcontrolv1.FlowSchema, u User, r Request) bool {
 	for i := range fs.Spec.Rules {
 		rule := &fs.Spec.Rules[i]
-		if !matchesASubject(u, rule.Subjects) {
+		if !MatchesASubject(u, rule.Subjects) {
 			continue
 		}
 		for _, rr := range rule.ResourceRules {
-			if matchesResourceRule(r, rr) {
+			if MatchesResourceRule(r, rr) {
 				return true
 			}
 		}
@@ -86,7 +101,9 @@ func Matches(fs *flowcontrolv1.FlowSchema, u User, r Request) bool {
 	return false
 }
 
-func matchesASubject(u User, subjects []flowcontrolv1.Subject) bool {
+// MatchesASubject reports whether one of subjects is u (rule.go's
+// matchesASubject).
+func MatchesASubject(u User, subjects []flowcontrolv1.Subject) bool {
 	for _, s := range subjects {
 		if matchesSubject(u, s) {
 			return true
@@ -136,8 +153,9 @@ func serviceAccountMatchesNamespace(namespace, username string) bool {
 	return ok && strings.HasPrefix(rest, serviceaccount.ServiceAccountUsernameSeparator)
 }
 
-// matchesResourceRule is rule.go's matchesResourcePolicyRule.
-func matchesResourceRule(r Request, rr flowcontrolv1.ResourcePolicyRule) bool {
+// MatchesResourceRule reports whether r satisfies rr (rule.go's
+// matchesResourcePolicyRule).
+func MatchesResourceRule(r Request, rr flowcontrolv1.ResourcePolicyRule) bool {
 	resource := r.Resource
 	if r.Subresource != "" {
 		resource += "/" + r.Subresource
@@ -159,21 +177,45 @@ func containsString(x string, list []string, wildcard string) bool {
 	if len(list) == 1 && list[0] == wildcard {
 		return true
 	}
-	for _, y := range list {
-		if x == y {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(list, x)
 }
 
 // Before reports whether a is evaluated before b
 // (apihelpers.FlowSchemaSequence: matchingPrecedence, then name).
 func Before(a, b *flowcontrolv1.FlowSchema) bool {
-	if a.Spec.MatchingPrecedence != b.Spec.MatchingPrecedence {
-		return a.Spec.MatchingPrecedence < b.Spec.MatchingPrecedence
+	return Precedes(a.Spec.MatchingPrecedence, a.Name, b.Spec.MatchingPrecedence, b.Name)
+}
+
+// Precedes reports whether a schema at (precA, nameA) is evaluated before
+// one at (precB, nameB): where a schema that does not exist yet would go.
+func Precedes(precA int32, nameA string, precB int32, nameB string) bool {
+	if precA != precB {
+		return precA < precB
 	}
-	return a.Name < b.Name
+	return nameA < nameB
+}
+
+// Sorted returns the schemas of all that keep keeps (nil: all), in the
+// order the apiserver evaluates them (apf_controller.go
+// digestFlowSchemasLocked sorts by apihelpers.FlowSchemaSequence). all is
+// not modified.
+func Sorted(all []*flowcontrolv1.FlowSchema, keep func(*flowcontrolv1.FlowSchema) bool) []*flowcontrolv1.FlowSchema {
+	out := make([]*flowcontrolv1.FlowSchema, 0, len(all))
+	for _, fs := range all {
+		if keep == nil || keep(fs) {
+			out = append(out, fs)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b *flowcontrolv1.FlowSchema) int {
+		switch {
+		case Before(a, b):
+			return -1
+		case Before(b, a):
+			return 1
+		}
+		return 0
+	})
+	return out
 }
 
 // Serving is the schema of all that serves r from u: the first that
@@ -210,6 +252,20 @@ func HerdGuard(fs *flowcontrolv1.FlowSchema) bool {
 	return fs.Labels[ManagedByLabel] == ManagedByValue && strings.HasPrefix(fs.Name, GuardPrefix)
 }
 
+// Default is the configuration of an apiserver nobody changed: its
+// mandatory and suggested FlowSchemas and priority levels
+// (k8s.io/apiserver@v0.36.3/pkg/apis/flowcontrol/bootstrap/default.go), as
+// copies the caller may change.
+func Default() (schemas []*flowcontrolv1.FlowSchema, levels []*flowcontrolv1.PriorityLevelConfiguration) {
+	for _, fs := range append(append([]*flowcontrolv1.FlowSchema(nil), bootstrap.MandatoryFlowSchemas...), bootstrap.SuggestedFlowSchemas...) {
+		schemas = append(schemas, fs.DeepCopy())
+	}
+	for _, pl := range append(append([]*flowcontrolv1.PriorityLevelConfiguration(nil), bootstrap.MandatoryPriorityLevelConfigurations...), bootstrap.SuggestedPriorityLevelConfigurations...) {
+		levels = append(levels, pl.DeepCopy())
+	}
+	return schemas, levels
+}
+
 // Config is the APF configuration in force as the apiserver digests it:
 // schemas whose priority level does not exist are ignored, the mandatory
 // exempt and catch-all schemas and levels stand in when missing, and the
@@ -236,22 +292,21 @@ func NewConfig(schemas []*flowcontrolv1.FlowSchema, levels []*flowcontrolv1.Prio
 			c.levels[pl.Name] = pl
 		}
 	}
-	var haveExempt, haveCatchAll bool
-	for _, fs := range schemas {
-		if skip != nil && skip(fs) || c.levels[fs.Spec.PriorityLevelConfiguration.Name] == nil {
-			continue // dangling: "Ignoring FlowSchema ... because of bad priority level reference"
-		}
-		c.schemas = append(c.schemas, fs)
-		haveExempt = haveExempt || fs.Name == flowcontrolv1.FlowSchemaNameExempt
-		haveCatchAll = haveCatchAll || fs.Name == flowcontrolv1.FlowSchemaNameCatchAll
+	// A dangling schema is ignored ("Ignoring FlowSchema ... because of
+	// bad priority level reference"); the rest are sorted, then the
+	// mandatory exempt schema goes first and catch-all last when missing.
+	c.schemas = Sorted(schemas, func(fs *flowcontrolv1.FlowSchema) bool {
+		return (skip == nil || !skip(fs)) && c.levels[fs.Spec.PriorityLevelConfiguration.Name] != nil
+	})
+	named := func(name string) func(*flowcontrolv1.FlowSchema) bool {
+		return func(fs *flowcontrolv1.FlowSchema) bool { return fs.Name == name }
 	}
-	if !haveExempt {
-		c.schemas = append(c.schemas, bootstrap.MandatoryFlowSchemaExempt)
+	if !slices.ContainsFunc(c.schemas, named(flowcontrolv1.FlowSchemaNameExempt)) {
+		c.schemas = append([]*flowcontrolv1.FlowSchema{bootstrap.MandatoryFlowSchemaExempt}, c.schemas...)
 	}
-	if !haveCatchAll {
+	if !slices.ContainsFunc(c.schemas, named(flowcontrolv1.FlowSchemaNameCatchAll)) {
 		c.schemas = append(c.schemas, bootstrap.MandatoryFlowSchemaCatchAll)
 	}
-	sort.SliceStable(c.schemas, func(i, j int) bool { return Before(c.schemas[i], c.schemas[j]) })
 	for _, fs := range c.schemas {
 		for _, rule := range fs.Spec.Rules {
 			for _, s := range rule.Subjects {
@@ -292,4 +347,63 @@ func (c *Config) ClassOf(identity string) string {
 		return nodeclient.NodeUserPrefix + "*"
 	}
 	return identity
+}
+
+// MayOverlap reports whether fs may match some LIST of resource r (its
+// Namespace ignored) by some user s names, in a request without a
+// namespace and, with namespaced, in any namespace. It answers yes
+// whenever it cannot rule a match out: a group's members and a user may
+// be in groups herd does not know of, and a group's members have any name.
+// The responder's measurement asks it of the schemas between its own and
+// the one it shadows.
+func MayOverlap(fs *flowcontrolv1.FlowSchema, s nodeclient.Subject, r Request, namespaced bool) bool {
+	for _, rule := range fs.Spec.Rules {
+		if !maySubjectsMatch(rule.Subjects, s) {
+			continue
+		}
+		for _, rr := range rule.ResourceRules {
+			q := r
+			q.Namespace = ""
+			if MatchesResourceRule(q, rr) {
+				return true
+			}
+			if namespaced && len(rr.Namespaces) > 0 {
+				q.Namespace = rr.Namespaces[0]
+				if rr.Namespaces[0] == flowcontrolv1.NamespaceEvery {
+					q.Namespace = "default"
+				}
+				if MatchesResourceRule(q, rr) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+func maySubjectsMatch(subjects []flowcontrolv1.Subject, s nodeclient.Subject) bool {
+	if s.ServiceAccount != "" { // a service account's name and groups are known exactly
+		return MatchesASubject(Representative(s), subjects)
+	}
+	for _, sub := range subjects {
+		switch sub.Kind {
+		case flowcontrolv1.SubjectKindUser:
+			// A group's members have any name.
+			if sub.User != nil && (s.Group != "" || sub.User.Name == flowcontrolv1.NameAll || sub.User.Name == s.User) {
+				return true
+			}
+		case flowcontrolv1.SubjectKindGroup:
+			// Groups beyond the known ones are possible.
+			if sub.Group != nil {
+				return true
+			}
+		case flowcontrolv1.SubjectKindServiceAccount:
+			// A group could hold a service account; a user subject is
+			// validated not to be one.
+			if sub.ServiceAccount != nil && s.Group != "" {
+				return true
+			}
+		}
+	}
+	return false
 }

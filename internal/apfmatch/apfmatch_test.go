@@ -6,26 +6,20 @@ import (
 
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apiserver/pkg/apis/flowcontrol/bootstrap"
+
+	"github.com/herd-k8s/herd/internal/nodeclient"
 )
 
-// apiserverSchemas are the FlowSchemas a kube-apiserver creates: the
-// mandatory and the suggested ones, as the apiserver itself defines them
-// (k8s.io/apiserver@v0.36.3/pkg/apis/flowcontrol/bootstrap/default.go).
+// apiserverSchemas and apiserverLevels are what a kube-apiserver creates
+// (Default).
 func apiserverSchemas() []*flowcontrolv1.FlowSchema {
-	var out []*flowcontrolv1.FlowSchema
-	for _, fs := range append(append([]*flowcontrolv1.FlowSchema(nil), bootstrap.MandatoryFlowSchemas...), bootstrap.SuggestedFlowSchemas...) {
-		out = append(out, fs.DeepCopy())
-	}
-	return out
+	schemas, _ := Default()
+	return schemas
 }
 
 func apiserverLevels() []*flowcontrolv1.PriorityLevelConfiguration {
-	var out []*flowcontrolv1.PriorityLevelConfiguration
-	for _, pl := range append(append([]*flowcontrolv1.PriorityLevelConfiguration(nil), bootstrap.MandatoryPriorityLevelConfigurations...), bootstrap.SuggestedPriorityLevelConfigurations...) {
-		out = append(out, pl.DeepCopy())
-	}
-	return out
+	_, levels := Default()
+	return levels
 }
 
 func schema(name, level string, precedence int32, rule flowcontrolv1.PolicyRulesWithSubjects) *flowcontrolv1.FlowSchema {
@@ -67,6 +61,7 @@ func TestServingSuggestedFlowSchemas(t *testing.T) {
 		{"kubelet renews its lease", UserOf("system:node:n1"), Request{Verb: "update", APIGroup: "coordination.k8s.io", Resource: "leases", Namespace: "kube-node-lease"}, "system-node-high", "node-high"},
 		{"kubelet LISTs leases cluster-wide", UserOf("system:node:n1"), List("leases.coordination.k8s.io"), "system-nodes", "system"},
 		{"calico in its own namespace", UserOf("system:serviceaccount:calico-system:calico-node"), listPods, "service-accounts", "workload-low"},
+		{"a service account elsewhere", UserOf("system:serviceaccount:monitoring:prometheus"), listPods, "service-accounts", "workload-low"},
 		{"a service account elsewhere, namespaced", UserOf("system:serviceaccount:monitoring:prometheus"), Request{Verb: "get", Resource: "configmaps", Namespace: "monitoring"}, "service-accounts", "workload-low"},
 		{"kube-controller-manager", UserOf("system:kube-controller-manager"), listPods, "kube-controller-manager", "workload-high"},
 		{"kube-scheduler", UserOf("system:kube-scheduler"), listPods, "kube-scheduler", "workload-high"},
@@ -76,6 +71,7 @@ func TestServingSuggestedFlowSchemas(t *testing.T) {
 		{"system:masters", User{Name: "admin", Groups: []string{"system:masters", "system:authenticated"}}, listPods, "exempt", "exempt"},
 		{"a malformed service account name is a plain user", UserOf("system:serviceaccount:kube-system"), listPods, "global-default", "global-default"},
 		{"anonymous", UserOf("system:anonymous"), listPods, "global-default", "global-default"},
+		{"unauthenticated", User{Name: "system:anonymous", Groups: []string{"system:unauthenticated"}}, listPods, "global-default", "global-default"},
 	}
 	all := apiserverSchemas()
 	cfg := NewConfig(all, apiserverLevels(), nil)
@@ -222,6 +218,7 @@ func TestMatches(t *testing.T) {
 	listPods := List("pods")
 	inNS := func(ns string) Request { return Request{Verb: "list", Resource: "pods", Namespace: ns} }
 	all := flowcontrolv1.ResourcePolicyRule{Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"}, ClusterScope: true}
+	kubeSystem := rule(flowcontrolv1.ResourcePolicyRule{Verbs: []string{"list"}, APIGroups: []string{""}, Resources: []string{"pods", "nodes/status"}, Namespaces: []string{"kube-system"}})
 	cases := []struct {
 		name string
 		fs   *flowcontrolv1.FlowSchema
@@ -245,6 +242,11 @@ func TestMatches(t *testing.T) {
 		{"subresource named", rule(flowcontrolv1.ResourcePolicyRule{Verbs: []string{"patch"}, APIGroups: []string{""}, Resources: []string{"nodes/status"}, ClusterScope: true}), u, Request{Verb: "patch", Resource: "nodes", Subresource: "status"}, true},
 		{"subresource not named", rule(flowcontrolv1.ResourcePolicyRule{Verbs: []string{"patch"}, APIGroups: []string{""}, Resources: []string{"nodes"}, ClusterScope: true}), u, Request{Verb: "patch", Resource: "nodes", Subresource: "status"}, false},
 		{"no rules", &flowcontrolv1.FlowSchema{}, u, listPods, false},
+		{"several resources, listed namespace", kubeSystem, u, inNS("kube-system"), true},
+		{"several resources, unlisted namespace", kubeSystem, u, inNS("default"), false},
+		{"several resources, no clusterScope", kubeSystem, u, listPods, false},
+		{"several resources, subresource listed", kubeSystem, u, Request{Verb: "list", Resource: "nodes", Subresource: "status", Namespace: "kube-system"}, true},
+		{"several resources, resource listed only with its subresource", kubeSystem, u, Request{Verb: "list", Resource: "nodes", Namespace: "kube-system"}, false},
 	}
 	for _, tc := range cases {
 		if got := Matches(tc.fs, tc.u, tc.r); got != tc.want {
@@ -254,15 +256,6 @@ func TestMatches(t *testing.T) {
 }
 
 func TestMatchesSubject(t *testing.T) {
-	userS := func(n string) flowcontrolv1.Subject {
-		return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindUser, User: &flowcontrolv1.UserSubject{Name: n}}
-	}
-	groupS := func(n string) flowcontrolv1.Subject {
-		return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindGroup, Group: &flowcontrolv1.GroupSubject{Name: n}}
-	}
-	saS := func(ns, n string) flowcontrolv1.Subject {
-		return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindServiceAccount, ServiceAccount: &flowcontrolv1.ServiceAccountSubject{Namespace: ns, Name: n}}
-	}
 	cilium := UserOf("system:serviceaccount:kube-system:cilium")
 	kubelet := UserOf("system:node:n1")
 	cases := []struct {
@@ -272,31 +265,31 @@ func TestMatchesSubject(t *testing.T) {
 		want     bool
 	}{
 		{"none", nil, cilium, false},
-		{"user by name", []flowcontrolv1.Subject{userS("system:node:n1")}, kubelet, true},
-		{"user by another name", []flowcontrolv1.Subject{userS("system:node:n2")}, kubelet, false},
-		{"user *", []flowcontrolv1.Subject{userS("*")}, kubelet, true},
-		{"group", []flowcontrolv1.Subject{groupS("system:nodes")}, kubelet, true},
-		{"group the user is not in", []flowcontrolv1.Subject{groupS("system:nodes")}, cilium, false},
-		{"group *", []flowcontrolv1.Subject{groupS("*")}, cilium, true},
-		{"all authenticated", []flowcontrolv1.Subject{groupS("system:authenticated")}, cilium, true},
-		{"service accounts group", []flowcontrolv1.Subject{groupS("system:serviceaccounts")}, cilium, true},
-		{"service accounts of the namespace", []flowcontrolv1.Subject{groupS("system:serviceaccounts:kube-system")}, cilium, true},
-		{"service accounts of another namespace", []flowcontrolv1.Subject{groupS("system:serviceaccounts:default")}, cilium, false},
-		{"service account", []flowcontrolv1.Subject{saS("kube-system", "cilium")}, cilium, true},
-		{"service account *", []flowcontrolv1.Subject{saS("kube-system", "*")}, cilium, true},
-		{"service account * of a namespace that is a prefix", []flowcontrolv1.Subject{saS("kube", "*")}, cilium, false},
-		{"service account in another namespace", []flowcontrolv1.Subject{saS("default", "*")}, cilium, false},
-		{"another service account", []flowcontrolv1.Subject{saS("kube-system", "coredns")}, cilium, false},
-		{"service account subject, user not a service account", []flowcontrolv1.Subject{saS("kube-system", "*")}, kubelet, false},
+		{"user by name", []flowcontrolv1.Subject{userSubject("system:node:n1")}, kubelet, true},
+		{"user by another name", []flowcontrolv1.Subject{userSubject("system:node:n2")}, kubelet, false},
+		{"user *", []flowcontrolv1.Subject{userSubject("*")}, kubelet, true},
+		{"group", []flowcontrolv1.Subject{groupSubject("system:nodes")}, kubelet, true},
+		{"group the user is not in", []flowcontrolv1.Subject{groupSubject("system:nodes")}, cilium, false},
+		{"group *", []flowcontrolv1.Subject{groupSubject("*")}, cilium, true},
+		{"all authenticated", []flowcontrolv1.Subject{groupSubject("system:authenticated")}, cilium, true},
+		{"service accounts group", []flowcontrolv1.Subject{groupSubject("system:serviceaccounts")}, cilium, true},
+		{"service accounts of the namespace", []flowcontrolv1.Subject{groupSubject("system:serviceaccounts:kube-system")}, cilium, true},
+		{"service accounts of another namespace", []flowcontrolv1.Subject{groupSubject("system:serviceaccounts:default")}, cilium, false},
+		{"service account", []flowcontrolv1.Subject{saSubject("kube-system", "cilium")}, cilium, true},
+		{"service account *", []flowcontrolv1.Subject{saSubject("kube-system", "*")}, cilium, true},
+		{"service account * of a namespace that is a prefix", []flowcontrolv1.Subject{saSubject("kube", "*")}, cilium, false},
+		{"service account in another namespace", []flowcontrolv1.Subject{saSubject("default", "*")}, cilium, false},
+		{"another service account", []flowcontrolv1.Subject{saSubject("kube-system", "coredns")}, cilium, false},
+		{"service account subject, user not a service account", []flowcontrolv1.Subject{saSubject("kube-system", "*")}, kubelet, false},
 		{"nil pointers are skipped", []flowcontrolv1.Subject{{Kind: flowcontrolv1.SubjectKindUser}, {Kind: flowcontrolv1.SubjectKindGroup},
-			{Kind: flowcontrolv1.SubjectKindServiceAccount}, userS("system:node:n1")}, kubelet, true},
+			{Kind: flowcontrolv1.SubjectKindServiceAccount}, userSubject("system:node:n1")}, kubelet, true},
 		{"unknown kind", []flowcontrolv1.Subject{{Kind: "Robot", User: &flowcontrolv1.UserSubject{Name: "*"}}}, kubelet, false},
-		{"anonymous is not authenticated", []flowcontrolv1.Subject{groupS("system:authenticated")}, UserOf("system:anonymous"), false},
-		{"anonymous is unauthenticated", []flowcontrolv1.Subject{groupS("system:unauthenticated")}, UserOf("system:anonymous"), true},
+		{"anonymous is not authenticated", []flowcontrolv1.Subject{groupSubject("system:authenticated")}, UserOf("system:anonymous"), false},
+		{"anonymous is unauthenticated", []flowcontrolv1.Subject{groupSubject("system:unauthenticated")}, UserOf("system:anonymous"), true},
 	}
 	for _, tc := range cases {
-		if got := matchesASubject(tc.u, tc.subjects); got != tc.want {
-			t.Errorf("%s: matchesASubject = %v, want %v", tc.name, got, tc.want)
+		if got := MatchesASubject(tc.u, tc.subjects); got != tc.want {
+			t.Errorf("%s: MatchesASubject = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }
@@ -322,6 +315,117 @@ func TestUserOf(t *testing.T) {
 		u := UserOf(tc.identity)
 		if u.Name != tc.identity || !reflect.DeepEqual(u.Groups, tc.groups) {
 			t.Errorf("UserOf(%q) = %+v, want groups %q", tc.identity, u, tc.groups)
+		}
+	}
+}
+
+func userSubject(n string) flowcontrolv1.Subject {
+	return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindUser, User: &flowcontrolv1.UserSubject{Name: n}}
+}
+
+func groupSubject(n string) flowcontrolv1.Subject {
+	return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindGroup, Group: &flowcontrolv1.GroupSubject{Name: n}}
+}
+
+func saSubject(ns, n string) flowcontrolv1.Subject {
+	return flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindServiceAccount, ServiceAccount: &flowcontrolv1.ServiceAccountSubject{Namespace: ns, Name: n}}
+}
+
+func rulesFor(subject flowcontrolv1.Subject, rr ...flowcontrolv1.ResourcePolicyRule) flowcontrolv1.PolicyRulesWithSubjects {
+	return flowcontrolv1.PolicyRulesWithSubjects{Subjects: []flowcontrolv1.Subject{subject}, ResourceRules: rr}
+}
+
+// TestSorted: the apiserver's order (apf_controller.go): a schema Sorted
+// does not keep is left out, ties go by name; Serving on the sorted
+// schemas takes the first that matches and skip does not rule out.
+func TestSorted(t *testing.T) {
+	all := []*flowcontrolv1.FlowSchema{
+		schema("late", "l", 600, catchEverything),
+		schema("bb", "l", 500, catchEverything),
+		schema("aa", "l", 500, catchEverything),
+		schema("dangling", "gone", 1, catchEverything),
+	}
+	exists := func(fs *flowcontrolv1.FlowSchema) bool { return fs.Spec.PriorityLevelConfiguration.Name == "l" }
+	var names []string
+	for _, fs := range Sorted(all, exists) {
+		names = append(names, fs.Name)
+	}
+	if want := []string{"aa", "bb", "late"}; !reflect.DeepEqual(names, want) {
+		t.Errorf("Sorted = %v, want %v (a schema whose level does not exist is ignored, ties go by name)", names, want)
+	}
+	if n := len(Sorted(all, nil)); n != 4 {
+		t.Errorf("Sorted keeping all kept %d", n)
+	}
+	u, r := UserOf("alice"), Request{Verb: "list", Resource: "pods"}
+	if fs := Serving(Sorted(all, exists), u, r, nil); fs == nil || fs.Name != "aa" {
+		t.Errorf("Serving = %v, want aa", fs)
+	}
+	if fs := Serving(Sorted(all, exists), u, r, func(fs *flowcontrolv1.FlowSchema) bool { return fs.Name == "aa" }); fs == nil || fs.Name != "bb" {
+		t.Errorf("Serving skipping aa = %v, want bb", fs)
+	}
+	if !Precedes(500, "aa", 500, "bb") || Precedes(500, "bb", 500, "aa") || !Precedes(499, "zz", 500, "aa") {
+		t.Error("Precedes does not order by precedence, then name")
+	}
+}
+
+// TestRepresentative: a group stands for members whose names no schema
+// singles out; each default measured identity is served where the
+// apiserver's own configuration puts it.
+func TestRepresentative(t *testing.T) {
+	nodes := Representative(nodeclient.Subject{Group: "system:nodes"})
+	if nodes.Name != "" || !reflect.DeepEqual(nodes.Groups, []string{"system:nodes", "system:authenticated"}) {
+		t.Errorf("group representative %+v", nodes)
+	}
+	if MatchesASubject(nodes, []flowcontrolv1.Subject{userSubject("system:node:n1")}) {
+		t.Error("a schema for one node matches the group's representative")
+	}
+	sorted := Sorted(apiserverSchemas(), nil)
+	for _, tc := range []struct {
+		s        nodeclient.Subject
+		resource string
+		want     string
+	}{
+		{nodeclient.Subject{Group: "system:nodes"}, "pods", "system-nodes"},
+		{nodeclient.Subject{Group: "system:nodes"}, "nodes", "system-node-high"},
+		{nodeclient.Subject{ServiceAccount: "kube-system:kube-proxy"}, "endpointslices", "kube-system-service-accounts"},
+		{nodeclient.Subject{User: "system:kube-proxy"}, "services", "global-default"},
+		{nodeclient.Subject{ServiceAccount: "calico-system:calico-node"}, "pods", "service-accounts"},
+	} {
+		fs := Serving(sorted, Representative(tc.s), Request{Verb: "list", Resource: tc.resource}, nil)
+		if fs == nil || fs.Name != tc.want {
+			t.Errorf("%s LIST %s: served by %v, want %s", tc.s.Identity(), tc.resource, fs, tc.want)
+		}
+	}
+}
+
+func TestMayOverlap(t *testing.T) {
+	listPods := flowcontrolv1.ResourcePolicyRule{Verbs: []string{"list"}, APIGroups: []string{""}, Resources: []string{"pods"}, ClusterScope: true}
+	nsPods := flowcontrolv1.ResourcePolicyRule{Verbs: []string{"list"}, APIGroups: []string{""}, Resources: []string{"pods"}, Namespaces: []string{"kube-system"}}
+	nodes := nodeclient.Subject{Group: "system:nodes"}
+	cilium := nodeclient.Subject{ServiceAccount: "kube-system:cilium"}
+	proxy := nodeclient.Subject{User: "system:kube-proxy"}
+	for _, tc := range []struct {
+		name       string
+		rule       flowcontrolv1.PolicyRulesWithSubjects
+		s          nodeclient.Subject
+		namespaced bool
+		want       bool
+	}{
+		{"one node's name may be a member", rulesFor(userSubject("system:node:n1"), listPods), nodes, false, true},
+		{"another group may hold members", rulesFor(groupSubject("ops"), listPods), nodes, false, true},
+		{"a service account may be in a group", rulesFor(saSubject("kube-system", "cilium"), listPods), nodes, false, true},
+		{"a service account's groups are known", rulesFor(groupSubject("ops"), listPods), cilium, false, false},
+		{"its own namespace's group", rulesFor(groupSubject("system:serviceaccounts:kube-system"), listPods), cilium, false, true},
+		{"another service account", rulesFor(saSubject("kube-system", "coredns"), listPods), cilium, false, false},
+		{"a user by another name", rulesFor(userSubject("alice"), listPods), proxy, false, false},
+		{"a user in a group herd does not know", rulesFor(groupSubject("ops"), listPods), proxy, false, true},
+		{"a user is no service account", rulesFor(saSubject("kube-system", "*"), listPods), proxy, false, false},
+		{"another verb", rulesFor(groupSubject("*"), flowcontrolv1.ResourcePolicyRule{Verbs: []string{"watch"}, APIGroups: []string{"*"}, Resources: []string{"*"}, ClusterScope: true}), cilium, true, false},
+		{"namespaced rule, cluster-wide LISTs only", rulesFor(groupSubject("*"), nsPods), cilium, false, false},
+		{"namespaced rule, namespaced LISTs measured too", rulesFor(groupSubject("*"), nsPods), cilium, true, true},
+	} {
+		if got := MayOverlap(schema("x", "l", 1, tc.rule), tc.s, Request{Verb: "list", Resource: "pods"}, tc.namespaced); got != tc.want {
+			t.Errorf("%s: MayOverlap = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }

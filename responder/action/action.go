@@ -30,6 +30,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/herd-k8s/herd/internal/apfmatch"
 	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/evidence"
 	"github.com/herd-k8s/herd/responder/guard"
@@ -60,8 +61,8 @@ const FieldManager = "herd"
 const (
 	// ManagedByLabel marks objects herd created; herd changes or deletes
 	// no other object of the kinds it creates.
-	ManagedByLabel = "app.kubernetes.io/managed-by"
-	ManagedByValue = "herd"
+	ManagedByLabel = apfmatch.ManagedByLabel
+	ManagedByValue = apfmatch.ManagedByValue
 
 	AnnotationCordonedBy  = "herd.dev/cordoned-by"
 	AnnotationReason      = "herd.dev/reason"

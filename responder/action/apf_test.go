@@ -4,29 +4,19 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/herd-k8s/herd/internal/apfmatch"
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apiserver/pkg/apis/flowcontrol/bootstrap"
 
 	"github.com/herd-k8s/herd/responder/guard"
 	"github.com/herd-k8s/herd/responder/policy"
 )
 
-// apiserverSchemas are the FlowSchemas a kube-apiserver creates: the
-// mandatory and the suggested ones, as the apiserver itself defines them.
+// apiserverSchemas are the FlowSchemas a kube-apiserver creates
+// (apfmatch.Default).
 func apiserverSchemas() []*flowcontrolv1.FlowSchema {
-	var out []*flowcontrolv1.FlowSchema
-	for _, fs := range append(append([]*flowcontrolv1.FlowSchema(nil), bootstrap.MandatoryFlowSchemas...), bootstrap.SuggestedFlowSchemas...) {
-		out = append(out, fs.DeepCopy())
-	}
-	return out
-}
-
-func herdSchema(name string, precedence int32, rule flowcontrolv1.PolicyRulesWithSubjects) *flowcontrolv1.FlowSchema {
-	return &flowcontrolv1.FlowSchema{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{ManagedByLabel: ManagedByValue}},
-		Spec:       flowcontrolv1.FlowSchemaSpec{MatchingPrecedence: precedence, Rules: []flowcontrolv1.PolicyRulesWithSubjects{rule}},
-	}
+	schemas, _ := apfmatch.Default()
+	return schemas
 }
 
 // catchEverything matches every request of every authenticated user.
@@ -34,102 +24,6 @@ var catchEverything = flowcontrolv1.PolicyRulesWithSubjects{
 	Subjects: []flowcontrolv1.Subject{{Kind: flowcontrolv1.SubjectKindGroup, Group: &flowcontrolv1.GroupSubject{Name: "system:authenticated"}}},
 	ResourceRules: []flowcontrolv1.ResourcePolicyRule{{Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"},
 		ClusterScope: true, Namespaces: []string{"*"}}},
-}
-
-func TestServingSuggestedFlowSchemas(t *testing.T) {
-	listPods := request{verb: "list", resource: "pods", clusterScope: true}
-	cases := []struct {
-		name     string
-		user     user
-		req      request
-		want     string
-		wantPrec int32
-	}{
-		{"cilium agent LISTs pods cluster-wide", userOf("system:serviceaccount:kube-system:cilium"), listPods, "kube-system-service-accounts", 900},
-		{"kube-proxy LISTs endpointslices", userOf("system:serviceaccount:kube-system:kube-proxy"),
-			request{verb: "list", group: "discovery.k8s.io", resource: "endpointslices", clusterScope: true}, "kube-system-service-accounts", 900},
-		{"kube-system SA gets a lease in a namespace", userOf("system:serviceaccount:kube-system:cilium-operator"),
-			request{verb: "get", group: "coordination.k8s.io", resource: "leases"}, "system-leader-election", 100},
-		{"kube-system SA LISTs leases cluster-wide: not leader election", userOf("system:serviceaccount:kube-system:cilium-operator"),
-			request{verb: "list", group: "coordination.k8s.io", resource: "leases", clusterScope: true}, "kube-system-service-accounts", 900},
-		{"kubelet LISTs pods", userOf("system:node:ip-10-0-3-17.eu-west-1.compute.internal"), listPods, "system-nodes", 500},
-		{"kubelet gets its node", userOf("system:node:n1"), request{verb: "get", resource: "nodes", clusterScope: true}, "system-node-high", 400},
-		{"kubelet patches node status", userOf("system:node:n1"), request{verb: "patch", resource: "nodes/status", clusterScope: true}, "system-node-high", 400},
-		{"kubelet renews its lease", userOf("system:node:n1"), request{verb: "update", group: "coordination.k8s.io", resource: "leases"}, "system-node-high", 400},
-		{"kubelet LISTs leases cluster-wide", userOf("system:node:n1"), request{verb: "list", group: "coordination.k8s.io", resource: "leases", clusterScope: true}, "system-nodes", 500},
-		{"a service account elsewhere", userOf("system:serviceaccount:monitoring:prometheus"), listPods, "service-accounts", 9000},
-		{"a service account elsewhere, namespaced", userOf("system:serviceaccount:monitoring:prometheus"), request{verb: "get", resource: "configmaps"}, "service-accounts", 9000},
-		{"kube-controller-manager", userOf("system:kube-controller-manager"), listPods, "kube-controller-manager", 800},
-		{"kube-scheduler", userOf("system:kube-scheduler"), listPods, "kube-scheduler", 800},
-		{"kube-scheduler gets a lease", userOf("system:kube-scheduler"), request{verb: "get", group: "coordination.k8s.io", resource: "leases"}, "system-leader-election", 100},
-		{"a person", userOf("alice@example.com"), listPods, "global-default", 9900},
-		{"system:masters", user{Name: "admin", Groups: []string{"system:masters", "system:authenticated"}}, listPods, "exempt", 1},
-		{"a malformed service account name is a plain user", userOf("system:serviceaccount:kube-system"), listPods, "global-default", 9900},
-		{"unauthenticated", user{Name: "system:anonymous", Groups: []string{"system:unauthenticated"}}, listPods, "global-default", 9900},
-	}
-	all := apiserverSchemas()
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			fs := serving(all, tc.user, tc.req)
-			if fs == nil {
-				t.Fatalf("no FlowSchema serves %+v %+v", tc.user, tc.req)
-			}
-			if fs.Name != tc.want || fs.Spec.MatchingPrecedence != tc.wantPrec {
-				t.Errorf("served by %s (%d), want %s (%d)", fs.Name, fs.Spec.MatchingPrecedence, tc.want, tc.wantPrec)
-			}
-		})
-	}
-	// Nothing serves a request no schema has a rule for: only resource
-	// requests are matched, and probes are non-resource.
-	if fs := serving(all[:1], userOf("alice"), listPods); fs != nil {
-		t.Errorf("exempt alone serves alice: %s", fs.Name)
-	}
-}
-
-func TestServingPrecedence(t *testing.T) {
-	u := userOf("system:node:n1")
-	req := request{verb: "list", resource: "pods", clusterScope: true}
-	cases := []struct {
-		name  string
-		extra []*flowcontrolv1.FlowSchema
-		want  string
-	}{
-		{"suggested only", nil, "system-nodes"},
-		{"herd's own schema is skipped", []*flowcontrolv1.FlowSchema{herdSchema("herd-isolate-1", 450, catchEverything)}, "system-nodes"},
-		{"a herd-named schema that is not herd's counts", []*flowcontrolv1.FlowSchema{func() *flowcontrolv1.FlowSchema {
-			fs := herdSchema("herd-isolate-1", 450, catchEverything)
-			fs.Labels = nil
-			return fs
-		}()}, "herd-isolate-1"},
-		{"a herd-labelled schema under another name counts", []*flowcontrolv1.FlowSchema{herdSchema("custom", 450, catchEverything)}, "custom"},
-		{"ties go to the smaller name", []*flowcontrolv1.FlowSchema{
-			func() *flowcontrolv1.FlowSchema {
-				fs := herdSchema("zz", 450, catchEverything)
-				fs.Labels = nil
-				return fs
-			}(),
-			func() *flowcontrolv1.FlowSchema {
-				fs := herdSchema("aa", 450, catchEverything)
-				fs.Labels = nil
-				return fs
-			}(),
-		}, "aa"},
-		{"a later schema does not win", []*flowcontrolv1.FlowSchema{
-			func() *flowcontrolv1.FlowSchema {
-				fs := herdSchema("late", 600, catchEverything)
-				fs.Labels = nil
-				return fs
-			}(),
-		}, "system-nodes"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			all := append(apiserverSchemas(), tc.extra...)
-			if fs := serving(all, u, req); fs == nil || fs.Name != tc.want {
-				t.Errorf("served by %v, want %s", fs, tc.want)
-			}
-		})
-	}
 }
 
 func TestSubjectsFor(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/herd-k8s/herd/internal/apfguard"
+	"github.com/herd-k8s/herd/internal/apfmatch"
 	"github.com/herd-k8s/herd/internal/nodeclient"
 	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/evidence"
@@ -148,11 +149,6 @@ func (t clientTarget) key(act policy.Action) map[string]string {
 	return map[string]string{AnnotationAction: string(act), AnnotationRole: t.role, AnnotationClient: t.client, AnnotationResource: t.resource}
 }
 
-// listRequest is a cluster-wide LIST of t's resource, as APF matches it.
-func (t clientTarget) listRequest() request {
-	return request{verb: "list", group: t.group, resource: t.plural, clusterScope: true}
-}
-
 // listRule is the one rule of a slot that routes only `list` of t's
 // resource by subjects; ids are the identities APF would see (their groups
 // follow from them), to find the schema that serves them now. herd's
@@ -161,7 +157,7 @@ func (t clientTarget) listRequest() request {
 func (t clientTarget) listRule(all []*flowcontrolv1.FlowSchema, ids []string, subjects []flowcontrolv1.Subject, preferred int32) (SlotRule, *guard.Refusal) {
 	current, currentName := int32(10000), "none (catch-all)"
 	for _, id := range ids {
-		if s := serving(all, userOf(id), t.listRequest()); s != nil && s.Spec.MatchingPrecedence < current {
+		if s := apfmatch.Serving(all, apfmatch.UserOf(id), apfmatch.List(t.resource), apfmatch.HerdGuard); s != nil && s.Spec.MatchingPrecedence < current {
 			current, currentName = s.Spec.MatchingPrecedence, s.Name
 		}
 	}
@@ -325,7 +321,7 @@ func (t *stormRequest) CoveredBy(all []*flowcontrolv1.FlowSchema) string {
 // serves them routes nothing).
 func (t *stormRequest) servedBy(all []*flowcontrolv1.FlowSchema, fs *flowcontrolv1.FlowSchema) bool {
 	for _, id := range t.ids {
-		if s := serving(all, userOf(id), t.listRequest()); s == nil || s.Name != fs.Name {
+		if s := apfmatch.Serving(all, apfmatch.UserOf(id), apfmatch.List(t.resource), apfmatch.HerdGuard); s == nil || s.Name != fs.Name {
 			return false
 		}
 	}

@@ -10,14 +10,13 @@ import (
 
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apiserver/pkg/apis/flowcontrol/bootstrap"
 	"k8s.io/utils/ptr"
 
 	"github.com/herd-k8s/herd/internal/apfguard"
+	"github.com/herd-k8s/herd/internal/apfmatch"
 	"github.com/herd-k8s/herd/internal/nodeclient"
 	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/evidence"
-	"github.com/herd-k8s/herd/responder/flowmatch"
 	"github.com/herd-k8s/herd/responder/guard"
 	"github.com/herd-k8s/herd/responder/policy"
 )
@@ -30,8 +29,9 @@ import (
 // herd's installed levels.
 func apfCluster() []runtime.Object {
 	out := clusterSchemas()
-	for _, pl := range append(append([]*flowcontrolv1.PriorityLevelConfiguration(nil), bootstrap.MandatoryPriorityLevelConfigurations...), bootstrap.SuggestedPriorityLevelConfigurations...) {
-		out = append(out, pl.DeepCopy())
+	_, levels := apfmatch.Default()
+	for _, pl := range levels {
+		out = append(out, pl)
 	}
 	return out
 }
@@ -538,10 +538,10 @@ func FuzzSubjectOf(f *testing.F) {
 			}
 			return
 		}
-		if !flowmatch.SubjectsMatch([]flowcontrolv1.Subject{sub}, userOf(id)) {
+		if !apfmatch.MatchesASubject(apfmatch.UserOf(id), []flowcontrolv1.Subject{sub}) {
 			t.Fatalf("%q: subject %+v does not match its identity %q", s, sub, id)
 		}
-		if flowmatch.SubjectsMatch([]flowcontrolv1.Subject{sub}, userOf("system:serviceaccount:elsewhere:someone-else")) &&
+		if apfmatch.MatchesASubject(apfmatch.UserOf("system:serviceaccount:elsewhere:someone-else"), []flowcontrolv1.Subject{sub}) &&
 			id != "system:serviceaccount:elsewhere:someone-else" {
 			t.Fatalf("%q: subject %+v matches an unrelated service account", s, sub)
 		}

@@ -9,6 +9,7 @@ import (
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/herd-k8s/herd/internal/apfmatch"
 	"github.com/herd-k8s/herd/internal/nodeclient"
 	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/evidence"
@@ -142,9 +143,9 @@ func (g *ghostRequest) Evidence(ctx context.Context, c *Case) Outcome {
 
 // Rule: every request of the identity, before whatever serves it now.
 func (g *ghostRequest) Rule(all []*flowcontrolv1.FlowSchema) (SlotRule, *guard.Refusal) {
-	u := userOf(g.identity)
-	for _, req := range []request{{verb: "list", resource: "pods", clusterScope: true}, {verb: "get", resource: "nodes", clusterScope: true}} {
-		if s := serving(all, u, req); s != nil && s.Spec.MatchingPrecedence <= quarantinePrecedence {
+	u := apfmatch.UserOf(g.identity)
+	for _, req := range []apfmatch.Request{apfmatch.List("pods"), {Verb: "get", Resource: "nodes"}} {
+		if s := apfmatch.Serving(all, u, req, apfmatch.HerdGuard); s != nil && s.Spec.MatchingPrecedence <= quarantinePrecedence {
 			return SlotRule{}, guard.Refuse(guard.Precedence, "FlowSchema %s serves %s at precedence %d, before herd's quarantine at %d", s.Name, g.identity, s.Spec.MatchingPrecedence, quarantinePrecedence)
 		}
 	}

@@ -2,12 +2,12 @@ package measure
 
 import (
 	"errors"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 
+	"github.com/herd-k8s/herd/internal/apfmatch"
 	"github.com/herd-k8s/herd/internal/nodeclient"
 	"github.com/herd-k8s/herd/responder/action"
 )
@@ -118,7 +118,7 @@ var countedActions = map[string]bool{ActionMeasure: true, "isolate": true, "prot
 func infoLabels(fs *flowcontrolv1.FlowSchema) ([]string, bool) {
 	a := fs.Annotations
 	act := a[action.AnnotationAction]
-	if fs.Labels[action.ManagedByLabel] != action.ManagedByValue || !strings.HasPrefix(fs.Name, "herd-") || !countedActions[act] {
+	if !apfmatch.HerdGuard(fs) || !countedActions[act] {
 		return nil, false
 	}
 	k := keyOf(fs)

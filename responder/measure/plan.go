@@ -9,9 +9,9 @@ import (
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/herd-k8s/herd/internal/apfmatch"
 	"github.com/herd-k8s/herd/internal/nodeclient"
 	"github.com/herd-k8s/herd/responder/action"
-	"github.com/herd-k8s/herd/responder/flowmatch"
 	"github.com/herd-k8s/herd/responder/policy"
 )
 
@@ -138,8 +138,7 @@ func plan(cfg policy.Measurement, all []*flowcontrolv1.FlowSchema, levels map[st
 		next++
 	}
 
-	exists := func(level string) bool { return levels[level] != nil }
-	sorted := flowmatch.Sorted(others, exists)
+	sorted := apfmatch.Sorted(others, func(fs *flowcontrolv1.FlowSchema) bool { return levels[fs.Spec.PriorityLevelConfiguration.Name] != nil })
 	for i := range placements {
 		if placements[i].Skip == "" {
 			place(&placements[i], sorted, levels)
@@ -188,10 +187,9 @@ func isFree(mine map[string]*flowcontrolv1.FlowSchema, used map[string]bool, nam
 // A schema whose priority level does not exist is ignored, as the
 // apiserver ignores it (sorted holds none).
 func place(p *Placement, sorted []*flowcontrolv1.FlowSchema, levels map[string]*flowcontrolv1.PriorityLevelConfiguration) {
-	plural, group, _ := strings.Cut(p.Resource, ".")
-	req := flowmatch.Request{Verb: "list", APIGroup: group, Resource: plural}
-	u := flowmatch.Representative(p.subject)
-	s := flowmatch.First(sorted, u, req, action.HerdOwn)
+	req := apfmatch.List(p.Resource)
+	u := apfmatch.Representative(p.subject)
+	s := apfmatch.Serving(sorted, u, req, apfmatch.HerdGuard)
 	if s == nil {
 		p.Skip = "no FlowSchema serves these LISTs (the apiserver's catch-all is missing from the cache)"
 		return
@@ -207,7 +205,7 @@ func place(p *Placement, sorted []*flowcontrolv1.FlowSchema, levels map[string]*
 	// before S's, else one below (any position further ahead would only
 	// put more schemas between).
 	prec := s.Spec.MatchingPrecedence
-	if !flowmatch.Precedes(prec, p.Slot, s.Spec.MatchingPrecedence, s.Name) {
+	if !apfmatch.Precedes(prec, p.Slot, s.Spec.MatchingPrecedence, s.Name) {
 		prec--
 	}
 	if prec < 1 {
@@ -229,15 +227,15 @@ func place(p *Placement, sorted []*flowcontrolv1.FlowSchema, levels map[string]*
 // everyNamespace reports whether s serves the LISTs in every namespace
 // too: one of its rules matching u has a resource rule for the LISTs with
 // namespaces ["*"].
-func everyNamespace(s *flowcontrolv1.FlowSchema, u flowmatch.User, req flowmatch.Request) bool {
+func everyNamespace(s *flowcontrolv1.FlowSchema, u apfmatch.User, req apfmatch.Request) bool {
 	for _, rule := range s.Spec.Rules {
-		if !flowmatch.SubjectsMatch(rule.Subjects, u) {
+		if !apfmatch.MatchesASubject(u, rule.Subjects) {
 			continue
 		}
 		for _, rr := range rule.ResourceRules {
 			q := req
 			q.Namespace = "default"
-			if len(rr.Namespaces) == 1 && rr.Namespaces[0] == flowcontrolv1.NamespaceEvery && flowmatch.ResourceRuleMatches(rr, q) {
+			if len(rr.Namespaces) == 1 && rr.Namespaces[0] == flowcontrolv1.NamespaceEvery && apfmatch.MatchesResourceRule(q, rr) {
 				return true
 			}
 		}
@@ -247,12 +245,12 @@ func everyNamespace(s *flowcontrolv1.FlowSchema, u flowmatch.User, req flowmatch
 
 // between returns a schema that lies after (prec, name) and before s in
 // the apiserver's order and may match the LISTs; nil when none does.
-func between(sorted []*flowcontrolv1.FlowSchema, prec int32, name string, s *flowcontrolv1.FlowSchema, sub nodeclient.Subject, req flowmatch.Request, namespaced bool) *flowcontrolv1.FlowSchema {
+func between(sorted []*flowcontrolv1.FlowSchema, prec int32, name string, s *flowcontrolv1.FlowSchema, sub nodeclient.Subject, req apfmatch.Request, namespaced bool) *flowcontrolv1.FlowSchema {
 	for _, fs := range sorted {
-		if fs == s || !flowmatch.Precedes(prec, name, fs.Spec.MatchingPrecedence, fs.Name) || !flowmatch.Before(fs, s) {
+		if fs == s || !apfmatch.Precedes(prec, name, fs.Spec.MatchingPrecedence, fs.Name) || !apfmatch.Before(fs, s) {
 			continue
 		}
-		if flowmatch.MayOverlap(fs, sub, req, namespaced) {
+		if apfmatch.MayOverlap(fs, sub, req, namespaced) {
 			return fs
 		}
 	}

@@ -5,25 +5,22 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/herd-k8s/herd/internal/apfmatch"
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apiserver/pkg/apis/flowcontrol/bootstrap"
 
 	"github.com/herd-k8s/herd/internal/nodeclient"
 	"github.com/herd-k8s/herd/responder/action"
 	"github.com/herd-k8s/herd/responder/policy"
 )
 
-// apiserverConfig is what a kube-apiserver creates: the mandatory and
-// suggested FlowSchemas and priority levels, as it defines them.
+// apiserverConfig is what a kube-apiserver creates (apfmatch.Default),
+// its levels by name.
 func apiserverConfig() ([]*flowcontrolv1.FlowSchema, map[string]*flowcontrolv1.PriorityLevelConfiguration) {
-	var fss []*flowcontrolv1.FlowSchema
-	for _, fs := range append(append([]*flowcontrolv1.FlowSchema(nil), bootstrap.MandatoryFlowSchemas...), bootstrap.SuggestedFlowSchemas...) {
-		fss = append(fss, fs.DeepCopy())
-	}
+	fss, pls := apfmatch.Default()
 	levels := map[string]*flowcontrolv1.PriorityLevelConfiguration{}
-	for _, pl := range append(append([]*flowcontrolv1.PriorityLevelConfiguration(nil), bootstrap.MandatoryPriorityLevelConfigurations...), bootstrap.SuggestedPriorityLevelConfigurations...) {
-		levels[pl.Name] = pl.DeepCopy()
+	for _, pl := range pls {
+		levels[pl.Name] = pl
 	}
 	return fss, levels
 }
