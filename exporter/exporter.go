@@ -209,7 +209,12 @@ func (e *Exporter) LineSink(s ingest.Source) *ingest.LineSink {
 
 // Handler serves /metrics, the debug pages and health.
 func (e *Exporter) Handler() http.Handler {
-	mux := http.NewServeMux()
+	mux := webserver.Mux("herd exporter", "Measures the node-side clients of a Kubernetes control plane from audit events.",
+		webserver.Link{Address: "/metrics", Text: "Metrics"},
+		webserver.Link{Address: "/debug/clients", Text: "Clients (JSON)"},
+		webserver.Link{Address: "/debug/apiservices", Text: "Aggregated APIServices (JSON)"},
+		webserver.Link{Address: "/debug/config", Text: "Configuration (JSON)"},
+	)
 	mux.Handle("/metrics", promhttp.HandlerFor(gatedGatherer{e.registry, e.reads}, promhttp.HandlerOpts{
 		ErrorLog:            slog.NewLogLogger(e.logger.Handler(), slog.LevelError),
 		MaxRequestsInFlight: 4,
@@ -221,7 +226,6 @@ func (e *Exporter) Handler() http.Handler {
 		mux.Handle("/debug/apiservices", e.apis.DebugHandler())
 	}
 	mux.HandleFunc("/debug/config", func(w http.ResponseWriter, r *http.Request) { webserver.WriteJSON(w, e.opts.Config) })
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", e.readyz)
 	if e.opts.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -229,14 +233,6 @@ func (e *Exporter) Handler() http.Handler {
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
-	if landing, err := webserver.Landing("herd exporter", "Measures the node-side clients of a Kubernetes control plane from audit events.",
-		webserver.Link{Address: "/metrics", Text: "Metrics"},
-		webserver.Link{Address: "/debug/clients", Text: "Clients (JSON)"},
-		webserver.Link{Address: "/debug/apiservices", Text: "Aggregated APIServices (JSON)"},
-		webserver.Link{Address: "/debug/config", Text: "Configuration (JSON)"},
-	); err == nil {
-		mux.Handle("/", landing)
 	}
 	return mux
 }

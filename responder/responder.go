@@ -179,10 +179,15 @@ func (unconfigured) Query(context.Context, string) ([]evidence.Sample, error) {
 // Handler serves every endpoint: POST /alerts, /metrics, /healthz,
 // /readyz, /debug/actions, /debug/triage, /debug/measurement.
 func (r *Responder) Handler() http.Handler {
-	mux := http.NewServeMux()
+	mux := webserver.Mux("herd responder", "Acts on Alertmanager's alerts about the node-side clients of a Kubernetes control plane, guarded. POST /alerts is the webhook.",
+		webserver.Link{Address: "/metrics", Text: "Metrics"},
+		webserver.Link{Address: "/readyz", Text: "Ready (while leading)"},
+		webserver.Link{Address: "/debug/actions", Text: "The last decisions and why (JSON)"},
+		webserver.Link{Address: "/debug/triage", Text: "The last triage reports (JSON)"},
+		webserver.Link{Address: "/debug/measurement", Text: "The APF measurement FlowSchemas: where each goes and why (JSON)"},
+	)
 	mux.Handle("/alerts", r.webhook)
 	mux.Handle("/metrics", promhttp.HandlerFor(r.registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(r.logger.Handler(), slog.LevelError)}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		switch {
 		case r.isDraining():
@@ -209,15 +214,6 @@ func (r *Responder) Handler() http.Handler {
 	mux.HandleFunc("/debug/measurement", func(w http.ResponseWriter, _ *http.Request) {
 		webserver.WriteJSON(w, r.measure.Status())
 	})
-	if landing, err := webserver.Landing("herd responder", "Acts on Alertmanager's alerts about the node-side clients of a Kubernetes control plane, guarded. POST /alerts is the webhook.",
-		webserver.Link{Address: "/metrics", Text: "Metrics"},
-		webserver.Link{Address: "/readyz", Text: "Ready (while leading)"},
-		webserver.Link{Address: "/debug/actions", Text: "The last decisions and why (JSON)"},
-		webserver.Link{Address: "/debug/triage", Text: "The last triage reports (JSON)"},
-		webserver.Link{Address: "/debug/measurement", Text: "The APF measurement FlowSchemas: where each goes and why (JSON)"},
-	); err == nil {
-		mux.Handle("/", landing)
-	}
 	return mux
 }
 

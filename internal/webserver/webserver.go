@@ -1,10 +1,11 @@
 // Package webserver is the HTTP-server setup both of herd's programs share:
 // the timeouts a slow or hostile client must not outlast, the JSON of the
-// debug pages, and the landing page that lists them.
+// debug pages, the health page and the landing page that lists them.
 package webserver
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -55,13 +56,21 @@ type Link struct {
 	Address, Text string
 }
 
-// Landing returns the page served at / that names the program and links its
-// pages (exporter-toolkit's landing page, as Prometheus exporters have; it
-// answers 404 for any other path).
-func Landing(name, description string, links ...Link) (http.Handler, error) {
+// Mux is the start of each program's handler: /healthz answers "ok" while
+// the process serves, and / is the landing page that names the program and
+// links its pages (exporter-toolkit's, as Prometheus exporters have; it
+// answers 404 for any other path). The caller adds the rest.
+func Mux(name, description string, links ...Link) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	cfg := web.LandingConfig{Name: name, Description: description}
 	for _, l := range links {
 		cfg.Links = append(cfg.Links, web.LandingLinks{Address: l.Address, Text: l.Text})
 	}
-	return web.NewLandingPage(cfg)
+	// The page is a fixed template filled with these strings: it fails
+	// only on a broken template, and then / is a 404 like any other path.
+	if landing, err := web.NewLandingPage(cfg); err == nil {
+		mux.Handle("/", landing)
+	}
+	return mux
 }

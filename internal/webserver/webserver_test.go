@@ -28,11 +28,8 @@ func TestWriteJSON(t *testing.T) {
 	}
 }
 
-func TestLanding(t *testing.T) {
-	h, err := Landing("herd responder", "Acts on alerts.", Link{"/metrics", "Metrics"}, Link{"/debug/actions", "Decisions (JSON)"})
-	if err != nil {
-		t.Fatal(err)
-	}
+func TestMux(t *testing.T) {
+	h := Mux("herd responder", "Acts on alerts.", Link{"/metrics", "Metrics"}, Link{"/debug/actions", "Decisions (JSON)"})
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	res, err := http.Get(srv.URL + "/")
@@ -53,5 +50,14 @@ func TestLanding(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != http.StatusNotFound {
 		t.Errorf("/nothing: %d, want 404", res.StatusCode)
+	}
+	res, err = http.Get(srv.URL + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || string(b) != "ok\n" {
+		t.Errorf("/healthz: %d %q, want 200 \"ok\\n\"", res.StatusCode, b)
 	}
 }
