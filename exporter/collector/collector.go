@@ -12,7 +12,8 @@ package collector
 
 import (
 	"log/slog"
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -126,12 +127,7 @@ func New(src Sources, logger *slog.Logger) *Herd {
 	if len(src.AuditFiles) > 0 {
 		cs["auditfiles"] = fileCollector{src.AuditFiles}
 	}
-	names := make([]string, 0, len(cs))
-	for n := range cs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return &Herd{ledger: src.Ledger, collectors: cs, names: names, logger: logger}
+	return &Herd{ledger: src.Ledger, collectors: cs, names: slices.Sorted(maps.Keys(cs)), logger: logger}
 }
 
 // Describe sends only the per-collector descriptors, as node_exporter does:

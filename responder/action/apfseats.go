@@ -2,7 +2,9 @@ package action
 
 import (
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 
@@ -52,7 +54,7 @@ func serverConcurrency(samples []evidence.Sample, levels map[string]*flowcontrol
 	}
 	best := 0
 	var disagree []string
-	for _, k := range sortedKeys(byServer) {
+	for _, k := range slices.Sorted(maps.Keys(byServer)) {
 		lo, hi, n := 0.0, math.Inf(1), 0
 		for level, seats := range byServer[k] {
 			s, ok := shares[level]
@@ -88,13 +90,4 @@ func serverKey(l map[string]string) string {
 		return "{}"
 	}
 	return "{" + strings.Join(parts, ",") + "}"
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

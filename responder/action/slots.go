@@ -4,7 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -435,7 +436,7 @@ func (o *SlotOps) Resolve(a alert.Alert) Op {
 				return Fail("read FlowSchemas", err)
 			}
 			mine := o.mine(all)
-			for _, name := range sortedNames(mine) {
+			for _, name := range slices.Sorted(maps.Keys(mine)) {
 				if owned(mine[name]) && matchesKey(mine[name].Annotations, o.key(req)) {
 					fs = mine[name]
 					break
@@ -503,7 +504,7 @@ func (o *SlotOps) Sweep() []Op {
 	}
 	now := o.env.now()
 	mine := o.mine(all)
-	for _, name := range sortedNames(mine) {
+	for _, name := range slices.Sorted(maps.Keys(mine)) {
 		fs := mine[name]
 		if !owned(fs) || o.isClaimed(name) {
 			continue
@@ -538,12 +539,3 @@ func (o *SlotOps) Sweep() []Op {
 // manifests' objects, and a priority level the responder had to create):
 // herd's, but not an action's to change or delete.
 func InstallLabels() map[string]string { return apfguard.InstallLabels() }
-
-func sortedNames(m map[string]*flowcontrolv1.FlowSchema) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}

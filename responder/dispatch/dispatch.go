@@ -36,7 +36,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -171,13 +172,8 @@ func New(opts Options) (*Dispatcher, error) {
 func key(a alert.Alert) string {
 	fp := a.Fingerprint
 	if fp == "" { // not from Alertmanager: the labels identify it
-		keys := make([]string, 0, len(a.Labels))
-		for k := range a.Labels {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
 		var b strings.Builder
-		for _, k := range keys {
+		for _, k := range slices.Sorted(maps.Keys(a.Labels)) {
 			fmt.Fprintf(&b, "%s=%q,", k, a.Labels[k])
 		}
 		fp = b.String()

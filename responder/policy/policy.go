@@ -95,7 +95,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/prometheus/common/model"
+	"maps"
 	"math"
 	"net/url"
 	"os"
@@ -104,6 +104,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/prometheus/common/model"
 
 	"k8s.io/apimachinery/pkg/api/validate/content"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -516,13 +518,13 @@ func (c Config) Validate() error {
 		case !r.Action.known():
 			fail("routes[%d].action %q: unknown action (want one of %s)", i, r.Action, actionList())
 		}
-		for _, name := range sortedKeys(r.Match) {
+		for _, name := range slices.Sorted(maps.Keys(r.Match)) {
 			if !validLabelName(name) {
 				fail("routes[%d].match: %q is not a valid label name", i, name)
 			}
 		}
 		reOK := true
-		for _, name := range sortedKeys(r.MatchRE) {
+		for _, name := range slices.Sorted(maps.Keys(r.MatchRE)) {
 			if !validLabelName(name) {
 				fail("routes[%d].matchRE: %q is not a valid label name", i, name)
 			}
@@ -564,7 +566,7 @@ func (c Config) Validate() error {
 	}
 
 	// Actions.
-	for _, k := range sortedKeys(c.Actions.Cordon.NodeSelector) {
+	for _, k := range slices.Sorted(maps.Keys(c.Actions.Cordon.NodeSelector)) {
 		if msgs := content.IsLabelKey(k); len(msgs) > 0 {
 			fail("actions.cordon.nodeSelector: key %q: %s", k, strings.Join(msgs, "; "))
 		}
@@ -612,7 +614,7 @@ func (c Config) Validate() error {
 	if !(g.MaxUnschedulableFraction > 0 && g.MaxUnschedulableFraction < 1) {
 		fail("guards.maxUnschedulableFraction %v: must be more than 0 and less than 1 (1 would let herd cordon every node; to never cordon, route no alert to cordon)", g.MaxUnschedulableFraction)
 	}
-	for _, a := range sortedKeys(g.MaxActionsPerHour) {
+	for _, a := range slices.Sorted(maps.Keys(g.MaxActionsPerHour)) {
 		n := g.MaxActionsPerHour[a]
 		switch {
 		case !a.known():
@@ -907,13 +909,4 @@ func actionList() string {
 		s[i] = string(a)
 	}
 	return strings.Join(s, ", ")
-}
-
-func sortedKeys[K ~string, V any](m map[K]V) []K {
-	keys := make([]K, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

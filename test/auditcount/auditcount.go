@@ -23,6 +23,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -151,13 +152,8 @@ func (s Series) add(name string, v float64, labels ...string) {
 
 // String lists the series, one a line, sorted.
 func (s Series) String() string {
-	keys := make([]string, 0, len(s))
-	for k := range s {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	var b strings.Builder
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(s)) {
 		fmt.Fprintf(&b, "%s %g\n", k, s[k])
 	}
 	return b.String()

@@ -19,11 +19,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -207,13 +208,8 @@ func (cp *ControlPlane) writeFiles() error {
 	for name, id := range cp.opts.Identities {
 		cp.identities[name] = id
 	}
-	names := make([]string, 0, len(cp.identities))
-	for name := range cp.identities {
-		names = append(names, name)
-	}
-	sort.Strings(names)
 	var tokens strings.Builder
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(cp.identities)) {
 		id := cp.identities[name]
 		id.token = randomToken()
 		cp.identities[name] = id
@@ -563,12 +559,7 @@ func (cp *ControlPlane) Stop() {
 
 // Identities lists the identity names Config accepts.
 func (cp *ControlPlane) Identities() []string {
-	names := make([]string, 0, len(cp.identities))
-	for n := range cp.identities {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(cp.identities))
 }
 
 // User is the username the apiserver sees for an identity name.
