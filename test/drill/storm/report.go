@@ -16,20 +16,7 @@ import (
 // then the kubelet variant.
 func report(w io.Writer, o options, rs map[string]*result) {
 	mix := stack.DemoMixin()
-	fmt.Fprintf(w, "\n## herd storm drill, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	fmt.Fprintf(w, "kube-apiserver %s + etcd; machine: %s.\n", controlplane.Version, machine())
-	fmt.Fprintln(w, runNodesLine(o.runs, func(name string) string {
-		if r := rs[name]; r != nil {
-			return r.nodes
-		}
-		return ""
-	}))
-	list := "?"
-	for _, r := range rs {
-		if r.listBytes > 0 && r.name != "kubelet" {
-			list = fmt.Sprintf("%.1f MB", float64(r.listBytes)/1e6)
-		}
-	}
+	list := heading(w, "herd storm drill", o.runs, func(name string) *result { return rs[name] })
 	fmt.Fprintf(w, "%d pods of ~10.8 KB (one unfiltered LIST: %s). Storm: %d cilium-agents (kube-system/cilium → APF workload-high) "+
 		"LISTing every pod (consistent, unfiltered) in a closed loop, each from its own node's address, in two waves of %v; "+
 		"kube-scheduler GETs one pod every 100 ms (workload-high too). Demo windows: rateWindow %v, HerdRelistStorm `for` %v, "+
@@ -57,6 +44,28 @@ func report(w io.Writer, o options, rs map[string]*result) {
 			fmt.Fprintf(w, "%s run: processes that exited on their own: %s\n", name, strings.Join(c, ", "))
 		}
 	}
+}
+
+// heading prints a report's title, the control plane and machine every
+// run had and each run's Nodes; it returns the size of one unfiltered LIST
+// of the pods as a storm run measured it ("?" when none did). run is the
+// named run's measures, nil when it did not run.
+func heading(w io.Writer, title string, runs []string, run func(name string) *result) (list string) {
+	fmt.Fprintf(w, "\n## %s, %s\n\n", title, time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(w, "kube-apiserver %s + etcd; machine: %s.\n", controlplane.Version, machine())
+	fmt.Fprintln(w, runNodesLine(runs, func(name string) string {
+		if r := run(name); r != nil {
+			return r.nodes
+		}
+		return ""
+	}))
+	list = "?"
+	for _, name := range runs {
+		if r := run(name); r != nil && r.listBytes > 0 && r.name != "kubelet" {
+			list = fmt.Sprintf("%.1f MB", float64(r.listBytes)/1e6)
+		}
+	}
+	return list
 }
 
 // The measures of one run over a stretch.

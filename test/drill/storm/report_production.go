@@ -11,7 +11,6 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/herd-k8s/herd/test/controlplane"
 	"github.com/herd-k8s/herd/test/drill"
 	"github.com/herd-k8s/herd/test/stack"
 )
@@ -21,20 +20,12 @@ import (
 // unprotected wave 1 did), the rolling restart, the unforecast storm, the
 // kubelet storm, the responder's writes, and the goals of issue 12.
 func reportProduction(w io.Writer, o options, root string, rs map[string]*prodResult) {
-	fmt.Fprintf(w, "\n## herd storm drill, production settings, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	fmt.Fprintf(w, "kube-apiserver %s + etcd; machine: %s.\n", controlplane.Version, machine())
-	fmt.Fprintln(w, runNodesLine(o.runs, func(name string) string {
+	list := heading(w, "herd storm drill, production settings", o.runs, func(name string) *result {
 		if r := rs[name]; r != nil {
-			return r.nodes
+			return &r.result
 		}
-		return ""
-	}))
-	list := "?"
-	for _, r := range rs {
-		if r.listBytes > 0 && r.name != "kubelet" {
-			list = fmt.Sprintf("%.1f MB", float64(r.listBytes)/1e6)
-		}
-	}
+		return nil
+	})
 	fmt.Fprintf(w, "%d pods of ~10.8 KB (one unfiltered LIST: %s); %d cilium-agents (kube-system/cilium → APF workload-high), each from its own node's address. "+
 		"Settings as shipped: rules/prometheus_{rules,alerts}.yaml (%s), scrape and rule evaluation %v (herd and the apiserver), Alertmanager group_wait %v, "+
 		"group_interval %v, repeat_interval %v (HerdSynchronizedRelist %v: docs/install.md's route); herd's APF objects installed (manifests/apf/herd.yaml); the responder's defaults. apiserver RSS sampled every 250 ms, killed above %.0f GiB; "+
