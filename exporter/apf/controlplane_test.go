@@ -24,11 +24,7 @@ import (
 func TestViewAgreesWithTheAPIServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{Nodes: []string{"node-1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cp.Stop)
+	cp := controlplane.StartForTest(ctx, t, controlplane.Options{Nodes: []string{"node-1"}})
 	admin := cp.Client(controlplane.Admin)
 	v := apf.New(admin, nil)
 	vctx, vcancel := context.WithCancel(ctx)

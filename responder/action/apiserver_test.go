@@ -86,13 +86,9 @@ func TestAPFWritesOnAPIServer(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{InstallResponder: true,
+	cp := controlplane.StartForTest(ctx, t, controlplane.Options{InstallResponder: true,
 		// Not the default 600 seats: protect infers the server's concurrency (protect_apiserver_test.go).
 		ExtraArgs: []string{"--max-requests-inflight=700", "--max-mutating-requests-inflight=200"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cp.Stop)
 	admin := cp.Client(controlplane.Admin)
 	own, err := admin.FlowcontrolV1().FlowSchemas().Get(ctx, "herd-responder", metav1.GetOptions{})
 	if err != nil {

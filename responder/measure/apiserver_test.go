@@ -43,14 +43,10 @@ const (
 
 func startControlPlane(ctx context.Context, t *testing.T, controllers ...string) *controlplane.ControlPlane {
 	t.Helper()
-	cp, err := controlplane.Start(ctx, controlplane.Options{InstallResponder: true, Controllers: controllers, Identities: map[string]controlplane.Identity{
+	cp := controlplane.StartForTest(ctx, t, controlplane.Options{InstallResponder: true, Controllers: controllers, Identities: map[string]controlplane.Identity{
 		calicoOperator: {User: "system:serviceaccount:calico-system:calico-node", Groups: []string{"system:serviceaccounts", "system:serviceaccounts:calico-system"}},
 		proxyUser:      {User: "system:kube-proxy"},
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cp.Stop)
 	admin := cp.Client(controlplane.Admin)
 	// The extra identities read what the CNI test role grants.
 	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{

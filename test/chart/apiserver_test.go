@@ -80,17 +80,13 @@ type cluster struct {
 
 func startCluster(ctx context.Context, t *testing.T) *cluster {
 	t.Helper()
-	cp, err := controlplane.Start(ctx, controlplane.Options{
+	cp := controlplane.StartForTest(ctx, t, controlplane.Options{
 		Nodes: []string{"node-1"},
 		Identities: map[string]controlplane.Identity{
 			exporterSA:  {User: exporterUser, Groups: saGroups},
 			responderSA: {User: responderUsr, Groups: saGroups},
 		},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cp.Stop)
 	c := &cluster{cp: cp, warn: &warnings{}}
 	cfg := cp.Config(controlplane.Admin)
 	cfg.WarningHandler = c.warn

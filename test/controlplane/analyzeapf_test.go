@@ -34,11 +34,7 @@ import (
 func TestAnalyzeAPFObjectsOnAPIServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{InstallResponder: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cp.Stop)
+	cp := controlplane.StartForTest(ctx, t, controlplane.Options{InstallResponder: true})
 
 	// 100 cilium-agents LIST every pod of a cluster of 2,000 10.8 KB pods.
 	var log strings.Builder

@@ -54,20 +54,7 @@ func start(t *testing.T, timeout time.Duration, opts controlplane.Options) (cont
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	t.Cleanup(cancel)
-	opts.Log = testWriter{t}
-	cp, err := controlplane.Start(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cp.Stop)
-	return ctx, cp
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
+	return ctx, controlplane.StartForTest(ctx, t, opts)
 }
 
 // TestKubeletRequestsAndAudit is the incident-000 ground truth: what the Node

@@ -58,7 +58,7 @@ func TestAuditPipelineExactCounts(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{
+	cp := controlplane.StartForTest(ctx, t, controlplane.Options{
 		Nodes:             []string{"node-1", "node-2"},
 		AuditPolicy:       nodeClientsPolicy,
 		AuditWebhookURL:   viaWebhook.AuditURL,
@@ -70,10 +70,6 @@ func TestAuditPipelineExactCounts(t *testing.T) {
 		// a real rename rotation.
 		ExtraArgs: []string{"--audit-log-maxsize=1"},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cp.Stop)
 
 	viaFile := startExporter(t, config.Default(), exporter.Options{
 		AuditInsecure: true,

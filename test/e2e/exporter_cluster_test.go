@@ -77,17 +77,13 @@ func TestClusterView(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{
+	cp := controlplane.StartForTest(ctx, t, controlplane.Options{
 		Nodes:           []string{"node-1", "node-2", ghostName},
 		Identities:      map[string]controlplane.Identity{stack.ExporterIdentity: {User: stack.ExporterUser, Groups: []string{"system:serviceaccounts", "system:serviceaccounts:herd"}}},
 		AuditPolicy:     clusterPolicy,
 		AuditWebhookURL: ingest.AuditURL,
 		AuditLogPath:    logPath,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cp.Stop)
 	admin := cp.Client(controlplane.Admin)
 	// herd runs with exactly the RBAC it ships, nothing more.
 	if _, err := stack.ApplyManifest(ctx, admin, "../../manifests/rbac/exporter.yaml"); err != nil {

@@ -173,14 +173,10 @@ func selfReview(ctx context.Context, t *testing.T, cp *controlplane.ControlPlane
 func TestRBACExporterManifest(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{
+	cp := controlplane.StartForTest(ctx, t, controlplane.Options{
 		Nodes:      []string{"node-1"},
 		Identities: map[string]controlplane.Identity{rbacIdentity: {User: rbacSAUser, Groups: rbacSAGroups}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cp.Stop)
 	admin := cp.Client(controlplane.Admin)
 	sa := cp.Client(rbacIdentity)
 

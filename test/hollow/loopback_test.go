@@ -30,11 +30,7 @@ func TestLoopbackKubemarkUserAgents(t *testing.T) {
 	t.Cleanup(tee.Close)
 	opts := controlplane.Options{Nodes: names, AuditPolicy: nodeAgentsPolicy, AuditLogPath: logPath}
 	tee.Wire(&opts)
-	cp, err := controlplane.Start(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cp.Stop)
+	cp := controlplane.StartForTest(ctx, t, opts)
 	ex := startExporter(t, cp)
 	tee.Forward(ex.AuditHandler())
 	agents, err := hollow.Start(ctx, cp, hollow.Options{
