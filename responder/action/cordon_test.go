@@ -247,10 +247,7 @@ func TestCordonFire(t *testing.T) {
 				before = append(before, getNode(t, f, o.(*corev1.Node).Name))
 			}
 			d := f.run(c.Fire(tc.alert))
-			tc.want.check(t, d)
-			if got := f.rec.reasons(); !reflect.DeepEqual(got, []string{tc.event}) {
-				t.Errorf("events %q, want %q", got, tc.event)
-			}
+			f.checkDecision(t, d, tc.want, tc.event)
 			if d.Action != policy.ActionCordon || d.Alert != "HerdStaleKubelet" || d.Status != "firing" || d.Fingerprint != "fp-HerdStaleKubelet" ||
 				!d.Time.Equal(t0) || d.DryRun != f.env.Config.DryRun {
 				t.Errorf("decision header %+v", d)
@@ -640,10 +637,7 @@ func TestCordonResolve(t *testing.T) {
 			}
 			c := &Cordon{Env: f.env}
 			d := f.run(c.Resolve(resolved("alertname", "HerdStaleKubelet", "node", "n1")))
-			tc.want.check(t, d)
-			if got := f.rec.reasons(); !reflect.DeepEqual(got, []string{tc.event}) {
-				t.Errorf("events %q, want %q", got, tc.event)
-			}
+			f.checkDecision(t, d, tc.want, tc.event)
 			ps := f.patches()
 			if !tc.patched {
 				if len(ps) != 0 {

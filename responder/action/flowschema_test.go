@@ -344,17 +344,11 @@ func TestIsolateFire(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := func(c *policy.Config) {
-				c.Guards.MaxActionsPerHour[policy.ActionIsolate] = 1
-				if tc.cfg != nil {
-					tc.cfg(c)
-				}
-			}
 			objs := clusterSchemas()
 			if tc.noLevel {
 				objs = without(objs, IsolateLevel)
 			}
-			f := newFixture(t, cfg, append(objs, tc.objs...)...)
+			f := newFixture(t, oneAnHour(policy.ActionIsolate, tc.cfg), append(objs, tc.objs...)...)
 			if tc.unsynced {
 				f.env.APF = NewAPFCache(f.client)
 			}
@@ -363,18 +357,10 @@ func TestIsolateFire(t *testing.T) {
 			}
 			f.q.errs = tc.evErr
 			if tc.spend {
-				if r := f.env.Budget.Take(policy.ActionIsolate); r != nil {
-					t.Fatal(r)
-				}
+				f.spend(t, policy.ActionIsolate)
 			}
 			d := f.run(NewIsolate(f.env).Fire(tc.alert))
-			tc.want.check(t, d)
-			if got := f.rec.reasons(); !reflect.DeepEqual(got, []string{tc.event}) {
-				t.Errorf("events %q, want %q", got, tc.event)
-			}
-			if d.Result == Failed && !errors.Is(d.Err, alert.ErrTransient) {
-				t.Errorf("err %v is not transient", d.Err)
-			}
+			f.checkFired(t, d, tc.want, tc.event)
 			f.assertNoWrites(t)
 			if tc.refunded {
 				f.assertRefunded(t, policy.ActionIsolate)
@@ -611,10 +597,7 @@ func TestIsolateResolve(t *testing.T) {
 			f := newFixture(t, tc.cfg, tc.objs...)
 			f.setLeader(!tc.notLead)
 			d := f.run(NewIsolate(f.env).Resolve(resolve))
-			tc.want.check(t, d)
-			if got := f.rec.reasons(); !reflect.DeepEqual(got, []string{tc.event}) {
-				t.Errorf("events %q, want %q", got, tc.event)
-			}
+			f.checkDecision(t, d, tc.want, tc.event)
 			switch {
 			case tc.deleted:
 				assertDeleted(t, f, "herd-isolate-1", nil)
@@ -826,34 +809,20 @@ func TestQuarantineFire(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := func(c *policy.Config) {
-				c.Guards.MaxActionsPerHour[policy.ActionQuarantine] = 1
-				if tc.cfg != nil {
-					tc.cfg(c)
-				}
-			}
 			objs := clusterSchemas()
 			if tc.noLevel {
 				objs = without(objs, QuarantineLevel)
 			}
-			f := newFixture(t, cfg, append(objs, tc.objs...)...)
+			f := newFixture(t, oneAnHour(policy.ActionQuarantine, tc.cfg), append(objs, tc.objs...)...)
 			f.env.Nodes = tc.nodes
 			for q, s := range tc.evidence {
 				f.q.set(q, s...)
 			}
 			if tc.spend {
-				if r := f.env.Budget.Take(policy.ActionQuarantine); r != nil {
-					t.Fatal(r)
-				}
+				f.spend(t, policy.ActionQuarantine)
 			}
 			d := f.run(NewQuarantine(f.env).Fire(tc.alert))
-			tc.want.check(t, d)
-			if got := f.rec.reasons(); !reflect.DeepEqual(got, []string{tc.event}) {
-				t.Errorf("events %q, want %q", got, tc.event)
-			}
-			if d.Result == Failed && !errors.Is(d.Err, alert.ErrTransient) {
-				t.Errorf("err %v is not transient", d.Err)
-			}
+			f.checkFired(t, d, tc.want, tc.event)
 			if d.Result != Applied {
 				f.assertNoWrites(t)
 				return
@@ -952,10 +921,7 @@ func TestQuarantineResolve(t *testing.T) {
 				})
 			}
 			d := f.run(NewQuarantine(f.env).Resolve(tc.alert))
-			tc.want.check(t, d)
-			if got := f.rec.reasons(); !reflect.DeepEqual(got, []string{tc.event}) {
-				t.Errorf("events %q, want %q", got, tc.event)
-			}
+			f.checkDecision(t, d, tc.want, tc.event)
 			if tc.notLead && !errors.Is(d.Err, alert.ErrTransient) {
 				t.Errorf("err %v is not transient", d.Err)
 			}

@@ -2,7 +2,9 @@ package action
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -328,6 +330,44 @@ type want struct {
 	guard  guard.Guard
 	reason string // exact, when not ""
 	has    string // the reason contains it, when not ""
+}
+
+// oneAnHour is the policy change that allows act once an hour, then more
+// (nil: none).
+func oneAnHour(act policy.Action, more func(*policy.Config)) func(*policy.Config) {
+	return func(c *policy.Config) {
+		c.Guards.MaxActionsPerHour[act] = 1
+		if more != nil {
+			more(c)
+		}
+	}
+}
+
+// spend takes act's budget, as a decision before the test's did.
+func (f *fixture) spend(t *testing.T, act policy.Action) {
+	t.Helper()
+	if r := f.env.Budget.Take(act); r != nil {
+		t.Fatal(r)
+	}
+}
+
+// checkDecision checks decision d: as w says, and exactly the events.
+func (f *fixture) checkDecision(t *testing.T, d Decision, w want, events ...string) {
+	t.Helper()
+	w.check(t, d)
+	if got := f.rec.reasons(); !reflect.DeepEqual(got, events) {
+		t.Errorf("events %q, want %q", got, events)
+	}
+}
+
+// checkFired checks the decision about a firing alert: checkDecision, and
+// a failure is retried (transient).
+func (f *fixture) checkFired(t *testing.T, d Decision, w want, events ...string) {
+	t.Helper()
+	f.checkDecision(t, d, w, events...)
+	if d.Result == Failed && !errors.Is(d.Err, alert.ErrTransient) {
+		t.Errorf("err %v is not transient", d.Err)
+	}
 }
 
 func (w want) check(t *testing.T, d Decision) {

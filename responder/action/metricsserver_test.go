@@ -3,7 +3,6 @@ package action
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"reflect"
 	"testing"
 
@@ -224,13 +223,7 @@ func TestFlagMetricsServerFire(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := func(c *policy.Config) {
-				c.Guards.MaxActionsPerHour[policy.ActionFlagMetricsServer] = 1
-				if tc.cfg != nil {
-					tc.cfg(c)
-				}
-			}
-			f := newFixture(t, cfg, tc.objs...)
+			f := newFixture(t, oneAnHour(policy.ActionFlagMetricsServer, tc.cfg), tc.objs...)
 			f.dryRunPatches()
 			for q, s := range tc.evidence {
 				f.q.set(q, s...)
@@ -238,9 +231,7 @@ func TestFlagMetricsServerFire(t *testing.T) {
 			f.q.all = tc.evErr
 			f.setLeader(!tc.notLead)
 			if tc.spend {
-				if r := f.env.Budget.Take(policy.ActionFlagMetricsServer); r != nil {
-					t.Fatal(r)
-				}
+				f.spend(t, policy.ActionFlagMetricsServer)
 			}
 			before := map[string]*appsv1.Deployment{}
 			for _, o := range tc.objs {
@@ -248,13 +239,7 @@ func TestFlagMetricsServerFire(t *testing.T) {
 				before[d.Namespace+"/"+d.Name] = getDeployment(t, f, d.Namespace, d.Name)
 			}
 			d := f.run((&FlagMetricsServer{Env: f.env}).Fire(tc.alert))
-			tc.want.check(t, d)
-			if got := f.rec.reasons(); !reflect.DeepEqual(got, tc.events) {
-				t.Errorf("events %q, want %q", got, tc.events)
-			}
-			if d.Result == Failed && !errors.Is(d.Err, alert.ErrTransient) {
-				t.Errorf("err %v is not transient", d.Err)
-			}
+			f.checkFired(t, d, tc.want, tc.events...)
 			if wantEv := map[bool]int{true: 0, false: 1}[d.Guard == guard.LabelValidation]; len(d.Evidence) != wantEv {
 				t.Errorf("evidence %+v", d.Evidence)
 			}
@@ -371,10 +356,7 @@ func TestFlagMetricsServerResolve(t *testing.T) {
 				before = specJSON(t, getDeployment(t, f, "kube-system", "metrics-server"))
 			}
 			d := f.run((&FlagMetricsServer{Env: f.env}).Resolve(tc.alert))
-			tc.want.check(t, d)
-			if got := f.rec.reasons(); !reflect.DeepEqual(got, []string{tc.event}) {
-				t.Errorf("events %q, want %q", got, tc.event)
-			}
+			f.checkDecision(t, d, tc.want, tc.event)
 			if !tc.unflagged {
 				if w := f.writes(); len(w) != 0 {
 					t.Errorf("writes %q", w)

@@ -102,9 +102,7 @@ func TestRunnerOrder(t *testing.T) {
 			})
 			f.setLeader(!tc.notLead)
 			if tc.spend {
-				if r := f.env.Budget.Take(policy.ActionCordon); r != nil {
-					t.Fatal(r)
-				}
+				f.spend(t, policy.ActionCordon)
 			}
 			s := tc.s
 			d := f.run(s.op(policy.ActionCordon, firing("alertname", "X")))
