@@ -1037,7 +1037,7 @@ func TestSweep(t *testing.T) {
 				t.Errorf("the decision does not name the schema's alert: %+v", ds[0])
 			}
 			var events []string
-			for _, e := range f.rec.take() {
+			for _, e := range f.rec.Take() {
 				events = append(events, e.Kind+"/"+e.Name+" "+e.Reason)
 			}
 			if len(events) != len(tc.want) {

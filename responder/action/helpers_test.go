@@ -21,6 +21,7 @@ import (
 	"github.com/herd-k8s/herd/responder/evidence"
 	"github.com/herd-k8s/herd/responder/guard"
 	"github.com/herd-k8s/herd/responder/policy"
+	"github.com/herd-k8s/herd/test/herdtest"
 )
 
 // A note on the fake clientset (k8s.io/client-go/kubernetes/fake):
@@ -109,10 +110,7 @@ type event struct {
 }
 
 // recorder captures Events.
-type recorder struct {
-	mu     sync.Mutex
-	events []event
-}
+type recorder struct{ herdtest.List[event] }
 
 func (r *recorder) Eventf(regarding, _ runtime.Object, eventtype, reason, action, note string, args ...interface{}) {
 	e := event{Type: eventtype, Reason: reason, Action: action, Note: fmt.Sprintf(note, args...)}
@@ -121,23 +119,13 @@ func (r *recorder) Eventf(regarding, _ runtime.Object, eventtype, reason, action
 	} else {
 		e.Kind = fmt.Sprintf("%T", regarding)
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.events = append(r.events, e)
-}
-
-func (r *recorder) take() []event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := r.events
-	r.events = nil
-	return out
+	r.Add(e)
 }
 
 // reasons are the recorded Events as "Kind/name Reason".
 func (r *recorder) reasons() []string {
 	var out []string
-	for _, e := range r.take() {
+	for _, e := range r.Take() {
 		out = append(out, e.Kind+"/"+e.Name+" "+e.Reason)
 	}
 	return out

@@ -224,7 +224,7 @@ func TestRunnerEvents(t *testing.T) {
 			return &Write{What: "w", Done: "d", Apply: func(context.Context, bool) error { return nil }}, Continue
 		}})
 	f.run(Op{Action: policy.ActionTriage, Alert: resolved("alertname", "X"), Labels: func(*Case) Outcome { return Nothing("quiet") }})
-	got := f.rec.take()
+	got := f.rec.Take()
 	var names []string
 	for _, e := range got {
 		names = append(names, fmt.Sprintf("%s/%s %s %s %s", e.Kind, e.Name, e.Type, e.Reason, e.Action))

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -49,24 +48,9 @@ var saGroups = []string{"system:serviceaccounts", "system:serviceaccounts:herd"}
 
 // warnings collects the apiserver's warning headers (PodSecurity's "would
 // violate" among them).
-type warnings struct {
-	mu   sync.Mutex
-	list []string
-}
+type warnings struct{ herdtest.List[string] }
 
-func (w *warnings) HandleWarningHeader(_ int, _ string, text string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.list = append(w.list, text)
-}
-
-func (w *warnings) take() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := w.list
-	w.list = nil
-	return out
-}
+func (w *warnings) HandleWarningHeader(_ int, _ string, text string) { w.Add(text) }
 
 // cluster is the real apiserver with the clients the test uses as admin.
 type cluster struct {
@@ -210,7 +194,7 @@ func (c *cluster) applyRelease(ctx context.Context, t *testing.T, objs []*unstru
 				t.Fatalf("dry run %v: %v", dryRun, err)
 			}
 		}
-		for _, w := range c.warn.take() {
+		for _, w := range c.warn.Take() {
 			t.Errorf("apiserver warning (dry run %v): %s", dryRun, w)
 		}
 	}
@@ -236,7 +220,7 @@ func (c *cluster) admitPods(ctx context.Context, t *testing.T, objs []*unstructu
 		if _, err := c.kube.CoreV1().Pods(d.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 			t.Errorf("Pod from Deployment %s/%s not admitted: %v", d.Namespace, d.Name, err)
 		}
-		for _, w := range c.warn.take() {
+		for _, w := range c.warn.Take() {
 			t.Errorf("Pod from Deployment %s: warning %s", d.Name, w)
 		}
 

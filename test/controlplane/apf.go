@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
 
+	"github.com/herd-k8s/herd/test/herdtest"
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	"k8s.io/client-go/rest"
 )
@@ -60,23 +60,11 @@ func (r Request) String() string {
 
 // Requests records every request of a client but its watches (its
 // informers' long-running streams): set a rest.Config's WrapTransport to
-// its Wrap, and Take what was sent.
-type Requests struct {
-	mu   sync.Mutex
-	sent []Request
-}
+// its Wrap, and Take what was sent since the last Take.
+type Requests struct{ herdtest.List[Request] }
 
 // Wrap is a rest.Config's WrapTransport.
 func (rs *Requests) Wrap(rt http.RoundTripper) http.RoundTripper { return recording{rt: rt, rs: rs} }
-
-// Take returns the requests recorded since the last Take.
-func (rs *Requests) Take() []Request {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	out := rs.sent
-	rs.sent = nil
-	return out
-}
 
 type recording struct {
 	rt http.RoundTripper
@@ -92,9 +80,7 @@ func (w recording) RoundTrip(r *http.Request) (*http.Response, error) {
 	if resp != nil {
 		s.Status, s.FlowSchemaUID = resp.StatusCode, resp.Header.Get(flowcontrolv1.ResponseHeaderMatchedFlowSchemaUID)
 	}
-	w.rs.mu.Lock()
-	w.rs.sent = append(w.rs.sent, s)
-	w.rs.mu.Unlock()
+	w.rs.Add(s)
 	return resp, err
 }
 

@@ -13,7 +13,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -182,5 +184,27 @@ func TestStatusRecorderPassesThroughAndRemembers(t *testing.T) {
 				t.Errorf("recorded %d, client got %d; want %d", rec.Code, w.Code, tc.want)
 			}
 		})
+	}
+}
+
+func TestList(t *testing.T) {
+	var l List[int]
+	if got := l.Take(); got != nil {
+		t.Fatalf("empty Take = %v", got)
+	}
+	var wg sync.WaitGroup
+	for i := range 100 {
+		wg.Add(1)
+		go func() { defer wg.Done(); l.Add(i) }()
+	}
+	wg.Wait()
+	got := l.Take()
+	slices.Sort(got)
+	if len(got) != 100 || got[0] != 0 || got[99] != 99 {
+		t.Fatalf("Take = %v, want 0..99", got)
+	}
+	l.Add(7)
+	if got := l.Take(); !slices.Equal(got, []int{7}) {
+		t.Errorf("Take after Take = %v, want [7]", got)
 	}
 }
