@@ -28,6 +28,7 @@ import (
 
 	"github.com/herd-k8s/herd/test/controlplane"
 	"github.com/herd-k8s/herd/test/herdtest"
+	"github.com/herd-k8s/herd/test/stack"
 )
 
 // The all-on release: its service accounts get tokens in the control plane's
@@ -393,54 +394,6 @@ func (c *cluster) allowed(ctx context.Context, t *testing.T, user string, groups
 
 const fc = "flowcontrol.apiserver.k8s.io"
 
-// exporterAllowed is everything the exporter's informers and probes do.
-var exporterAllowed = []access{
-	{Verb: "get", Resource: "nodes", Name: "node-1"},
-	{Verb: "list", Resource: "nodes"},
-	{Verb: "watch", Resource: "nodes"},
-	{Verb: "list", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kube-node-lease"},
-	{Verb: "watch", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kube-node-lease"},
-	{Verb: "list", Group: "apiregistration.k8s.io", Resource: "apiservices"},
-	{Verb: "watch", Group: "apiregistration.k8s.io", Resource: "apiservices"},
-	{Verb: "list", Group: "discovery.k8s.io", Resource: "endpointslices"},
-	{Verb: "watch", Group: "discovery.k8s.io", Resource: "endpointslices", Namespace: "monitoring"},
-	{Verb: "list", Group: "apps", Resource: "deployments", Namespace: "kube-system"},
-	{Verb: "watch", Group: "apps", Resource: "deployments", Namespace: "kube-system"},
-	{Verb: "get", Path: "/apis/metrics.k8s.io/v1beta1"},
-	{Verb: "list", Group: fc, Resource: "flowschemas"},
-	{Verb: "watch", Group: fc, Resource: "flowschemas"},
-	{Verb: "list", Group: fc, Resource: "prioritylevelconfigurations"},
-	{Verb: "watch", Group: fc, Resource: "prioritylevelconfigurations"},
-}
-
-// exporterDenied: the exporter reads, never writes, and never reads Secrets.
-var exporterDenied = []access{
-	{Verb: "get", Resource: "secrets", Namespace: "herd", Name: "herd-audit-token"},
-	{Verb: "list", Resource: "secrets"},
-	{Verb: "list", Resource: "pods"},
-	{Verb: "create", Resource: "pods", Subresource: "exec", Namespace: "kube-system", Name: "x"},
-	{Verb: "delete", Resource: "nodes", Name: "node-1"},
-	{Verb: "patch", Resource: "nodes", Name: "node-1"},
-	{Verb: "update", Resource: "nodes", Name: "node-1"},
-	{Verb: "create", Group: fc, Resource: "flowschemas", Name: "herd-isolate-1"},
-	{Verb: "patch", Group: fc, Resource: "flowschemas", Name: "herd-isolate-1"},
-	{Verb: "delete", Group: fc, Resource: "flowschemas", Name: "global-default"},
-	{Verb: "patch", Group: fc, Resource: "prioritylevelconfigurations", Name: "workload-high"},
-	{Verb: "create", Group: fc, Resource: "prioritylevelconfigurations", Name: "herd-protect"},
-	{Verb: "patch", Group: "apps", Resource: "deployments", Namespace: "kube-system", Name: "metrics-server"},
-	{Verb: "create", Group: "coordination.k8s.io", Resource: "leases", Namespace: "herd"},
-	{Verb: "update", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kube-node-lease", Name: "node-1"},
-	{Verb: "create", Group: "events.k8s.io", Resource: "events", Namespace: "default"},
-	{Verb: "create", Resource: "events", Namespace: "default"},
-	{Verb: "delete", Group: "apiregistration.k8s.io", Resource: "apiservices", Name: "v1beta1.metrics.k8s.io"},
-	{Verb: "create", Group: "discovery.k8s.io", Resource: "endpointslices", Namespace: "kube-system"},
-	{Verb: "create", Resource: "configmaps", Namespace: "herd"},
-	{Verb: "bind", Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "cluster-admin"},
-	{Verb: "escalate", Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "herd-exporter"},
-	{Verb: "impersonate", Resource: "serviceaccounts", Namespace: "herd", Name: "herd-responder"},
-	{Verb: "post", Path: "/apis/metrics.k8s.io/v1beta1"},
-}
-
 // responderAllowed is what the responder needs with the all-on values
 // (isolate 3 slots, protect 2, quarantine 2, the Lease herd-responder-leader).
 func responderAllowed() []access {
@@ -562,7 +515,7 @@ func rbacMatrix(ctx context.Context, t *testing.T, c *cluster) {
 		authenticatedGrp []string
 	}
 	accounts := []account{
-		{user: exporterUser, allowed: exporterAllowed, denied: exporterDenied},
+		{user: exporterUser, allowed: stack.ExporterAllowed, denied: stack.ExporterDenied},
 		{user: responderUsr, allowed: responderAllowed(), denied: responderDenied},
 	}
 	withAuth := append(slices.Clone(saGroups), "system:authenticated")

@@ -41,66 +41,6 @@ var rbacSAGroups = []string{"system:serviceaccounts", "system:serviceaccounts:he
 // access is one request the exporter might make.
 type access = controlplane.Access
 
-// rbacAllowed is everything the exporter's informers and probes do.
-var rbacAllowed = []access{
-	{Verb: "get", Resource: "nodes", Name: "node-1"},
-	{Verb: "list", Resource: "nodes"},
-	{Verb: "watch", Resource: "nodes"},
-	{Verb: "list", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kube-node-lease"},
-	{Verb: "watch", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kube-node-lease"},
-	{Verb: "list", Group: "apiregistration.k8s.io", Resource: "apiservices"},
-	{Verb: "watch", Group: "apiregistration.k8s.io", Resource: "apiservices"},
-	{Verb: "list", Group: "discovery.k8s.io", Resource: "endpointslices"},
-	{Verb: "watch", Group: "discovery.k8s.io", Resource: "endpointslices"},
-	{Verb: "list", Group: "discovery.k8s.io", Resource: "endpointslices", Namespace: "monitoring"},
-	{Verb: "list", Group: "apps", Resource: "deployments", Namespace: "kube-system"},
-	{Verb: "watch", Group: "apps", Resource: "deployments", Namespace: "kube-system"},
-	{Verb: "get", Path: "/apis/metrics.k8s.io/v1beta1"},
-	{Verb: "get", Path: "/apis/custom.metrics.k8s.io/v1beta2"},
-	{Verb: "list", Group: "flowcontrol.apiserver.k8s.io", Resource: "flowschemas"},
-	{Verb: "watch", Group: "flowcontrol.apiserver.k8s.io", Resource: "flowschemas"},
-	{Verb: "list", Group: "flowcontrol.apiserver.k8s.io", Resource: "prioritylevelconfigurations"},
-	{Verb: "watch", Group: "flowcontrol.apiserver.k8s.io", Resource: "prioritylevelconfigurations"},
-}
-
-// rbacDenied is what the exporter must not be able to do.
-var rbacDenied = []access{
-	{Verb: "get", Resource: "secrets", Namespace: "kube-system", Name: "any"},
-	{Verb: "get", Resource: "secrets", Namespace: "herd", Name: "any"},
-	{Verb: "list", Resource: "secrets"},
-	{Verb: "watch", Resource: "secrets", Namespace: "kube-system"},
-	{Verb: "get", Resource: "configmaps", Namespace: "kube-system", Name: "kubeadm-config"},
-	{Verb: "list", Resource: "pods"},
-	{Verb: "get", Resource: "pods", Subresource: "exec", Namespace: "x", Name: "y"},
-	{Verb: "create", Resource: "pods", Subresource: "exec", Namespace: "x", Name: "y"},
-	{Verb: "get", Resource: "nodes", Subresource: "proxy", Name: "node-1"},
-	{Verb: "delete", Resource: "nodes", Name: "node-1"},
-	{Verb: "patch", Resource: "nodes", Name: "node-1"},
-	{Verb: "update", Resource: "nodes", Name: "node-1"},
-	{Verb: "patch", Resource: "nodes", Subresource: "status", Name: "node-1"},
-	{Verb: "create", Group: "flowcontrol.apiserver.k8s.io", Resource: "flowschemas"},
-	{Verb: "create", Group: "flowcontrol.apiserver.k8s.io", Resource: "prioritylevelconfigurations"},
-	{Verb: "list", Group: "coordination.k8s.io", Resource: "leases", Namespace: "default"},
-	{Verb: "list", Group: "coordination.k8s.io", Resource: "leases"},
-	{Verb: "get", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kube-system", Name: "kube-controller-manager"},
-	{Verb: "update", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kube-node-lease", Name: "node-1"},
-	{Verb: "patch", Group: "apps", Resource: "deployments", Namespace: "kube-system", Name: "metrics-server"},
-	{Verb: "update", Group: "apps", Resource: "deployments", Namespace: "kube-system", Name: "metrics-server"},
-	{Verb: "list", Group: "apps", Resource: "deployments", Namespace: "default"},
-	{Verb: "list", Group: "apps", Resource: "deployments"},
-	{Verb: "delete", Group: "apiregistration.k8s.io", Resource: "apiservices", Name: "v1beta1.metrics.k8s.io"},
-	{Verb: "create", Group: "discovery.k8s.io", Resource: "endpointslices", Namespace: "kube-system"},
-	{Verb: "create", Group: "authentication.k8s.io", Resource: "tokenreviews"},
-	{Verb: "create", Group: "authorization.k8s.io", Resource: "subjectaccessreviews"},
-	{Verb: "create", Resource: "serviceaccounts", Subresource: "token", Namespace: "kube-system", Name: "metrics-server"},
-	{Verb: "impersonate", Resource: "users", Name: "admin"},
-	{Verb: "bind", Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "cluster-admin"},
-	{Verb: "escalate", Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "herd-exporter"},
-	{Verb: "create", Resource: "events", Namespace: "kube-system"},
-	{Verb: "get", Path: "/metrics"},
-	{Verb: "post", Path: "/apis/metrics.k8s.io/v1beta1"},
-}
-
 // checkRulesAreReadOnly fails on any write verb or wildcard in the
 // manifest's roles, and on bindings to anyone but the exporter's account.
 func checkRulesAreReadOnly(t *testing.T, objs map[string][]any) {
@@ -191,7 +131,7 @@ func TestRBACExporterManifest(t *testing.T) {
 		applied.Need(t)
 		// The RBAC authorizer reads bindings through informers: wait for them.
 		herdtest.Wait(t, 15*time.Second, "the manifest's bindings to take effect", func() bool {
-			for _, a := range rbacAllowed {
+			for _, a := range stack.ExporterAllowed {
 				if !reviewAs(ctx, t, cp, a) {
 					return false
 				}
@@ -204,7 +144,7 @@ func TestRBACExporterManifest(t *testing.T) {
 		// Before the manifest, nothing in the allowed list is granted to the
 		// account by its own groups: whatever is allowed later, the manifest
 		// granted.
-		for _, a := range rbacAllowed {
+		for _, a := range stack.ExporterAllowed {
 			if reviewAs(ctx, t, cp, a) {
 				t.Errorf("before the manifest, %s is already allowed", a)
 			}
@@ -216,12 +156,12 @@ func TestRBACExporterManifest(t *testing.T) {
 	})
 	t.Run("the exporter account may do what it needs and nothing else", func(t *testing.T) {
 		effective.Need(t)
-		for _, a := range rbacAllowed {
+		for _, a := range stack.ExporterAllowed {
 			if ok, reason := selfReview(ctx, t, cp, a); !ok {
 				t.Errorf("herd-exporter may not %s: %s", a, reason)
 			}
 		}
-		for _, a := range rbacDenied {
+		for _, a := range stack.ExporterDenied {
 			if ok, reason := selfReview(ctx, t, cp, a); ok {
 				t.Errorf("herd-exporter may %s (%s); it must not", a, reason)
 			}
@@ -229,7 +169,7 @@ func TestRBACExporterManifest(t *testing.T) {
 				t.Errorf("herd's bindings grant %s; they must not", a)
 			}
 		}
-		t.Logf("checked %d allowed and %d denied requests", len(rbacAllowed), len(rbacDenied))
+		t.Logf("checked %d allowed and %d denied requests", len(stack.ExporterAllowed), len(stack.ExporterDenied))
 	})
 	t.Run("the exporter informers sync as its account", func(t *testing.T) {
 		effective.Need(t)
