@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/herd-k8s/herd/test/herdtest"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	auditv1 "k8s.io/apiserver/pkg/apis/audit/v1"
 	"k8s.io/client-go/kubernetes"
@@ -47,17 +48,10 @@ type restore struct {
 // ends (failed reads, while the apiserver restarts, are skipped).
 func SampleRevisions(ctx context.Context, c kubernetes.Interface, every time.Duration) *Revisions {
 	r := &Revisions{}
+	read := func() { r.Read(ctx, c) }
 	go func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			r.Read(ctx, c)
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
+		read()
+		herdtest.Every(ctx, every, read)
 	}()
 	return r
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/herd-k8s/herd/test/herdtest"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -19,8 +20,7 @@ import (
 // requests are exempt: the drill measures how many storm LISTs run at once
 // without joining their queues.
 type APFWatch struct {
-	stop context.CancelFunc
-	done chan struct{}
+	stop func() // herdtest.Background's
 
 	mu      sync.Mutex
 	samples []APFSample
@@ -34,13 +34,9 @@ type APFSample struct {
 
 // WatchAPF starts sampling every interval until Stop.
 func WatchAPF(admin kubernetes.Interface, interval time.Duration) *APFWatch {
-	ctx, cancel := context.WithCancel(context.Background())
-	w := &APFWatch{stop: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
+	w := &APFWatch{}
+	w.stop = herdtest.Background(context.Background(), func(ctx context.Context) {
+		sample := func() {
 			rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
 			raw, err := admin.CoreV1().RESTClient().Get().AbsPath("/debug/api_priority_and_fairness/dump_priority_levels").DoRaw(rctx)
 			rcancel()
@@ -52,13 +48,10 @@ func WatchAPF(admin kubernetes.Interface, interval time.Duration) *APFWatch {
 					w.mu.Unlock()
 				}
 			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
 		}
-	}()
+		sample()
+		herdtest.Every(ctx, interval, sample)
+	})
 	return w
 }
 
@@ -97,10 +90,7 @@ func parseAPFDump(raw []byte) (APFSample, bool) {
 }
 
 // Stop ends the sampling.
-func (w *APFWatch) Stop() {
-	w.stop()
-	<-w.done
-}
+func (w *APFWatch) Stop() { w.stop() }
 
 // Executing is the most and the mean requests level executed in [from, to).
 func (w *APFWatch) Executing(level string, from, to time.Time) (most int, mean float64) {

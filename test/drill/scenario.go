@@ -121,8 +121,7 @@ type Response struct {
 // ResponseWatch polls Prometheus and the responder every 250 ms for an
 // alert and the responder's decision about it.
 type ResponseWatch struct {
-	stop context.CancelFunc
-	done chan struct{}
+	stop func() // herdtest.Background's
 
 	mu sync.Mutex
 	r  Response
@@ -135,22 +134,13 @@ type ResponseWatch struct {
 // HerdRelistStorm fires, whose own decision is then a no-op. A decision
 // counts only if its alert's labels agree with match.
 func WatchResponse(s *stack.Stack, alert string, match map[string]string, action string, alsoBy ...string) *ResponseWatch {
-	ctx, cancel := context.WithCancel(context.Background())
-	w := &ResponseWatch{stop: cancel, done: make(chan struct{})}
+	w := &ResponseWatch{}
 	since := time.Now()
-	go func() {
-		defer close(w.done)
-		t := time.NewTicker(250 * time.Millisecond)
-		defer t.Stop()
-		for {
-			w.poll(ctx, s, alert, match, action, alsoBy, since)
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
+	w.stop = herdtest.Background(context.Background(), func(ctx context.Context) {
+		poll := func() { w.poll(ctx, s, alert, match, action, alsoBy, since) }
+		poll()
+		herdtest.Every(ctx, 250*time.Millisecond, poll)
+	})
 	return w
 }
 
@@ -219,7 +209,4 @@ func (w *ResponseWatch) Snapshot() Response {
 }
 
 // Stop ends the polling.
-func (w *ResponseWatch) Stop() {
-	w.stop()
-	<-w.done
-}
+func (w *ResponseWatch) Stop() { w.stop() }

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/herd-k8s/herd/test/herdtest"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -257,18 +258,11 @@ func (a *Agent) RelistEvery(resource string, interval time.Duration) error {
 	a.loops.Add(1)
 	go func() {
 		defer a.loops.Done()
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-a.ctx.Done():
-				return
-			case <-t.C:
-				// A failed relist (apiserver down) is retried by the
-				// reflector itself; the loop just keeps its pace.
-				_ = a.RelistNow(a.ctx, resource)
-			}
-		}
+		herdtest.Every(a.ctx, interval, func() {
+			// A failed relist (apiserver down) is retried by the
+			// reflector itself; the loop just keeps its pace.
+			_ = a.RelistNow(a.ctx, resource)
+		})
 	}()
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/hostinfo"
 )
 
@@ -32,8 +33,7 @@ type MemSample struct {
 // that a storm can never take the machine down.
 type MemWatch struct {
 	cap  int64
-	stop context.CancelFunc
-	done chan struct{}
+	stop func() // herdtest.Background's
 
 	mu       sync.Mutex
 	samples  []MemSample
@@ -43,25 +43,18 @@ type MemWatch struct {
 // WatchAPIServer starts sampling every interval; capBytes <= 0 means no cap.
 // Stop it when done.
 func (s *Stack) WatchAPIServer(interval time.Duration, capBytes int64) *MemWatch {
-	ctx, cancel := context.WithCancel(context.Background())
-	w := &MemWatch{cap: capBytes, stop: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			if pid := s.CP.APIServerPid(); pid != 0 {
-				if rss, err := hostinfo.RSS(pid); err == nil {
-					w.record(pid, rss)
-				}
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
+	w := &MemWatch{cap: capBytes}
+	sample := func() {
+		if pid := s.CP.APIServerPid(); pid != 0 {
+			if rss, err := hostinfo.RSS(pid); err == nil {
+				w.record(pid, rss)
 			}
 		}
-	}()
+	}
+	w.stop = herdtest.Background(context.Background(), func(ctx context.Context) {
+		sample()
+		herdtest.Every(ctx, interval, sample)
+	})
 	return w
 }
 
@@ -77,10 +70,7 @@ func (w *MemWatch) record(pid int, rss int64) {
 }
 
 // Stop ends the sampling.
-func (w *MemWatch) Stop() {
-	w.stop()
-	<-w.done
-}
+func (w *MemWatch) Stop() { w.stop() }
 
 // Samples returns a copy of the readings so far.
 func (w *MemWatch) Samples() []MemSample {
