@@ -31,6 +31,7 @@ import (
 	"github.com/herd-k8s/herd/exporter/classify"
 	"github.com/herd-k8s/herd/exporter/config"
 	controlplane "github.com/herd-k8s/herd/manifests/control-plane"
+	"github.com/herd-k8s/herd/test/auditcount"
 	harness "github.com/herd-k8s/herd/test/controlplane"
 	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/nodesim"
@@ -813,21 +814,7 @@ func relistTotals(acc map[string]uint64) map[string]uint64 {
 
 func diffCounts[V comparable](t *testing.T, what string, got, want map[string]V) {
 	t.Helper()
-	keys := map[string]bool{}
-	for k := range got {
-		keys[k] = true
-	}
-	for k := range want {
-		keys[k] = true
-	}
-	var diffs []string
-	for k := range keys {
-		if got[k] != want[k] {
-			diffs = append(diffs, fmt.Sprintf("  %s: %v, want %v", k, got[k], want[k]))
-		}
-	}
-	sort.Strings(diffs)
-	if len(diffs) > 0 {
+	if diffs := auditcount.DiffFormat(got, want, "  %s: %v, want %v"); len(diffs) > 0 {
 		t.Errorf("%s differ:\n%s", what, strings.Join(diffs, "\n"))
 	}
 }

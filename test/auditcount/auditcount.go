@@ -174,17 +174,22 @@ func (s Series) Without(name, label, value string) Series {
 // Diff lists every series whose value differs between want and got
 // (absent counts as 0), sorted.
 func Diff(want, got Series) []string {
-	keys := map[string]bool{}
-	for k := range want {
-		keys[k] = true
-	}
-	for k := range got {
-		keys[k] = true
-	}
+	return DiffFormat(want, got, "%s: independent count %g, herd %g")
+}
+
+// DiffFormat lists, sorted, format applied to the key, a's value and b's
+// value of every key whose value differs between a and b (an absent key
+// has the zero value).
+func DiffFormat[V comparable](a, b map[string]V, format string) []string {
 	var out []string
-	for k := range keys {
-		if want[k] != got[k] {
-			out = append(out, fmt.Sprintf("%s: independent count %g, herd %g", k, want[k], got[k]))
+	for k := range a {
+		if a[k] != b[k] {
+			out = append(out, fmt.Sprintf(format, k, a[k], b[k]))
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok && a[k] != b[k] {
+			out = append(out, fmt.Sprintf(format, k, a[k], b[k]))
 		}
 	}
 	sort.Strings(out)

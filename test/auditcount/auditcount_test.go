@@ -140,3 +140,17 @@ func TestFutureRevisions(t *testing.T) {
 		t.Errorf("by series %+v, want 2..4 on pods", res.BySeries)
 	}
 }
+
+// TestDiff: a key on one side only counts as the zero value on the other;
+// equal values are not listed; the lines are sorted.
+func TestDiff(t *testing.T) {
+	got := Diff(Series{"a": 1, "b": 2, "z": 0}, Series{"b": 3, "c": 4, "y": 0})
+	want := []string{"b: independent count 2, herd 3", "c: independent count 0, herd 4", "a: independent count 1, herd 0"}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("Diff = %q, want %q", got, want)
+	}
+	if d := DiffFormat(map[string]int{"x": 1}, map[string]int{"x": 1}, "%s %v %v"); d != nil {
+		t.Errorf("equal maps: %q", d)
+	}
+}
