@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/herd-k8s/herd/exporter"
 	"github.com/herd-k8s/herd/exporter/accounting"
@@ -25,6 +24,7 @@ import (
 	"github.com/herd-k8s/herd/exporter/collector"
 	"github.com/herd-k8s/herd/exporter/config"
 	"github.com/herd-k8s/herd/exporter/metricsserver"
+	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/metricsdoc"
 )
 
@@ -33,11 +33,10 @@ import (
 // mods change the options first.
 func newTestExporter(t *testing.T, mods ...func(*exporter.Options)) *exporter.Exporter {
 	t.Helper()
-	empty, addrs, off := "", []string{"127.0.0.1:0"}, false
 	opts := exporter.Options{
 		Config:        config.Default(),
-		Web:           web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &off, WebConfigFile: &empty},
-		Audit:         web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &off, WebConfigFile: &empty},
+		Web:           herdtest.WebFlags("", "127.0.0.1:0"),
+		Audit:         herdtest.WebFlags("", "127.0.0.1:0"),
 		AuditInsecure: true,
 		// Not followed (Run is not called), but its collector reports.
 		LogFiles: []string{filepath.Join(t.TempDir(), "audit.log")},

@@ -7,9 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/exporter-toolkit/web"
-
 	"github.com/herd-k8s/herd/exporter/config"
+	"github.com/herd-k8s/herd/test/herdtest"
 )
 
 // Whole-ledger reads take turns (readGate): while one holds the slot,
@@ -107,11 +106,10 @@ func TestReadsLeaveRoom(t *testing.T) {
 // pprof.
 func newLocalExporter(tb testing.TB, cfg config.Config, pprof bool) *Exporter {
 	tb.Helper()
-	empty, addrs, off := "", []string{"127.0.0.1:0"}, false
 	e, err := New(Options{
 		Config:        cfg,
-		Web:           web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &off, WebConfigFile: &empty},
-		Audit:         web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &off, WebConfigFile: &empty},
+		Web:           herdtest.WebFlags("", "127.0.0.1:0"),
+		Audit:         herdtest.WebFlags("", "127.0.0.1:0"),
 		AuditInsecure: true,
 		Pprof:         pprof,
 	})

@@ -5,12 +5,12 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
-	"github.com/prometheus/exporter-toolkit/web"
 	"k8s.io/client-go/rest"
 
 	"github.com/herd-k8s/herd/responder"
 	"github.com/herd-k8s/herd/responder/leader"
 	"github.com/herd-k8s/herd/responder/policy"
+	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/metricsdoc"
 )
 
@@ -21,11 +21,10 @@ func TestEveryMetricIsDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addrs, off, empty := []string{"127.0.0.1:0"}, false, ""
 	r, err := responder.New(responder.Options{
 		Config:         cfg,
 		Kube:           &rest.Config{Host: "https://127.0.0.1:1"}, // never contacted: Run is not called
-		Web:            web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &off, WebConfigFile: &empty},
+		Web:            herdtest.WebFlags("", "127.0.0.1:0"),
 		InsecureNoAuth: true,
 		Leader:         leader.Options{Namespace: "herd", Name: "herd-responder", Identity: "test"},
 	})

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -35,7 +34,7 @@ import (
 	harness "github.com/herd-k8s/herd/test/controlplane"
 	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/nodesim"
-	"github.com/herd-k8s/herd/test/proc"
+	"github.com/herd-k8s/herd/test/stack"
 )
 
 // The simulated cluster: simNodes nodes, each with a kubelet, kube-proxy and
@@ -938,35 +937,16 @@ func startHerd(t *testing.T, dir string) (*exporter.Exporter, string, func()) {
 `, filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "herd-ca.crt"))), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	webPort, err := proc.FreePort()
+	r, err := stack.RunExporter(exporter.Options{Config: config.Default(), Audit: web.FlagConfig{WebConfigFile: &webConfig}}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	auditPort, err := proc.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	webAddrs := []string{"127.0.0.1:" + strconv.Itoa(webPort)}
-	auditAddrs := []string{"127.0.0.1:" + strconv.Itoa(auditPort)}
-	off, empty := false, ""
-	e, err := exporter.New(exporter.Options{
-		Config: config.Default(),
-		Web:    web.FlagConfig{WebListenAddresses: &webAddrs, WebSystemdSocket: &off, WebConfigFile: &empty},
-		Audit:  web.FlagConfig{WebListenAddresses: &auditAddrs, WebSystemdSocket: &off, WebConfigFile: &webConfig},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
 	stop := func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := r.Stop(); err != nil {
 			t.Errorf("herd exporter: %v", err)
 		}
 	}
-	return e, "https://" + auditAddrs[0] + "/audit", stop
+	return r.Exporter, r.AuditURL, stop
 }
 
 // webhookArgs renders audit-webhook-kubeconfig.yaml for this test (herd's

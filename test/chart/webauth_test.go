@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/exporter-toolkit/web"
 	"golang.org/x/crypto/bcrypt"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -216,11 +215,10 @@ func runExporter(t *testing.T, webConfig string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	webAddrs, auditAddrs, off, empty := []string{webAddr}, []string{auditAddr}, false, ""
 	e, err := exporter.New(exporter.Options{
 		Config:        exporterconfig.Default(),
-		Web:           web.FlagConfig{WebListenAddresses: &webAddrs, WebSystemdSocket: &off, WebConfigFile: &webConfig},
-		Audit:         web.FlagConfig{WebListenAddresses: &auditAddrs, WebSystemdSocket: &off, WebConfigFile: &empty},
+		Web:           herdtest.WebFlags(webConfig, webAddr),
+		Audit:         herdtest.WebFlags("", auditAddr),
 		AuditInsecure: true,
 	})
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
-	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/herd-k8s/herd/exporter"
 	"github.com/herd-k8s/herd/exporter/apiservices"
@@ -222,13 +221,12 @@ func RunExporter(opts exporter.Options, auditAddr string) (*InProcessExporter, e
 			return nil, err
 		}
 	}
-	webAddrs, auditAddrs := []string{webAddr}, []string{auditAddr}
-	off, empty := false, ""
-	opts.Web = web.FlagConfig{WebListenAddresses: &webAddrs, WebSystemdSocket: &off, WebConfigFile: &empty}
-	if opts.Audit.WebConfigFile == nil {
-		opts.Audit.WebConfigFile = &empty
+	opts.Web = herdtest.WebFlags("", webAddr)
+	auditConfig := ""
+	if opts.Audit.WebConfigFile != nil {
+		auditConfig = *opts.Audit.WebConfigFile
 	}
-	opts.Audit.WebListenAddresses, opts.Audit.WebSystemdSocket = &auditAddrs, &off
+	opts.Audit = herdtest.WebFlags(auditConfig, auditAddr)
 	e, err := exporter.New(opts)
 	if err != nil {
 		return nil, fmt.Errorf("start herd exporter (in process): %w", err)
