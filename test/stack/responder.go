@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/common/model"
 
+	"github.com/herd-k8s/herd/responder/action"
 	"github.com/herd-k8s/herd/responder/measure"
 	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/proc"
@@ -197,25 +198,12 @@ func debugPage[T any](ctx context.Context, url string) (T, error) {
 	return page, err
 }
 
-// TriageFinding and TriageReport are /debug/triage's view of a triage.
-type TriageFinding struct {
-	Pattern     string            `json:"pattern"`
-	Score       float64           `json:"score"`
-	Summary     string            `json:"summary"`
-	Query       string            `json:"query"`
-	Value       float64           `json:"value"`
-	Next        string            `json:"next"`
-	Remediation string            `json:"remediation"`
-	Labels      map[string]string `json:"labels"`
-}
-
-type TriageReport struct {
-	Time     time.Time         `json:"time"`
-	Alert    string            `json:"alert"`
-	Labels   map[string]string `json:"labels"`
-	Findings []TriageFinding   `json:"findings"`
-	Errors   []string          `json:"errors"`
-}
+// TriageFinding and TriageReport are /debug/triage's view of a triage:
+// the responder's own types.
+type (
+	TriageFinding = action.Finding
+	TriageReport  = action.TriageReport
+)
 
 // Triage reads /debug/triage.
 func (r *Responder) Triage(ctx context.Context) ([]TriageReport, error) {
