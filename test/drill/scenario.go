@@ -164,7 +164,7 @@ func (w *ResponseWatch) poll(ctx context.Context, s *stack.Stack, alert string, 
 	}
 	w.r.Failures = w.r.Failures[:0]
 	for _, d := range ds {
-		if d.Action != action || (d.Alert != alert && !slices.Contains(alsoBy, d.Alert)) || d.Time.Before(since) || !labelsAgree(d.Labels, match) {
+		if string(d.Action) != action || (d.Alert != alert && !slices.Contains(alsoBy, d.Alert)) || d.Time.Before(since) || !labelsAgree(d.Labels, match) {
 			continue
 		}
 		if d.Status == "firing" {

@@ -223,7 +223,7 @@ func (s *drill) timeline() {
 			what += " (" + d.Target + ")"
 		}
 		if d.Guard != "" {
-			what += " guard " + d.Guard
+			what += " guard " + string(d.Guard)
 		}
 		evs = append(evs, drillEvent{d.Time, what + ": " + truncateString(d.Reason, 240)})
 	}

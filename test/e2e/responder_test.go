@@ -20,6 +20,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/herd-k8s/herd/responder/guard"
+	"github.com/herd-k8s/herd/responder/policy"
 	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/nodesim"
 	"github.com/herd-k8s/herd/test/stack"
@@ -126,7 +128,7 @@ func TestResponder(t *testing.T) {
 		s.svc.set(s.dryRun)
 		herdtest.Wait(t, 3*time.Minute, "the dry-run responder to decide cordon, isolate, quarantine and flag-metrics-server", func() bool {
 			ds := decisions(t, s.dryRun)
-			for _, a := range []string{"cordon", "isolate", "quarantine", "flag-metrics-server"} {
+			for _, a := range []policy.Action{"cordon", "isolate", "quarantine", "flag-metrics-server"} {
 				if len(matching(ds, func(d stack.Decision) bool { return d.Action == a && d.Result == "dry_run" })) == 0 {
 					return false
 				}
@@ -207,7 +209,7 @@ func TestResponder(t *testing.T) {
 		s.svc.pause(false)
 		herdtest.Wait(t, 2*time.Minute, "the leader to act on Alertmanager's deliveries", func() bool {
 			ds := decisions(t, s.leader)
-			for _, a := range []string{"isolate", "quarantine", "flag-metrics-server"} {
+			for _, a := range []policy.Action{"isolate", "quarantine", "flag-metrics-server"} {
 				if len(matching(ds, func(d stack.Decision) bool { return d.Action == a && d.Result == "applied" })) == 0 {
 					return false
 				}
@@ -378,7 +380,7 @@ func TestResponder(t *testing.T) {
 			t.Errorf("unschedulable nodes %v: want at most %d (%g of %d), %s and node-1 among them", un, respAllowed, respFraction, respNodes, respPersonal)
 		}
 		refused := matching(decisions(t, s.leader), func(d stack.Decision) bool { return d.Action == "cordon" && d.Result == "refused" })
-		byGuard := map[string]int{}
+		byGuard := map[guard.Guard]int{}
 		for _, d := range refused {
 			byGuard[d.Guard]++
 		}
@@ -399,7 +401,10 @@ func TestResponder(t *testing.T) {
 	})
 	t.Run("alerts Prometheus or the API do not confirm are refused", func(t *testing.T) {
 		acting.Need(t)
-		for _, tc := range []struct{ node, guard string }{
+		for _, tc := range []struct {
+			node  string
+			guard guard.Guard
+		}{
 			{"node-15", "verification"},      // exists, not stale
 			{"no-such-node", "verification"}, // does not exist
 			{"Bad_Name!", "label_validation"},

@@ -186,7 +186,7 @@ func (s *stack) deliver(ctx context.Context, client *http.Client, name, status s
 		if !ok || d.Status != status || d.Time.Before(begin) {
 			continue
 		}
-		ph.Results[d.Result]++
+		ph.Results[string(d.Result)]++
 		if d.Error != "" && ph.FirstErr == "" {
 			ph.FirstErr = d.Target + ": " + d.Error
 		}

@@ -161,28 +161,9 @@ func (r *Responder) Post(ctx context.Context, body []byte) (int, error) {
 	return resp.StatusCode, nil
 }
 
-// Decision is one entry of the responder's /debug/actions.
-type Decision struct {
-	Time        time.Time         `json:"time"`
-	Action      string            `json:"action"`
-	Alert       string            `json:"alert"`
-	Status      string            `json:"status"`
-	Fingerprint string            `json:"fingerprint"`
-	Target      string            `json:"target"`
-	Result      string            `json:"result"`
-	Guard       string            `json:"guard"`
-	Reason      string            `json:"reason"`
-	Labels      map[string]string `json:"labels"`
-	DryRun      bool              `json:"dryRun"`
-	Error       string            `json:"error"`
-	Evidence    []struct {
-		Query     string  `json:"query"`
-		Value     float64 `json:"value"`
-		Series    int     `json:"series"`
-		Confirmed bool    `json:"confirmed"`
-	} `json:"evidence"`
-	DurationMS float64 `json:"durationMs"`
-}
+// Decision is one entry of the responder's /debug/actions: the
+// responder's own type.
+type Decision = action.Decision
 
 // Decisions reads /debug/actions, oldest first (the responder keeps its
 // last 200).
