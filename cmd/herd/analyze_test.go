@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/herd-k8s/herd/test/herdtest"
 )
 
 // auditLine is one ResponseComplete event as kube-apiserver's log backend
@@ -47,24 +49,15 @@ func incidentLog() string {
 	return strings.Join(lines, "\n") + "\n"
 }
 
-func writeFile(t *testing.T, name, content string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 func TestAnalyze(t *testing.T) {
-	log := writeFile(t, "audit.log", incidentLog())
-	bad := writeFile(t, "bad.log", incidentLog()+"not json\n")
-	empty := writeFile(t, "empty.log", "")
-	garbage := writeFile(t, "garbage.log", "not json\nnor this\n")
-	badConfig := writeFile(t, "herd.yaml", "accounting:\n  windw: 5m\n")
+	log := herdtest.WriteTemp(t, "audit.log", incidentLog())
+	bad := herdtest.WriteTemp(t, "bad.log", incidentLog()+"not json\n")
+	empty := herdtest.WriteTemp(t, "empty.log", "")
+	garbage := herdtest.WriteTemp(t, "garbage.log", "not json\nnor this\n")
+	badConfig := herdtest.WriteTemp(t, "herd.yaml", "accounting:\n  windw: 5m\n")
 	missing := filepath.Join(t.TempDir(), "missing.log")
-	notAPF := writeFile(t, "apf.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
-	noLevels := writeFile(t, "apf.yaml", "apiVersion: flowcontrol.apiserver.k8s.io/v1\nkind: FlowSchema\nmetadata: {name: x}\nspec: {priorityLevelConfiguration: {name: global-default}, matchingPrecedence: 1000}\n")
+	notAPF := herdtest.WriteTemp(t, "apf.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+	noLevels := herdtest.WriteTemp(t, "apf.yaml", "apiVersion: flowcontrol.apiserver.k8s.io/v1\nkind: FlowSchema\nmetadata: {name: x}\nspec: {priorityLevelConfiguration: {name: global-default}, matchingPrecedence: 1000}\n")
 	tests := []struct {
 		name       string
 		args       []string
@@ -161,7 +154,7 @@ func TestAnalyze(t *testing.T) {
 }
 
 func TestAnalyzeJSON(t *testing.T) {
-	log := writeFile(t, "audit.log", incidentLog())
+	log := herdtest.WriteTemp(t, "audit.log", incidentLog())
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"analyze", "-o", "json", log}, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
@@ -193,7 +186,7 @@ func TestAnalyzeJSON(t *testing.T) {
 
 // TestAnalyzeStdin reads "-" from the process's standard input.
 func TestAnalyzeStdin(t *testing.T) {
-	f, err := os.Open(writeFile(t, "stdin", incidentLog()))
+	f, err := os.Open(herdtest.WriteTemp(t, "stdin", incidentLog()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,8 +211,8 @@ func TestAnalyzeConfigRules(t *testing.T) {
 		lines = append(lines, auditLine(i+1, "system:serviceaccount:kube-system:weave-net", "10.0.0.5", "list",
 			"/api/v1/pods?limit=500", "pods", "", 200, "", 60+i))
 	}
-	log := writeFile(t, "audit.log", strings.Join(lines, "\n")+"\n")
-	cfg := writeFile(t, "herd.yaml", "rules:\n- role: cni\n  client: weave\n  serviceAccount: kube-system:weave-net\naccounting:\n  relistThreshold: 2\n")
+	log := herdtest.WriteTemp(t, "audit.log", strings.Join(lines, "\n")+"\n")
+	cfg := herdtest.WriteTemp(t, "herd.yaml", "rules:\n- role: cni\n  client: weave\n  serviceAccount: kube-system:weave-net\naccounting:\n  relistThreshold: 2\n")
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"analyze", "--config", cfg, log}, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
@@ -251,7 +244,7 @@ func stampedeLog() string {
 // one synchronized relist of the cilium fleet would make the apiserver hold
 // (internal/forecast: the mixin's model) and says it is past the budget.
 func TestAnalyzeForecast(t *testing.T) {
-	log := writeFile(t, "audit.log", stampedeLog())
+	log := herdtest.WriteTemp(t, "audit.log", stampedeLog())
 	var stdout, stderr bytes.Buffer
 	args := []string{"analyze", "--objects", "pods=2000", "--object-bytes", "pods=10800", "--objects", "nodes=100", "--apiserver-memory", "459Mi", log}
 	if code := run(args, &stdout, &stderr); code != 0 {

@@ -1,24 +1,18 @@
 package main
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/herd-k8s/herd/test/herdtest"
 )
 
 // TestResponderCheck: --check validates the configuration and the flags
 // and exits; a bad file exits 2 with one line naming the file and the
 // problem.
 func TestResponderCheck(t *testing.T) {
-	dir := t.TempDir()
-	file := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	file := func(name, content string) string { return herdtest.WriteTemp(t, name, content) }
 	good := file("good.yaml", "dryRun: false\nprometheus: {url: http://prometheus:9090}\n")
 	typo := file("typo.yaml", "dryRunn: false\nprometheus: {url: http://prometheus:9090}\n")
 	unbounded := file("unbounded.yaml", "prometheus: {url: http://prometheus:9090}\nguards: {maxUnschedulableFraction: 1}\n")
@@ -34,7 +28,7 @@ func TestResponderCheck(t *testing.T) {
 		{"flag overrides the file", []string{"responder", "--config", good, "--prometheus.url", "http://other:9090", "--check"}, 0, "configuration OK: dryRun=false, 8 routes, prometheus http://other:9090\n", nil},
 		{"unknown field", []string{"responder", "--config", typo, "--check"}, 2, "", []string{"herd responder: config " + typo + ":", `unknown field "dryRunn"`}},
 		{"acts on every node", []string{"responder", "--config", unbounded, "--check"}, 2, "", []string{"guards.maxUnschedulableFraction 1: must be more than 0 and less than 1"}},
-		{"missing file", []string{"responder", "--config", filepath.Join(dir, "none.yaml"), "--check"}, 2, "", []string{"herd responder: read config:", "no such file"}},
+		{"missing file", []string{"responder", "--config", filepath.Join(t.TempDir(), "none.yaml"), "--check"}, 2, "", []string{"herd responder: read config:", "no such file"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

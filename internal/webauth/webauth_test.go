@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/herd-k8s/herd/test/herdtest"
 )
 
 func TestTokenFile(t *testing.T) {
@@ -62,12 +64,7 @@ func TestTokenFile(t *testing.T) {
 }
 
 func TestListenerAuth(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		os.WriteFile(p, []byte(content), 0o600)
-		return p
-	}
+	write := func(name, content string) string { return herdtest.WriteTemp(t, name, content) }
 	tests := []struct{ name, content, want string }{
 		{"none.yml", "", ""},
 		{"basic.yml", "basic_auth_users:\n  alice: $2y$10$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG\n", "basic auth"},
@@ -84,7 +81,7 @@ func TestListenerAuth(t *testing.T) {
 	if _, err := ListenerAuth(write("bad.yml", "tls_server_config:\n  client_auth_type: Bogus\n")); err == nil {
 		t.Error("invalid web config accepted")
 	}
-	if _, err := ListenerAuth(filepath.Join(dir, "missing.yml")); err == nil {
+	if _, err := ListenerAuth(filepath.Join(t.TempDir(), "missing.yml")); err == nil {
 		t.Error("missing web config accepted")
 	}
 }

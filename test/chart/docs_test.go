@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/herd-k8s/herd/internal/webauth"
+	"github.com/herd-k8s/herd/test/herdtest"
 )
 
 const installDoc = "../../docs/install.md"
@@ -45,20 +46,11 @@ func block(t *testing.T, marker string) string {
 	return found[0]
 }
 
-func writeTemp(t *testing.T, name, content string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 // TestInstallDocValues renders the chart with the values docs/install.md
 // shows, so the guide cannot drift from the schema.
 func TestInstallDocValues(t *testing.T) {
-	typical := writeTemp(t, "herd-values.yaml", block(t, "# herd-values.yaml"))
-	mtls := writeTemp(t, "mtls.yaml", block(t, "secretName: herd-audit-client-ca"))
+	typical := herdtest.WriteTemp(t, "herd-values.yaml", block(t, "# herd-values.yaml"))
+	mtls := herdtest.WriteTemp(t, "mtls.yaml", block(t, "secretName: herd-audit-client-ca"))
 	objs := render(t, release{name: "herd", namespace: "herd", valuesFiles: []string{typical, mtls}})
 	a := strings.Join(deployment(t, objs, "herd-exporter").Spec.Template.Spec.Containers[0].Args, " ")
 	if strings.Contains(a, "--audit.bearer-token-file") {
@@ -75,7 +67,7 @@ func TestInstallDocValues(t *testing.T) {
 // TestInstallDocMetricsAuth renders the guide's values that put /metrics
 // and the debug pages behind client certificates and basic auth.
 func TestInstallDocMetricsAuth(t *testing.T) {
-	vals := writeTemp(t, "metrics-auth-values.yaml", block(t, "# metrics-auth-values.yaml"))
+	vals := herdtest.WriteTemp(t, "metrics-auth-values.yaml", block(t, "# metrics-auth-values.yaml"))
 	objs := render(t, release{name: "herd", namespace: "herd", valuesFiles: []string{vals}, set: []string{"serviceMonitor.enabled=true"}})
 	dir := t.TempDir()
 	writeCerts(t, dir)
@@ -112,7 +104,7 @@ func TestInstallDocAlertmanager(t *testing.T) {
 	if err != nil {
 		t.Fatalf("amtool (Debian package prometheus-alertmanager) is missing: run `make deps`: %v", err)
 	}
-	if out, err := exec.Command(amtool, "check-config", writeTemp(t, "alertmanager.yml", string(full))).CombinedOutput(); err != nil {
+	if out, err := exec.Command(amtool, "check-config", herdtest.WriteTemp(t, "alertmanager.yml", string(full))).CombinedOutput(); err != nil {
 		t.Fatalf("amtool check-config on the guide's snippet: %v\n%s\n%s", err, out, full)
 	}
 

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -206,5 +207,15 @@ func TestList(t *testing.T) {
 	l.Add(7)
 	if got := l.Take(); !slices.Equal(got, []int{7}) {
 		t.Errorf("Take after Take = %v, want [7]", got)
+	}
+}
+
+func TestWriteTemp(t *testing.T) {
+	p := WriteTemp(t, "a.yaml", "x: 1\n")
+	if b, err := os.ReadFile(p); err != nil || string(b) != "x: 1\n" {
+		t.Fatalf("read back %q, %v", b, err)
+	}
+	if q := WriteTemp(t, "a.yaml", "y"); q == p {
+		t.Errorf("two calls wrote the same file %s", p)
 	}
 }

@@ -63,14 +63,7 @@ func TestCheckOverridesFailsWhenTheyDidNotReachTheRules(t *testing.T) {
 }
 
 func TestApplyManifestIsStrict(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, body string) string { return herdtest.WriteTemp(t, name, body) }
 	good := write("good.yaml", "# a comment-only document\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: herd}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: herd-exporter, namespace: herd}\n")
 	c := fake.NewClientset()
 	objs, err := ApplyManifest(context.Background(), c, good)
