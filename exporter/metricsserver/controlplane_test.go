@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	auditv1 "k8s.io/apiserver/pkg/apis/audit/v1"
 	"k8s.io/client-go/kubernetes"
@@ -74,20 +72,8 @@ func TestMetricsServerModeOnRealControlPlane(t *testing.T) {
 		t.Fatalf("series before metrics-server exists: %v", got)
 	}
 
-	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "metrics-server", Namespace: "kube-system", Labels: map[string]string{"k8s-app": "metrics-server"}},
-		Spec: appsv1.DeploymentSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"k8s-app": "metrics-server"}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"k8s-app": "metrics-server"}},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{
-					Name:  "metrics-server",
-					Image: "registry.k8s.io/metrics-server/metrics-server:v0.7.2",
-					Args:  []string{"--cert-dir=/tmp", "--secure-port=10250", "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname", "--kubelet-use-node-status-port", "--metric-resolution=15s"},
-				}}},
-			},
-		},
-	}
+	d := herdtest.MetricsServer("kube-system", "metrics-server", "k8s-app",
+		"--cert-dir=/tmp", "--secure-port=10250", "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname", "--kubelet-use-node-status-port", "--metric-resolution=15s")
 	created, err := admin.AppsV1().Deployments("kube-system").Create(ctx, d, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)

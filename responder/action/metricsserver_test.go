@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -17,6 +16,7 @@ import (
 	"github.com/herd-k8s/herd/responder/evidence"
 	"github.com/herd-k8s/herd/responder/guard"
 	"github.com/herd-k8s/herd/responder/policy"
+	"github.com/herd-k8s/herd/test/herdtest"
 )
 
 var (
@@ -25,19 +25,9 @@ var (
 )
 
 func msDeployment(ns, name string, args []string, annotations ...string) *appsv1.Deployment {
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, ResourceVersion: "11", Annotations: ann(annotations...),
-			Labels: map[string]string{"k8s-app": "metrics-server"}},
-		Spec: appsv1.DeploymentSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"k8s-app": "metrics-server"}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"k8s-app": "metrics-server"}},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{
-					Name: "metrics-server", Image: "registry.k8s.io/metrics-server/metrics-server:v0.7.2", Args: args,
-				}}},
-			},
-		},
-	}
+	d := herdtest.MetricsServer(ns, name, "k8s-app", args...)
+	d.ResourceVersion, d.Annotations = "11", ann(annotations...)
+	return d
 }
 
 func getDeployment(t *testing.T, f *fixture, ns, name string) *appsv1.Deployment {

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -186,19 +185,7 @@ func checkInformers(ctx context.Context, t *testing.T, cp *controlplane.ControlP
 	if _, err := admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	ms := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "metrics-server", Namespace: "kube-system", Labels: map[string]string{"app.kubernetes.io/name": "metrics-server"}},
-		Spec: appsv1.DeploymentSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app.kubernetes.io/name": "metrics-server"}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app.kubernetes.io/name": "metrics-server"}},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{
-					Name: "metrics-server", Image: "registry.k8s.io/metrics-server/metrics-server:v0.7.2",
-					Args: []string{"--secure-port=10250", "--kubelet-preferred-address-types=InternalIP"},
-				}}},
-			},
-		},
-	}
+	ms := herdtest.MetricsServer("kube-system", "metrics-server", "app.kubernetes.io/name", "--secure-port=10250", "--kubelet-preferred-address-types=InternalIP")
 	if _, err := admin.AppsV1().Deployments("kube-system").Create(ctx, ms, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

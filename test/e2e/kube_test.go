@@ -9,13 +9,13 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/herd-k8s/herd/test/controlplane"
+	"github.com/herd-k8s/herd/test/herdtest"
 	"github.com/herd-k8s/herd/test/stack"
 )
 
@@ -188,19 +188,6 @@ func apfDispatched(ctx context.Context, t *testing.T, c kubernetes.Interface, fl
 // --kubelet-client-certificate/--kubelet-client-key: token mode (incident
 // 004). It returns it as created.
 func createMetricsServer(ctx context.Context, c kubernetes.Interface) (*appsv1.Deployment, error) {
-	labels := map[string]string{"k8s-app": "metrics-server"}
-	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "metrics-server", Namespace: "kube-system", Labels: labels},
-		Spec: appsv1.DeploymentSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{
-					Name: "metrics-server", Image: "registry.k8s.io/metrics-server/metrics-server:v0.7.2",
-					Args: []string{"--secure-port=10250", "--kubelet-preferred-address-types=InternalIP", "--kubelet-use-node-status-port"},
-				}}},
-			},
-		},
-	}
+	d := herdtest.MetricsServer("kube-system", "metrics-server", "k8s-app", "--secure-port=10250", "--kubelet-preferred-address-types=InternalIP", "--kubelet-use-node-status-port")
 	return c.AppsV1().Deployments("kube-system").Create(ctx, d, metav1.CreateOptions{})
 }
