@@ -543,38 +543,18 @@ func gather(t *testing.T) metrics {
 }
 
 func (m metrics) find(name string, labels ...string) (*dto.Metric, bool) {
-	for _, mf := range m {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, s := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, l := range s.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue next
-				}
-			}
-			return s, true
-		}
+	if ms := herdtest.Matching(m, name, labels...); len(ms) > 0 {
+		return ms[0], true
 	}
 	return nil, false
 }
 
 func (m metrics) value(name string, labels ...string) (float64, bool) {
 	s, ok := m.find(name, labels...)
-	switch {
-	case !ok:
+	if !ok || s.GetGauge() == nil && s.GetCounter() == nil {
 		return 0, false
-	case s.GetGauge() != nil:
-		return s.GetGauge().GetValue(), true
-	case s.GetCounter() != nil:
-		return s.GetCounter().GetValue(), true
 	}
-	return 0, false
+	return herdtest.Value(s), true
 }
 
 func (m metrics) histogram(name string, labels ...string) (*dto.Histogram, bool) {

@@ -989,24 +989,13 @@ func gatherValue(t *testing.T, e *exporter.Exporter, name string, labels map[str
 	if err != nil {
 		t.Fatal(err)
 	}
+	var kv []string
+	for k, v := range labels {
+		kv = append(kv, k, v)
+	}
 	total := 0.0
-	for _, mf := range families {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for k, v := range labels {
-				if have[k] != v {
-					continue metrics
-				}
-			}
-			total += m.GetCounter().GetValue()
-		}
+	for _, m := range herdtest.Matching(families, name, kv...) {
+		total += m.GetCounter().GetValue()
 	}
 	return total
 }

@@ -20,6 +20,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestPollSaysWhatItWaitedFor(t *testing.T) {
@@ -217,5 +219,43 @@ func TestWriteTemp(t *testing.T) {
 	}
 	if q := WriteTemp(t, "a.yaml", "y"); q == p {
 		t.Errorf("two calls wrote the same file %s", p)
+	}
+}
+
+func TestMatchingAndValue(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "c_total", Help: "c"}, []string{"a", "b"})
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "g", Help: "g"})
+	reg.MustRegister(c, g)
+	c.WithLabelValues("x", "1").Add(2)
+	c.WithLabelValues("x", "2").Add(3)
+	c.WithLabelValues("y", "1").Add(5)
+	g.Set(7)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := func(name string, labels ...string) (n int, total float64) {
+		for _, m := range Matching(mfs, name, labels...) {
+			n, total = n+1, total+Value(m)
+		}
+		return n, total
+	}
+	for _, tc := range []struct {
+		name   string
+		labels []string
+		n      int
+		total  float64
+	}{
+		{"c_total", nil, 3, 10},
+		{"c_total", []string{"a", "x"}, 2, 5},
+		{"c_total", []string{"a", "x", "b", "2"}, 1, 3},
+		{"c_total", []string{"a", "z"}, 0, 0},
+		{"g", nil, 1, 7},
+		{"absent", nil, 0, 0},
+	} {
+		if n, total := sum(tc.name, tc.labels...); n != tc.n || total != tc.total {
+			t.Errorf("%s%v: %d series, %g; want %d, %g", tc.name, tc.labels, n, total, tc.n, tc.total)
+		}
 	}
 }

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/herd-k8s/herd/exporter"
 	"github.com/herd-k8s/herd/exporter/accounting"
 	"github.com/herd-k8s/herd/test/auditcount"
@@ -212,38 +210,10 @@ func (a *realAgents) metric(name string, match ...string) (float64, error) {
 		return 0, err
 	}
 	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if !hasLabels(m, match) {
-				continue
-			}
-			switch {
-			case m.GetCounter() != nil:
-				sum += m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				sum += m.GetGauge().GetValue()
-			}
-		}
+	for _, m := range herdtest.Matching(mfs, name, match...) {
+		sum += herdtest.Value(m)
 	}
 	return sum, nil
-}
-
-func hasLabels(m *dto.Metric, match []string) bool {
-	for i := 0; i+1 < len(match); i += 2 {
-		found := false
-		for _, l := range m.GetLabel() {
-			if l.GetName() == match[i] && l.GetValue() == match[i+1] {
-				found = true
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
 }
 
 // staleKubelets are herd_stale_kubelet's series: node → reason.
