@@ -180,7 +180,7 @@ func TestAPFMeasurement(t *testing.T) {
 	steady := herdtest.NewPrereq("the node-side clients' steady LISTs", func(t *testing.T) {
 		measuring.Need(t)
 		for i := 1; i <= apfNodes; i++ {
-			kubelet := newClient(t, func() (*nodesim.Client, error) {
+			kubelet := nodesim.ForTest(t, func() (*nodesim.Client, error) {
 				return nodesim.NewKubelet(s.CP, stack.NodeName(i), nodesim.Options{})
 			})
 			s.loops.run(loadCtx, "kubelet", apfKubeletEvery, func(ctx context.Context) (nodesim.Result, error) {
@@ -197,7 +197,7 @@ func TestAPFMeasurement(t *testing.T) {
 			{func() (*nodesim.Client, error) { return nodesim.NewCiliumAgent(s.CP, nodesim.Options{}) }, nodesim.Pods},
 			{func() (*nodesim.Client, error) { return nodesim.NewCiliumAgent(s.CP, nodesim.Options{}) }, nodesim.Nodes},
 		} {
-			c := newClient(t, l.make)
+			c := nodesim.ForTest(t, l.make)
 			r := l.r
 			s.loops.run(loadCtx, "steady", apfEvery, func(ctx context.Context) (nodesim.Result, error) {
 				return c.ListConsistent(ctx, r)
@@ -249,7 +249,7 @@ func TestAPFMeasurement(t *testing.T) {
 	alerted := herdtest.NewPrereq("HerdRelistStorm delivered, counted through APF", func(t *testing.T) {
 		steady.Need(t)
 		for i := range apfStormAgents {
-			agent := newClient(t, func() (*nodesim.Client, error) {
+			agent := nodesim.ForTest(t, func() (*nodesim.Client, error) {
 				return nodesim.NewCiliumAgent(s.CP, nodesim.Options{SourceIP: stack.NodeIP(i%apfNodes + 1)})
 			})
 			s.loops.run(loadCtx, "storm", apfStormEvery, func(ctx context.Context) (nodesim.Result, error) {

@@ -43,7 +43,7 @@ func TestDrill000GhostKubelet(t *testing.T) {
 	if _, err := s.Prom.WaitForQuery(ctx, `up{job="apiserver"}`, func(v model.Vector) bool { return len(v) == 1 && v[0].Value == 1 }); err != nil {
 		t.Fatalf("Prometheus does not scrape the apiserver's /metrics: %v", err)
 	}
-	ghost := newClient(t, func() (*nodesim.Client, error) {
+	ghost := nodesim.ForTest(t, func() (*nodesim.Client, error) {
 		return nodesim.NewKubelet(s.CP, ghostName, nodesim.Options{SourceIP: ghostIP})
 	})
 

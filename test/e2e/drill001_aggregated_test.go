@@ -88,7 +88,7 @@ func TestDrill001AggregatedAPI(t *testing.T) {
 	s.mark(t, "APIService %s registered, its only backend %s on %s answers after %v", calico.Name(), drillCalicoPod, drillCalicoNode, drillCalicoDelay)
 
 	// What users see: discovery and requests for the group fail.
-	user := newClient(t, func() (*nodesim.Client, error) {
+	user := nodesim.ForTest(t, func() (*nodesim.Client, error) {
 		return nodesim.NewClient(s.CP.Config(controlplane.Admin), "kubectl", nodesim.Options{UserAgent: "kubectl/v1.36.3 (linux/amd64) kubernetes/herdsim"})
 	})
 	for _, uri := range []string{"/apis/projectcalico.org/v3", "/apis/projectcalico.org/v3/ippools"} {

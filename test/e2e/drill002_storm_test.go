@@ -58,7 +58,7 @@ func TestDrill002RelistStorm(t *testing.T) {
 	stormCtx, stopStorm := context.WithCancel(ctx)
 	defer stopStorm()
 	for i := 1; i <= drillCNIAgents; i++ {
-		agent := newClient(t, func() (*nodesim.Client, error) {
+		agent := nodesim.ForTest(t, func() (*nodesim.Client, error) {
 			return nodesim.NewCiliumAgent(s.CP, nodesim.Options{SourceIP: stack.NodeIP(i)})
 		})
 		s.loops.run(stormCtx, "storm", drillCNIEvery, func(ctx context.Context) (nodesim.Result, error) {

@@ -214,9 +214,9 @@ func runAuditLoad(t *testing.T, policy string, webhook bool) *auditRun {
 		kcfg := nodesim.WithSourceIP(cp.Config(controlplane.KubeletIdentity(name)), n.ip)
 		kcfg.UserAgent = nodesim.KubeletUserAgent
 		n.kubelet = kubernetes.NewForConfigOrDie(kcfg)
-		k := newClient(t, func() (*nodesim.Client, error) { return nodesim.NewKubelet(cp, name, nodesim.Options{SourceIP: n.ip}) })
-		p := newClient(t, func() (*nodesim.Client, error) { return nodesim.NewKubeProxy(cp, nodesim.Options{SourceIP: n.ip}) })
-		c := newClient(t, func() (*nodesim.Client, error) { return nodesim.NewCiliumAgent(cp, nodesim.Options{SourceIP: n.ip}) })
+		k := nodesim.ForTest(t, func() (*nodesim.Client, error) { return nodesim.NewKubelet(cp, name, nodesim.Options{SourceIP: n.ip}) })
+		p := nodesim.ForTest(t, func() (*nodesim.Client, error) { return nodesim.NewKubeProxy(cp, nodesim.Options{SourceIP: n.ip}) })
+		c := nodesim.ForTest(t, func() (*nodesim.Client, error) { return nodesim.NewCiliumAgent(cp, nodesim.Options{SourceIP: n.ip}) })
 		n.watchers = []*nodesim.Client{k, p, c}
 		n.res = [][]nodesim.Resource{nodesim.KubeletResources(name), nodesim.KubeProxyResources(), nodesim.CiliumAgentResources()}
 		ns = append(ns, n)

@@ -174,16 +174,6 @@ func matching(ds []stack.Decision, pred func(stack.Decision) bool) []stack.Decis
 	return out
 }
 
-func newClient(t *testing.T, f func() (*nodesim.Client, error)) *nodesim.Client {
-	t.Helper()
-	c, err := f()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
-}
-
 // loops runs request loops in the background and keeps their tallies.
 type loops struct {
 	wg      sync.WaitGroup

@@ -97,10 +97,10 @@ func TestAuditPipelineExactCounts(t *testing.T) {
 		}
 	}
 
-	kubelet1 := newClient(t, func() (*nodesim.Client, error) { return nodesim.NewKubelet(cp, "node-1", nodesim.Options{}) })
-	kubelet2 := newClient(t, func() (*nodesim.Client, error) { return nodesim.NewKubelet(cp, "node-2", nodesim.Options{}) })
-	proxy := newClient(t, func() (*nodesim.Client, error) { return nodesim.NewKubeProxy(cp, nodesim.Options{}) })
-	cilium := newClient(t, func() (*nodesim.Client, error) { return nodesim.NewCiliumAgent(cp, nodesim.Options{}) })
+	kubelet1 := nodesim.ForTest(t, func() (*nodesim.Client, error) { return nodesim.NewKubelet(cp, "node-1", nodesim.Options{}) })
+	kubelet2 := nodesim.ForTest(t, func() (*nodesim.Client, error) { return nodesim.NewKubelet(cp, "node-2", nodesim.Options{}) })
+	proxy := nodesim.ForTest(t, func() (*nodesim.Client, error) { return nodesim.NewKubeProxy(cp, nodesim.Options{}) })
+	cilium := nodesim.ForTest(t, func() (*nodesim.Client, error) { return nodesim.NewCiliumAgent(cp, nodesim.Options{}) })
 	pods1, pods2 := nodesim.Pods.OnNode("node-1"), nodesim.Pods.OnNode("node-2")
 
 	// expect(t, code, what)(request) checks one request's status.

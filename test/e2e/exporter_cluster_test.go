@@ -110,13 +110,13 @@ func TestClusterView(t *testing.T) {
 	}, "")
 	herdtest.Wait(t, 30*time.Second, "/readyz", func() bool { return herdtest.Status(ctx, herd.MetricsURL+"/readyz") == 200 })
 
-	kubelet1 := newClient(t, func() (*nodesim.Client, error) {
+	kubelet1 := nodesim.ForTest(t, func() (*nodesim.Client, error) {
 		return nodesim.NewKubelet(cp, "node-1", nodesim.Options{SourceIP: "10.0.0.1"})
 	})
-	proxy := newClient(t, func() (*nodesim.Client, error) {
+	proxy := nodesim.ForTest(t, func() (*nodesim.Client, error) {
 		return nodesim.NewKubeProxy(cp, nodesim.Options{SourceIP: "10.0.0.2"})
 	})
-	ghost := newClient(t, func() (*nodesim.Client, error) {
+	ghost := nodesim.ForTest(t, func() (*nodesim.Client, error) {
 		return nodesim.NewKubelet(cp, ghostName, nodesim.Options{SourceIP: ghostIP})
 	})
 	called := herdtest.NewPrereq("a kubelet, kube-proxy and the ghost called", func(t *testing.T) {

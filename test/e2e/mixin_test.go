@@ -117,14 +117,14 @@ func TestMixin(t *testing.T) {
 	defer cancel()
 	kubelets := make([]*nodesim.Client, mixinStormNodes)
 	for i := range kubelets {
-		kubelets[i] = newClient(t, func() (*nodesim.Client, error) {
+		kubelets[i] = nodesim.ForTest(t, func() (*nodesim.Client, error) {
 			return nodesim.NewKubelet(s.CP, stack.NodeName(i+1), nodesim.Options{SourceIP: stack.NodeIP(i + 1)})
 		})
 	}
-	ghost := newClient(t, func() (*nodesim.Client, error) {
+	ghost := nodesim.ForTest(t, func() (*nodesim.Client, error) {
 		return nodesim.NewKubelet(s.CP, ghostName, nodesim.Options{SourceIP: ghostIP})
 	})
-	proxy := newClient(t, func() (*nodesim.Client, error) {
+	proxy := nodesim.ForTest(t, func() (*nodesim.Client, error) {
 		return nodesim.NewKubeProxy(s.CP, nodesim.Options{SourceIP: stack.NodeIP(1)})
 	})
 

@@ -568,7 +568,7 @@ func startResponderScenario(ctx context.Context, t *testing.T) *responderScenari
 	s.stopLoad = stop
 	for i := 1; i <= respStale; i++ {
 		node := stack.NodeName(i)
-		k := newClient(t, func() (*nodesim.Client, error) {
+		k := nodesim.ForTest(t, func() (*nodesim.Client, error) {
 			return nodesim.NewKubelet(s.CP, node, nodesim.Options{SourceIP: stack.NodeIP(i)})
 		})
 		pods := nodesim.Pods.OnNode(node)
@@ -576,7 +576,7 @@ func startResponderScenario(ctx context.Context, t *testing.T) *responderScenari
 			return k.ListConsistent(ctx, pods)
 		})
 	}
-	s.ghost = newClient(t, func() (*nodesim.Client, error) {
+	s.ghost = nodesim.ForTest(t, func() (*nodesim.Client, error) {
 		return nodesim.NewKubelet(s.CP, ghostName, nodesim.Options{SourceIP: ghostIP})
 	})
 	s.loops.run(loadCtx, "ghost", time.Second, func(ctx context.Context) (nodesim.Result, error) {

@@ -194,11 +194,11 @@ func TestTrust(t *testing.T) {
 		for _, try := range tries {
 			var c *nodesim.Client
 			if try.token == "" {
-				c = newClient(t, func() (*nodesim.Client, error) {
+				c = nodesim.ForTest(t, func() (*nodesim.Client, error) {
 					return nodesim.NewKubelet(r.CP, "node-4", nodesim.Options{SourceIP: try.xff})
 				})
 			} else {
-				c = newClient(t, func() (*nodesim.Client, error) {
+				c = nodesim.ForTest(t, func() (*nodesim.Client, error) {
 					return nodesim.NewClient(r.agentConfig(try.token, nodesim.KubeProxyUserAgent), nodesim.AgentKubeProxy, nodesim.Options{SourceIP: try.xff})
 				})
 			}
@@ -239,7 +239,7 @@ func TestTrust(t *testing.T) {
 		}
 		r.mark(t, "Node %s deleted; its kube-proxy pod's token still authenticates (the apiserver checks the Pod, not the Node: k8s.io/kubernetes@v1.36.3 pkg/serviceaccount/claims.go)", trustGoneNode)
 		// It claims a live Node's address, which herd trusts here.
-		c := newClient(t, func() (*nodesim.Client, error) {
+		c := nodesim.ForTest(t, func() (*nodesim.Client, error) {
 			return nodesim.NewClient(r.agentConfig(r.gone, nodesim.KubeProxyUserAgent), nodesim.AgentKubeProxy, nodesim.Options{SourceIP: stack.NodeIP(5)})
 		})
 		var ghost series
@@ -266,7 +266,7 @@ func TestTrust(t *testing.T) {
 	// Issue 16 point 6: an event stamped an hour ahead (a control-plane
 	// replica whose clock is off, or a sender that lies) counts now.
 	t.Run("an event stamped an hour ahead counts now", func(t *testing.T) {
-		c := newClient(t, func() (*nodesim.Client, error) {
+		c := nodesim.ForTest(t, func() (*nodesim.Client, error) {
 			return nodesim.NewClient(r.agentConfig(r.kubeProxy, nodesim.KubeProxyUserAgent), nodesim.AgentKubeProxy, nodesim.Options{})
 		})
 		relists := func() (total uint64, window int) {
@@ -327,7 +327,7 @@ func TestTrust(t *testing.T) {
 		madeUpCodes map[int]int
 		burstTally  codeTally
 	)
-	kubelet := newClient(t, func() (*nodesim.Client, error) { return nodesim.NewKubelet(r.CP, "node-1", nodesim.Options{}) })
+	kubelet := nodesim.ForTest(t, func() (*nodesim.Client, error) { return nodesim.NewKubelet(r.CP, "node-1", nodesim.Options{}) })
 	burst := func(t *testing.T) {
 		codes, took := burstLIST(ctx, t, kubelet, burstURIs())
 		burstTally.add(codes)
@@ -338,10 +338,10 @@ func TestTrust(t *testing.T) {
 			t.Fatalf("herd has seen networkpolicies before the storm: %v", ks)
 		}
 		burst(t)
-		calico := newClient(t, func() (*nodesim.Client, error) {
+		calico := nodesim.ForTest(t, func() (*nodesim.Client, error) {
 			return nodesim.NewClient(r.agentConfig(r.calico[0], nodesim.CalicoNodeUserAgent), nodesim.AgentCalicoNode, nodesim.Options{})
 		})
-		kubelet2 := newClient(t, func() (*nodesim.Client, error) { return nodesim.NewKubelet(r.CP, "node-2", nodesim.Options{}) })
+		kubelet2 := nodesim.ForTest(t, func() (*nodesim.Client, error) { return nodesim.NewKubelet(r.CP, "node-2", nodesim.Options{}) })
 		var calicoURIs, kubeletURIs []string
 		for i := range madeUpLISTs / 2 {
 			calicoURIs = append(calicoURIs, fmt.Sprintf("/apis/crd.projectcalico.org/v1/made-up-%03d", i))
@@ -710,7 +710,7 @@ func (r *trustRun) anonymousClients(t *testing.T) []*nodesim.Client {
 	t.Helper()
 	var out []*nodesim.Client
 	for i := 1; i <= floodSources; i++ {
-		out = append(out, newClient(t, func() (*nodesim.Client, error) {
+		out = append(out, nodesim.ForTest(t, func() (*nodesim.Client, error) {
 			return nodesim.NewClient(r.agentConfig("", nodesim.CalicoNodeUserAgent), nodesim.AgentCalicoNode, nodesim.Options{SourceIP: stack.NodeIP(i)})
 		}))
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"testing"
 
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/client-go/dynamic"
@@ -184,6 +185,18 @@ func WithSourceIP(cfg *rest.Config, ip string) *rest.Config {
 	cfg = rest.CopyConfig(cfg)
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return forwardedFor{ip: ip, next: rt} })
 	return cfg
+}
+
+// ForTest is the client mk makes, for the test t: t fails at once if mk
+// cannot make it, and the client is closed when t ends.
+func ForTest(t testing.TB, mk func() (*Client, error)) *Client {
+	t.Helper()
+	c, err := mk()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
 }
 
 // Close drops the client's idle connections. Requests still running are not

@@ -14,16 +14,6 @@ import (
 	"github.com/herd-k8s/herd/test/nodesim"
 )
 
-func newClient(t *testing.T, mk func() (*nodesim.Client, error)) *nodesim.Client {
-	t.Helper()
-	c, err := mk()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
-}
-
 // TestRawRequestsAudit sends one request of every kind the helpers offer and
 // checks the audit event(s) the real apiserver produced for it: verb, URI
 // parameters, user, user agent, source IP (X-Forwarded-For honoured), status
@@ -34,20 +24,20 @@ func TestRawRequestsAudit(t *testing.T) {
 	cp := e.cp
 	audit := since(e.sink)
 
-	kubelet1 := newClient(t, func() (*nodesim.Client, error) { return nodesim.NewKubelet(cp, "node-1", nodesim.Options{}) })
-	kubelet2 := newClient(t, func() (*nodesim.Client, error) {
+	kubelet1 := nodesim.ForTest(t, func() (*nodesim.Client, error) { return nodesim.NewKubelet(cp, "node-1", nodesim.Options{}) })
+	kubelet2 := nodesim.ForTest(t, func() (*nodesim.Client, error) {
 		return nodesim.NewKubelet(cp, "node-2", nodesim.Options{SourceIP: "10.0.0.2"})
 	})
-	ghost := newClient(t, func() (*nodesim.Client, error) {
+	ghost := nodesim.ForTest(t, func() (*nodesim.Client, error) {
 		return nodesim.NewKubelet(cp, ghostNode, nodesim.Options{SourceIP: "10.99.0.7"})
 	})
-	proxy := newClient(t, func() (*nodesim.Client, error) {
+	proxy := nodesim.ForTest(t, func() (*nodesim.Client, error) {
 		return nodesim.NewKubeProxy(cp, nodesim.Options{SourceIP: "10.0.0.1"})
 	})
-	calico := newClient(t, func() (*nodesim.Client, error) {
+	calico := nodesim.ForTest(t, func() (*nodesim.Client, error) {
 		return nodesim.NewCalicoNode(cp, nodesim.Options{SourceIP: "10.0.0.3"})
 	})
-	cilium := newClient(t, func() (*nodesim.Client, error) { return nodesim.NewCiliumAgent(cp, nodesim.Options{}) })
+	cilium := nodesim.ForTest(t, func() (*nodesim.Client, error) { return nodesim.NewCiliumAgent(cp, nodesim.Options{}) })
 
 	if kubelet1.User != "system:node:node-1" || proxy.User != "system:serviceaccount:kube-system:kube-proxy" {
 		t.Fatalf("users: kubelet %q, kube-proxy %q", kubelet1.User, proxy.User)
