@@ -96,17 +96,10 @@ func protectOnAPIServer(ctx context.Context, t *testing.T, cp *controlplane.Cont
 			t.Errorf("herd-protect-1: %+v", fs)
 		}
 		// APF takes the new schema within moments.
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-			s := servedAs(ctx, t, ciliumCfg, "/api/v1/pods")
-			if s.FlowSchemaUID == string(fs.UID) {
-				if s.PriorityLevelUID != string(level.UID) {
-					t.Errorf("cilium's LIST of pods is served by herd-protect-1 at priority level UID %q, not herd-protect (%s)", s.PriorityLevelUID, level.UID)
-				}
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("cilium's LIST of pods is served by FlowSchema UID %q, not herd-protect-1 (%s)", s.FlowSchemaUID, fs.UID)
-			}
+		if s, err := controlplane.WaitServedBy(ctx, ciliumCfg, "/api/v1/pods", string(fs.UID), 20*time.Second); err != nil {
+			t.Fatalf("cilium's LIST of pods, herd-protect-1: %v", err)
+		} else if s.Status/100 != 2 || s.PriorityLevelUID != string(level.UID) {
+			t.Errorf("cilium's LIST of pods is served by herd-protect-1 (%d) at priority level UID %q, not herd-protect (%s)", s.Status, s.PriorityLevelUID, level.UID)
 		}
 		// A namespaced LIST of pods is a LIST of pods too.
 		if s := servedAs(ctx, t, ciliumCfg, "/api/v1/namespaces/default/pods"); s.FlowSchemaUID != string(fs.UID) {

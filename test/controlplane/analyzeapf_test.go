@@ -120,20 +120,10 @@ func TestAnalyzeAPFObjectsOnAPIServer(t *testing.T) {
 		t.Errorf("FlowSchema %+v: want precedence %d and no managed-by label (the responder never touches it)", fs.ObjectMeta, apfguard.ProtectPrecedence)
 	}
 	// APF takes the new schema within moments.
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		s, err := controlplane.ServedBy(ctx, cp.Config(controlplane.Cilium), "/api/v1/pods")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s.FlowSchemaUID == string(fs.UID) {
-			if s.PriorityLevelUID != string(level.UID) {
-				t.Errorf("cilium's LIST of pods is served at level UID %s, not herd-protect's %s", s.PriorityLevelUID, level.UID)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("cilium's LIST of pods is served by FlowSchema UID %s, not the guard's %s", s.FlowSchemaUID, fs.UID)
-		}
+	if s, err := controlplane.WaitServedBy(ctx, cp.Config(controlplane.Cilium), "/api/v1/pods", string(fs.UID), 20*time.Second); err != nil {
+		t.Fatalf("cilium's LIST of pods, the guard: %v", err)
+	} else if s.PriorityLevelUID != string(level.UID) {
+		t.Errorf("cilium's LIST of pods is served at level UID %s, not herd-protect's %s", s.PriorityLevelUID, level.UID)
 	}
 	for who, uri := range map[string]string{controlplane.Cilium: "/api/v1/nodes", controlplane.KubeScheduler: "/api/v1/pods"} {
 		s, err := controlplane.ServedBy(ctx, cp.Config(who), uri)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/herd-k8s/herd/test/herdtest"
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
@@ -40,6 +41,24 @@ func ServedBy(ctx context.Context, cfg *rest.Config, uri string) (Served, error)
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return Served{Status: resp.StatusCode, FlowSchemaUID: resp.Header.Get(flowcontrolv1.ResponseHeaderMatchedFlowSchemaUID),
 		PriorityLevelUID: resp.Header.Get(flowcontrolv1.ResponseHeaderMatchedPriorityLevelConfigurationUID)}, nil
+}
+
+// WaitServedBy GETs uri as cfg until the FlowSchema of UID schema serves
+// it (APF takes a new schema within moments of its write) and returns how;
+// it gives up after timeout with the FlowSchema that served it last.
+func WaitServedBy(ctx context.Context, cfg *rest.Config, uri, schema string, timeout time.Duration) (Served, error) {
+	var s Served
+	err := herdtest.Poll(ctx, timeout, "FlowSchema "+schema+" to serve GET "+uri, func(ctx context.Context) error {
+		var err error
+		if s, err = ServedBy(ctx, cfg, uri); err != nil {
+			return err
+		}
+		if s.FlowSchemaUID != schema {
+			return fmt.Errorf("served by FlowSchema UID %q", s.FlowSchemaUID)
+		}
+		return nil
+	})
+	return s, err
 }
 
 // Request is one request a client made, as a Requests recorder saw it.
