@@ -44,47 +44,29 @@ func ApplyManifest(ctx context.Context, c kubernetes.Interface, path string) (ma
 		var create func() error
 		switch tm.APIVersion + "/" + tm.Kind {
 		case "v1/Namespace":
-			o := &corev1.Namespace{}
-			obj, create = o, func() error { _, err := c.CoreV1().Namespaces().Create(ctx, o, metav1.CreateOptions{}); return err }
+			obj, create = creating(ctx, func(*corev1.Namespace) creator[corev1.Namespace] { return c.CoreV1().Namespaces() })
 		case "v1/ServiceAccount":
-			o := &corev1.ServiceAccount{}
-			obj, create = o, func() error {
-				_, err := c.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
-				return err
-			}
+			obj, create = creating(ctx, func(o *corev1.ServiceAccount) creator[corev1.ServiceAccount] {
+				return c.CoreV1().ServiceAccounts(o.Namespace)
+			})
 		case "rbac.authorization.k8s.io/v1/ClusterRole":
-			o := &rbacv1.ClusterRole{}
-			obj, create = o, func() error { _, err := c.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{}); return err }
+			obj, create = creating(ctx, func(*rbacv1.ClusterRole) creator[rbacv1.ClusterRole] { return c.RbacV1().ClusterRoles() })
 		case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
-			o := &rbacv1.ClusterRoleBinding{}
-			obj, create = o, func() error {
-				_, err := c.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
-				return err
-			}
+			obj, create = creating(ctx, func(*rbacv1.ClusterRoleBinding) creator[rbacv1.ClusterRoleBinding] {
+				return c.RbacV1().ClusterRoleBindings()
+			})
 		case "rbac.authorization.k8s.io/v1/Role":
-			o := &rbacv1.Role{}
-			obj, create = o, func() error {
-				_, err := c.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
-				return err
-			}
+			obj, create = creating(ctx, func(o *rbacv1.Role) creator[rbacv1.Role] { return c.RbacV1().Roles(o.Namespace) })
 		case "rbac.authorization.k8s.io/v1/RoleBinding":
-			o := &rbacv1.RoleBinding{}
-			obj, create = o, func() error {
-				_, err := c.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
-				return err
-			}
+			obj, create = creating(ctx, func(o *rbacv1.RoleBinding) creator[rbacv1.RoleBinding] { return c.RbacV1().RoleBindings(o.Namespace) })
 		case "flowcontrol.apiserver.k8s.io/v1/PriorityLevelConfiguration":
-			o := &flowcontrolv1.PriorityLevelConfiguration{}
-			obj, create = o, func() error {
-				_, err := c.FlowcontrolV1().PriorityLevelConfigurations().Create(ctx, o, metav1.CreateOptions{})
-				return err
-			}
+			obj, create = creating(ctx, func(*flowcontrolv1.PriorityLevelConfiguration) creator[flowcontrolv1.PriorityLevelConfiguration] {
+				return c.FlowcontrolV1().PriorityLevelConfigurations()
+			})
 		case "flowcontrol.apiserver.k8s.io/v1/FlowSchema":
-			o := &flowcontrolv1.FlowSchema{}
-			obj, create = o, func() error {
-				_, err := c.FlowcontrolV1().FlowSchemas().Create(ctx, o, metav1.CreateOptions{})
-				return err
-			}
+			obj, create = creating(ctx, func(*flowcontrolv1.FlowSchema) creator[flowcontrolv1.FlowSchema] {
+				return c.FlowcontrolV1().FlowSchemas()
+			})
 		default:
 			return nil, fmt.Errorf("%s: document %d: %s %s is not a kind this harness creates", path, n, tm.APIVersion, tm.Kind)
 		}
@@ -97,4 +79,20 @@ func ApplyManifest(ctx context.Context, c kubernetes.Interface, path string) (ma
 		objs[tm.Kind] = append(objs[tm.Kind], obj)
 	}
 	return objs, nil
+}
+
+// creator is a typed client's Create.
+type creator[T any] interface {
+	Create(ctx context.Context, o *T, opts metav1.CreateOptions) (*T, error)
+}
+
+// creating is an empty object of type T to decode a document into, and the
+// create that sends it with the client client names for it (a namespaced
+// client needs the decoded namespace).
+func creating[T any](ctx context.Context, client func(*T) creator[T]) (*T, func() error) {
+	o := new(T)
+	return o, func() error {
+		_, err := client(o).Create(ctx, o, metav1.CreateOptions{})
+		return err
+	}
 }
