@@ -1,7 +1,6 @@
 package chart
 
 import (
-	"os"
 	"reflect"
 	"testing"
 
@@ -36,14 +35,7 @@ func apfObjects(t *testing.T, objs []*unstructured.Unstructured) (map[string]flo
 // (action.IsolateLevelSpec and ProtectLevelSpec of the default policy,
 // QuarantineLevelSpec).
 func TestAPFMatchesManifests(t *testing.T) {
-	b, err := os.ReadFile("../../manifests/apf/herd.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listed, err := decodeAll(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	listed := decodeFile(t, "../../manifests/apf/herd.yaml")
 	wantLevels, wantSchemas := apfObjects(t, listed)
 	gotLevels, gotSchemas := apfObjects(t, render(t, defaults))
 	if !reflect.DeepEqual(gotLevels, wantLevels) {

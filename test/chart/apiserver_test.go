@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"reflect"
 	"slices"
 	"strconv"
@@ -131,14 +130,7 @@ func (c *cluster) apply(ctx context.Context, o *unstructured.Unstructured, dryRu
 // they are served.
 func (c *cluster) installCRDs(ctx context.Context, t *testing.T) {
 	t.Helper()
-	b, err := os.ReadFile("testdata/crds.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	crds, err := decodeAll(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	crds := decodeFile(t, "testdata/crds.yaml")
 	for _, crd := range crds {
 		if err := c.apply(ctx, crd, false); err != nil {
 			t.Fatal(err)

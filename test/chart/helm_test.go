@@ -134,6 +134,20 @@ func renderErr(t *testing.T, r release) string {
 	return err.Error()
 }
 
+// decodeFile is decodeAll of the file at path; it fails t if it cannot.
+func decodeFile(t *testing.T, path string) []*unstructured.Unstructured {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := decodeAll(b)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return objs
+}
+
 // decodeAll splits a multi-document YAML stream into objects, skipping
 // documents that hold only comments.
 func decodeAll(data []byte) ([]*unstructured.Unstructured, error) {

@@ -292,15 +292,7 @@ func rbacObjects(t *testing.T, objs []*unstructured.Unstructured) map[string]any
 func TestRBACMatchesManifests(t *testing.T) {
 	var want []*unstructured.Unstructured
 	for _, f := range []string{"../../manifests/rbac/exporter.yaml", "../../manifests/rbac/responder.yaml"} {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		objs, err := decodeAll(b)
-		if err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		want = append(want, objs...)
+		want = append(want, decodeFile(t, f)...)
 	}
 	wantRBAC := rbacObjects(t, want)
 	gotRBAC := rbacObjects(t, render(t, defaults))
