@@ -237,9 +237,7 @@ func TestCordonFire(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, tc.cfg, tc.nodes...)
 			f.dryRunPatches()
-			for q, s := range tc.evidence {
-				f.q.set(q, s...)
-			}
+			f.q.setAll(tc.evidence)
 			f.q.all = tc.evErr
 			c := &Cordon{Env: f.env}
 			var before []*corev1.Node

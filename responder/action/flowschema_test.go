@@ -352,9 +352,7 @@ func TestIsolateFire(t *testing.T) {
 			if tc.unsynced {
 				f.env.APF = NewAPFCache(f.client)
 			}
-			for q, s := range tc.evidence {
-				f.q.set(q, s...)
-			}
+			f.q.setAll(tc.evidence)
 			f.q.errs = tc.evErr
 			if tc.spend {
 				f.spend(t, policy.ActionIsolate)
@@ -815,9 +813,7 @@ func TestQuarantineFire(t *testing.T) {
 			}
 			f := newFixture(t, oneAnHour(policy.ActionQuarantine, tc.cfg), append(objs, tc.objs...)...)
 			f.env.Nodes = tc.nodes
-			for q, s := range tc.evidence {
-				f.q.set(q, s...)
-			}
+			f.q.setAll(tc.evidence)
 			if tc.spend {
 				f.spend(t, policy.ActionQuarantine)
 			}

@@ -94,6 +94,13 @@ func (q *querier) set(query string, samples ...evidence.Sample) {
 	q.answers[query] = samples
 }
 
+// setAll answers each query of answers with its samples.
+func (q *querier) setAll(answers map[string][]evidence.Sample) {
+	for query, samples := range answers {
+		q.set(query, samples...)
+	}
+}
+
 func sample(v float64, kv ...string) evidence.Sample {
 	l := map[string]string{}
 	for i := 0; i+1 < len(kv); i += 2 {

@@ -215,9 +215,7 @@ func TestFlagMetricsServerFire(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, oneAnHour(policy.ActionFlagMetricsServer, tc.cfg), tc.objs...)
 			f.dryRunPatches()
-			for q, s := range tc.evidence {
-				f.q.set(q, s...)
-			}
+			f.q.setAll(tc.evidence)
 			f.q.all = tc.evErr
 			f.setLeader(!tc.notLead)
 			if tc.spend {

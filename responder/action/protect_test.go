@@ -193,9 +193,7 @@ func TestProtectFire(t *testing.T) {
 				objs = apfCluster()
 			}
 			f := newFixture(t, nil, objs...)
-			for q, s := range tc.evidence {
-				f.q.set(q, s...)
-			}
+			f.q.setAll(tc.evidence)
 			f.q.all = tc.evErr
 			d := f.run(NewProtect(f.env).Fire(tc.alert))
 			tc.want.check(t, d)
@@ -271,9 +269,7 @@ func seatsWithProtectShares(shares float64) []evidence.Sample {
 
 func TestProtectLifecycle(t *testing.T) {
 	f := newFixture(t, nil, apfCluster()...)
-	for q, s := range riskEvidence() {
-		f.q.set(q, s...)
-	}
+	f.q.setAll(riskEvidence())
 	p := NewProtect(f.env)
 	want{result: Applied}.check(t, f.run(p.Fire(riskAlert())))
 	// Another shape of the same client is a guard of its own.
@@ -318,9 +314,7 @@ func TestProtectLifecycle(t *testing.T) {
 // the object.
 func TestProtectDryRun(t *testing.T) {
 	f := newFixture(t, func(c *policy.Config) { c.DryRun = true }, apfCluster()...)
-	for q, s := range riskEvidence() {
-		f.q.set(q, s...)
-	}
+	f.q.setAll(riskEvidence())
 	d := f.run(NewProtect(f.env).Fire(riskAlert()))
 	want{result: DryRun, has: "dry run: would have guarded cilium's LISTs of pods (shape all)"}.check(t, d)
 	if p := f.applies(); len(p) != 1 || !reflect.DeepEqual(p[0].PatchOptions.DryRun, []string{"All"}) {
@@ -406,9 +400,7 @@ func TestIsolateFastPath(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, nil, apfCluster()...)
-			for q, s := range tc.evidence {
-				f.q.set(q, s...)
-			}
+			f.q.setAll(tc.evidence)
 			d := f.run(NewIsolate(f.env).Fire(fast))
 			tc.want.check(t, d)
 			for _, q := range f.q.queries {
