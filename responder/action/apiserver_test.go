@@ -15,7 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
 	"github.com/herd-k8s/herd/responder/alert"
 	"github.com/herd-k8s/herd/responder/evidence"
@@ -123,13 +122,8 @@ func TestAPFWritesOnAPIServer(t *testing.T) {
 		}
 		// The apiserver serves cilium's pod LISTs through it (APF applies a
 		// new schema within moments).
-		ciliumCfg := cp.Config(controlplane.Cilium)
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-			if uid := servedBy(ctx, t, ciliumCfg); uid == string(fs.UID) {
-				break
-			} else if time.Now().After(deadline) {
-				t.Fatalf("cilium's pod LIST is served by FlowSchema UID %q, not herd-isolate-1 (%s)", uid, fs.UID)
-			}
+		if _, err := controlplane.WaitServedBy(ctx, cp.Config(controlplane.Cilium), "/api/v1/pods?limit=1", string(fs.UID), 20*time.Second); err != nil {
+			t.Fatalf("cilium's pod LIST, herd-isolate-1: %v", err)
 		}
 		// Again: a no-op from the cache, no request.
 		d = l.runner.Run(ctx, iso.Fire(l.storm("cilium", cilium)))
@@ -276,18 +270,4 @@ func TestAPFWritesOnAPIServer(t *testing.T) {
 	})
 
 	t.Run("protect", func(t *testing.T) { protectOnAPIServer(ctx, t, cp) })
-}
-
-// servedBy lists pods as cfg's identity and returns the UID of the
-// FlowSchema APF chose for the request.
-func servedBy(ctx context.Context, t *testing.T, cfg *rest.Config) string {
-	t.Helper()
-	c := &controlplane.Requests{}
-	cfg = rest.CopyConfig(cfg)
-	cfg.WrapTransport = c.Wrap
-	if _, err := kubernetes.NewForConfigOrDie(cfg).CoreV1().Pods("").List(ctx, metav1.ListOptions{Limit: 1}); err != nil {
-		t.Fatalf("list pods: %v", err)
-	}
-	sent := c.Take()
-	return sent[len(sent)-1].FlowSchemaUID
 }
