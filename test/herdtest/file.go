@@ -16,3 +16,18 @@ func WriteTemp(t testing.TB, name, content string) string {
 	}
 	return p
 }
+
+// WorkDir is where a tool run keeps its files: dir, created if missing,
+// or, when dir is "", a new temporary directory named after prefix that
+// done removes (done does nothing to a given dir, so that it keeps the
+// run's logs).
+func WorkDir(dir, prefix string) (string, func(), error) {
+	if dir != "" {
+		return dir, func() {}, os.MkdirAll(dir, 0o755)
+	}
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", func() {}, err
+	}
+	return dir, func() { os.RemoveAll(dir) }, nil
+}

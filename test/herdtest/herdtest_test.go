@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -257,5 +258,28 @@ func TestMatchingAndValue(t *testing.T) {
 		if n, total := sum(tc.name, tc.labels...); n != tc.n || total != tc.total {
 			t.Errorf("%s%v: %d series, %g; want %d, %g", tc.name, tc.labels, n, total, tc.n, tc.total)
 		}
+	}
+}
+
+func TestWorkDir(t *testing.T) {
+	dir, done, err := WorkDir("", "herd-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		t.Fatalf("temporary %s: %v", dir, err)
+	}
+	done()
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("done left %s (%v)", dir, err)
+	}
+	given := filepath.Join(t.TempDir(), "a", "b")
+	got, done, err := WorkDir(given, "herd-test-")
+	if err != nil || got != given {
+		t.Fatalf("WorkDir(%s) = %s, %v", given, got, err)
+	}
+	done()
+	if fi, err := os.Stat(given); err != nil || !fi.IsDir() {
+		t.Errorf("a given dir is created and kept: %v", err)
 	}
 }

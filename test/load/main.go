@@ -187,14 +187,12 @@ func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
 	if c.Timeout <= 0 {
 		c.Timeout = 10 * time.Second
 	}
-	if c.Dir == "" {
-		dir, err := os.MkdirTemp("", "herd-load-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(dir)
-		c.Dir = dir
+	dir, done, err := herdtest.WorkDir(c.Dir, "herd-load-")
+	if err != nil {
+		return nil, err
 	}
+	defer done()
+	c.Dir = dir
 	fmt.Fprintf(log, "load: rendering batches for %d nodes ...\n", c.Nodes)
 	corpus := auditgen.New(auditgen.Options{Nodes: c.Nodes, BatchSize: c.BatchSize})
 	size := 0

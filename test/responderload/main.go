@@ -152,16 +152,12 @@ func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.Dir == "" {
-		dir, err := os.MkdirTemp("", "herd-responder-load-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(dir)
-		c.Dir = dir
-	} else if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+	dir, done, err := herdtest.WorkDir(c.Dir, "herd-responder-load-")
+	if err != nil {
 		return nil, err
 	}
+	defer done()
+	c.Dir = dir
 	bin := c.Herd
 	if bin == "" {
 		fmt.Fprintf(log, "responder-load: go build ./cmd/herd ...\n")
