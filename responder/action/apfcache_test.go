@@ -90,7 +90,13 @@ func TestAPFCacheWriteThenDeletedByAnother(t *testing.T) {
 	if err := client.FlowcontrolV1().FlowSchemas().Delete(context.Background(), "herd-measure-1", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// Wait for the watch's delete, not only for the overlay to go: the
+	// watch's add of herd's own write also drops the overlay, and may come
+	// after Wrote.
 	waitFor(t, func() bool {
+		if _, cached, _ := c.fs.GetStore().GetByKey("herd-measure-1"); cached {
+			return false
+		}
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		_, ok := c.recent["herd-measure-1"]
